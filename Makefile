@@ -1,0 +1,27 @@
+# `make test` and `make demo` set up .venv with plain pip on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo lint typecheck unit benchmarks clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/eqsearch demo
+
+benchmarks: $(STAMP)
+	$(BIN)/python benchmarks/quant_overhead.py --compare
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

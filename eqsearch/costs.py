@@ -1,0 +1,168 @@
+"""Cost models of a subnet: average bits, compression, BitOPs and model size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import overload
+
+import numpy as np
+import numpy.typing as npt
+
+from eqsearch.space import FULL_PRECISION_BITS, ElasticSpace, SubnetConfig
+
+FloatArray = npt.NDArray[np.float64]
+Configs = SubnetConfig | Sequence[SubnetConfig]
+
+SCALE_BYTES = 4
+"""Each step size is stored as float32."""
+
+
+def _layer_arrays(space: ElasticSpace) -> dict[str, FloatArray]:
+    return space.layer_arrays
+
+
+def _finish(configs: Configs, values: FloatArray) -> float | FloatArray:
+    if isinstance(configs, SubnetConfig):
+        return float(values[0])
+    return values
+
+
+def _average(
+    space: ElasticSpace, bits: npt.NDArray[np.int64], weights: FloatArray, include_pinned: bool
+) -> FloatArray:
+    quantized = bits != FULL_PRECISION_BITS
+    mask = quantized if include_pinned else quantized & (_layer_arrays(space)["elastic"] > 0)
+    weighted = np.where(mask, weights, 0.0)
+    average: FloatArray = (weighted * bits).sum(axis=1) / weighted.sum(axis=1)
+    return average
+
+
+@overload
+def average_weight_bits(
+    space: ElasticSpace, configs: SubnetConfig, *, include_pinned: bool = False
+) -> float: ...
+@overload
+def average_weight_bits(
+    space: ElasticSpace, configs: Sequence[SubnetConfig], *, include_pinned: bool = False
+) -> FloatArray: ...
+def average_weight_bits(
+    space: ElasticSpace, configs: Configs, *, include_pinned: bool = False
+) -> float | FloatArray:
+    """Weight bits averaged over parameters (the ``--w-bits`` budget).
+
+    By default the average covers the layers the search controls: layers pinned to fixed
+    bits (the 8-bit first and last layers) are left out, as in the EQ-Net paper, whose
+    "3-bit mixed precision" ResNet-18 has the compression of uniform 3 bits with 8-bit first
+    and last layers. ``include_pinned=True`` averages over every quantized layer.
+    """
+    batch = space.batch(configs)
+    params = _layer_arrays(space)["params"]
+    return _finish(configs, _average(space, batch.w_bits, params, include_pinned))
+
+
+@overload
+def average_activation_bits(
+    space: ElasticSpace, configs: SubnetConfig, *, include_pinned: bool = False
+) -> float: ...
+@overload
+def average_activation_bits(
+    space: ElasticSpace, configs: Sequence[SubnetConfig], *, include_pinned: bool = False
+) -> FloatArray: ...
+def average_activation_bits(
+    space: ElasticSpace, configs: Configs, *, include_pinned: bool = False
+) -> float | FloatArray:
+    """Activation bits averaged over input activations (the ``--a-bits`` budget).
+
+    Covers the same layers as :func:`average_weight_bits`.
+    """
+    batch = space.batch(configs)
+    inputs = _layer_arrays(space)["inputs"]
+    return _finish(configs, _average(space, batch.a_bits, inputs, include_pinned))
+
+
+@overload
+def weight_compression(space: ElasticSpace, configs: SubnetConfig) -> float: ...
+@overload
+def weight_compression(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> FloatArray: ...
+def weight_compression(space: ElasticSpace, configs: Configs) -> float | FloatArray:
+    """W-Comp: ``32·Σn / Σ(n·b_w)`` over every layer (full-precision layers at 32 bits)."""
+    batch = space.batch(configs)
+    params = _layer_arrays(space)["params"]
+    values = FULL_PRECISION_BITS * params.sum() / (batch.w_bits * params).sum(axis=1)
+    return _finish(configs, values)
+
+
+@overload
+def activation_compression(space: ElasticSpace, configs: SubnetConfig) -> float: ...
+@overload
+def activation_compression(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> FloatArray: ...
+def activation_compression(space: ElasticSpace, configs: Configs) -> float | FloatArray:
+    """A-Comp: ``32·Σm / Σ(m·b_a)`` with m the input activations of every layer."""
+    batch = space.batch(configs)
+    inputs = _layer_arrays(space)["inputs"]
+    values = FULL_PRECISION_BITS * inputs.sum() / (batch.a_bits * inputs).sum(axis=1)
+    return _finish(configs, values)
+
+
+@overload
+def bitops(space: ElasticSpace, configs: SubnetConfig) -> float: ...
+@overload
+def bitops(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> FloatArray: ...
+def bitops(space: ElasticSpace, configs: Configs) -> float | FloatArray:
+    """BitOPs per input sample: ``Σ MACs·b_w·b_a`` (full-precision layers at 32·32)."""
+    batch = space.batch(configs)
+    macs = _layer_arrays(space)["macs"]
+    return _finish(configs, (macs * batch.w_bits * batch.a_bits).sum(axis=1))
+
+
+@overload
+def model_size_bytes(space: ElasticSpace, configs: SubnetConfig) -> float: ...
+@overload
+def model_size_bytes(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> FloatArray: ...
+def model_size_bytes(space: ElasticSpace, configs: Configs) -> float | FloatArray:
+    """Bytes of the quantizable layers' weights packed at their bit widths.
+
+    Each quantized layer adds its weight step sizes (float32, one per output channel for
+    per-channel, one per tensor) and, when asymmetric, one integer zero point per step size
+    of ``ceil(b_w/8)`` bytes. Full-precision layers count 4 bytes per weight.
+    """
+    batch = space.batch(configs)
+    arrays = _layer_arrays(space)
+    weights = np.ceil(arrays["params"] * batch.w_bits / 8.0)
+    scales = np.where(batch.per_channel, arrays["channels"], 1.0)
+    quantized = batch.w_bits != FULL_PRECISION_BITS
+    zero_point_bytes = np.where(batch.w_symmetric, 0.0, np.ceil(batch.w_bits / 8.0))
+    overhead = np.where(quantized, scales * (SCALE_BYTES + zero_point_bytes), 0.0)
+    return _finish(configs, (weights + overhead).sum(axis=1))
+
+
+def cost_table(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> dict[str, FloatArray]:
+    """Every cost of every config, as columns: ``w_bits``, ``a_bits``, ``w_comp``,
+    ``a_comp``, ``bitops``, ``size_bytes``."""
+    batch = space.batch(configs)
+    return {
+        "w_bits": average_weight_bits(space, batch),
+        "a_bits": average_activation_bits(space, batch),
+        "w_comp": weight_compression(space, batch),
+        "a_comp": activation_compression(space, batch),
+        "bitops": bitops(space, batch),
+        "size_bytes": model_size_bytes(space, batch),
+    }
+
+
+def bits_range(
+    space: ElasticSpace, *, include_pinned: bool = False
+) -> dict[str, tuple[float, float]]:
+    """Smallest and largest reachable average weight and activation bits."""
+    smallest = space.smallest()
+    largest = space.largest()
+    return {
+        "w_bits": (
+            average_weight_bits(space, smallest, include_pinned=include_pinned),
+            average_weight_bits(space, largest, include_pinned=include_pinned),
+        ),
+        "a_bits": (
+            average_activation_bits(space, smallest, include_pinned=include_pinned),
+            average_activation_bits(space, largest, include_pinned=include_pinned),
+        ),
+    }

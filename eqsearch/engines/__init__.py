@@ -1,0 +1,1 @@
+"""NSGA-II engines over a SearchProblem."""

@@ -1,0 +1,1 @@
+"""CQAP accuracy predictors: encoding, sample datasets, backends, the predictor oracle."""

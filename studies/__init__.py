@@ -1,0 +1,1 @@
+"""Experiments built on the library: predictor comparison, loss-weight tuning, ablations."""

@@ -1,0 +1,304 @@
+"""Turning a model into an elastic supernet: module swap, layer measurement, subnet switching."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from eqsearch.space import (
+    FULL_PRECISION_BITS,
+    ElasticSpace,
+    Granularity,
+    LayerSpec,
+    SubnetConfig,
+)
+from supernet.layers import ElasticQuantConv2d, ElasticQuantLayer, ElasticQuantLinear
+from supernet.models import create_model, model_entry
+from supernet.quantizers import QuantizerSpec, quantizer_class
+
+FIRST_LAST_CHOICES = "'W/A' bits such as '8/8', 'fp' (full precision) or 'elastic'"
+
+
+def parse_first_last(text: str) -> tuple[int, int] | None:
+    """Parse the first/last-layer policy: ``"8/8"`` → (8, 8), ``"fp"`` → (32, 32),
+    ``"elastic"`` → None (searched like every other layer)."""
+    value = str(text).strip().lower()
+    if value == "elastic":
+        return None
+    if value in ("fp", "full", "full-precision"):
+        return (FULL_PRECISION_BITS, FULL_PRECISION_BITS)
+    parts = value.split("/")
+    try:
+        w_bits, a_bits = (int(p) for p in parts) if len(parts) == 2 else (int(value),) * 2
+    except ValueError:
+        raise ValueError(f"first_last must be {FIRST_LAST_CHOICES}; got {text!r}") from None
+    for bits in (w_bits, a_bits):
+        if not 2 <= bits <= 16:
+            raise ValueError(f"first_last bits must be in 2..16; got {text!r}")
+    return (w_bits, a_bits)
+
+
+class Supernet(nn.Module):
+    """A model whose quantizable layers are elastic, with the space they span.
+
+    Attributes:
+        model: the wrapped network (its Conv2d/Linear modules replaced by elastic twins).
+        space: the :class:`ElasticSpace` of every subnet it serves.
+        build_info: JSON-able arguments that rebuild the same architecture (checkpoints).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        space: ElasticSpace,
+        layers: dict[str, ElasticQuantLayer],
+        build_info: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.space = space
+        self.build_info = build_info
+        self._layer_names = tuple(layers)
+        self._layer_list = tuple(layers.values())
+        self._active: SubnetConfig | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # type: ignore[no-any-return]
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Supernet:
+        result = super()._apply(fn, *args, **kwargs)
+        self.set_subnet(self._active)  # re-resolve handles against the moved parameters
+        return result  # type: ignore[no-any-return]
+
+    def elastic_layers(self) -> dict[str, ElasticQuantLayer]:
+        """Elastic layers by module path, in the space's order."""
+        return dict(zip(self._layer_names, self._layer_list, strict=True))
+
+    def active_subnet(self) -> SubnetConfig | None:
+        """The config set by :meth:`set_subnet` (None: full precision)."""
+        return self._active
+
+    def set_subnet(self, config: SubnetConfig | None) -> None:
+        """Run every following forward as ``config`` (None: full precision).
+
+        Raises:
+            ValueError: ``config`` is not in the space; no layer is changed then.
+        """
+        if config is None:
+            for layer in self._layer_list:
+                layer.set_choice(None)
+            self._active = None
+            return
+        self.space.validate(config)
+        handles = [
+            layer.quantizer.resolve(choice)
+            for layer, choice in zip(self._layer_list, config.choices, strict=True)
+        ]
+        for layer, choice, handle in zip(self._layer_list, config.choices, handles, strict=True):
+            active = layer.active
+            active.choice, active.handle = choice, handle
+        self._active = config
+
+    @contextmanager
+    def using(self, config: SubnetConfig | None) -> Iterator[Supernet]:
+        """Context manager: run as ``config`` inside, restore the previous subnet after."""
+        previous = self._active
+        self.set_subnet(config)
+        try:
+            yield self
+        finally:
+            self.set_subnet(previous)
+
+
+def _measure(model: nn.Module, example: torch.Tensor, names: set[str]) -> dict[str, dict[str, Any]]:
+    """Execution order, per-sample input size, MACs of the named Conv2d/Linear modules."""
+    modules = dict(model.named_modules())
+    found: dict[str, dict[str, Any]] = {}
+    handles = []
+
+    def hook(name: str) -> Any:
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: Any) -> None:
+            if name in found:
+                return
+            x = inputs[0]
+            batch = x.shape[0]
+            out_per_sample = output.numel() // batch
+            if isinstance(module, nn.Conv2d):
+                kernel = module.kernel_size[0] * module.kernel_size[1]
+                macs = out_per_sample * (module.in_channels // module.groups) * kernel
+                kind = "conv"
+            else:
+                assert isinstance(module, nn.Linear)
+                macs = out_per_sample * module.in_features
+                kind = "linear"
+            found[name] = {
+                "kind": kind,
+                "n_params": module.weight.numel(),
+                "macs": macs,
+                "n_inputs": x.numel() // batch,
+                "out_channels": module.weight.shape[0],
+            }
+
+        return record
+
+    for name in names:
+        handles.append(modules[name].register_forward_hook(hook(name)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def to_supernet(
+    model: nn.Module,
+    *,
+    example_input: torch.Tensor,
+    spec: QuantizerSpec | None = None,
+    first_last: str = "8/8",
+    build_info: dict[str, Any] | None = None,
+) -> Supernet:
+    """Swap every Conv2d/Linear of ``model`` for its elastic twin and measure the space.
+
+    Args:
+        model: a full-precision model (changed in place).
+        example_input: one batch of the model's input shape, for the measuring forward.
+        spec: the bits and forms elastic layers serve (LSQ+ over 2..8 bits and every form by
+            default).
+        first_last: policy for the first and last layers in execution order: pinned bits
+            (``"8/8"``), full precision (``"fp"``) or ``"elastic"``.
+        build_info: JSON-able arguments that rebuild the architecture (stored in checkpoints).
+    """
+    spec = spec or QuantizerSpec()
+    quantizer_class(spec.name)  # fail early on an unknown quantizer name
+    pin = parse_first_last(first_last)
+    candidates = {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear))
+        and not isinstance(module, (ElasticQuantConv2d, ElasticQuantLinear))
+    }
+    if not candidates:
+        raise ValueError("the model has no Conv2d or Linear layer to quantize")
+    measured = _measure(model, example_input, candidates)
+    order = list(measured)  # dicts keep insertion (execution) order
+    if len(order) < 3 and pin is not None:
+        raise ValueError(
+            f"the model has {len(order)} quantizable layers; pinning the first and last "
+            "leaves nothing to search (use first_last='elastic')"
+        )
+    pinned_names = {order[0], order[-1]} if pin is not None else set()
+    layer_specs = []
+    layers: dict[str, ElasticQuantLayer] = {}
+    for name in order:
+        module = model.get_submodule(name)
+        layer_pin = pin if name in pinned_names else None
+        layer_spec = spec if layer_pin is None else spec.pinned(*layer_pin)
+        elastic: ElasticQuantLayer
+        if isinstance(module, nn.Conv2d):
+            elastic = ElasticQuantConv2d.from_module(module, layer_spec)
+        else:
+            assert isinstance(module, nn.Linear)
+            elastic = ElasticQuantLinear.from_module(module, layer_spec)
+        _set_submodule(model, name, elastic)
+        layers[name] = elastic
+        layer_specs.append(LayerSpec(name=name, pinned=layer_pin, **measured[name]))
+    space = ElasticSpace(
+        layers=tuple(layer_specs),
+        w_bits=spec.w_bits,
+        a_bits=spec.a_bits,
+        granularities=spec.granularities,
+        w_symmetries=spec.w_symmetries,
+        a_symmetries=spec.a_symmetries,
+    )
+    info = dict(build_info or {})
+    info.update({"quantizer": spec.to_dict(), "first_last": first_last})
+    return Supernet(model, space, layers, info)
+
+
+def build_supernet(
+    model_name: str,
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int | None = None,
+    quantizer: str = "lsq",
+    w_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8),
+    a_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8),
+    granularities: tuple[str | Granularity, ...] = ("channel", "tensor"),
+    w_symmetries: tuple[bool, ...] = (True, False),
+    a_symmetries: tuple[bool, ...] = (True, False),
+    first_last: str = "8/8",
+    pretrained: bool = False,
+) -> Supernet:
+    """Build a registered model and make it an elastic supernet.
+
+    Args:
+        model_name: a name from ``supernet.models.MODELS`` (``lenet5``, ``resnet20``, ...).
+        num_classes, in_channels, image_size: the data the model sees.
+        quantizer: registered quantizer name (``"lsq"``).
+        w_bits, a_bits: the elastic bit widths.
+        granularities, w_symmetries, a_symmetries: the elastic forms.
+        first_last: ``"8/8"`` (default), ``"fp"`` or ``"elastic"`` for the first/last layers.
+        pretrained: start from torchvision weights found in the local cache (never downloads).
+    """
+    entry = model_entry(model_name)
+    size = entry.image_size if image_size is None else image_size
+    model = create_model(
+        model_name,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=size,
+        pretrained=pretrained,
+    )
+    spec = QuantizerSpec(
+        name=quantizer,
+        w_bits=tuple(w_bits),
+        a_bits=tuple(a_bits),
+        granularities=tuple(Granularity(g) for g in granularities),
+        w_symmetries=tuple(w_symmetries),
+        a_symmetries=tuple(a_symmetries),
+    )
+    example = torch.zeros(2, in_channels, size, size)
+    build_info = {
+        "model": model_name,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "image_size": size,
+    }
+    return to_supernet(
+        model, example_input=example, spec=spec, first_last=first_last, build_info=build_info
+    )
+
+
+def rebuild_supernet(build_info: dict[str, Any]) -> Supernet:
+    """Rebuild the architecture described by ``Supernet.build_info`` (weights not loaded)."""
+    quantizer = build_info["quantizer"]
+    return build_supernet(
+        build_info["model"],
+        num_classes=int(build_info["num_classes"]),
+        in_channels=int(build_info["in_channels"]),
+        image_size=int(build_info["image_size"]),
+        quantizer=quantizer["name"],
+        w_bits=tuple(quantizer["w_bits"]),
+        a_bits=tuple(quantizer["a_bits"]),
+        granularities=tuple(quantizer["granularities"]),
+        w_symmetries=tuple(quantizer["w_symmetries"]),
+        a_symmetries=tuple(quantizer["a_symmetries"]),
+        first_last=str(build_info["first_last"]),
+    )

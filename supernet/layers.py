@@ -1,0 +1,180 @@
+"""Conv2d and Linear layers whose weight and input quantization follow a settable choice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from eqsearch.space import LayerChoice
+from supernet.quantizers import ElasticQuantizer, QuantizerSpec, build_quantizer
+
+
+class ActiveChoice:
+    """The active choice of a layer and its quantizer handle (a plain mutable holder)."""
+
+    __slots__ = ("choice", "handle")
+
+    def __init__(self) -> None:
+        self.choice: LayerChoice | None = None
+        self.handle: Any = None
+
+
+class ElasticQuantLayer(nn.Module):
+    """Shared behaviour of the elastic layers: the quantizer and the active choice.
+
+    ``set_choice`` validates and stores; ``forward`` only reads the stored handle.
+    """
+
+    weight: torch.Tensor
+    quantizer: ElasticQuantizer
+    active: ActiveChoice
+
+    def _init_quantization(self, spec: QuantizerSpec) -> None:
+        self.quantizer = build_quantizer(self.weight, spec)
+        self.active = ActiveChoice()
+
+    @property
+    def choice(self) -> LayerChoice | None:
+        """The active choice; None means full precision."""
+        return self.active.choice
+
+    def set_choice(self, choice: LayerChoice | None) -> None:
+        """Quantize with ``choice`` from now on (None: full precision).
+
+        Raises:
+            ValueError: the layer's quantizer does not serve ``choice``.
+        """
+        if choice is None:
+            self.active.choice, self.active.handle = None, None
+            return
+        if not isinstance(choice, LayerChoice):
+            raise ValueError(f"set_choice expects a LayerChoice or None; got {choice!r}")
+        handle = self.quantizer.resolve(choice)
+        self.active.choice, self.active.handle = choice, handle
+
+    def quantized_weight(self) -> torch.Tensor:
+        """The weight as the active choice quantizes it (the latent weight when FP)."""
+        return self.quantizer.quantize_weight(self.weight, self.active.handle)
+
+    def quantized_operands(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (input, weight) pair the layer computes with under its active choice."""
+        handle = self.active.handle
+        if handle is None:
+            return x, self.weight
+        return (
+            self.quantizer.quantize_input(x, handle),
+            self.quantizer.quantize_weight(self.weight, handle),
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, quantizer={self.quantizer.name}, choice={self.active.choice}"
+        )
+
+
+class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
+    """``nn.Conv2d`` with elastic weight and input quantization."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        spec: QuantizerSpec | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            padding_mode,  # type: ignore[arg-type]
+            device=device,
+            dtype=dtype,
+        )
+        self._init_quantization(spec or QuantizerSpec())
+
+    @classmethod
+    def from_module(cls, conv: nn.Conv2d, spec: QuantizerSpec) -> ElasticQuantConv2d:
+        """An elastic twin of ``conv`` with a copy of its parameters."""
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,  # type: ignore[arg-type]
+            conv.stride,  # type: ignore[arg-type]
+            conv.padding,  # type: ignore[arg-type]
+            conv.dilation,  # type: ignore[arg-type]
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
+            spec=spec,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight)
+            if conv.bias is not None and layer.bias is not None:
+                layer.bias.copy_(conv.bias)
+        layer.quantizer = build_quantizer(layer.weight, spec)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, weight = self.quantized_operands(x)
+        return self._conv_forward(x, weight, self.bias)
+
+
+class ElasticQuantLinear(ElasticQuantLayer, nn.Linear):
+    """``nn.Linear`` with elastic weight and input quantization."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        spec: QuantizerSpec | None = None,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self._init_quantization(spec or QuantizerSpec())
+
+    @classmethod
+    def from_module(cls, linear: nn.Linear, spec: QuantizerSpec) -> ElasticQuantLinear:
+        """An elastic twin of ``linear`` with a copy of its parameters."""
+        layer = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            spec=spec,
+            device=linear.weight.device,
+            dtype=linear.weight.dtype,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(linear.weight)
+            if linear.bias is not None and layer.bias is not None:
+                layer.bias.copy_(linear.bias)
+        layer.quantizer = build_quantizer(layer.weight, spec)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, weight = self.quantized_operands(x)
+        return F.linear(x, weight, self.bias)
+
+
+ELASTIC_LAYER_TYPES = (ElasticQuantConv2d, ElasticQuantLinear)

@@ -1,0 +1,314 @@
+"""Model architectures by name: small CNNs for tests and demos, torchvision backbones."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered architecture."""
+
+    name: str
+    build: Callable[[int, int, int], nn.Module]
+    image_size: int
+    min_image_size: int
+    description: str
+    torchvision_name: str | None = None
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    image_size: int,
+    min_image_size: int,
+    description: str,
+    torchvision_name: str | None = None,
+) -> Callable[[Callable[[int, int, int], nn.Module]], Callable[[int, int, int], nn.Module]]:
+    """Register ``build(num_classes, in_channels, image_size) -> nn.Module`` under ``name``."""
+
+    def decorate(
+        build: Callable[[int, int, int], nn.Module],
+    ) -> Callable[[int, int, int], nn.Module]:
+        MODELS[name] = ModelEntry(
+            name, build, image_size, min_image_size, description, torchvision_name
+        )
+        return build
+
+    return decorate
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registered entry called ``name``."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}"
+        ) from None
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    image_size: int | None = None,
+    pretrained: bool = False,
+) -> nn.Module:
+    """A randomly initialised (or locally cached torchvision-pretrained) full-precision model.
+
+    Args:
+        name: registered model name (see ``MODELS``).
+        num_classes: classifier outputs.
+        in_channels: input image channels.
+        image_size: input height = width (the model's default when None).
+        pretrained: load torchvision's ImageNet weights from the local torch hub cache; never
+            downloads. The classifier (and the first conv, for ``in_channels != 3``) are
+            re-initialised when their shapes differ.
+    """
+    entry = model_entry(name)
+    size = entry.image_size if image_size is None else image_size
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2; got {num_classes}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1; got {in_channels}")
+    if size < entry.min_image_size:
+        raise ValueError(f"{name} needs image_size >= {entry.min_image_size}; got {size}")
+    model = entry.build(num_classes, in_channels, size)
+    if pretrained:
+        _load_torchvision_weights(entry, model, num_classes, in_channels)
+    return model
+
+
+def _load_torchvision_weights(
+    entry: ModelEntry, model: nn.Module, num_classes: int, in_channels: int
+) -> None:
+    if entry.torchvision_name is None:
+        raise ValueError(f"{entry.name} has no torchvision pretrained weights")
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(entry.torchvision_name).DEFAULT  # type: ignore[attr-defined]
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    if not os.path.exists(path):
+        raise ValueError(
+            f"pretrained {entry.name} weights are not in the local torch hub cache (expected "
+            f"{path}); eqsearch never downloads: place the file there, or start from "
+            "--init fp.pt or FP pretraining"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    compatible = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(compatible, strict=False)
+
+
+# -- small CNNs ---------------------------------------------------------------------------
+
+
+@register_model(
+    "tiny_convnet", image_size=8, min_image_size=4, description="3 convs + linear, for tests"
+)
+def tiny_convnet(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """Three 3×3 convs (8, 16, 16 channels) with BN and ReLU, global pooling, a linear head."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(16, 16, 3, padding=1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, num_classes),
+    )
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 with batch norm after each conv (so BN re-calibration applies)."""
+
+    def __init__(self, num_classes: int, in_channels: int, image_size: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5, padding=2, bias=False),
+            nn.BatchNorm2d(6),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        spatial = (image_size // 2 - 4) // 2
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(16 * spatial * spatial, 120),
+            nn.ReLU(inplace=True),
+            nn.Linear(120, 84),
+            nn.ReLU(inplace=True),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))  # type: ignore[no-any-return]
+
+
+@register_model(
+    "lenet5", image_size=28, min_image_size=12, description="LeNet-5 with BN (MNIST-size)"
+)
+def lenet5(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """LeNet-5 (2 convs, 3 linears) for 28×28 digits."""
+    return LeNet5(num_classes, in_channels, image_size)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block; a 1×1 conv + BN shortcut where the shape changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))  # type: ignore[no-any-return]
+
+
+class CifarResNet(nn.Module):
+    """CIFAR-style ResNet: a 3×3 stem, three stages of basic blocks (16/32/64 channels)."""
+
+    def __init__(self, blocks_per_stage: int, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = nn.ReLU(inplace=True)
+        stages: list[nn.Module] = []
+        channels = 16
+        for stage, width in enumerate((16, 32, 64)):
+            blocks = []
+            for index in range(blocks_per_stage):
+                stride = 2 if stage > 0 and index == 0 else 1
+                blocks.append(BasicBlock(channels, width, stride))
+                channels = width
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))  # type: ignore[no-any-return]
+
+
+@register_model(
+    "resnet20", image_size=32, min_image_size=8, description="CIFAR ResNet-20 (3 × 3 blocks)"
+)
+def resnet20(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """ResNet-20 for 32×32 images (He et al. 2016, CIFAR variant)."""
+    return CifarResNet(3, num_classes, in_channels)
+
+
+# -- torchvision backbones ----------------------------------------------------------------
+
+
+def _replace_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    if conv.in_channels == in_channels:
+        return conv
+    return nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,  # type: ignore[arg-type]
+        conv.stride,  # type: ignore[arg-type]
+        conv.padding,  # type: ignore[arg-type]
+        bias=conv.bias is not None,
+    )
+
+
+@register_model(
+    "resnet18",
+    image_size=224,
+    min_image_size=32,
+    description="torchvision ResNet-18",
+    torchvision_name="resnet18",
+)
+def resnet18(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """torchvision's ResNet-18."""
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    model.conv1 = _replace_first_conv(model.conv1, in_channels)
+    return model
+
+
+@register_model(
+    "resnet50",
+    image_size=224,
+    min_image_size=32,
+    description="torchvision ResNet-50",
+    torchvision_name="resnet50",
+)
+def resnet50(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """torchvision's ResNet-50."""
+    import torchvision
+
+    model = torchvision.models.resnet50(num_classes=num_classes)
+    model.conv1 = _replace_first_conv(model.conv1, in_channels)
+    return model
+
+
+@register_model(
+    "mobilenet_v2",
+    image_size=224,
+    min_image_size=32,
+    description="torchvision MobileNetV2",
+    torchvision_name="mobilenet_v2",
+)
+def mobilenet_v2(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """torchvision's MobileNetV2."""
+    import torchvision
+
+    model = torchvision.models.mobilenet_v2(num_classes=num_classes)
+    stem = model.features[0][0]  # type: ignore[index]
+    model.features[0][0] = _replace_first_conv(stem, in_channels)  # type: ignore[index]
+    return model
+
+
+@register_model(
+    "efficientnet_b0",
+    image_size=224,
+    min_image_size=32,
+    description="torchvision EfficientNet-B0 (SiLU: signed activations)",
+    torchvision_name="efficientnet_b0",
+)
+def efficientnet_b0(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+    """torchvision's EfficientNet-B0."""
+    import torchvision
+
+    model = torchvision.models.efficientnet_b0(num_classes=num_classes)
+    stem = model.features[0][0]  # type: ignore[index]
+    model.features[0][0] = _replace_first_conv(stem, in_channels)  # type: ignore[index]
+    return model

@@ -1,0 +1,73 @@
+"""One explicit, data-driven initialisation of every quantizer entry of a supernet."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from supernet.elastic import Supernet
+
+MAX_SAMPLES_PER_LAYER = 1 << 14
+
+
+def _batches(images: torch.Tensor | Iterable[Any]) -> Iterable[torch.Tensor]:
+    if isinstance(images, torch.Tensor):
+        yield images
+        return
+    for batch in images:
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+@torch.no_grad()
+def init_quantizers(
+    supernet: Supernet,
+    images: torch.Tensor | Iterable[Any],
+    *,
+    max_samples: int = MAX_SAMPLES_PER_LAYER,
+) -> None:
+    """Initialise every (bits, form) step size and offset from calibration images.
+
+    Runs the full-precision model once over ``images`` (a tensor, or an iterable of tensors
+    or ``(images, labels)`` batches) in eval mode, records each elastic layer's input range
+    and an evenly strided sample of its inputs, and hands them with the layer's weight to its
+    quantizer's clipping search. BN statistics and the active subnet are left as they were.
+    """
+    layers = supernet.elastic_layers()
+    samples: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    extremes: dict[str, list[float]] = {name: [float("inf"), float("-inf")] for name in layers}
+
+    def hook(name: str) -> Any:
+        def record(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            flat = inputs[0].detach().reshape(-1)
+            low, high = extremes[name]
+            extremes[name] = [min(low, float(flat.min())), max(high, float(flat.max()))]
+            stride = max(1, flat.numel() // max_samples)
+            samples[name].append(flat[::stride].float().cpu())
+
+        return record
+
+    handles = [layer.register_forward_pre_hook(hook(name)) for name, layer in layers.items()]
+    previous = supernet.active_subnet()
+    was_training = supernet.training
+    supernet.set_subnet(None)
+    supernet.eval()
+    device = next(supernet.parameters()).device
+    try:
+        seen = 0
+        for batch in _batches(images):
+            supernet(batch.to(device))
+            seen += 1
+        if seen == 0:
+            raise ValueError("init_quantizers needs at least one batch of calibration images")
+    finally:
+        for handle in handles:
+            handle.remove()
+        supernet.train(was_training)
+    for name, layer in layers.items():
+        collected = torch.cat(samples[name])
+        stride = max(1, collected.numel() // max_samples)
+        low, high = extremes[name]
+        layer.quantizer.calibrate(layer.weight, collected[::stride].to(device), low, high)
+    supernet.set_subnet(previous)

@@ -1,0 +1,49 @@
+"""Elastic quantizers and their registry by name."""
+
+from __future__ import annotations
+
+import torch
+
+from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
+from supernet.quantizers.lsq import LsqQuantizer
+
+QUANTIZERS: dict[str, type[ElasticQuantizer]] = {}
+
+
+def register_quantizer(
+    cls: type[ElasticQuantizer],
+) -> type[ElasticQuantizer]:
+    """Register a quantizer class under its ``name``."""
+    if not cls.name:
+        raise ValueError("a quantizer class needs a non-empty name")
+    QUANTIZERS[cls.name] = cls
+    return cls
+
+
+register_quantizer(LsqQuantizer)
+
+
+def quantizer_class(name: str) -> type[ElasticQuantizer]:
+    """The registered quantizer class called ``name``."""
+    try:
+        return QUANTIZERS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown quantizer {name!r}; registered: {', '.join(sorted(QUANTIZERS))}"
+        ) from None
+
+
+def build_quantizer(weight: torch.Tensor, spec: QuantizerSpec) -> ElasticQuantizer:
+    """A quantizer of ``spec.name`` for a layer with this weight."""
+    return quantizer_class(spec.name)(weight, spec)
+
+
+__all__ = [
+    "QUANTIZERS",
+    "ElasticQuantizer",
+    "LsqQuantizer",
+    "QuantizerSpec",
+    "build_quantizer",
+    "quantizer_class",
+    "register_quantizer",
+]

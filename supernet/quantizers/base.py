@@ -1,0 +1,169 @@
+"""What every elastic quantizer provides, and the spec a layer builds one from."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from eqsearch.space import (
+    FULL_PRECISION_BITS,
+    MAX_BITS,
+    MIN_BITS,
+    Granularity,
+    LayerChoice,
+    QuantForm,
+)
+
+
+@dataclass(frozen=True)
+class QuantizerSpec:
+    """The choices one layer's quantizer must serve.
+
+    Args:
+        name: registered quantizer name (``"lsq"``, ``"n2uq"``).
+        w_bits: weight bit widths; ``(32,)`` makes a full-precision (pinned) layer.
+        a_bits: activation bit widths; ``(32,)`` for a full-precision layer.
+        granularities, w_symmetries, a_symmetries: the forms to serve.
+    """
+
+    name: str = "lsq"
+    w_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    a_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    granularities: tuple[Granularity, ...] = (Granularity.CHANNEL, Granularity.TENSOR)
+    w_symmetries: tuple[bool, ...] = (True, False)
+    a_symmetries: tuple[bool, ...] = (True, False)
+
+    def __post_init__(self) -> None:
+        for field_name in ("w_bits", "a_bits"):
+            values = tuple(sorted(set(getattr(self, field_name))))
+            if not values or any(
+                not (MIN_BITS <= b <= MAX_BITS or b == FULL_PRECISION_BITS) for b in values
+            ):
+                raise ValueError(
+                    f"QuantizerSpec.{field_name} must hold bit widths in {MIN_BITS}..{MAX_BITS} "
+                    f"or {FULL_PRECISION_BITS}; got {getattr(self, field_name)!r}"
+                )
+            object.__setattr__(self, field_name, values)
+        if (FULL_PRECISION_BITS in self.w_bits) != (FULL_PRECISION_BITS in self.a_bits):
+            raise ValueError("QuantizerSpec: full precision (32) must be in w_bits and a_bits")
+        object.__setattr__(
+            self, "granularities", tuple(Granularity(g) for g in dict.fromkeys(self.granularities))
+        )
+        object.__setattr__(self, "w_symmetries", tuple(dict.fromkeys(self.w_symmetries)))
+        object.__setattr__(self, "a_symmetries", tuple(dict.fromkeys(self.a_symmetries)))
+        if not (self.granularities and self.w_symmetries and self.a_symmetries):
+            raise ValueError("QuantizerSpec needs at least one granularity and symmetry of each")
+
+    @property
+    def forms(self) -> tuple[QuantForm, ...]:
+        """Every form the spec serves."""
+        return tuple(
+            QuantForm(g, ws, as_)
+            for g, ws, as_ in itertools.product(
+                self.granularities, self.w_symmetries, self.a_symmetries
+            )
+        )
+
+    def pinned(self, w_bits: int, a_bits: int) -> QuantizerSpec:
+        """The same forms at fixed bits (a pinned layer)."""
+        return QuantizerSpec(
+            self.name,
+            (w_bits,),
+            (a_bits,),
+            self.granularities,
+            self.w_symmetries,
+            self.a_symmetries,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        return {
+            "name": self.name,
+            "w_bits": list(self.w_bits),
+            "a_bits": list(self.a_bits),
+            "granularities": [g.value for g in self.granularities],
+            "w_symmetries": list(self.w_symmetries),
+            "a_symmetries": list(self.a_symmetries),
+        }
+
+
+class ElasticQuantizer(nn.Module):
+    """Quantizes one layer's weight and input for every choice of its :class:`QuantizerSpec`.
+
+    Subclasses create every learnable parameter in ``__init__`` (from the weight's shape), so
+    optimizers and ``load_state_dict`` work before any data has been seen; :meth:`calibrate`
+    initialises them from data once. ``resolve`` turns a choice into a handle that
+    ``quantize_weight``/``quantize_input`` read, so ``forward`` does no lookups.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, weight: torch.Tensor, spec: QuantizerSpec) -> None:
+        super().__init__()
+        unsupported = [form for form in spec.forms if not self.supports(form)]
+        if unsupported:
+            raise ValueError(
+                f"quantizer {self.name!r} cannot express the forms "
+                f"{', '.join(map(str, unsupported))}; it supports {self.describe_forms()}"
+            )
+        self.spec = spec
+        self._allowed = frozenset(
+            LayerChoice(w, a, form)
+            for w in spec.w_bits
+            for a in spec.a_bits
+            for form in spec.forms
+            if (w == FULL_PRECISION_BITS) == (a == FULL_PRECISION_BITS)
+        )
+
+    @classmethod
+    def supports(cls, form: QuantForm) -> bool:
+        """Whether the quantizer can express ``form``."""
+        return True
+
+    @classmethod
+    def describe_forms(cls) -> str:
+        """Human-readable list of the forms the quantizer supports."""
+        return "every form"
+
+    def check(self, choice: LayerChoice) -> None:
+        """Raise ValueError if the layer cannot take ``choice``."""
+        if choice not in self._allowed:
+            if choice.form not in self.spec.forms:
+                raise ValueError(
+                    f"form {choice.form} is not served by this layer "
+                    f"(forms: {', '.join(map(str, self.spec.forms))})"
+                )
+            raise ValueError(
+                f"bits w{choice.w_bits}/a{choice.a_bits} are not served by this layer "
+                f"(weight bits {self.spec.w_bits}, activation bits {self.spec.a_bits})"
+            )
+
+    def resolve(self, choice: LayerChoice) -> Any:
+        """A handle for ``choice`` (None when it is full precision)."""
+        raise NotImplementedError
+
+    def quantize_weight(self, weight: torch.Tensor, handle: Any) -> torch.Tensor:
+        """The weight as ``handle``'s choice quantizes it (fake-quantized, float)."""
+        raise NotImplementedError
+
+    def quantize_input(self, x: torch.Tensor, handle: Any) -> torch.Tensor:
+        """The input activation as ``handle``'s choice quantizes it."""
+        raise NotImplementedError
+
+    def calibrate(
+        self, weight: torch.Tensor, inputs: torch.Tensor, input_min: float, input_max: float
+    ) -> None:
+        """Initialise every (bits, form) entry from the weight and a sample of inputs."""
+        raise NotImplementedError
+
+    def inherit(self, from_bits: int, to_bits: int) -> None:
+        """Initialise ``to_bits`` entries from ``from_bits`` ones (progressive schedule)."""
+        raise NotImplementedError
+
+    def parameters_for(self, choice: LayerChoice) -> list[nn.Parameter]:
+        """The learnable quantizer parameters ``choice`` reads (for tests and ablations)."""
+        raise NotImplementedError

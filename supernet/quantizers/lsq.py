@@ -1,0 +1,264 @@
+"""Elastic LSQ+: learnable step sizes and offsets kept per (bits, granularity, symmetry)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from eqsearch.space import FULL_PRECISION_BITS, Granularity, LayerChoice
+from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
+from supernet.quantizers.clipping import integer_grid, search_step_sizes
+from supernet.quantizers.fake_quant import lsq_fake_quantize
+
+MAX_SEARCH_VALUES = 1 << 14
+"""Per-tensor clipping searches run on at most this many (evenly strided) values."""
+MAX_CHANNEL_VALUES = 1 << 10
+"""Per-channel searches use at most this many values of each channel (with its true range)."""
+
+
+def weight_key(bits: int, granularity: Granularity, symmetric: bool) -> str:
+    """Parameter name of a weight step size (and offset) entry, e.g. ``b4_channel_sym``."""
+    return f"b{bits}_{granularity.value}_{'sym' if symmetric else 'asym'}"
+
+
+def input_key(bits: int, symmetric: bool) -> str:
+    """Parameter name of an activation step size (and offset) entry, e.g. ``b4_asym``."""
+    return f"b{bits}_{'sym' if symmetric else 'asym'}"
+
+
+class LsqHandle(NamedTuple):
+    """The parameters and grids one choice reads in ``forward``."""
+
+    w_step: nn.Parameter
+    w_offset: nn.Parameter | None
+    w_qmin: int
+    w_qmax: int
+    w_grad_scale: float
+    a_step: nn.Parameter
+    a_offset: nn.Parameter | None
+    a_bits: int
+    a_symmetric: bool
+
+
+def _strided_sample(values: torch.Tensor, limit: int) -> torch.Tensor:
+    flat = values.reshape(1, -1)
+    if flat.shape[1] <= limit:
+        return flat
+    stride = math.ceil(flat.shape[1] / limit)
+    return flat[:, ::stride]
+
+
+class LsqQuantizer(ElasticQuantizer):
+    """LSQ+ quantizer (Esser et al. 2020; Bhalgat et al. 2020) made elastic as in EQ-Net.
+
+    Weights use the signed grid ``[-2^(b-1), 2^(b-1)-1]``; asymmetric weights add a learned
+    offset. Activations use the unsigned grid ``[0, 2^b-1]`` when symmetric and the layer's
+    calibration inputs are non-negative (after ReLU), the signed grid when they are not;
+    asymmetric activations always use the unsigned grid with a learned offset.
+    """
+
+    name = "lsq"
+    input_signed: torch.Tensor
+    calibrated: torch.Tensor
+
+    def __init__(self, weight: torch.Tensor, spec: QuantizerSpec) -> None:
+        super().__init__(weight, spec)
+        out_channels = weight.shape[0]
+        self.elements_per_channel = max(1, weight[0].numel())
+        self.weight_steps = nn.ParameterDict()
+        self.weight_offsets = nn.ParameterDict()
+        self.input_steps = nn.ParameterDict()
+        self.input_offsets = nn.ParameterDict()
+        weight_bits = [b for b in spec.w_bits if b != FULL_PRECISION_BITS]
+        input_bits = [b for b in spec.a_bits if b != FULL_PRECISION_BITS]
+        with torch.no_grad():
+            mean_abs = weight.detach().abs().reshape(out_channels, -1).mean(dim=1)
+            mean_abs = mean_abs.clamp_min(1e-6)
+        for bits in weight_bits:
+            qmax = integer_grid(bits, signed=True)[1]
+            for granularity in spec.granularities:
+                groups = mean_abs if granularity is Granularity.CHANNEL else mean_abs.mean()[None]
+                for symmetric in spec.w_symmetries:
+                    key = weight_key(bits, granularity, symmetric)
+                    # LSQ's initial step 2·mean|w|/sqrt(Qp), until calibrate() runs.
+                    self.weight_steps[key] = nn.Parameter(2 * groups / math.sqrt(qmax))
+                    if not symmetric:
+                        self.weight_offsets[key] = nn.Parameter(torch.zeros_like(groups))
+        for bits in input_bits:
+            for symmetric in spec.a_symmetries:
+                key = input_key(bits, symmetric)
+                self.input_steps[key] = nn.Parameter(torch.full((1,), 4.0 / (2**bits - 1)))
+                if not symmetric:
+                    self.input_offsets[key] = nn.Parameter(torch.zeros(1))
+        self.register_buffer("input_signed", torch.tensor(False))
+        self.register_buffer("calibrated", torch.tensor(False))
+        self.weight_numel = max(1, weight.numel())
+        self._input_signed = False
+        self._handles: dict[LayerChoice, LsqHandle | None] = {}
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self._input_signed = bool(self.input_signed)
+
+    # -- choices -----------------------------------------------------------------------
+
+    def _weight_grad_scale(self, per_channel: bool, qmax: int) -> float:
+        count = self.elements_per_channel if per_channel else self.weight_numel
+        return 1.0 / math.sqrt(count * qmax)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> LsqQuantizer:
+        self._handles.clear()  # parameters may be new objects after a device/dtype move
+        return super()._apply(fn, *args, **kwargs)  # type: ignore[no-any-return]
+
+    def resolve(self, choice: LayerChoice) -> LsqHandle | None:
+        """Look up the parameters of ``choice`` (cached: ``set_subnet`` is on hot paths)."""
+        try:
+            return self._handles[choice]
+        except KeyError:
+            pass
+        self.check(choice)
+        handle = self._build_handle(choice)
+        self._handles[choice] = handle
+        return handle
+
+    def _build_handle(self, choice: LayerChoice) -> LsqHandle | None:
+        if choice.full_precision:
+            return None
+        form = choice.form
+        key = weight_key(choice.w_bits, form.w_granularity, form.w_symmetric)
+        qmin, qmax = integer_grid(choice.w_bits, signed=True)
+        a_key = input_key(choice.a_bits, form.a_symmetric)
+        return LsqHandle(
+            w_step=self.weight_steps[key],
+            w_offset=None if form.w_symmetric else self.weight_offsets[key],
+            w_qmin=qmin,
+            w_qmax=qmax,
+            w_grad_scale=self._weight_grad_scale(form.per_channel, qmax),
+            a_step=self.input_steps[a_key],
+            a_offset=None if form.a_symmetric else self.input_offsets[a_key],
+            a_bits=choice.a_bits,
+            a_symmetric=form.a_symmetric,
+        )
+
+    def input_grid(self, bits: int, symmetric: bool) -> tuple[int, int]:
+        """The activation grid of (bits, symmetry) given the calibrated input sign."""
+        return integer_grid(bits, signed=symmetric and self._input_signed)
+
+    def quantize_weight(self, weight: torch.Tensor, handle: LsqHandle | None) -> torch.Tensor:
+        """Fake-quantized weight for ``handle`` (the weight itself when None)."""
+        if handle is None:
+            return weight
+        return lsq_fake_quantize(
+            weight,
+            handle.w_step,
+            handle.w_offset,
+            handle.w_qmin,
+            handle.w_qmax,
+            handle.w_grad_scale,
+        )
+
+    def quantize_input(self, x: torch.Tensor, handle: LsqHandle | None) -> torch.Tensor:
+        """Fake-quantized input activation for ``handle`` (``x`` itself when None)."""
+        if handle is None:
+            return x
+        qmin, qmax = self.input_grid(handle.a_bits, handle.a_symmetric)
+        features = x.numel() // max(1, x.shape[0])
+        grad_scale = 1.0 / math.sqrt(max(1, features) * qmax)
+        return lsq_fake_quantize(x, handle.a_step, handle.a_offset, qmin, qmax, grad_scale)
+
+    def parameters_for(self, choice: LayerChoice) -> list[nn.Parameter]:
+        """Step sizes and offsets that ``choice`` reads."""
+        handle = self.resolve(choice)
+        if handle is None:
+            return []
+        candidates = [handle.w_step, handle.w_offset, handle.a_step, handle.a_offset]
+        return [p for p in candidates if p is not None]
+
+    # -- initialisation ----------------------------------------------------------------
+
+    @torch.no_grad()
+    def calibrate(
+        self, weight: torch.Tensor, inputs: torch.Tensor, input_min: float, input_max: float
+    ) -> None:
+        """Clipping search for every (bits, form) entry from the weight and input samples.
+
+        Args:
+            weight: the layer's latent full-precision weight.
+            inputs: a sample of the layer's input activations (any shape).
+            input_min, input_max: the extremes of the full inputs the sample came from.
+        """
+        self._input_signed = input_min < 0
+        self.input_signed.fill_(self._input_signed)
+        out_channels = weight.shape[0]
+        weight_bits = [b for b in self.spec.w_bits if b != FULL_PRECISION_BITS]
+        if weight_bits:
+            flat = weight.detach().reshape(out_channels, -1)
+            for granularity in self.spec.granularities:
+                if granularity is Granularity.CHANNEL:
+                    stride = max(1, -(-flat.shape[1] // MAX_CHANNEL_VALUES))
+                    values = flat[:, ::stride]
+                    value_range = (flat.amin(dim=1), flat.amax(dim=1))
+                else:
+                    values = _strided_sample(flat, MAX_SEARCH_VALUES)
+                    value_range = (flat.min().reshape(1), flat.max().reshape(1))
+                for symmetric in self.spec.w_symmetries:
+                    steps, offsets = search_step_sizes(
+                        values,
+                        weight_bits,
+                        signed=True,
+                        symmetric=symmetric,
+                        value_range=value_range,
+                    )
+                    for row, bits in enumerate(weight_bits):
+                        key = weight_key(bits, granularity, symmetric)
+                        self.weight_steps[key].copy_(steps[row])
+                        if not symmetric:
+                            self.weight_offsets[key].copy_(offsets[row])
+        input_bits = [b for b in self.spec.a_bits if b != FULL_PRECISION_BITS]
+        if input_bits:
+            sample = _strided_sample(inputs.detach().float(), MAX_SEARCH_VALUES)
+            input_range = (
+                torch.tensor([float(input_min)], device=sample.device),
+                torch.tensor([float(input_max)], device=sample.device),
+            )
+            for symmetric in self.spec.a_symmetries:
+                steps, offsets = search_step_sizes(
+                    sample,
+                    input_bits,
+                    signed=symmetric and self._input_signed,
+                    symmetric=symmetric,
+                    value_range=input_range,
+                )
+                for row, bits in enumerate(input_bits):
+                    key = input_key(bits, symmetric)
+                    self.input_steps[key].copy_(steps[row].to(self.input_steps[key].device))
+                    if not symmetric:
+                        self.input_offsets[key].copy_(
+                            offsets[row].to(self.input_offsets[key].device)
+                        )
+        self.calibrated.fill_(True)
+
+    @torch.no_grad()
+    def inherit(self, from_bits: int, to_bits: int) -> None:
+        """OQAT bit inheritance: ``to_bits`` steps = 2 × ``from_bits`` steps, same offsets.
+
+        Doubling the step makes the (b−1)-bit grid the even points of the b-bit grid; the
+        offset β stays, so the zero point halves with the step.
+        """
+        factor = 2.0 ** (from_bits - to_bits)
+        for steps, offsets, prefix_from, prefix_to in (
+            (self.weight_steps, self.weight_offsets, f"b{from_bits}_", f"b{to_bits}_"),
+            (self.input_steps, self.input_offsets, f"b{from_bits}_", f"b{to_bits}_"),
+        ):
+            for key in list(steps.keys()):
+                if not key.startswith(prefix_from):
+                    continue
+                target = prefix_to + key[len(prefix_from) :]
+                if target not in steps:
+                    continue
+                steps[target].copy_(steps[key] * factor)
+                if key in offsets:
+                    offsets[target].copy_(offsets[key])

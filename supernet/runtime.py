@@ -1,0 +1,45 @@
+"""Process-level settings that make CPU training faster."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD = 32 << 20  # glibc's maximum on 64-bit systems
+_TRIM_THRESHOLD = 1 << 30
+
+_applied: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed activation buffers for reuse (Linux only; idempotent).
+
+    A training step allocates and frees many multi-megabyte tensors. By default glibc serves
+    those from fresh ``mmap`` pages and returns them to the OS when freed, so every step
+    page-faults its whole working set again; on a 2-core CPU that is 10–25 % of a ResNet-20
+    step. Raising the mmap and trim thresholds keeps the pages in the heap. Returns whether
+    the settings were applied.
+    """
+    global _applied
+    if _applied is not None:
+        return _applied
+    _applied = False
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    _applied = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+    )
+    return _applied

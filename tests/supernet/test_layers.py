@@ -1,0 +1,77 @@
+"""Elastic Conv2d/Linear: full precision equals torch, quantized equals fake-quant references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from eqsearch.space import LayerChoice, QuantForm
+from supernet.layers import ElasticQuantConv2d, ElasticQuantLinear
+from supernet.quantizers import QuantizerSpec
+from supernet.quantizers.fake_quant import effective_zero_points
+
+
+def test_full_precision_conv_equals_torch() -> None:
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1, groups=1)
+    layer = ElasticQuantConv2d.from_module(conv, QuantizerSpec())
+    x = torch.randn(2, 3, 9, 9)
+    assert torch.equal(layer(x), conv(x))
+    assert torch.equal(layer.quantized_weight(), conv.weight)
+
+
+def test_quantized_conv_uses_the_fake_quantized_operands() -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=True)
+    layer = ElasticQuantConv2d.from_module(conv, QuantizerSpec())
+    x = torch.randn(2, 3, 6, 6).relu()
+    layer.quantizer.calibrate(layer.weight, x, 0.0, float(x.max()))
+    choice = LayerChoice(4, 3, QuantForm("channel", False, True))
+    layer.set_choice(choice)
+    handle = layer.active.handle
+    w_zero = effective_zero_points(handle.w_step, handle.w_offset, -8, 7)
+    expected_weight = torch.fake_quantize_per_channel_affine(
+        conv.weight, handle.w_step.detach(), w_zero, 0, -8, 7
+    )
+    expected_input = torch.fake_quantize_per_tensor_affine(
+        x, float(handle.a_step.detach()), 0, 0, 7
+    )
+    assert torch.equal(layer.quantized_weight(), expected_weight)
+    assert torch.allclose(
+        layer(x), F.conv2d(expected_input, expected_weight, conv.bias, padding=1), atol=1e-6
+    )
+
+
+def test_linear_pinned_8_bit_and_choice_validation() -> None:
+    linear = nn.Linear(6, 3)
+    layer = ElasticQuantLinear.from_module(linear, QuantizerSpec().pinned(8, 8))
+    layer.set_choice(LayerChoice(8, 8, QuantForm("tensor", True, False)))
+    assert layer.choice == LayerChoice(8, 8, QuantForm("tensor", True, False))
+    with pytest.raises(ValueError, match="bits w4/a4"):
+        layer.set_choice(LayerChoice(4, 4))
+    # a failed set_choice leaves the previous choice active
+    assert layer.choice == LayerChoice(8, 8, QuantForm("tensor", True, False))
+    with pytest.raises(ValueError, match="LayerChoice or None"):
+        layer.set_choice((8, 8))  # type: ignore[arg-type]
+    layer.set_choice(None)
+    x = torch.randn(4, 6)
+    assert torch.equal(layer(x), linear(x))
+
+
+def test_forward_reads_only() -> None:
+    layer = ElasticQuantConv2d(3, 4, 3)
+    layer.set_choice(LayerChoice(4, 4))
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    x = torch.randn(2, 3, 5, 5)
+    first = layer(x)
+    second = layer(x)
+    assert torch.equal(first, second)
+    for key, value in layer.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_repr_names_the_choice() -> None:
+    layer = ElasticQuantLinear(4, 2)
+    layer.set_choice(LayerChoice(3, 5))
+    assert "quantizer=lsq" in repr(layer) and "w_bits=3" in repr(layer)
