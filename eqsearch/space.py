@@ -64,30 +64,32 @@ def _require_bits(value: object, field_name: str, *, allow_full_precision: bool)
     return bits
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class QuantForm:
     """How a layer is quantized, apart from its bit widths.
 
     Args:
-        w_granularity: ``"channel"`` (one step size per output channel) or ``"tensor"``.
+        w_granularity: ``"channel"`` (one step size per output channel) or ``"tensor"``
+            (a :class:`Granularity` or its string value).
         w_symmetric: weights with a zero point fixed at 0 (True) or a learned one (False).
         a_symmetric: input activations with a zero point fixed at 0 (True) or learned (False).
     """
 
-    w_granularity: Granularity = Granularity.CHANNEL
-    w_symmetric: bool = True
-    a_symmetric: bool = True
+    w_granularity: Granularity
+    w_symmetric: bool
+    a_symmetric: bool
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        w_granularity: Granularity | str = Granularity.CHANNEL,
+        w_symmetric: bool = True,
+        a_symmetric: bool = True,
+    ) -> None:
         object.__setattr__(
-            self, "w_granularity", _granularity(self.w_granularity, "QuantForm.w_granularity")
+            self, "w_granularity", _granularity(w_granularity, "QuantForm.w_granularity")
         )
-        object.__setattr__(
-            self, "w_symmetric", _require_bool(self.w_symmetric, "QuantForm.w_symmetric")
-        )
-        object.__setattr__(
-            self, "a_symmetric", _require_bool(self.a_symmetric, "QuantForm.a_symmetric")
-        )
+        object.__setattr__(self, "w_symmetric", _require_bool(w_symmetric, "QuantForm.w_symmetric"))
+        object.__setattr__(self, "a_symmetric", _require_bool(a_symmetric, "QuantForm.a_symmetric"))
 
     @property
     def per_channel(self) -> bool:

@@ -11,7 +11,7 @@ from torch import nn
 from eqsearch.space import FULL_PRECISION_BITS, Granularity, LayerChoice
 from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
 from supernet.quantizers.clipping import integer_grid, search_step_sizes
-from supernet.quantizers.fake_quant import lsq_fake_quantize
+from supernet.quantizers.fake_quant import effective_zero_points, lsq_fake_quantize
 
 MAX_SEARCH_VALUES = 1 << 14
 """Per-tensor clipping searches run on at most this many (evenly strided) values."""
@@ -32,15 +32,28 @@ def input_key(bits: int, symmetric: bool) -> str:
 class LsqHandle(NamedTuple):
     """The parameters and grids one choice reads in ``forward``."""
 
-    w_step: nn.Parameter
+    w_log_step: nn.Parameter
     w_offset: nn.Parameter | None
     w_qmin: int
     w_qmax: int
     w_grad_scale: float
-    a_step: nn.Parameter
+    a_log_step: nn.Parameter
     a_offset: nn.Parameter | None
     a_bits: int
     a_symmetric: bool
+
+
+class QuantParams(NamedTuple):
+    """The effective (detached) quantization parameters of one choice, e.g. for export."""
+
+    w_step: torch.Tensor
+    w_zero_point: torch.Tensor
+    w_qmin: int
+    w_qmax: int
+    a_step: torch.Tensor
+    a_zero_point: torch.Tensor
+    a_qmin: int
+    a_qmax: int
 
 
 def _strided_sample(values: torch.Tensor, limit: int) -> torch.Tensor:
@@ -58,6 +71,11 @@ class LsqQuantizer(ElasticQuantizer):
     offset. Activations use the unsigned grid ``[0, 2^b-1]`` when symmetric and the layer's
     calibration inputs are non-negative (after ReLU), the signed grid when they are not;
     asymmetric activations always use the unsigned grid with a learned offset.
+
+    Step sizes are learned as logarithms (``step = exp(log_step)``): Adam moves every
+    parameter by about the learning rate per step, which for an 8-bit step size of 0.002 is
+    half its value per step, and can drive it negative; in log space the same update is a
+    0.1 % relative change. The gradient still follows LSQ (chain rule through ``exp``).
     """
 
     name = "lsq"
@@ -68,50 +86,60 @@ class LsqQuantizer(ElasticQuantizer):
         super().__init__(weight, spec)
         out_channels = weight.shape[0]
         self.elements_per_channel = max(1, weight[0].numel())
-        self.weight_steps = nn.ParameterDict()
+        self.weight_numel = max(1, weight.numel())
+        self.weight_log_steps = nn.ParameterDict()
         self.weight_offsets = nn.ParameterDict()
-        self.input_steps = nn.ParameterDict()
+        self.input_log_steps = nn.ParameterDict()
         self.input_offsets = nn.ParameterDict()
-        weight_bits = [b for b in spec.w_bits if b != FULL_PRECISION_BITS]
-        input_bits = [b for b in spec.a_bits if b != FULL_PRECISION_BITS]
         with torch.no_grad():
             mean_abs = weight.detach().abs().reshape(out_channels, -1).mean(dim=1)
             mean_abs = mean_abs.clamp_min(1e-6)
-        for bits in weight_bits:
+        for bits in self.weight_bits:
             qmax = integer_grid(bits, signed=True)[1]
             for granularity in spec.granularities:
                 groups = mean_abs if granularity is Granularity.CHANNEL else mean_abs.mean()[None]
                 for symmetric in spec.w_symmetries:
                     key = weight_key(bits, granularity, symmetric)
                     # LSQ's initial step 2·mean|w|/sqrt(Qp), until calibrate() runs.
-                    self.weight_steps[key] = nn.Parameter(2 * groups / math.sqrt(qmax))
+                    initial = torch.log(2 * groups / math.sqrt(qmax))
+                    self.weight_log_steps[key] = nn.Parameter(initial)
                     if not symmetric:
                         self.weight_offsets[key] = nn.Parameter(torch.zeros_like(groups))
-        for bits in input_bits:
+        for bits in self.input_bits:
             for symmetric in spec.a_symmetries:
                 key = input_key(bits, symmetric)
-                self.input_steps[key] = nn.Parameter(torch.full((1,), 4.0 / (2**bits - 1)))
+                initial = torch.full((1,), math.log(4.0 / (2**bits - 1)))
+                self.input_log_steps[key] = nn.Parameter(initial)
                 if not symmetric:
                     self.input_offsets[key] = nn.Parameter(torch.zeros(1))
         self.register_buffer("input_signed", torch.tensor(False))
         self.register_buffer("calibrated", torch.tensor(False))
-        self.weight_numel = max(1, weight.numel())
         self._input_signed = False
         self._handles: dict[LayerChoice, LsqHandle | None] = {}
+
+    @property
+    def weight_bits(self) -> list[int]:
+        """Weight bit widths this quantizer has parameters for."""
+        return [b for b in self.spec.w_bits if b != FULL_PRECISION_BITS]
+
+    @property
+    def input_bits(self) -> list[int]:
+        """Activation bit widths this quantizer has parameters for."""
+        return [b for b in self.spec.a_bits if b != FULL_PRECISION_BITS]
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args)
         self._input_signed = bool(self.input_signed)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> LsqQuantizer:
+        self._handles.clear()  # parameters may be new objects after a device/dtype move
+        return super()._apply(fn, *args, **kwargs)  # type: ignore[no-any-return]
 
     # -- choices -----------------------------------------------------------------------
 
     def _weight_grad_scale(self, per_channel: bool, qmax: int) -> float:
         count = self.elements_per_channel if per_channel else self.weight_numel
         return 1.0 / math.sqrt(count * qmax)
-
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> LsqQuantizer:
-        self._handles.clear()  # parameters may be new objects after a device/dtype move
-        return super()._apply(fn, *args, **kwargs)  # type: ignore[no-any-return]
 
     def resolve(self, choice: LayerChoice) -> LsqHandle | None:
         """Look up the parameters of ``choice`` (cached: ``set_subnet`` is on hot paths)."""
@@ -132,12 +160,12 @@ class LsqQuantizer(ElasticQuantizer):
         qmin, qmax = integer_grid(choice.w_bits, signed=True)
         a_key = input_key(choice.a_bits, form.a_symmetric)
         return LsqHandle(
-            w_step=self.weight_steps[key],
+            w_log_step=self.weight_log_steps[key],
             w_offset=None if form.w_symmetric else self.weight_offsets[key],
             w_qmin=qmin,
             w_qmax=qmax,
             w_grad_scale=self._weight_grad_scale(form.per_channel, qmax),
-            a_step=self.input_steps[a_key],
+            a_log_step=self.input_log_steps[a_key],
             a_offset=None if form.a_symmetric else self.input_offsets[a_key],
             a_bits=choice.a_bits,
             a_symmetric=form.a_symmetric,
@@ -153,7 +181,7 @@ class LsqQuantizer(ElasticQuantizer):
             return weight
         return lsq_fake_quantize(
             weight,
-            handle.w_step,
+            handle.w_log_step.exp(),
             handle.w_offset,
             handle.w_qmin,
             handle.w_qmax,
@@ -167,15 +195,55 @@ class LsqQuantizer(ElasticQuantizer):
         qmin, qmax = self.input_grid(handle.a_bits, handle.a_symmetric)
         features = x.numel() // max(1, x.shape[0])
         grad_scale = 1.0 / math.sqrt(max(1, features) * qmax)
-        return lsq_fake_quantize(x, handle.a_step, handle.a_offset, qmin, qmax, grad_scale)
+        return lsq_fake_quantize(
+            x, handle.a_log_step.exp(), handle.a_offset, qmin, qmax, grad_scale
+        )
 
     def parameters_for(self, choice: LayerChoice) -> list[nn.Parameter]:
-        """Step sizes and offsets that ``choice`` reads."""
+        """Log step sizes and offsets that ``choice`` reads."""
         handle = self.resolve(choice)
         if handle is None:
             return []
-        candidates = [handle.w_step, handle.w_offset, handle.a_step, handle.a_offset]
+        candidates = [handle.w_log_step, handle.w_offset, handle.a_log_step, handle.a_offset]
         return [p for p in candidates if p is not None]
+
+    @torch.no_grad()
+    def quant_params(self, choice: LayerChoice) -> QuantParams | None:
+        """Effective steps, integer zero points and grids of ``choice`` (None for FP)."""
+        handle = self.resolve(choice)
+        if handle is None:
+            return None
+        w_step = handle.w_log_step.exp()
+        a_step = handle.a_log_step.exp()
+        a_qmin, a_qmax = self.input_grid(handle.a_bits, handle.a_symmetric)
+        return QuantParams(
+            w_step=w_step.clone(),
+            w_zero_point=effective_zero_points(
+                w_step, handle.w_offset, handle.w_qmin, handle.w_qmax
+            ),
+            w_qmin=handle.w_qmin,
+            w_qmax=handle.w_qmax,
+            a_step=a_step.clone(),
+            a_zero_point=effective_zero_points(a_step, handle.a_offset, a_qmin, a_qmax),
+            a_qmin=a_qmin,
+            a_qmax=a_qmax,
+        )
+
+    def weight_step(self, bits: int, granularity: Granularity, symmetric: bool) -> torch.Tensor:
+        """The (detached) weight step sizes of one entry."""
+        return self.weight_log_steps[weight_key(bits, granularity, symmetric)].detach().exp()
+
+    def input_step(self, bits: int, symmetric: bool) -> torch.Tensor:
+        """The (detached) activation step size of one entry."""
+        return self.input_log_steps[input_key(bits, symmetric)].detach().exp()
+
+    @torch.no_grad()
+    def set_weight_step(
+        self, bits: int, granularity: Granularity, symmetric: bool, step: torch.Tensor
+    ) -> None:
+        """Overwrite one weight entry's step sizes (e.g. heuristics in ablations)."""
+        parameter = self.weight_log_steps[weight_key(bits, granularity, symmetric)]
+        parameter.copy_(torch.log(step.clamp_min(1e-12)).to(parameter).expand_as(parameter))
 
     # -- initialisation ----------------------------------------------------------------
 
@@ -192,8 +260,9 @@ class LsqQuantizer(ElasticQuantizer):
         """
         self._input_signed = input_min < 0
         self.input_signed.fill_(self._input_signed)
+        self._handles.clear()
         out_channels = weight.shape[0]
-        weight_bits = [b for b in self.spec.w_bits if b != FULL_PRECISION_BITS]
+        weight_bits = self.weight_bits
         if weight_bits:
             flat = weight.detach().reshape(out_channels, -1)
             for granularity in self.spec.granularities:
@@ -214,10 +283,10 @@ class LsqQuantizer(ElasticQuantizer):
                     )
                     for row, bits in enumerate(weight_bits):
                         key = weight_key(bits, granularity, symmetric)
-                        self.weight_steps[key].copy_(steps[row])
+                        self.weight_log_steps[key].copy_(torch.log(steps[row]))
                         if not symmetric:
                             self.weight_offsets[key].copy_(offsets[row])
-        input_bits = [b for b in self.spec.a_bits if b != FULL_PRECISION_BITS]
+        input_bits = self.input_bits
         if input_bits:
             sample = _strided_sample(inputs.detach().float(), MAX_SEARCH_VALUES)
             input_range = (
@@ -234,31 +303,31 @@ class LsqQuantizer(ElasticQuantizer):
                 )
                 for row, bits in enumerate(input_bits):
                     key = input_key(bits, symmetric)
-                    self.input_steps[key].copy_(steps[row].to(self.input_steps[key].device))
+                    target = self.input_log_steps[key]
+                    target.copy_(torch.log(steps[row]).to(target.device))
                     if not symmetric:
-                        self.input_offsets[key].copy_(
-                            offsets[row].to(self.input_offsets[key].device)
-                        )
+                        self.input_offsets[key].copy_(offsets[row].to(target.device))
         self.calibrated.fill_(True)
 
     @torch.no_grad()
     def inherit(self, from_bits: int, to_bits: int) -> None:
-        """OQAT bit inheritance: ``to_bits`` steps = 2 × ``from_bits`` steps, same offsets.
+        """OQAT bit inheritance: ``to_bits`` steps = 2^(from−to) × ``from_bits`` steps.
 
-        Doubling the step makes the (b−1)-bit grid the even points of the b-bit grid; the
-        offset β stays, so the zero point halves with the step.
+        For ``to_bits = from_bits − 1`` the step doubles and the (b−1)-bit grid is the even
+        points of the b-bit grid; the offset β stays, so the zero point halves with the step.
         """
-        factor = 2.0 ** (from_bits - to_bits)
-        for steps, offsets, prefix_from, prefix_to in (
-            (self.weight_steps, self.weight_offsets, f"b{from_bits}_", f"b{to_bits}_"),
-            (self.input_steps, self.input_offsets, f"b{from_bits}_", f"b{to_bits}_"),
+        shift = (from_bits - to_bits) * math.log(2.0)
+        prefix_from, prefix_to = f"b{from_bits}_", f"b{to_bits}_"
+        for log_steps, offsets in (
+            (self.weight_log_steps, self.weight_offsets),
+            (self.input_log_steps, self.input_offsets),
         ):
-            for key in list(steps.keys()):
+            for key in list(log_steps.keys()):
                 if not key.startswith(prefix_from):
                     continue
                 target = prefix_to + key[len(prefix_from) :]
-                if target not in steps:
+                if target not in log_steps:
                     continue
-                steps[target].copy_(steps[key] * factor)
+                log_steps[target].copy_(log_steps[key] + shift)
                 if key in offsets:
                     offsets[target].copy_(offsets[key])

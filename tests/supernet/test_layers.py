@@ -10,7 +10,6 @@ from torch.nn import functional as F
 from eqsearch.space import LayerChoice, QuantForm
 from supernet.layers import ElasticQuantConv2d, ElasticQuantLinear
 from supernet.quantizers import QuantizerSpec
-from supernet.quantizers.fake_quant import effective_zero_points
 
 
 def test_full_precision_conv_equals_torch() -> None:
@@ -29,14 +28,12 @@ def test_quantized_conv_uses_the_fake_quantized_operands() -> None:
     layer.quantizer.calibrate(layer.weight, x, 0.0, float(x.max()))
     choice = LayerChoice(4, 3, QuantForm("channel", False, True))
     layer.set_choice(choice)
-    handle = layer.active.handle
-    w_zero = effective_zero_points(handle.w_step, handle.w_offset, -8, 7)
+    params = layer.quantizer.quant_params(choice)
+    assert params is not None and (params.a_qmin, params.a_qmax) == (0, 7)
     expected_weight = torch.fake_quantize_per_channel_affine(
-        conv.weight, handle.w_step.detach(), w_zero, 0, -8, 7
+        conv.weight, params.w_step, params.w_zero_point, 0, -8, 7
     )
-    expected_input = torch.fake_quantize_per_tensor_affine(
-        x, float(handle.a_step.detach()), 0, 0, 7
-    )
+    expected_input = torch.fake_quantize_per_tensor_affine(x, float(params.a_step), 0, 0, 7)
     assert torch.equal(layer.quantized_weight(), expected_weight)
     assert torch.allclose(
         layer(x), F.conv2d(expected_input, expected_weight, conv.bias, padding=1), atol=1e-6

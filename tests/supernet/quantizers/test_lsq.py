@@ -25,10 +25,10 @@ def test_every_entry_exists_eagerly_with_its_shape() -> None:
     for bits, granularity, symmetric in itertools.product(range(2, 9), Granularity, (True, False)):
         key = weight_key(bits, granularity, symmetric)
         expected = (8,) if granularity is Granularity.CHANNEL else (1,)
-        assert quantizer.weight_steps[key].shape == expected
+        assert quantizer.weight_log_steps[key].shape == expected
         assert (key in quantizer.weight_offsets) == (not symmetric)
     for bits, symmetric in itertools.product(range(2, 9), (True, False)):
-        assert quantizer.input_steps[input_key(bits, symmetric)].shape == (1,)
+        assert quantizer.input_log_steps[input_key(bits, symmetric)].shape == (1,)
     # 28 weight steps + 14 weight offsets + 14 input steps + 7 input offsets
     assert len(list(quantizer.parameters())) == 63
 
@@ -144,16 +144,16 @@ def test_inherit_doubles_steps_and_keeps_offsets() -> None:
     before = {k: v.detach().clone() for k, v in quantizer.state_dict().items()}
     quantizer.inherit(4, 3)
     for granularity, symmetric in itertools.product(Granularity, (True, False)):
-        key4, key3 = weight_key(4, granularity, symmetric), weight_key(3, granularity, symmetric)
-        assert torch.allclose(quantizer.weight_steps[key3], 2 * quantizer.weight_steps[key4])
+        step4 = quantizer.weight_step(4, granularity, symmetric)
+        assert torch.allclose(quantizer.weight_step(3, granularity, symmetric), 2 * step4)
         if not symmetric:
+            key4 = weight_key(4, granularity, symmetric)
+            key3 = weight_key(3, granularity, symmetric)
             assert torch.equal(quantizer.weight_offsets[key3], quantizer.weight_offsets[key4])
-    assert torch.allclose(
-        quantizer.input_steps[input_key(3, False)], 2 * quantizer.input_steps[input_key(4, False)]
-    )
+    assert torch.allclose(quantizer.input_step(3, False), 2 * quantizer.input_step(4, False))
     # other bit widths untouched
     key5 = weight_key(5, Granularity.CHANNEL, True)
-    assert torch.equal(quantizer.weight_steps[key5], before[f"weight_steps.{key5}"])
+    assert torch.equal(quantizer.weight_log_steps[key5], before[f"weight_log_steps.{key5}"])
 
 
 def test_inherited_grid_is_the_even_points_of_the_higher_grid() -> None:
@@ -163,7 +163,7 @@ def test_inherited_grid_is_the_even_points_of_the_higher_grid() -> None:
     form = QuantForm("tensor", True, True)
     fine = quantizer.quantize_weight(weight, quantizer.resolve(LayerChoice(4, 4, form)))
     coarse = quantizer.quantize_weight(weight, quantizer.resolve(LayerChoice(3, 4, form)))
-    step4 = float(quantizer.weight_steps[weight_key(4, Granularity.TENSOR, True)].detach())
+    step4 = float(quantizer.weight_step(4, Granularity.TENSOR, True))
     fine_levels = set(torch.round(fine / step4).int().unique().tolist())
     coarse_levels = set(torch.round(coarse / step4).int().unique().tolist())
     assert all(level % 2 == 0 for level in coarse_levels)
