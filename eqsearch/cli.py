@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from eqsearch.space import ElasticSpace as ElasticSpaceType
+    from eqsearch.space import QuantForm as QuantFormType
+    from eqsearch.space import SubnetConfig as SubnetConfigType
+    from supernet.train import TrainConfig as TrainConfigType
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -27,7 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _console() -> Console:
-    return Console(highlight=False)
+    # Piped output (logs, tests) gets wide tables instead of truncated column names.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -46,6 +56,282 @@ def _cmd_models(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"quantizers: {', '.join(sorted(QUANTIZERS))}")
     return EXIT_OK
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    """``"2,4,8"`` or ``"2-8"`` → a tuple of ints."""
+    values: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                low, high = part.split("-", 1)
+                values.extend(range(int(low), int(high) + 1))
+            else:
+                values.append(int(part))
+    except ValueError:
+        raise UsageError(f"expected bit widths like '2,4,8' or '2-8'; got {text!r}") from None
+    return tuple(values)
+
+
+def _symmetries(text: str) -> tuple[bool, ...]:
+    mapping = {"sym": True, "asym": False}
+    parts = [p.strip() for p in text.split(",")]
+    if not parts or any(p not in mapping for p in parts):
+        raise UsageError(f"expected symmetries like 'sym,asym'; got {text!r}")
+    return tuple(mapping[p] for p in parts)
+
+
+def _bits_pair(text: str) -> tuple[int, int]:
+    parts = text.split("/")
+    try:
+        if len(parts) == 2:
+            return int(parts[0]), int(parts[1])
+        return int(text), int(text)
+    except ValueError:
+        raise UsageError(f"expected W/A bits like '4/4'; got {text!r}") from None
+
+
+# TrainConfig fields that `eqsearch train` exposes as flags: flag destination → field.
+_TRAIN_FLAGS = {
+    "model": "model",
+    "dataset": "dataset",
+    "data_root": "data_root",
+    "image_size": "image_size",
+    "quantizer": "quantizer",
+    "w_bits": "w_bits",
+    "a_bits": "a_bits",
+    "granularity": "granularities",
+    "w_symmetry": "w_symmetries",
+    "a_symmetry": "a_symmetries",
+    "first_last": "first_last",
+    "epochs": "epochs",
+    "fp_epochs": "fp_epochs",
+    "init": "init",
+    "pretrained": "pretrained",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "grad_clip": "grad_clip",
+    "schedule": "schedule",
+    "form_draw": "forms",
+    "guidance": "guidance",
+    "gpg_lambda": "gpg_weight",
+    "label_smoothing": "label_smoothing",
+    "random_subnets": "random_subnets",
+    "wdr_skew": "wdr_skew_weight",
+    "wdr_kurtosis": "wdr_kurtosis_weight",
+    "target_kurtosis": "target_kurtosis",
+    "quant_init_images": "quant_init_images",
+    "bn_images": "bn_images",
+    "holdout": "holdout",
+    "seed": "seed",
+    "device": "device",
+    "workers": "workers",
+}
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--out", required=True, help="run directory (supernet.pt, fp.pt, train_log.jsonl)")
+    add("--config", help="a TrainConfig JSON file; flags override its values")
+    add("--resume", action="store_true", help="continue the run stored in --out")
+    add("--no-progress", action="store_true", help="no progress bars")
+    add("--model", help="registered model (eqsearch models); default lenet5")
+    add("--dataset", help="mnist5k (default), digits, cifar10, imagenet, imagefolder")
+    add("--data-root", help="directory of cifar10/imagenet/imagefolder data (never downloaded)")
+    add("--image-size", type=int, help="input size for ImageFolder data")
+    add("--quantizer", help="registered quantizer (lsq)")
+    add("--w-bits", type=_int_list, help="elastic weight bits, e.g. 2-8 or 2,4,8")
+    add("--a-bits", type=_int_list, help="elastic activation bits")
+    add("--granularity", type=lambda t: tuple(t.split(",")), help="channel,tensor")
+    add("--w-symmetry", type=_symmetries, help="weight symmetries: sym,asym")
+    add("--a-symmetry", type=_symmetries, help="activation symmetries: sym,asym")
+    add("--first-last", help="first/last layers: 8/8 (default), fp or elastic")
+    add("--epochs", type=int, help="supernet epochs")
+    add("--fp-epochs", type=int, help="full-precision pretraining epochs before the supernet")
+    add("--init", help="start from this full-precision checkpoint or state_dict")
+    add("--pretrained", action="store_const", const=True, help="torchvision weights (local)")
+    add("--batch-size", type=int)
+    add("--lr", type=float, help="Adam learning rate (cosine schedule)")
+    add("--weight-decay", type=float)
+    add("--grad-clip", type=float, help="clip gradients to ±value")
+    add("--schedule", help="joint (EQ-Net) or progressive (OQAT bit inheritance)")
+    add("--form-draw", help="global (one form per subnet) or per_layer")
+    add("--guidance", help="gpg (default), hard or smooth labels")
+    add("--gpg-lambda", type=float, help="λ of GPG: weight of the KL term")
+    add("--label-smoothing", type=float)
+    add("--random-subnets", type=int, help="random subnets per sandwich step")
+    add("--wdr-skew", type=float, help="weight of WDR's skewness term")
+    add("--wdr-kurtosis", type=float, help="weight of WDR's kurtosis term")
+    add("--target-kurtosis", type=float, help="K_T of WDR (1.8)")
+    add("--quant-init-images", type=int)
+    add("--bn-images", type=int, help="images for BN re-calibration before each evaluation")
+    add("--holdout", type=int, help="training images held out for scoring subnets")
+    add("--seed", type=int)
+    add("--device", help="auto, cpu, cuda or cuda:N")
+    add("--workers", type=int)
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfigType:
+    from dataclasses import replace
+
+    from supernet.train import CHECKPOINT_NAME, TrainConfig
+
+    overrides = {
+        field: getattr(args, flag)
+        for flag, field in _TRAIN_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
+    if args.resume:
+        from supernet.checkpoint import load_checkpoint
+
+        stored = load_checkpoint(Path(args.out) / CHECKPOINT_NAME)
+        config = TrainConfig.from_dict(stored.get("train_config") or {})
+        changed = sorted(
+            k for k in overrides if k != "device" and overrides[k] != getattr(config, k)
+        )
+        if changed:
+            raise UsageError(
+                f"--resume continues {args.out} with its stored settings; drop "
+                f"{', '.join('--' + k.replace('_', '-') for k in changed)}"
+            )
+        return replace(config, device=overrides.get("device", config.device))
+    base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    return replace(base, **overrides)
+
+
+def _start_distributed(device: str) -> bool:
+    """Join the torchrun process group when launched by torchrun with several processes."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch.distributed
+
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return True
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from supernet.train import TrainingDiverged, train_supernet
+
+    config = _train_config(args)
+    distributed = _start_distributed(config.device)
+    try:
+        result = train_supernet(config, args.out, resume=args.resume, progress=not args.no_progress)
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        if distributed:
+            import torch.distributed
+
+            torch.distributed.destroy_process_group()
+    if result.history and (not distributed or _is_main_process()):
+        last = result.history[-1]
+        console = _console()
+        table = Table(title=f"{config.model} on {config.dataset}: epoch {last['epoch']}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in last.items():
+            if isinstance(value, float):
+                table.add_row(key, f"{value:.4g}")
+        console.print(table)
+        console.print(f"checkpoint: {result.checkpoint}")
+    return EXIT_OK
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from supernet.evaluate import PAPER_FORMS, evaluate_configs, load_for_evaluation, uniform_table
+
+    supernet, _checkpoint, evaluation = load_for_evaluation(
+        args.supernet,
+        data_root=args.data_root,
+        split=args.split,
+        bn_images=args.bn_images,
+        device=args.device,
+    )
+    console = _console()
+    forms = _eval_forms(args, supernet.space)
+    if args.config:
+        configs = [_load_config_argument(args.config, supernet.space)]
+        frame = evaluate_configs(supernet, evaluation, configs)
+        _print_frame(console, frame, f"{args.config} on the {evaluation.split} split")
+    elif args.uniform:
+        w_bits, a_bits = _bits_pair(args.uniform)
+        chosen = forms or [f for f in PAPER_FORMS if f in supernet.space.forms]
+        configs = [supernet.space.uniform(w_bits, a_bits, form) for form in chosen]
+        frame = evaluate_configs(supernet, evaluation, configs)
+        _print_frame(console, frame, f"W{w_bits}/A{a_bits} on the {evaluation.split} split")
+    else:
+        with console.status("evaluating uniform subnets (BN re-calibrated each)"):
+            frame = uniform_table(supernet, evaluation, forms=forms)
+        _print_frame(
+            console,
+            frame,
+            f"top-1 % of uniform subnets, {evaluation.split} split "
+            f"({len(evaluation.labels)} images)",
+        )
+    if args.json:
+        frame.to_json(args.json, orient="index", indent=2)
+    return EXIT_OK
+
+
+def _eval_forms(args: argparse.Namespace, space: ElasticSpaceType) -> list[QuantFormType] | None:
+    from eqsearch.space import QuantForm
+
+    if args.form:
+        return [space.check_form(QuantForm.parse(text)) for text in args.form.split(",")]
+    return None
+
+
+def _load_config_argument(reference: str, space: ElasticSpaceType) -> SubnetConfigType:
+    """A config from ``cfg.json`` or ``pareto.json#3``, validated against ``space``."""
+    from eqsearch.space import SubnetConfig
+
+    path, _, index = reference.partition("#")
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        raise UsageError(f"config file not found: {path}") from None
+    data = json.loads(text)
+    if index:
+        configs = data.get("configs") if isinstance(data, dict) else None
+        if not isinstance(configs, list):
+            raise UsageError(f"{path} holds no list of configs to index with #{index}")
+        try:
+            item = configs[int(index)]
+        except (ValueError, IndexError):
+            raise UsageError(f"{path} has {len(configs)} configs; #{index} is not one") from None
+        config = SubnetConfig.from_dict(item.get("config", item))
+    else:
+        config = SubnetConfig.from_dict(data)
+    return space.validate(config)
+
+
+def _format_cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3e}" if abs(value) >= 1e5 else f"{value:.2f}"
+    return str(value)
+
+
+def _print_frame(console: Console, frame: Any, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("")
+    for column in frame.columns:
+        table.add_column(str(column), justify="right")
+    for index, row in frame.iterrows():
+        cells = [_format_cell(value) for value in row.tolist()]
+        table.add_row(str(index), *cells)
+    console.print(table)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -69,6 +355,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list registered models and quantizers")
     models.set_defaults(handler=_cmd_models)
+
+    train = commands.add_parser("train", help="train an elastic supernet")
+    _add_train_arguments(train)
+    train.set_defaults(handler=_cmd_train)
+
+    evaluate = commands.add_parser(
+        "eval", help="accuracy of subnets (the uniform-bit table by default)"
+    )
+    evaluate.add_argument("--supernet", required=True, help="a supernet.pt checkpoint")
+    evaluate.add_argument("--uniform", help="W/A bits, e.g. 4/4 (every paper form, or --form)")
+    evaluate.add_argument("--config", help="a config JSON file, or pareto.json#INDEX")
+    evaluate.add_argument("--form", help="forms such as channel-sym-sym,tensor-asym-asym")
+    evaluate.add_argument("--split", default="test", choices=("test", "holdout"))
+    evaluate.add_argument("--data-root", help="override the data root stored in the checkpoint")
+    evaluate.add_argument("--bn-images", type=int, help="BN re-calibration images")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--json", help="also write the table as JSON")
+    evaluate.set_defaults(handler=_cmd_eval)
 
     demo = commands.add_parser("demo", help="the whole pipeline on embedded MNIST digits")
     demo.set_defaults(handler=_cmd_demo)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from supernet.calibrate import preserved_bn_state
 from supernet.elastic import Supernet
 
 MAX_SAMPLES_PER_LAYER = 1 << 14
@@ -30,9 +31,11 @@ def init_quantizers(
     """Initialise every (bits, form) step size and offset from calibration images.
 
     Runs the full-precision model once over ``images`` (a tensor, or an iterable of tensors
-    or ``(images, labels)`` batches) in eval mode, records each elastic layer's input range
-    and an evenly strided sample of its inputs, and hands them with the layer's weight to its
-    quantizer's clipping search. BN statistics and the active subnet are left as they were.
+    or ``(images, labels)`` batches), records each elastic layer's input range and an evenly
+    strided sample of its inputs, and hands them with the layer's weight to its quantizer's
+    clipping search. BN layers normalise with batch statistics, as in training (running
+    statistics of a fresh model would give activation ranges training never sees); dropout
+    is off. BN running statistics, modes and the active subnet are left as they were.
     """
     layers = supernet.elastic_layers()
     samples: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
@@ -50,21 +53,26 @@ def init_quantizers(
 
     handles = [layer.register_forward_pre_hook(hook(name)) for name, layer in layers.items()]
     previous = supernet.active_subnet()
-    was_training = supernet.training
+    modes = {module: module.training for module in supernet.modules()}
     supernet.set_subnet(None)
     supernet.eval()
+    for module in supernet.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.train()
     device = next(supernet.parameters()).device
     try:
         seen = 0
-        for batch in _batches(images):
-            supernet(batch.to(device))
-            seen += 1
+        with preserved_bn_state(supernet):
+            for batch in _batches(images):
+                supernet(batch.to(device))
+                seen += 1
         if seen == 0:
             raise ValueError("init_quantizers needs at least one batch of calibration images")
     finally:
         for handle in handles:
             handle.remove()
-        supernet.train(was_training)
+        for module, training in modes.items():
+            module.training = training
     for name, layer in layers.items():
         collected = torch.cat(samples[name])
         stride = max(1, collected.numel() // max_samples)

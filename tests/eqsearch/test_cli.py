@@ -25,3 +25,105 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 def test_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+TINY_TRAIN = [
+    "train",
+    "--model",
+    "tiny_convnet",
+    "--dataset",
+    "digits",
+    "--epochs",
+    "1",
+    "--w-bits",
+    "2,4,8",
+    "--a-bits",
+    "2,4,8",
+    "--holdout",
+    "150",
+    "--bn-images",
+    "150",
+    "--quant-init-images",
+    "64",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("run")
+    assert main([*TINY_TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_checkpoint_and_log(trained_run) -> None:
+    assert (trained_run / "supernet.pt").is_file()
+    assert (trained_run / "train_log.jsonl").read_text().count("\n") == 1
+
+
+def test_train_refuses_to_overwrite(trained_run, capsys: pytest.CaptureFixture[str]) -> None:
+    stamp = (trained_run / "supernet.pt").stat().st_mtime_ns
+    assert main([*TINY_TRAIN, "--out", str(trained_run)]) == 2
+    assert "exists; pass --resume" in capsys.readouterr().err
+    assert main(["train", "--out", str(trained_run), "--resume", "--lr", "0.5"]) == 2
+    assert "drop --lr" in capsys.readouterr().err
+    assert (trained_run / "supernet.pt").stat().st_mtime_ns == stamp
+
+
+def test_train_bad_input_exits_2(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--dataset", "cifar10", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--data-root" in err and err.count("\n") == 1
+    assert main(["train", "--w-bits", "two", "--out", str(tmp_path / "y")]) == 2
+    assert main(["train", "--schedule", "annealed", "--out", str(tmp_path / "z")]) == 2
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def test_eval_table_uniform_and_config(trained_run, tmp_path, capsys) -> None:
+    checkpoint = str(trained_run / "supernet.pt")
+    assert main(["eval", "--supernet", checkpoint, "--json", str(tmp_path / "t.json")]) == 0
+    out = capsys.readouterr().out
+    for row in ("W8/A8", "W4/A4", "W2/A2", "FP32", "channel-sym-sym", "tensor-asym-asym"):
+        assert row in out
+    import json
+
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert set(table) == {"W8/A8", "W4/A4", "W2/A2", "FP32"}
+    assert all(0 <= v <= 100 for row in table.values() for v in row.values())
+    assert (
+        main(
+            [
+                "eval",
+                "--supernet",
+                checkpoint,
+                "--uniform",
+                "4/4",
+                "--form",
+                "tensor-asym-asym",
+                "--split",
+                "holdout",
+            ]
+        )
+        == 0
+    )
+    assert "tensor-asym-asym" in capsys.readouterr().out
+    from supernet.checkpoint import load_supernet
+
+    supernet, _ = load_supernet(checkpoint)
+    config_path = tmp_path / "cfg.json"
+    config_path.write_text(supernet.space.uniform(2, 8).to_json())
+    assert main(["eval", "--supernet", checkpoint, "--config", str(config_path)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_eval_errors_exit_2(trained_run, tmp_path, capsys) -> None:
+    assert main(["eval", "--supernet", str(tmp_path / "none.pt")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    checkpoint = str(trained_run / "supernet.pt")
+    assert main(["eval", "--supernet", checkpoint, "--uniform", "3/3"]) == 2
+    assert "w_bits 3" in capsys.readouterr().err
+    assert main(["eval", "--supernet", checkpoint, "--form", "channel-sym"]) == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"choices": [{"w_bits": 4, "a_bits": 4, "form": "channel-sym-sym"}]}')
+    assert main(["eval", "--supernet", checkpoint, "--config", str(bad)]) == 2
+    assert "layer choices" in capsys.readouterr().err

@@ -1,0 +1,808 @@
+"""Supernet training: sandwich steps with GPG and WDR, joint or progressive bit schedules."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from eqsearch.space import (
+    MAX_BITS,
+    MIN_BITS,
+    ElasticSpace,
+    LayerChoice,
+    SubnetConfig,
+)
+from supernet.checkpoint import CheckpointError, load_checkpoint, save_supernet
+from supernet.data import DATASETS, DataBundle, DataSpec, build_data
+from supernet.elastic import Supernet, build_supernet, parse_first_last
+from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_loss
+from supernet.models import model_entry
+from supernet.oracle import subnet_accuracy
+from supernet.quant_init import init_quantizers
+from supernet.runtime import keep_freed_memory
+
+SCHEDULES = ("joint", "progressive")
+FORM_MODES = ("global", "per_layer")
+CHECKPOINT_NAME = "supernet.pt"
+FP_CHECKPOINT_NAME = "fp.pt"
+LOG_NAME = "train_log.jsonl"
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a supernet training run (JSON round-trips through ``to_dict``).
+
+    Args:
+        model, dataset, data_root, image_size: architecture and data (see ``supernet.data``).
+        quantizer, w_bits, a_bits, granularities, w_symmetries, a_symmetries, first_last: the
+            elastic space.
+        epochs: quantization-aware epochs of the supernet.
+        fp_epochs: full-precision pretraining epochs first (ignored with ``init``).
+        init: a full-precision checkpoint (``fp.pt``) or plain state_dict to start from.
+        pretrained: start from torchvision weights in the local cache.
+        batch_size, lr, weight_decay: Adam with a per-iteration cosine schedule.
+        grad_clip: clip every gradient element to ±grad_clip (None: no clipping).
+        schedule: ``joint`` (every bit width from the start, EQ-Net) or ``progressive``
+            (OQAT bit inheritance: open lower bit widths stage by stage, each new one's steps
+            initialised from the next higher one ×2).
+        forms: draw each subnet's form once (``global``) or per layer (``per_layer``).
+        guidance: ``gpg`` (H from labels, R from H, L from R), ``hard`` or ``smooth`` labels.
+        gpg_weight: λ of GPG.
+        label_smoothing: smoothing of the ``smooth`` guidance.
+        random_subnets: R subnets per step.
+        wdr_skew_weight, wdr_kurtosis_weight, target_kurtosis: WDR (0 weights turn it off).
+        quant_init_images: calibration images for the quantizers' initial step sizes.
+        bn_images: images for BN re-calibration before each evaluation.
+        holdout: training images held out for scoring subnets.
+        seed: seeds weights, data order and subnet draws.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        workers: DataLoader workers for folder datasets.
+    """
+
+    model: str = "lenet5"
+    dataset: str = "mnist5k"
+    data_root: str | None = None
+    image_size: int | None = None
+    quantizer: str = "lsq"
+    w_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    a_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
+    granularities: tuple[str, ...] = ("channel", "tensor")
+    w_symmetries: tuple[bool, ...] = (True, False)
+    a_symmetries: tuple[bool, ...] = (True, False)
+    first_last: str = "8/8"
+    epochs: int = 10
+    fp_epochs: int = 0
+    init: str | None = None
+    pretrained: bool = False
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    schedule: str = "joint"
+    forms: str = "global"
+    guidance: str = "gpg"
+    gpg_weight: float = 0.5
+    label_smoothing: float = 0.1
+    random_subnets: int = 1
+    wdr_skew_weight: float = 1.0
+    wdr_kurtosis_weight: float = 0.015
+    target_kurtosis: float = TARGET_KURTOSIS
+    quant_init_images: int = 256
+    bn_images: int = 1000
+    holdout: int = 2000
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("w_bits", "a_bits", "granularities", "w_symmetries", "a_symmetries"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        model_entry(self.model)
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
+        for name in ("w_bits", "a_bits"):
+            values = getattr(self, name)
+            if not values or any(
+                isinstance(b, bool) or not isinstance(b, int) or not MIN_BITS <= b <= MAX_BITS
+                for b in values
+            ):
+                raise ValueError(
+                    f"{name} must be bit widths in {MIN_BITS}..{MAX_BITS}; got {values!r}"
+                )
+        parse_first_last(self.first_last)
+        for name in ("epochs", "batch_size", "quant_init_images", "bn_images", "holdout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        for name in ("fp_epochs", "workers", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+        if not self.random_subnets >= 0:
+            raise ValueError(f"random_subnets must be >= 0; got {self.random_subnets}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0; got {self.lr}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None; got {self.grad_clip}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+        if self.forms not in FORM_MODES:
+            raise ValueError(f"forms must be one of {FORM_MODES}; got {self.forms!r}")
+        if self.guidance not in GUIDANCE_MODES:
+            raise ValueError(f"guidance must be one of {GUIDANCE_MODES}; got {self.guidance!r}")
+        if not 0.0 <= self.gpg_weight <= 1.0:
+            raise ValueError(f"gpg_weight must be in [0, 1]; got {self.gpg_weight}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+        for name in ("wdr_skew_weight", "wdr_kurtosis_weight", "target_kurtosis"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+        if self.device != "auto" and not (
+            self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")
+        ):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict (tuples as lists)."""
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown TrainConfig field(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        """Read a JSON file written by :meth:`to_json` (or by the tuning study)."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"train config not found: {path}") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"train config {path} is not JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"train config {path} must hold a JSON object")
+        return cls.from_dict(data)
+
+    def to_json(self, path: str | Path) -> None:
+        """Write the config as indented JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def data_spec(self) -> DataSpec:
+        """The :class:`DataSpec` of this run."""
+        return DataSpec(
+            name=self.dataset,
+            root=self.data_root,
+            batch_size=self.batch_size,
+            holdout=self.holdout,
+            image_size=self.image_size,
+            workers=self.workers,
+        )
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_supernet` returns."""
+
+    supernet: Supernet
+    history: list[dict[str, Any]]
+    checkpoint: Path | None
+    data: DataBundle
+
+
+# -- distributed helpers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Rank and world size of this process (1 process when not launched by torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files and prints."""
+        return self.rank == 0
+
+
+def distributed_context() -> Distributed:
+    """The process group's rank and size, or a single process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return Distributed(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return Distributed()
+
+
+def _average_gradients(parameters: Sequence[nn.Parameter], world_size: int) -> None:
+    gradients = [p.grad for p in parameters if p.grad is not None]
+    if not gradients:
+        return
+    flat = torch._utils._flatten_dense_tensors(gradients)
+    torch.distributed.all_reduce(flat)
+    flat /= world_size
+    for gradient, synced in zip(
+        gradients, torch._utils._unflatten_dense_tensors(flat, gradients), strict=True
+    ):
+        gradient.copy_(synced)
+
+
+def _broadcast_state(module: nn.Module) -> None:
+    with torch.no_grad():
+        for tensor in list(module.parameters()) + list(module.buffers()):
+            torch.distributed.broadcast(tensor, 0)
+
+
+# -- subnet draws -------------------------------------------------------------------------
+
+
+def open_bit_widths(config: TrainConfig, space: ElasticSpace, epoch: int) -> tuple[int, ...]:
+    """Weight/activation bit widths open at ``epoch``: all (joint) or a growing suffix
+    of the highest ones (progressive: one more bit width per stage, stages of equal length)."""
+    bits = sorted(set(space.w_bits) | set(space.a_bits), reverse=True)
+    if config.schedule == "joint":
+        return tuple(sorted(bits))
+    stage_length = max(1, config.epochs // len(bits))
+    stage = min(len(bits) - 1, epoch // stage_length)
+    return tuple(sorted(bits[: stage + 1]))
+
+
+def draw_sandwich(
+    space: ElasticSpace,
+    rng: np.random.Generator,
+    open_bits: Sequence[int],
+    *,
+    forms: str = "global",
+    random_subnets: int = 1,
+) -> list[SubnetConfig]:
+    """The subnets of one step: highest bits (H), ``random_subnets`` random ones (R), lowest
+    bits (L), each with its own randomly drawn form(s)."""
+    w_open = [b for b in space.w_bits if b in open_bits] or [space.w_bits[-1]]
+    a_open = [b for b in space.a_bits if b in open_bits] or [space.a_bits[-1]]
+    space_forms = space.forms
+
+    def draw(w_choice: Callable[[], int], a_choice: Callable[[], int]) -> SubnetConfig:
+        global_form = space_forms[int(rng.integers(len(space_forms)))]
+        choices = []
+        for layer in space.layers:
+            form = (
+                space_forms[int(rng.integers(len(space_forms)))]
+                if forms == "per_layer"
+                else global_form
+            )
+            bits = layer.pinned or (w_choice(), a_choice())
+            choices.append(LayerChoice(bits[0], bits[1], form))
+        return SubnetConfig(tuple(choices))
+
+    def random_w() -> int:
+        return w_open[int(rng.integers(len(w_open)))]
+
+    def random_a() -> int:
+        return a_open[int(rng.integers(len(a_open)))]
+
+    high = draw(lambda: w_open[-1], lambda: a_open[-1])
+    randoms = [draw(random_w, random_a) for _ in range(random_subnets)]
+    low = draw(lambda: w_open[0], lambda: a_open[0])
+    return [high, *randoms, low]
+
+
+# -- the loop -----------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _parameter_groups(supernet: Supernet, weight_decay: float) -> list[dict[str, Any]]:
+    decayed, quantizer, other = [], [], []
+    for name, parameter in supernet.named_parameters():
+        if ".quantizer." in name:
+            quantizer.append(parameter)
+        elif parameter.ndim > 1:
+            decayed.append(parameter)
+        else:
+            other.append(parameter)
+    return [
+        {"params": decayed, "weight_decay": weight_decay},
+        {"params": other, "weight_decay": 0.0},
+        {"params": quantizer, "weight_decay": 0.0},
+    ]
+
+
+def _cosine(total_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+
+    return factor
+
+
+def _load_initial_weights(supernet: Supernet, path: str) -> None:
+    """Full-precision weights from an eqsearch ``fp.pt``/``supernet.pt`` or a plain state_dict."""
+    try:
+        payload = load_checkpoint(path)
+        state = payload["state_dict"]
+        target: nn.Module = supernet
+    except CheckpointError as error:
+        if "not an eqsearch checkpoint" not in str(error):
+            raise
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        target = supernet.model
+    own = target.state_dict()
+    model_keys = {k for k in own if ".quantizer." not in k}
+    missing = sorted(model_keys - set(state))
+    unexpected = sorted(k for k in state if k not in own)
+    if missing or unexpected:
+        raise ValueError(
+            f"--init {path} does not fit the {supernet.build_info['model']} architecture "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    target.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+
+
+class _Progress:
+    """Rich progress bars on the main process, nothing elsewhere."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+
+    @contextmanager
+    def running(self) -> Iterator[_Progress]:
+        if not self.enabled:
+            yield self
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+        ) as progress:
+            self._progress = progress
+            yield self
+            self._progress = None
+
+    def add(self, description: str, total: int) -> Any:
+        if self._progress is None:
+            return None
+        return self._progress.add_task(description, total=total, status="")
+
+    def update(self, task: Any, **kwargs: Any) -> None:
+        if self._progress is not None and task is not None:
+            self._progress.update(task, **kwargs)
+
+    def remove(self, task: Any) -> None:
+        if self._progress is not None and task is not None:
+            self._progress.remove_task(task)
+
+
+def _check_finite(
+    values: dict[str, torch.Tensor], epoch: int, step: int, dist: Distributed | None = None
+) -> None:
+    bad = {name: float(value) for name, value in values.items() if not torch.isfinite(value).all()}
+    if dist is not None and dist.world_size > 1:
+        # Every rank must stop together, or the others would wait in all_reduce forever.
+        flag = torch.tensor([0.0 if bad else 1.0])
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        if float(flag) == 0.0 and not bad:
+            bad = {"on another rank": float("nan")}
+    if bad:
+        name, value = next(iter(bad.items()))
+        raise TrainingDiverged(
+            f"loss {name} became {value} at epoch {epoch + 1}, step {step + 1}; "
+            "training stopped and the last good checkpoint was kept (try a lower --lr)"
+        )
+
+
+def _fp_pretrain(
+    supernet: Supernet,
+    data: DataBundle,
+    config: TrainConfig,
+    device: torch.device,
+    dist: Distributed,
+    progress: _Progress,
+) -> list[dict[str, Any]]:
+    """Plain cross-entropy training of the full-precision model for ``fp_epochs``."""
+    supernet.set_subnet(None)
+    parameters = [p for n, p in supernet.named_parameters() if ".quantizer." not in n]
+    optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size / dist.world_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _cosine(config.fp_epochs * steps_per_epoch)
+    )
+    history = []
+    holdout_images, holdout_labels = data.holdout_tensors()
+    calibration = data.calibration_images(config.bn_images)
+    task = progress.add("FP pretraining", config.fp_epochs)
+    for epoch in range(config.fp_epochs):
+        supernet.train()
+        start = time.perf_counter()
+        total, batches = 0.0, 0
+        for step, (images, labels) in enumerate(
+            data.train.batches(epoch, dist.rank, dist.world_size)
+        ):
+            images, labels = images.to(device), labels.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(supernet(images), labels)
+            _check_finite({"fp_cross_entropy": loss.detach()}, epoch, step, dist)
+            loss.backward()
+            if dist.world_size > 1:
+                _average_gradients(parameters, dist.world_size)
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_value_(parameters, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach())
+            batches += 1
+        if dist.world_size > 1:
+            _broadcast_state(supernet)
+        accuracy = subnet_accuracy(supernet, None, holdout_images, holdout_labels, calibration)
+        history.append(
+            {
+                "phase": "fp",
+                "epoch": epoch + 1,
+                "loss": total / max(1, batches),
+                "acc_fp": accuracy,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        progress.update(task, advance=1, status=f"FP acc {accuracy:.2f}%")
+    progress.remove(task)
+    return history
+
+
+def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text("".join(json.dumps(entry) + "\n" for entry in history))
+    os.replace(temporary, path)
+
+
+def _stage_openings(config: TrainConfig, space: ElasticSpace, epoch: int) -> list[tuple[int, int]]:
+    """(from_bits, to_bits) inheritances that open at the start of ``epoch``."""
+    if config.schedule != "progressive" or epoch == 0:
+        return []
+    now = open_bit_widths(config, space, epoch)
+    before = open_bit_widths(config, space, epoch - 1)
+    return [(min(before), bits) for bits in sorted(set(now) - set(before), reverse=True)]
+
+
+def train_supernet(
+    config: TrainConfig,
+    out_dir: str | Path | None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train an elastic supernet and write ``out_dir/supernet.pt`` after every epoch.
+
+    Args:
+        config: the run's settings.
+        out_dir: where ``supernet.pt``, ``fp.pt`` and ``train_log.jsonl`` go (None: keep
+            nothing on disk, e.g. for tuning trials).
+        resume: continue the run stored in ``out_dir/supernet.pt`` (weights, optimizer,
+            schedule, RNG state and epoch restored exactly).
+        progress: show rich progress bars (main process only).
+        on_epoch: called with each epoch's log entry (e.g. Optuna reporting; may raise to stop).
+        stop_after: return after this many epochs of this call (the checkpoint can be resumed).
+
+    Raises:
+        ValueError: bad settings, data or files (existing checkpoint without ``resume``).
+        TrainingDiverged: a loss became NaN/inf (the previous epoch's checkpoint is kept).
+    """
+    dist = distributed_context()
+    device = resolve_device(config.device)
+    if device.type == "cuda" and dist.world_size > 1:
+        device = torch.device("cuda", dist.rank % torch.cuda.device_count())
+    keep_freed_memory()
+    out = Path(out_dir) if out_dir is not None else None
+    checkpoint_path = out / CHECKPOINT_NAME if out is not None else None
+    stored: dict[str, Any] | None = None
+    if checkpoint_path is not None and checkpoint_path.exists():
+        if not resume:
+            raise ValueError(
+                f"{checkpoint_path} exists; pass --resume to continue it or choose another --out"
+            )
+        stored = load_checkpoint(checkpoint_path)
+        stored_config = TrainConfig.from_dict(stored.get("train_config", {}))
+        if replace(stored_config, device=config.device) != config:
+            raise ValueError(
+                f"--resume continues {checkpoint_path} with its stored settings; "
+                "the given settings differ"
+            )
+    elif resume:
+        raise ValueError(f"nothing to resume: {checkpoint_path} does not exist")
+
+    torch.manual_seed(config.seed)  # weight init and dropout draw from torch's global RNG
+    data = build_data(config.data_spec(), seed=config.seed)
+    supernet = build_supernet(
+        config.model,
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+        quantizer=config.quantizer,
+        w_bits=config.w_bits,
+        a_bits=config.a_bits,
+        granularities=config.granularities,
+        w_symmetries=config.w_symmetries,
+        a_symmetries=config.a_symmetries,
+        first_last=config.first_last,
+        pretrained=config.pretrained,
+    ).to(device)
+    space = supernet.space
+    reporter = _Progress(progress and dist.is_main)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    optimizer = torch.optim.Adam(_parameter_groups(supernet, config.weight_decay), lr=config.lr)
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size / dist.world_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _cosine(config.epochs * steps_per_epoch)
+    )
+    with reporter.running():
+        if stored is not None:
+            supernet.load_state_dict(stored["state_dict"])
+            optimizer.load_state_dict(stored["optimizer"])
+            scheduler.load_state_dict(stored["scheduler"])
+            torch.set_rng_state(stored["torch_rng"])
+            history = list(stored.get("history", []))
+            start_epoch = int(stored["epoch"])
+        else:
+            if dist.world_size > 1:
+                _broadcast_state(supernet)
+            if config.init:
+                _load_initial_weights(supernet, config.init)
+            elif config.fp_epochs > 0:
+                history += _fp_pretrain(supernet, data, config, device, dist, reporter)
+                if out is not None and dist.is_main:
+                    save_supernet(
+                        out / FP_CHECKPOINT_NAME,
+                        supernet,
+                        kind="fp",
+                        train_config=config.to_dict(),
+                        history=history,
+                    )
+            init_quantizers(supernet, data.calibration_images(config.quant_init_images))
+        holdout_images, holdout_labels = data.holdout_tensors()
+        calibration = data.calibration_images(config.bn_images)
+        parameters = [p for p in supernet.parameters()]
+        quantized_weights = [
+            layer.weight
+            for layer, spec in zip(supernet.elastic_layers().values(), space.layers, strict=True)
+            if spec.pinned != (32, 32)
+        ]
+        epoch_task = reporter.add("supernet epochs", config.epochs)
+        reporter.update(epoch_task, completed=start_epoch)
+        last_epoch = config.epochs
+        if stop_after is not None:
+            last_epoch = min(last_epoch, start_epoch + stop_after)
+        for epoch in range(start_epoch, last_epoch):
+            for from_bits, to_bits in _stage_openings(config, space, epoch):
+                for layer in supernet.elastic_layers().values():
+                    layer.quantizer.inherit(from_bits, to_bits)
+            open_bits = open_bit_widths(config, space, epoch)
+            entry = _train_epoch(
+                supernet,
+                data,
+                config,
+                optimizer,
+                scheduler,
+                parameters,
+                quantized_weights,
+                open_bits,
+                epoch,
+                device,
+                dist,
+                reporter,
+            )
+            if dist.world_size > 1:
+                _broadcast_state(supernet)
+            form = space.forms[0]
+            high_bits = (
+                max(b for b in space.w_bits if b in open_bits),
+                max(b for b in space.a_bits if b in open_bits),
+            )
+            low_bits = (
+                min(b for b in space.w_bits if b in open_bits),
+                min(b for b in space.a_bits if b in open_bits),
+            )
+            largest = space.uniform(*high_bits, form)
+            smallest = space.uniform(*low_bits, form)
+            entry["acc_largest"] = subnet_accuracy(
+                supernet, largest, holdout_images, holdout_labels, calibration
+            )
+            entry["acc_smallest"] = subnet_accuracy(
+                supernet, smallest, holdout_images, holdout_labels, calibration
+            )
+            entry["open_bits"] = list(open_bits)
+            history.append(entry)
+            if out is not None and dist.is_main:
+                save_supernet(
+                    checkpoint_path,  # type: ignore[arg-type]
+                    supernet,
+                    kind="supernet",
+                    train_config=config.to_dict(),
+                    data=config.data_spec().to_dict(),
+                    history=history,
+                    epoch=epoch + 1,
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict(),
+                    torch_rng=torch.get_rng_state(),
+                )
+                _write_log(out / LOG_NAME, history)
+            reporter.update(
+                epoch_task,
+                advance=1,
+                status=f"W{high_bits[0]}A{high_bits[1]} {entry['acc_largest']:.2f}%  "
+                f"W{low_bits[0]}A{low_bits[1]} {entry['acc_smallest']:.2f}%",
+            )
+            if on_epoch is not None:
+                on_epoch(entry)
+            if dist.world_size > 1:
+                torch.distributed.barrier()
+    supernet.set_subnet(None)
+    supernet.eval()
+    return TrainResult(supernet, history, checkpoint_path, data)
+
+
+def _subnet_step(
+    supernet: Supernet,
+    subnet: SubnetConfig,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    teacher: torch.Tensor | None,
+    config: TrainConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of one subnet; returns (loss, logits), both detached.
+
+    Backward runs right away so that each subnet's graph is freed before the next forward.
+    """
+    supernet.set_subnet(subnet)
+    logits = supernet(images)
+    loss = guided_loss(
+        logits,
+        labels,
+        teacher,
+        mode=config.guidance,
+        weight=config.gpg_weight,
+        smoothing=config.label_smoothing,
+    )
+    loss.backward()
+    return loss.detach(), logits.detach()
+
+
+def sandwich_step(
+    supernet: Supernet,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    subnets: Sequence[SubnetConfig],
+    config: TrainConfig,
+    quantized_weights: Sequence[torch.Tensor] = (),
+) -> dict[str, torch.Tensor]:
+    """Accumulate the gradients of one sandwich step (no optimizer step).
+
+    ``subnets`` is ``[H, R_1, ..., R_k, L]`` (see :func:`draw_sandwich`): H learns from the
+    labels, every R from H, L from the last R (or H without R); then the WDR terms of
+    ``quantized_weights`` (none: WDR off). Returns every loss term, detached.
+    """
+    if len(subnets) < 2:
+        raise ValueError("a sandwich step needs at least the highest and the lowest subnet")
+    losses: dict[str, torch.Tensor] = {}
+    high, *randoms, low = subnets
+    losses["high"], high_logits = _subnet_step(supernet, high, images, labels, None, config)
+    teacher = high_logits
+    for index, subnet in enumerate(randoms):
+        losses[f"random{index}"], teacher = _subnet_step(
+            supernet, subnet, images, labels, high_logits, config
+        )
+    losses["low"], _ = _subnet_step(supernet, low, images, labels, teacher, config)
+    if quantized_weights:
+        skew, kurtosis = wdr_loss(quantized_weights, target_kurtosis=config.target_kurtosis)
+        (config.wdr_skew_weight * skew + config.wdr_kurtosis_weight * kurtosis).backward()
+        losses["wdr_skew"] = skew.detach()
+        losses["wdr_kurtosis"] = kurtosis.detach()
+    return losses
+
+
+def _train_epoch(
+    supernet: Supernet,
+    data: DataBundle,
+    config: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    parameters: list[nn.Parameter],
+    quantized_weights: list[torch.Tensor],
+    open_bits: Sequence[int],
+    epoch: int,
+    device: torch.device,
+    dist: Distributed,
+    reporter: _Progress,
+) -> dict[str, Any]:
+    """One epoch of sandwich steps; returns the epoch's mean loss terms."""
+    space = supernet.space
+    supernet.train()
+    sums: dict[str, float] = {}
+    steps = 0
+    start = time.perf_counter()
+    use_wdr = (config.wdr_skew_weight > 0 or config.wdr_kurtosis_weight > 0) and quantized_weights
+    step_task = reporter.add(
+        f"epoch {epoch + 1}", math.ceil(len(data.train) / config.batch_size / dist.world_size)
+    )
+    for step, (images, labels) in enumerate(data.train.batches(epoch, dist.rank, dist.world_size)):
+        images, labels = images.to(device), labels.to(device)
+        # Subnet draws depend only on (seed, epoch, step): every rank draws the same ones and
+        # a resumed run draws what the uninterrupted one would have.
+        rng = np.random.default_rng([config.seed, epoch, step])
+        subnets = draw_sandwich(
+            space, rng, open_bits, forms=config.forms, random_subnets=config.random_subnets
+        )
+        optimizer.zero_grad(set_to_none=True)
+        losses = sandwich_step(
+            supernet, images, labels, subnets, config, quantized_weights if use_wdr else []
+        )
+        _check_finite(losses, epoch, step, dist)
+        if dist.world_size > 1:
+            _average_gradients(parameters, dist.world_size)
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_value_(parameters, config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        for name, value in losses.items():
+            key = (
+                "loss_random"
+                if name.startswith("random")
+                else (f"loss_{name}" if name in ("high", "low") else name)
+            )
+            sums[key] = sums.get(key, 0.0) + float(value)
+        steps += 1
+        reporter.update(step_task, advance=1)
+    reporter.remove(step_task)
+    supernet.set_subnet(None)
+    entry: dict[str, Any] = {"phase": "supernet", "epoch": epoch + 1}
+    for key, total in sums.items():
+        divisor = steps * (config.random_subnets if key == "loss_random" else 1)
+        entry[key] = total / max(1, divisor)
+    entry["lr"] = scheduler.get_last_lr()[0]
+    entry["seconds"] = time.perf_counter() - start
+    return entry

@@ -1,0 +1,184 @@
+"""Supernet training: the sandwich step, schedules, resume, divergence, configs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eqsearch.space import QuantForm
+from supernet import build_supernet, init_quantizers
+from supernet.checkpoint import load_checkpoint
+from supernet.quantizers.lsq import weight_key
+from supernet.train import (
+    TrainConfig,
+    TrainingDiverged,
+    draw_sandwich,
+    open_bit_widths,
+    sandwich_step,
+    train_supernet,
+)
+
+TINY = TrainConfig(
+    model="tiny_convnet",
+    dataset="digits",
+    epochs=2,
+    batch_size=128,
+    w_bits=(2, 4, 8),
+    a_bits=(2, 4, 8),
+    holdout=200,
+    bn_images=200,
+    quant_init_images=64,
+    seed=3,
+)
+
+
+def test_train_config_validation_and_json(tmp_path: Path) -> None:
+    path = tmp_path / "train.json"
+    TINY.to_json(path)
+    assert TrainConfig.from_json(path) == TINY
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        replace(TINY, schedule="annealed")
+    with pytest.raises(ValueError, match="gpg_weight"):
+        replace(TINY, gpg_weight=1.5)
+    with pytest.raises(ValueError, match="unknown model"):
+        replace(TINY, model="vgg")
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"epochs": 3, "learning_rate": 0.1})
+    with pytest.raises(ValueError, match="w_bits"):
+        replace(TINY, w_bits=(1, 2))
+
+
+def test_sandwich_draws() -> None:
+    supernet = build_supernet("tiny_convnet", num_classes=3)
+    space = supernet.space
+    rng = np.random.default_rng(0)
+    high, _random, low = draw_sandwich(space, rng, space.w_bits)
+    assert [c.w_bits for c in high] == [8, 8, 8, 8]
+    assert [c.a_bits for c in low] == [8, 2, 2, 8]
+    assert high.uniform_form is not None
+    per_layer = draw_sandwich(space, rng, (6, 7, 8), forms="per_layer", random_subnets=3)
+    assert len(per_layer) == 5
+    assert all(c.w_bits in (6, 7, 8) for config in per_layer for c in config)
+    assert [c.w_bits for c in per_layer[-1]] == [8, 6, 6, 8]
+
+
+def test_one_sandwich_step_updates_used_step_sizes_only() -> None:
+    torch.manual_seed(0)
+    supernet = build_supernet("tiny_convnet", num_classes=3, in_channels=1)
+    images = torch.randn(16, 1, 8, 8)
+    labels = torch.randint(0, 3, (16,))
+    init_quantizers(supernet, images)
+    supernet.train()
+    space = supernet.space
+    subnets = draw_sandwich(space, np.random.default_rng(4), space.w_bits, random_subnets=1)
+    used = set()
+    for config in subnets:
+        for layer, choice in zip(supernet.elastic_layers().values(), config, strict=True):
+            used |= {id(p) for p in layer.quantizer.parameters_for(choice)}
+    weights = [layer.weight for layer in supernet.elastic_layers().values()]
+    # eps≈0 makes Adam's first update lr·sign(grad): every parameter with a gradient moves
+    optimizer = torch.optim.Adam(supernet.parameters(), lr=1e-2, eps=1e-30)
+    before = {name: p.detach().clone() for name, p in supernet.named_parameters()}
+    optimizer.zero_grad(set_to_none=True)
+    losses = sandwich_step(supernet, images, labels, subnets, TINY, weights)
+    assert set(losses) == {"high", "random0", "low", "wdr_skew", "wdr_kurtosis"}
+    optimizer.step()
+    moved_steps, untouched = 0, 0
+    for name, parameter in supernet.named_parameters():
+        moved = not torch.equal(before[name], parameter.detach())
+        if ".quantizer." in name:
+            if id(parameter) not in used:
+                assert parameter.grad is None and not moved, name
+                untouched += 1
+            elif "log_steps" in name:
+                # every used step size moves; an offset's LSQ+ gradient comes only from
+                # clipped values, so an 8-bit offset may legitimately receive zero
+                assert moved, name
+                moved_steps += 1
+            else:
+                assert parameter.grad is not None, name
+        elif name.endswith("weight") and parameter.ndim > 1:
+            assert moved, name
+    assert moved_steps >= 6 and untouched > 50
+
+
+def test_progressive_schedule_opens_bits_in_order() -> None:
+    config = replace(TINY, schedule="progressive", epochs=6, w_bits=(2, 3, 4), a_bits=(2, 3, 4))
+    space = build_supernet("tiny_convnet", num_classes=3, w_bits=(2, 3, 4), a_bits=(2, 3, 4)).space
+    opened = [open_bit_widths(config, space, epoch) for epoch in range(6)]
+    assert opened == [(4,), (4,), (3, 4), (3, 4), (2, 3, 4), (2, 3, 4)]
+    assert open_bit_widths(TINY, space, 0) == (2, 3, 4)
+
+
+def test_progressive_training_inherits_doubled_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = replace(TINY, schedule="progressive", epochs=3, w_bits=(2, 3, 4), a_bits=(2, 3, 4))
+    observed: list[tuple[int, int, float, float]] = []
+    from supernet.quantizers.lsq import LsqQuantizer
+
+    original = LsqQuantizer.inherit
+
+    def spy(self: LsqQuantizer, from_bits: int, to_bits: int) -> None:
+        original(self, from_bits, to_bits)
+        granularity = QuantForm().w_granularity
+        if weight_key(from_bits, granularity, True) in self.weight_log_steps:
+            higher = float(self.weight_step(from_bits, granularity, True)[0])
+            lower = float(self.weight_step(to_bits, granularity, True)[0])
+            observed.append((from_bits, to_bits, higher, lower))
+
+    monkeypatch.setattr(LsqQuantizer, "inherit", spy)
+    result = train_supernet(config, None, progress=False)
+    pairs = [(f, t) for f, t, _, _ in observed]
+    n_elastic = len(result.supernet.space.elastic_indices)
+    assert pairs == [(4, 3)] * n_elastic + [(3, 2)] * n_elastic
+    for _, _, higher, lower in observed:
+        assert lower == pytest.approx(2 * higher, rel=1e-5)
+    assert [entry["open_bits"] for entry in result.history] == [[4], [3, 4], [2, 3, 4]]
+
+
+def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
+    straight = train_supernet(TINY, tmp_path / "straight", progress=False)
+    interrupted = train_supernet(TINY, tmp_path / "partial", progress=False, stop_after=1)
+    assert [h["epoch"] for h in interrupted.history] == [1]
+    assert load_checkpoint(tmp_path / "partial" / "supernet.pt")["epoch"] == 1
+    resumed = train_supernet(TINY, tmp_path / "partial", resume=True, progress=False)
+    for key, value in straight.supernet.state_dict().items():
+        assert torch.equal(resumed.supernet.state_dict()[key], value), key
+    assert [h["loss_low"] for h in resumed.history] == [h["loss_low"] for h in straight.history]
+    lines = (tmp_path / "partial" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_existing_checkpoint_is_not_overwritten(tmp_path: Path) -> None:
+    train_supernet(replace(TINY, epochs=1), tmp_path, progress=False)
+    stamp = (tmp_path / "supernet.pt").stat().st_mtime_ns
+    with pytest.raises(ValueError, match="exists; pass --resume"):
+        train_supernet(replace(TINY, epochs=1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="stored settings"):
+        train_supernet(replace(TINY, epochs=1, lr=0.5), tmp_path, resume=True, progress=False)
+    assert (tmp_path / "supernet.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="nothing to resume"):
+        train_supernet(TINY, tmp_path / "empty", resume=True, progress=False)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    good = train_supernet(replace(TINY, epochs=1), tmp_path, progress=False)
+    saved = load_checkpoint(tmp_path / "supernet.pt")
+    assert saved["epoch"] == 1
+    # a resumed run whose learning rate explodes: continue with a poisoned optimizer state
+    payload = torch.load(tmp_path / "supernet.pt", weights_only=True)
+    payload["train_config"]["epochs"] = 2
+    for state in payload["state_dict"]:
+        if state.endswith("conv.weight") or state.endswith(".weight"):
+            payload["state_dict"][state] = payload["state_dict"][state] * float("inf")
+            break
+    torch.save(payload, tmp_path / "supernet.pt")
+    before = (tmp_path / "supernet.pt").read_bytes()
+    with pytest.raises(TrainingDiverged, match="became"):
+        train_supernet(replace(TINY, epochs=2), tmp_path, resume=True, progress=False)
+    assert (tmp_path / "supernet.pt").read_bytes() == before
+    assert good.history[0]["acc_largest"] > 0
