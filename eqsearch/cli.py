@@ -252,7 +252,7 @@ def _is_main_process() -> bool:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from supernet.evaluate import PAPER_FORMS, evaluate_configs, load_for_evaluation, uniform_table
 
-    supernet, _checkpoint, evaluation = load_for_evaluation(
+    supernet, checkpoint, evaluation = load_for_evaluation(
         args.supernet,
         data_root=args.data_root,
         split=args.split,
@@ -260,6 +260,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
     )
     console = _console()
+    if checkpoint.get("kind") == "fp":
+        from supernet.oracle import subnet_accuracy
+
+        accuracy = subnet_accuracy(
+            supernet, None, evaluation.images, evaluation.labels, evaluation.calibration_images
+        )
+        console.print(
+            f"full-precision model (before quantization-aware training): top-1 "
+            f"{accuracy:.2f}% on the {evaluation.split} split ({len(evaluation.labels)} images)"
+        )
+        return EXIT_OK
     forms = _eval_forms(args, supernet.space)
     if args.config:
         configs = [_load_config_argument(args.config, supernet.space)]

@@ -601,6 +601,7 @@ def train_supernet(
                         supernet,
                         kind="fp",
                         train_config=config.to_dict(),
+                        data=config.data_spec().to_dict(),
                         history=history,
                     )
             init_quantizers(supernet, data.calibration_images(config.quant_init_images))

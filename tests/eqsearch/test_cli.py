@@ -27,26 +27,10 @@ def test_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().err.startswith("error: ")
 
 
-TINY_TRAIN = [
-    "train",
-    "--model",
-    "tiny_convnet",
-    "--dataset",
-    "digits",
-    "--epochs",
-    "1",
-    "--w-bits",
-    "2,4,8",
-    "--a-bits",
-    "2,4,8",
-    "--holdout",
-    "150",
-    "--bn-images",
-    "150",
-    "--quant-init-images",
-    "64",
-    "--no-progress",
-]
+TINY_TRAIN = (
+    "train --model tiny_convnet --dataset digits --epochs 1 --fp-epochs 1 --w-bits 2,4,8 "
+    "--a-bits 2,4,8 --holdout 150 --bn-images 150 --quant-init-images 64 --no-progress"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +40,15 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory):
     return out
 
 
-def test_train_writes_checkpoint_and_log(trained_run) -> None:
+def test_train_writes_checkpoint_and_log(trained_run, capsys) -> None:
     assert (trained_run / "supernet.pt").is_file()
-    assert (trained_run / "train_log.jsonl").read_text().count("\n") == 1
+    phases = [
+        line.split('"phase": ')[1].split(",")[0]
+        for line in (trained_run / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert phases == ['"fp"', '"supernet"']
+    assert main(["eval", "--supernet", str(trained_run / "fp.pt")]) == 0
+    assert "full-precision model" in capsys.readouterr().out
 
 
 def test_train_refuses_to_overwrite(trained_run, capsys: pytest.CaptureFixture[str]) -> None:
