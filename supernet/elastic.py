@@ -240,9 +240,9 @@ def build_supernet(
     quantizer: str = "lsq",
     w_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8),
     a_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8),
-    granularities: tuple[str | Granularity, ...] = ("channel", "tensor"),
-    w_symmetries: tuple[bool, ...] = (True, False),
-    a_symmetries: tuple[bool, ...] = (True, False),
+    granularities: tuple[str | Granularity, ...] | None = None,
+    w_symmetries: tuple[bool, ...] | None = None,
+    a_symmetries: tuple[bool, ...] | None = None,
     first_last: str = "8/8",
     pretrained: bool = False,
 ) -> Supernet:
@@ -253,7 +253,8 @@ def build_supernet(
         num_classes, in_channels, image_size: the data the model sees.
         quantizer: registered quantizer name (``"lsq"``).
         w_bits, a_bits: the elastic bit widths.
-        granularities, w_symmetries, a_symmetries: the elastic forms.
+        granularities, w_symmetries, a_symmetries: the elastic forms (None: every one the
+            quantizer supports; asking for one it cannot express is a ValueError).
         first_last: ``"8/8"`` (default), ``"fp"`` or ``"elastic"`` for the first/last layers.
         pretrained: start from torchvision weights found in the local cache (never downloads).
     """
@@ -266,13 +267,25 @@ def build_supernet(
         image_size=size,
         pretrained=pretrained,
     )
+    quantizer_type = quantizer_class(quantizer)
     spec = QuantizerSpec(
         name=quantizer,
         w_bits=tuple(w_bits),
         a_bits=tuple(a_bits),
-        granularities=tuple(Granularity(g) for g in granularities),
-        w_symmetries=tuple(w_symmetries),
-        a_symmetries=tuple(a_symmetries),
+        granularities=tuple(
+            Granularity(g)
+            for g in (
+                granularities
+                if granularities is not None
+                else quantizer_type.supported_granularities
+            )
+        ),
+        w_symmetries=tuple(
+            w_symmetries if w_symmetries is not None else quantizer_type.supported_w_symmetries
+        ),
+        a_symmetries=tuple(
+            a_symmetries if a_symmetries is not None else quantizer_type.supported_a_symmetries
+        ),
     )
     example = torch.zeros(2, in_channels, size, size)
     build_info = {

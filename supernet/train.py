@@ -50,7 +50,7 @@ class TrainConfig:
     Args:
         model, dataset, data_root, image_size: architecture and data (see ``supernet.data``).
         quantizer, w_bits, a_bits, granularities, w_symmetries, a_symmetries, first_last: the
-            elastic space.
+            elastic space (forms None: every form the quantizer supports).
         epochs: quantization-aware epochs of the supernet.
         fp_epochs: full-precision pretraining epochs first (ignored with ``init``).
         init: a full-precision checkpoint (``fp.pt``) or plain state_dict to start from.
@@ -81,9 +81,9 @@ class TrainConfig:
     quantizer: str = "lsq"
     w_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
     a_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
-    granularities: tuple[str, ...] = ("channel", "tensor")
-    w_symmetries: tuple[bool, ...] = (True, False)
-    a_symmetries: tuple[bool, ...] = (True, False)
+    granularities: tuple[str, ...] | None = None
+    w_symmetries: tuple[bool, ...] | None = None
+    a_symmetries: tuple[bool, ...] | None = None
     first_last: str = "8/8"
     epochs: int = 10
     fp_epochs: int = 0
@@ -111,7 +111,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("w_bits", "a_bits", "granularities", "w_symmetries", "a_symmetries"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
         model_entry(self.model)
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")

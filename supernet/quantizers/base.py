@@ -119,15 +119,34 @@ class ElasticQuantizer(nn.Module):
             if (w == FULL_PRECISION_BITS) == (a == FULL_PRECISION_BITS)
         )
 
+    supported_granularities: ClassVar[tuple[Granularity, ...]] = (
+        Granularity.CHANNEL,
+        Granularity.TENSOR,
+    )
+    supported_w_symmetries: ClassVar[tuple[bool, ...]] = (True, False)
+    supported_a_symmetries: ClassVar[tuple[bool, ...]] = (True, False)
+
     @classmethod
     def supports(cls, form: QuantForm) -> bool:
         """Whether the quantizer can express ``form``."""
-        return True
+        return (
+            form.w_granularity in cls.supported_granularities
+            and form.w_symmetric in cls.supported_w_symmetries
+            and form.a_symmetric in cls.supported_a_symmetries
+        )
 
     @classmethod
     def describe_forms(cls) -> str:
         """Human-readable list of the forms the quantizer supports."""
-        return "every form"
+
+        def symmetry(values: tuple[bool, ...]) -> str:
+            return "/".join("sym" if value else "asym" for value in values)
+
+        return (
+            f"weight granularity {'/'.join(g.value for g in cls.supported_granularities)}, "
+            f"weight symmetry {symmetry(cls.supported_w_symmetries)}, "
+            f"activation symmetry {symmetry(cls.supported_a_symmetries)}"
+        )
 
     def check(self, choice: LayerChoice) -> None:
         """Raise ValueError if the layer cannot take ``choice``."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from eqsearch.cli import main
@@ -27,10 +29,10 @@ def test_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert capsys.readouterr().err.startswith("error: ")
 
 
-TINY_TRAIN = (
+TINY_TRAIN = shlex.split(
     "train --model tiny_convnet --dataset digits --epochs 1 --fp-epochs 1 --w-bits 2,4,8 "
     "--a-bits 2,4,8 --holdout 150 --bn-images 150 --quant-init-images 64 --no-progress"
-).split()
+)
 
 
 @pytest.fixture(scope="module")
