@@ -3,42 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.table import Table
+
+from eqsearch.commands.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    Command,
+    Parser,
+    UsageError,
+    bits_pair,
+    int_list,
+    load_config_argument,
+    make_console,
+    print_frame,
+)
 
 if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace as ElasticSpaceType
     from eqsearch.space import QuantForm as QuantFormType
-    from eqsearch.space import SubnetConfig as SubnetConfigType
     from supernet.train import TrainConfig as TrainConfigType
 
-Command = Callable[[argparse.Namespace], int]
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad user input: reported as one ``error: ...`` line with exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(message)
-
-
-def _console() -> Console:
-    # Piped output (logs, tests) gets wide tables instead of truncated column names.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-
+# Modules of eqsearch/commands/ with a `register(commands)` function, in help order.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 # -- commands ------------------------------------------------------------------------------
 
@@ -52,25 +46,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
         table.add_column(column)
     for entry in MODELS.values():
         table.add_row(entry.name, str(entry.image_size), entry.description)
-    console = _console()
+    console = make_console()
     console.print(table)
     console.print(f"quantizers: {', '.join(sorted(QUANTIZERS))}")
     return EXIT_OK
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    """``"2,4,8"`` or ``"2-8"`` → a tuple of ints."""
-    values: list[int] = []
-    try:
-        for part in text.split(","):
-            if "-" in part.strip()[1:]:
-                low, high = part.split("-", 1)
-                values.extend(range(int(low), int(high) + 1))
-            else:
-                values.append(int(part))
-    except ValueError:
-        raise UsageError(f"expected bit widths like '2,4,8' or '2-8'; got {text!r}") from None
-    return tuple(values)
 
 
 def _symmetries(text: str) -> tuple[bool, ...]:
@@ -79,16 +58,6 @@ def _symmetries(text: str) -> tuple[bool, ...]:
     if not parts or any(p not in mapping for p in parts):
         raise UsageError(f"expected symmetries like 'sym,asym'; got {text!r}")
     return tuple(mapping[p] for p in parts)
-
-
-def _bits_pair(text: str) -> tuple[int, int]:
-    parts = text.split("/")
-    try:
-        if len(parts) == 2:
-            return int(parts[0]), int(parts[1])
-        return int(text), int(text)
-    except ValueError:
-        raise UsageError(f"expected W/A bits like '4/4'; got {text!r}") from None
 
 
 # TrainConfig fields that `eqsearch train` exposes as flags: flag destination → field.
@@ -141,8 +110,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--data-root", help="directory of cifar10/imagenet/imagefolder data (never downloaded)")
     add("--image-size", type=int, help="input size for ImageFolder data")
     add("--quantizer", help="registered quantizer (lsq)")
-    add("--w-bits", type=_int_list, help="elastic weight bits, e.g. 2-8 or 2,4,8")
-    add("--a-bits", type=_int_list, help="elastic activation bits")
+    add("--w-bits", type=int_list, help="elastic weight bits, e.g. 2-8 or 2,4,8")
+    add("--a-bits", type=int_list, help="elastic activation bits")
     add("--granularity", type=lambda t: tuple(t.split(",")), help="channel,tensor")
     add("--w-symmetry", type=_symmetries, help="weight symmetries: sym,asym")
     add("--a-symmetry", type=_symmetries, help="activation symmetries: sym,asym")
@@ -231,7 +200,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             torch.distributed.destroy_process_group()
     if result.history and (not distributed or _is_main_process()):
         last = result.history[-1]
-        console = _console()
+        console = make_console()
         table = Table(title=f"{config.model} on {config.dataset}: epoch {last['epoch']}")
         table.add_column("metric")
         table.add_column("value", justify="right")
@@ -259,7 +228,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         bn_images=args.bn_images,
         device=args.device,
     )
-    console = _console()
+    console = make_console()
     if checkpoint.get("kind") == "fp":
         from supernet.oracle import subnet_accuracy
 
@@ -273,19 +242,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return EXIT_OK
     forms = _eval_forms(args, supernet.space)
     if args.config:
-        configs = [_load_config_argument(args.config, supernet.space)]
+        configs = [load_config_argument(args.config, supernet.space)]
         frame = evaluate_configs(supernet, evaluation, configs)
-        _print_frame(console, frame, f"{args.config} on the {evaluation.split} split")
+        print_frame(console, frame, f"{args.config} on the {evaluation.split} split")
     elif args.uniform:
-        w_bits, a_bits = _bits_pair(args.uniform)
+        w_bits, a_bits = bits_pair(args.uniform)
         chosen = forms or [f for f in PAPER_FORMS if f in supernet.space.forms]
         configs = [supernet.space.uniform(w_bits, a_bits, form) for form in chosen]
         frame = evaluate_configs(supernet, evaluation, configs)
-        _print_frame(console, frame, f"W{w_bits}/A{a_bits} on the {evaluation.split} split")
+        print_frame(console, frame, f"W{w_bits}/A{a_bits} on the {evaluation.split} split")
     else:
         with console.status("evaluating uniform subnets (BN re-calibrated each)"):
             frame = uniform_table(supernet, evaluation, forms=forms)
-        _print_frame(
+        print_frame(
             console,
             frame,
             f"top-1 % of uniform subnets, {evaluation.split} split "
@@ -304,47 +273,6 @@ def _eval_forms(args: argparse.Namespace, space: ElasticSpaceType) -> list[Quant
     return None
 
 
-def _load_config_argument(reference: str, space: ElasticSpaceType) -> SubnetConfigType:
-    """A config from ``cfg.json`` or ``pareto.json#3``, validated against ``space``."""
-    from eqsearch.space import SubnetConfig
-
-    path, _, index = reference.partition("#")
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        raise UsageError(f"config file not found: {path}") from None
-    data = json.loads(text)
-    if index:
-        configs = data.get("configs") if isinstance(data, dict) else None
-        if not isinstance(configs, list):
-            raise UsageError(f"{path} holds no list of configs to index with #{index}")
-        try:
-            item = configs[int(index)]
-        except (ValueError, IndexError):
-            raise UsageError(f"{path} has {len(configs)} configs; #{index} is not one") from None
-        config = SubnetConfig.from_dict(item.get("config", item))
-    else:
-        config = SubnetConfig.from_dict(data)
-    return space.validate(config)
-
-
-def _format_cell(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.3e}" if abs(value) >= 1e5 else f"{value:.2f}"
-    return str(value)
-
-
-def _print_frame(console: Console, frame: Any, title: str) -> None:
-    table = Table(title=title)
-    table.add_column("")
-    for column in frame.columns:
-        table.add_column(str(column), justify="right")
-    for index, row in frame.iterrows():
-        cells = [_format_cell(value) for value in row.tolist()]
-        table.add_row(str(index), *cells)
-    console.print(table)
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     raise UsageError(
         "the end-to-end demo is not yet available in this version; "
@@ -357,11 +285,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = _Parser(
+    parser = Parser(
         prog="eqsearch",
         description="Elastic quantization supernets and NSGA-II mixed-precision search.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
     models = commands.add_parser("models", help="list registered models and quantizers")
@@ -387,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole pipeline on embedded MNIST digits")
     demo.set_defaults(handler=_cmd_demo)
+
+    # Command groups that live in their own modules; each adds its subparsers.
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(f"eqsearch.commands.{module_name}")
+        module.register(commands)
     return parser
 
 

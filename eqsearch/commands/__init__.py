@@ -1,0 +1,1 @@
+"""Subcommands of ``eqsearch``: one module per command group, each with ``register(commands)``."""
