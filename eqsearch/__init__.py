@@ -9,6 +9,9 @@ from eqsearch.costs import (
     model_size_bytes,
     weight_compression,
 )
+from eqsearch.engines import nsga2
+from eqsearch.pareto import ParetoFront
+from eqsearch.problem import Constraint, Objective, SearchProblem
 from eqsearch.space import (
     ALL_FORMS,
     FULL_PRECISION_BITS,
@@ -26,12 +29,16 @@ __all__ = [
     "ALL_FORMS",
     "FULL_PRECISION_BITS",
     "ConfigBatch",
+    "Constraint",
     "ElasticSpace",
     "GenomeLayout",
     "Granularity",
     "LayerChoice",
     "LayerSpec",
+    "Objective",
+    "ParetoFront",
     "QuantForm",
+    "SearchProblem",
     "SubnetConfig",
     "activation_compression",
     "average_activation_bits",
@@ -39,6 +46,7 @@ __all__ = [
     "bitops",
     "cost_table",
     "model_size_bytes",
+    "nsga2",
     "weight_compression",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,305 @@
+"""``eqsearch nsga`` (the mixed-precision search) and ``eqsearch demo`` (the whole pipeline)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from eqsearch.commands.common import EXIT_OK, UsageError, make_console, print_frame
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from eqsearch.oracle import AccuracyOracle
+    from eqsearch.pareto import ParetoFront
+    from eqsearch.problem import SearchProblem
+    from eqsearch.space import ElasticSpace
+
+FRONT_FILES = ("pareto.json", "pareto.csv", "pareto.png")
+TABLE_COLUMNS = ("w_bits", "a_bits", "w_comp", "a_comp", "bitops", "size_bytes", "form")
+
+
+def register(commands: Any) -> None:
+    """Add the ``nsga`` and ``demo`` subcommands."""
+    from eqsearch.engines import ENGINES
+    from eqsearch.problem import OBJECTIVE_NAMES
+    from eqsearch.targets import TARGETS
+
+    nsga = commands.add_parser(
+        "nsga", help="NSGA-II search for mixed-precision configs on the Pareto front"
+    )
+    add = nsga.add_argument
+    add("--supernet", required=True, help="a supernet.pt checkpoint")
+    add("--w-bits", type=float, help="budget: average weight bits of the searched layers")
+    add("--a-bits", type=float, help="budget: average activation bits of the searched layers")
+    add(
+        "--objectives",
+        default="accuracy,bitops",
+        help=f"comma-separated, from {', '.join(OBJECTIVE_NAMES)} (default accuracy,bitops)",
+    )
+    add("--target", default="any", choices=tuple(TARGETS), help="hardware preset of forms")
+    add("--forms-per-layer", action="store_true", help="with --target any: a form per layer")
+    add("--engine", default="pymoo", choices=ENGINES)
+    add("--predictor", help="a fitted predictor (default: the one saved beside the checkpoint)")
+    add(
+        "--oracle",
+        default="predictor",
+        choices=("predictor", "supernet"),
+        help="where accuracy comes from: the predictor (default) or the supernet itself",
+    )
+    add("--population", type=int, default=100)
+    add("--generations", type=int, default=500)
+    add("--seed", type=int, default=0)
+    add(
+        "--verify", type=int, default=0, metavar="K", help="measure K front configs on the supernet"
+    )
+    add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
+    add("--device", default="cpu", help="torch device for --oracle supernet and --verify")
+    add("--no-progress", action="store_true", help="no progress bar")
+    nsga.set_defaults(handler=_cmd_nsga)
+
+    demo = commands.add_parser(
+        "demo", help="the whole pipeline on embedded MNIST digits (a few minutes on a CPU)"
+    )
+    demo.add_argument("--out", default="eqsearch-demo", help="directory of every demo file")
+    demo.add_argument("--quick", action="store_true", help="tiny settings (seconds; for tests)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=_cmd_demo)
+
+
+# -- nsga ----------------------------------------------------------------------------------
+
+
+class _NoOracle:
+    """Stands in for the oracle while input is validated (never asked for accuracy)."""
+
+    def evaluate(self, configs: Sequence[Any]) -> Any:
+        raise RuntimeError("the oracle is not loaded yet")
+
+
+def _objective_names(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UsageError("--objectives must name at least one objective")
+    return names
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    if args.population < 2:
+        raise UsageError(f"--population must be at least 2; got {args.population}")
+    if args.generations < 0:
+        raise UsageError(f"--generations must be >= 0; got {args.generations}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0; got {args.seed}")
+    if args.verify < 0:
+        raise UsageError(f"--verify must be >= 0; got {args.verify}")
+
+
+def _output_directory(args: argparse.Namespace) -> Path:
+    out = Path(args.out) if args.out else Path(args.supernet).parent
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    return out
+
+
+def _budget_message(problem_error: ValueError, args: argparse.Namespace) -> str:
+    text = str(problem_error)
+    for flag in ("w_bits", "a_bits"):
+        text = text.replace(f"the budget {flag} <=", f"--{flag.replace('_', '-')}")
+    return text
+
+
+def _predictor_oracle(args: argparse.Namespace, space: ElasticSpace) -> AccuracyOracle:
+    try:
+        from predictors import PredictorOracle, find_predictor, load_predictor
+    except ImportError as error:  # pragma: no cover - the package ships with eqsearch
+        raise UsageError(
+            f"the predictors package is unavailable ({error}); use --oracle supernet"
+        ) from None
+    checkpoint = Path(args.supernet)
+    path = Path(args.predictor) if args.predictor else find_predictor(checkpoint.parent)
+    if path is None:
+        raise UsageError(
+            f"no predictor beside {checkpoint}: make one with `eqsearch sample --supernet "
+            f"{checkpoint}` then `eqsearch fit-predictor --samples "
+            f"{checkpoint.parent / 'samples.csv'} --backend mlp`, or search with --oracle supernet"
+        )
+    predictor = load_predictor(path)
+    if predictor.space.fingerprint != space.fingerprint:
+        raise UsageError(
+            f"{path} was fitted on another space than {checkpoint}'s; fit one on its samples"
+        )
+    # BasePredictor implements the Predictor protocol (its name is a class variable)
+    return PredictorOracle(cast(Any, predictor))
+
+
+@contextmanager
+def _generation_bar(
+    console: Console, description: str, total: int, enabled: bool
+) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled or total == 0:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(done: int, all_generations: int) -> None:
+            bar.update(task, completed=done, total=all_generations)
+
+        yield advance
+
+
+def verify_front(
+    front: ParetoFront, oracle: AccuracyOracle, k: int
+) -> tuple[ParetoFront, float | None]:
+    """Measure ``k`` configs spread over the front with ``oracle``; returns the front with
+    their measured accuracies and Kendall's τ between predicted and measured (None for k < 2)."""
+    from scipy.stats import kendalltau
+
+    indices = front.spread(k)
+    measured = oracle.evaluate(front.batch.take(indices))
+    verified = front.with_measured(indices, measured)
+    if len(indices) < 2 or "accuracy" not in front.objective_names:
+        return verified, None
+    predicted = front.column("accuracy")[indices]
+    tau = float(kendalltau(predicted, measured).statistic)
+    return verified, tau if np.isfinite(tau) else None
+
+
+def write_front(front: ParetoFront, out: Path) -> list[Path]:
+    """Write pareto.json, pareto.csv and pareto.png into ``out``."""
+    return [
+        front.to_json(out / FRONT_FILES[0]),
+        front.to_csv(out / FRONT_FILES[1]),
+        front.plot(out / FRONT_FILES[2]),
+    ]
+
+
+def front_table(front: ParetoFront) -> Any:
+    """The columns of the front worth printing."""
+    frame = front.to_frame()
+    columns = [*front.objective_names]
+    columns += [c for c in TABLE_COLUMNS if c in frame.columns and c not in columns]
+    if "measured_accuracy" in frame.columns:
+        columns.append("measured_accuracy")
+    return frame[columns]
+
+
+def _cmd_nsga(args: argparse.Namespace) -> int:
+    from eqsearch.problem import make_problem
+    from eqsearch.space import ElasticSpace
+    from supernet.checkpoint import load_checkpoint
+
+    _check_counts(args)
+    objectives = _objective_names(args.objectives)
+    checkpoint = load_checkpoint(args.supernet)
+    if checkpoint.get("kind") == "fp":
+        raise UsageError(f"{args.supernet} is a full-precision checkpoint; search a supernet.pt")
+    space = ElasticSpace.from_dict(checkpoint["space"])
+    settings: dict[str, Any] = {
+        "objectives": objectives,
+        "w_bits": args.w_bits,
+        "a_bits": args.a_bits,
+        "target": args.target,
+        "forms_per_layer": args.forms_per_layer,
+    }
+    try:
+        make_problem(space, _NoOracle(), **settings)
+    except ValueError as error:
+        raise UsageError(_budget_message(error, args)) from None
+    out = _output_directory(args)
+    console = make_console()
+    supernet_oracle: AccuracyOracle | None = None
+    if args.oracle == "supernet" or args.verify:
+        supernet_oracle = _load_supernet_oracle(args, console)
+    if "accuracy" not in objectives:
+        oracle: AccuracyOracle = _NoOracle()
+    elif args.oracle == "supernet":
+        assert supernet_oracle is not None
+        oracle = supernet_oracle
+    else:
+        oracle = _predictor_oracle(args, space)
+    problem = make_problem(space, oracle, **settings)
+    front = _search(problem, args, console)
+    front = _annotate(front, checkpoint, args)
+    tau = None
+    if args.verify:
+        assert supernet_oracle is not None
+        with console.status(f"measuring {min(args.verify, len(front))} configs on the supernet"):
+            front, tau = verify_front(front, supernet_oracle, args.verify)
+    paths = write_front(front, out)
+    print_frame(console, front_table(front), _title(front, args))
+    if tau is not None:
+        console.print(
+            f"predicted vs measured accuracy of the verified configs: Kendall τ {tau:.2f}"
+        )
+    console.print("wrote " + ", ".join(str(path) for path in paths))
+    return EXIT_OK
+
+
+def _load_supernet_oracle(args: argparse.Namespace, console: Console) -> AccuracyOracle:
+    from supernet.evaluate import load_for_evaluation, supernet_oracle
+
+    with console.status("loading the supernet and its evaluation images"):
+        supernet, _, evaluation = load_for_evaluation(
+            args.supernet, split="holdout", device=args.device
+        )
+    return supernet_oracle(supernet, evaluation)
+
+
+def _search(problem: SearchProblem, args: argparse.Namespace, console: Console) -> ParetoFront:
+    from eqsearch.engines import nsga2
+
+    description = f"NSGA-II ({args.engine}) generations"
+    with _generation_bar(console, description, args.generations, not args.no_progress) as bar:
+        return nsga2(
+            problem,
+            engine=args.engine,
+            population=args.population,
+            generations=args.generations,
+            seed=args.seed,
+            progress=bar,
+        )
+
+
+def _annotate(front: ParetoFront, checkpoint: dict[str, Any], args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
+    model = (checkpoint.get("build_info") or {}).get("model", "supernet")
+    budgets = " ".join(
+        f"{flag}≤{value:g}"
+        for flag, value in (("W", args.w_bits), ("A", args.a_bits))
+        if value is not None
+    )
+    title = f"{model}: NSGA-II ({args.engine}), {args.target} target {budgets}".strip()
+    info = {**front.info, "title": title, "supernet": str(args.supernet), "oracle": args.oracle}
+    return replace(front, info=info)
+
+
+def _title(front: ParetoFront, args: argparse.Namespace) -> str:
+    return f"Pareto front: {len(front)} configs ({front.info.get('title', '')})"
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from eqsearch.demo import DemoSettings, run_demo
+
+    settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)
+    run_demo(Path(args.out), settings, console=make_console())
+    return EXIT_OK

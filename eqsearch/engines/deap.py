@@ -1,0 +1,177 @@
+"""NSGA-II in DEAP: ``selNSGA2`` survival, uniform crossover, integer mutation, explicit RNG."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from deap import base, tools
+
+from eqsearch.engines.base import Archive, Progress, check_settings, genome_keys, search_info
+from eqsearch.pareto import ParetoFront
+from eqsearch.problem import SearchProblem
+from eqsearch.space import IntArray
+
+CROSSOVER_PROB = 0.9
+"""Probability that a pair of parents is crossed (genes swapped with probability 1/2 each)."""
+
+MAX_MATING_ROUNDS = 20
+"""Rounds of mating to replace offspring that duplicate a parent or each other."""
+
+NONDOMINATED_SORT = "log"
+"""DEAP's logarithmic non-dominated sort (Fortin et al. 2013): about twice as fast here."""
+
+
+class _Individual(list[int]):
+    """A genome with its DEAP fitness (minimised objectives) and constraint violation."""
+
+    __slots__ = ("fitness", "violation")
+
+    def __init__(self, genes: Sequence[int], fitness: base.Fitness) -> None:
+        super().__init__(genes)
+        self.fitness = fitness
+        self.violation = 0.0
+
+
+def _fitness_class(n_objectives: int) -> type[base.Fitness]:
+    """A Fitness subclass local to one run (``deap.creator`` would register it globally)."""
+    weights = (-1.0,) * n_objectives  # the problem hands over minimised values
+    return type("SearchFitness", (base.Fitness,), {"weights": weights})
+
+
+def select(individuals: list[_Individual], count: int) -> list[_Individual]:
+    """NSGA-II survival with Deb's constraint handling.
+
+    Feasible individuals go through DEAP's ``selNSGA2`` (which also sets each one's crowding
+    distance); when fewer than ``count`` are feasible, the least-violating others fill up.
+    """
+    feasible = [ind for ind in individuals if ind.violation <= 0.0]
+    # DEAP's logarithmic sort needs two objectives or more
+    sort = NONDOMINATED_SORT if feasible and len(feasible[0].fitness.weights) > 1 else "standard"
+    if len(feasible) >= count:
+        chosen: list[_Individual] = tools.selNSGA2(feasible, count, nd=sort)
+        return chosen
+    chosen = tools.selNSGA2(feasible, len(feasible), nd=sort) if feasible else []
+    others = sorted(
+        (ind for ind in individuals if ind.violation > 0.0), key=lambda ind: ind.violation
+    )
+    for ind in others:
+        ind.fitness.crowding_dist = 0.0
+    return chosen + others[: count - len(chosen)]
+
+
+def _tournament(rng: random.Random, population: Sequence[_Individual]) -> _Individual:
+    """Binary tournament: less violation, then Pareto dominance, then crowding, then a coin."""
+    first = population[rng.randrange(len(population))]
+    second = population[rng.randrange(len(population))]
+    if first.violation != second.violation:
+        return first if first.violation < second.violation else second
+    if first.fitness.dominates(second.fitness):
+        return first
+    if second.fitness.dominates(first.fitness):
+        return second
+    first_crowding = first.fitness.crowding_dist
+    second_crowding = second.fitness.crowding_dist
+    if first_crowding != second_crowding:
+        return first if first_crowding > second_crowding else second
+    return first if rng.random() < 0.5 else second
+
+
+def _vary(
+    rng: random.Random,
+    population: Sequence[_Individual],
+    count: int,
+    lower: Sequence[int],
+    upper: Sequence[int],
+) -> list[list[int]]:
+    """``count`` children: uniform crossover of tournament winners, then integer mutation
+    (each gene redrawn uniformly within its bounds with probability 1/genes)."""
+    n_genes = len(lower)
+    mutation_prob = 1.0 / n_genes
+    children: list[list[int]] = []
+    while len(children) < count:
+        one = list(_tournament(rng, population))
+        two = list(_tournament(rng, population))
+        if rng.random() < CROSSOVER_PROB:
+            swap = rng.getrandbits(n_genes)
+            for gene in range(n_genes):
+                if swap >> gene & 1:
+                    one[gene], two[gene] = two[gene], one[gene]
+        for child in (one, two):
+            for gene in range(n_genes):
+                if rng.random() < mutation_prob:
+                    child[gene] = rng.randint(lower[gene], upper[gene])
+        children.extend((one, two))
+    return children[:count]
+
+
+def _offspring(
+    rng: random.Random,
+    population: Sequence[_Individual],
+    count: int,
+    lower: Sequence[int],
+    upper: Sequence[int],
+) -> IntArray:
+    """Children that are neither a parent nor each other's duplicates (hashed genomes)."""
+    taken = set(genome_keys(np.asarray(population, dtype=np.int64)))
+    kept: list[list[int]] = []
+    for _ in range(MAX_MATING_ROUNDS):
+        children = _vary(rng, population, count - len(kept), lower, upper)
+        for child, key in zip(children, genome_keys(np.asarray(children)), strict=True):
+            if key not in taken and len(kept) < count:
+                taken.add(key)
+                kept.append(child)
+        if len(kept) >= count:
+            break
+    return np.asarray(kept, dtype=np.int64).reshape(len(kept), len(lower))
+
+
+def run(
+    problem: SearchProblem,
+    *,
+    population: int = 100,
+    generations: int = 500,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> ParetoFront:
+    """NSGA-II with DEAP: ``selNSGA2`` survival (logarithmic non-dominated sort), tournaments
+    on dominance and crowding, uniform crossover and uniform integer mutation.
+
+    Every random draw comes from one ``random.Random(seed)``; the Fitness class is created per
+    run, so nothing is registered in ``deap.creator``. Each generation's offspring are
+    evaluated in one call.
+    """
+    check_settings(population, generations, seed)
+    rng = random.Random(seed)
+    fitness_class = _fitness_class(len(problem.objectives))
+    lower = problem.layout.lower.tolist()
+    upper = problem.layout.upper.tolist()
+    archive = Archive()
+
+    def evaluated(genomes: IntArray) -> list[_Individual]:
+        evaluation = problem.evaluate(genomes)
+        archive.add(genomes, evaluation)
+        individuals = []
+        for genes, values, violation in zip(
+            genomes.tolist(),
+            evaluation.minimised.tolist(),
+            evaluation.violation.tolist(),
+            strict=True,
+        ):
+            individual = _Individual(genes, fitness_class(values))
+            individual.violation = violation
+            individuals.append(individual)
+        return individuals
+
+    first = problem.initial_population(np.random.default_rng(rng.getrandbits(64)), population)
+    current = select(evaluated(first), population)
+    for generation in range(generations):
+        children = _offspring(rng, current, population, lower, upper)
+        if len(children):
+            current = select(current + evaluated(children), population)
+        if progress is not None:
+            progress(generation + 1, generations)
+    info: dict[str, Any] = search_info(problem, "deap", population, generations, seed)
+    return archive.front(problem, info)

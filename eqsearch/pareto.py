@@ -1,0 +1,387 @@
+"""A search's result: a Pareto front of configs as a table, JSON, CSV, plot and hypervolume."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from eqsearch import costs
+from eqsearch.space import ConfigBatch, ElasticSpace, SubnetConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+FORMAT_NAME = "eqsearch-pareto"
+FORMAT_VERSION = 1
+MEASURED_COLUMN = "measured_accuracy"
+
+
+def non_dominated(minimised: npt.ArrayLike) -> BoolArray:
+    """Rows of a minimisation matrix that no other row dominates (ties all kept)."""
+    points = np.asarray(minimised, dtype=np.float64)
+    if points.ndim != 2:
+        raise ValueError(f"expected an (n, m) array of objective values; got shape {points.shape}")
+    n, m = points.shape
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    if m == 1:
+        result: BoolArray = points[:, 0] <= points[:, 0].min()
+        return result
+    if m == 2:
+        # sorted by (f1, f2): a point survives when it has the smallest f2 of its f1 group and
+        # a smaller f2 than every point with a strictly smaller f1 (exact ties are all kept)
+        order = np.lexsort((points[:, 1], points[:, 0]))
+        first, second = points[order, 0], points[order, 1]
+        new_group = np.r_[True, first[1:] != first[:-1]]
+        start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
+        before = np.r_[np.inf, np.minimum.accumulate(second)][start]
+        keep = (second == second[start]) & (second < before)
+        mask = np.zeros(n, dtype=bool)
+        mask[order] = keep
+        return mask
+    return _non_dominated_general(points)
+
+
+def _non_dominated_general(points: FloatArray) -> BoolArray:
+    mask = np.ones(len(points), dtype=bool)
+    for start in range(0, len(points), 512):
+        block = points[start : start + 512]
+        no_worse = np.all(points[None, :, :] <= block[:, None, :], axis=2)
+        better = np.any(points[None, :, :] < block[:, None, :], axis=2)
+        dominated = np.any(no_worse & better, axis=1)
+        mask[start : start + len(block)] = ~dominated
+    return mask
+
+
+def hypervolume(minimised: npt.ArrayLike, reference: npt.ArrayLike) -> float:
+    """Hypervolume dominated by ``minimised`` points up to ``reference`` (all minimised)."""
+    points = np.asarray(minimised, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64).reshape(-1)
+    if points.ndim != 2 or points.shape[1] != ref.shape[0]:
+        raise ValueError(
+            f"the reference point has {ref.shape[0]} values; the points have shape {points.shape}"
+        )
+    points = points[(points < ref).all(axis=1)]
+    if len(points) == 0:
+        return 0.0
+    points = points[non_dominated(points)]
+    if points.shape[1] == 1:
+        return float(ref[0] - points[:, 0].min())
+    if points.shape[1] == 2:
+        points = np.unique(points, axis=0)
+        order = np.argsort(points[:, 0], kind="stable")
+        x, y = points[order, 0], points[order, 1]
+        widths = np.diff(np.r_[x, ref[0]])
+        return float((widths * (ref[1] - y)).sum())
+    import moocore  # pymoo's dependency: exact hypervolume in any dimension
+
+    return float(moocore.hypervolume(points, ref=ref))
+
+
+@dataclass(frozen=True)
+class FrontObjective:
+    """Name, direction (``"max"``/``"min"``) and axis label of an objective of a front."""
+
+    name: str
+    direction: str
+    label: str
+
+    @property
+    def sign(self) -> float:
+        """+1 minimised, -1 maximised."""
+        return 1.0 if self.direction == "min" else -1.0
+
+
+@dataclass(frozen=True)
+class ParetoFront:
+    """Feasible, non-dominated configs of a search, best first by the first objective.
+
+    Args:
+        batch: the configs.
+        objectives: the objectives' names, directions and labels.
+        values: ``(n, m)`` objective values as reported (accuracy in percent, ...).
+        evaluated: ``(k, m)`` objective values of every config the search evaluated (for plots).
+        evaluated_feasible: which of those met the constraints.
+        reference: uniform-bit configs' objective values by label (``"W4A4"``), for plots.
+        measured: accuracy measured on the supernet per config (NaN where not verified).
+        info: JSON-able facts about the search (engine, seed, constraints, ...).
+    """
+
+    batch: ConfigBatch
+    objectives: tuple[FrontObjective, ...]
+    values: FloatArray
+    evaluated: FloatArray | None = None
+    evaluated_feasible: BoolArray | None = None
+    reference: Mapping[str, FloatArray] = field(default_factory=dict)
+    measured: FloatArray | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        values = np.asarray(self.values, dtype=np.float64).reshape(len(self.batch), -1)
+        if values.shape[1] != len(self.objectives):
+            raise ValueError(
+                f"ParetoFront.values has {values.shape[1]} columns for "
+                f"{len(self.objectives)} objectives"
+            )
+        object.__setattr__(self, "values", values)
+        if self.measured is not None:
+            measured = np.asarray(self.measured, dtype=np.float64).reshape(-1)
+            if measured.shape != (len(self.batch),):
+                raise ValueError("ParetoFront.measured needs one value (or NaN) per config")
+            object.__setattr__(self, "measured", measured)
+
+    @property
+    def space(self) -> ElasticSpace:
+        """The space of the configs."""
+        return self.batch.space
+
+    @property
+    def configs(self) -> list[SubnetConfig]:
+        """The configs, best first by the first objective."""
+        return self.batch.configs()
+
+    @property
+    def objective_names(self) -> tuple[str, ...]:
+        """Names of the objectives, in column order."""
+        return tuple(o.name for o in self.objectives)
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def column(self, name: str) -> FloatArray:
+        """Values of one objective."""
+        try:
+            index = self.objective_names.index(name)
+        except ValueError:
+            raise ValueError(
+                f"no objective {name!r}; the front has {', '.join(self.objective_names)}"
+            ) from None
+        column: FloatArray = self.values[:, index]
+        return column
+
+    def minimised(self) -> FloatArray:
+        """Objective values signed so that lower is better."""
+        signs = np.asarray([o.sign for o in self.objectives])
+        result: FloatArray = self.values * signs
+        return result
+
+    def hypervolume(self, reference: Sequence[float] | npt.ArrayLike) -> float:
+        """Hypervolume of the front up to ``reference``, given in the objectives' own units.
+
+        For ``accuracy`` (max) and ``bitops`` (min), ``reference=(0, 1e9)`` measures the area
+        between the front and (0 % accuracy, 10⁹ BitOPs).
+        """
+        signs = np.asarray([o.sign for o in self.objectives])
+        ref = np.asarray(reference, dtype=np.float64).reshape(-1)
+        if ref.shape != signs.shape:
+            raise ValueError(f"the reference point needs {len(signs)} values; got {ref.size}")
+        return hypervolume(self.minimised(), ref * signs)
+
+    def spread(self, k: int) -> list[int]:
+        """Indices of ``k`` configs spread evenly along the front (all when k >= len)."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1; got {k}")
+        if k >= len(self):
+            return list(range(len(self)))
+        return sorted({round(float(i)) for i in np.linspace(0, len(self) - 1, k)})
+
+    def with_measured(self, indices: Sequence[int], accuracies: npt.ArrayLike) -> ParetoFront:
+        """A copy with measured accuracies for the configs at ``indices``."""
+        measured = np.full(len(self), np.nan) if self.measured is None else self.measured.copy()
+        measured[np.asarray(indices, dtype=np.int64)] = np.asarray(accuracies, dtype=np.float64)
+        return replace(self, measured=measured)
+
+    # -- tables and files ------------------------------------------------------------------
+
+    def cost_columns(self) -> dict[str, FloatArray]:
+        """Every cost model of every config (see ``costs.cost_table``)."""
+        return costs.cost_table(self.space, self.batch)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per config: objectives, average bits, W-Comp, A-Comp, BitOPs, size, form and
+        (where verified) the measured accuracy."""
+        import pandas as pd
+
+        columns: dict[str, Any] = {name: self.column(name) for name in self.objective_names}
+        for name, values in self.cost_columns().items():
+            columns.setdefault(name, values)
+        columns["form"] = [str(c.uniform_form or "mixed") for c in self.configs]
+        if self.measured is not None:
+            columns[MEASURED_COLUMN] = self.measured
+        return pd.DataFrame(columns)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict: ``{"configs": [{"config": ..., <metrics>}, ...], ...}``."""
+        frame = self.to_frame()
+        records = []
+        for row, config in zip(frame.to_dict(orient="records"), self.configs, strict=True):
+            entry: dict[str, Any] = {"config": config.to_dict()}
+            for key, value in row.items():
+                if isinstance(value, float) and not np.isfinite(value):
+                    continue
+                entry[str(key)] = value.item() if isinstance(value, np.generic) else value
+            records.append(entry)
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "objectives": [
+                {"name": o.name, "direction": o.direction, "label": o.label}
+                for o in self.objectives
+            ],
+            "space_fingerprint": self.space.fingerprint,
+            "info": dict(self.info),
+            "reference": {label: list(map(float, v)) for label, v in self.reference.items()},
+            "configs": records,
+        }
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON atomically; ``eqsearch eval --config path#i`` reads it."""
+        return _atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write :meth:`to_frame` as CSV (atomically)."""
+        return _atomic_write(path, self.to_frame().to_csv(index_label="index"))
+
+    @classmethod
+    def from_json(cls, path: str | Path, space: ElasticSpace) -> ParetoFront:
+        """Read a front written by :meth:`to_json` (configs validated against ``space``)."""
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+            raise ValueError(f"{path} is not an eqsearch Pareto front file")
+        objectives = tuple(
+            FrontObjective(o["name"], o["direction"], o.get("label", o["name"]))
+            for o in data["objectives"]
+        )
+        entries = data["configs"]
+        batch = space.batch([SubnetConfig.from_dict(entry["config"]) for entry in entries])
+        values = np.asarray(
+            [[entry[o.name] for o in objectives] for entry in entries], dtype=np.float64
+        ).reshape(len(entries), len(objectives))
+        measured = None
+        if any(MEASURED_COLUMN in entry for entry in entries):
+            measured = np.asarray([entry.get(MEASURED_COLUMN, np.nan) for entry in entries])
+        reference = {k: np.asarray(v, dtype=np.float64) for k, v in data["reference"].items()}
+        return cls(
+            batch,
+            objectives,
+            values,
+            reference=reference,
+            measured=measured,
+            info=data.get("info", {}),
+        )
+
+    def plot(self, path: str | Path, *, x: str | None = None, y: str | None = None) -> Path:
+        """Save a PNG: every evaluated config, the front, and the uniform-bit references.
+
+        ``y`` defaults to the first objective and ``x`` to the second (the first when there is
+        only one).
+        """
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = self.objective_names
+        y_name = y or names[0]
+        x_name = x or (names[1] if len(names) > 1 else names[0])
+        xi, yi = names.index(x_name), names.index(y_name)
+        figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+        if self.evaluated is not None and len(self.evaluated):
+            feasible = (
+                np.ones(len(self.evaluated), dtype=bool)
+                if self.evaluated_feasible is None
+                else self.evaluated_feasible
+            )
+            axes.scatter(
+                self.evaluated[~feasible, xi],
+                self.evaluated[~feasible, yi],
+                s=4,
+                color="#d9d9d9",
+                label="evaluated, over budget",
+                rasterized=True,
+            )
+            axes.scatter(
+                self.evaluated[feasible, xi],
+                self.evaluated[feasible, yi],
+                s=4,
+                color="#9ecae1",
+                label="evaluated",
+                rasterized=True,
+            )
+        order = np.argsort(self.values[:, xi], kind="stable")
+        axes.plot(
+            self.values[order, xi],
+            self.values[order, yi],
+            "o-",
+            color="#d62728",
+            markersize=4,
+            linewidth=1.2,
+            label=f"Pareto front ({len(self)})",
+        )
+        if self.measured is not None and np.isfinite(self.measured).any():
+            seen = np.isfinite(self.measured)
+            axes.scatter(
+                self.values[seen, xi],
+                self.measured[seen],
+                marker="x",
+                color="black",
+                s=30,
+                label="measured on the supernet",
+                zorder=5,
+            )
+        for label, point in self.reference.items():
+            axes.scatter([point[xi]], [point[yi]], marker="s", color="#2ca02c", s=18, zorder=4)
+            axes.annotate(
+                label,
+                (point[xi], point[yi]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+                color="#2ca02c",
+            )
+        if self.reference:
+            axes.scatter([], [], marker="s", color="#2ca02c", s=18, label="uniform bits")
+        labels = {o.name: o.label for o in self.objectives}
+        axes.set_xlabel(labels[x_name])
+        axes.set_ylabel(labels[y_name])
+        if x_name == "bitops":
+            axes.set_xscale("log")
+        title = self.info.get("title")
+        if title:
+            axes.set_title(str(title), fontsize=9)
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize=7, loc="lower right")
+        figure.tight_layout()
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp.png")
+        figure.savefig(temporary)
+        plt.close(figure)
+        os.replace(temporary, target)
+        return target
+
+
+def _atomic_write(path: str | Path, text: str) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, target)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return target

@@ -1,0 +1,96 @@
+"""`eqsearch nsga`: exit codes, error lines, files written."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+import torch
+
+from eqsearch.cli import main
+
+from .search_fixtures import enumerable_space
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A checkpoint file with a space and no weights: enough for a search without the model."""
+    path = tmp_path / "run" / "supernet.pt"
+    path.parent.mkdir()
+    payload = {
+        "format": "eqsearch-supernet",
+        "version": 1,
+        "kind": "supernet",
+        "build_info": {"model": "enumerable"},
+        "space": enumerable_space().to_dict(),
+        "state_dict": {},
+    }
+    torch.save(payload, path)
+    return path
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err.strip()
+
+
+def test_unreachable_budget_exits_2_stating_the_smallest_average(checkpoint, capsys) -> None:
+    out = checkpoint.parent / "out"
+    assert main(["nsga", "--supernet", str(checkpoint), "--w-bits", "1.5", "--out", str(out)]) == 2
+    assert _error_line(capsys) == (
+        "error: --w-bits 1.5 cannot be met: the smallest reachable average weight bits is 2.00"
+    )
+    assert main(["nsga", "--supernet", str(checkpoint), "--a-bits", "1"]) == 2
+    assert "smallest reachable average activation bits is 2.00" in _error_line(capsys)
+    assert not out.exists()
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["supernet.pt"]
+
+
+def test_missing_predictor_names_the_commands_that_make_one(checkpoint, capsys) -> None:
+    assert main(["nsga", "--supernet", str(checkpoint), "--w-bits", "3"]) == 2
+    line = _error_line(capsys)
+    assert f"no predictor beside {checkpoint}" in line
+    assert "`eqsearch sample --supernet" in line and "`eqsearch fit-predictor --samples" in line
+    assert "--oracle supernet" in line
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ("--population 1", "--population must be at least 2"),
+        ("--engine optuna", "argument --engine: invalid choice: 'optuna'"),
+        ("--target coreml", "argument --target: invalid choice: 'coreml'"),
+        ("--objectives accuracy,latency", "objectives must be among accuracy, bitops"),
+        ("--w-bits three", "argument --w-bits: invalid float value: 'three'"),
+    ],
+)
+def test_bad_arguments_exit_2(checkpoint, capsys, arguments, message) -> None:
+    assert main(["nsga", "--supernet", str(checkpoint), *shlex.split(arguments)]) == 2
+    assert message in _error_line(capsys)
+
+
+def test_missing_checkpoint_exits_2(tmp_path, capsys) -> None:
+    assert main(["nsga", "--supernet", str(tmp_path / "nope.pt")]) == 2
+    assert "checkpoint not found" in _error_line(capsys)
+
+
+def test_cost_only_search_writes_the_front(checkpoint, capsys) -> None:
+    out = checkpoint.parent / "front"
+    arguments = (
+        f"nsga --supernet {checkpoint} --objectives bitops,w_comp --a-bits 3 --target snpe "
+        f"--population 16 --generations 5 --out {out} --no-progress --engine deap"
+    )
+    assert main(shlex.split(arguments)) == 0
+    printed = capsys.readouterr().out
+    assert "Pareto front" in printed and "tensor-asym-asym" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["pareto.csv", "pareto.json", "pareto.png"]
+    data = json.loads((out / "pareto.json").read_text())
+    assert data["info"]["engine"] == "deap" and data["info"]["forms"] == ["tensor-asym-asym"]
+    assert all(entry["a_bits"] <= 3 for entry in data["configs"])
+    # the entries are what `eqsearch eval --config pareto.json#0` reads
+    from eqsearch.commands.common import load_config_argument
+
+    config = load_config_argument(f"{out / 'pareto.json'}#0", enumerable_space())
+    assert str(config.uniform_form) == "tensor-asym-asym"
