@@ -210,6 +210,16 @@ class TrainConfig:
 
 
 @dataclass
+class EpochReport:
+    """What an ``on_epoch`` callback sees after a supernet epoch."""
+
+    entry: dict[str, Any]
+    supernet: Supernet
+    data: DataBundle
+    epoch: int
+
+
+@dataclass
 class TrainResult:
     """What :func:`train_supernet` returns."""
 
@@ -363,7 +373,9 @@ def _load_initial_weights(supernet: Supernet, path: str) -> None:
     own = target.state_dict()
     model_keys = {k for k in own if ".quantizer." not in k}
     missing = sorted(model_keys - set(state))
-    unexpected = sorted(k for k in state if k not in own)
+    # Quantizer entries of another quantizer (an LSQ+ fp.pt into an N2UQ run) are not model
+    # weights; init_quantizers initialises the new ones from data anyway.
+    unexpected = sorted(k for k in state if k not in own and ".quantizer." not in k)
     if missing or unexpected:
         raise ValueError(
             f"--init {path} does not fit the {supernet.build_info['model']} architecture "
@@ -515,7 +527,7 @@ def train_supernet(
     *,
     resume: bool = False,
     progress: bool = True,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
     stop_after: int | None = None,
 ) -> TrainResult:
     """Train an elastic supernet and write ``out_dir/supernet.pt`` after every epoch.
@@ -527,7 +539,9 @@ def train_supernet(
         resume: continue the run stored in ``out_dir/supernet.pt`` (weights, optimizer,
             schedule, RNG state and epoch restored exactly).
         progress: show rich progress bars (main process only).
-        on_epoch: called with each epoch's log entry (e.g. Optuna reporting; may raise to stop).
+        on_epoch: called after each supernet epoch with an :class:`EpochReport` (the log
+            entry, the supernet, the data), before the checkpoint is written; it may add
+            values to the entry (they are logged) or raise to stop (e.g. Optuna pruning).
         stop_after: return after this many epochs of this call (the checkpoint can be resumed).
 
     Raises:
@@ -659,6 +673,8 @@ def train_supernet(
                 supernet, smallest, holdout_images, holdout_labels, calibration
             )
             entry["open_bits"] = list(open_bits)
+            if on_epoch is not None:
+                on_epoch(EpochReport(entry, supernet, data, epoch))
             history.append(entry)
             if out is not None and dist.is_main:
                 save_supernet(
@@ -680,8 +696,6 @@ def train_supernet(
                 status=f"W{high_bits[0]}A{high_bits[1]} {entry['acc_largest']:.2f}%  "
                 f"W{low_bits[0]}A{low_bits[1]} {entry['acc_smallest']:.2f}%",
             )
-            if on_epoch is not None:
-                on_epoch(entry)
             if dist.world_size > 1:
                 torch.distributed.barrier()
     supernet.set_subnet(None)
@@ -739,7 +753,8 @@ def sandwich_step(
         losses[f"random{index}"], teacher = _subnet_step(
             supernet, subnet, images, labels, high_logits, config
         )
-    losses["low"], _ = _subnet_step(supernet, low, images, labels, teacher, config)
+    if low != high:  # a space of one config (a static QAT baseline) trains it once
+        losses["low"], _ = _subnet_step(supernet, low, images, labels, teacher, config)
     if quantized_weights:
         skew, kurtosis = wdr_loss(quantized_weights, target_kurtosis=config.target_kurtosis)
         (config.wdr_skew_weight * skew + config.wdr_kurtosis_weight * kurtosis).backward()

@@ -1,0 +1,343 @@
+"""Optuna tuning of the supernet training loss weights (GPG λ, WDR weights, K_T, lr)."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from studies.probes import ProbeSet, bits_of
+from studies.report import frame_table
+from supernet.train import FP_CHECKPOINT_NAME, EpochReport, TrainConfig, train_supernet
+
+OBJECTIVES = ("single", "two")
+DEFAULT_STUDY_NAME = "eqsearch-loss-weights"
+BEST_CONFIG_NAME = "best_train_config.json"
+
+
+@dataclass(frozen=True)
+class SearchRange:
+    """Range of one tuned TrainConfig field."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.low < self.high:
+            raise ValueError(f"SearchRange needs low < high; got {self.low}, {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log SearchRange needs low > 0; got {self.low}")
+
+
+DEFAULT_RANGES: dict[str, SearchRange] = {
+    "gpg_weight": SearchRange(0.1, 0.9),
+    "wdr_skew_weight": SearchRange(1e-3, 3.0, log=True),
+    "wdr_kurtosis_weight": SearchRange(1e-4, 1.0, log=True),
+    "target_kurtosis": SearchRange(1.5, 3.0),
+    "lr": SearchRange(1e-4, 1e-2, log=True),
+}
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """A tuning study.
+
+    Args:
+        base: the training settings every trial starts from (its seed is every trial's seed).
+        out_dir: where the SQLite study, the trial table and the best config go.
+        trials: trials this worker runs (several workers may share one storage).
+        epochs: supernet epochs per trial.
+        objectives: ``single`` (mean probe accuracy, with a median pruner on per-epoch
+            values) or ``two`` (lowest-bit and highest-bit probe accuracy, NSGA-II sampler;
+            Optuna does not prune multi-objective trials).
+        storage: any SQLAlchemy URL (PostgreSQL for many machines); default
+            ``sqlite:///<out_dir>/tuning.db``.
+        study_name: a rerun with the same name continues the study.
+        seed: the sampler's seed (give each concurrent worker its own).
+        probe_mixed: random mixed configs in the probe set.
+        ranges: the tuned fields and their ranges.
+    """
+
+    base: TrainConfig
+    out_dir: str
+    trials: int = 20
+    epochs: int = 3
+    objectives: str = "single"
+    storage: str | None = None
+    study_name: str = DEFAULT_STUDY_NAME
+    seed: int = 0
+    probe_mixed: int = 4
+    ranges: tuple[tuple[str, SearchRange], ...] = tuple(DEFAULT_RANGES.items())
+
+    def __post_init__(self) -> None:
+        if self.objectives not in OBJECTIVES:
+            raise ValueError(f"objectives must be one of {OBJECTIVES}; got {self.objectives!r}")
+        if self.trials < 0 or self.epochs < 1:
+            raise ValueError(
+                f"trials must be >= 0 and epochs >= 1; got {self.trials}, {self.epochs}"
+            )
+        known = set(TrainConfig.__dataclass_fields__)
+        for name, _ in self.ranges:
+            if name not in known:
+                raise ValueError(f"cannot tune {name!r}: not a TrainConfig field")
+
+    def storage_url(self) -> str:
+        """The storage URL (the SQLite file in ``out_dir`` by default)."""
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{(Path(self.out_dir) / 'tuning.db').resolve()}"
+
+
+def _storage(url: str, *, attempts: int = 5) -> optuna.storages.BaseStorage:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    # Several worker processes share one SQLite file: wait for locks, and when two create the
+    # schema at the same moment, the loser retries and finds the tables in place.
+    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def shared_fp_checkpoint(tune: TuneConfig) -> Path | None:
+    """The full-precision model every trial starts from, trained once per study directory.
+
+    Trials differ only in the supernet's loss weights and learning rate, so FP pretraining
+    (``base.fp_epochs`` at the base learning rate) is the same for all of them: one worker
+    trains it under a file lock, the others wait and reuse ``out_dir/fp.pt``.
+    Returns None when the base starts from ``init`` or has no FP pretraining.
+    """
+    base = tune.base
+    if base.init or base.fp_epochs == 0:
+        return None
+    out = Path(tune.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / FP_CHECKPOINT_NAME
+    with (out / "fp.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not target.exists():
+                with tempfile.TemporaryDirectory(dir=out) as scratch:
+                    train_supernet(base, scratch, progress=False, stop_after=0)
+                    os.replace(Path(scratch) / FP_CHECKPOINT_NAME, target)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return target
+
+
+def suggest_config(trial: optuna.Trial, tune: TuneConfig, init: Path | None = None) -> TrainConfig:
+    """The trial's TrainConfig: the base with suggested loss weights and ``tune.epochs``.
+
+    With ``init`` (the study's shared FP model) the trial skips its own FP pretraining.
+    """
+    values: dict[str, Any] = {}
+    for name, search in tune.ranges:
+        values[name] = trial.suggest_float(name, search.low, search.high, log=search.log)
+    if init is not None:
+        values.update(init=str(init), fp_epochs=0)
+    return replace(tune.base, epochs=tune.epochs, **values)
+
+
+def _scores(accuracies: dict[str, float]) -> dict[str, float]:
+    by_bits: dict[int, list[float]] = {}
+    for name, accuracy in accuracies.items():
+        bits = bits_of(name)
+        if bits is not None:
+            by_bits.setdefault(bits, []).append(accuracy)
+    lowest, highest = min(by_bits), max(by_bits)
+    return {
+        "mean": sum(accuracies.values()) / len(accuracies),
+        "lowest": sum(by_bits[lowest]) / len(by_bits[lowest]),
+        "highest": sum(by_bits[highest]) / len(by_bits[highest]),
+    }
+
+
+def make_objective(
+    tune: TuneConfig,
+) -> Callable[[optuna.Trial], float | tuple[float, float]]:
+    """The trial function: train briefly, score the probe set after every epoch."""
+
+    def objective(trial: optuna.Trial) -> float | tuple[float, float]:
+        config = suggest_config(trial, tune, shared_fp_checkpoint(tune))
+        probes: list[ProbeSet] = []
+        last: dict[str, float] = {}
+
+        def on_epoch(report: EpochReport) -> None:
+            if not probes:
+                probes.append(
+                    ProbeSet.build(report.supernet.space, mixed=tune.probe_mixed, seed=config.seed)
+                )
+            accuracies = probes[0].evaluate(report.supernet, report.data, config.bn_images)
+            last.clear()
+            last.update(_scores(accuracies))
+            trial.set_user_attr("epochs_trained", report.epoch + 1)
+            report.entry["probe_mean"] = last["mean"]
+            if tune.objectives == "single":
+                trial.report(last["mean"], report.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {report.epoch + 1}")
+
+        train_supernet(config, None, progress=False, on_epoch=on_epoch)
+        trial.set_user_attr("probe_lowest", last["lowest"])
+        trial.set_user_attr("probe_highest", last["highest"])
+        if tune.objectives == "single":
+            return last["mean"]
+        return last["lowest"], last["highest"]
+
+    return objective
+
+
+def open_study(tune: TuneConfig) -> optuna.Study:
+    """Create the study, or load it when the name exists in the storage."""
+    Path(tune.out_dir).mkdir(parents=True, exist_ok=True)
+    if tune.objectives == "single":
+        return optuna.create_study(
+            study_name=tune.study_name,
+            storage=_storage(tune.storage_url()),
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=tune.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+            load_if_exists=True,
+        )
+    return optuna.create_study(
+        study_name=tune.study_name,
+        storage=_storage(tune.storage_url()),
+        directions=["maximize", "maximize"],
+        sampler=optuna.samplers.NSGAIISampler(seed=tune.seed),
+        load_if_exists=True,
+    )
+
+
+@dataclass
+class TuneResult:
+    """A finished tuning run: the study, its trials, importances, the best config."""
+
+    study: optuna.Study
+    trials: pd.DataFrame
+    importances: dict[str, float]
+    best_config: TrainConfig | None
+    best_config_path: Path | None
+
+
+def _best_trial(study: optuna.Study, objectives: str) -> optuna.trial.FrozenTrial | None:
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return None
+    if objectives == "single":
+        return study.best_trial
+    # the Pareto trial with the best lowest-bit accuracy among the best highest-bit ones
+    front = study.best_trials
+    return max(front, key=lambda t: (t.values[0] + t.values[1], t.values[0]))
+
+
+def summarise(study: optuna.Study, tune: TuneConfig) -> TuneResult:
+    """Trial table, parameter importances, and the best parameters as a TrainConfig JSON."""
+    frame = study.trials_dataframe(attrs=("number", "value", "params", "state", "user_attrs"))
+    if tune.objectives == "two" and "values_0" in frame:
+        frame = frame.rename(columns={"values_0": "lowest_bits", "values_1": "highest_bits"})
+    importances: dict[str, float] = {}
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) >= 2:
+        target = None if tune.objectives == "single" else (lambda t: t.values[0])
+        try:
+            importances = dict(
+                optuna.importance.get_param_importances(
+                    study,
+                    target=target,
+                    evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                )
+            )
+        except (RuntimeError, ValueError):
+            importances = {}
+    best = _best_trial(study, tune.objectives)
+    best_config = best_path = None
+    if best is not None:
+        best_config = replace(tune.base, **best.params)
+        best_path = Path(tune.out_dir) / BEST_CONFIG_NAME
+        best_config.to_json(best_path)
+    frame.to_csv(Path(tune.out_dir) / "trials.csv", index=False)
+    return TuneResult(study, frame, importances, best_config, best_path)
+
+
+def tune_loss_weights(
+    tune: TuneConfig, *, callbacks: list[Callable[[optuna.Study, Any], None]] | None = None
+) -> TuneResult:
+    """Run ``tune.trials`` trials of the study (creating or continuing it) and summarise."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(tune)
+    if tune.trials:
+        study.optimize(
+            make_objective(tune),
+            n_trials=tune.trials,
+            callbacks=callbacks,
+            catch=(),
+        )
+    return summarise(study, tune)
+
+
+def format_report(result: TuneResult) -> str:
+    """Markdown: the trials, the importances, the best parameters."""
+    lines = ["## Trials", "", frame_table(result.trials, index=False), ""]
+    if result.importances:
+        lines += ["## Parameter importance (PED-ANOVA)", ""]
+        lines += [f"- {name}: {value:.3f}" for name, value in result.importances.items()]
+        lines.append("")
+    if result.best_config is not None:
+        lines += ["## Best parameters", ""]
+        best = result.best_config.to_dict()
+        for name in DEFAULT_RANGES:
+            value = best.get(name)
+            if isinstance(value, float) and not math.isnan(value):
+                lines.append(f"- {name}: {value:.4g}")
+        lines += ["", f"`eqsearch train --config {result.best_config_path} --out ...`"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m studies.tune_loss_weights --config train.json --out runs/tune``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--config", help="base TrainConfig JSON")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--objectives", default="single", choices=OBJECTIVES)
+    parser.add_argument("--storage")
+    parser.add_argument("--study-name", default=DEFAULT_STUDY_NAME)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    result = tune_loss_weights(
+        TuneConfig(
+            base=base,
+            out_dir=args.out,
+            trials=args.trials,
+            epochs=args.epochs,
+            objectives=args.objectives,
+            storage=args.storage,
+            study_name=args.study_name,
+            seed=args.seed,
+        )
+    )
+    print(format_report(result))
+    print(json.dumps({"best": result.best_config.to_dict() if result.best_config else None}))
+
+
+if __name__ == "__main__":
+    main()
