@@ -1,1 +1,58 @@
 """CQAP accuracy predictors: encoding, sample datasets, backends, the predictor oracle."""
+
+from predictors.base import BasePredictor, Predictor
+from predictors.dataset import (
+    SamplingConfig,
+    collect_samples,
+    draw_configs,
+    load_samples,
+    merge_samples,
+    sample_subnets,
+    split_indices,
+    spread_sample,
+)
+from predictors.encoding import encode_configs, feature_count, feature_names
+from predictors.metrics import (
+    kendall_tau,
+    pearson,
+    prediction_metrics,
+    rmse,
+    spearman,
+    top_k_precision,
+)
+from predictors.oracle import PredictorOracle
+from predictors.registry import (
+    PREDICTORS,
+    build_predictor,
+    find_predictor,
+    load_predictor,
+    predictor_filename,
+)
+
+__all__ = [
+    "PREDICTORS",
+    "BasePredictor",
+    "Predictor",
+    "PredictorOracle",
+    "SamplingConfig",
+    "build_predictor",
+    "collect_samples",
+    "draw_configs",
+    "encode_configs",
+    "feature_count",
+    "feature_names",
+    "find_predictor",
+    "kendall_tau",
+    "load_predictor",
+    "load_samples",
+    "merge_samples",
+    "pearson",
+    "prediction_metrics",
+    "predictor_filename",
+    "rmse",
+    "sample_subnets",
+    "spearman",
+    "split_indices",
+    "spread_sample",
+    "top_k_precision",
+]

@@ -1,0 +1,161 @@
+"""``eqsearch sample`` and ``eqsearch fit-predictor``: sample files and CQAP predictors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from eqsearch.commands.common import EXIT_OK, UsageError, make_console
+
+if TYPE_CHECKING:
+    from eqsearch.space import ElasticSpace
+
+
+def register(commands: Any) -> None:
+    """Add the ``sample`` and ``fit-predictor`` subcommands."""
+    sample = commands.add_parser(
+        "sample", help="measure sampled subnets with the supernet (a predictor's training data)"
+    )
+    add = sample.add_argument
+    add("--supernet", help="a supernet.pt checkpoint")
+    add("--n", type=int, default=1000, help="distinct subnets over all shards (default 1000)")
+    add("--out", help="samples CSV (default: samples.csv beside the checkpoint)")
+    add("--seed", type=int, default=0, help="seed of the draw (a rerun with it resumes)")
+    add("--strategy", default="spread", help="spread (over average bits, default) or uniform")
+    add("--form-draw", default="global", help="global (one form per subnet) or per_layer")
+    add("--shard", help="i/n: evaluate every n-th subnet from the i-th (default: torchrun rank)")
+    add("--split", default="holdout", choices=("holdout", "test"), help="images to score on")
+    add("--bn-images", type=int, help="BN re-calibration images per subnet")
+    add("--data-root", help="override the data root stored in the checkpoint")
+    add("--device", default="cpu")
+    add("--merge", nargs="+", metavar="SHARD", help="merge these shard files into --out instead")
+    add("--no-progress", action="store_true", help="no progress bar")
+    sample.set_defaults(handler=_cmd_sample)
+
+    fit = commands.add_parser(
+        "fit-predictor", help="fit an accuracy predictor on a samples file; held-out metrics"
+    )
+    add = fit.add_argument
+    add("--samples", required=True, help="a samples CSV written by eqsearch sample")
+    add("--backend", default="mlp", help="mlp (default), xgboost or ridge")
+    add("--holdout", type=float, default=0.2, help="fraction held out for the metrics")
+    add("--seed", type=int, default=0)
+    add("--option", action="append", default=[], metavar="KEY=VALUE", help="backend option")
+    add("--supernet", help="read the space from this checkpoint (default: the samples' sidecar)")
+    add("--out", help="predictor file (default: predictor-<backend>.<ext> beside the samples)")
+    fit.set_defaults(handler=_cmd_fit_predictor)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from predictors.dataset import merge_samples, parse_shard, sample_subnets
+
+    console = make_console()
+    if args.merge:
+        if not args.out:
+            raise UsageError("--merge writes the merged file to --out; give --out")
+        for path in args.merge:
+            if not Path(path).is_file():
+                raise UsageError(f"shard file not found: {path}")
+        merged = merge_samples(args.merge, args.out)
+        console.print(f"merged {len(args.merge)} shard files into {merged}")
+        return EXIT_OK
+    if not args.supernet:
+        raise UsageError("give --supernet (or --merge with --out)")
+    if not Path(args.supernet).is_file():
+        raise UsageError(f"checkpoint not found: {args.supernet}")
+    if args.n < 1:
+        raise UsageError(f"--n must be a positive integer; got {args.n}")
+    shard = parse_shard(args.shard) if args.shard else None
+    run = sample_subnets(
+        args.supernet,
+        args.out,
+        args.n,
+        seed=args.seed,
+        strategy=args.strategy,
+        forms=args.form_draw,
+        shard=shard,
+        split=args.split,
+        bn_images=args.bn_images,
+        data_root=args.data_root,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    table = Table(title="subnet samples")
+    table.add_column("file")
+    table.add_column("rows", justify="right")
+    table.add_column("added now", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_row(str(run.path), str(run.rows), str(run.new_rows), f"{run.seconds:.1f}")
+    if run.merged is not None:
+        table.add_row(str(run.merged), str(args.n), "(merged)", "")
+    console.print(table)
+    return EXIT_OK
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--option takes KEY=VALUE (e.g. max_depth=4); got {text!r}")
+    try:
+        parsed: Any = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _samples_space(args: argparse.Namespace) -> ElasticSpace:
+    from predictors.dataset import read_samples_space
+
+    checkpoint = Path(args.supernet) if args.supernet else None
+    if checkpoint is None:
+        stored = read_samples_space(args.samples)
+        if stored is not None:
+            return stored
+        checkpoint = Path(args.samples).parent / "supernet.pt"
+        if not checkpoint.is_file():
+            raise UsageError(
+                f"no space file beside {args.samples} and no supernet.pt there; give --supernet"
+            )
+    from eqsearch.space import ElasticSpace
+    from supernet.checkpoint import load_checkpoint
+
+    return ElasticSpace.from_dict(load_checkpoint(checkpoint)["space"])
+
+
+def _cmd_fit_predictor(args: argparse.Namespace) -> int:
+    from predictors.fitting import FitConfig, default_predictor_path, fit_predictor
+    from predictors.registry import load_predictor
+
+    if not Path(args.samples).is_file():
+        raise UsageError(f"samples file not found: {args.samples}")
+    config = FitConfig(
+        backend=args.backend,
+        holdout=args.holdout,
+        seed=args.seed,
+        options=dict(_parse_option(text) for text in args.option),
+    )
+    target = Path(args.out) if args.out else default_predictor_path(args.samples, args.backend)
+    if target.exists():
+        try:
+            load_predictor(target)
+        except ValueError:
+            raise UsageError(
+                f"{target} exists and is not a saved predictor; not overwriting it"
+            ) from None
+    space = _samples_space(args)
+    console = make_console()
+    with console.status(f"fitting the {args.backend} predictor"):
+        result = fit_predictor(args.samples, space, config, out=target)
+    table = Table(title=f"{args.backend} predictor: {result.n_test} held-out subnets")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.metrics.items():
+        table.add_row(name, f"{value:.4f}")
+    table.add_row("fit seconds", f"{result.fit_seconds:.2f}")
+    console.print(table)
+    console.print(f"trained on {result.n_train} subnets; saved {result.path}")
+    return EXIT_OK

@@ -1,0 +1,542 @@
+"""<config, accuracy> sample files: spread sampling, resumable sharded runs, loading, splits."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from eqsearch import costs
+from eqsearch.oracle import AccuracyOracle
+from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, SubnetConfig
+from predictors.base import atomic_write_text
+
+SAMPLE_COLUMNS = ("index", "config", "w_bits", "a_bits", "bitops", "w_comp", "accuracy", "seconds")
+"""Columns of a samples file: position in the seeded draw, config JSON, average weight and
+activation bits, BitOPs, W-Comp, measured accuracy (%), seconds the oracle took."""
+
+REQUIRED_COLUMNS = ("config", "accuracy")
+STRATEGIES = ("spread", "uniform")
+FORM_DRAWS = ("global", "per_layer")
+DRAW_CHUNK = 256
+"""Configs are drawn in chunks of this size, so the first N of the stream do not depend on N."""
+
+_SHARD_NAME = re.compile(r"^(?P<stem>.+)\.shard-(?P<index>\d+)-of-(?P<count>\d+)$")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Which subnets a samples file holds.
+
+    Args:
+        n: number of distinct subnets over all shards.
+        seed: seeds the draw; the same seed gives the same configs in the same order.
+        strategy: ``"spread"`` (average-bit targets uniform over the space's range, per-layer
+            bits drawn around them) or ``"uniform"`` (each layer's bits uniform, independently).
+        forms: ``"global"`` (one form per subnet) or ``"per_layer"``.
+        shard: ``(i, count)``: this process evaluates rows ``i, i+count, ...``.
+    """
+
+    n: int
+    seed: int = 0
+    strategy: str = "spread"
+    forms: str = "global"
+    shard: tuple[int, int] = (0, 1)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"SamplingConfig.n must be a positive integer; got {self.n!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"SamplingConfig.seed must be an integer; got {self.seed!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"SamplingConfig.strategy must be one of {', '.join(STRATEGIES)}; "
+                f"got {self.strategy!r}"
+            )
+        if self.forms not in FORM_DRAWS:
+            raise ValueError(
+                f"SamplingConfig.forms must be one of {', '.join(FORM_DRAWS)}; got {self.forms!r}"
+            )
+        index, count = self.shard
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(
+                f"SamplingConfig.shard must be (i, n) with 0 <= i < n; got {self.shard!r}"
+            )
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"1/4"`` → ``(1, 4)`` (ValueError for anything else)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match or not int(match[1]) < int(match[2]):
+        raise ValueError(f"a shard is written i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def shard_from_environment() -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` of a torchrun launch, else ``(0, 1)``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return (rank, world) if world > 1 else (0, 1)
+
+
+# -- drawing configs ---------------------------------------------------------------------------
+
+_TILT_GRID = np.linspace(-60.0, 60.0, 4801)
+
+
+def _tilted_choice(
+    values: tuple[int, ...],
+    targets: npt.NDArray[np.float64],
+    columns: int,
+    rng: np.random.Generator,
+) -> npt.NDArray[np.int64]:
+    """Per row, ``columns`` draws from the max-entropy distribution over ``values`` whose mean
+    is the row's target: p(b) ∝ exp(λ·b), λ solved by interpolation."""
+    bits = np.asarray(values, dtype=np.float64)
+    scaled = (bits - bits.min()) / max(1.0, float(bits.max() - bits.min()))
+    logits = _TILT_GRID[:, None] * scaled[None, :]
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    means = (weights * bits).sum(axis=1) / weights.sum(axis=1)
+    tilt = np.interp(targets, means, _TILT_GRID)
+    row_logits = tilt[:, None] * scaled[None, :]
+    probabilities = np.exp(row_logits - row_logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    cumulative = np.cumsum(probabilities, axis=1)
+    cumulative[:, -1] = 1.0
+    uniform = rng.random((len(targets), columns))
+    chosen = (uniform[:, :, None] > cumulative[:, None, :]).sum(axis=2)
+    result: npt.NDArray[np.int64] = np.asarray(values, dtype=np.int64)[chosen]
+    return result
+
+
+def spread_sample(
+    space: ElasticSpace, n: int, rng: np.random.Generator, *, forms: str = "global"
+) -> ConfigBatch:
+    """``n`` subnets spread over the whole range of average bit widths.
+
+    Each subnet draws a weight-bit target and an activation-bit target uniformly between the
+    space's smallest and largest bit widths, then each elastic layer's bits from the
+    max-entropy distribution over the space's bits with that mean — so layers still differ,
+    but the average bits are no longer piled up in the middle as with independent uniform
+    per-layer draws.
+    """
+    if forms not in FORM_DRAWS:
+        raise ValueError(f"forms must be one of {', '.join(FORM_DRAWS)}; got {forms!r}")
+    w_targets = rng.uniform(min(space.w_bits), max(space.w_bits), n)
+    a_targets = rng.uniform(min(space.a_bits), max(space.a_bits), n)
+    w_bits = _tilted_choice(space.w_bits, w_targets, space.n_layers, rng)
+    a_bits = _tilted_choice(space.a_bits, a_targets, space.n_layers, rng)
+    space_forms = np.asarray([ALL_FORMS.index(form) for form in space.forms], dtype=np.int64)
+    shape = (n, 1) if forms == "global" else (n, space.n_layers)
+    form_index = np.broadcast_to(
+        space_forms[rng.integers(0, len(space_forms), shape)], (n, space.n_layers)
+    )
+    return ConfigBatch.from_arrays(space, w_bits, a_bits, form_index)
+
+
+def draw_configs(
+    space: ElasticSpace, n: int, *, seed: int = 0, strategy: str = "spread", forms: str = "global"
+) -> ConfigBatch:
+    """The first ``n`` distinct configs of the seeded stream (the rows of a samples file).
+
+    The stream is drawn in fixed chunks, so a larger ``n`` extends a smaller one.
+
+    Raises:
+        ValueError: the space has fewer than ``n`` distinct configs the strategy reaches.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    rng = np.random.default_rng(seed)
+    seen: set[bytes] = set()
+    kept: list[ConfigBatch] = []
+    total = 0
+    fruitless = 0
+    while total < n:
+        if strategy == "spread":
+            chunk = spread_sample(space, DRAW_CHUNK, rng, forms=forms)
+        else:
+            chunk = space.sample(
+                rng, DRAW_CHUNK, forms="global" if forms == "global" else "per_layer"
+            )
+        rows: list[int] = []
+        for row, key in enumerate(chunk.keys()):
+            if key not in seen and total + len(rows) < n:
+                seen.add(key)
+                rows.append(row)
+        fruitless = 0 if rows else fruitless + 1
+        if fruitless >= 20:
+            raise ValueError(
+                f"the space has only about {total} distinct configs that the {strategy!r} "
+                f"strategy reaches; asked for n={n}"
+            )
+        kept.append(chunk.take(np.asarray(rows, dtype=np.int64)))
+        total += len(rows)
+    return ConfigBatch(
+        space,
+        np.concatenate([b.w_bits for b in kept]),
+        np.concatenate([b.a_bits for b in kept]),
+        np.concatenate([b.form_index for b in kept]),
+    )
+
+
+# -- sample files ----------------------------------------------------------------------------
+
+
+def shard_path(out_csv: str | Path, shard: tuple[int, int]) -> Path:
+    """Where shard ``(i, n)`` writes: ``samples.shard-i-of-n.csv`` (``out_csv`` when n = 1)."""
+    path = Path(out_csv)
+    index, count = shard
+    if count == 1:
+        return path
+    return path.with_name(f"{path.stem}.shard-{index}-of-{count}{path.suffix}")
+
+
+def space_path(samples_csv: str | Path) -> Path:
+    """The sidecar recording a samples file's space: ``samples.space.json``."""
+    path = Path(samples_csv)
+    match = _SHARD_NAME.match(path.stem)
+    stem = match["stem"] if match else path.stem
+    return path.with_name(f"{stem}.space.json")
+
+
+def read_samples_space(samples_csv: str | Path) -> ElasticSpace | None:
+    """The space recorded beside a samples file, or None when there is no sidecar."""
+    sidecar = space_path(samples_csv)
+    if not sidecar.is_file():
+        return None
+    try:
+        return ElasticSpace.from_json(sidecar.read_text(encoding="utf-8"))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{sidecar} is not a space file: {error}") from None
+
+
+def _record_space(samples_csv: Path, space: ElasticSpace) -> None:
+    stored = read_samples_space(samples_csv)
+    if stored is not None and stored.fingerprint != space.fingerprint:
+        raise ValueError(
+            f"{space_path(samples_csv)} records another space (fingerprint "
+            f"{stored.fingerprint}, this supernet's is {space.fingerprint}); use another --out"
+        )
+    if stored is None:
+        atomic_write_text(space_path(samples_csv), space.to_json())
+
+
+def _format_row(values: Sequence[object]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
+
+
+def _recover_rows(path: Path) -> dict[int, dict[str, str]]:
+    """Rows already in a samples file, by index; a torn last line (a kill mid-write) is cut off.
+
+    Raises:
+        ValueError: the file exists but is not a samples file (it is left untouched).
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return {}
+    data = path.read_bytes()
+    header = _format_row(SAMPLE_COLUMNS).encode()
+    if not data.startswith(header):
+        if header.startswith(data):
+            return {}  # killed while writing the header
+        raise ValueError(
+            f"{path} exists and is not a samples file of this version; not touching it"
+        )
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        with path.open("r+b") as stream:
+            stream.truncate(len(complete))
+            stream.flush()
+            os.fsync(stream.fileno())
+    rows: dict[int, dict[str, str]] = {}
+    reader = csv.DictReader(io.StringIO(complete.decode("utf-8")))
+    for line, row in enumerate(reader, start=2):
+        try:
+            index = int(row["index"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path} line {line}: bad index {row.get('index')!r}") from None
+        rows.setdefault(index, row)
+    return rows
+
+
+@dataclass(frozen=True)
+class SampleRun:
+    """What a sampling call did.
+
+    Attributes:
+        path: the file this process appended to (a shard file when sharded).
+        rows: rows in that file now.
+        new_rows: rows this call added.
+        seconds: wall time of this call.
+        merged: the merged samples file, when this call completed the last shard.
+    """
+
+    path: Path
+    rows: int
+    new_rows: int
+    seconds: float
+    merged: Path | None
+
+
+def collect_samples(
+    oracle: AccuracyOracle,
+    space: ElasticSpace,
+    out_csv: str | Path,
+    config: SamplingConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> SampleRun:
+    """Evaluate this shard's configs with ``oracle``, appending one fsync'd row per subnet.
+
+    Rows already present are kept and skipped, so a rerun after any interruption (even
+    ``kill -9``) finishes the file without losing or duplicating rows. When the last shard
+    completes, the shards are merged into ``out_csv``.
+
+    Args:
+        oracle: scores configs (the supernet oracle in ``sample_subnets``).
+        space: the space to draw from.
+        out_csv: the samples file (shards write beside it, see :func:`shard_path`).
+        config: how many configs, drawn how, which shard.
+        progress: called with (rows done, rows of this shard) after each row.
+
+    Raises:
+        ValueError: the file holds rows drawn with other settings or of another space.
+    """
+    started = time.perf_counter()
+    configs = draw_configs(
+        space, config.n, seed=config.seed, strategy=config.strategy, forms=config.forms
+    )
+    shard_index, shard_count = config.shard
+    mine = np.arange(shard_index, config.n, shard_count)
+    path = shard_path(out_csv, config.shard)
+    existing = _recover_rows(path)
+    expected_json = {int(i): configs[int(i)].to_json() for i in mine}
+    for index, row in existing.items():
+        if expected_json.get(index) != row.get("config"):
+            raise ValueError(
+                f"{path} holds row index {index} that this draw (n={config.n}, seed={config.seed}, "
+                f"strategy={config.strategy}, forms={config.forms}, shard {shard_index}/"
+                f"{shard_count}) does not produce; use another --out or the original settings"
+            )
+    todo = [int(i) for i in mine if int(i) not in existing]
+    _record_space(Path(out_csv), space)
+    table = costs.cost_table(space, configs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = len(mine) - len(todo)
+    if progress is not None:
+        progress(done, len(mine))
+    with path.open("a", encoding="utf-8") as stream:
+        if path.stat().st_size == 0:
+            stream.write(_format_row(SAMPLE_COLUMNS))
+            stream.flush()
+            os.fsync(stream.fileno())
+        for index in todo:
+            tick = time.perf_counter()
+            accuracy = float(np.asarray(oracle.evaluate(configs.take([index])))[0])
+            seconds = time.perf_counter() - tick
+            line = _format_row(
+                [
+                    index,
+                    expected_json[index],
+                    repr(float(table["w_bits"][index])),
+                    repr(float(table["a_bits"][index])),
+                    repr(float(table["bitops"][index])),
+                    repr(float(table["w_comp"][index])),
+                    repr(accuracy),
+                    f"{seconds:.4f}",
+                ]
+            )
+            stream.write(line)
+            stream.flush()
+            os.fsync(stream.fileno())
+            done += 1
+            if progress is not None:
+                progress(done, len(mine))
+    merged = None
+    if shard_count > 1:
+        shards = [shard_path(out_csv, (i, shard_count)) for i in range(shard_count)]
+        if all(
+            _shard_complete(p, len(range(i, config.n, shard_count))) for i, p in enumerate(shards)
+        ):
+            merged = merge_samples(shards, out_csv)
+    return SampleRun(path, len(mine), len(todo), time.perf_counter() - started, merged)
+
+
+def _shard_complete(path: Path, expected: int) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return len(_recover_rows(path)) >= expected
+    except ValueError:
+        return False
+
+
+def merge_samples(paths: Sequence[str | Path], out_csv: str | Path) -> Path:
+    """Merge shard files into one samples file ordered by index (written atomically).
+
+    Rows of the same index must agree on the config; the first copy is kept.
+    """
+    if not paths:
+        raise ValueError("merge_samples needs at least one shard file")
+    merged: dict[int, dict[str, str]] = {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise ValueError(f"shard file not found: {path}")
+        for index, row in _recover_rows(path).items():
+            previous = merged.setdefault(index, row)
+            if previous["config"] != row["config"]:
+                raise ValueError(f"{path}: row index {index} disagrees with another shard's config")
+    text = _format_row(SAMPLE_COLUMNS) + "".join(
+        _format_row([merged[i][column] for column in SAMPLE_COLUMNS]) for i in sorted(merged)
+    )
+    target = Path(out_csv)
+    atomic_write_text(target, text)
+    return target
+
+
+def sample_subnets(
+    supernet_path: str | Path,
+    out_csv: str | Path | None = None,
+    n: int = 1000,
+    *,
+    seed: int = 0,
+    strategy: str = "spread",
+    forms: str = "global",
+    shard: tuple[int, int] | None = None,
+    split: str = "holdout",
+    bn_images: int | None = None,
+    data_root: str | None = None,
+    device: str = "cpu",
+    progress: bool | Callable[[int, int], None] = True,
+) -> SampleRun:
+    """Sample ``n`` subnets of a trained supernet and measure each with the supernet oracle.
+
+    Args:
+        supernet_path: a ``supernet.pt`` checkpoint.
+        out_csv: the samples file; ``samples.csv`` beside the checkpoint by default.
+        n: distinct subnets over all shards.
+        seed, strategy, forms: how configs are drawn (see :class:`SamplingConfig`).
+        shard: ``(i, count)``; by default torchrun's ``(RANK, WORLD_SIZE)``, else unsharded.
+        split: ``"holdout"`` (training images held out, the paper's choice) or ``"test"``.
+        bn_images: BN re-calibration images (the checkpoint's training setting by default).
+        data_root: overrides the data root stored in the checkpoint.
+        device: torch device of the supernet.
+        progress: a rich progress bar (True), none (False), or a callback (done, total).
+    """
+    config = SamplingConfig(
+        n=n, seed=seed, strategy=strategy, forms=forms, shard=shard or shard_from_environment()
+    )
+    checkpoint_path = Path(supernet_path)
+    target = Path(out_csv) if out_csv is not None else checkpoint_path.parent / "samples.csv"
+    # the oracle lives with the supernet (torch); imported here so predictors stays torch-free
+    from supernet.evaluate import load_for_evaluation, supernet_oracle
+
+    supernet, _, evaluation = load_for_evaluation(
+        checkpoint_path, data_root=data_root, split=split, bn_images=bn_images, device=device
+    )
+    oracle = supernet_oracle(supernet, evaluation)
+    if callable(progress):
+        return collect_samples(oracle, supernet.space, target, config, progress=progress)
+    if not progress:
+        return collect_samples(oracle, supernet.space, target, config)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    ) as bar:
+        task = bar.add_task("subnets sampled", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return collect_samples(oracle, supernet.space, target, config, progress=advance)
+
+
+# -- reading sample files ----------------------------------------------------------------------
+
+
+def load_samples(
+    path: str | Path, space: ElasticSpace
+) -> tuple[list[SubnetConfig], npt.NDArray[np.float64]]:
+    """Configs and measured accuracies of a samples file (``config`` and ``accuracy`` columns).
+
+    Raises:
+        ValueError: missing file or columns, or a row whose config is not JSON of a config of
+            ``space`` or whose accuracy is not a finite number — naming the row.
+    """
+    location = Path(path)
+    if not location.is_file():
+        raise ValueError(f"samples file not found: {location}")
+    configs: list[SubnetConfig] = []
+    accuracies: list[float] = []
+    with location.open(newline="", encoding="utf-8") as stream:
+        reader = csv.DictReader(stream)
+        columns = reader.fieldnames or []
+        missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+        if missing:
+            raise ValueError(
+                f"{location} lacks the column(s) {', '.join(missing)}; a samples file needs "
+                f"{', '.join(REQUIRED_COLUMNS)} (found: {', '.join(columns) or 'no header'})"
+            )
+        for number, row in enumerate(reader, start=1):
+            where = f"{location} row {number} (line {reader.line_num})"
+            text, value = row.get("config"), row.get("accuracy")
+            if text is None or value is None:
+                raise ValueError(f"{where}: the row has fewer fields than the header")
+            try:
+                accuracy = float(value)
+            except ValueError:
+                raise ValueError(f"{where}: accuracy {value!r} is not a number") from None
+            if not np.isfinite(accuracy):
+                raise ValueError(f"{where}: accuracy {value!r} is not a finite number")
+            try:
+                config = space.validate(SubnetConfig.from_json(text))
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
+            configs.append(config)
+            accuracies.append(accuracy)
+    if not configs:
+        raise ValueError(f"{location} holds no samples")
+    return configs, np.asarray(accuracies, dtype=np.float64)
+
+
+def split_indices(
+    n: int, *, holdout: float = 0.2, seed: int = 0
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Seeded (train, held-out) row indices; ``holdout`` is the held-out fraction."""
+    if not 0 < holdout < 1:
+        raise ValueError(f"holdout must be a fraction in (0, 1); got {holdout}")
+    n_test = max(1, round(holdout * n))
+    if n - n_test < 2:
+        raise ValueError(f"{n} samples are too few to hold out {holdout:.0%} and still fit")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def kfold_indices(n: int, folds: int, *, seed: int = 0) -> list[npt.NDArray[np.int64]]:
+    """``folds`` seeded, disjoint test-index sets covering ``range(n)``."""
+    if folds < 2 or folds > n:
+        raise ValueError(f"folds must be in 2..{n}; got {folds}")
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(part) for part in np.array_split(order, folds)]
+
+
+def read_sample_frame(path: str | Path) -> Any:
+    """The samples file as a pandas DataFrame (for studies and notebooks)."""
+    import pandas as pd
+
+    return pd.read_csv(path, converters={"config": json.loads})

@@ -1,0 +1,30 @@
+"""PredictorOracle: a fitted predictor as the search's accuracy oracle."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from eqsearch.space import ElasticSpace, SubnetConfig
+from predictors.base import Predictor
+
+
+class PredictorOracle:
+    """``evaluate(configs)``: predicted accuracy (percent) of a whole population in one call.
+
+    Args:
+        predictor: a fitted predictor; its space is the oracle's space.
+    """
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.space: ElasticSpace = predictor.space
+
+    def evaluate(self, configs: Sequence[SubnetConfig]) -> npt.NDArray[np.float64]:
+        """Predicted accuracies, one float64 per config (a ConfigBatch is read as arrays)."""
+        return np.asarray(self.predictor.predict(configs), dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"PredictorOracle({self.predictor.name})"

@@ -1,0 +1,156 @@
+"""The XGBoost backend: gradient-boosted trees, regression or a pairwise ranking objective."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from eqsearch.space import ElasticSpace
+from predictors.base import BasePredictor, check_positive, parse_options
+from predictors.encoding import FeatureArray
+
+if TYPE_CHECKING:
+    import xgboost
+
+OBJECTIVES = ("regression", "ranking")
+
+
+@dataclass(frozen=True)
+class XGBoostOptions:
+    """Hyper-parameters of :class:`XGBoostPredictor`.
+
+    Args:
+        objective: ``"regression"`` (squared error) or ``"ranking"`` (pairwise ranking; the
+            scores are then mapped to accuracy by a linear fit on the training rows).
+        n_estimators: boosting rounds.
+        max_depth: depth of each tree.
+        learning_rate: shrinkage.
+        subsample: rows drawn per tree (fraction, 1 keeps all).
+        colsample_bytree: features drawn per tree.
+        min_child_weight: smallest hessian sum of a leaf.
+        reg_lambda: L2 regularisation of leaf weights.
+        threads: worker threads (0: XGBoost's default, every core).
+    """
+
+    objective: str = "regression"
+    n_estimators: int = 600
+    max_depth: int = 3
+    learning_rate: float = 0.05
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    min_child_weight: float = 1.0
+    reg_lambda: float = 1.0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"XGBoostOptions.objective must be one of {', '.join(OBJECTIVES)}; "
+                f"got {self.objective!r}"
+            )
+        for name in ("n_estimators", "max_depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"XGBoostOptions.{name} must be a positive integer; got {value!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise ValueError(
+                f"XGBoostOptions.threads must be an integer >= 0; got {self.threads!r}"
+            )
+        check_positive(
+            "XGBoostOptions",
+            learning_rate=self.learning_rate,
+            subsample=self.subsample,
+            colsample_bytree=self.colsample_bytree,
+            min_child_weight=self.min_child_weight,
+            reg_lambda=self.reg_lambda,
+        )
+        for name in ("subsample", "colsample_bytree"):
+            if getattr(self, name) > 1:
+                raise ValueError(
+                    f"XGBoostOptions.{name} must be in (0, 1]; got {getattr(self, name)}"
+                )
+
+
+class XGBoostPredictor(BasePredictor):
+    """CQAP as gradient-boosted trees (XGBoost ``hist``), saved as XGBoost's JSON model."""
+
+    name: ClassVar[str] = "xgboost"
+    extension: ClassVar[str] = "json"
+
+    def __init__(self, space: ElasticSpace, *, seed: int = 0, **options: Any) -> None:
+        super().__init__(space, seed=seed)
+        self.options = parse_options(XGBoostOptions, options)
+        self.booster: xgboost.Booster | None = None
+        # ranking scores → standardised accuracy: scale·score + offset (identity for regression)
+        self.score_scale = 1.0
+        self.score_offset = 0.0
+
+    def options_dict(self) -> dict[str, Any]:
+        """The hyper-parameters as a dict."""
+        return dataclasses.asdict(self.options)
+
+    def _params(self) -> dict[str, Any]:
+        options = self.options
+        params: dict[str, Any] = {
+            "objective": "reg:squarederror"
+            if options.objective == "regression"
+            else "rank:pairwise",
+            # every pair of the single query group, not only pairs around the top
+            "lambdarank_pair_method": "mean",
+            "lambdarank_num_pair_per_sample": 16,
+            "tree_method": "hist",
+            "max_depth": options.max_depth,
+            "eta": options.learning_rate,
+            "subsample": options.subsample,
+            "colsample_bytree": options.colsample_bytree,
+            "min_child_weight": options.min_child_weight,
+            "lambda": options.reg_lambda,
+            "seed": self.seed,
+            "verbosity": 0,
+        }
+        if options.threads:
+            params["nthread"] = options.threads
+        return params
+
+    def _fit(self, features: FeatureArray, targets: npt.NDArray[np.float64]) -> None:
+        import xgboost
+
+        matrix = xgboost.DMatrix(features, label=targets)
+        if self.options.objective == "ranking":
+            matrix.set_group([features.shape[0]])
+        booster = xgboost.train(self._params(), matrix, num_boost_round=self.options.n_estimators)
+        self.booster = booster
+        self.score_scale, self.score_offset = 1.0, 0.0
+        if self.options.objective == "ranking":
+            scores = np.asarray(booster.inplace_predict(features), dtype=np.float64)
+            spread = float(scores.std())
+            if spread > 0:
+                slope, intercept = np.polyfit(scores, targets, 1)
+                self.score_scale, self.score_offset = float(slope), float(intercept)
+
+    def _predict(self, features: FeatureArray) -> npt.ArrayLike:
+        assert self.booster is not None  # fitted predictors have a booster
+        scores = np.asarray(self.booster.inplace_predict(features), dtype=np.float64)
+        return scores * self.score_scale + self.score_offset
+
+    def _model_payload(self) -> Any:
+        assert self.booster is not None
+        raw = self.booster.save_raw(raw_format="json")
+        return {
+            "booster": bytes(raw).decode("utf-8"),
+            "score_scale": self.score_scale,
+            "score_offset": self.score_offset,
+        }
+
+    def _restore(self, model: Any) -> None:
+        import xgboost
+
+        booster = xgboost.Booster()
+        booster.load_model(bytearray(str(model["booster"]).encode("utf-8")))
+        self.booster = booster
+        self.score_scale = float(model["score_scale"])
+        self.score_offset = float(model["score_offset"])

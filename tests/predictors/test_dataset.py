@@ -1,0 +1,162 @@
+"""Spread sampling, resumable and sharded sample files, loading errors, splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eqsearch import costs
+from eqsearch.space import ElasticSpace, LayerSpec
+from predictors.dataset import (
+    SAMPLE_COLUMNS,
+    SamplingConfig,
+    collect_samples,
+    draw_configs,
+    kfold_indices,
+    load_samples,
+    merge_samples,
+    parse_shard,
+    read_samples_space,
+    shard_path,
+    split_indices,
+)
+from tests.predictors.conftest import FormulaOracle
+
+
+def _ten_layer_space() -> ElasticSpace:
+    layers = tuple(
+        LayerSpec(f"conv{i}", "conv", n_params=1000, macs=10_000, n_inputs=500, out_channels=8)
+        for i in range(10)
+    )
+    return ElasticSpace(layers)
+
+
+def test_spread_sampling_covers_the_average_bit_range() -> None:
+    space = _ten_layer_space()
+    spread = draw_configs(space, 2000, seed=0, strategy="spread")
+    uniform = draw_configs(space, 2000, seed=0, strategy="uniform")
+    edges = np.arange(2.0, 8.01, 1.0)
+    for column in (costs.average_weight_bits, costs.average_activation_bits):
+        counts, _ = np.histogram(column(space, spread), bins=edges)
+        # each of the six one-bit bins holds about a sixth of the samples
+        assert (counts > 0.12 * 2000).all(), counts
+        uniform_counts, _ = np.histogram(column(space, uniform), bins=edges)
+        # independent per-layer draws pile up around 5 bits
+        assert uniform_counts[0] + uniform_counts[-1] < 0.02 * 2000, uniform_counts
+    per_layer_distinct = (spread.w_bits != spread.w_bits[:, :1]).any(axis=1).mean()
+    assert per_layer_distinct > 0.5  # still mixed precision, not uniform subnets
+
+
+def test_draws_are_distinct_seeded_and_prefix_stable(space: ElasticSpace) -> None:
+    first = draw_configs(space, 700, seed=4)
+    assert len(set(first.keys())) == 700
+    assert first.keys()[:300] == draw_configs(space, 300, seed=4).keys()
+    assert first.keys()[:50] != draw_configs(space, 50, seed=5).keys()
+    with pytest.raises(ValueError, match=r"distinct configs"):
+        draw_configs(_tiny_space(), 1000, seed=0)
+
+
+def _tiny_space() -> ElasticSpace:
+    layer = LayerSpec("only", "linear", n_params=10, macs=10, n_inputs=10, out_channels=1)
+    return ElasticSpace((layer,), w_bits=(2, 4), a_bits=(2, 4), granularities=("channel",))
+
+
+def _rows(path: Path) -> list[str]:
+    return path.read_text().splitlines()[1:]
+
+
+def test_resume_after_a_torn_row_gives_exactly_n_unique_rows(
+    space: ElasticSpace, formula_oracle: FormulaOracle, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    config = SamplingConfig(n=30, seed=2)
+    collect_samples(formula_oracle, space, out, SamplingConfig(n=12, seed=2))
+    # what a kill -9 in the middle of a write leaves: a partial last line
+    with out.open("a") as stream:
+        stream.write('12,"{""choices"": [')
+    run = collect_samples(formula_oracle, space, out, config)
+    assert (run.rows, run.new_rows) == (30, 18)
+    rows = _rows(out)
+    assert len(rows) == len(set(rows)) == 30
+    configs, accuracy = load_samples(out, space)
+    assert len({c.to_json() for c in configs}) == 30
+    np.testing.assert_allclose(accuracy, formula_oracle.evaluate(configs))
+    again = collect_samples(formula_oracle, space, out, config)
+    assert again.new_rows == 0 and len(_rows(out)) == 30
+    assert read_samples_space(out) == space
+
+
+def test_another_draw_cannot_append_to_a_file(
+    space: ElasticSpace, formula_oracle: FormulaOracle, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    collect_samples(formula_oracle, space, out, SamplingConfig(n=5, seed=0))
+    before = out.read_bytes()
+    with pytest.raises(ValueError, match=r"does not produce"):
+        collect_samples(formula_oracle, space, out, SamplingConfig(n=5, seed=1))
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"not a samples file"):
+        collect_samples(formula_oracle, space, foreign, SamplingConfig(n=5))
+    assert out.read_bytes() == before and foreign.read_text() == "a,b\n1,2\n"
+
+
+def test_shards_merge_into_the_unsharded_file(
+    space: ElasticSpace, formula_oracle: FormulaOracle, tmp_path: Path
+) -> None:
+    whole = tmp_path / "whole" / "samples.csv"
+    collect_samples(formula_oracle, space, whole, SamplingConfig(n=25, seed=7))
+    sharded = tmp_path / "sharded" / "samples.csv"
+    runs = [
+        collect_samples(formula_oracle, space, sharded, SamplingConfig(n=25, seed=7, shard=(i, 3)))
+        for i in (2, 0, 1)
+    ]
+    assert [run.merged for run in runs] == [None, None, sharded]  # the last shard merges
+    assert shard_path(sharded, (1, 3)).name == "samples.shard-1-of-3.csv"
+
+    def without_seconds(path: Path) -> list[list[str]]:
+        return [line.rsplit(",", 1)[:1] for line in path.read_text().splitlines()]
+
+    assert without_seconds(sharded) == without_seconds(whole)
+    assert read_samples_space(shard_path(sharded, (0, 3))) == space
+    again = merge_samples([shard_path(sharded, (i, 3)) for i in range(3)], tmp_path / "m.csv")
+    assert without_seconds(again) == without_seconds(whole)
+
+
+def test_load_samples_names_the_bad_row(space: ElasticSpace, tmp_path: Path) -> None:
+    good = space.largest().to_json().replace('"', '""')
+    path = tmp_path / "bad.csv"
+    path.write_text(f'config,w_bits\n"{good}",8\n')
+    with pytest.raises(ValueError, match=r"bad.csv lacks the column\(s\) accuracy"):
+        load_samples(path, space)
+    path.write_text(f'config,accuracy\n"{good}",97.5\n"{good}",abc\n')
+    with pytest.raises(ValueError, match=r"row 2 \(line 3\): accuracy 'abc' is not a number"):
+        load_samples(path, space)
+    path.write_text(f'config,accuracy\n"{good}",97.5\n"{good}",nan\n')
+    with pytest.raises(ValueError, match=r"row 2.*not a finite number"):
+        load_samples(path, space)
+    path.write_text('config,accuracy\n"{}",97.5\n')
+    with pytest.raises(ValueError, match=r"row 1.*'choices'"):
+        load_samples(path, space)
+    path.write_text(f'config,accuracy\n"{good}"\n')
+    with pytest.raises(ValueError, match=r"row 1.*fewer fields"):
+        load_samples(path, space)
+    assert list(SAMPLE_COLUMNS[:2]) == ["index", "config"]
+
+
+def test_splits_and_shards() -> None:
+    train, test = split_indices(100, holdout=0.2, seed=1)
+    assert len(test) == 20 and len(train) == 80
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(100))
+    folds = kfold_indices(10, 3, seed=0)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(10))
+    assert parse_shard("1/4") == (1, 4)
+    for text in ("4/4", "a/b", "1"):
+        with pytest.raises(ValueError, match=r"i/n"):
+            parse_shard(text)
+    with pytest.raises(ValueError, match=r"SamplingConfig.shard must be \(i, n\)"):
+        SamplingConfig(n=3, shard=(2, 2))
+    with pytest.raises(ValueError, match=r"SamplingConfig.strategy must be one of spread, uniform"):
+        SamplingConfig(n=3, strategy="grid")
