@@ -1,0 +1,201 @@
+"""Study: k-fold cross-validation of every registered predictor backend on one samples file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from eqsearch.space import ElasticSpace
+from predictors.dataset import kfold_indices, load_samples, read_samples_space
+from predictors.metrics import prediction_metrics
+from predictors.registry import PREDICTORS, build_predictor
+
+METRIC_COLUMNS = ("kendall_tau", "spearman", "pearson", "rmse", "top10")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What :func:`compare_predictors` measured.
+
+    Attributes:
+        table: one row per backend: fold means of the metrics, fit seconds, predict µs/config.
+        predictions: out-of-fold predictions per backend (aligned with ``measured``).
+        measured: the measured accuracies of the samples.
+        markdown: ``table`` as a markdown table.
+        plot: the PNG of predicted vs measured, when an output directory was given.
+    """
+
+    table: pd.DataFrame
+    predictions: dict[str, np.ndarray]
+    measured: np.ndarray
+    markdown: str
+    plot: Path | None
+
+
+def _markdown(table: pd.DataFrame, *, n: int, folds: int) -> str:
+    header = (
+        "| backend | Kendall τ | Spearman | Pearson | RMSE (pts) | top-10 % precision "
+        "| fit s | predict µs/config |"
+    )
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
+    for name, row in table.iterrows():
+        lines.append(
+            f"| {name} | {row.kendall_tau:.3f} | {row.spearman:.3f} | {row.pearson:.3f} "
+            f"| {row.rmse:.3f} | {row.top10:.2f} | {row.fit_seconds:.2f} "
+            f"| {row.predict_us_per_config:.2f} |"
+        )
+    lines.append(f"\n{folds}-fold cross-validation over {n} sampled subnets (fold means).")
+    return "\n".join(lines)
+
+
+def _plot(predictions: Mapping[str, np.ndarray], measured: np.ndarray, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(
+        1, len(predictions), figsize=(4 * len(predictions), 4), squeeze=False
+    )
+    low, high = float(measured.min()), float(measured.max())
+    for axis, (name, predicted) in zip(axes[0], predictions.items(), strict=True):
+        axis.scatter(measured, predicted, s=6, alpha=0.5)
+        axis.plot([low, high], [low, high], color="black", linewidth=0.8)
+        axis.set_title(name)
+        axis.set_xlabel("measured top-1 (%)")
+        axis.set_ylabel("predicted top-1 (%)")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def compare_predictors(
+    samples: str | Path,
+    *,
+    space: ElasticSpace | None = None,
+    backends: Sequence[str] | None = None,
+    folds: int = 5,
+    seed: int = 0,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    out_dir: str | Path | None = None,
+) -> Comparison:
+    """Cross-validate predictor backends on one samples file.
+
+    Args:
+        samples: a samples CSV (``eqsearch sample``).
+        space: its space; by default the ``.space.json`` sidecar beside it.
+        backends: names from the registry (all by default).
+        folds: k of the k-fold split (seeded by ``seed``).
+        seed: seeds the folds and the backends.
+        options: per-backend hyper-parameters, e.g. ``{"xgboost": {"max_depth": 4}}``.
+        out_dir: where to write ``predictors.md`` and ``predictors.png`` (nothing written if
+            None).
+    """
+    chosen_space = space or read_samples_space(samples)
+    if chosen_space is None:
+        raise ValueError(f"no space file beside {samples}; pass the space explicitly")
+    names = list(backends) if backends else list(PREDICTORS)
+    for name in names:
+        if name not in PREDICTORS:
+            raise ValueError(f"unknown backend {name!r}; registered: {', '.join(PREDICTORS)}")
+    configs, measured = load_samples(samples, chosen_space)
+    batch = chosen_space.batch(configs)
+    parts = kfold_indices(len(configs), folds, seed=seed)
+    rows: dict[str, dict[str, float]] = {}
+    predictions: dict[str, np.ndarray] = {}
+    for name in names:
+        out_of_fold = np.empty(len(configs), dtype=np.float64)
+        fold_metrics: list[dict[str, float]] = []
+        fit_seconds: list[float] = []
+        predict_us: list[float] = []
+        for test in parts:
+            train = np.setdiff1d(np.arange(len(configs)), test)
+            extra = dict((options or {}).get(name, {}))
+            predictor = build_predictor(name, chosen_space, seed=seed, **extra)
+            started = time.perf_counter()
+            predictor.fit(batch.take(train), measured[train])
+            fit_seconds.append(time.perf_counter() - started)
+            test_batch = batch.take(test)
+            started = time.perf_counter()
+            predicted = predictor.predict(test_batch)
+            predict_us.append(1e6 * (time.perf_counter() - started) / len(test))
+            out_of_fold[test] = predicted
+            fold_metrics.append(prediction_metrics(measured[test], predicted))
+        row = {key: float(np.mean([m[key] for m in fold_metrics])) for key in METRIC_COLUMNS}
+        row["fit_seconds"] = float(np.mean(fit_seconds))
+        row["predict_us_per_config"] = float(np.median(predict_us))
+        rows[name] = row
+        predictions[name] = out_of_fold
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    markdown = _markdown(table, n=len(configs), folds=folds)
+    plot = None
+    if out_dir is not None:
+        directory = Path(out_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "predictors.md").write_text(markdown + "\n", encoding="utf-8")
+        plot = _plot(predictions, measured, directory / "predictors.png")
+    return Comparison(table, predictions, measured, markdown, plot)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``eqsearch study predictors`` / ``python -m studies.compare_predictors``."""
+    add = parser.add_argument
+    add("--samples", required=True, help="a samples CSV written by eqsearch sample")
+    add("--backends", help="comma-separated backends (default: every registered one)")
+    add("--folds", type=int, default=5, help="k of the k-fold cross-validation (default 5)")
+    add("--seed", type=int, default=0)
+    add("--options", help='JSON of per-backend options, e.g. {"xgboost": {"max_depth": 4}}')
+    add("--out", help="directory for predictors.md and predictors.png (default: beside samples)")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the study from parsed flags; prints the markdown table. Returns an exit code."""
+    if not Path(args.samples).is_file():
+        raise ValueError(f"samples file not found: {args.samples}")
+    try:
+        options = json.loads(args.options) if args.options else None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--options must be JSON: {error}") from None
+    if options is not None and not isinstance(options, dict):
+        raise ValueError("--options must be a JSON object of backend -> options")
+    out = Path(args.out) if args.out else Path(args.samples).parent
+    result = compare_predictors(
+        args.samples,
+        backends=args.backends.split(",") if args.backends else None,
+        folds=args.folds,
+        seed=args.seed,
+        options=options,
+        out_dir=out,
+    )
+    print(result.markdown)
+    print(f"wrote {out / 'predictors.md'} and {result.plot}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m studies.compare_predictors``: bad input exits 2 with one ``error:`` line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m studies.compare_predictors", description=__doc__
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
