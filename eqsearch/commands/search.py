@@ -139,9 +139,10 @@ def _predictor_oracle(args: argparse.Namespace, space: ElasticSpace) -> Accuracy
 
 
 @contextmanager
-def _generation_bar(
+def generation_bar(
     console: Console, description: str, total: int, enabled: bool
 ) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar over generations; yields the ``progress`` callback of ``nsga2``."""
     if not enabled or total == 0:
         yield None
         return
@@ -265,7 +266,7 @@ def _search(problem: SearchProblem, args: argparse.Namespace, console: Console) 
     from eqsearch.engines import nsga2
 
     description = f"NSGA-II ({args.engine}) generations"
-    with _generation_bar(console, description, args.generations, not args.no_progress) as bar:
+    with generation_bar(console, description, args.generations, not args.no_progress) as bar:
         return nsga2(
             problem,
             engine=args.engine,

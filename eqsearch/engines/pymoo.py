@@ -170,14 +170,16 @@ def unique_offspring(
     kept: list[IntArray] = []
     found = 0
     for _ in range(MAX_MATING_ROUNDS):
-        # later rounds mate only as many pairs as children are still missing
-        wanted = count - found
+        # a third or more of the children repeat a parent once rounded: mate twice as many
+        # as are missing, so that one round (one call of each operator) usually suffices
+        wanted = 2 * (count - found)
         children = make_offspring(rng, genomes, rank, crowding, wanted, lower, upper)
         fresh = np.zeros(len(children), dtype=bool)
         for row, key in enumerate(genome_keys(children)):
             if key not in taken:
                 taken.add(key)
                 fresh[row] = True
+        fresh &= np.cumsum(fresh) <= count - found
         kept.append(children[fresh])
         found += int(fresh.sum())
         if found >= count:

@@ -1,0 +1,41 @@
+"""`eqsearch demo --quick`: every stage runs and every file lands in the demo directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eqsearch.cli import main
+from eqsearch.demo import DemoSettings
+
+
+def test_demo_settings_validation() -> None:
+    with pytest.raises(ValueError, match=r"DemoSettings\.samples must be >= 10"):
+        DemoSettings(samples=5)
+    with pytest.raises(ValueError, match=r"DemoSettings\.epochs must be a positive integer"):
+        DemoSettings(epochs=0)
+    assert DemoSettings.quick().generations == 4
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_every_file(tmp_path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "NSGA-II searches" in printed and "measured_accuracy" in printed
+    run = {p.name for p in (out / "run").iterdir()}
+    assert {"fp.pt", "supernet.pt", "samples.csv", "predictor-mlp.pt"} <= run
+    assert "predictor-xgboost.json" in run
+    for engine in ("pymoo", "deap"):
+        files = sorted(p.name for p in (out / engine).iterdir())
+        assert files == ["pareto.csv", "pareto.json", "pareto.png"]
+        data = json.loads((out / engine / "pareto.json").read_text())
+        assert sum("measured_accuracy" in entry for entry in data["configs"]) == min(
+            3, len(data["configs"])
+        )
+        assert all(entry["w_bits"] <= 3.0 for entry in data["configs"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["searches"]) == {"pymoo", "deap"}
+    assert set(summary["predictors"]) == {"mlp", "xgboost"}
+    assert (out / "summary.md").read_text().startswith("# eqsearch demo")
