@@ -416,6 +416,7 @@ def sample_subnets(
     shard: tuple[int, int] | None = None,
     split: str = "holdout",
     bn_images: int | None = None,
+    holdout: int | None = None,
     data_root: str | None = None,
     device: str = "cpu",
     progress: bool | Callable[[int, int], None] = True,
@@ -430,6 +431,8 @@ def sample_subnets(
         shard: ``(i, count)``; by default torchrun's ``(RANK, WORLD_SIZE)``, else unsharded.
         split: ``"holdout"`` (training images held out, the paper's choice) or ``"test"``.
         bn_images: BN re-calibration images (the checkpoint's training setting by default).
+        holdout: training images held out for scoring (the checkpoint's setting by default);
+            more images give the accuracies a finer granularity (100/holdout points).
         data_root: overrides the data root stored in the checkpoint.
         device: torch device of the supernet.
         progress: a rich progress bar (True), none (False), or a callback (done, total).
@@ -440,11 +443,13 @@ def sample_subnets(
     checkpoint_path = Path(supernet_path)
     target = Path(out_csv) if out_csv is not None else checkpoint_path.parent / "samples.csv"
     # the oracle lives with the supernet (torch); imported here so predictors stays torch-free
-    from supernet.evaluate import load_for_evaluation, supernet_oracle
+    from supernet.checkpoint import load_supernet
+    from supernet.evaluate import checkpoint_data, evaluation_set, supernet_oracle
 
-    supernet, _, evaluation = load_for_evaluation(
-        checkpoint_path, data_root=data_root, split=split, bn_images=bn_images, device=device
-    )
+    supernet, checkpoint = load_supernet(checkpoint_path, map_location=device)
+    data = checkpoint_data(checkpoint, data_root=data_root, holdout=holdout)
+    stored_bn = int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
+    evaluation = evaluation_set(data, split=split, bn_images=bn_images or stored_bn)
     oracle = supernet_oracle(supernet, evaluation)
     if callable(progress):
         return collect_samples(oracle, supernet.space, target, config, progress=progress)

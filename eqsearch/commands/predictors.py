@@ -30,6 +30,7 @@ def register(commands: Any) -> None:
     add("--shard", help="i/n: evaluate every n-th subnet from the i-th (default: torchrun rank)")
     add("--split", default="holdout", choices=("holdout", "test"), help="images to score on")
     add("--bn-images", type=int, help="BN re-calibration images per subnet")
+    add("--holdout", type=int, help="training images to score on (default: the checkpoint's)")
     add("--data-root", help="override the data root stored in the checkpoint")
     add("--device", default="cpu")
     add("--merge", nargs="+", metavar="SHARD", help="merge these shard files into --out instead")
@@ -80,6 +81,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         shard=shard,
         split=args.split,
         bn_images=args.bn_images,
+        holdout=args.holdout,
         data_root=args.data_root,
         device=args.device,
         progress=not args.no_progress,
