@@ -319,27 +319,25 @@ class SearchProblem:
         if n < 1:
             raise ValueError(f"the population size must be >= 1; got {n}")
         self.check_feasible()
-        layout = self._layout
         chosen: list[IntArray] = []
         seen: set[bytes] = set()
         for _ in range(50):
-            missing = n - sum(len(part) for part in chosen)
+            missing = n - len(chosen)
             if missing <= 0:
                 break
-            candidates = self._repair(rng, self._draw(rng, 2 * missing))
-            for row in candidates:
+            for row in self._repair(rng, self._draw(rng, 2 * missing)):
                 key = row.astype(np.int8).tobytes()
-                if key not in seen and len(seen) < n:
+                if key not in seen and len(chosen) < n:
                     seen.add(key)
-                    chosen.append(row[None, :])
+                    chosen.append(row)
         if not chosen:
             raise ValueError("no config meeting the constraints was found by sampling")
-        population = np.concatenate(chosen, axis=0)
+        population = np.stack(chosen).astype(np.int64)
         if len(population) < n:
-            # a space with fewer feasible configs than the population: repeat some
+            # fewer feasible configs than the population (a tiny space): repeat some
             extra = rng.integers(0, len(population), n - len(population))
-            population = np.concatenate([population, population[extra]], axis=0)
-        return population.astype(np.int64)[: max(n, 0)].reshape(n, layout.n_genes)
+            population = np.concatenate([population, population[extra]])
+        return population
 
     def _draw(self, rng: np.random.Generator, count: int) -> IntArray:
         layout = self._layout

@@ -107,7 +107,7 @@ def _output_directory(args: argparse.Namespace) -> Path:
     return out
 
 
-def _budget_message(problem_error: ValueError, args: argparse.Namespace) -> str:
+def _budget_message(problem_error: ValueError) -> str:
     text = str(problem_error)
     for flag in ("w_bits", "a_bits"):
         text = text.replace(f"the budget {flag} <=", f"--{flag.replace('_', '-')}")
@@ -221,7 +221,7 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
     try:
         make_problem(space, _NoOracle(), **settings)
     except ValueError as error:
-        raise UsageError(_budget_message(error, args)) from None
+        raise UsageError(_budget_message(error)) from None
     out = _output_directory(args)
     console = make_console()
     supernet_oracle: AccuracyOracle | None = None
