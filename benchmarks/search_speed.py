@@ -240,16 +240,19 @@ def main() -> None:
             f"budget met: {budget_met}; problem work {own:.2f} s"
         )
         rows.append((f"nsga2(engine={engine!r})", seconds, detail))
+        print(f"nsga2(engine={engine!r}): {seconds:.2f} s ({detail})", flush=True)
     if not args.skip_stock:
         seconds, size = median_seconds(
             lambda: stock_pymoo(problem, args.population, args.generations, 0), args.repeats
         )
         rows.append(("pymoo stock NSGA2 + minimize", seconds, f"front {size} configs"))
+        print(f"pymoo stock NSGA2 + minimize: {seconds:.2f} s", flush=True)
     if not args.skip_ofa:
         seconds, best = median_seconds(
             lambda: ofa_style_ga(space, oracle, seed=0, **settings), args.repeats
         )
         rows.append(("OFA-style plain-Python GA", seconds, f"best accuracy {best:.2f}"))
+    print("summary (ratio = time / pymoo engine time):")
     reference = rows[0][1]
     width = max(len(name) for name, _, _ in rows)
     for name, seconds, detail in rows:
