@@ -6,6 +6,7 @@ import torch
 
 from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
 from supernet.quantizers.lsq import LsqQuantizer
+from supernet.quantizers.n2uq import N2uqQuantizer
 
 QUANTIZERS: dict[str, type[ElasticQuantizer]] = {}
 
@@ -21,6 +22,7 @@ def register_quantizer(
 
 
 register_quantizer(LsqQuantizer)
+register_quantizer(N2uqQuantizer)
 
 
 def quantizer_class(name: str) -> type[ElasticQuantizer]:
@@ -42,6 +44,7 @@ __all__ = [
     "QUANTIZERS",
     "ElasticQuantizer",
     "LsqQuantizer",
+    "N2uqQuantizer",
     "QuantizerSpec",
     "build_quantizer",
     "quantizer_class",

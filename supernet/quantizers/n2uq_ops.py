@@ -1,0 +1,211 @@
+"""N2UQ fake quantization as autograd Functions: G-STE activations and entropy-preserving weights.
+
+Activations (one bit width, ``n = 2^b − 1`` intervals), in input units ``u = x / α_in``:
+edges ``d_0 = s``, ``d_i = s + Σ_(j≤i) a_j``; thresholds at the interval midpoints
+``T_i = d_(i−1) + a_i / 2``; the level ``k = #{i : T_i ≤ u}`` in ``0..n`` and the output
+``y = α_in·s + α_out·k`` (uniform output levels ``α_out`` apart, the lowest one at the start).
+
+Backward, the generalized straight-through estimator: on the interval ``[d_(i−1), d_i)`` the
+level is replaced by the surrogate ``F(u) = (u − d_(i−1)) / a_i + i − 1``, so
+``∂F/∂u = 1/a_i``, ``∂F/∂a_i = −(u − d_(i−1))/a_i²``, ``∂F/∂a_j = −1/a_i`` for ``j < i`` and
+``∂F/∂s = −1/a_i``; all zero outside ``[d_0, d_n]``. The output offset ``α_in·s`` and the
+output scale ``α_out`` enter exactly (``∂y/∂α_out = k``). With equal widths this is the clipped
+straight-through estimator of a uniform quantizer.
+
+Speed: one merged sorted list of edges and thresholds ``B`` (``2n + 1`` values) gives, per
+element, ``m = #{B_j ≤ x}`` (int32); the level is ``m // 2``, the interval ``(m + 1) // 2``. Every
+parameter gradient is a small function of two per-``m`` sums (of ``g`` and ``g·x``), so the
+backward makes a few passes over the tensor however many levels there are. ``torch.bucketize``
+costs a binary search with unpredictable branches per element (30–90 ns on a CPU); on CPUs ``m``
+comes from a uniform cell grid over ``B`` instead (a table lookup and a comparison or two).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+CELLS_PER_BOUNDARY = 4
+"""Cells of the CPU lookup grid per boundary: a cell then rarely holds more than one."""
+MAX_BOUNDARIES_PER_CELL = 4
+"""Beyond this many boundaries in one cell (very unequal widths) the lookup uses bucketize."""
+
+
+def merged_boundaries(start: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """``[d_0, T_1, d_1, T_2, …, T_n, d_n]`` (input units) from the start and the widths."""
+    edges = torch.cat([start.reshape(1), start.reshape(1) + torch.cumsum(widths, 0)])
+    thresholds = edges[:-1] + widths / 2
+    interleaved = torch.stack([edges[:-1], thresholds], dim=1).reshape(-1)
+    return torch.cat([interleaved, edges[-1:]])
+
+
+def _grid_counts(x: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor | None:
+    """``#{B_j ≤ x}`` per element by a uniform cell grid (None when a cell is too crowded).
+
+    Elements and boundaries go through the same monotone float operations to a cell, so a
+    boundary in an earlier cell is ≤ the element, one in a later cell is >, and only the
+    boundaries sharing the element's cell need comparing. Lookups use int32 indices and
+    ``index_select`` (several times faster on CPUs than int64 ``take`` or indexing).
+    """
+    count = boundaries.numel()
+    cells = CELLS_PER_BOUNDARY * count
+    low, high = float(boundaries[0]), float(boundaries[-1])
+    if not high > low:
+        return None
+    scale = cells / (high - low)
+    shift = 1.0 - low * scale
+
+    def cell(values: torch.Tensor) -> torch.Tensor:
+        # Non-negative after the clamp, so the integer conversion is a floor.
+        return torch.mul(values, scale).add_(shift).clamp_(0, cells + 1).int()
+
+    boundary_cells = cell(boundaries).long()
+    per_cell = torch.bincount(boundary_cells, minlength=cells + 2)
+    crowding = int(per_cell.max())
+    if crowding > MAX_BOUNDARIES_PER_CELL:
+        return None
+    before = torch.cumsum(per_cell, 0) - per_cell
+    rank = torch.arange(count, device=boundaries.device) - before[boundary_cells]
+    in_cell = boundaries.new_full((crowding, cells + 2), float("inf"))
+    in_cell[rank, boundary_cells] = boundaries
+    flat = x.reshape(-1)
+    index = cell(flat)
+    # Float counts (exact up to 511) take comparisons written straight to float: a bool
+    # tensor added to an integer one costs several times more on CPUs.
+    counts = before.float().index_select(0, index)
+    above = torch.empty_like(counts)
+    for row in in_cell:
+        counts += torch.ge(flat, row.to(flat.dtype).index_select(0, index), out=above)
+    return counts.int().view(x.shape)
+
+
+def boundary_counts(x: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:
+    """``m = #{B_j ≤ x}`` per element (int32), for sorted ``boundaries`` of ``x``'s dtype."""
+    if x.device.type == "cpu":
+        counts = _grid_counts(x, boundaries)
+        if counts is not None:
+            return counts
+    return torch.bucketize(x, boundaries, right=True, out_int32=True)
+
+
+class _N2uqActivation(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        log_in_scale: torch.Tensor,
+        log_out_scale: torch.Tensor,
+        start: torch.Tensor,
+        log_widths: torch.Tensor,
+    ) -> torch.Tensor:
+        in_scale = log_in_scale.detach().exp()
+        out_scale = log_out_scale.detach().exp()
+        widths = log_widths.detach().exp()
+        start_value = start.detach()
+        boundaries = (merged_boundaries(start_value, widths) * in_scale).to(x.dtype)
+        counts = boundary_counts(x, boundaries)
+        levels = torch.arange(boundaries.numel() + 1, device=x.device) // 2
+        outputs = (levels * out_scale + in_scale * start_value).to(x.dtype)
+        ctx.save_for_backward(x, counts, in_scale, out_scale, start_value, widths)
+        return outputs.index_select(0, counts.reshape(-1)).view(x.shape)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (grad,) = grads
+        x, counts, in_scale, out_scale, start, widths = ctx.saved_tensors
+        n = widths.numel()
+        bins = 2 * n + 2
+        # ∂y/∂x per m: α_out / (α_in·a_i) inside interval i, zero below d_0 and from d_n on.
+        inner = out_scale / widths
+        slope = torch.zeros(bins, dtype=widths.dtype, device=widths.device)
+        slope[1 : 2 * n + 1] = (inner / in_scale).repeat_interleave(2)
+        flat_counts = counts.reshape(-1)
+        grad_x = slope.to(grad.dtype).index_select(0, flat_counts).view(grad.shape).mul_(grad)
+        if not any(ctx.needs_input_grad[1:]):
+            return grad_x, None, None, None, None
+        flat_grad = grad.reshape(-1).to(widths.dtype)
+        grad_sums = torch.bincount(flat_counts, weights=flat_grad, minlength=bins)
+        product = flat_grad * x.reshape(-1).to(widths.dtype)
+        moment_sums = torch.bincount(flat_counts, weights=product, minlength=bins)
+        grad_total = grad_sums.sum()
+        per_interval = grad_sums[1 : 2 * n + 1].reshape(n, 2).sum(1)
+        moment_interval = moment_sums[1 : 2 * n + 1].reshape(n, 2).sum(1)
+        edges_before = start + torch.cumsum(widths, 0) - widths
+        weighted = inner * per_interval  # Σ over interval i of g·α_out/a_i
+        later = torch.flip(torch.cumsum(torch.flip(weighted, [0]), 0), [0]) - weighted
+        grad_widths = -inner / widths * (moment_interval / in_scale - edges_before * per_interval)
+        grad_widths = grad_widths - later
+        grad_start = in_scale * grad_total - weighted.sum()
+        grad_in = start * grad_total - (inner * moment_interval).sum() / in_scale**2
+        levels = torch.arange(bins, device=widths.device, dtype=widths.dtype).div_(2).floor_()
+        grad_out = (levels * grad_sums).sum()
+        return (
+            grad_x,
+            (grad_in * in_scale).reshape(1),
+            (grad_out * out_scale).reshape(1),
+            grad_start.reshape(1),
+            grad_widths * widths,
+        )
+
+
+def n2uq_activation(
+    x: torch.Tensor,
+    log_in_scale: torch.Tensor,
+    log_out_scale: torch.Tensor,
+    start: torch.Tensor,
+    log_widths: torch.Tensor,
+) -> torch.Tensor:
+    """N2UQ activation quantization with the generalized straight-through estimator.
+
+    Args:
+        x: the activation (any shape).
+        log_in_scale: ``log α_in`` (shape ``(1,)``): input units ``u = x / α_in``.
+        log_out_scale: ``log α_out`` (shape ``(1,)``): the uniform output step.
+        start: ``s`` (shape ``(1,)``, input units): the lowest edge ``d_0``.
+        log_widths: ``log a_i`` of the ``2^b − 1`` interval widths (input units).
+
+    Returns:
+        ``α_in·s + α_out·k`` with ``k`` the number of interval midpoints at or below ``u``.
+    """
+    return _N2uqActivation.apply(x, log_in_scale, log_out_scale, start, log_widths)  # type: ignore[no-any-return]
+
+
+def weight_gamma(bits: int) -> float:
+    """N2UQ's γ_b = (2^b − 1) / 2^(b−1): with it, uniform weights fill every level equally."""
+    return (2**bits - 1) / 2 ** (bits - 1)
+
+
+class _N2uqWeight(torch.autograd.Function):
+    # On the scale W/δ (δ = 2α/(2^b−1) the level spacing) the levels are the half-integers
+    # ±1/2 … ±(2^b−1)/2 and the clipping bounds ±(2^b−1)/2 are constants for every channel.
+
+    @staticmethod
+    def forward(ctx: Any, weight: torch.Tensor, bits: int) -> torch.Tensor:  # type: ignore[override]
+        channels = weight.shape[0]
+        flat = weight.detach().reshape(channels, -1)
+        scale = flat.abs().mean(dim=1).mul_(weight_gamma(bits)).clamp_min_(1e-12)
+        spacing = scale * (2.0 / (2**bits - 1))
+        view = (-1,) + (1,) * (weight.dim() - 1)
+        scaled = weight * torch.reciprocal(spacing).view(view)
+        half = 2 ** (bits - 1)
+        out = torch.floor(scaled).clamp_(-half, half - 1).add_(0.5).mul_(spacing.view(view))
+        ctx.save_for_backward(scaled)
+        ctx.bound = half - 0.5
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+        (grad,) = grads
+        (scaled,) = ctx.saved_tensors
+        return torch.ops.aten.hardtanh_backward(grad, scaled, -ctx.bound, ctx.bound), None
+
+
+def n2uq_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel N2UQ weight quantization onto 2^b uniform levels without zero.
+
+    The scale ``α = γ_b·mean|W|`` per output channel (dim 0) is detached; ``W/α`` is clipped to
+    ±1 and rounded to the levels ``±1/(2^b−1), ±3/(2^b−1), …, ±1``; the gradient is
+    straight-through inside the clipping range and zero outside.
+    """
+    return _N2uqWeight.apply(weight, bits)  # type: ignore[no-any-return]
