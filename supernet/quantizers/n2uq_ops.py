@@ -89,6 +89,26 @@ def boundary_counts(x: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:
     return torch.bucketize(x, boundaries, right=True, out_int32=True)
 
 
+SUM_LANES = 8
+"""Per-bin sums accumulate into this many interleaved copies of every bin."""
+
+
+def _spread_bins(counts: torch.Tensor, bins: int) -> torch.Tensor:
+    # A run of elements in one bin (ReLU zeros, clipped values) makes bincount add into one
+    # address back to back, each add waiting for the last (≈4× slower than scattered bins);
+    # giving consecutive elements separate copies of the bins breaks that chain.
+    if counts.numel() % SUM_LANES:
+        return counts
+    lanes = torch.arange(SUM_LANES, dtype=counts.dtype, device=counts.device) * bins
+    return (counts.view(-1, SUM_LANES) + lanes).view(-1)
+
+
+def _bin_sums(spread: torch.Tensor, weights: torch.Tensor, bins: int) -> torch.Tensor:
+    lanes = SUM_LANES if spread.numel() % SUM_LANES == 0 else 1
+    sums = torch.bincount(spread, weights=weights, minlength=lanes * bins)
+    return sums.view(lanes, bins).sum(0)
+
+
 class _N2uqActivation(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -125,9 +145,9 @@ class _N2uqActivation(torch.autograd.Function):
         if not any(ctx.needs_input_grad[1:]):
             return grad_x, None, None, None, None
         flat_grad = grad.reshape(-1).to(widths.dtype)
-        grad_sums = torch.bincount(flat_counts, weights=flat_grad, minlength=bins)
-        product = flat_grad * x.reshape(-1).to(widths.dtype)
-        moment_sums = torch.bincount(flat_counts, weights=product, minlength=bins)
+        spread = _spread_bins(flat_counts, bins)
+        grad_sums = _bin_sums(spread, flat_grad, bins)
+        moment_sums = _bin_sums(spread, flat_grad * x.reshape(-1).to(widths.dtype), bins)
         grad_total = grad_sums.sum()
         per_interval = grad_sums[1 : 2 * n + 1].reshape(n, 2).sum(1)
         moment_interval = moment_sums[1 : 2 * n + 1].reshape(n, 2).sum(1)
