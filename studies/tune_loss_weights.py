@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,9 +14,10 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from studies.fp_init import shared_fp_checkpoint as shared_fp
 from studies.probes import ProbeSet, bits_of
 from studies.report import frame_table
-from supernet.train import FP_CHECKPOINT_NAME, EpochReport, TrainConfig, train_supernet
+from supernet.train import EpochReport, TrainConfig, train_supernet
 
 OBJECTIVES = ("single", "two")
 DEFAULT_STUDY_NAME = "eqsearch-loss-weights"
@@ -117,29 +115,8 @@ def _storage(url: str, *, attempts: int = 5) -> optuna.storages.BaseStorage:
 
 
 def shared_fp_checkpoint(tune: TuneConfig) -> Path | None:
-    """The full-precision model every trial starts from, trained once per study directory.
-
-    Trials differ only in the supernet's loss weights and learning rate, so FP pretraining
-    (``base.fp_epochs`` at the base learning rate) is the same for all of them: one worker
-    trains it under a file lock, the others wait and reuse ``out_dir/fp.pt``.
-    Returns None when the base starts from ``init`` or has no FP pretraining.
-    """
-    base = tune.base
-    if base.init or base.fp_epochs == 0:
-        return None
-    out = Path(tune.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / FP_CHECKPOINT_NAME
-    with (out / "fp.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not target.exists():
-                with tempfile.TemporaryDirectory(dir=out) as scratch:
-                    train_supernet(base, scratch, progress=False, stop_after=0)
-                    os.replace(Path(scratch) / FP_CHECKPOINT_NAME, target)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return target
+    """The study's shared FP model (see :func:`studies.fp_init.shared_fp_checkpoint`)."""
+    return shared_fp(tune.base, tune.out_dir)
 
 
 def suggest_config(trial: optuna.Trial, tune: TuneConfig, init: Path | None = None) -> TrainConfig:
