@@ -37,9 +37,9 @@ class XGBoostOptions:
     """
 
     objective: str = "regression"
-    n_estimators: int = 600
+    n_estimators: int = 300
     max_depth: int = 3
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     subsample: float = 0.8
     colsample_bytree: float = 0.8
     min_child_weight: float = 1.0
