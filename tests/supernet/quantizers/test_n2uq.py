@@ -384,3 +384,21 @@ def test_inherit_merges_adjacent_intervals() -> None:
     assert torch.equal(quantizer.input_log_widths["b5"], before)
     with pytest.raises(ValueError, match="to_bits < from_bits"):
         quantizer.inherit(3, 4)
+
+
+@pytest.mark.slow
+def test_cli_trains_progressively_and_evaluates_an_n2uq_supernet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    train = [
+        "train", "--quantizer", "n2uq", "--model", "tiny_convnet", "--dataset", "digits",
+        "--epochs", "2", "--w-bits", "2,4", "--a-bits", "2,4", "--schedule", "progressive",
+        "--holdout", "200", "--bn-images", "200", "--quant-init-images", "64",
+        "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+    assert main(train) == 0
+    capsys.readouterr()
+    assert main(["eval", "--supernet", str(out / "supernet.pt"), "--uniform", "2/2"]) == 0
+    printed = capsys.readouterr().out
+    assert "channel-sym-asym" in printed
