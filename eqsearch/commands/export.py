@@ -1,0 +1,169 @@
+"""``eqsearch export``: a chosen subnet to ONNX (QDQ, checked in ONNX Runtime) or packed weights."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from eqsearch.commands.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    UsageError,
+    bits_pair,
+    load_config_argument,
+    make_console,
+)
+
+if TYPE_CHECKING:
+    from eqsearch.space import ElasticSpace, SubnetConfig
+
+FORMATS = ("onnx", "weights")
+MIN_AGREEMENT = 99.5
+"""Percent of images where ONNX Runtime must pick the PyTorch subnet's class."""
+
+
+def register(commands: Any) -> None:
+    """Add the ``export`` subcommand."""
+    export = commands.add_parser(
+        "export", help="export a subnet: ONNX with QuantizeLinear/DequantizeLinear, or weights"
+    )
+    add = export.add_argument
+    add("--supernet", required=True, help="a supernet.pt checkpoint")
+    add("--config", help="a config JSON file, or pareto.json#INDEX")
+    add("--uniform", help="W/A bits for every searched layer, e.g. 4/4 (instead of --config)")
+    add("--form", help="form of --uniform, e.g. channel-sym-sym (default: the first served)")
+    add("--out", required=True, help="the file to write: model.onnx, or weights.npz")
+    add("--format", default="onnx", choices=FORMATS, help="onnx (default) or packed weights")
+    add("--opset", type=int, default=17, help="ONNX opset (>= 13)")
+    add("--no-fold-bn", action="store_true", help="keep every BN as its own node")
+    add("--split", default="test", choices=("test", "holdout"), help="images to verify on")
+    add("--data-root", help="override the data root stored in the checkpoint")
+    add("--bn-images", type=int, help="BN re-calibration images")
+    add(
+        "--min-agreement",
+        type=float,
+        default=MIN_AGREEMENT,
+        help=f"exit 1 when ONNX Runtime agrees on fewer %% of images (default {MIN_AGREEMENT})",
+    )
+    export.set_defaults(handler=_cmd_export)
+
+
+def _chosen_config(args: argparse.Namespace, space: ElasticSpace) -> SubnetConfig:
+    from eqsearch.space import QuantForm
+
+    if bool(args.config) == bool(args.uniform):
+        raise UsageError("give exactly one of --config and --uniform")
+    if args.config:
+        if args.form:
+            raise UsageError("--form goes with --uniform; a --config file holds its forms")
+        return load_config_argument(args.config, space)
+    w_bits, a_bits = bits_pair(args.uniform)
+    form = space.check_form(QuantForm.parse(args.form)) if args.form else space.forms[0]
+    return space.uniform(w_bits, a_bits, form)
+
+
+def _size(value: int) -> str:
+    if value >= 1 << 20:
+        return f"{value / (1 << 20):.2f} MiB"
+    if value >= 1 << 10:
+        return f"{value / (1 << 10):.1f} KiB"
+    return f"{value} B"
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from eqsearch import costs
+    from supernet.checkpoint import load_supernet
+    from supernet.deploy import check_exportable
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"the output directory {out.parent} does not exist")
+    if args.format == "weights" and out.suffix != ".npz":
+        raise UsageError(f"--format weights writes an .npz file; got --out {args.out}")
+    if args.format == "onnx" and out.suffix != ".onnx":
+        raise UsageError(f"--format onnx writes an .onnx file; got --out {args.out}")
+    if not Path(args.supernet).is_file():
+        raise UsageError(f"checkpoint not found: {args.supernet}")
+    supernet, checkpoint = load_supernet(args.supernet)
+    if checkpoint.get("kind") == "fp":
+        raise UsageError(f"{args.supernet} is a full-precision model; export a supernet.pt")
+    config = _chosen_config(args, supernet.space)
+    check_exportable(supernet)
+    console = make_console()
+    what = args.config or f"uniform W/A {args.uniform} {config.choices[-1].form}"
+    table = Table(title=f"{args.format} export of {what}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("avg weight bits", f"{costs.average_weight_bits(supernet.space, config):.2f}")
+    table.add_row(
+        "avg activation bits", f"{costs.average_activation_bits(supernet.space, config):.2f}"
+    )
+    if args.format == "weights":
+        from supernet.export import export_packed_weights
+
+        packed = export_packed_weights(supernet, config, out)
+        table.add_row("layers (quantized)", f"{packed.layers} ({packed.quantized_layers})")
+        table.add_row("weights + biases", f"{packed.parameters:,}")
+        table.add_row("FP32 size", _size(packed.fp32_bytes))
+        table.add_row("packed integers", _size(packed.payload_bytes))
+        table.add_row("file on disk", _size(packed.file_bytes))
+        table.add_row("compression (FP32 / file)", f"{packed.fp32_bytes / packed.file_bytes:.2f}×")
+        console.print(table)
+        console.print(f"wrote {out}")
+        return EXIT_OK
+    return _export_onnx(args, supernet, checkpoint, config, out, table, console)
+
+
+def _export_onnx(
+    args: argparse.Namespace,
+    supernet: Any,
+    checkpoint: dict[str, Any],
+    config: SubnetConfig,
+    out: Path,
+    table: Table,
+    console: Any,
+) -> int:
+    from supernet.evaluate import checkpoint_data, evaluation_set
+    from supernet.export import export_onnx
+
+    data = checkpoint_data(checkpoint, data_root=args.data_root)
+    count = args.bn_images or int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
+    evaluation = evaluation_set(data, split=args.split, bn_images=count)
+    with console.status("exporting and running ONNX Runtime"):
+        report = export_onnx(
+            supernet,
+            config,
+            out,
+            verify_images=evaluation.images,
+            verify_labels=evaluation.labels,
+            calibration_images=evaluation.calibration_images,
+            opset=args.opset,
+            fold_batch_norm=not args.no_fold_bn,
+        )
+    table.add_row("images checked", f"{report.images} ({evaluation.split} split)")
+    table.add_row("top-1 agreement ORT vs PyTorch", f"{report.top1_agreement:.2f}%")
+    table.add_row("max |logit diff|", f"{report.max_logit_diff:.3g}")
+    if report.torch_accuracy is not None and report.onnx_accuracy is not None:
+        table.add_row(
+            "top-1 PyTorch / ORT", f"{report.torch_accuracy:.2f}% / {report.onnx_accuracy:.2f}%"
+        )
+    table.add_row(
+        "QuantizeLinear / DequantizeLinear", f"{report.quantize_nodes} / {report.dequantize_nodes}"
+    )
+    table.add_row("BN folded / kept", f"{report.folded_batch_norms} / {report.kept_batch_norms}")
+    table.add_row("FP32 parameters", _size(report.fp32_bytes))
+    table.add_row("ONNX file", _size(report.onnx_bytes))
+    console.print(table)
+    console.print(f"wrote {out}")
+    if report.top1_agreement < args.min_agreement:
+        print(
+            f"error: ONNX Runtime agrees with PyTorch on {report.top1_agreement:.2f}% of the "
+            f"images, below --min-agreement {args.min_agreement}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    return EXIT_OK

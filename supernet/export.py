@@ -1,0 +1,239 @@
+"""A fixed subnet → ONNX with QuantizeLinear/DequantizeLinear, checked in ONNX Runtime."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from eqsearch.space import SubnetConfig
+from supernet.calibrate import calibrate_bn, preserved_bn_state
+from supernet.deploy import build_deploy_model, check_exportable, quantize_layers
+from supernet.elastic import Supernet
+from supernet.packed import (
+    PackedReport,
+    atomic_write_bytes,
+    export_packed_weights,
+    load_packed_weights,
+)
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 13
+"""Per-channel QuantizeLinear/DequantizeLinear (the ``axis`` attribute) needs opset 13."""
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an ONNX export wrote and how closely ONNX Runtime reproduces the PyTorch subnet.
+
+    Attributes:
+        path: the ONNX file.
+        images: images both runtimes classified.
+        top1_agreement: percent of those images where both predict the same class.
+        max_logit_diff: the largest absolute difference of any logit.
+        torch_accuracy, onnx_accuracy: top-1 percent when labels were given, else None.
+        onnx_bytes: size of the ONNX file on disk.
+        fp32_bytes: four bytes per parameter of the network (what an FP32 export holds).
+        folded_batch_norms, kept_batch_norms: BN layers folded into their conv / kept as nodes.
+        quantize_nodes, dequantize_nodes: QuantizeLinear / DequantizeLinear nodes in the graph.
+        opset: the ONNX opset.
+    """
+
+    path: Path
+    images: int
+    top1_agreement: float
+    max_logit_diff: float
+    torch_accuracy: float | None
+    onnx_accuracy: float | None
+    onnx_bytes: int
+    fp32_bytes: int
+    folded_batch_norms: int
+    kept_batch_norms: int
+    quantize_nodes: int
+    dequantize_nodes: int
+    opset: int
+
+
+def fp32_parameter_bytes(supernet: Supernet) -> int:
+    """Bytes of the network's parameters in FP32, quantizer step sizes and offsets excluded."""
+    quantizer_parameters = {
+        id(p) for layer in supernet.elastic_layers().values() for p in layer.quantizer.parameters()
+    }
+    return 4 * sum(
+        p.numel() for p in supernet.model.parameters() if id(p) not in quantizer_parameters
+    )
+
+
+def _check_output_path(path: Path) -> None:
+    if not path.parent.is_dir():
+        raise ValueError(f"the output directory {path.parent} does not exist")
+    if path.is_dir():
+        raise ValueError(f"the output path {path} is a directory")
+
+
+@torch.no_grad()
+def _logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return torch.cat([model(batch.to(device)).float().cpu() for batch in images.split(batch_size)])
+
+
+def onnx_session(model_bytes: bytes) -> Any:
+    """An ONNX Runtime CPU session with its default graph optimizations (as deployed)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.log_severity_level = 3
+    # Spinning worker threads starve everything else on a shared (CI, notebook) machine.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(
+        model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+def onnx_logits(model_bytes: bytes, images: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
+    """Logits of an exported model in ONNX Runtime for ``images``."""
+    session = onnx_session(model_bytes)
+    batches = [
+        session.run([OUTPUT_NAME], {INPUT_NAME: batch.float().cpu().numpy()})[0]
+        for batch in images.split(batch_size)
+    ]
+    return np.concatenate(batches)
+
+
+def _torchscript_export(model: torch.nn.Module, example: torch.Tensor, opset: int) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
+        # onnxscript and does not run autograd Functions' ONNX symbolics.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            buffer,  # type: ignore[arg-type]
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
+        )
+    return buffer.getvalue()
+
+
+def export_onnx(
+    supernet: Supernet,
+    config: SubnetConfig,
+    path: str | Path,
+    *,
+    verify_images: torch.Tensor,
+    verify_labels: torch.Tensor | None = None,
+    calibration_images: torch.Tensor | None = None,
+    opset: int = DEFAULT_OPSET,
+    fold_batch_norm: bool = True,
+    batch_size: int = 256,
+) -> ExportReport:
+    """Export the subnet ``config`` to ONNX and check it in ONNX Runtime.
+
+    Weights are stored as int8 integers (weight grids are signed) with one DequantizeLinear
+    each, per output channel (``axis=0``) for channel granularity; each quantized layer's
+    input passes a QuantizeLinear/DequantizeLinear pair with the learned
+    step and integer zero point. Grids narrower than 8 bits keep int8/uint8 storage behind a
+    Clip to the grid's end points, so the exported model computes what the supernet's fake
+    quantizers compute. Full-precision layers stay float.
+
+    BN statistics are re-calibrated for the subnet on ``calibration_images`` (the supernet is
+    left as it was). BN is folded into the preceding conv only where that is exact: after
+    weight quantization, into per-channel weight scales (``scale·γ/σ``, the integers unchanged),
+    when every factor ``γ/σ`` is positive. Folding before quantization would change the
+    integers the supernet learned; folding into a per-tensor scale would make it per-channel.
+    Other BN layers remain BatchNormalization nodes.
+
+    Args:
+        supernet: the trained supernet.
+        config: the subnet (validated against the space).
+        path: the ONNX file to write (atomically).
+        verify_images: held-out images both runtimes classify (also fixes the input size).
+        verify_labels: their labels, to report both accuracies (optional).
+        calibration_images: images for BN re-calibration; None keeps the current statistics.
+        opset: ONNX opset (at least 13).
+        fold_batch_norm: fold BN where exact (see above).
+        batch_size: batch size of calibration and verification.
+
+    Raises:
+        ValueError: bad arguments, a config outside the space, or a layer whose quantizer,
+            bits or padding cannot be expressed in ONNX QDQ; nothing is written then.
+    """
+    import onnx
+
+    from supernet.onnx_graph import count_nodes, fold_batch_norms
+
+    path = Path(path)
+    _check_output_path(path)
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset must be >= {MIN_OPSET} (per-channel QDQ); got {opset}")
+    if len(verify_images) == 0:
+        raise ValueError("export_onnx needs at least one verification image")
+    if verify_labels is not None and len(verify_labels) != len(verify_images):
+        raise ValueError("verify_labels must have one label per verification image")
+    check_exportable(supernet)
+    supernet.space.validate(config)
+    quantize_layers(supernet, config)  # fail on unexportable bits before any work
+    was_training = supernet.training
+    try:
+        with preserved_bn_state(supernet), supernet.using(config):
+            if calibration_images is not None:
+                calibrate_bn(supernet, calibration_images, batch_size=batch_size)
+            supernet.eval()
+            reference = _logits(supernet, verify_images, batch_size)
+            deploy = build_deploy_model(supernet, config).cpu()
+    finally:
+        supernet.train(was_training)
+    model_bytes = _torchscript_export(deploy, verify_images[:1].float().cpu(), opset)
+    model = onnx.load_from_string(model_bytes)
+    folded, kept = fold_batch_norms(model, enabled=fold_batch_norm)
+    onnx.checker.check_model(model)
+    model_bytes = model.SerializeToString()
+    exported = onnx_logits(model_bytes, verify_images, batch_size=batch_size)
+    reference_np = reference.numpy()
+    agreement = float((exported.argmax(1) == reference_np.argmax(1)).mean() * 100.0)
+    max_diff = float(np.abs(exported - reference_np).max())
+    torch_accuracy = onnx_accuracy = None
+    if verify_labels is not None:
+        labels = verify_labels.cpu().numpy()
+        torch_accuracy = float((reference_np.argmax(1) == labels).mean() * 100.0)
+        onnx_accuracy = float((exported.argmax(1) == labels).mean() * 100.0)
+    atomic_write_bytes(path, model_bytes)
+    return ExportReport(
+        path=path,
+        images=len(verify_images),
+        top1_agreement=agreement,
+        max_logit_diff=max_diff,
+        torch_accuracy=torch_accuracy,
+        onnx_accuracy=onnx_accuracy,
+        onnx_bytes=path.stat().st_size,
+        fp32_bytes=fp32_parameter_bytes(supernet),
+        folded_batch_norms=folded,
+        kept_batch_norms=kept,
+        quantize_nodes=count_nodes(model, "QuantizeLinear"),
+        dequantize_nodes=count_nodes(model, "DequantizeLinear"),
+        opset=opset,
+    )
+
+
+__all__ = [
+    "ExportReport",
+    "PackedReport",
+    "export_onnx",
+    "export_packed_weights",
+    "fp32_parameter_bytes",
+    "load_packed_weights",
+    "onnx_logits",
+]

@@ -1,0 +1,381 @@
+"""ONNX QDQ export checked in ONNX Runtime, packed integer weights, refused exports."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from torch.nn import functional as F
+
+from eqsearch.cli import main
+from eqsearch.space import LayerChoice, QuantForm, SubnetConfig
+from supernet import build_supernet, export_onnx, init_quantizers
+from supernet.calibrate import calibrate_bn
+from supernet.checkpoint import save_supernet
+from supernet.data import DataSpec, build_data
+from supernet.deploy import quantize_layers
+from supernet.elastic import Supernet
+from supernet.export import export_packed_weights, load_packed_weights
+from supernet.packed import pack_bits, unpack_bits
+from supernet.quantizers import QUANTIZERS, LsqQuantizer
+
+FORMS = ("channel-sym-sym", "channel-asym-asym", "tensor-sym-sym", "tensor-asym-asym")
+MIN_AGREEMENT = 99.5
+VERIFY_IMAGES = 800
+# Small models train briefly on the 8×8 digits (trained logits have margins; a random net's
+# near-ties flip on any last-bit difference); the torchvision ones run random at 32×32.
+FAST_MODELS = {"tiny_convnet": 8, "lenet5": 16, "resnet20": 8}
+TRAIN_STEPS = {"tiny_convnet": 100, "lenet5": 60, "resnet20": 200}
+SLOW_MODELS = {"resnet18": 32, "mobilenet_v2": 32, "efficientnet_b0": 32, "resnet50": 32}
+
+
+@cache
+def _digits(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first digits (a fixed shuffle), normalised, resized to ``image_size``."""
+    bundle = build_data(DataSpec(name="digits", holdout=100))
+    train = list(bundle.calibration.batches(0, 0, 1))
+    test_images, test_labels = bundle.test_tensors()
+    images = torch.cat([*(x for x, _ in train), test_images])[:VERIFY_IMAGES]
+    labels = torch.cat([*(y for _, y in train), test_labels])[:VERIFY_IMAGES]
+    if image_size != images.shape[-1]:
+        images = F.interpolate(images, size=image_size, mode="bilinear", align_corners=False)
+    return images, labels
+
+
+def _train_full_precision(
+    supernet: Supernet, images: torch.Tensor, labels: torch.Tensor, steps: int = 100
+) -> None:
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(0)
+    parameters = [p for n, p in supernet.named_parameters() if ".quantizer." not in n]
+    optimizer = torch.optim.Adam(parameters, lr=3e-3)
+    supernet.set_subnet(None)
+    supernet.train()
+    for _ in range(steps):
+        index = torch.randint(0, len(images), (64,), generator=generator)
+        loss = F.cross_entropy(supernet(images[index]), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    supernet.eval()
+
+
+@cache
+def _supernet(model_name: str, image_size: int) -> tuple[Supernet, torch.Tensor, torch.Tensor]:
+    """A supernet with calibrated quantizers and its verification images and labels."""
+    torch.manual_seed(0)
+    if model_name in FAST_MODELS:
+        images, labels = _digits(image_size)
+        supernet = build_supernet(model_name, num_classes=10, in_channels=1, image_size=image_size)
+        _train_full_precision(supernet, images, labels, TRAIN_STEPS[model_name])
+    else:
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randn(96, 3, image_size, image_size, generator=generator)
+        labels = torch.randint(0, 10, (96,), generator=generator)
+        supernet = build_supernet(model_name, num_classes=10, image_size=image_size)
+    init_quantizers(supernet, images[:256])
+    return supernet, images, labels
+
+
+def mixed_config(supernet: Supernet, form: QuantForm) -> SubnetConfig:
+    """Different bits in every searched layer (cycled), pinned layers at their pins.
+
+    Activations stay at 4 bits or more: the test nets are quantized after training only, and
+    lower bits leave decisions so close that a last-bit float difference flips them.
+    """
+    w_cycle, a_cycle = (6, 4, 5, 8, 3, 7), (5, 8, 4, 6, 7, 6)
+    choices = []
+    for index, layer in enumerate(supernet.space.layers):
+        bits = layer.pinned or (w_cycle[index % 6], a_cycle[index % 6])
+        choices.append(LayerChoice(*bits, form=form))
+    return supernet.space.validate(SubnetConfig(tuple(choices)))
+
+
+def _configs(supernet: Supernet, form: QuantForm) -> dict[str, SubnetConfig]:
+    space = supernet.space
+    return {
+        "8/8": space.uniform(8, 8, form),
+        "4/4": space.uniform(4, 4, form),
+        "mixed": mixed_config(supernet, form),
+    }
+
+
+def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializer and Constant node values by name (also under aliasing Identity outputs)."""
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+        if node.op_type == "Constant":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def _check_qdq_nodes(model: onnx.ModelProto, supernet: Supernet, config: SubnetConfig) -> None:
+    """Each layer's DequantizeLinear holds its integers, zero points and axis; each input
+    QuantizeLinear its step, zero point and grid (behind a Clip where the grid is narrower)."""
+    constants = _constants(model)
+    nodes = {out: node for node in model.graph.node for out in node.output}
+    dequantize_by_weight = {
+        n.input[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"
+    }
+    quantize_by_scale = {n.input[1]: n for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    layers = supernet.elastic_layers()
+    for name, quantization in quantize_layers(supernet, config).items():
+        params = layers[name].quantizer.quant_params(quantization.choice)
+        dequantize = dequantize_by_weight[f"{name}.weight.integers"]
+        integers = constants[dequantize.input[0]]
+        assert integers.dtype == np.int8
+        assert np.array_equal(integers, quantization.weight_integers.numpy())
+        zero_point = constants[dequantize.input[2]]
+        assert np.array_equal(zero_point.reshape(-1), params.w_zero_point.numpy().reshape(-1))
+        scale = constants[dequantize.input[1]]
+        axis = [a.i for a in dequantize.attribute if a.name == "axis"]
+        expected_step = params.w_step.numpy().reshape(-1)
+        if config.choices[0].form.w_granularity.value == "channel":
+            assert axis == [0] and scale.shape == expected_step.shape
+            # BN folded into the scales multiplies them by γ/σ > 0 (or leaves them).
+            assert np.all(scale > 0)
+        else:
+            assert axis == [] and scale.shape == ()
+            np.testing.assert_array_equal(scale.reshape(-1), expected_step)
+        quantize = quantize_by_scale[f"{name}.input_quantizer.scale"]
+        assert constants[quantize.input[1]] == params.a_step.numpy().reshape(())
+        a_zero_point = constants[quantize.input[2]]
+        assert int(a_zero_point) == int(params.a_zero_point.reshape(-1)[0])
+        assert a_zero_point.dtype == (np.uint8 if params.a_qmin >= 0 else np.int8)
+        storage = np.iinfo(a_zero_point.dtype)
+        producer = nodes.get(quantize.input[0])
+        if (params.a_qmin, params.a_qmax) != (storage.min, storage.max):
+            assert producer is not None and producer.op_type == "Clip"
+            step = np.float32(params.a_step.item())
+            low, high = (constants[n] for n in producer.input[1:3])
+            assert low == np.float32((params.a_qmin - int(a_zero_point)) * step)
+            assert high == np.float32((params.a_qmax - int(a_zero_point)) * step)
+
+
+def _check_export(model_name: str, image_size: int, form_text: str, tmp_path: Path) -> None:
+    supernet, images, labels = _supernet(model_name, image_size)
+    form = QuantForm.parse(form_text)
+    for label, config in _configs(supernet, form).items():
+        path = tmp_path / f"{label.replace('/', '-')}.onnx"
+        report = export_onnx(
+            supernet,
+            config,
+            path,
+            verify_images=images,
+            verify_labels=labels,
+            calibration_images=images[:256],
+        )
+        assert report.top1_agreement >= MIN_AGREEMENT, (label, report)
+        assert report.images == len(images) and report.onnx_bytes == path.stat().st_size
+        assert report.quantize_nodes == report.dequantize_nodes // 2 == len(config.choices)
+        exported = onnx.load(path)
+        # The BN statistics the export used: re-calibrate the same way for the expected scales.
+        with supernet.using(config):
+            calibrate_bn(supernet, images[:256])
+        _check_qdq_nodes(exported, supernet, config)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("model_name", sorted(FAST_MODELS))
+def test_onnx_export_agrees_with_pytorch(model_name: str, form: str, tmp_path: Path) -> None:
+    _check_export(model_name, FAST_MODELS[model_name], form, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", sorted(SLOW_MODELS))
+def test_onnx_export_of_torchvision_models(model_name: str, tmp_path: Path) -> None:
+    for form in FORMS:
+        _check_export(model_name, SLOW_MODELS[model_name], form, tmp_path)
+
+
+def test_batch_norm_folds_only_where_exact(tmp_path: Path) -> None:
+    supernet, images, _ = _supernet("tiny_convnet", 8)
+    channel = supernet.space.uniform(4, 4, QuantForm.parse("channel-sym-sym"))
+    tensor = supernet.space.uniform(4, 4, QuantForm.parse("tensor-sym-sym"))
+    folded = export_onnx(supernet, channel, tmp_path / "c.onnx", verify_images=images[:64])
+    assert (folded.folded_batch_norms, folded.kept_batch_norms) == (3, 0)
+    kept = export_onnx(supernet, tensor, tmp_path / "t.onnx", verify_images=images[:64])
+    assert (kept.folded_batch_norms, kept.kept_batch_norms) == (0, 3)
+    unfolded = export_onnx(
+        supernet, channel, tmp_path / "u.onnx", verify_images=images[:64], fold_batch_norm=False
+    )
+    assert (unfolded.folded_batch_norms, unfolded.kept_batch_norms) == (0, 3)
+    # Without folding, every per-channel scale is exactly the learned step.
+    model = onnx.load(tmp_path / "u.onnx")
+    constants = _constants(model)
+    layers = supernet.elastic_layers()
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0].endswith(".weight.integers"):
+            name = node.input[0].removesuffix(".weight.integers")
+            choice = channel.choices[list(layers).index(name)]
+            step = layers[name].quantizer.quant_params(choice).w_step.numpy()
+            np.testing.assert_array_equal(constants[node.input[1]], step)
+
+
+def test_full_precision_layers_stay_float(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    supernet = build_supernet(
+        "tiny_convnet", num_classes=10, in_channels=1, image_size=8, first_last="fp"
+    )
+    images, labels = _digits(8)
+    _train_full_precision(supernet, images, labels)
+    init_quantizers(supernet, images[:256])
+    config = supernet.space.uniform(4, 4, QuantForm.parse("tensor-asym-asym"))
+    report = export_onnx(
+        supernet, config, tmp_path / "fp.onnx", verify_images=images, calibration_images=images
+    )
+    assert report.top1_agreement >= MIN_AGREEMENT
+    assert report.quantize_nodes == len(config.choices) - 2
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 7, 8])
+def test_pack_bits_round_trips(bits: int) -> None:
+    values = np.random.default_rng(bits).integers(0, 1 << bits, size=1001)
+    values[:2] = (0, (1 << bits) - 1)
+    packed = pack_bits(values, bits)
+    assert packed.nbytes == -(-values.size * bits // 8)
+    assert np.array_equal(unpack_bits(packed, bits, values.size), values)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_packed_weights_unpack_to_the_quantized_weights(form: str, tmp_path: Path) -> None:
+    supernet, _, _ = _supernet("lenet5", 16)
+    for label, config in _configs(supernet, QuantForm.parse(form)).items():
+        path = tmp_path / f"{label.replace('/', '-')}.npz"
+        report = export_packed_weights(supernet, config, path)
+        assert report.file_bytes == path.stat().st_size < report.fp32_bytes
+        restored = load_packed_weights(path)
+        expected = quantize_layers(supernet, config)
+        layers = supernet.elastic_layers()
+        assert list(restored) == list(expected)
+        for name, layer in restored.items():
+            assert layer.integers is not None
+            assert np.array_equal(layer.integers, expected[name].weight_integers.numpy())
+            assert layer.integers.min() >= layer.qmin and layer.integers.max() <= layer.qmax
+            with supernet.using(config):
+                weight = layers[name].quantized_weight().detach().numpy()
+            np.testing.assert_array_equal(layer.dequantize(), weight)
+    # 4-bit weights take half a byte each, 8-bit ones a byte
+    four = export_packed_weights(
+        supernet, supernet.space.uniform(4, 4, QuantForm.parse(form)), tmp_path / "4.npz"
+    )
+    eight = export_packed_weights(
+        supernet, supernet.space.uniform(8, 8, QuantForm.parse(form)), tmp_path / "8.npz"
+    )
+    assert four.payload_bytes < 0.6 * eight.payload_bytes
+
+
+def test_unexportable_quantizer_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "n2uq" not in QUANTIZERS:
+        stand_in = type("N2uqStandIn", (LsqQuantizer,), {"name": "n2uq"})
+        monkeypatch.setitem(QUANTIZERS, "n2uq", stand_in)
+    supernet = build_supernet(
+        "tiny_convnet", num_classes=3, in_channels=1, quantizer="n2uq", w_bits=(2, 4), a_bits=(2, 4)
+    )
+    config = supernet.space.uniform(4, 4)
+    path = tmp_path / "n2uq.onnx"
+    with pytest.raises(ValueError, match=r"n2uq.*non-uniform"):
+        export_onnx(supernet, config, path, verify_images=torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="n2uq"):
+        export_packed_weights(supernet, config, tmp_path / "n2uq.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_requests_are_refused_and_write_nothing(tmp_path: Path) -> None:
+    supernet, images, _ = _supernet("tiny_convnet", 8)
+    config = supernet.space.uniform(4, 4)
+    with pytest.raises(ValueError, match="does not exist"):
+        export_onnx(supernet, config, tmp_path / "missing" / "m.onnx", verify_images=images)
+    with pytest.raises(ValueError, match="opset"):
+        export_onnx(supernet, config, tmp_path / "m.onnx", verify_images=images, opset=11)
+    too_short = SubnetConfig(config.choices[:-1])
+    with pytest.raises(ValueError, match="layer choices"):
+        export_onnx(supernet, too_short, tmp_path / "m.onnx", verify_images=images)
+    wide = build_supernet("tiny_convnet", num_classes=3, in_channels=1, w_bits=(4, 12))
+    with pytest.raises(ValueError, match="w_bits=12"):
+        export_onnx(wide, wide.space.uniform(12, 8), tmp_path / "w.onnx", verify_images=images[:4])
+    with pytest.raises(ValueError, match=r"\.npz"):
+        export_packed_weights(supernet, config, tmp_path / "w.bin")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    supernet, _, _ = _supernet("tiny_convnet", 8)
+    path = tmp_path_factory.mktemp("run") / "supernet.pt"
+    data = DataSpec(name="digits", holdout=100).to_dict()
+    save_supernet(path, supernet, data=data, train_config={"bn_images": 256})
+    return path
+
+
+def test_cli_exports_onnx_and_packed_weights(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model.onnx"
+    code = main(["export", "--supernet", str(checkpoint), "--uniform", "4/4", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file()
+    assert "top-1 agreement" in printed and "max |logit diff|" in printed and "ONNX file" in printed
+    config = tmp_path / "cfg.json"
+    supernet, _, _ = _supernet("tiny_convnet", 8)
+    config.write_text(
+        __import__("json").dumps(mixed_config(supernet, supernet.space.forms[0]).to_dict())
+    )
+    weights = tmp_path / "model.npz"
+    code = main(
+        [
+            "export",
+            "--supernet",
+            str(checkpoint),
+            "--config",
+            str(config),
+            "--out",
+            str(weights),
+            "--format",
+            "weights",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 0 and weights.is_file()
+    assert "FP32 size" in printed and "file on disk" in printed
+
+
+def test_cli_bad_input_exits_2_without_writing(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model.onnx"
+    base = ["export", "--supernet", str(checkpoint), "--out", str(out)]
+    for extra in (
+        [],
+        ["--uniform", "4/4", "--config", "x.json"],
+        ["--uniform", "9/9"],
+        ["--uniform", "4/4", "--form", "diagonal-sym-sym"],
+        ["--config", str(tmp_path / "missing.json")],
+        ["--uniform", "4/4", "--format", "weights"],
+    ):
+        assert main([*base, *extra]) == 2, extra
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and error.count("\n") == 1, error
+    assert (
+        main(
+            [
+                "export",
+                "--supernet",
+                str(tmp_path / "none.pt"),
+                "--uniform",
+                "4/4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    capsys.readouterr()
+    assert list(tmp_path.iterdir()) == []
