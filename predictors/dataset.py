@@ -119,29 +119,45 @@ def _tilted_choice(
     return result
 
 
+CANDIDATES_PER_TARGET = 16
+"""Configs drawn around each average-bit target; the one whose averages land nearest is kept."""
+
+
 def spread_sample(
     space: ElasticSpace, n: int, rng: np.random.Generator, *, forms: str = "global"
 ) -> ConfigBatch:
-    """``n`` subnets spread over the whole range of average bit widths.
+    """``n`` subnets spread evenly over the whole range of average bit widths.
 
     Each subnet draws a weight-bit target and an activation-bit target uniformly between the
-    space's smallest and largest bit widths, then each elastic layer's bits from the
-    max-entropy distribution over the space's bits with that mean — so layers still differ,
-    but the average bits are no longer piled up in the middle as with independent uniform
-    per-layer draws.
+    space's smallest and largest bit widths. Around them, :data:`CANDIDATES_PER_TARGET`
+    candidates draw each elastic layer's bits from the max-entropy distribution over the
+    space's bits with the target as mean, and the candidate whose parameter- and
+    input-weighted averages land nearest the targets is kept. Layers still differ, but the
+    averages are no longer piled up in the middle (independent uniform per-layer draws) nor
+    at the ends (one large layer deciding the average alone).
     """
     if forms not in FORM_DRAWS:
         raise ValueError(f"forms must be one of {', '.join(FORM_DRAWS)}; got {forms!r}")
-    w_targets = rng.uniform(min(space.w_bits), max(space.w_bits), n)
-    a_targets = rng.uniform(min(space.a_bits), max(space.a_bits), n)
+    k = CANDIDATES_PER_TARGET
+    w_low, w_high = min(space.w_bits), max(space.w_bits)
+    a_low, a_high = min(space.a_bits), max(space.a_bits)
+    w_targets = np.repeat(rng.uniform(w_low, w_high, n), k)
+    a_targets = np.repeat(rng.uniform(a_low, a_high, n), k)
     w_bits = _tilted_choice(space.w_bits, w_targets, space.n_layers, rng)
     a_bits = _tilted_choice(space.a_bits, a_targets, space.n_layers, rng)
     space_forms = np.asarray([ALL_FORMS.index(form) for form in space.forms], dtype=np.int64)
     shape = (n, 1) if forms == "global" else (n, space.n_layers)
-    form_index = np.broadcast_to(
-        space_forms[rng.integers(0, len(space_forms), shape)], (n, space.n_layers)
+    form_index = np.repeat(
+        np.broadcast_to(space_forms[rng.integers(0, len(space_forms), shape)], (n, space.n_layers)),
+        k,
+        axis=0,
     )
-    return ConfigBatch.from_arrays(space, w_bits, a_bits, form_index)
+    candidates = ConfigBatch.from_arrays(space, w_bits, a_bits, form_index)
+    w_miss = (costs.average_weight_bits(space, candidates) - w_targets) / max(1, w_high - w_low)
+    a_miss = (costs.average_activation_bits(space, candidates) - a_targets) / max(1, a_high - a_low)
+    distance = np.nan_to_num(w_miss**2 + a_miss**2).reshape(n, k)
+    chosen = np.arange(n) * k + distance.argmin(axis=1)
+    return candidates.take(chosen)
 
 
 def draw_configs(

@@ -49,6 +49,14 @@ def test_spread_sampling_covers_the_average_bit_range() -> None:
     assert per_layer_distinct > 0.5  # still mixed precision, not uniform subnets
 
 
+def test_spread_sampling_is_even_when_one_layer_holds_most_weights(space: ElasticSpace) -> None:
+    # fc1 holds 95 % of the elastic weights: its bits alone would decide the average
+    spread = draw_configs(space, 1200, seed=0, strategy="spread")
+    for column in (costs.average_weight_bits, costs.average_activation_bits):
+        counts, _ = np.histogram(column(space, spread), bins=np.arange(2.0, 8.01, 1.0))
+        assert (counts > 0.12 * 1200).all() and (counts < 0.22 * 1200).all(), counts
+
+
 def test_draws_are_distinct_seeded_and_prefix_stable(space: ElasticSpace) -> None:
     first = draw_configs(space, 700, seed=4)
     assert len(set(first.keys())) == 700
