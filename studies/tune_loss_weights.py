@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable
@@ -287,19 +286,32 @@ def format_report(result: TuneResult) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m studies.tune_loss_weights --config train.json --out runs/tune``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--config", help="base TrainConfig JSON")
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=3)
+DEFAULT_BASE = TrainConfig(model="lenet5", dataset="mnist5k", fp_epochs=10)
+"""The base of ``eqsearch study tune-loss`` without ``--config``: LeNet-5 on MNIST-5k, FP
+pretraining (shared by all trials) for 10 epochs."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of ``eqsearch study tune-loss``."""
+    parser.add_argument("--out", required=True, help="study directory (tuning.db, trials.csv)")
+    parser.add_argument("--config", help="base TrainConfig JSON (default: lenet5 on mnist5k)")
+    parser.add_argument("--trials", type=int, default=20, help="trials this worker runs")
+    parser.add_argument("--epochs", type=int, default=3, help="supernet epochs per trial")
     parser.add_argument("--objectives", default="single", choices=OBJECTIVES)
-    parser.add_argument("--storage")
+    parser.add_argument("--storage", help="SQLAlchemy URL (default: sqlite in --out)")
     parser.add_argument("--study-name", default=DEFAULT_STUDY_NAME)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (one per worker)")
+    parser.add_argument("--probe-mixed", type=int, default=4, help="mixed configs in the probes")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the tuning worker from parsed options and print the report."""
+    base = TrainConfig.from_json(args.config) if args.config else DEFAULT_BASE
+
+    def announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        value = trial.values if trial.values is not None else trial.state.name.lower()
+        print(f"trial {trial.number}: {value}", flush=True)
+
     result = tune_loss_weights(
         TuneConfig(
             base=base,
@@ -310,10 +322,19 @@ def main(argv: list[str] | None = None) -> None:
             storage=args.storage,
             study_name=args.study_name,
             seed=args.seed,
-        )
+            probe_mixed=args.probe_mixed,
+        ),
+        callbacks=[announce],
     )
     print(format_report(result))
-    print(json.dumps({"best": result.best_config.to_dict() if result.best_config else None}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m studies.tune_loss_weights --config train.json --out runs/tune``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    raise SystemExit(run_from_args(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

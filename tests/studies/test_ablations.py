@@ -59,7 +59,7 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError, match="parts"):
         AblationConfig(base=TINY, parts=("wdr", "dropout"))
     with pytest.raises(ValueError, match="bits"):
-        AblationConfig(base=TINY, bits=(2, 3))
+        AblationConfig(base=TINY, bits=(2, 3))  # 3 is not in TINY's space
 
 
 def test_variants_change_only_what_each_ablation_names() -> None:

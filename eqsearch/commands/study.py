@@ -1,0 +1,44 @@
+"""``eqsearch study``: the predictor comparison, loss-weight tuning and the paper's ablations."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import Any
+
+from eqsearch.commands.common import Parser
+
+# study name → (module in studies/, help); each module has add_arguments and run_from_args.
+STUDIES = {
+    "predictors": (
+        "studies.compare_predictors",
+        "k-fold comparison of every predictor backend on one samples file",
+    ),
+    "tune-loss": (
+        "studies.tune_loss_weights",
+        "Optuna tuning of the training loss weights (GPG λ, WDR, K_T, lr)",
+    ),
+    "ablations": (
+        "studies.ablations",
+        "EQ-Net's ablations (WDR, GPG, per-tensor steps, static QAT, schedules) as a report",
+    ),
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(STUDIES[args.study][0])
+    result: int = module.run_from_args(args)
+    return result
+
+
+def register(commands: argparse._SubParsersAction[Any]) -> None:
+    """Add ``study`` and its sub-commands."""
+    study = commands.add_parser("study", help="experiments: predictors, tune-loss, ablations")
+    studies = study.add_subparsers(dest="study", metavar="STUDY", parser_class=Parser)
+    studies.required = True
+    for name, (module_name, help_text) in STUDIES.items():
+        parser = studies.add_parser(name, help=help_text)
+        # The options live beside each study so that `python -m studies.X` and
+        # `eqsearch study X` accept the same ones.
+        importlib.import_module(module_name).add_arguments(parser)
+        parser.set_defaults(handler=_run)
