@@ -168,3 +168,13 @@ def test_splits_and_shards() -> None:
         SamplingConfig(n=3, shard=(2, 2))
     with pytest.raises(ValueError, match=r"SamplingConfig.strategy must be one of spread, uniform"):
         SamplingConfig(n=3, strategy="grid")
+
+
+def test_torchrun_ranks_pick_the_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    from predictors.dataset import shard_from_environment
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    assert shard_from_environment() == (2, 4)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert shard_from_environment() == (0, 1)
