@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from supernet.train import TrainConfig as TrainConfigType
 
 # Modules of eqsearch/commands/ with a `register(commands)` function, in help order.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("search", "export", "predictors", "study")
 
 # -- commands ------------------------------------------------------------------------------
 
@@ -248,6 +248,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     elif args.uniform:
         w_bits, a_bits = bits_pair(args.uniform)
         chosen = forms or [f for f in PAPER_FORMS if f in supernet.space.forms]
+        chosen = chosen or [supernet.space.forms[0]]  # e.g. N2UQ: channel-sym-asym only
         configs = [supernet.space.uniform(w_bits, a_bits, form) for form in chosen]
         frame = evaluate_configs(supernet, evaluation, configs)
         print_frame(console, frame, f"W{w_bits}/A{a_bits} on the {evaluation.split} split")
@@ -271,13 +272,6 @@ def _eval_forms(args: argparse.Namespace, space: ElasticSpaceType) -> list[Quant
     if args.form:
         return [space.check_form(QuantForm.parse(text)) for text in args.form.split(",")]
     return None
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    raise UsageError(
-        "the end-to-end demo is not yet available in this version; "
-        "see the README for the commands that are"
-    )
 
 
 # -- parser --------------------------------------------------------------------------------
@@ -312,9 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--json", help="also write the table as JSON")
     evaluate.set_defaults(handler=_cmd_eval)
-
-    demo = commands.add_parser("demo", help="the whole pipeline on embedded MNIST digits")
-    demo.set_defaults(handler=_cmd_demo)
 
     # Command groups that live in their own modules; each adds its subparsers.
     for module_name in COMMAND_MODULES:
