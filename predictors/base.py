@@ -27,8 +27,15 @@ PREDICTOR_VERSION = 1
 class Predictor(Protocol):
     """An accuracy predictor fit on ``<config, accuracy>`` samples of one space."""
 
-    name: str
-    space: ElasticSpace
+    @property
+    def name(self) -> str:
+        """The backend's registry name."""
+        ...
+
+    @property
+    def space(self) -> ElasticSpace:
+        """The space the predictor is fit on; configs of another space are refused."""
+        ...
 
     def fit(self, configs: Sequence[SubnetConfig], accuracies: npt.ArrayLike) -> Predictor:
         """Fit on measured accuracies (percent); returns self."""

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def _predictor_oracle(args: argparse.Namespace, space: ElasticSpace) -> Accuracy
             f"{path} was fitted on another space than {checkpoint}'s; fit one on its samples"
         )
     # BasePredictor implements the Predictor protocol (its name is a class variable)
-    return PredictorOracle(cast(Any, predictor))
+    return PredictorOracle(predictor)
 
 
 @contextmanager
