@@ -81,6 +81,8 @@ def _exportable_quantizer(name: str, layer: ElasticQuantLayer) -> LsqQuantizer:
 
 
 def _check_bits(name: str, choice: LayerChoice) -> None:
+    if choice.full_precision:
+        return
     for field_name, bits in (("w_bits", choice.w_bits), ("a_bits", choice.a_bits)):
         if bits > MAX_EXPORT_BITS:
             raise ValueError(

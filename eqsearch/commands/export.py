@@ -39,7 +39,7 @@ def register(commands: Any) -> None:
     add("--out", required=True, help="the file to write: model.onnx, or weights.npz")
     add("--format", default="onnx", choices=FORMATS, help="onnx (default) or packed weights")
     add("--opset", type=int, default=17, help="ONNX opset (>= 13)")
-    add("--no-fold-bn", action="store_true", help="keep every BN as its own node")
+    add("--fold-bn", action="store_true", help="fold BN into per-channel weight scales")
     add("--split", default="test", choices=("test", "holdout"), help="images to verify on")
     add("--data-root", help="override the data root stored in the checkpoint")
     add("--bn-images", type=int, help="BN re-calibration images")
@@ -142,7 +142,7 @@ def _export_onnx(
             verify_labels=evaluation.labels,
             calibration_images=evaluation.calibration_images,
             opset=args.opset,
-            fold_batch_norm=not args.no_fold_bn,
+            fold_batch_norm=args.fold_bn,
         )
     table.add_row("images checked", f"{report.images} ({evaluation.split} split)")
     table.add_row("top-1 agreement ORT vs PyTorch", f"{report.top1_agreement:.2f}%")

@@ -29,8 +29,9 @@ MIN_AGREEMENT = 99.5
 VERIFY_IMAGES = 800
 # Small models train briefly on the 8×8 digits (trained logits have margins; a random net's
 # near-ties flip on any last-bit difference); the torchvision ones run random at 32×32.
-FAST_MODELS = {"tiny_convnet": 8, "lenet5": 16, "resnet20": 8}
-TRAIN_STEPS = {"tiny_convnet": 100, "lenet5": 60, "resnet20": 200}
+FAST_MODELS = {"tiny_convnet": 8, "lenet5": 16}
+TRAINED_SLOW_MODELS = {"resnet20": 8}
+TRAIN_STEPS = {"tiny_convnet": 100, "lenet5": 60, "resnet20": 400}
 SLOW_MODELS = {"resnet18": 32, "mobilenet_v2": 32, "efficientnet_b0": 32, "resnet50": 32}
 
 
@@ -69,7 +70,7 @@ def _train_full_precision(
 def _supernet(model_name: str, image_size: int) -> tuple[Supernet, torch.Tensor, torch.Tensor]:
     """A supernet with calibrated quantizers and its verification images and labels."""
     torch.manual_seed(0)
-    if model_name in FAST_MODELS:
+    if model_name in TRAIN_STEPS:
         images, labels = _digits(image_size)
         supernet = build_supernet(model_name, num_classes=10, in_channels=1, image_size=image_size)
         _train_full_precision(supernet, images, labels, TRAIN_STEPS[model_name])
@@ -139,11 +140,9 @@ def _check_qdq_nodes(model: onnx.ModelProto, supernet: Supernet, config: SubnetC
         expected_step = params.w_step.numpy().reshape(-1)
         if config.choices[0].form.w_granularity.value == "channel":
             assert axis == [0] and scale.shape == expected_step.shape
-            # BN folded into the scales multiplies them by γ/σ > 0 (or leaves them).
-            assert np.all(scale > 0)
         else:
             assert axis == [] and scale.shape == ()
-            np.testing.assert_array_equal(scale.reshape(-1), expected_step)
+        np.testing.assert_array_equal(scale.reshape(-1), expected_step)
         quantize = quantize_by_scale[f"{name}.input_quantizer.scale"]
         assert constants[quantize.input[1]] == params.a_step.numpy().reshape(())
         a_zero_point = constants[quantize.input[2]]
@@ -159,7 +158,14 @@ def _check_qdq_nodes(model: onnx.ModelProto, supernet: Supernet, config: SubnetC
             assert high == np.float32((params.a_qmax - int(a_zero_point)) * step)
 
 
-def _check_export(model_name: str, image_size: int, form_text: str, tmp_path: Path) -> None:
+def _check_export(
+    model_name: str,
+    image_size: int,
+    form_text: str,
+    tmp_path: Path,
+    *,
+    check_agreement: bool = True,
+) -> None:
     supernet, images, labels = _supernet(model_name, image_size)
     form = QuantForm.parse(form_text)
     for label, config in _configs(supernet, form).items():
@@ -172,7 +178,8 @@ def _check_export(model_name: str, image_size: int, form_text: str, tmp_path: Pa
             verify_labels=labels,
             calibration_images=images[:256],
         )
-        assert report.top1_agreement >= MIN_AGREEMENT, (label, report)
+        if check_agreement:
+            assert report.top1_agreement >= MIN_AGREEMENT, (label, report)
         assert report.images == len(images) and report.onnx_bytes == path.stat().st_size
         assert report.quantize_nodes == report.dequantize_nodes // 2 == len(config.choices)
         exported = onnx.load(path)
@@ -189,23 +196,34 @@ def test_onnx_export_agrees_with_pytorch(model_name: str, form: str, tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("model_name", sorted(TRAINED_SLOW_MODELS))
+def test_onnx_export_of_deeper_models(model_name: str, form: str, tmp_path: Path) -> None:
+    _check_export(model_name, TRAINED_SLOW_MODELS[model_name], form, tmp_path)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name", sorted(SLOW_MODELS))
 def test_onnx_export_of_torchvision_models(model_name: str, tmp_path: Path) -> None:
+    # Untrained: their near-tied logits make top-1 agreement meaningless; the graph, the QDQ
+    # parameters and the run in ONNX Runtime are still checked.
     for form in FORMS:
-        _check_export(model_name, SLOW_MODELS[model_name], form, tmp_path)
+        _check_export(model_name, SLOW_MODELS[model_name], form, tmp_path, check_agreement=False)
 
 
 def test_batch_norm_folds_only_where_exact(tmp_path: Path) -> None:
     supernet, images, _ = _supernet("tiny_convnet", 8)
     channel = supernet.space.uniform(4, 4, QuantForm.parse("channel-sym-sym"))
     tensor = supernet.space.uniform(4, 4, QuantForm.parse("tensor-sym-sym"))
-    folded = export_onnx(supernet, channel, tmp_path / "c.onnx", verify_images=images[:64])
-    assert (folded.folded_batch_norms, folded.kept_batch_norms) == (3, 0)
-    kept = export_onnx(supernet, tensor, tmp_path / "t.onnx", verify_images=images[:64])
-    assert (kept.folded_batch_norms, kept.kept_batch_norms) == (0, 3)
-    unfolded = export_onnx(
-        supernet, channel, tmp_path / "u.onnx", verify_images=images[:64], fold_batch_norm=False
+    folded = export_onnx(
+        supernet, channel, tmp_path / "c.onnx", verify_images=images[:64], fold_batch_norm=True
     )
+    assert (folded.folded_batch_norms, folded.kept_batch_norms) == (3, 0)
+    kept = export_onnx(
+        supernet, tensor, tmp_path / "t.onnx", verify_images=images[:64], fold_batch_norm=True
+    )
+    assert (kept.folded_batch_norms, kept.kept_batch_norms) == (0, 3)
+    unfolded = export_onnx(supernet, channel, tmp_path / "u.onnx", verify_images=images[:64])
     assert (unfolded.folded_batch_norms, unfolded.kept_batch_norms) == (0, 3)
     # Without folding, every per-channel scale is exactly the learned step.
     model = onnx.load(tmp_path / "u.onnx")
