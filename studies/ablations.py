@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,13 +108,12 @@ def _variants(config: AblationConfig) -> dict[str, TrainConfig]:
 
 @dataclass
 class TrainedRun:
-    """A finished variant: its supernet, per-epoch history and training seconds."""
+    """A finished variant: its supernet and per-epoch history."""
 
     name: str
     config: TrainConfig
     supernet: Supernet
     history: list[dict[str, Any]]
-    seconds: float
 
 
 def _probe_recorder(bits: Sequence[int], bn_images: int) -> Callable[[EpochReport], None]:
@@ -143,8 +141,6 @@ def train_variant(
     Reruns of the study are cheap and an interrupted study continues where it stopped.
     """
     checkpoint_path = run_dir / CHECKPOINT_NAME
-    timing_path = run_dir / "seconds.json"
-    seconds = 0.0
     if checkpoint_path.exists():
         stored = load_checkpoint(checkpoint_path)
         same = TrainConfig.from_dict(stored.get("train_config") or {}) == config
@@ -153,13 +149,10 @@ def train_variant(
                 f"{checkpoint_path} holds a different setting of {name}; remove {run_dir} "
                 "or choose another --out"
             )
-        if timing_path.exists():
-            seconds = float(json.loads(timing_path.read_text())["seconds"])
         if int(stored.get("epoch", 0)) >= config.epochs:
             supernet, stored = load_supernet(checkpoint_path)
             supernet.eval()
-            return TrainedRun(name, config, supernet, list(stored.get("history", [])), seconds)
-    started = time.perf_counter()
+            return TrainedRun(name, config, supernet, list(stored.get("history", [])))
     result = train_supernet(
         config,
         run_dir,
@@ -167,9 +160,7 @@ def train_variant(
         progress=progress,
         on_epoch=_probe_recorder(bits, config.bn_images),
     )
-    seconds += time.perf_counter() - started
-    timing_path.write_text(json.dumps({"seconds": seconds}))
-    return TrainedRun(name, config, result.supernet, result.history, seconds)
+    return TrainedRun(name, config, result.supernet, result.history)
 
 
 # -- measurements --------------------------------------------------------------------------
@@ -311,7 +302,7 @@ def plot_guidance_curves(runs: Sequence[TrainedRun], bits: Sequence[int], path: 
     titles = [f"W{low}A{low}", f"W{high}A{high}", "average " + "-".join(map(str, bits))]
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for run in runs:
-        epochs = [entry["epoch"] + 1 for entry in run.history if f"probe_W{low}A{low}" in entry]
+        epochs = [entry["epoch"] for entry in run.history if f"probe_W{low}A{low}" in entry]
         entries = [entry for entry in run.history if f"probe_W{low}A{low}" in entry]
         series = [
             [entry[f"probe_W{low}A{low}"] for entry in entries],
@@ -452,9 +443,7 @@ def run_ablations(
     if "schedule" in config.parts:
         rows = {}
         for label, name in (("joint (EQ-Net)", "eqnet"), ("progressive (OQAT)", "progressive")):
-            row = _summary_row(accuracy[name], config.bits)
-            row["train seconds"] = runs[name].seconds
-            rows[label] = row
+            rows[label] = _summary_row(accuracy[name], config.bits)
         tables["schedule"] = pd.DataFrame.from_dict(rows, orient="index")
 
     markdown = format_report(config, tables, figures)
@@ -470,7 +459,7 @@ def run_ablations(
 
 def replace_name(run: TrainedRun, name: str) -> TrainedRun:
     """The same run under another label (for legends)."""
-    return TrainedRun(name, run.config, run.supernet, run.history, run.seconds)
+    return TrainedRun(name, run.config, run.supernet, run.history)
 
 
 _CAPTIONS = {

@@ -39,3 +39,8 @@ def test_quick_demo_writes_every_file(tmp_path, capsys) -> None:
     assert set(summary["searches"]) == {"pymoo", "deap"}
     assert set(summary["predictors"]) == {"mlp", "xgboost"}
     assert (out / "summary.md").read_text().startswith("# eqsearch demo")
+    assert sorted(p.name for p in (out / "export").iterdir()) == ["model.onnx", "weights.npz"]
+    export = summary["export"]
+    assert 0.0 <= export["top1_agreement"] <= 100.0 and export["images"] > 0
+    assert export["packed_bytes"] < export["fp32_bytes"]
+    assert export["onnx_bytes"] == (out / "export" / "model.onnx").stat().st_size

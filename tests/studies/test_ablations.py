@@ -52,7 +52,7 @@ def tiny_run() -> tuple[TrainedRun, object]:
     )
     init_quantizers(supernet, data.calibration_images(64))
     supernet.eval()
-    return TrainedRun("tiny", TINY, supernet, [], 0.0), data
+    return TrainedRun("tiny", TINY, supernet, []), data
 
 
 def test_config_validation() -> None:
