@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -231,15 +232,22 @@ def summarise(study: optuna.Study, tune: TuneConfig) -> TuneResult:
     importances: dict[str, float] = {}
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) >= 2:
-        target = None if tune.objectives == "single" else (lambda t: t.values[0])
+        # PED-ANOVA ranks parameters by how they reach *low* target values; the study
+        # maximises (the lowest-bit accuracy with two objectives), hence the minus.
+        def target(trial: optuna.trial.FrozenTrial) -> float:
+            return -float(trial.values[0])
+
         try:
-            importances = dict(
-                optuna.importance.get_param_importances(
-                    study,
-                    target=target,
-                    evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+            with warnings.catch_warnings():
+                # its reminder that it favours low targets: the minus above takes care of it
+                warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator")
+                importances = dict(
+                    optuna.importance.get_param_importances(
+                        study,
+                        target=target,
+                        evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                    )
                 )
-            )
         except (RuntimeError, ValueError):
             importances = {}
     best = _best_trial(study, tune.objectives)
