@@ -27,12 +27,26 @@ from supernet.quantizers import QUANTIZERS, LsqQuantizer
 FORMS = ("channel-sym-sym", "channel-asym-asym", "tensor-sym-sym", "tensor-asym-asym")
 MIN_AGREEMENT = 99.5
 VERIFY_IMAGES = 800
-# Small models train briefly on the 8×8 digits (trained logits have margins; a random net's
-# near-ties flip on any last-bit difference); the torchvision ones run random at 32×32.
+# Every model trains briefly on the digits first (trained logits have margins; a random net's
+# near-ties flip on any last-bit difference); the torchvision ones at 32×32.
 FAST_MODELS = {"tiny_convnet": 8, "lenet5": 16}
 TRAINED_SLOW_MODELS = {"resnet20": 8}
-TRAIN_STEPS = {"tiny_convnet": 100, "lenet5": 60, "resnet20": 400}
 SLOW_MODELS = {"resnet18": 32, "mobilenet_v2": 32, "efficientnet_b0": 32, "resnet50": 32}
+# Known gap: trained 150 steps and quantized post-training, EfficientNet-B0 and ResNet-50
+# agree with ONNX Runtime on only 98.9–100 % and 99.25–99.875 % of the images (max logit
+# differences 4–55, against 0.05–0.5 for ResNet-18): last-bit float differences flip low-bit
+# roundings and their deep stacks of quantized layers amplify them. The graph, the QDQ
+# parameters and the ORT run are checked; the ≥ 99.5 % agreement is not met yet.
+AGREEMENT_NOT_YET_MET = {"efficientnet_b0", "resnet50"}
+TRAIN_STEPS = {
+    "tiny_convnet": 100,
+    "lenet5": 60,
+    "resnet20": 400,
+    "resnet18": 150,
+    "mobilenet_v2": 150,
+    "efficientnet_b0": 150,
+    "resnet50": 150,
+}
 
 
 @cache
@@ -68,17 +82,12 @@ def _train_full_precision(
 
 @cache
 def _supernet(model_name: str, image_size: int) -> tuple[Supernet, torch.Tensor, torch.Tensor]:
-    """A supernet with calibrated quantizers and its verification images and labels."""
+    """A supernet trained briefly in full precision, with calibrated quantizers, and its
+    verification images and labels."""
     torch.manual_seed(0)
-    if model_name in TRAIN_STEPS:
-        images, labels = _digits(image_size)
-        supernet = build_supernet(model_name, num_classes=10, in_channels=1, image_size=image_size)
-        _train_full_precision(supernet, images, labels, TRAIN_STEPS[model_name])
-    else:
-        generator = torch.Generator().manual_seed(0)
-        images = torch.randn(96, 3, image_size, image_size, generator=generator)
-        labels = torch.randint(0, 10, (96,), generator=generator)
-        supernet = build_supernet(model_name, num_classes=10, image_size=image_size)
+    images, labels = _digits(image_size)
+    supernet = build_supernet(model_name, num_classes=10, in_channels=1, image_size=image_size)
+    _train_full_precision(supernet, images, labels, TRAIN_STEPS[model_name])
     init_quantizers(supernet, images[:256])
     return supernet, images, labels
 
@@ -205,10 +214,14 @@ def test_onnx_export_of_deeper_models(model_name: str, form: str, tmp_path: Path
 @pytest.mark.slow
 @pytest.mark.parametrize("model_name", sorted(SLOW_MODELS))
 def test_onnx_export_of_torchvision_models(model_name: str, tmp_path: Path) -> None:
-    # Untrained: their near-tied logits make top-1 agreement meaningless; the graph, the QDQ
-    # parameters and the run in ONNX Runtime are still checked.
     for form in FORMS:
-        _check_export(model_name, SLOW_MODELS[model_name], form, tmp_path, check_agreement=False)
+        _check_export(
+            model_name,
+            SLOW_MODELS[model_name],
+            form,
+            tmp_path,
+            check_agreement=model_name not in AGREEMENT_NOT_YET_MET,
+        )
 
 
 def test_batch_norm_folds_only_where_exact(tmp_path: Path) -> None:
@@ -397,3 +410,11 @@ def test_cli_bad_input_exits_2_without_writing(
     )
     capsys.readouterr()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_registered_model_has_an_export_test() -> None:
+    from supernet.models import MODELS
+
+    tested = set(FAST_MODELS) | set(TRAINED_SLOW_MODELS) | set(SLOW_MODELS)
+    assert tested == set(MODELS)
+    assert tested == set(TRAIN_STEPS)
