@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/quant_overhead.py --compare
+	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/n2uq_overhead.py --rounds 5
+	$(BIN)/python benchmarks/search_speed.py --repeats 3
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/predictor_speed.py --repeats 15
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
