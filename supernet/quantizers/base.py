@@ -119,6 +119,16 @@ class ElasticQuantizer(nn.Module):
             if (w == FULL_PRECISION_BITS) == (a == FULL_PRECISION_BITS)
         )
 
+    @property
+    def weight_bits(self) -> list[int]:
+        """The quantized weight bit widths this quantizer serves (full precision excluded)."""
+        return [b for b in self.spec.w_bits if b != FULL_PRECISION_BITS]
+
+    @property
+    def input_bits(self) -> list[int]:
+        """The quantized activation bit widths this quantizer serves."""
+        return [b for b in self.spec.a_bits if b != FULL_PRECISION_BITS]
+
     supported_granularities: ClassVar[tuple[Granularity, ...]] = (
         Granularity.CHANNEL,
         Granularity.TENSOR,

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from eqsearch.space import FULL_PRECISION_BITS, Granularity, LayerChoice
+from eqsearch.space import Granularity, LayerChoice
 from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
 from supernet.quantizers.clipping import integer_grid, search_step_sizes
 from supernet.quantizers.fake_quant import effective_zero_points, lsq_fake_quantize
@@ -116,16 +116,6 @@ class LsqQuantizer(ElasticQuantizer):
         self.register_buffer("calibrated", torch.tensor(False))
         self._input_signed = False
         self._handles: dict[LayerChoice, LsqHandle | None] = {}
-
-    @property
-    def weight_bits(self) -> list[int]:
-        """Weight bit widths this quantizer has parameters for."""
-        return [b for b in self.spec.w_bits if b != FULL_PRECISION_BITS]
-
-    @property
-    def input_bits(self) -> list[int]:
-        """Activation bit widths this quantizer has parameters for."""
-        return [b for b in self.spec.a_bits if b != FULL_PRECISION_BITS]
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args)

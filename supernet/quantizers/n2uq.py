@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from eqsearch.space import FULL_PRECISION_BITS, Granularity, LayerChoice
+from eqsearch.space import Granularity, LayerChoice
 from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
 from supernet.quantizers.clipping import search_step_sizes
 from supernet.quantizers.n2uq_ops import n2uq_activation, n2uq_weight
@@ -76,16 +76,6 @@ class N2uqQuantizer(ElasticQuantizer):
             self.input_log_widths[key] = nn.Parameter(torch.zeros(interval_count(bits)))
         self.register_buffer("calibrated", torch.tensor(False))
         self._handles: dict[LayerChoice, N2uqHandle | None] = {}
-
-    @property
-    def weight_bits(self) -> list[int]:
-        """Weight bit widths this quantizer serves (weights need no parameters)."""
-        return [b for b in self.spec.w_bits if b != FULL_PRECISION_BITS]
-
-    @property
-    def input_bits(self) -> list[int]:
-        """Activation bit widths this quantizer has parameters for."""
-        return [b for b in self.spec.a_bits if b != FULL_PRECISION_BITS]
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> N2uqQuantizer:
         self._handles.clear()  # parameters may be new objects after a device/dtype move
