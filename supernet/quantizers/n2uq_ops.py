@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from supernet.quantizers import n2uq_kernels
+
 CELLS_PER_BOUNDARY = 4
 """Cells of the CPU lookup grid per boundary: a cell then rarely holds more than one."""
 MAX_BOUNDARIES_PER_CELL = 4
@@ -67,7 +69,8 @@ def _grid_counts(x: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor | No
         return None
     before = torch.cumsum(per_cell, 0) - per_cell
     rank = torch.arange(count, device=boundaries.device) - before[boundary_cells]
-    in_cell = boundaries.new_full((crowding, cells + 2), float("inf"))
+    # NaN padding: no element compares >= it (+inf padding would count an infinite input).
+    in_cell = boundaries.new_full((crowding, cells + 2), float("nan"))
     in_cell[rank, boundary_cells] = boundaries
     flat = x.reshape(-1)
     position = torch.mul(flat, scale).add_(shift).clamp_(0, cells + 1)
@@ -112,6 +115,19 @@ def _bin_sums(spread: torch.Tensor, weights: torch.Tensor, bins: int) -> torch.T
     return sums.view(lanes, bins).sum(0)
 
 
+FUSED_KERNELS = True
+"""Use the compiled CPU kernels where they serve (tests switch this off to run the torch path)."""
+
+
+def _fused_kernels_serve(x: torch.Tensor) -> bool:
+    return (
+        FUSED_KERNELS
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and n2uq_kernels.available()
+    )
+
+
 class _N2uqActivation(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -127,9 +143,19 @@ class _N2uqActivation(torch.autograd.Function):
         widths = log_widths.detach().exp()
         start_value = start.detach()
         boundaries = (merged_boundaries(start_value, widths) * in_scale).to(x.dtype)
-        counts = boundary_counts(x, boundaries)
         levels = torch.arange(boundaries.numel() + 1, device=x.device) // 2
         outputs = (levels * out_scale + in_scale * start_value).to(x.dtype)
+        ctx.fused = False
+        if _fused_kernels_serve(x):
+            grid = n2uq_kernels.Grid(boundaries.numpy())
+            if grid.fits:
+                flat = x.detach().contiguous().reshape(-1)
+                result, count_array = n2uq_kernels.forward(flat.numpy(), grid, outputs.numpy())
+                ctx.fused = True
+                counts = torch.from_numpy(count_array)
+                ctx.save_for_backward(flat, counts, in_scale, out_scale, start_value, widths)
+                return torch.from_numpy(result).view(x.shape)
+        counts = boundary_counts(x, boundaries)
         ctx.save_for_backward(x, counts, in_scale, out_scale, start_value, widths)
         return outputs.index_select(0, counts.reshape(-1)).view(x.shape)
 
@@ -143,14 +169,25 @@ class _N2uqActivation(torch.autograd.Function):
         inner = out_scale / widths
         slope = torch.zeros(bins, dtype=widths.dtype, device=widths.device)
         slope[1 : 2 * n + 1] = (inner / in_scale).repeat_interleave(2)
-        flat_counts = counts.reshape(-1)
-        grad_x = slope.to(grad.dtype).index_select(0, flat_counts).view(grad.shape).mul_(grad)
-        if not any(ctx.needs_input_grad[1:]):
-            return grad_x, None, None, None, None
-        flat_grad = grad.reshape(-1).to(widths.dtype)
-        spread = _spread_bins(flat_counts, bins)
-        grad_sums = _bin_sums(spread, flat_grad, bins)
-        moment_sums = _bin_sums(spread, flat_grad * x.reshape(-1).to(widths.dtype), bins)
+        if ctx.fused:
+            flat_grad = grad.contiguous().reshape(-1).float()
+            grad_array, grad_sum_array, moment_sum_array = n2uq_kernels.backward(
+                flat_grad.numpy(), x.numpy(), counts.numpy(), slope.float().numpy()
+            )
+            grad_x = torch.from_numpy(grad_array).view(grad.shape)
+            if not any(ctx.needs_input_grad[1:]):
+                return grad_x, None, None, None, None
+            grad_sums = torch.from_numpy(grad_sum_array).to(widths.dtype)
+            moment_sums = torch.from_numpy(moment_sum_array).to(widths.dtype)
+        else:
+            flat_counts = counts.reshape(-1)
+            grad_x = slope.to(grad.dtype).index_select(0, flat_counts).view(grad.shape).mul_(grad)
+            if not any(ctx.needs_input_grad[1:]):
+                return grad_x, None, None, None, None
+            flat_grad = grad.reshape(-1).to(widths.dtype)
+            spread = _spread_bins(flat_counts, bins)
+            grad_sums = _bin_sums(spread, flat_grad, bins)
+            moment_sums = _bin_sums(spread, flat_grad * x.reshape(-1).to(widths.dtype), bins)
         grad_total = grad_sums.sum()
         per_interval = grad_sums[1 : 2 * n + 1].reshape(n, 2).sum(1)
         moment_interval = moment_sums[1 : 2 * n + 1].reshape(n, 2).sum(1)

@@ -211,7 +211,8 @@ def test_cpu_lookup_grid_equals_bucketize_and_falls_back_when_crowded() -> None:
     for bits in ALL_BITS:
         widths = torch.rand(interval_count(bits), generator=generator) + 0.01
         boundaries = merged_boundaries(torch.tensor([-1.0]), widths)
-        x = torch.cat([torch.randn(20000, generator=generator) * 30, boundaries])
+        infinities = torch.tensor([float("inf"), -float("inf")])
+        x = torch.cat([torch.randn(20000, generator=generator) * 30, boundaries, infinities])
         assert torch.equal(
             boundary_counts(x, boundaries).long(), torch.bucketize(x, boundaries, right=True)
         )

@@ -1,0 +1,220 @@
+"""Fused CPU kernels (numba) for N2UQ activations: one pass forward, one pass backward.
+
+The torch formulation in :mod:`supernet.quantizers.n2uq_ops` makes about ten passes over an
+activation in the forward and six in the backward (lookups, comparisons, two per-bin sums), each
+reading and writing the whole tensor; compiled loops do the same work in one pass each way. They
+serve contiguous float32 CPU tensors when numba is installed (a dependency of the package); the
+torch code stays the reference and the fallback, and the tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+ROWS = 2
+"""Boundaries one grid cell may hold: the forward compares an element with exactly this many."""
+FIRST_CELLS_PER_BOUNDARY = 4
+"""Grid resolution tried first; doubled (up to :data:`MAX_CELLS`) while a cell holds more."""
+MAX_CELLS = 1 << 16
+"""Above this the grid stops growing and the caller falls back to torch (very unequal widths)."""
+SUM_LANES = 4
+"""Interleaved copies of the per-bin sums: a run of elements in one bin (ReLU zeros, clipped
+values) then does not chain every add on the previous one."""
+MIN_ELEMENTS_PER_THREAD = 1 << 17
+"""Tensors smaller than this per thread run on fewer threads (a thread start costs more)."""
+
+
+_compiled: dict[str, Any] = {}
+
+
+def available() -> bool:
+    """Whether the compiled kernels can run here: numba importable (imported on first use)."""
+    if "forward" not in _compiled:
+        try:
+            import numba
+        except ImportError:  # pragma: no cover - numba is a dependency; torch is the fallback
+            return False
+        for name, function in (("forward", _forward_range), ("backward", _backward_range)):
+            _compiled[name] = numba.njit(cache=True, nogil=True, boundscheck=False)(function)
+    return True
+
+
+def _kernel(name: str) -> Any:
+    if not available():  # pragma: no cover - callers check available() first
+        raise RuntimeError("the N2UQ CPU kernels need numba")
+    return _compiled[name]
+
+
+class Grid:
+    """A uniform grid over sorted boundaries that finds ``#{boundaries ≤ x}`` in O(1).
+
+    A boundary in an earlier cell than an element is at most the element, one in a later cell
+    is above it (cells come from the same monotone float32 operations for both), so an element
+    adds to the count below its cell the comparisons with the at most :data:`ROWS` boundaries
+    of its own cell (padded with NaN).
+    """
+
+    def __init__(self, boundaries: np.ndarray) -> None:
+        self.boundaries = boundaries
+        count = boundaries.size
+        low, high = boundaries[0], boundaries[-1]
+        cells = FIRST_CELLS_PER_BOUNDARY * count
+        while True:
+            # float32 scalars: the kernel repeats exactly these operations per element.
+            self.scale = np.float32(cells) / (high - low) if high > low else np.float32(0.0)
+            self.shift = np.float32(1.0) - low * self.scale
+            self.top = np.float32(cells + 1)
+            boundary_cells = self.cells_of(boundaries)
+            per_cell = np.bincount(boundary_cells, minlength=cells + 2)
+            if per_cell.max() <= ROWS or cells * 2 > MAX_CELLS:
+                break
+            cells *= 2
+        self.fits = bool(per_cell.max() <= ROWS)
+        before = np.cumsum(per_cell) - per_cell
+        rank = np.arange(count) - before[boundary_cells]
+        # NaN padding: no element compares >= it (+inf padding would count an infinite input).
+        in_cell = np.full((ROWS, cells + 2), np.nan, dtype=np.float32)
+        if self.fits:
+            in_cell[rank, boundary_cells] = boundaries
+        self.before = before.astype(np.uint32)
+        self.first, self.second = np.ascontiguousarray(in_cell[0]), np.ascontiguousarray(in_cell[1])
+
+    def cells_of(self, values: np.ndarray) -> np.ndarray:
+        """The cell of each value (the kernel's arithmetic, vectorised with numpy)."""
+        position = values.astype(np.float32) * self.scale + self.shift
+        return np.clip(position, np.float32(0.0), self.top).astype(np.int64)
+
+
+def _forward_range(
+    x: Any,
+    before: Any,
+    first: Any,
+    second: Any,
+    scale: Any,
+    shift: Any,
+    top: Any,
+    levels: Any,
+    out: Any,
+    counts: Any,
+    begin: int,
+    end: int,
+) -> None:
+    zero = np.float32(0.0)
+    for index in range(begin, end):
+        value = x[index]
+        position = value * scale + shift
+        # max(zero, ·) keeps its first argument unless the second is larger, so NaN maps
+        # to cell 0 and the conversion below is always defined.
+        position = min(max(zero, position), top)
+        cell = np.uint32(position)
+        # Branch-free: which way each comparison goes is unpredictable.
+        count = np.uint32(
+            before[cell] + np.uint32(value >= first[cell]) + np.uint32(value >= second[cell])
+        )
+        counts[index] = count
+        out[index] = levels[count]
+
+
+def _backward_range(
+    grad: Any,
+    x: Any,
+    counts: Any,
+    slope: Any,
+    bins: int,
+    grad_x: Any,
+    sums: Any,
+    begin: int,
+    end: int,
+) -> None:
+    # sums[2·(lane·bins + m)] accumulates g and the next slot g·x: one cache line for both.
+    for index in range(begin, end):
+        count = np.uint32(counts[index])
+        value = grad[index]
+        grad_x[index] = slope[count] * value
+        slot = np.uint32(2 * ((index % SUM_LANES) * bins + count))
+        sums[slot] += value
+        sums[slot + 1] += value * x[index]
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _chunks(size: int) -> int:
+    return max(1, min(torch.get_num_threads(), size // MIN_ELEMENTS_PER_THREAD))
+
+
+def _run_chunks(kernel: Any, chunks: int, size: int, arguments: Any) -> None:
+    """``kernel(*arguments(chunk), begin, end)`` over ``chunks`` slices of ``range(size)``.
+
+    The kernels release the GIL, so Python threads run them side by side. Plain threads, not
+    numba's parallel mode: its OpenMP runtime is a second one beside torch's, and the two sets
+    of spinning threads on the same cores slowed a training step twentyfold.
+    """
+    bounds = [(chunk * size // chunks, (chunk + 1) * size // chunks) for chunk in range(chunks)]
+    if chunks == 1:
+        kernel(*arguments(0), *bounds[0])
+        return
+    global _pool
+    if _pool is None or _pool._max_workers < chunks:
+        _pool = ThreadPoolExecutor(max_workers=chunks, thread_name_prefix="n2uq")
+    futures = [
+        _pool.submit(functools.partial(kernel, *arguments(chunk), begin, end))
+        for chunk, (begin, end) in enumerate(bounds)
+    ]
+    for future in futures:
+        future.result()
+
+
+def forward(x: np.ndarray, grid: Grid, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs ``levels[m]`` and counts ``m = #{boundaries ≤ x}`` (uint16) of a flat float32 ``x``.
+
+    Args:
+        x: contiguous 1-D float32 array.
+        grid: the :class:`Grid` of the boundaries (``grid.fits`` must hold).
+        levels: float32 output per count, ``boundaries.size + 1`` values.
+    """
+    out = np.empty_like(x)
+    counts = np.empty(x.size, dtype=np.uint16)
+    arguments = (
+        x,
+        grid.before,
+        grid.first,
+        grid.second,
+        grid.scale,
+        grid.shift,
+        grid.top,
+        levels,
+        out,
+        counts,
+    )
+    _run_chunks(_kernel("forward"), _chunks(x.size), x.size, lambda chunk: arguments)
+    return out, counts
+
+
+def backward(
+    grad: np.ndarray, x: np.ndarray, counts: np.ndarray, slope: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``slope[m]·g`` per element and the per-count sums of ``g`` and ``g·x`` (float64).
+
+    Args:
+        grad, x: contiguous 1-D float32 arrays of one size.
+        counts: the counts that :func:`forward` returned for ``x``.
+        slope: float32 ``∂y/∂x`` per count (``bins`` values).
+    """
+    bins = slope.size
+    chunks = _chunks(x.size)
+    grad_x = np.empty_like(grad)
+    sums = np.zeros((chunks, SUM_LANES * bins * 2), dtype=np.float64)
+    _run_chunks(
+        _kernel("backward"),
+        chunks,
+        x.size,
+        lambda chunk: (grad, x, counts, slope, bins, grad_x, sums[chunk]),
+    )
+    per_bin = sums.reshape(chunks, SUM_LANES, bins, 2).sum(axis=(0, 1))
+    return grad_x, per_bin[:, 0], per_bin[:, 1]
