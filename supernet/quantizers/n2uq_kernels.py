@@ -5,16 +5,18 @@ activation in the forward and six in the backward (lookups, comparisons, two per
 reading and writing the whole tensor; compiled loops do the same work in one pass each way. They
 serve contiguous float32 CPU tensors when numba is installed (a dependency of the package); the
 torch code stays the reference and the fallback, and the tests hold the two equal.
+
+The kernels run on the calling thread. Splitting them over threads was tried and dropped: numba's
+parallel mode brings a second OpenMP runtime beside torch's, and Python threads compete with
+torch's spinning OpenMP workers for the same cores; on a 2-core machine either made a training
+step several times slower.
 """
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import torch
 
 ROWS = 2
 """Boundaries one grid cell may hold: the forward compares an element with exactly this many."""
@@ -25,8 +27,6 @@ MAX_CELLS = 1 << 16
 SUM_LANES = 4
 """Interleaved copies of the per-bin sums: a run of elements in one bin (ReLU zeros, clipped
 values) then does not chain every add on the previous one."""
-MIN_ELEMENTS_PER_THREAD = 1 << 17
-"""Tensors smaller than this per thread run on fewer threads (a thread start costs more)."""
 
 
 _compiled: dict[str, Any] = {}
@@ -141,35 +141,6 @@ def _backward_range(
         sums[slot + 1] += value * x[index]
 
 
-_pool: ThreadPoolExecutor | None = None
-
-
-def _chunks(size: int) -> int:
-    return max(1, min(torch.get_num_threads(), size // MIN_ELEMENTS_PER_THREAD))
-
-
-def _run_chunks(kernel: Any, chunks: int, size: int, arguments: Any) -> None:
-    """``kernel(*arguments(chunk), begin, end)`` over ``chunks`` slices of ``range(size)``.
-
-    The kernels release the GIL, so Python threads run them side by side. Plain threads, not
-    numba's parallel mode: its OpenMP runtime is a second one beside torch's, and the two sets
-    of spinning threads on the same cores slowed a training step twentyfold.
-    """
-    bounds = [(chunk * size // chunks, (chunk + 1) * size // chunks) for chunk in range(chunks)]
-    if chunks == 1:
-        kernel(*arguments(0), *bounds[0])
-        return
-    global _pool
-    if _pool is None or _pool._max_workers < chunks:
-        _pool = ThreadPoolExecutor(max_workers=chunks, thread_name_prefix="n2uq")
-    futures = [
-        _pool.submit(functools.partial(kernel, *arguments(chunk), begin, end))
-        for chunk, (begin, end) in enumerate(bounds)
-    ]
-    for future in futures:
-        future.result()
-
-
 def forward(x: np.ndarray, grid: Grid, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Outputs ``levels[m]`` and counts ``m = #{boundaries ≤ x}`` (uint16) of a flat float32 ``x``.
 
@@ -180,7 +151,7 @@ def forward(x: np.ndarray, grid: Grid, levels: np.ndarray) -> tuple[np.ndarray, 
     """
     out = np.empty_like(x)
     counts = np.empty(x.size, dtype=np.uint16)
-    arguments = (
+    _kernel("forward")(
         x,
         grid.before,
         grid.first,
@@ -191,8 +162,9 @@ def forward(x: np.ndarray, grid: Grid, levels: np.ndarray) -> tuple[np.ndarray, 
         levels,
         out,
         counts,
+        0,
+        x.size,
     )
-    _run_chunks(_kernel("forward"), _chunks(x.size), x.size, lambda chunk: arguments)
     return out, counts
 
 
@@ -207,14 +179,8 @@ def backward(
         slope: float32 ``∂y/∂x`` per count (``bins`` values).
     """
     bins = slope.size
-    chunks = _chunks(x.size)
     grad_x = np.empty_like(grad)
-    sums = np.zeros((chunks, SUM_LANES * bins * 2), dtype=np.float64)
-    _run_chunks(
-        _kernel("backward"),
-        chunks,
-        x.size,
-        lambda chunk: (grad, x, counts, slope, bins, grad_x, sums[chunk]),
-    )
-    per_bin = sums.reshape(chunks, SUM_LANES, bins, 2).sum(axis=(0, 1))
+    sums = np.zeros(SUM_LANES * bins * 2, dtype=np.float64)
+    _kernel("backward")(grad, x, counts, slope, bins, grad_x, sums, 0, x.size)
+    per_bin = sums.reshape(SUM_LANES, bins, 2).sum(axis=0)
     return grad_x, per_bin[:, 0], per_bin[:, 1]

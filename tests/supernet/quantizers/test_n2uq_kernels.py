@@ -77,7 +77,7 @@ def activation_and_gradients(
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
-@pytest.mark.parametrize("size", [1000, 3 * n2uq_kernels.MIN_ELEMENTS_PER_THREAD + 7])
+@pytest.mark.parametrize("size", [1000, 300_007])
 def test_fused_activation_equals_the_torch_path(bits: int, size: int) -> None:
     generator = torch.Generator().manual_seed(bits)
     n = interval_count(bits)
