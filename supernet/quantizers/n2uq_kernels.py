@@ -142,7 +142,10 @@ def _backward_range(
 
 
 def forward(x: np.ndarray, grid: Grid, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs ``levels[m]`` and counts ``m = #{boundaries ≤ x}`` (uint16) of a flat float32 ``x``.
+    """Outputs ``levels[m]`` and counts ``m = #{boundaries ≤ x}`` of a flat float32 ``x``.
+
+    The counts are uint8 up to 255 boundaries (7 bits), uint16 above: the backward reads them
+    back from memory, so their size is part of its cost.
 
     Args:
         x: contiguous 1-D float32 array.
@@ -150,7 +153,7 @@ def forward(x: np.ndarray, grid: Grid, levels: np.ndarray) -> tuple[np.ndarray, 
         levels: float32 output per count, ``boundaries.size + 1`` values.
     """
     out = np.empty_like(x)
-    counts = np.empty(x.size, dtype=np.uint16)
+    counts = np.empty(x.size, dtype=np.uint8 if levels.size <= 256 else np.uint16)
     _kernel("forward")(
         x,
         grid.before,
