@@ -39,7 +39,7 @@ def available() -> bool:
             import numba
         except ImportError:  # pragma: no cover - numba is a dependency; torch is the fallback
             return False
-        for name, function in (("forward", _forward_range), ("backward", _backward_range)):
+        for name, function in (("forward", _forward_kernel), ("backward", _backward_kernel)):
             _compiled[name] = numba.njit(cache=True, nogil=True, boundscheck=False)(function)
     return True
 
@@ -90,7 +90,7 @@ class Grid:
         return np.clip(position, np.float32(0.0), self.top).astype(np.int64)
 
 
-def _forward_range(
+def _forward_kernel(
     x: Any,
     before: Any,
     first: Any,
@@ -101,11 +101,9 @@ def _forward_range(
     levels: Any,
     out: Any,
     counts: Any,
-    begin: int,
-    end: int,
 ) -> None:
     zero = np.float32(0.0)
-    for index in range(begin, end):
+    for index in range(x.size):
         value = x[index]
         position = value * scale + shift
         # max(zero, ·) keeps its first argument unless the second is larger, so NaN maps
@@ -120,7 +118,7 @@ def _forward_range(
         out[index] = levels[count]
 
 
-def _backward_range(
+def _backward_kernel(
     grad: Any,
     x: Any,
     counts: Any,
@@ -128,11 +126,9 @@ def _backward_range(
     bins: int,
     grad_x: Any,
     sums: Any,
-    begin: int,
-    end: int,
 ) -> None:
     # sums[2·(lane·bins + m)] accumulates g and the next slot g·x: one cache line for both.
-    for index in range(begin, end):
+    for index in range(x.size):
         count = np.uint32(counts[index])
         value = grad[index]
         grad_x[index] = slope[count] * value
@@ -165,8 +161,6 @@ def forward(x: np.ndarray, grid: Grid, levels: np.ndarray) -> tuple[np.ndarray, 
         levels,
         out,
         counts,
-        0,
-        x.size,
     )
     return out, counts
 
@@ -184,6 +178,6 @@ def backward(
     bins = slope.size
     grad_x = np.empty_like(grad)
     sums = np.zeros(SUM_LANES * bins * 2, dtype=np.float64)
-    _kernel("backward")(grad, x, counts, slope, bins, grad_x, sums, 0, x.size)
+    _kernel("backward")(grad, x, counts, slope, bins, grad_x, sums)
     per_bin = sums.reshape(SUM_LANES, bins, 2).sum(axis=0)
     return grad_x, per_bin[:, 0], per_bin[:, 1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -20,7 +21,7 @@ from supernet.checkpoint import save_supernet
 from supernet.data import DataSpec, build_data
 from supernet.deploy import quantize_layers
 from supernet.elastic import Supernet
-from supernet.export import export_packed_weights, load_packed_weights
+from supernet.export import export_packed_weights, load_packed_weights, onnx_session
 from supernet.packed import pack_bits, unpack_bits
 from supernet.quantizers import QUANTIZERS, LsqQuantizer
 
@@ -32,12 +33,20 @@ VERIFY_IMAGES = 800
 FAST_MODELS = {"tiny_convnet": 8, "lenet5": 16}
 TRAINED_SLOW_MODELS = {"resnet20": 8}
 SLOW_MODELS = {"resnet18": 32, "mobilenet_v2": 32, "efficientnet_b0": 32, "resnet50": 32}
-# Known gap: trained 150 steps and quantized post-training, EfficientNet-B0 and ResNet-50
-# agree with ONNX Runtime on only 98.9–100 % and 99.25–99.875 % of the images (max logit
-# differences 4–55, against 0.05–0.5 for ResNet-18): last-bit float differences flip low-bit
-# roundings and their deep stacks of quantized layers amplify them. The graph, the QDQ
-# parameters and the ORT run are checked; the ≥ 99.5 % agreement is not met yet.
+# Known gap: trained 150 steps and quantized post-training, EfficientNet-B0 and ResNet-50 are
+# so sensitive that one activation rounded the other way moves their logits by up to 37 (one
+# 4-bit code of ResNet-50's layer1.1.conv3 in one image; PyTorch alone does the same). ONNX
+# Runtime's Conv, BatchNormalization, Sigmoid and GlobalAveragePool kernels differ from
+# PyTorch's in the last bits of 14–43 % of their outputs, which sends inputs within 3e-4 steps
+# of a rounding tie (1 to ~750 codes in 800 images) to the other side. Top-1 agreement then
+# lands anywhere in 98.9–100 % depending on which images hold such a tie, so it is not asserted
+# for them; instead every other code must match and, with PyTorch following ORT at the ties,
+# the logits too (the tie-aligned check).
 AGREEMENT_NOT_YET_MET = {"efficientnet_b0", "resnet50"}
+TIE_TOLERANCE = 1e-2
+"""Distance in steps from a rounding tie within which the two runtimes may round differently."""
+ALIGNED_MAX_LOGIT_DIFF = 1e-2
+"""Largest logit difference allowed once PyTorch has taken ONNX Runtime's side of every tie."""
 TRAIN_STEPS = {
     "tiny_convnet": 100,
     "lenet5": 60,
@@ -167,6 +176,80 @@ def _check_qdq_nodes(model: onnx.ModelProto, supernet: Supernet, config: SubnetC
             assert high == np.float32((params.a_qmax - int(a_zero_point)) * step)
 
 
+def _tie_aligned_run(
+    model: onnx.ModelProto, supernet: Supernet, config: SubnetConfig, images: torch.Tensor
+) -> tuple[float, float, int, int]:
+    """Compare ONNX Runtime with the subnet, letting PyTorch follow ORT's rounding at ties.
+
+    ORT reports every layer's input codes (QuantizeLinear outputs). Where PyTorch rounds a layer
+    input to another code and that input lies within ``TIE_TOLERANCE`` steps of a rounding tie,
+    the subnet continues with ORT's code; any other differing code is counted, not aligned.
+    The subnet must be in eval mode with the BN statistics of the export.
+
+    Returns:
+        ``(top1_agreement, max_logit_diff, tie_codes, other_mismatches)``.
+    """
+    quantizations = quantize_layers(supernet, config)
+    layers = supernet.elastic_layers()
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    quantize_by_scale = {n.input[1]: n for n in probe.graph.node if n.op_type == "QuantizeLinear"}
+    code_outputs = {
+        name: quantize_by_scale[f"{name}.input_quantizer.scale"].output[0] for name in layers
+    }
+    for output in code_outputs.values():
+        probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(output))
+    session = onnx_session(probe.SerializeToString())
+    batch_codes: dict[str, np.ndarray] = {}
+    counts = {"ties": 0, "other": 0}
+
+    def follow_ties(name: str) -> Any:
+        layer = layers[name]
+        quantization = quantizations[name]
+        step = np.float32(quantization.input_scale)
+        zero_point = quantization.input_zero_point
+
+        def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> Any:
+            x = args[0]
+            ours = layer.quantizer.quantize_input(x, layer.active.handle).numpy()
+            ours_codes = np.round(ours / step).astype(np.int64) + zero_point
+            theirs = batch_codes[name].astype(np.int64).reshape(ours_codes.shape)
+            differ = theirs != ours_codes
+            if not differ.any():
+                return None
+            scaled = x.numpy().astype(np.float64) / float(step)
+            near_tie = np.abs(scaled - np.floor(scaled) - 0.5) <= TIE_TOLERANCE
+            ties = differ & near_tie
+            counts["ties"] += int(ties.sum())
+            counts["other"] += int((differ & ~near_tie).sum())
+            aligned = x.clone()
+            values = ((theirs[ties] - zero_point) * step).astype(np.float32)
+            aligned[torch.from_numpy(ties)] = torch.from_numpy(values)
+            return (aligned,)
+
+        return hook
+
+    names = list(code_outputs)
+    onnx_logits, torch_logits = [], []
+    handles = [layers[name].register_forward_pre_hook(follow_ties(name)) for name in names]
+    try:
+        with supernet.using(config), torch.no_grad():
+            for batch in images.split(256):
+                outputs = session.run(
+                    ["logits", *code_outputs.values()], {"images": batch.float().numpy()}
+                )
+                batch_codes.update(zip(names, outputs[1:], strict=True))
+                onnx_logits.append(outputs[0])
+                torch_logits.append(supernet(batch).float().numpy())
+    finally:
+        for handle in handles:
+            handle.remove()
+    exported, reference = np.concatenate(onnx_logits), np.concatenate(torch_logits)
+    agreement = float((exported.argmax(1) == reference.argmax(1)).mean() * 100.0)
+    max_diff = float(np.abs(exported - reference).max())
+    return agreement, max_diff, counts["ties"], counts["other"]
+
+
 def _check_export(
     model_name: str,
     image_size: int,
@@ -196,6 +279,12 @@ def _check_export(
         with supernet.using(config):
             calibrate_bn(supernet, images[:256])
         _check_qdq_nodes(exported, supernet, config)
+        if not check_agreement:
+            assert not supernet.training
+            agreement, max_diff, ties, others = _tie_aligned_run(exported, supernet, config, images)
+            outcome = (label, agreement, max_diff, ties, others, report)
+            assert others == 0, outcome
+            assert agreement >= MIN_AGREEMENT and max_diff <= ALIGNED_MAX_LOGIT_DIFF, outcome
 
 
 @pytest.mark.parametrize("form", FORMS)
