@@ -137,7 +137,18 @@ def _backward_kernel(
         sums[slot + 1] += value * x[index]
 
 
-def forward(x: np.ndarray, grid: Grid, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def count_dtype(boundaries: int) -> type[np.unsignedinteger[Any]]:
+    """The counts' dtype for this many boundaries: uint8 up to 255, uint16 above."""
+    return np.uint8 if boundaries <= 255 else np.uint16
+
+
+def forward(
+    x: np.ndarray,
+    grid: Grid,
+    levels: np.ndarray,
+    out: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Outputs ``levels[m]`` and counts ``m = #{boundaries ≤ x}`` of a flat float32 ``x``.
 
     The counts are uint8 up to 255 boundaries (7 bits), uint16 above: the backward reads them
@@ -147,9 +158,11 @@ def forward(x: np.ndarray, grid: Grid, levels: np.ndarray) -> tuple[np.ndarray, 
         x: contiguous 1-D float32 array.
         grid: the :class:`Grid` of the boundaries (``grid.fits`` must hold).
         levels: float32 output per count, ``boundaries.size + 1`` values.
+        out: where to write the outputs (e.g. a torch tensor's memory); a new array if None.
+        counts: where to write the counts (of :func:`count_dtype`); a new array if None.
     """
-    out = np.empty_like(x)
-    counts = np.empty(x.size, dtype=np.uint8 if levels.size <= 256 else np.uint16)
+    out = np.empty_like(x) if out is None else out
+    counts = np.empty(x.size, dtype=count_dtype(levels.size - 1)) if counts is None else counts
     _kernel("forward")(
         x,
         grid.before,
@@ -166,7 +179,11 @@ def forward(x: np.ndarray, grid: Grid, levels: np.ndarray) -> tuple[np.ndarray, 
 
 
 def backward(
-    grad: np.ndarray, x: np.ndarray, counts: np.ndarray, slope: np.ndarray
+    grad: np.ndarray,
+    x: np.ndarray,
+    counts: np.ndarray,
+    slope: np.ndarray,
+    grad_x: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``slope[m]·g`` per element and the per-count sums of ``g`` and ``g·x`` (float64).
 
@@ -174,9 +191,10 @@ def backward(
         grad, x: contiguous 1-D float32 arrays of one size.
         counts: the counts that :func:`forward` returned for ``x``.
         slope: float32 ``∂y/∂x`` per count (``bins`` values).
+        grad_x: where to write ``slope[m]·g``; a new array if None.
     """
     bins = slope.size
-    grad_x = np.empty_like(grad)
+    grad_x = np.empty_like(grad) if grad_x is None else grad_x
     sums = np.zeros(SUM_LANES * bins * 2, dtype=np.float64)
     _kernel("backward")(grad, x, counts, slope, bins, grad_x, sums)
     per_bin = sums.reshape(SUM_LANES, bins, 2).sum(axis=0)

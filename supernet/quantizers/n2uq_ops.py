@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from supernet.quantizers import n2uq_kernels
@@ -115,6 +116,7 @@ def _bin_sums(spread: torch.Tensor, weights: torch.Tensor, bins: int) -> torch.T
     return sums.view(lanes, bins).sum(0)
 
 
+_TORCH_DTYPES = {np.uint8: torch.uint8, np.uint16: torch.uint16}
 FUSED_KERNELS = True
 """Use the compiled CPU kernels where they serve (tests switch this off to run the torch path)."""
 
@@ -150,11 +152,17 @@ class _N2uqActivation(torch.autograd.Function):
             grid = n2uq_kernels.Grid(boundaries.numpy())
             if grid.fits:
                 flat = x.detach().contiguous().reshape(-1)
-                result, count_array = n2uq_kernels.forward(flat.numpy(), grid, outputs.numpy())
+                # torch's allocator aligns to 64 bytes, numpy's to 16; oneDNN convolutions and
+                # the other ops that read these tensors are slower on the latter.
+                result = torch.empty_like(flat)
+                count_dtype = n2uq_kernels.count_dtype(boundaries.numel())
+                counts = torch.empty(flat.numel(), dtype=_TORCH_DTYPES[count_dtype])
+                n2uq_kernels.forward(
+                    flat.numpy(), grid, outputs.numpy(), out=result.numpy(), counts=counts.numpy()
+                )
                 ctx.fused = True
-                counts = torch.from_numpy(count_array)
                 ctx.save_for_backward(flat, counts, in_scale, out_scale, start_value, widths)
-                return torch.from_numpy(result).view(x.shape)
+                return result.view(x.shape)
         counts = boundary_counts(x, boundaries)
         ctx.save_for_backward(x, counts, in_scale, out_scale, start_value, widths)
         return outputs.index_select(0, counts.reshape(-1)).view(x.shape)
@@ -171,10 +179,15 @@ class _N2uqActivation(torch.autograd.Function):
         slope[1 : 2 * n + 1] = (inner / in_scale).repeat_interleave(2)
         if ctx.fused:
             flat_grad = grad.contiguous().reshape(-1).float()
-            grad_array, grad_sum_array, moment_sum_array = n2uq_kernels.backward(
-                flat_grad.numpy(), x.numpy(), counts.numpy(), slope.float().numpy()
+            flat_grad_x = torch.empty_like(flat_grad)
+            _, grad_sum_array, moment_sum_array = n2uq_kernels.backward(
+                flat_grad.numpy(),
+                x.numpy(),
+                counts.numpy(),
+                slope.float().numpy(),
+                grad_x=flat_grad_x.numpy(),
             )
-            grad_x = torch.from_numpy(grad_array).view(grad.shape)
+            grad_x = flat_grad_x.view(grad.shape)
             if not any(ctx.needs_input_grad[1:]):
                 return grad_x, None, None, None, None
             grad_sums = torch.from_numpy(grad_sum_array).to(widths.dtype)
