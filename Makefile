@@ -23,7 +23,7 @@ demo: $(STAMP)
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/quant_overhead.py --compare
 	$(BIN)/python benchmarks/train_step.py
-	$(BIN)/python benchmarks/n2uq_overhead.py --rounds 5
+	$(BIN)/python benchmarks/n2uq_overhead.py --rounds 9
 	$(BIN)/python benchmarks/search_speed.py --repeats 3
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/predictor_speed.py --repeats 15
 
