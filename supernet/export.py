@@ -25,6 +25,10 @@ from supernet.packed import (
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
 """Per-channel QuantizeLinear/DequantizeLinear (the ``axis`` attribute) needs opset 13."""
+TORCHSCRIPT_MAX_OPSET = 20
+"""Highest opset torch's TorchScript exporter writes; higher ones go through onnx's converter."""
+INT4_MAX_BITS = 4
+"""Layers with at most this many weight bits get INT4 storage with ``int4_weights=True``."""
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 
@@ -44,6 +48,7 @@ class ExportReport:
         folded_batch_norms, kept_batch_norms: BN layers folded into their conv / kept as nodes.
         quantize_nodes, dequantize_nodes: QuantizeLinear / DequantizeLinear nodes in the graph.
         opset: the ONNX opset.
+        int4_layers: layers whose weight integers are stored as INT4 (0 unless asked for).
     """
 
     path: Path
@@ -59,6 +64,7 @@ class ExportReport:
     quantize_nodes: int
     dequantize_nodes: int
     opset: int
+    int4_layers: int = 0
 
 
 def fp32_parameter_bytes(supernet: Supernet) -> int:
@@ -136,8 +142,9 @@ def export_onnx(
     verify_images: torch.Tensor,
     verify_labels: torch.Tensor | None = None,
     calibration_images: torch.Tensor | None = None,
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
     fold_batch_norm: bool = False,
+    int4_weights: bool = False,
     batch_size: int = 256,
 ) -> ExportReport:
     """Export the subnet ``config`` to ONNX and check it in ONNX Runtime.
@@ -160,6 +167,10 @@ def export_onnx(
     large, and low-bit activation grids turn such last-bit differences into whole steps: on
     4-bit subnets the folded export agreed with PyTorch less often, hence the default.
 
+    ``int4_weights=True`` stores the integers of layers with at most 4 weight bits as ONNX INT4
+    tensors (two a byte; DequantizeLinear reads INT4 from opset 21), which halves their size
+    on disk; the values, and so what the graph computes, stay the same.
+
     Args:
         supernet: the trained supernet.
         config: the subnet (validated against the space).
@@ -167,8 +178,10 @@ def export_onnx(
         verify_images: held-out images both runtimes classify (also fixes the input size).
         verify_labels: their labels, to report both accuracies (optional).
         calibration_images: images for BN re-calibration; None keeps the current statistics.
-        opset: ONNX opset (at least 13).
+        opset: ONNX opset (at least 13; at least 21 with ``int4_weights``). None: 17, or 21
+            with ``int4_weights``.
         fold_batch_norm: fold BN into per-channel weight scales where exact (see above).
+        int4_weights: INT4 storage for the weights of layers with at most 4 bits.
         batch_size: batch size of calibration and verification.
 
     Raises:
@@ -177,19 +190,30 @@ def export_onnx(
     """
     import onnx
 
-    from supernet.onnx_graph import count_nodes, fold_batch_norms
+    from supernet.onnx_graph import INT4_OPSET, count_nodes, fold_batch_norms, store_int4_weights
 
     path = Path(path)
     _check_output_path(path)
+    if opset is None:
+        opset = INT4_OPSET if int4_weights else DEFAULT_OPSET
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET} (per-channel QDQ); got {opset}")
+    if int4_weights and opset < INT4_OPSET:
+        raise ValueError(f"int4_weights needs opset >= {INT4_OPSET}; got {opset}")
     if len(verify_images) == 0:
         raise ValueError("export_onnx needs at least one verification image")
     if verify_labels is not None and len(verify_labels) != len(verify_images):
         raise ValueError("verify_labels must have one label per verification image")
     check_exportable(supernet)
     supernet.space.validate(config)
-    quantize_layers(supernet, config)  # fail on unexportable bits before any work
+    quantizations = quantize_layers(supernet, config)  # fail on unexportable bits first
+    int4_layers = {
+        name
+        for name, quantization in quantizations.items()
+        if int4_weights
+        and not quantization.choice.full_precision
+        and quantization.choice.w_bits <= INT4_MAX_BITS
+    }
     was_training = supernet.training
     try:
         with preserved_bn_state(supernet), supernet.using(config):
@@ -200,9 +224,17 @@ def export_onnx(
             deploy = build_deploy_model(supernet, config).cpu()
     finally:
         supernet.train(was_training)
-    model_bytes = _torchscript_export(deploy, verify_images[:1].float().cpu(), opset)
+    example = verify_images[:1].float().cpu()
+    model_bytes = _torchscript_export(deploy, example, min(opset, TORCHSCRIPT_MAX_OPSET))
     model = onnx.load_from_string(model_bytes)
+    if opset > TORCHSCRIPT_MAX_OPSET:
+        from onnx import version_converter
+
+        model = version_converter.convert_version(model, opset)
+        # The converter leaves inferred shapes of every intermediate tensor: optional, bulky.
+        del model.graph.value_info[:]
     folded, kept = fold_batch_norms(model, enabled=fold_batch_norm)
+    stored_int4 = store_int4_weights(model, int4_layers) if int4_layers else 0
     onnx.checker.check_model(model)
     model_bytes = model.SerializeToString()
     exported = onnx_logits(model_bytes, verify_images, batch_size=batch_size)
@@ -229,6 +261,7 @@ def export_onnx(
         quantize_nodes=count_nodes(model, "QuantizeLinear"),
         dequantize_nodes=count_nodes(model, "DequantizeLinear"),
         opset=opset,
+        int4_layers=stored_int4,
     )
 
 

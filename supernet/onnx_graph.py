@@ -132,3 +132,90 @@ def fold_batch_norms(model: Any, *, enabled: bool = True) -> tuple[int, int]:
                 folded += 1
         prune_unused(model)
     return folded, len(norms) - folded
+
+
+INT4_OPSET = 21
+"""DequantizeLinear reads INT4 tensors from opset 21 on."""
+WEIGHT_INTEGERS_SUFFIX = ".weight.integers"
+"""How the deploy graph names a quantized layer's weight integers."""
+
+
+def _constant_node_value(graph: Any, name: str) -> np.ndarray | None:
+    from onnx import numpy_helper
+
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return np.asarray(numpy_helper.to_array(_attribute(node, "value", None)))
+    return None
+
+
+def _pack_int4(values: np.ndarray) -> bytes:
+    """Two's-complement nibbles, two a byte, the first value in the low nibble (ONNX's INT4)."""
+    nibbles = values.astype(np.int64).reshape(-1) & 0x0F
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, 0)
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+
+
+def store_int4_weights(model: Any, layers: set[str]) -> int:
+    """Store the weight integers of ``layers`` as INT4 (in place; the model's opset ≥ 21).
+
+    Each such layer's DequantizeLinear reads its integers and zero point from INT4 tensors
+    (two values a byte) instead of int8; the values do not change, so neither does what the
+    graph computes. Returns the number of layers rewritten.
+
+    Raises:
+        ValueError: the opset is below 21, or a layer's integers or zero point do not fit
+            the 4-bit range [-8, 7].
+    """
+    from onnx import TensorProto, helper
+
+    opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < INT4_OPSET:
+        raise ValueError(f"INT4 weights need opset >= {INT4_OPSET}; the model has {opset}")
+    graph = _Graph(model.graph)
+    renames: list[tuple[Any, str, Any]] = []
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or not node.input[0].endswith(WEIGHT_INTEGERS_SUFFIX):
+            continue
+        layer = node.input[0][: -len(WEIGHT_INTEGERS_SUFFIX)]
+        integers = graph.constant(node.input[0])
+        if layer not in layers or integers is None:
+            continue
+        zero_point = np.zeros((), dtype=np.int8)
+        if len(node.input) > 2 and node.input[2]:
+            value = graph.constant(node.input[2])
+            if value is None:
+                value = _constant_node_value(model.graph, node.input[2])
+            if value is None:
+                raise ValueError(f"{layer}: the weight zero point is not a constant")
+            zero_point = value
+        for what, values in (("integers", integers), ("zero point", zero_point)):
+            if values.size and (values.min() < -8 or values.max() > 7):
+                raise ValueError(f"{layer}: weight {what} do not fit INT4 [-8, 7]")
+        weights = helper.make_tensor(
+            f"{layer}.weight.int4-pending",
+            TensorProto.INT4,
+            integers.shape,
+            _pack_int4(integers),
+            raw=True,
+        )
+        zeros = helper.make_tensor(
+            f"{layer}.weight.zero_point.int4",
+            TensorProto.INT4,
+            zero_point.shape,
+            _pack_int4(zero_point),
+            raw=True,
+        )
+        model.graph.initializer.extend([weights, zeros])
+        # extend() copies: rename the graph's own tensor later, not ``weights``.
+        renames.append((node, node.input[0], model.graph.initializer[-2]))
+        inputs = [weights.name, node.input[1], zeros.name]
+        del node.input[:]
+        node.input.extend(inputs)
+    prune_unused(model)
+    # The integers keep their name (``<layer>.weight.integers``) once the int8 tensor is gone.
+    for node, name, tensor in renames:
+        tensor.name = name
+        node.input[0] = name
+    return len(renames)

@@ -38,8 +38,13 @@ def register(commands: Any) -> None:
     add("--form", help="form of --uniform, e.g. channel-sym-sym (default: the first served)")
     add("--out", required=True, help="the file to write: model.onnx, or weights.npz")
     add("--format", default="onnx", choices=FORMATS, help="onnx (default) or packed weights")
-    add("--opset", type=int, default=17, help="ONNX opset (>= 13)")
+    add("--opset", type=int, help="ONNX opset (>= 13; default 17, or 21 with --int4-weights)")
     add("--fold-bn", action="store_true", help="fold BN into per-channel weight scales")
+    add(
+        "--int4-weights",
+        action="store_true",
+        help="store weights of layers with <= 4 bits as ONNX INT4 (opset >= 21)",
+    )
     add("--split", default="test", choices=("test", "holdout"), help="images to verify on")
     add("--data-root", help="override the data root stored in the checkpoint")
     add("--bn-images", type=int, help="BN re-calibration images")
@@ -86,6 +91,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--format weights writes an .npz file; got --out {args.out}")
     if args.format == "onnx" and out.suffix != ".onnx":
         raise UsageError(f"--format onnx writes an .onnx file; got --out {args.out}")
+    if args.format == "weights" and (args.int4_weights or args.opset is not None):
+        raise UsageError("--int4-weights and --opset go with --format onnx")
+    if args.int4_weights and args.opset is not None and args.opset < 21:
+        raise UsageError(f"--int4-weights needs --opset 21 or later; got {args.opset}")
     if not Path(args.supernet).is_file():
         raise UsageError(f"checkpoint not found: {args.supernet}")
     supernet, checkpoint = load_supernet(args.supernet)
@@ -143,6 +152,7 @@ def _export_onnx(
             calibration_images=evaluation.calibration_images,
             opset=args.opset,
             fold_batch_norm=args.fold_bn,
+            int4_weights=args.int4_weights,
         )
     table.add_row("images checked", f"{report.images} ({evaluation.split} split)")
     table.add_row("top-1 agreement ORT vs PyTorch", f"{report.top1_agreement:.2f}%")
@@ -155,6 +165,7 @@ def _export_onnx(
         "QuantizeLinear / DequantizeLinear", f"{report.quantize_nodes} / {report.dequantize_nodes}"
     )
     table.add_row("BN folded / kept", f"{report.folded_batch_norms} / {report.kept_batch_norms}")
+    table.add_row("opset / layers with INT4 weights", f"{report.opset} / {report.int4_layers}")
     table.add_row("FP32 parameters", _size(report.fp32_bytes))
     table.add_row("ONNX file", _size(report.onnx_bytes))
     console.print(table)

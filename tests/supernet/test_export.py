@@ -443,6 +443,11 @@ def test_cli_exports_onnx_and_packed_weights(
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file()
     assert "top-1 agreement" in printed and "max |logit diff|" in printed and "ONNX file" in printed
+    int4 = tmp_path / "int4.onnx"
+    arguments = ["export", "--supernet", str(checkpoint), "--uniform", "4/4", "--out", str(int4)]
+    assert main([*arguments, "--int4-weights"]) == 0
+    printed = capsys.readouterr().out
+    assert "INT4 weights" in printed and int4.stat().st_size < out.stat().st_size
     config = tmp_path / "cfg.json"
     supernet, _, _ = _supernet("tiny_convnet", 8)
     config.write_text(
@@ -467,6 +472,56 @@ def test_cli_exports_onnx_and_packed_weights(
     assert "FP32 size" in printed and "file on disk" in printed
 
 
+@pytest.mark.parametrize("form", FORMS)
+def test_int4_weights_store_the_same_integers_in_half_the_bytes(form: str, tmp_path: Path) -> None:
+    supernet, images, labels = _supernet("lenet5", FAST_MODELS["lenet5"])
+    config = mixed_config(supernet, QuantForm.parse(form))
+    low_bits = {
+        name
+        for name, quantization in quantize_layers(supernet, config).items()
+        if not quantization.choice.full_precision and quantization.choice.w_bits <= 4
+    }
+    assert low_bits and len(low_bits) < len(config.choices)  # some layers INT4, some not
+    reports = {}
+    for int4 in (False, True):
+        path = tmp_path / f"int4-{int4}.onnx"
+        reports[int4] = export_onnx(
+            supernet,
+            config,
+            path,
+            verify_images=images,
+            verify_labels=labels,
+            calibration_images=images[:256],
+            int4_weights=int4,
+        )
+    plain, packed = reports[False], reports[True]
+    assert (plain.opset, packed.opset) == (17, 21) and packed.int4_layers == len(low_bits)
+    # the same integers, so the same logits
+    assert packed.max_logit_diff == pytest.approx(plain.max_logit_diff, abs=1e-6)
+    assert packed.top1_agreement == plain.top1_agreement >= MIN_AGREEMENT
+    model = onnx.load(packed.path)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [21]
+    initializers = {t.name: t for t in model.graph.initializer}
+    quantizations = quantize_layers(supernet, config)
+    saved = 0
+    for name, quantization in quantizations.items():
+        if quantization.choice.full_precision:
+            continue
+        tensor = initializers[f"{name}.weight.integers"]
+        expected_type = onnx.TensorProto.INT4 if name in low_bits else onnx.TensorProto.INT8
+        assert tensor.data_type == expected_type, name
+        values = numpy_helper.to_array(tensor)
+        assert np.array_equal(values.astype(np.int64), quantization.weight_integers.numpy()), name
+        if name in low_bits:
+            saved += values.size - (values.size + 1) // 2
+    assert plain.onnx_bytes - packed.onnx_bytes >= saved * 0.95
+    with pytest.raises(ValueError, match="opset >= 21"):
+        export_onnx(
+            supernet, config, tmp_path / "x.onnx", verify_images=images, int4_weights=True, opset=17
+        )
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_cli_bad_input_exits_2_without_writing(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -479,6 +534,7 @@ def test_cli_bad_input_exits_2_without_writing(
         ["--uniform", "4/4", "--form", "diagonal-sym-sym"],
         ["--config", str(tmp_path / "missing.json")],
         ["--uniform", "4/4", "--format", "weights"],
+        ["--uniform", "4/4", "--int4-weights", "--opset", "17"],
     ):
         assert main([*base, *extra]) == 2, extra
         error = capsys.readouterr().err
