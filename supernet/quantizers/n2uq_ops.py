@@ -18,6 +18,9 @@ parameter gradient is a small function of two per-``m`` sums (of ``g`` and ``g·
 backward makes a few passes over the tensor however many levels there are. ``torch.bucketize``
 costs a binary search with unpredictable branches per element (30–90 ns on a CPU); on CPUs ``m``
 comes from a uniform cell grid over ``B`` instead (a table lookup and a comparison or two).
+For float32 CPU tensors the same computation runs as compiled one-pass kernels
+(:mod:`supernet.quantizers.n2uq_kernels`); the torch code here is their reference and serves
+GPUs, other dtypes and grids too crowded for the kernels.
 """
 
 from __future__ import annotations
