@@ -174,7 +174,7 @@ def store_int4_weights(model: Any, layers: set[str]) -> int:
     if opset < INT4_OPSET:
         raise ValueError(f"INT4 weights need opset >= {INT4_OPSET}; the model has {opset}")
     graph = _Graph(model.graph)
-    renames: list[tuple[Any, str, Any]] = []
+    renames: list[tuple[Any, str, str]] = []
     for node in model.graph.node:
         if node.op_type != "DequantizeLinear" or not node.input[0].endswith(WEIGHT_INTEGERS_SUFFIX):
             continue
@@ -208,14 +208,14 @@ def store_int4_weights(model: Any, layers: set[str]) -> int:
             raw=True,
         )
         model.graph.initializer.extend([weights, zeros])
-        # extend() copies: rename the graph's own tensor later, not ``weights``.
-        renames.append((node, node.input[0], model.graph.initializer[-2]))
+        renames.append((node, node.input[0], weights.name))
         inputs = [weights.name, node.input[1], zeros.name]
         del node.input[:]
         node.input.extend(inputs)
     prune_unused(model)
     # The integers keep their name (``<layer>.weight.integers``) once the int8 tensor is gone.
-    for node, name, tensor in renames:
-        tensor.name = name
+    pending = {tensor.name: tensor for tensor in model.graph.initializer}
+    for node, name, pending_name in renames:
+        pending[pending_name].name = name
         node.input[0] = name
     return len(renames)
