@@ -33,16 +33,18 @@ VERIFY_IMAGES = 800
 FAST_MODELS = {"tiny_convnet": 8, "lenet5": 16}
 TRAINED_SLOW_MODELS = {"resnet20": 8}
 SLOW_MODELS = {"resnet18": 32, "mobilenet_v2": 32, "efficientnet_b0": 32, "resnet50": 32}
-# Known gap: trained 150 steps and quantized post-training, EfficientNet-B0 and ResNet-50 are
-# so sensitive that one activation rounded the other way moves their logits by up to 37 (one
-# 4-bit code of ResNet-50's layer1.1.conv3 in one image; PyTorch alone does the same). ONNX
-# Runtime's Conv, BatchNormalization, Sigmoid and GlobalAveragePool kernels differ from
-# PyTorch's in the last bits of 14–43 % of their outputs, which sends inputs within 3e-4 steps
-# of a rounding tie (1 to ~750 codes in 800 images) to the other side. Top-1 agreement then
-# lands anywhere in 98.9–100 % depending on which images hold such a tie, so it is not asserted
-# for them; instead every other code must match and, with PyTorch following ORT at the ties,
-# the logits too (the tie-aligned check).
-AGREEMENT_NOT_YET_MET = {"efficientnet_b0", "resnet50"}
+# Quantized post-training only, EfficientNet-B0 and ResNet-50 are so sensitive that one
+# activation rounded the other way moves their logits by up to 37, and EfficientNet's 4-bit
+# and mixed subnets collapse (12–60 % accuracy), so their logits hold near-ties. ONNX Runtime's
+# Conv, BatchNormalization, Sigmoid and GlobalAveragePool differ from PyTorch's in the last bits
+# of 14–43 % of their outputs, which sends inputs within 3e-4 steps of a rounding tie to the
+# other side; top-1 agreement then landed at 98.9–100 %. Real exports come from
+# quantization-aware training, so these two models also train briefly on the tested subnets
+# (rounds over all of them; 20 rounds = 240 steps for EfficientNet, 10 for ResNet-50): their
+# agreement then reached 99.875–100 % and 100 %, accuracy 92–98 % (EfficientNet, all 12).
+QUANTIZED_TRAIN_ROUNDS = {"efficientnet_b0": 20, "resnet50": 10}
+TIE_ALIGNED_MODELS = {"efficientnet_b0", "resnet50"}
+"""Deep models whose export also passes the code-level check (see ``_tie_aligned_run``)."""
 TIE_TOLERANCE = 1e-2
 """Distance in steps from a rounding tie within which the two runtimes may round differently."""
 ALIGNED_MAX_LOGIT_DIFF = 1e-2
@@ -98,7 +100,29 @@ def _supernet(model_name: str, image_size: int) -> tuple[Supernet, torch.Tensor,
     supernet = build_supernet(model_name, num_classes=10, in_channels=1, image_size=image_size)
     _train_full_precision(supernet, images, labels, TRAIN_STEPS[model_name])
     init_quantizers(supernet, images[:256])
+    _train_quantized(supernet, images, labels, QUANTIZED_TRAIN_ROUNDS.get(model_name, 0))
     return supernet, images, labels
+
+
+def _train_quantized(
+    supernet: Supernet, images: torch.Tensor, labels: torch.Tensor, rounds: int
+) -> None:
+    """Quantization-aware steps on every tested subnet in turn, ``rounds`` times."""
+    configs = [
+        config for form in FORMS for config in _configs(supernet, QuantForm.parse(form)).values()
+    ]
+    generator = torch.Generator().manual_seed(1)
+    optimizer = torch.optim.Adam(supernet.parameters(), lr=1e-3)
+    supernet.train()
+    for _ in range(rounds):
+        for config in configs:
+            index = torch.randint(0, len(images), (64,), generator=generator)
+            with supernet.using(config):
+                loss = F.cross_entropy(supernet(images[index]), labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    supernet.eval()
 
 
 def mixed_config(supernet: Supernet, form: QuantForm) -> SubnetConfig:
@@ -256,7 +280,7 @@ def _check_export(
     form_text: str,
     tmp_path: Path,
     *,
-    check_agreement: bool = True,
+    tie_aligned: bool = False,
 ) -> None:
     supernet, images, labels = _supernet(model_name, image_size)
     form = QuantForm.parse(form_text)
@@ -270,8 +294,7 @@ def _check_export(
             verify_labels=labels,
             calibration_images=images[:256],
         )
-        if check_agreement:
-            assert report.top1_agreement >= MIN_AGREEMENT, (label, report)
+        assert report.top1_agreement >= MIN_AGREEMENT, (label, report)
         assert report.images == len(images) and report.onnx_bytes == path.stat().st_size
         assert report.quantize_nodes == report.dequantize_nodes // 2 == len(config.choices)
         exported = onnx.load(path)
@@ -279,7 +302,7 @@ def _check_export(
         with supernet.using(config):
             calibrate_bn(supernet, images[:256])
         _check_qdq_nodes(exported, supernet, config)
-        if not check_agreement:
+        if tie_aligned:
             assert not supernet.training
             agreement, max_diff, ties, others = _tie_aligned_run(exported, supernet, config, images)
             outcome = (label, agreement, max_diff, ties, others, report)
@@ -309,7 +332,7 @@ def test_onnx_export_of_torchvision_models(model_name: str, tmp_path: Path) -> N
             SLOW_MODELS[model_name],
             form,
             tmp_path,
-            check_agreement=model_name not in AGREEMENT_NOT_YET_MET,
+            tie_aligned=model_name in TIE_ALIGNED_MODELS,
         )
 
 
