@@ -149,12 +149,15 @@ def _constant_node_value(graph: Any, name: str) -> np.ndarray | None:
     return None
 
 
-def _pack_int4(values: np.ndarray) -> bytes:
-    """Two's-complement nibbles, two a byte, the first value in the low nibble (ONNX's INT4)."""
+def _int4_tensor(name: str, values: np.ndarray) -> Any:
+    """An INT4 TensorProto: two's-complement nibbles, two a byte, the first in the low nibble."""
+    from onnx import TensorProto, helper
+
     nibbles = values.astype(np.int64).reshape(-1) & 0x0F
     if nibbles.size % 2:
         nibbles = np.append(nibbles, 0)
-    return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+    packed = (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+    return helper.make_tensor(name, TensorProto.INT4, values.shape, packed, raw=True)
 
 
 def store_int4_weights(model: Any, layers: set[str]) -> int:
@@ -168,8 +171,6 @@ def store_int4_weights(model: Any, layers: set[str]) -> int:
         ValueError: the opset is below 21, or a layer's integers or zero point do not fit
             the 4-bit range [-8, 7].
     """
-    from onnx import TensorProto, helper
-
     opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if opset < INT4_OPSET:
         raise ValueError(f"INT4 weights need opset >= {INT4_OPSET}; the model has {opset}")
@@ -193,20 +194,8 @@ def store_int4_weights(model: Any, layers: set[str]) -> int:
         for what, values in (("integers", integers), ("zero point", zero_point)):
             if values.size and (values.min() < -8 or values.max() > 7):
                 raise ValueError(f"{layer}: weight {what} do not fit INT4 [-8, 7]")
-        weights = helper.make_tensor(
-            f"{layer}.weight.int4-pending",
-            TensorProto.INT4,
-            integers.shape,
-            _pack_int4(integers),
-            raw=True,
-        )
-        zeros = helper.make_tensor(
-            f"{layer}.weight.zero_point.int4",
-            TensorProto.INT4,
-            zero_point.shape,
-            _pack_int4(zero_point),
-            raw=True,
-        )
+        weights = _int4_tensor(f"{layer}.weight.int4-pending", integers)
+        zeros = _int4_tensor(f"{layer}.weight.zero_point.int4", zero_point)
         model.graph.initializer.extend([weights, zeros])
         renames.append((node, node.input[0], weights.name))
         inputs = [weights.name, node.input[1], zeros.name]
