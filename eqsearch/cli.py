@@ -7,7 +7,6 @@ import importlib
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -19,6 +18,7 @@ from eqsearch.commands.common import (
     Command,
     Parser,
     UsageError,
+    add_force_argument,
     bits_pair,
     int_list,
     load_config_argument,
@@ -144,7 +144,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _train_config(args: argparse.Namespace) -> TrainConfigType:
     from dataclasses import replace
 
-    from supernet.train import CHECKPOINT_NAME, TrainConfig
+    from supernet.train import TrainConfig
 
     overrides = {
         field: getattr(args, flag)
@@ -153,9 +153,10 @@ def _train_config(args: argparse.Namespace) -> TrainConfigType:
     }
     if args.resume:
         from supernet.checkpoint import load_checkpoint
+        from supernet.train import resumable_checkpoint, stored_train_config
 
-        stored = load_checkpoint(Path(args.out) / CHECKPOINT_NAME)
-        config = TrainConfig.from_dict(stored.get("train_config") or {})
+        path = resumable_checkpoint(args.out)
+        config = stored_train_config(load_checkpoint(path), path)
         changed = sorted(
             k for k in overrides if k != "device" and overrides[k] != getattr(config, k)
         )
@@ -184,8 +185,10 @@ def _start_distributed(device: str) -> bool:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from eqsearch.files import check_output_directory
     from supernet.train import TrainingDiverged, train_supernet
 
+    check_output_directory(args.out)
     config = _train_config(args)
     distributed = _start_distributed(config.device)
     try:
@@ -219,8 +222,11 @@ def _is_main_process() -> bool:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from eqsearch.files import atomic_write_text, check_output_file
     from supernet.evaluate import PAPER_FORMS, evaluate_configs, load_for_evaluation, uniform_table
 
+    if args.json:
+        check_output_file(args.json, kind="table", force=args.force, flag="--json")
     supernet, checkpoint, evaluation = load_for_evaluation(
         args.supernet,
         data_root=args.data_root,
@@ -262,7 +268,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"({len(evaluation.labels)} images)",
         )
     if args.json:
-        frame.to_json(args.json, orient="index", indent=2)
+        atomic_write_text(args.json, frame.to_json(orient="index", indent=2) + "\n")
     return EXIT_OK
 
 
@@ -305,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--bn-images", type=int, help="BN re-calibration images")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--json", help="also write the table as JSON")
+    add_force_argument(evaluate, "--json file")
     evaluate.set_defaults(handler=_cmd_eval)
 
     # Command groups that live in their own modules; each adds its subparsers.
@@ -322,14 +329,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Command = args.handler
         return handler(args)
     except (UsageError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as error:
+        # a full disk, a vanished directory, an I/O fault: the files finished before it
+        # are intact (every write is atomic); say what failed, no traceback
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
+        return EXIT_FAILURE
     except Exception:
         traceback.print_exc()
         return EXIT_FAILURE
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (multi-line messages of libraries are joined)."""
+    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    return text or type(error).__name__
 
 
 if __name__ == "__main__":

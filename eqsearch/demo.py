@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from eqsearch.errors import InputError
+from eqsearch.files import atomic_write_text, check_output_directory
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -93,7 +96,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *, console: Console) -> De
     ONNX (checked in ONNX Runtime) and packed integer weights. Prints rich tables and writes
     ``summary.json`` and ``summary.md``.
     """
-    from eqsearch.commands.search import front_table, generation_bar, verify_front, write_front
+    from eqsearch.commands.search import front_table, generation_bar, verify_front
     from eqsearch.engines import ENGINES, nsga2
     from eqsearch.problem import make_problem
     from predictors import (
@@ -107,7 +110,12 @@ def run_demo(out: str | Path, settings: DemoSettings, *, console: Console) -> De
     )
     from supernet.train import CHECKPOINT_NAME, TrainConfig, train_supernet
 
-    root = Path(out)
+    root = check_output_directory(out)
+    if root.is_dir() and any(root.iterdir()) and not (root / "run").is_dir():
+        raise InputError(
+            f"--out {root} holds files that are not an eqsearch demo's; give a new or empty "
+            "directory (a demo directory is reused: its trained supernet is kept)"
+        )
     run_dir = root / "run"
     seconds: dict[str, float] = {}
     checkpoint = run_dir / CHECKPOINT_NAME
@@ -189,7 +197,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *, console: Console) -> De
             front, tau = verify_front(front, measured_oracle, settings.verify)
         title = f"lenet5 / MNIST-5k: NSGA-II ({engine}), {chosen} predictor, W≤{settings.w_bits:g}"
         front = replace(front, info={**front.info, "title": title})
-        write_front(front, root / engine)
+        front.write(root / engine)
         fronts[engine] = front
         searches[engine] = {
             "seconds": search_seconds,
@@ -335,7 +343,7 @@ def _write_summary(demo: DemoResult, settings: DemoSettings, front_table: Any) -
         "searches": demo.searches,
         "export": demo.export,
     }
-    (demo.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(demo.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     lines = ["# eqsearch demo", "", "| engine | seconds | front | best acc. | Kendall τ |"]
     lines.append("|---|---|---|---|---|")
     for engine, row in demo.searches.items():
@@ -359,7 +367,7 @@ def _write_summary(demo: DemoResult, settings: DemoSettings, front_table: Any) -
             f"- FP32 weights {export['fp32_bytes']:,} B; model.onnx {export['onnx_bytes']:,} B; "
             f"weights.npz {export['packed_bytes']:,} B",
         ]
-    (demo.out / "summary.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(demo.out / "summary.md", "\n".join(lines) + "\n")
 
 
 def _markdown(frame: Any) -> list[str]:

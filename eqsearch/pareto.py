@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -14,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from eqsearch import costs
+from eqsearch.errors import InputError
+from eqsearch.files import atomic_write_bytes, atomic_write_text, atomic_writer, read_json
 from eqsearch.space import ConfigBatch, ElasticSpace, SubnetConfig
 
 if TYPE_CHECKING:
@@ -24,6 +27,11 @@ BoolArray = npt.NDArray[np.bool_]
 
 FORMAT_NAME = "eqsearch-pareto"
 FORMAT_VERSION = 1
+READABLE_VERSIONS = (1,)
+"""Format versions :meth:`ParetoFront.from_json` reads."""
+FRONT_FILES = ("pareto.json", "pareto.csv", "pareto.png")
+"""The files of a front written by :meth:`ParetoFront.write`, the JSON first."""
+FILES_KEY = "files"
 MEASURED_COLUMN = "measured_accuracy"
 
 
@@ -247,46 +255,125 @@ class ParetoFront:
 
     def to_json(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON atomically; ``eqsearch eval --config path#i`` reads it."""
-        return _atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return atomic_write_text(path, self._json_text())
 
     def to_csv(self, path: str | Path) -> Path:
         """Write :meth:`to_frame` as CSV (atomically)."""
-        return _atomic_write(path, self.to_frame().to_csv(index_label="index"))
+        return atomic_write_text(path, self._csv_text())
+
+    def _json_text(self, files: Mapping[str, str] | None = None) -> str:
+        payload = self.to_dict()
+        if files is not None:
+            payload[FILES_KEY] = dict(files)
+        return json.dumps(payload, indent=2) + "\n"
+
+    def _csv_text(self) -> str:
+        text: str = self.to_frame().to_csv(index_label="index")
+        return text
+
+    def write(self, directory: str | Path) -> list[Path]:
+        """Write ``pareto.json``, ``pareto.csv`` and ``pareto.png`` into ``directory`` as one set.
+
+        The three files are written in full and fsync'd under temporary names first (a full
+        disk or an interrupt then leaves the previous set as it was). Then the previous
+        ``pareto.json`` is removed, the CSV and the PNG are renamed into place, and the new
+        ``pareto.json`` comes last: a directory never holds a ``pareto.json`` beside files of
+        another run. The JSON records the SHA-256 of its CSV and PNG (:func:`read_front`
+        checks them).
+
+        Returns:
+            the paths of the JSON, CSV and PNG files.
+        """
+        from contextlib import ExitStack
+
+        out = Path(directory)
+        json_path, csv_path, png_path = (out / name for name in FRONT_FILES)
+        csv_bytes = self._csv_text().encode("utf-8")
+        png_bytes = self._plot_png()
+        files = {
+            csv_path.name: hashlib.sha256(csv_bytes).hexdigest(),
+            png_path.name: hashlib.sha256(png_bytes).hexdigest(),
+        }
+        json_bytes = self._json_text(files).encode("utf-8")
+        with ExitStack() as stack:
+            # entered JSON first so that it is renamed last, after the CSV and the PNG
+            streams = [
+                (stack.enter_context(atomic_writer(path)), data)
+                for path, data in (
+                    (json_path, json_bytes),
+                    (png_path, png_bytes),
+                    (csv_path, csv_bytes),
+                )
+            ]
+            for stream, data in streams:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            json_path.unlink(missing_ok=True)
+        return [json_path, csv_path, png_path]
 
     @classmethod
     def from_json(cls, path: str | Path, space: ElasticSpace) -> ParetoFront:
-        """Read a front written by :meth:`to_json` (configs validated against ``space``)."""
-        data = json.loads(Path(path).read_text())
+        """Read a front written by :meth:`to_json` or :meth:`write`.
+
+        Raises:
+            InputError: the file is not an eqsearch Pareto front of a version this eqsearch
+                reads, was searched on another space than ``space``, or is malformed; or a
+                config is not in ``space``.
+        """
+        data = read_json(path, what="Pareto front file")
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path} is not an eqsearch Pareto front file")
-        objectives = tuple(
-            FrontObjective(o["name"], o["direction"], o.get("label", o["name"]))
-            for o in data["objectives"]
-        )
-        entries = data["configs"]
-        batch = space.batch([SubnetConfig.from_dict(entry["config"]) for entry in entries])
-        values = np.asarray(
-            [[entry[o.name] for o in objectives] for entry in entries], dtype=np.float64
-        ).reshape(len(entries), len(objectives))
-        measured = None
-        if any(MEASURED_COLUMN in entry for entry in entries):
-            measured = np.asarray([entry.get(MEASURED_COLUMN, np.nan) for entry in entries])
-        reference = {k: np.asarray(v, dtype=np.float64) for k, v in data["reference"].items()}
-        return cls(
-            batch,
-            objectives,
-            values,
-            reference=reference,
-            measured=measured,
-            info=data.get("info", {}),
-        )
+            raise InputError(f"{path} is not an eqsearch Pareto front file")
+        if data.get("version") not in READABLE_VERSIONS:
+            readable = ", ".join(map(str, READABLE_VERSIONS))
+            raise InputError(
+                f"{path} has Pareto front format version {data.get('version')!r}; this "
+                f"eqsearch reads version {readable}"
+            )
+        fingerprint = data.get("space_fingerprint")
+        if fingerprint != space.fingerprint:
+            raise InputError(
+                f"{path} was searched on another space (fingerprint {fingerprint!r}) than this "
+                f"supernet's ({space.fingerprint}); search this supernet with eqsearch nsga"
+            )
+        try:
+            objectives = tuple(
+                FrontObjective(str(o["name"]), str(o["direction"]), str(o.get("label", o["name"])))
+                for o in data["objectives"]
+            )
+            entries = data["configs"]
+            configs = [SubnetConfig.from_dict(entry["config"]) for entry in entries]
+            values = np.asarray(
+                [[float(entry[o.name]) for o in objectives] for entry in entries],
+                dtype=np.float64,
+            ).reshape(len(entries), len(objectives))
+            measured = None
+            if any(MEASURED_COLUMN in entry for entry in entries):
+                measured = np.asarray(
+                    [float(entry.get(MEASURED_COLUMN, np.nan)) for entry in entries]
+                )
+            reference = {
+                str(k): np.asarray(v, dtype=np.float64) for k, v in data["reference"].items()
+            }
+            info = dict(data.get("info", {}))
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise InputError(f"{path} is not a valid Pareto front file ({error})") from None
+        try:
+            batch = space.batch(configs)
+        except ValueError as error:
+            raise InputError(f"{path}: {error}") from None
+        return cls(batch, objectives, values, reference=reference, measured=measured, info=info)
 
     def plot(self, path: str | Path, *, x: str | None = None, y: str | None = None) -> Path:
         """Save a PNG: every evaluated config, the front, and the uniform-bit references.
 
         ``y`` defaults to the first objective and ``x`` to the second (the first when there is
-        only one).
+        only one). The file is written atomically.
         """
+        return atomic_write_bytes(path, self._plot_png(x=x, y=y))
+
+    def _plot_png(self, *, x: str | None = None, y: str | None = None) -> bytes:
+        """The plot of :meth:`plot` as PNG bytes."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -363,25 +450,31 @@ class ParetoFront:
         axes.grid(True, alpha=0.3)
         axes.legend(fontsize=7, loc="lower right")
         figure.tight_layout()
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp.png")
-        figure.savefig(temporary)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
         plt.close(figure)
-        os.replace(temporary, target)
-        return target
+        return buffer.getvalue()
 
 
-def _atomic_write(path: str | Path, text: str) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return target
+def read_front(directory: str | Path, space: ElasticSpace) -> ParetoFront:
+    """The front in ``directory/pareto.json``, after checking that its CSV and PNG beside it
+    (where present) are the ones written with it.
+
+    Raises:
+        InputError: see :meth:`ParetoFront.from_json`, or a file of the set belongs to another
+            run (an interrupted write, or a file edited since).
+    """
+    out = Path(directory)
+    json_path = out / FRONT_FILES[0]
+    front = ParetoFront.from_json(json_path, space)
+    data = read_json(json_path, what="Pareto front file")
+    for name, digest in dict(data.get(FILES_KEY) or {}).items():
+        sibling = out / str(name)
+        if not sibling.is_file():
+            continue
+        if hashlib.sha256(sibling.read_bytes()).hexdigest() != digest:
+            raise InputError(
+                f"{sibling} is not the file written with {json_path} (an interrupted write or "
+                "an edit); rerun eqsearch nsga to write the set again"
+            )
+    return front

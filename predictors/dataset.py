@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -17,9 +19,18 @@ import numpy as np
 import numpy.typing as npt
 
 from eqsearch import costs
+from eqsearch.errors import InputError
+from eqsearch.files import (
+    atomic_write_text,
+    check_output_file,
+    exclusive_writer,
+    parse_json,
+    read_json,
+    read_text,
+    sniff_kind,
+)
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, SubnetConfig
-from predictors.base import atomic_write_text
 
 SAMPLE_COLUMNS = ("index", "config", "w_bits", "a_bits", "bitops", "w_comp", "accuracy", "seconds")
 """Columns of a samples file: position in the seeded draw, config JSON, average weight and
@@ -72,6 +83,41 @@ class SamplingConfig:
             raise ValueError(
                 f"SamplingConfig.shard must be (i, n) with 0 <= i < n; got {self.shard!r}"
             )
+
+
+@dataclass(frozen=True)
+class SampleSource:
+    """What measured the rows of a samples file: the supernet (by content) and the scoring.
+
+    Args:
+        supernet_sha256: SHA-256 of the checkpoint file (another epoch is another supernet).
+        supernet: the checkpoint's path when sampled (for messages only).
+        split, bn_images, holdout: the scoring images (see :func:`sample_subnets`).
+    """
+
+    supernet_sha256: str
+    supernet: str = ""
+    split: str = "holdout"
+    bn_images: int | None = None
+    holdout: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of the fields."""
+        return dataclasses.asdict(self)
+
+    def same_measurement(self, other: SampleSource) -> bool:
+        """Whether rows measured under ``other`` may share a file with these (the path may
+        differ; the supernet's content and the scoring may not)."""
+        return dataclasses.replace(other, supernet=self.supernet) == self
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in blocks (the identity of a supernet checkpoint)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -230,10 +276,61 @@ def read_samples_space(samples_csv: str | Path) -> ElasticSpace | None:
     sidecar = space_path(samples_csv)
     if not sidecar.is_file():
         return None
+    data = read_json(sidecar, what="space file")
     try:
-        return ElasticSpace.from_json(sidecar.read_text(encoding="utf-8"))
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{sidecar} is not a space file: {error}") from None
+        return ElasticSpace.from_dict(data)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InputError(f"{sidecar} is not a space file: {error}") from None
+
+
+SOURCE_FORMAT = "eqsearch-samples-source"
+
+
+def source_path(samples_csv: str | Path) -> Path:
+    """The sidecar recording what measured a samples (or shard) file: ``<name>.source.json``."""
+    path = Path(samples_csv)
+    return path.with_name(f"{path.stem}.source.json")
+
+
+def read_samples_source(samples_csv: str | Path) -> tuple[SampleSource, dict[str, Any]] | None:
+    """The source and drawing settings recorded beside a samples file (None: no sidecar)."""
+    sidecar = source_path(samples_csv)
+    if not sidecar.is_file():
+        return None
+    data = read_json(sidecar, what="samples source file")
+    try:
+        if data.get("format") != SOURCE_FORMAT:
+            raise ValueError("not a samples source file")
+        source = SampleSource(**data["source"])
+        settings = dict(data["settings"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise InputError(f"{sidecar} is not a samples source file ({error})") from None
+    return source, settings
+
+
+def _draw_settings(config: SamplingConfig) -> dict[str, Any]:
+    return {"n": config.n, "seed": config.seed, "strategy": config.strategy, "forms": config.forms}
+
+
+def _record_source(path: Path, source: SampleSource, settings: dict[str, Any]) -> None:
+    """Record (or check) what measured the rows of ``path``."""
+    stored = read_samples_source(path)
+    if stored is not None:
+        stored_source, stored_settings = stored
+        if not stored_source.same_measurement(source):
+            raise InputError(
+                f"{path} holds subnets measured on another supernet or with other scoring "
+                f"images ({stored_source.supernet or 'unknown'}, split {stored_source.split}); "
+                "use another --out"
+            )
+        if stored_settings != settings:
+            raise InputError(
+                f"{path} was drawn with other settings ({stored_settings}); use another --out "
+                "or the original settings"
+            )
+        return
+    payload = {"format": SOURCE_FORMAT, "source": source.to_dict(), "settings": settings}
+    atomic_write_text(source_path(path), json.dumps(payload, indent=2) + "\n")
 
 
 def _record_space(samples_csv: Path, space: ElasticSpace) -> None:
@@ -276,14 +373,26 @@ def _recover_rows(path: Path) -> dict[int, dict[str, str]]:
             stream.flush()
             os.fsync(stream.fileno())
     rows: dict[int, dict[str, str]] = {}
-    reader = csv.DictReader(io.StringIO(complete.decode("utf-8")))
+    reader = csv.DictReader(io.StringIO(complete.decode("utf-8", errors="replace")))
     for line, row in enumerate(reader, start=2):
         try:
             index = int(row["index"])
         except (TypeError, ValueError):
-            raise ValueError(f"{path} line {line}: bad index {row.get('index')!r}") from None
+            raise InputError(f"{path} line {line}: bad index {row.get('index')!r}") from None
+        _check_accuracy(row.get("accuracy"), f"{path} line {line}")
         rows.setdefault(index, row)
     return rows
+
+
+def _check_accuracy(value: str | None, where: str) -> float:
+    """A measured accuracy: a finite percentage in [0, 100]."""
+    try:
+        accuracy = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: accuracy {value!r} is not a number") from None
+    if not np.isfinite(accuracy) or not 0.0 <= accuracy <= 100.0:
+        raise InputError(f"{where}: accuracy {value!r} is not a percentage in 0..100")
+    return accuracy
 
 
 @dataclass(frozen=True)
@@ -305,6 +414,27 @@ class SampleRun:
     merged: Path | None
 
 
+def check_samples_target(path: str | Path) -> Path:
+    """Check before any work that ``path`` can receive samples: missing, empty, or a samples
+    file to resume (never another kind of file).
+
+    Raises:
+        InputError: ``path`` is a directory or holds something other than samples.
+    """
+    target = Path(path)
+    if target.exists() and target.is_file() and target.stat().st_size > 0:
+        found = sniff_kind(target)
+        if found != "samples":
+            raise InputError(
+                f"{target} exists and is not a samples file of this version; not touching it"
+            )
+        return target
+    if target.exists() and not target.is_file():
+        raise InputError(f"{target} exists and is not a regular file")
+    check_output_file(target, kind="samples")
+    return target
+
+
 def collect_samples(
     oracle: AccuracyOracle,
     space: ElasticSpace,
@@ -312,11 +442,13 @@ def collect_samples(
     config: SamplingConfig,
     *,
     progress: Callable[[int, int], None] | None = None,
+    source: SampleSource | None = None,
 ) -> SampleRun:
     """Evaluate this shard's configs with ``oracle``, appending one fsync'd row per subnet.
 
     Rows already present are kept and skipped, so a rerun after any interruption (even
-    ``kill -9``) finishes the file without losing or duplicating rows. When the last shard
+    ``kill -9``) finishes the file without losing or duplicating rows. While it runs the file
+    is locked: a second process sampling into it is refused at once. When the last shard
     completes, the shards are merged into ``out_csv``.
 
     Args:
@@ -325,17 +457,35 @@ def collect_samples(
         out_csv: the samples file (shards write beside it, see :func:`shard_path`).
         config: how many configs, drawn how, which shard.
         progress: called with (rows done, rows of this shard) after each row.
+        source: what measures the rows; recorded beside the file, and a file measured by
+            another supernet or scoring is refused.
 
     Raises:
-        ValueError: the file holds rows drawn with other settings or of another space.
+        InputError: the file holds rows drawn with other settings, of another space or
+            another source, or another process is writing it.
     """
     started = time.perf_counter()
+    path = shard_path(out_csv, config.shard)
+    check_samples_target(path)
+    with exclusive_writer(path, what="samples file"):
+        run = _collect_locked(oracle, space, Path(out_csv), path, config, progress, source)
+    return dataclasses.replace(run, seconds=time.perf_counter() - started)
+
+
+def _collect_locked(
+    oracle: AccuracyOracle,
+    space: ElasticSpace,
+    out_csv: Path,
+    path: Path,
+    config: SamplingConfig,
+    progress: Callable[[int, int], None] | None,
+    source: SampleSource | None,
+) -> SampleRun:
     configs = draw_configs(
         space, config.n, seed=config.seed, strategy=config.strategy, forms=config.forms
     )
     shard_index, shard_count = config.shard
     mine = np.arange(shard_index, config.n, shard_count)
-    path = shard_path(out_csv, config.shard)
     existing = _recover_rows(path)
     expected_json = {int(i): configs[int(i)].to_json() for i in mine}
     for index, row in existing.items():
@@ -346,7 +496,9 @@ def collect_samples(
                 f"{shard_count}) does not produce; use another --out or the original settings"
             )
     todo = [int(i) for i in mine if int(i) not in existing]
-    _record_space(Path(out_csv), space)
+    _record_space(out_csv, space)
+    if source is not None:
+        _record_source(path, source, _draw_settings(config))
     table = costs.cost_table(space, configs)
     path.parent.mkdir(parents=True, exist_ok=True)
     done = len(mine) - len(todo)
@@ -361,6 +513,11 @@ def collect_samples(
             tick = time.perf_counter()
             accuracy = float(np.asarray(oracle.evaluate(configs.take([index])))[0])
             seconds = time.perf_counter() - tick
+            if not np.isfinite(accuracy) or not 0.0 <= accuracy <= 100.0:
+                raise RuntimeError(
+                    f"the oracle measured {accuracy!r} % for row {index} of {path}; the rows "
+                    "before it are kept (is the supernet diverged?)"
+                )
             line = _format_row(
                 [
                     index,
@@ -385,8 +542,8 @@ def collect_samples(
         if all(
             _shard_complete(p, len(range(i, config.n, shard_count))) for i, p in enumerate(shards)
         ):
-            merged = merge_samples(shards, out_csv)
-    return SampleRun(path, len(mine), len(todo), time.perf_counter() - started, merged)
+            merged = merge_samples(shards, out_csv, force=True)
+    return SampleRun(path, len(mine), len(todo), 0.0, merged)
 
 
 def _shard_complete(path: Path, expected: int) -> bool:
@@ -398,25 +555,72 @@ def _shard_complete(path: Path, expected: int) -> bool:
         return False
 
 
-def merge_samples(paths: Sequence[str | Path], out_csv: str | Path) -> Path:
+def merge_samples(paths: Sequence[str | Path], out_csv: str | Path, *, force: bool = False) -> Path:
     """Merge shard files into one samples file ordered by index (written atomically).
 
-    Rows of the same index must agree on the config; the first copy is kept.
+    The shards must come from one sampling run: the same supernet and scoring (their source
+    sidecars agree), the same space, rows that agree on the config of every index, and
+    together every row of the draw (the message lists what is missing). The merged file gets
+    the space and source sidecars of the shards.
+
+    Args:
+        paths: the shard files.
+        out_csv: the merged samples file; an existing samples file is replaced only with
+            ``force``, and never a file of another kind.
+
+    Raises:
+        InputError: any of the above does not hold.
     """
     if not paths:
-        raise ValueError("merge_samples needs at least one shard file")
+        raise InputError("merging needs at least one shard file")
+    target = check_output_file(out_csv, kind="samples", force=force)
     merged: dict[int, dict[str, str]] = {}
+    sources: list[tuple[Path, tuple[SampleSource, dict[str, Any]]]] = []
+    spaces: list[tuple[Path, ElasticSpace]] = []
     for path in map(Path, paths):
         if not path.is_file():
-            raise ValueError(f"shard file not found: {path}")
+            raise InputError(f"shard file not found: {path}")
+        if path.resolve() == target.resolve():
+            raise InputError(f"{path} is both a shard and the merged file; give another --out")
         for index, row in _recover_rows(path).items():
             previous = merged.setdefault(index, row)
             if previous["config"] != row["config"]:
-                raise ValueError(f"{path}: row index {index} disagrees with another shard's config")
+                raise InputError(
+                    f"{path}: row index {index} disagrees with another shard's config (shards "
+                    "of different sampling runs?)"
+                )
+        stored = read_samples_source(path)
+        if stored is not None:
+            sources.append((path, stored))
+        space = read_samples_space(path)
+        if space is not None:
+            spaces.append((path, space))
+    for path, (source, settings) in sources[1:]:
+        first_path, (first_source, first_settings) = sources[0]
+        if not first_source.same_measurement(source) or first_settings != settings:
+            raise InputError(
+                f"{path} and {first_path} were measured on different supernets or with "
+                "different settings; merge the shards of one sampling run"
+            )
+    if len({space.fingerprint for _, space in spaces}) > 1:
+        raise InputError("the shards record different spaces; merge the shards of one run")
+    expected = int(sources[0][1][1]["n"]) if sources else (max(merged) + 1 if merged else 0)
+    missing = sorted(set(range(expected)) - set(merged))
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise InputError(
+            f"the shards hold {len(merged)} of the draw's {expected} rows; missing indices "
+            f"{shown} — finish every shard (rerun its eqsearch sample --shard i/n) first"
+        )
     text = _format_row(SAMPLE_COLUMNS) + "".join(
         _format_row([merged[i][column] for column in SAMPLE_COLUMNS]) for i in sorted(merged)
     )
-    target = Path(out_csv)
+    if spaces:
+        _record_space(target, spaces[0][1])
+    if sources:
+        source, settings = sources[0][1]
+        payload = {"format": SOURCE_FORMAT, "source": source.to_dict(), "settings": settings}
+        atomic_write_text(source_path(target), json.dumps(payload, indent=2) + "\n")
     atomic_write_text(target, text)
     return target
 
@@ -456,21 +660,43 @@ def sample_subnets(
     config = SamplingConfig(
         n=n, seed=seed, strategy=strategy, forms=forms, shard=shard or shard_from_environment()
     )
+    for name, value in (("bn_images", bn_images), ("holdout", holdout)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise InputError(f"{name} must be a positive number of images; got {value!r}")
     checkpoint_path = Path(supernet_path)
     target = Path(out_csv) if out_csv is not None else checkpoint_path.parent / "samples.csv"
+    check_samples_target(shard_path(target, config.shard))
+    if config.shard[1] > 1:
+        check_samples_target(target)
     # the oracle lives with the supernet (torch); imported here so predictors stays torch-free
     from supernet.checkpoint import load_supernet
     from supernet.evaluate import checkpoint_data, evaluation_set, supernet_oracle
 
     supernet, checkpoint = load_supernet(checkpoint_path, map_location=device)
+    if checkpoint.get("kind") != "supernet":
+        raise InputError(
+            f"{checkpoint_path} is a full-precision checkpoint (before quantization-aware "
+            "training); sample the run's supernet.pt"
+        )
     data = checkpoint_data(checkpoint, data_root=data_root, holdout=holdout)
     stored_bn = int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
     evaluation = evaluation_set(data, split=split, bn_images=bn_images or stored_bn)
     oracle = supernet_oracle(supernet, evaluation)
+    source = SampleSource(
+        supernet_sha256=checkpoint_sha256(checkpoint_path),
+        supernet=str(checkpoint_path),
+        split=split,
+        bn_images=bn_images or stored_bn,
+        holdout=holdout or int((checkpoint.get("train_config") or {}).get("holdout", 0)) or None,
+    )
     if callable(progress):
-        return collect_samples(oracle, supernet.space, target, config, progress=progress)
+        return collect_samples(
+            oracle, supernet.space, target, config, progress=progress, source=source
+        )
     if not progress:
-        return collect_samples(oracle, supernet.space, target, config)
+        return collect_samples(oracle, supernet.space, target, config, source=source)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress(
@@ -484,7 +710,9 @@ def sample_subnets(
         def advance(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return collect_samples(oracle, supernet.space, target, config, progress=advance)
+        return collect_samples(
+            oracle, supernet.space, target, config, progress=advance, source=source
+        )
 
 
 # -- reading sample files ----------------------------------------------------------------------
@@ -496,15 +724,16 @@ def load_samples(
     """Configs and measured accuracies of a samples file (``config`` and ``accuracy`` columns).
 
     Raises:
-        ValueError: missing file or columns, or a row whose config is not JSON of a config of
-            ``space`` or whose accuracy is not a finite number — naming the row.
+        InputError: missing file or columns, a row whose config is not JSON of a config of
+            ``space`` or whose accuracy is not a percentage in 0..100, or a config listed
+            twice (two runs wrote into one file) — naming the rows.
     """
     location = Path(path)
-    if not location.is_file():
-        raise ValueError(f"samples file not found: {location}")
+    text = read_text(location, what="samples file")
     configs: list[SubnetConfig] = []
     accuracies: list[float] = []
-    with location.open(newline="", encoding="utf-8") as stream:
+    first_row: dict[str, int] = {}
+    with io.StringIO(text, newline="") as stream:
         reader = csv.DictReader(stream)
         columns = reader.fieldnames or []
         missing = [column for column in REQUIRED_COLUMNS if column not in columns]
@@ -515,23 +744,25 @@ def load_samples(
             )
         for number, row in enumerate(reader, start=1):
             where = f"{location} row {number} (line {reader.line_num})"
-            text, value = row.get("config"), row.get("accuracy")
-            if text is None or value is None:
-                raise ValueError(f"{where}: the row has fewer fields than the header")
+            config_text, value = row.get("config"), row.get("accuracy")
+            if config_text is None or value is None:
+                raise InputError(f"{where}: the row has fewer fields than the header")
+            accuracy = _check_accuracy(value, where)
             try:
-                accuracy = float(value)
-            except ValueError:
-                raise ValueError(f"{where}: accuracy {value!r} is not a number") from None
-            if not np.isfinite(accuracy):
-                raise ValueError(f"{where}: accuracy {value!r} is not a finite number")
-            try:
-                config = space.validate(SubnetConfig.from_json(text))
-            except ValueError as error:
-                raise ValueError(f"{where}: {error}") from None
+                config = space.validate(SubnetConfig.from_dict(parse_json(config_text)))
+            except (ValueError, TypeError, AttributeError, KeyError) as error:
+                raise InputError(f"{where}: {error}") from None
+            key = config.to_json()
+            if key in first_row:
+                raise InputError(
+                    f"{where} holds the same config as row {first_row[key]}; a samples file "
+                    "lists each config once (did two runs write into it?)"
+                )
+            first_row[key] = number
             configs.append(config)
             accuracies.append(accuracy)
     if not configs:
-        raise ValueError(f"{location} holds no samples")
+        raise InputError(f"{location} holds no samples")
     return configs, np.asarray(accuracies, dtype=np.float64)
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.files import atomic_writer
 from eqsearch.space import ElasticSpace
 from predictors.base import BasePredictor, check_fraction, check_positive, parse_options
 from predictors.encoding import FeatureArray, feature_count
@@ -191,12 +190,5 @@ class MLPPredictor(BasePredictor):
     def _write(self, payload: dict[str, Any], target: Path) -> None:
         import torch
 
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(handle)
-        try:
-            torch.save(payload, temporary)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_writer(target) as stream:
+            torch.save(payload, stream)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
 from eqsearch.space import Granularity, QuantForm
 from studies.fp_init import shared_fp_checkpoint
 from studies.report import frame_table
@@ -291,7 +292,7 @@ def plot_weight_histograms(
         axis.set_title(f"{title}\nskew {float(skew):+.2f}, kurtosis {float(kurtosis):.2f}")
         axis.set_xlabel(f"{layer} weight")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    atomic_save_figure(figure, path, dpi=110)
     plt.close(figure)
     return path
 
@@ -318,7 +319,7 @@ def plot_guidance_curves(runs: Sequence[TrainedRun], bits: Sequence[int], path: 
         axis.grid(alpha=0.3)
     axes[0].legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    atomic_save_figure(figure, path, dpi=110)
     plt.close(figure)
     return path
 
@@ -448,11 +449,12 @@ def run_ablations(
 
     markdown = format_report(config, tables, figures)
     path = out / REPORT_NAME
-    path.write_text(markdown)
-    (out / "tables.json").write_text(
+    atomic_write_text(path, markdown)
+    atomic_write_text(
+        out / "tables.json",
         json.dumps(
             {name: frame.to_dict(orient="index") for name, frame in tables.items()}, indent=2
-        )
+        ),
     )
     return AblationReport(tables, figures, markdown, path)
 
@@ -524,6 +526,7 @@ def config_from_args(args: argparse.Namespace) -> AblationConfig:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the study from parsed options and print where the report is."""
+    check_output_directory(args.out)
     config = config_from_args(args)
     report = run_ablations(config, args.out, progress=lambda text: print(text, flush=True))
     print(report.markdown)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
 from eqsearch.space import ElasticSpace
 from predictors.dataset import kfold_indices, load_samples, read_samples_space
 from predictors.metrics import prediction_metrics
@@ -74,8 +75,7 @@ def _plot(predictions: Mapping[str, np.ndarray], measured: np.ndarray, path: Pat
         axis.set_xlabel("measured top-1 (%)")
         axis.set_ylabel("predicted top-1 (%)")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    atomic_save_figure(figure, path, dpi=120)
     plt.close(figure)
     return path
 
@@ -142,8 +142,7 @@ def compare_predictors(
     plot = None
     if out_dir is not None:
         directory = Path(out_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "predictors.md").write_text(markdown + "\n", encoding="utf-8")
+        atomic_write_text(directory / "predictors.md", markdown + "\n")
         plot = _plot(predictions, measured, directory / "predictors.png")
     return Comparison(table, predictions, measured, markdown, plot)
 
@@ -169,7 +168,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ValueError(f"--options must be JSON: {error}") from None
     if options is not None and not isinstance(options, dict):
         raise ValueError("--options must be a JSON object of backend -> options")
-    out = Path(args.out) if args.out else Path(args.samples).parent
+    out = check_output_directory(Path(args.out) if args.out else Path(args.samples).parent)
     result = compare_predictors(
         args.samples,
         backends=args.backends.split(",") if args.backends else None,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from eqsearch.files import atomic_write_text
 from eqsearch.space import QuantForm
 from supernet.evaluate import evaluate_configs, evaluation_set
 from supernet.oracle import subnet_accuracy
@@ -160,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     table = compare_quantizers(config, args.out, progress=args.progress)
     text = to_markdown(table)
-    (Path(args.out) / "table.md").write_text(text + "\n")
+    atomic_write_text(Path(args.out) / "table.md", text + "\n")
     print(text)
 
 

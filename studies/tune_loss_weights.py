@@ -14,6 +14,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from eqsearch.files import atomic_write_text, check_output_directory
 from studies.fp_init import shared_fp_checkpoint as shared_fp
 from studies.probes import ProbeSet, bits_of
 from studies.report import frame_table
@@ -256,7 +257,7 @@ def summarise(study: optuna.Study, tune: TuneConfig) -> TuneResult:
         best_config = replace(tune.base, **best.params)
         best_path = Path(tune.out_dir) / BEST_CONFIG_NAME
         best_config.to_json(best_path)
-    frame.to_csv(Path(tune.out_dir) / "trials.csv", index=False)
+    atomic_write_text(Path(tune.out_dir) / "trials.csv", frame.to_csv(index=False))
     return TuneResult(study, frame, importances, best_config, best_path)
 
 
@@ -314,6 +315,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the tuning worker from parsed options and print the report."""
+    check_output_directory(args.out)
     base = TrainConfig.from_json(args.config) if args.config else DEFAULT_BASE
 
     def announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

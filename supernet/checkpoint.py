@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from eqsearch.files import atomic_writer
 from eqsearch.space import ElasticSpace
 from supernet.elastic import Supernet, rebuild_supernet
 
@@ -22,20 +21,9 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    """``torch.save`` to ``path`` atomically (see ``eqsearch.files.atomic_writer``)."""
+    with atomic_writer(path) as stream:
+        torch.save(obj, stream)
 
 
 def save_supernet(path: str | Path, supernet: Supernet, **fields: Any) -> None:

@@ -11,16 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from eqsearch.errors import InputError
+from eqsearch.files import atomic_write_bytes, check_output_directory
 from eqsearch.space import SubnetConfig
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.deploy import build_deploy_model, check_exportable, quantize_layers
 from supernet.elastic import Supernet
-from supernet.packed import (
-    PackedReport,
-    atomic_write_bytes,
-    export_packed_weights,
-    load_packed_weights,
-)
+from supernet.packed import PackedReport, export_packed_weights, load_packed_weights
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -78,10 +75,21 @@ def fp32_parameter_bytes(supernet: Supernet) -> int:
 
 
 def _check_output_path(path: Path) -> None:
-    if not path.parent.is_dir():
-        raise ValueError(f"the output directory {path.parent} does not exist")
     if path.is_dir():
-        raise ValueError(f"the output path {path} is a directory")
+        raise InputError(f"the output path {path} is a directory")
+    check_output_directory(path.parent, flag="the directory of")
+
+
+class AgreementError(RuntimeError):
+    """ONNX Runtime agreed with PyTorch on too few images; nothing was written.
+
+    Attributes:
+        report: what the check measured (its ``path`` was not written).
+    """
+
+    def __init__(self, message: str, report: ExportReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @torch.no_grad()
@@ -146,6 +154,7 @@ def export_onnx(
     fold_batch_norm: bool = False,
     int4_weights: bool = False,
     batch_size: int = 256,
+    min_agreement: float | None = None,
 ) -> ExportReport:
     """Export the subnet ``config`` to ONNX and check it in ONNX Runtime.
 
@@ -183,6 +192,8 @@ def export_onnx(
         fold_batch_norm: fold BN into per-channel weight scales where exact (see above).
         int4_weights: INT4 storage for the weights of layers with at most 4 bits.
         batch_size: batch size of calibration and verification.
+        min_agreement: percent of images where ONNX Runtime must pick PyTorch's class; below
+            it nothing is written and :class:`AgreementError` is raised (None: no check).
 
     Raises:
         ValueError: bad arguments, a config outside the space, or a layer whose quantizer,
@@ -197,7 +208,10 @@ def export_onnx(
     if opset is None:
         opset = INT4_OPSET if int4_weights else DEFAULT_OPSET
     if opset < MIN_OPSET:
-        raise ValueError(f"opset must be >= {MIN_OPSET} (per-channel QDQ); got {opset}")
+        raise InputError(f"opset must be >= {MIN_OPSET} (per-channel QDQ); got {opset}")
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise InputError(f"opset must be <= {newest}, the newest this onnx knows; got {opset}")
     if int4_weights and opset < INT4_OPSET:
         raise ValueError(f"int4_weights needs opset >= {INT4_OPSET}; got {opset}")
     if len(verify_images) == 0:
@@ -246,15 +260,14 @@ def export_onnx(
         labels = verify_labels.cpu().numpy()
         torch_accuracy = float((reference_np.argmax(1) == labels).mean() * 100.0)
         onnx_accuracy = float((exported.argmax(1) == labels).mean() * 100.0)
-    atomic_write_bytes(path, model_bytes)
-    return ExportReport(
+    report = ExportReport(
         path=path,
         images=len(verify_images),
         top1_agreement=agreement,
         max_logit_diff=max_diff,
         torch_accuracy=torch_accuracy,
         onnx_accuracy=onnx_accuracy,
-        onnx_bytes=path.stat().st_size,
+        onnx_bytes=len(model_bytes),
         fp32_bytes=fp32_parameter_bytes(supernet),
         folded_batch_norms=folded,
         kept_batch_norms=kept,
@@ -263,9 +276,18 @@ def export_onnx(
         opset=opset,
         int4_layers=stored_int4,
     )
+    if min_agreement is not None and agreement < min_agreement:
+        raise AgreementError(
+            f"ONNX Runtime agrees with PyTorch on {agreement:.2f}% of the images, below the "
+            f"required {min_agreement}%; {path} was not written",
+            report,
+        )
+    atomic_write_bytes(path, model_bytes)
+    return report
 
 
 __all__ = [
+    "AgreementError",
     "ExportReport",
     "PackedReport",
     "export_onnx",

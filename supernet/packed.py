@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from eqsearch.files import atomic_write_bytes
 from eqsearch.space import SubnetConfig
 from supernet.deploy import LayerQuantization, quantize_layers
 from supernet.elastic import Supernet
@@ -106,26 +105,6 @@ def unpack_bits(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     )
     weights = np.left_shift(np.int64(1), np.arange(bits, dtype=np.int64))
     return planes.reshape(count, bits).astype(np.int64) @ weights
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp creates files 0600
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def _layer_arrays(layer: LayerQuantization) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from eqsearch.errors import InputError
+from eqsearch.files import atomic_write_text, read_json
 from eqsearch.space import (
     MAX_BITS,
     MIN_BITS,
@@ -182,20 +183,23 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
-        """Read a JSON file written by :meth:`to_json` (or by the tuning study)."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ValueError(f"train config not found: {path}") from None
-        except json.JSONDecodeError as error:
-            raise ValueError(f"train config {path} is not JSON: {error}") from None
+        """Read a JSON file written by :meth:`to_json` (or by the tuning study).
+
+        Raises:
+            InputError: the file is missing, too large, not a JSON object, or holds settings
+                that are not valid (the message names the file and the setting).
+        """
+        data = read_json(path, limit=1 << 20, what="train config")
         if not isinstance(data, dict):
-            raise ValueError(f"train config {path} must hold a JSON object")
-        return cls.from_dict(data)
+            raise InputError(f"train config {path} must hold a JSON object")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as error:
+            raise InputError(f"train config {path}: {error}") from None
 
     def to_json(self, path: str | Path) -> None:
-        """Write the config as indented JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the config as indented JSON (atomically)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def data_spec(self) -> DataSpec:
         """The :class:`DataSpec` of this run."""
@@ -363,6 +367,12 @@ def _load_initial_weights(supernet: Supernet, path: str) -> None:
     """Full-precision weights from an eqsearch ``fp.pt``/``supernet.pt`` or a plain state_dict."""
     try:
         payload = load_checkpoint(path)
+        if payload.get("complete") is False:
+            raise InputError(
+                f"--init {path} is an unfinished pretraining (epoch {payload.get('fp_epoch')} "
+                f"of {(payload.get('train_config') or {}).get('fp_epochs')}); continue its run "
+                "with eqsearch train --resume --out <its directory>"
+            )
         state = payload["state_dict"]
         target: nn.Module = supernet
     except CheckpointError as error:
@@ -432,7 +442,11 @@ class _Progress:
 
 
 def _check_finite(
-    values: dict[str, torch.Tensor], epoch: int, step: int, dist: Distributed | None = None
+    values: dict[str, torch.Tensor],
+    epoch: int,
+    step: int,
+    dist: Distributed | None = None,
+    kept: str = "no checkpoint of this run had been written",
 ) -> None:
     bad = {name: float(value) for name, value in values.items() if not torch.isfinite(value).all()}
     if dist is not None and dist.world_size > 1:
@@ -445,7 +459,7 @@ def _check_finite(
         name, value = next(iter(bad.items()))
         raise TrainingDiverged(
             f"loss {name} became {value} at epoch {epoch + 1}, step {step + 1}; "
-            "training stopped and the last good checkpoint was kept (try a lower --lr)"
+            f"training stopped: {kept} (try a lower --lr)"
         )
 
 
@@ -456,8 +470,15 @@ def _fp_pretrain(
     device: torch.device,
     dist: Distributed,
     progress: _Progress,
+    stored: dict[str, Any] | None = None,
+    save: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Plain cross-entropy training of the full-precision model for ``fp_epochs``."""
+    """Plain cross-entropy training of the full-precision model for ``fp_epochs``.
+
+    ``save`` is called after every epoch with the fields of an ``fp.pt`` checkpoint (the
+    optimizer state while epochs remain); ``stored`` is such a checkpoint to continue from
+    (its weights are loaded already). Returns the FP history, including the stored part.
+    """
     supernet.set_subnet(None)
     parameters = [p for n, p in supernet.named_parameters() if ".quantizer." not in n]
     optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
@@ -465,11 +486,20 @@ def _fp_pretrain(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _cosine(config.fp_epochs * steps_per_epoch)
     )
-    history = []
+    history: list[dict[str, Any]] = []
+    first_epoch = 0
+    if stored is not None:
+        history = [entry for entry in stored.get("history", []) if entry.get("phase") == "fp"]
+        first_epoch = int(stored.get("fp_epoch", config.fp_epochs))
+        torch.set_rng_state(stored["torch_rng"])
+        if first_epoch < config.fp_epochs:
+            optimizer.load_state_dict(stored["optimizer"])
+            scheduler.load_state_dict(stored["scheduler"])
     holdout_images, holdout_labels = data.holdout_tensors()
     calibration = data.calibration_images(config.bn_images)
     task = progress.add("FP pretraining", config.fp_epochs)
-    for epoch in range(config.fp_epochs):
+    progress.update(task, completed=first_epoch)
+    for epoch in range(first_epoch, config.fp_epochs):
         supernet.train()
         start = time.perf_counter()
         total, batches = 0.0, 0
@@ -479,7 +509,15 @@ def _fp_pretrain(
             images, labels = images.to(device), labels.to(device)
             optimizer.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(supernet(images), labels)
-            _check_finite({"fp_cross_entropy": loss.detach()}, epoch, step, dist)
+            _check_finite(
+                {"fp_cross_entropy": loss.detach()},
+                epoch,
+                step,
+                dist,
+                f"the fp.pt of pretraining epoch {epoch} is kept"
+                if save is not None and epoch > 0
+                else "no checkpoint of this run had been written",
+            )
             loss.backward()
             if dist.world_size > 1:
                 _average_gradients(parameters, dist.world_size)
@@ -502,14 +540,129 @@ def _fp_pretrain(
             }
         )
         progress.update(task, advance=1, status=f"FP acc {accuracy:.2f}%")
+        if save is not None:
+            finished = epoch + 1 == config.fp_epochs
+            fields: dict[str, Any] = {
+                "history": history,
+                "fp_epoch": epoch + 1,
+                "complete": finished,
+                "torch_rng": torch.get_rng_state(),
+            }
+            if not finished:  # a finished fp.pt needs no optimizer state: keep it small
+                fields["optimizer"] = optimizer.state_dict()
+                fields["scheduler"] = scheduler.state_dict()
+            save(fields)
     progress.remove(task)
     return history
 
 
+def _kept_message(out: Path | None, epoch: int, dist: Distributed, pretrained: bool) -> str:
+    """What a divergence in supernet epoch ``epoch`` leaves on disk, in words."""
+    if out is None or not dist.is_main:
+        return "nothing is saved by this process"
+    if epoch > 0:
+        return f"the checkpoint of epoch {epoch} is kept"
+    if pretrained:
+        return "fp.pt of the finished pretraining is kept; no supernet epoch was saved"
+    return "no checkpoint of this run had been written"
+
+
 def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text("".join(json.dumps(entry) + "\n" for entry in history))
-    os.replace(temporary, path)
+    atomic_write_text(path, "".join(json.dumps(entry) + "\n" for entry in history))
+
+
+def _stored_run(
+    out: Path, config: TrainConfig, resume: bool
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """What a run in ``out`` left: (its supernet checkpoint, its FP checkpoint), each None.
+
+    Without ``resume`` a run directory holding either is refused; with it, the newest is
+    returned (a supernet checkpoint wins) after checking its settings equal ``config``.
+    """
+    checkpoint_path = out / CHECKPOINT_NAME
+    fp_path = out / FP_CHECKPOINT_NAME
+    if not resume:
+        if checkpoint_path.exists():
+            raise InputError(
+                f"{checkpoint_path} exists; pass --resume to continue it or choose another --out"
+            )
+        if fp_path.exists() and not config.init and config.fp_epochs > 0:
+            raise InputError(
+                f"{fp_path} holds the pretraining of a run that stopped before its first "
+                "supernet epoch; pass --resume to continue from it or choose another --out"
+            )
+        return None, None
+    path = checkpoint_path if checkpoint_path.exists() else fp_path
+    if not path.exists():
+        raise InputError(f"nothing to resume: {out} holds neither {CHECKPOINT_NAME} nor fp.pt")
+    stored = load_checkpoint(path)
+    stored_config = stored_train_config(stored, path)
+    if replace(stored_config, device=config.device) != config:
+        raise InputError(
+            f"--resume continues {path} with its stored settings; the given settings differ"
+        )
+    if path == checkpoint_path:
+        missing = [key for key in _RESUME_KEYS if key not in stored]
+        if missing or stored.get("kind") != "supernet":
+            raise InputError(
+                f"{path} cannot be resumed: it lacks {', '.join(missing) or 'its kind'} "
+                "(it was not written by eqsearch train)"
+            )
+        return stored, None
+    if stored.get("kind") != "fp" or "torch_rng" not in stored:
+        raise InputError(f"{path} is not the pretraining checkpoint of an eqsearch train run")
+    return None, stored
+
+
+_RESUME_KEYS = ("optimizer", "scheduler", "torch_rng", "epoch", "train_config")
+
+
+def stored_train_config(checkpoint: dict[str, Any], path: str | Path) -> TrainConfig:
+    """The :class:`TrainConfig` a checkpoint was trained with.
+
+    Raises:
+        InputError: the checkpoint has none or a malformed one.
+    """
+    data = checkpoint.get("train_config")
+    if not isinstance(data, dict):
+        raise InputError(f"{path} records no training settings (not written by eqsearch train)")
+    try:
+        return TrainConfig.from_dict(data)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{path} records malformed training settings ({error})") from None
+
+
+def resumable_checkpoint(out_dir: str | Path) -> Path:
+    """The checkpoint ``train --resume`` continues in ``out_dir``: ``supernet.pt``, or the
+    ``fp.pt`` of a run that stopped before its first supernet epoch.
+
+    Raises:
+        InputError: there is neither.
+    """
+    out = Path(out_dir)
+    for name in (CHECKPOINT_NAME, FP_CHECKPOINT_NAME):
+        if (out / name).exists():
+            return out / name
+    raise InputError(f"nothing to resume: {out} holds neither {CHECKPOINT_NAME} nor fp.pt")
+
+
+def _load_state(supernet: Supernet, stored: dict[str, Any], path: Path | None) -> None:
+    """Load a checkpoint's weights, refusing wrong shapes and non-finite values in one line."""
+    state = stored["state_dict"]
+    try:
+        supernet.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{path}: the weights do not fit the architecture ({first})") from None
+    bad = [
+        name
+        for name, tensor in state.items()
+        if isinstance(tensor, torch.Tensor)
+        and tensor.is_floating_point()
+        and not bool(torch.isfinite(tensor).all())
+    ]
+    if bad:
+        raise InputError(f"{path} holds non-finite weights ({bad[0]}); it cannot be resumed")
 
 
 def _stage_openings(config: TrainConfig, space: ElasticSpace, epoch: int) -> list[tuple[int, int]]:
@@ -556,20 +709,9 @@ def train_supernet(
     out = Path(out_dir) if out_dir is not None else None
     checkpoint_path = out / CHECKPOINT_NAME if out is not None else None
     stored: dict[str, Any] | None = None
-    if checkpoint_path is not None and checkpoint_path.exists():
-        if not resume:
-            raise ValueError(
-                f"{checkpoint_path} exists; pass --resume to continue it or choose another --out"
-            )
-        stored = load_checkpoint(checkpoint_path)
-        stored_config = TrainConfig.from_dict(stored.get("train_config", {}))
-        if replace(stored_config, device=config.device) != config:
-            raise ValueError(
-                f"--resume continues {checkpoint_path} with its stored settings; "
-                "the given settings differ"
-            )
-    elif resume:
-        raise ValueError(f"nothing to resume: {checkpoint_path} does not exist")
+    stored_fp: dict[str, Any] | None = None
+    if out is not None:
+        stored, stored_fp = _stored_run(out, config, resume)
 
     torch.manual_seed(config.seed)  # weight init and dropout draw from torch's global RNG
     data = build_data(config.data_spec(), seed=config.seed)
@@ -598,7 +740,7 @@ def train_supernet(
     )
     with reporter.running():
         if stored is not None:
-            supernet.load_state_dict(stored["state_dict"])
+            _load_state(supernet, stored, checkpoint_path)
             optimizer.load_state_dict(stored["optimizer"])
             scheduler.load_state_dict(stored["scheduler"])
             torch.set_rng_state(stored["torch_rng"])
@@ -610,16 +752,22 @@ def train_supernet(
             if config.init:
                 _load_initial_weights(supernet, config.init)
             elif config.fp_epochs > 0:
-                history += _fp_pretrain(supernet, data, config, device, dist, reporter)
+                save_fp = None
                 if out is not None and dist.is_main:
-                    save_supernet(
-                        out / FP_CHECKPOINT_NAME,
-                        supernet,
-                        kind="fp",
-                        train_config=config.to_dict(),
-                        data=config.data_spec().to_dict(),
-                        history=history,
-                    )
+
+                    def save_fp(fields: dict[str, Any]) -> None:
+                        save_supernet(
+                            out / FP_CHECKPOINT_NAME,
+                            supernet,
+                            kind="fp",
+                            train_config=config.to_dict(),
+                            data=config.data_spec().to_dict(),
+                            **fields,
+                        )
+
+                history += _fp_pretrain(
+                    supernet, data, config, device, dist, reporter, stored_fp, save_fp
+                )
             init_quantizers(supernet, data.calibration_images(config.quant_init_images))
         holdout_images, holdout_labels = data.holdout_tensors()
         calibration = data.calibration_images(config.bn_images)
@@ -652,6 +800,12 @@ def train_supernet(
                 device,
                 dist,
                 reporter,
+                _kept_message(
+                    out,
+                    epoch,
+                    dist,
+                    stored_fp is not None or (config.fp_epochs > 0 and not config.init),
+                ),
             )
             if dist.world_size > 1:
                 _broadcast_state(supernet)
@@ -776,8 +930,12 @@ def _train_epoch(
     device: torch.device,
     dist: Distributed,
     reporter: _Progress,
+    kept: str = "no checkpoint of this run had been written",
 ) -> dict[str, Any]:
-    """One epoch of sandwich steps; returns the epoch's mean loss terms."""
+    """One epoch of sandwich steps; returns the epoch's mean loss terms.
+
+    ``kept`` says what a divergence leaves on disk (for its message).
+    """
     space = supernet.space
     supernet.train()
     sums: dict[str, float] = {}
@@ -799,7 +957,7 @@ def _train_epoch(
         losses = sandwich_step(
             supernet, images, labels, subnets, config, quantized_weights if use_wdr else []
         )
-        _check_finite(losses, epoch, step, dist)
+        _check_finite(losses, epoch, step, dist, kept)
         if dist.world_size > 1:
             _average_gradients(parameters, dist.world_size)
         if config.grad_clip is not None:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+from eqsearch.errors import InputError
 
 if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace, SubnetConfig
@@ -23,8 +23,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-class UsageError(Exception):
-    """Bad user input: reported as one ``error: ...`` line with exit code 2."""
+class UsageError(InputError):
+    """Bad command-line input: reported as one ``error: ...`` line with exit code 2."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,31 +66,49 @@ def bits_pair(text: str) -> tuple[int, int]:
         raise UsageError(f"expected W/A bits like '4/4'; got {text!r}") from None
 
 
+def add_force_argument(parser: argparse.ArgumentParser, what: str = "output files") -> None:
+    """The ``--force`` flag of a command that writes files (see ``check_output_file``)."""
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"replace existing {what} (never a file of another kind, such as a checkpoint)",
+    )
+
+
 def load_config_argument(reference: str, space: ElasticSpace) -> SubnetConfig:
-    """A config from ``cfg.json`` or ``pareto.json#3``, validated against ``space``."""
+    """A config from ``cfg.json`` or ``pareto.json#3``, validated against ``space``.
+
+    Raises:
+        InputError: the file is missing, too large, not JSON, not a config (or a Pareto front
+            of this space for ``#INDEX``), or the config is not in ``space``.
+    """
+    from eqsearch.files import read_json
+    from eqsearch.pareto import ParetoFront
     from eqsearch.space import SubnetConfig
 
-    path, _, index = reference.partition("#")
+    path, hash_sign, index = reference.partition("#")
+    if hash_sign:
+        if not index.isdigit():
+            raise UsageError(
+                f"{reference}: the part after # must be a config index 0, 1, 2, ...; got {index!r}"
+            )
+        front = ParetoFront.from_json(path, space)
+        if int(index) >= len(front):
+            raise UsageError(
+                f"{path} has {len(front)} configs (#0..#{len(front) - 1}); got #{index}"
+            )
+        return front.configs[int(index)]
+    data = read_json(path, what="config file")
     try:
-        text = Path(path).read_text()
-    except OSError:
-        raise UsageError(f"config file not found: {path}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UsageError(f"{path} is not JSON: {error}") from None
-    if index:
-        configs = data.get("configs") if isinstance(data, dict) else None
-        if not isinstance(configs, list):
-            raise UsageError(f"{path} holds no list of configs to index with #{index}")
-        try:
-            item = configs[int(index)]
-        except (ValueError, IndexError):
-            raise UsageError(f"{path} has {len(configs)} configs; #{index} is not one") from None
-        config = SubnetConfig.from_dict(item.get("config", item))
-    else:
         config = SubnetConfig.from_dict(data)
-    return space.validate(config)
+    except (TypeError, AttributeError, KeyError) as error:
+        raise UsageError(f"{path} is not a subnet config ({error})") from None
+    except ValueError as error:
+        raise UsageError(f"{path}: {error}") from None
+    try:
+        return space.validate(config)
+    except ValueError as error:
+        raise UsageError(f"{path}: {error}") from None
 
 
 def format_cell(value: object) -> str:

@@ -13,6 +13,7 @@ from eqsearch.commands.common import (
     EXIT_FAILURE,
     EXIT_OK,
     UsageError,
+    add_force_argument,
     bits_pair,
     load_config_argument,
     make_console,
@@ -54,6 +55,7 @@ def register(commands: Any) -> None:
         default=MIN_AGREEMENT,
         help=f"exit 1 when ONNX Runtime agrees on fewer %% of images (default {MIN_AGREEMENT})",
     )
+    add_force_argument(export, "--out file")
     export.set_defaults(handler=_cmd_export)
 
 
@@ -81,12 +83,15 @@ def _size(value: int) -> str:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from eqsearch import costs
+    from eqsearch.files import check_output_file
     from supernet.checkpoint import load_supernet
     from supernet.deploy import check_exportable
 
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise UsageError(f"the output directory {out.parent} does not exist")
+    if not 0.0 <= args.min_agreement <= 100.0:  # also refuses nan
+        raise UsageError(
+            f"--min-agreement must be a percentage in 0..100; got {args.min_agreement}"
+        )
     if args.format == "weights" and out.suffix != ".npz":
         raise UsageError(f"--format weights writes an .npz file; got --out {args.out}")
     if args.format == "onnx" and out.suffix != ".onnx":
@@ -95,6 +100,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("--int4-weights and --opset go with --format onnx")
     if args.int4_weights and args.opset is not None and args.opset < 21:
         raise UsageError(f"--int4-weights needs --opset 21 or later; got {args.opset}")
+    check_output_file(out, kind="onnx" if args.format == "onnx" else "weights", force=args.force)
     if not Path(args.supernet).is_file():
         raise UsageError(f"checkpoint not found: {args.supernet}")
     supernet, checkpoint = load_supernet(args.supernet)
@@ -137,23 +143,29 @@ def _export_onnx(
     console: Any,
 ) -> int:
     from supernet.evaluate import checkpoint_data, evaluation_set
-    from supernet.export import export_onnx
+    from supernet.export import AgreementError, export_onnx
 
     data = checkpoint_data(checkpoint, data_root=args.data_root)
     count = args.bn_images or int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
     evaluation = evaluation_set(data, split=args.split, bn_images=count)
     with console.status("exporting and running ONNX Runtime"):
-        report = export_onnx(
-            supernet,
-            config,
-            out,
-            verify_images=evaluation.images,
-            verify_labels=evaluation.labels,
-            calibration_images=evaluation.calibration_images,
-            opset=args.opset,
-            fold_batch_norm=args.fold_bn,
-            int4_weights=args.int4_weights,
-        )
+        try:
+            report = export_onnx(
+                supernet,
+                config,
+                out,
+                verify_images=evaluation.images,
+                verify_labels=evaluation.labels,
+                calibration_images=evaluation.calibration_images,
+                opset=args.opset,
+                fold_batch_norm=args.fold_bn,
+                int4_weights=args.int4_weights,
+                min_agreement=args.min_agreement,
+            )
+        except AgreementError as error:
+            report, failed = error.report, str(error)
+        else:
+            failed = ""
     table.add_row("images checked", f"{report.images} ({evaluation.split} split)")
     table.add_row("top-1 agreement ORT vs PyTorch", f"{report.top1_agreement:.2f}%")
     table.add_row("max |logit diff|", f"{report.max_logit_diff:.3g}")
@@ -169,12 +181,8 @@ def _export_onnx(
     table.add_row("FP32 parameters", _size(report.fp32_bytes))
     table.add_row("ONNX file", _size(report.onnx_bytes))
     console.print(table)
-    console.print(f"wrote {out}")
-    if report.top1_agreement < args.min_agreement:
-        print(
-            f"error: ONNX Runtime agrees with PyTorch on {report.top1_agreement:.2f}% of the "
-            f"images, below --min-agreement {args.min_agreement}",
-            file=sys.stderr,
-        )
+    if failed:
+        print(f"error: {failed.replace('the required', '--min-agreement')}", file=sys.stderr)
         return EXIT_FAILURE
+    console.print(f"wrote {out}")
     return EXIT_OK

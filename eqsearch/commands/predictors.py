@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from eqsearch.commands.common import EXIT_OK, UsageError, make_console
+from eqsearch.commands.common import EXIT_OK, UsageError, add_force_argument, make_console
 
 if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace
@@ -34,6 +34,7 @@ def register(commands: Any) -> None:
     add("--data-root", help="override the data root stored in the checkpoint")
     add("--device", default="cpu")
     add("--merge", nargs="+", metavar="SHARD", help="merge these shard files into --out instead")
+    add_force_argument(sample, "--out of --merge")
     add("--no-progress", action="store_true", help="no progress bar")
     sample.set_defaults(handler=_cmd_sample)
 
@@ -48,6 +49,7 @@ def register(commands: Any) -> None:
     add("--option", action="append", default=[], metavar="KEY=VALUE", help="backend option")
     add("--supernet", help="read the space from this checkpoint (default: the samples' sidecar)")
     add("--out", help="predictor file (default: predictor-<backend>.<ext> beside the samples)")
+    add_force_argument(fit, "predictor file")
     fit.set_defaults(handler=_cmd_fit_predictor)
 
 
@@ -61,7 +63,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         for path in args.merge:
             if not Path(path).is_file():
                 raise UsageError(f"shard file not found: {path}")
-        merged = merge_samples(args.merge, args.out)
+        merged = merge_samples(args.merge, args.out, force=args.force)
         console.print(f"merged {len(args.merge)} shard files into {merged}")
         return EXIT_OK
     if not args.supernet:
@@ -129,8 +131,8 @@ def _samples_space(args: argparse.Namespace) -> ElasticSpace:
 
 
 def _cmd_fit_predictor(args: argparse.Namespace) -> int:
+    from eqsearch.files import check_output_file
     from predictors.fitting import FitConfig, default_predictor_path, fit_predictor
-    from predictors.registry import load_predictor
 
     if not Path(args.samples).is_file():
         raise UsageError(f"samples file not found: {args.samples}")
@@ -141,13 +143,7 @@ def _cmd_fit_predictor(args: argparse.Namespace) -> int:
         options=dict(_parse_option(text) for text in args.option),
     )
     target = Path(args.out) if args.out else default_predictor_path(args.samples, args.backend)
-    if target.exists():
-        try:
-            load_predictor(target)
-        except ValueError:
-            raise UsageError(
-                f"{target} exists and is not a saved predictor; not overwriting it"
-            ) from None
+    check_output_file(target, kind="predictor", force=args.force)
     space = _samples_space(args)
     console = make_console()
     with console.status(f"fitting the {args.backend} predictor"):

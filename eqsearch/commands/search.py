@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eqsearch.commands.common import EXIT_OK, UsageError, make_console, print_frame
+from eqsearch.commands.common import (
+    EXIT_OK,
+    UsageError,
+    add_force_argument,
+    make_console,
+    print_frame,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -20,7 +26,6 @@ if TYPE_CHECKING:
     from eqsearch.problem import SearchProblem
     from eqsearch.space import ElasticSpace
 
-FRONT_FILES = ("pareto.json", "pareto.csv", "pareto.png")
 TABLE_COLUMNS = ("w_bits", "a_bits", "w_comp", "a_comp", "bitops", "size_bytes", "form")
 
 
@@ -59,6 +64,7 @@ def register(commands: Any) -> None:
         "--verify", type=int, default=0, metavar="K", help="measure K front configs on the supernet"
     )
     add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
+    add_force_argument(nsga, "pareto.{json,csv,png}")
     add("--device", default="cpu", help="torch device for --oracle supernet and --verify")
     add("--no-progress", action="store_true", help="no progress bar")
     nsga.set_defaults(handler=_cmd_nsga)
@@ -101,9 +107,12 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def _output_directory(args: argparse.Namespace) -> Path:
-    out = Path(args.out) if args.out else Path(args.supernet).parent
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a directory")
+    from eqsearch.files import check_output_directory, check_output_file
+    from eqsearch.pareto import FRONT_FILES
+
+    out = check_output_directory(Path(args.out) if args.out else Path(args.supernet).parent)
+    for name, kind in zip(FRONT_FILES, ("pareto", "table", "image"), strict=True):
+        check_output_file(out / name, kind=kind, force=args.force)
     return out
 
 
@@ -181,15 +190,6 @@ def verify_front(
     return verified, tau if np.isfinite(tau) else None
 
 
-def write_front(front: ParetoFront, out: Path) -> list[Path]:
-    """Write pareto.json, pareto.csv and pareto.png into ``out``."""
-    return [
-        front.to_json(out / FRONT_FILES[0]),
-        front.to_csv(out / FRONT_FILES[1]),
-        front.plot(out / FRONT_FILES[2]),
-    ]
-
-
 def front_table(front: ParetoFront) -> Any:
     """The columns of the front worth printing."""
     frame = front.to_frame()
@@ -242,7 +242,7 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
         assert supernet_oracle is not None
         with console.status(f"measuring {min(args.verify, len(front))} configs on the supernet"):
             front, tau = verify_front(front, supernet_oracle, args.verify)
-    paths = write_front(front, out)
+    paths = front.write(out)
     print_frame(console, front_table(front), _title(front, args))
     if tau is not None:
         console.print(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib
 
-from eqsearch.engines.base import Progress
+from eqsearch.engines.base import Progress, check_settings
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
+from eqsearch.resources import check_memory
 
 ENGINES = ("pymoo", "deap")
 
@@ -43,6 +44,11 @@ def nsga2(
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    check_settings(population, generations, seed)
+    check_memory(
+        search_memory_bytes(problem, population, generations),
+        f"a search of population {population} over {generations} generations",
+    )
     module = importlib.import_module(f"eqsearch.engines.{engine}")
     front: ParetoFront = module.run(
         problem, population=population, generations=generations, seed=seed, progress=progress
@@ -50,4 +56,18 @@ def nsga2(
     return front
 
 
-__all__ = ["ENGINES", "nsga2"]
+def search_memory_bytes(problem: SearchProblem, population: int, generations: int) -> float:
+    """A generous estimate of a search's peak memory in bytes.
+
+    The archive keeps every evaluated genome (one byte a gene) with its objective values and
+    violation, and building the front copies it a few times; each generation decodes twice
+    the population into per-layer arrays and the oracle's features.
+    """
+    genes = problem.layout.n_genes
+    layers = problem.space.n_layers
+    archive = float(population) * (generations + 1) * (genes + 8 * (len(problem.objectives) + 1))
+    per_config = 8 * genes + 3 * 8 * layers + 128 * layers
+    return 3 * archive + 2 * float(population) * per_config
+
+
+__all__ = ["ENGINES", "nsga2", "search_memory_bytes"]

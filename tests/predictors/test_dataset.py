@@ -142,8 +142,12 @@ def test_load_samples_names_the_bad_row(space: ElasticSpace, tmp_path: Path) -> 
     path.write_text(f'config,accuracy\n"{good}",97.5\n"{good}",abc\n')
     with pytest.raises(ValueError, match=r"row 2 \(line 3\): accuracy 'abc' is not a number"):
         load_samples(path, space)
-    path.write_text(f'config,accuracy\n"{good}",97.5\n"{good}",nan\n')
-    with pytest.raises(ValueError, match=r"row 2.*not a finite number"):
+    for bad in ("nan", "inf", "100.5", "-1"):
+        path.write_text(f'config,accuracy\n"{good}",97.5\n"{good}",{bad}\n')
+        with pytest.raises(ValueError, match=r"row 2.*not a percentage in 0\.\.100"):
+            load_samples(path, space)
+    path.write_text(f'config,accuracy\n"{good}",97.5\n"{good}",97.0\n')
+    with pytest.raises(ValueError, match=r"row 2 \(line 3\) holds the same config as row 1"):
         load_samples(path, space)
     path.write_text('config,accuracy\n"{}",97.5\n')
     with pytest.raises(ValueError, match=r"row 1.*'choices'"):

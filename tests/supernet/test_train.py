@@ -172,13 +172,23 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> 
     # a resumed run whose learning rate explodes: continue with a poisoned optimizer state
     payload = torch.load(tmp_path / "supernet.pt", weights_only=True)
     payload["train_config"]["epochs"] = 2
-    for state in payload["state_dict"]:
-        if state.endswith("conv.weight") or state.endswith(".weight"):
-            payload["state_dict"][state] = payload["state_dict"][state] * float("inf")
-            break
+    for group in payload["optimizer"]["param_groups"]:
+        group["lr"] = 1e15
+    payload["scheduler"]["base_lrs"] = [1e15] * len(payload["scheduler"]["base_lrs"])
     torch.save(payload, tmp_path / "supernet.pt")
     before = (tmp_path / "supernet.pt").read_bytes()
-    with pytest.raises(TrainingDiverged, match="became"):
+    with pytest.raises(TrainingDiverged, match="became .* the checkpoint of epoch 1 is kept"):
         train_supernet(replace(TINY, epochs=2), tmp_path, resume=True, progress=False)
     assert (tmp_path / "supernet.pt").read_bytes() == before
     assert good.history[0]["acc_largest"] > 0
+
+
+def test_resume_refuses_a_checkpoint_with_non_finite_weights(tmp_path: Path) -> None:
+    train_supernet(replace(TINY, epochs=1), tmp_path, progress=False)
+    payload = torch.load(tmp_path / "supernet.pt", weights_only=True)
+    payload["train_config"]["epochs"] = 2
+    name = next(key for key in payload["state_dict"] if key.endswith(".weight"))
+    payload["state_dict"][name] = payload["state_dict"][name] * float("nan")
+    torch.save(payload, tmp_path / "supernet.pt")
+    with pytest.raises(ValueError, match=r"holds non-finite weights"):
+        train_supernet(replace(TINY, epochs=2), tmp_path, resume=True, progress=False)
