@@ -323,12 +323,17 @@ def _record_source(path: Path, source: SampleSource, settings: dict[str, Any]) -
                 f"images ({stored_source.supernet or 'unknown'}, split {stored_source.split}); "
                 "use another --out"
             )
-        if stored_settings != settings:
+
+        def drawn(values: dict[str, Any]) -> dict[str, Any]:
+            return {key: value for key, value in values.items() if key != "n"}
+
+        if drawn(stored_settings) != drawn(settings):  # a larger n extends the same draw
             raise InputError(
                 f"{path} was drawn with other settings ({stored_settings}); use another --out "
                 "or the original settings"
             )
-        return
+        if stored_settings == settings:
+            return
     payload = {"format": SOURCE_FORMAT, "source": source.to_dict(), "settings": settings}
     atomic_write_text(source_path(path), json.dumps(payload, indent=2) + "\n")
 
@@ -422,17 +427,15 @@ def check_samples_target(path: str | Path) -> Path:
         InputError: ``path`` is a directory or holds something other than samples.
     """
     target = Path(path)
-    if target.exists() and target.is_file() and target.stat().st_size > 0:
-        found = sniff_kind(target)
-        if found != "samples":
+    if target.exists() and not target.is_file():
+        raise InputError(f"{target} exists and is not a regular file")
+    if target.is_file():
+        if target.stat().st_size > 0 and sniff_kind(target) != "samples":
             raise InputError(
                 f"{target} exists and is not a samples file of this version; not touching it"
             )
         return target
-    if target.exists() and not target.is_file():
-        raise InputError(f"{target} exists and is not a regular file")
-    check_output_file(target, kind="samples")
-    return target
+    return check_output_file(target, kind="samples")
 
 
 def collect_samples(

@@ -765,6 +765,8 @@ def train_supernet(
                             **fields,
                         )
 
+                if stored_fp is not None:
+                    _load_state(supernet, stored_fp, out / FP_CHECKPOINT_NAME if out else None)
                 history += _fp_pretrain(
                     supernet, data, config, device, dist, reporter, stored_fp, save_fp
                 )

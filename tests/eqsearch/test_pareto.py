@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from eqsearch import costs, nsga2
 from eqsearch.commands.common import load_config_argument
-from eqsearch.pareto import ParetoFront, hypervolume, non_dominated
+from eqsearch.errors import InputError
+from eqsearch.pareto import ParetoFront, hypervolume, non_dominated, read_front
 
 from .search_fixtures import problem_under_budget
 
@@ -81,3 +86,84 @@ def test_csv_and_plot(front: ParetoFront, tmp_path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pareto.csv", "pareto.png"]
     assert set(front.reference) == {"W2A2", "W4A4", "W8A8"}
+
+
+def test_write_gives_one_set_that_read_front_checks(front: ParetoFront, tmp_path) -> None:
+    paths = front.write(tmp_path)
+    assert [p.name for p in paths] == ["pareto.json", "pareto.csv", "pareto.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pareto.csv", "pareto.json", "pareto.png"]
+    assert read_front(tmp_path, front.space).configs == front.configs
+    other = replace(front, info={**front.info, "title": "another run"})
+    other.plot(tmp_path / "pareto.png")  # a PNG of another run beside this JSON
+    with pytest.raises(InputError, match=r"pareto.png is not the file written with"):
+        read_front(tmp_path, front.space)
+
+
+def test_a_fault_while_writing_keeps_the_previous_set(
+    front: ParetoFront, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    front.write(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    other = replace(front, info={**front.info, "title": "second run"})
+    real_fsync = os.fsync
+    calls = []
+
+    def full_disk(descriptor: int) -> None:
+        calls.append(descriptor)
+        if len(calls) == 2:  # the second file's data does not fit
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        other.write(tmp_path)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporaries
+    assert read_front(tmp_path, front.space).info.get("title") == front.info.get("title")
+
+
+def test_a_kill_between_renames_never_leaves_a_json_beside_another_runs_files(
+    front: ParetoFront, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    front.write(tmp_path)
+    other = replace(front, info={**front.info, "title": "second run"})
+    real_replace = os.replace
+    renames = []
+
+    def killed(source: str, target: str) -> None:
+        renames.append(Path(target).name)
+        if len(renames) == 2:  # the process dies after the CSV's rename
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        other.write(tmp_path)
+    monkeypatch.undo()
+    assert renames == ["pareto.csv", "pareto.png"]  # the JSON goes last
+    assert not (tmp_path / "pareto.json").exists()  # the old JSON was removed first
+    with pytest.raises(InputError, match="not found"):
+        load_config_argument(f"{tmp_path / 'pareto.json'}#0", front.space)
+
+
+def test_from_json_refuses_edited_format_version_and_space(front: ParetoFront, tmp_path) -> None:
+    path = front.to_json(tmp_path / "pareto.json")
+    data = json.loads(path.read_text())
+    cases = {
+        "format": ("eqsearch-samples", "is not an eqsearch Pareto front file"),
+        "version": (99, "format version 99; this eqsearch reads"),
+        "space_fingerprint": ("0123456789abcdef", "was searched on another space"),
+        "configs": ("not a list", "is not a valid Pareto front file"),
+    }
+    for key, (value, message) in cases.items():
+        path.write_text(json.dumps({**data, key: value}))
+        with pytest.raises(InputError, match=message):
+            ParetoFront.from_json(path, front.space)
+        with pytest.raises(InputError, match=message):
+            load_config_argument(f"{path}#0", front.space)
+    path.write_text(json.dumps(data))
+    for index in ("-1", "x", ""):
+        with pytest.raises(InputError, match="must be a config index"):
+            load_config_argument(f"{path}#{index}", front.space)
+    with pytest.raises(InputError, match=rf"has {len(front)} configs"):
+        load_config_argument(f"{path}#{len(front)}", front.space)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from eqsearch import costs
+from eqsearch.errors import InputError
+from eqsearch.files import exclusive_writer
 from eqsearch.space import ElasticSpace, LayerSpec
 from predictors.dataset import (
     SAMPLE_COLUMNS,
+    SampleSource,
     SamplingConfig,
     collect_samples,
     draw_configs,
@@ -182,3 +186,83 @@ def test_torchrun_ranks_pick_the_shard(monkeypatch: pytest.MonkeyPatch) -> None:
     assert shard_from_environment() == (2, 4)
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert shard_from_environment() == (0, 1)
+
+
+def test_a_second_sampler_on_the_same_file_is_refused(
+    space: ElasticSpace, formula_oracle: FormulaOracle, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    with (
+        exclusive_writer(out, what="samples file"),  # another `eqsearch sample` running
+        pytest.raises(InputError, match="another process is writing samples file"),
+    ):
+        collect_samples(formula_oracle, space, out, SamplingConfig(n=5))
+    run = collect_samples(formula_oracle, space, out, SamplingConfig(n=5))
+    assert run.new_rows == 5 and len(_rows(out)) == 5
+
+
+def test_resuming_refuses_rows_that_are_not_percentages(
+    space: ElasticSpace, formula_oracle: FormulaOracle, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    collect_samples(formula_oracle, space, out, SamplingConfig(n=4))
+    lines = out.read_text().splitlines()
+    fields = lines[2].split(",")
+    fields[-2] = "nan"
+    out.write_text("\n".join([*lines[:2], ",".join(fields), *lines[3:]]) + "\n")
+    with pytest.raises(InputError, match=r"line 3: accuracy 'nan' is not a percentage"):
+        collect_samples(formula_oracle, space, out, SamplingConfig(n=8))
+
+
+def _source(sha: str = "a" * 64) -> SampleSource:
+    return SampleSource(supernet_sha256=sha, supernet="run/supernet.pt", bn_images=100)
+
+
+def test_merge_refuses_incomplete_foreign_or_mixed_shards(
+    space: ElasticSpace, formula_oracle: FormulaOracle, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    shards = [shard_path(out, (i, 3)) for i in range(3)]
+    for index in (0, 1):
+        collect_samples(
+            formula_oracle, space, out, SamplingConfig(n=9, shard=(index, 3)), source=_source()
+        )
+    with pytest.raises(InputError, match=r"hold 6 of the draw's 9 rows; missing indices 2, 5, 8"):
+        merge_samples(shards[:2], tmp_path / "merged.csv")
+    other = tmp_path / "other" / "samples.csv"
+    collect_samples(
+        formula_oracle, space, other, SamplingConfig(n=9, shard=(2, 3)), source=_source("b" * 64)
+    )
+    with pytest.raises(InputError, match="measured on different supernets"):
+        merge_samples([*shards[:2], shard_path(other, (2, 3))], tmp_path / "merged.csv")
+    run = collect_samples(
+        formula_oracle, space, out, SamplingConfig(n=9, shard=(2, 3)), source=_source()
+    )
+    assert run.merged == out
+    merged = tmp_path / "elsewhere" / "merged.csv"
+    assert merge_samples(shards, merged) == merged
+    assert read_samples_space(merged) == space  # the merged file keeps its space file
+    assert load_samples(merged, space)[1].shape == (9,)
+    with pytest.raises(InputError, match="exists; pass --force"):
+        merge_samples(shards, merged)
+    assert merge_samples(shards, merged, force=True) == merged
+    checkpoint = tmp_path / "supernet.pt"
+    checkpoint.write_bytes(b"PK\x03\x04")  # not even a valid zip: still never replaced by CSV
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my notes\n")
+    with pytest.raises(InputError, match="exists; pass --force"):
+        merge_samples(shards, notes)
+    assert notes.read_text() == "my notes\n"
+
+
+def test_a_sample_run_is_tied_to_its_supernet(
+    space: ElasticSpace, formula_oracle: FormulaOracle, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    collect_samples(formula_oracle, space, out, SamplingConfig(n=4), source=_source())
+    before = out.read_bytes()
+    with pytest.raises(InputError, match="measured on another supernet"):
+        collect_samples(formula_oracle, space, out, SamplingConfig(n=8), source=_source("c" * 64))
+    assert out.read_bytes() == before
+    moved = dataclasses.replace(_source(), supernet="elsewhere/supernet.pt")
+    assert collect_samples(formula_oracle, space, out, SamplingConfig(n=8), source=moved).rows == 8

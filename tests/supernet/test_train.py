@@ -177,7 +177,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> 
     payload["scheduler"]["base_lrs"] = [1e15] * len(payload["scheduler"]["base_lrs"])
     torch.save(payload, tmp_path / "supernet.pt")
     before = (tmp_path / "supernet.pt").read_bytes()
-    with pytest.raises(TrainingDiverged, match="became .* the checkpoint of epoch 1 is kept"):
+    with pytest.raises(TrainingDiverged, match=r"became .* the checkpoint of epoch 1 is kept"):
         train_supernet(replace(TINY, epochs=2), tmp_path, resume=True, progress=False)
     assert (tmp_path / "supernet.pt").read_bytes() == before
     assert good.history[0]["acc_largest"] > 0
@@ -192,3 +192,62 @@ def test_resume_refuses_a_checkpoint_with_non_finite_weights(tmp_path: Path) -> 
     torch.save(payload, tmp_path / "supernet.pt")
     with pytest.raises(ValueError, match=r"holds non-finite weights"):
         train_supernet(replace(TINY, epochs=2), tmp_path, resume=True, progress=False)
+
+
+class _Killed(BaseException):
+    """Stands in for kill -9: nothing after it runs."""
+
+
+@pytest.mark.parametrize("killed_after_fp_epoch", [1, 2])
+def test_a_run_killed_before_its_first_supernet_epoch_resumes_from_fp_pt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_after_fp_epoch: int
+) -> None:
+    config = replace(TINY, fp_epochs=2, epochs=1)
+    straight = train_supernet(config, tmp_path / "straight", progress=False)
+    import supernet.train as train_module
+
+    real_save = train_module.save_supernet
+
+    def save_then_die(path: Path, supernet: object, **fields: object) -> None:
+        real_save(path, supernet, **fields)  # type: ignore[arg-type]
+        if fields.get("kind") == "fp" and fields.get("fp_epoch") == killed_after_fp_epoch:
+            raise _Killed
+
+    monkeypatch.setattr(train_module, "save_supernet", save_then_die)
+    with pytest.raises(_Killed):
+        train_supernet(config, tmp_path / "partial", progress=False)
+    monkeypatch.undo()
+    partial = tmp_path / "partial"
+    assert not (partial / "supernet.pt").exists()
+    stored = load_checkpoint(partial / "fp.pt")
+    assert stored["complete"] is (killed_after_fp_epoch == 2)
+    assert ("optimizer" in stored) is (killed_after_fp_epoch == 1)
+    before = (partial / "fp.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"fp.pt holds the pretraining .* pass --resume"):
+        train_supernet(config, partial, progress=False)
+    assert (partial / "fp.pt").read_bytes() == before  # a plain rerun does not redo it
+    with pytest.raises(ValueError, match="stored settings"):
+        train_supernet(replace(config, lr=0.5), partial, resume=True, progress=False)
+    resumed = train_supernet(config, partial, resume=True, progress=False)
+    for key, value in straight.supernet.state_dict().items():
+        assert torch.equal(resumed.supernet.state_dict()[key], value), key
+    assert [h["phase"] for h in resumed.history] == ["fp", "fp", "supernet"]
+    assert [h.get("acc_fp") for h in resumed.history] == [h.get("acc_fp") for h in straight.history]
+    assert load_checkpoint(partial / "fp.pt")["complete"] is True
+
+
+def test_init_refuses_an_unfinished_pretraining(tmp_path: Path, monkeypatch) -> None:
+    import supernet.train as train_module
+
+    real_save = train_module.save_supernet
+
+    def save_then_die(path: Path, supernet: object, **fields: object) -> None:
+        real_save(path, supernet, **fields)  # type: ignore[arg-type]
+        raise _Killed
+
+    monkeypatch.setattr(train_module, "save_supernet", save_then_die)
+    with pytest.raises(_Killed):
+        train_supernet(replace(TINY, fp_epochs=2), tmp_path / "a", progress=False)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"unfinished pretraining \(epoch 1 of 2\)"):
+        train_supernet(replace(TINY, init=str(tmp_path / "a" / "fp.pt")), None, progress=False)
