@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from eqsearch.commands.common import (
+    DEVICE_HELP,
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
@@ -20,10 +21,14 @@ from eqsearch.commands.common import (
     UsageError,
     add_force_argument,
     bits_pair,
+    finite_float,
     int_list,
     load_config_argument,
     make_console,
+    non_negative_int,
+    positive_int,
     print_frame,
+    seed_int,
 )
 
 if TYPE_CHECKING:
@@ -108,7 +113,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--model", help="registered model (eqsearch models); default lenet5")
     add("--dataset", help="mnist5k (default), digits, cifar10, imagenet, imagefolder")
     add("--data-root", help="directory of cifar10/imagenet/imagefolder data (never downloaded)")
-    add("--image-size", type=int, help="input size for ImageFolder data")
+    add("--image-size", type=positive_int, help="input size for ImageFolder data")
     add("--quantizer", help="registered quantizer (lsq)")
     add("--w-bits", type=int_list, help="elastic weight bits, e.g. 2-8 or 2,4,8")
     add("--a-bits", type=int_list, help="elastic activation bits")
@@ -116,29 +121,35 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--w-symmetry", type=_symmetries, help="weight symmetries: sym,asym")
     add("--a-symmetry", type=_symmetries, help="activation symmetries: sym,asym")
     add("--first-last", help="first/last layers: 8/8 (default), fp or elastic")
-    add("--epochs", type=int, help="supernet epochs")
-    add("--fp-epochs", type=int, help="full-precision pretraining epochs before the supernet")
+    add("--epochs", type=positive_int, help="supernet epochs")
+    add(
+        "--fp-epochs",
+        type=non_negative_int,
+        help="full-precision pretraining epochs before the supernet",
+    )
     add("--init", help="start from this full-precision checkpoint or state_dict")
     add("--pretrained", action="store_const", const=True, help="torchvision weights (local)")
-    add("--batch-size", type=int)
-    add("--lr", type=float, help="Adam learning rate (cosine schedule)")
-    add("--weight-decay", type=float)
-    add("--grad-clip", type=float, help="clip gradients to ±value")
+    add("--batch-size", type=positive_int, help="images per step")
+    add("--lr", type=finite_float, help="Adam learning rate (cosine schedule)")
+    add("--weight-decay", type=finite_float, help="Adam weight decay")
+    add("--grad-clip", type=finite_float, help="clip gradients to ±value")
     add("--schedule", help="joint (EQ-Net) or progressive (OQAT bit inheritance)")
     add("--form-draw", help="global (one form per subnet) or per_layer")
     add("--guidance", help="gpg (default), hard or smooth labels")
-    add("--gpg-lambda", type=float, help="λ of GPG: weight of the KL term")
-    add("--label-smoothing", type=float)
-    add("--random-subnets", type=int, help="random subnets per sandwich step")
-    add("--wdr-skew", type=float, help="weight of WDR's skewness term")
-    add("--wdr-kurtosis", type=float, help="weight of WDR's kurtosis term")
-    add("--target-kurtosis", type=float, help="K_T of WDR (1.8)")
-    add("--quant-init-images", type=int)
-    add("--bn-images", type=int, help="images for BN re-calibration before each evaluation")
-    add("--holdout", type=int, help="training images held out for scoring subnets")
-    add("--seed", type=int)
-    add("--device", help="auto, cpu, cuda or cuda:N")
-    add("--workers", type=int)
+    add("--gpg-lambda", type=finite_float, help="λ of GPG: weight of the KL term")
+    add("--label-smoothing", type=finite_float, help="of --guidance smooth")
+    add("--random-subnets", type=non_negative_int, help="random subnets per sandwich step")
+    add("--wdr-skew", type=finite_float, help="weight of WDR's skewness term")
+    add("--wdr-kurtosis", type=finite_float, help="weight of WDR's kurtosis term")
+    add("--target-kurtosis", type=finite_float, help="K_T of WDR (1.8)")
+    add("--quant-init-images", type=positive_int, help="images that set the initial steps")
+    add(
+        "--bn-images", type=positive_int, help="images for BN re-calibration before each evaluation"
+    )
+    add("--holdout", type=positive_int, help="training images held out for scoring subnets")
+    add("--seed", type=seed_int, help="seeds weights, data order and subnet draws")
+    add("--device", help="auto (default: CUDA when available), cpu, cuda or cuda:N")
+    add("--workers", type=non_negative_int, help="DataLoader workers for folder datasets")
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfigType:
@@ -171,16 +182,32 @@ def _train_config(args: argparse.Namespace) -> TrainConfigType:
 
 
 def _start_distributed(device: str) -> bool:
-    """Join the torchrun process group when launched by torchrun with several processes."""
-    import os
+    """Join the torchrun process group when launched by torchrun with several processes.
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    Waiting for the peers is bounded (``EQSEARCH_RENDEZVOUS_TIMEOUT``, 300 s by default).
+    """
+    from datetime import timedelta
+
+    from eqsearch.launcher import check_rendezvous, launch_environment, rendezvous_seconds
+
+    rank, world = launch_environment()
+    if world <= 1:
         return False
+    check_rendezvous()
+    seconds = rendezvous_seconds()
     import torch.distributed
 
     if not torch.distributed.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
-        torch.distributed.init_process_group(backend=backend)
+        try:
+            torch.distributed.init_process_group(
+                backend=backend, timeout=timedelta(seconds=seconds)
+            )
+        except Exception as error:  # the store and the backends raise several types
+            raise UsageError(
+                f"rank {rank} of {world} could not join its peers within {seconds:g} s "
+                f"({_one_line(error)[:160]}); are all {world} processes started?"
+            ) from None
     return True
 
 
@@ -216,9 +243,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _is_main_process() -> bool:
-    import os
+    from eqsearch.launcher import launch_environment
 
-    return os.environ.get("RANK", "0") == "0"
+    return launch_environment()[0] == 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -308,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--form", help="forms such as channel-sym-sym,tensor-asym-asym")
     evaluate.add_argument("--split", default="test", choices=("test", "holdout"))
     evaluate.add_argument("--data-root", help="override the data root stored in the checkpoint")
-    evaluate.add_argument("--bn-images", type=int, help="BN re-calibration images")
-    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--bn-images", type=positive_int, help="BN re-calibration images")
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.add_argument("--json", help="also write the table as JSON")
     add_force_argument(evaluate, "--json file")
     evaluate.set_defaults(handler=_cmd_eval)

@@ -29,6 +29,7 @@ from eqsearch.files import (
     read_text,
     sniff_kind,
 )
+from eqsearch.launcher import launch_environment
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, SubnetConfig
 
@@ -129,9 +130,12 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard_from_environment() -> tuple[int, int]:
-    """``(RANK, WORLD_SIZE)`` of a torchrun launch, else ``(0, 1)``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    """``(RANK, WORLD_SIZE)`` of a torchrun launch, else ``(0, 1)``.
+
+    Raises:
+        InputError: the variables are malformed (see ``eqsearch.launcher``).
+    """
+    rank, world = launch_environment()
     return (rank, world) if world > 1 else (0, 1)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.space import ElasticSpace, SubnetConfig
 from predictors.base import Predictor
 
@@ -23,8 +24,19 @@ class PredictorOracle:
         self.space: ElasticSpace = predictor.space
 
     def evaluate(self, configs: Sequence[SubnetConfig]) -> npt.NDArray[np.float64]:
-        """Predicted accuracies, one float64 per config (a ConfigBatch is read as arrays)."""
-        return np.asarray(self.predictor.predict(configs), dtype=np.float64)
+        """Predicted accuracies, one float64 per config (a ConfigBatch is read as arrays).
+
+        Raises:
+            InputError: the predictor gives a non-finite value (a damaged predictor): a
+                search on it would return a meaningless front.
+        """
+        predicted = np.asarray(self.predictor.predict(configs), dtype=np.float64)
+        if not np.isfinite(predicted).all():
+            raise InputError(
+                f"the {self.predictor.name} predictor gives non-finite accuracies for some "
+                "configs; fit it again"
+            )
+        return predicted
 
     def __repr__(self) -> str:
         return f"PredictorOracle({self.predictor.name})"

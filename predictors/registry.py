@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from eqsearch.errors import InputError
+from eqsearch.files import MAX_JSON_BYTES, parse_json, read_bytes
 from eqsearch.space import ElasticSpace
 from predictors.base import PREDICTOR_FORMAT, PREDICTOR_VERSION, BasePredictor
 from predictors.mlp import MLPPredictor
@@ -60,13 +63,21 @@ def _read_payload(path: Path) -> Any:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many types for foreign or unsafe pickles
-            raise ValueError(f"{path} is not a saved predictor: {error}") from None
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            useful = [line for line in lines if "weights_only" not in line] or ["unsafe pickle"]
+            raise InputError(
+                f"{path} is not a saved predictor ({useful[0][:160]}); nothing in it was executed"
+            ) from None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError(
-            f"{path} is not a saved predictor (neither JSON nor a torch file)"
+        return parse_json(read_bytes(path, limit=MAX_JSON_BYTES, what="predictor file"))
+    except InputError as error:
+        raise InputError(
+            f"{path} is not a saved predictor (neither JSON nor a torch file: {error})"
         ) from None
+
+
+PROBE_CONFIGS = 64
+"""Configs a loaded predictor is asked about before it is trusted (all must be finite)."""
 
 
 def load_predictor(path: str | Path) -> BasePredictor:
@@ -92,9 +103,18 @@ def load_predictor(path: str | Path) -> BasePredictor:
             f"{location} holds an unknown backend {backend!r}; registered: {', '.join(PREDICTORS)}"
         )
     try:
-        return PREDICTORS[str(backend)].from_payload(payload)
-    except (KeyError, TypeError, RuntimeError) as error:
-        raise ValueError(f"{location} is a damaged predictor file: {error}") from None
+        predictor = PREDICTORS[str(backend)].from_payload(payload)
+    except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as error:
+        # XGBoost's errors carry a C++ backtrace: its first line says what is wrong
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{location} is a damaged predictor file: {first[:200]}") from None
+    probe = np.asarray(predictor.predict(predictor.space.sample(0, PROBE_CONFIGS)), dtype=float)
+    if not np.isfinite(probe).all() or np.abs(probe).max() > 1e6:
+        raise InputError(
+            f"{location} predicts non-finite or absurd accuracies (e.g. {probe.flat[0]!r}); "
+            "its coefficients are damaged — fit it again"
+        )
+    return predictor
 
 
 def find_predictor(directory: str | Path) -> Path | None:

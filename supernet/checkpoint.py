@@ -8,15 +8,17 @@ from typing import Any
 
 import torch
 
+from eqsearch.errors import InputError
 from eqsearch.files import atomic_writer
 from eqsearch.space import ElasticSpace
+from supernet.devices import resolve_device
 from supernet.elastic import Supernet, rebuild_supernet
 
 FORMAT_NAME = "eqsearch-supernet"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A file that is not a loadable eqsearch checkpoint (one clear line, never executed)."""
 
 
@@ -44,6 +46,37 @@ def save_supernet(path: str | Path, supernet: Supernet, **fields: Any) -> None:
     atomic_save(payload, path)
 
 
+def safe_torch_load(
+    path: str | Path, *, what: str = "checkpoint", map_location: str | torch.device = "cpu"
+) -> Any:
+    """``torch.load(weights_only=True)`` with every failure as one :class:`CheckpointError` line.
+
+    A pickle that would need code to load is refused and never executed; torch's advice to
+    retry with ``weights_only=False`` is never passed on. The file is loaded on the CPU unless
+    ``map_location`` says otherwise (check the device first: see ``supernet.devices``).
+
+    Raises:
+        CheckpointError: missing, not a regular file, truncated or corrupt, or unsafe.
+    """
+    location = Path(path)
+    if not location.is_file():
+        raise CheckpointError(f"{what} not found: {location}")
+    try:
+        return torch.load(location, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"refusing {location}: it is a pickle that needs code to load (not an eqsearch "
+            f"{what}); nothing in it was executed"
+        ) from None
+    except Exception as error:  # torch.load raises many types for files it cannot parse
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        useful = [line for line in lines if "weights_only" not in line]
+        reason = useful[0] if useful else type(error).__name__
+        raise CheckpointError(
+            f"{location} is truncated or not a {what} file ({reason[:200]})"
+        ) from None
+
+
 def load_checkpoint(
     path: str | Path, *, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
@@ -54,20 +87,7 @@ def load_checkpoint(
             format version; or a pickle that would need to run code (refused, never executed).
     """
     location = Path(path)
-    if not location.is_file():
-        raise CheckpointError(f"checkpoint not found: {location}")
-    try:
-        payload = torch.load(location, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"refusing {location}: it is a pickle that needs code to load "
-            "(not an eqsearch checkpoint); nothing in it was executed"
-        ) from None
-    except Exception as error:  # torch.load raises many types for files it cannot parse
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise CheckpointError(
-            f"{location} is truncated or not a checkpoint file ({first_line})"
-        ) from None
+    payload = safe_torch_load(location, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{location} is not an eqsearch checkpoint")
     version = payload.get("version")
@@ -79,7 +99,26 @@ def load_checkpoint(
     for key in ("build_info", "space", "state_dict"):
         if key not in payload:
             raise CheckpointError(f"{location} lacks its {key!r} entry")
+    if not isinstance(payload["state_dict"], dict):
+        raise CheckpointError(f"{location} has a malformed state_dict entry")
     return payload
+
+
+def check_finite_weights(state_dict: dict[str, Any], path: str | Path) -> None:
+    """Refuse a state dict holding NaN or infinite floating-point values (a diverged run).
+
+    Raises:
+        CheckpointError: names the first such tensor.
+    """
+    for name, tensor in state_dict.items():
+        if (
+            isinstance(tensor, torch.Tensor)
+            and tensor.is_floating_point()
+            and not bool(torch.isfinite(tensor).all())
+        ):
+            raise CheckpointError(
+                f"{path} holds non-finite weights ({name}); it comes from a diverged run"
+            )
 
 
 def load_supernet(
@@ -88,12 +127,18 @@ def load_supernet(
     """Rebuild the supernet a checkpoint describes and load its weights.
 
     Returns ``(supernet, checkpoint)``; the supernet is in eval mode, full precision active.
+
+    Raises:
+        CheckpointError: see :func:`load_checkpoint`, or weights that do not fit or are not
+            finite.
+        InputError: ``map_location`` is not a device of this machine (checked first).
     """
-    payload = load_checkpoint(path, map_location=map_location)
+    device = resolve_device(str(map_location))
+    payload = load_checkpoint(path)
     try:
         supernet = rebuild_supernet(payload["build_info"])
         stored_space = ElasticSpace.from_dict(payload["space"])
-    except (KeyError, TypeError) as error:
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise CheckpointError(f"{path} has a malformed build description ({error})") from None
     if stored_space != supernet.space:
         raise CheckpointError(
@@ -101,8 +146,10 @@ def load_supernet(
         )
     try:
         supernet.load_state_dict(payload["state_dict"])
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the architecture ({error})") from None
-    supernet.to(map_location)
+    except (RuntimeError, KeyError, TypeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: weights do not fit the architecture ({first})") from None
+    check_finite_weights(payload["state_dict"], path)
+    supernet.to(device)
     supernet.eval()
     return supernet, payload

@@ -24,8 +24,15 @@ from eqsearch.space import (
     LayerChoice,
     SubnetConfig,
 )
-from supernet.checkpoint import CheckpointError, load_checkpoint, save_supernet
+from supernet.checkpoint import (
+    CheckpointError,
+    check_finite_weights,
+    load_checkpoint,
+    safe_torch_load,
+    save_supernet,
+)
 from supernet.data import DATASETS, DataBundle, DataSpec, build_data
+from supernet.devices import resolve_device
 from supernet.elastic import Supernet, build_supernet, parse_first_last
 from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_loss
 from supernet.models import model_entry
@@ -136,6 +143,16 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+        if self.seed > 2**63 - 1:
+            raise ValueError(f"seed must be in 0..2**63-1; got {self.seed}")
+        if self.image_size is not None and (
+            isinstance(self.image_size, bool)
+            or not isinstance(self.image_size, int)
+            or not 8 <= self.image_size <= 4096
+        ):
+            raise ValueError(
+                f"image_size must be None or an integer in 8..4096; got {self.image_size!r}"
+            )
         if not self.random_subnets >= 0:
             raise ValueError(f"random_subnets must be >= 0; got {self.random_subnets}")
         if not self.lr > 0:
@@ -331,15 +348,6 @@ def draw_sandwich(
 # -- the loop -----------------------------------------------------------------------------
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name} requested but CUDA is not available")
-    return torch.device(name)
-
-
 def _parameter_groups(supernet: Supernet, weight_decay: float) -> list[dict[str, Any]]:
     decayed, quantizer, other = [], [], []
     for name, parameter in supernet.named_parameters():
@@ -378,8 +386,12 @@ def _load_initial_weights(supernet: Supernet, path: str) -> None:
     except CheckpointError as error:
         if "not an eqsearch checkpoint" not in str(error):
             raise
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_torch_load(path, what="state_dict")
         target = supernet.model
+    if not isinstance(state, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
+    ):
+        raise InputError(f"--init {path} is neither an eqsearch checkpoint nor a state_dict")
     own = target.state_dict()
     model_keys = {k for k in own if ".quantizer." not in k}
     missing = sorted(model_keys - set(state))
@@ -391,6 +403,14 @@ def _load_initial_weights(supernet: Supernet, path: str) -> None:
             f"--init {path} does not fit the {supernet.build_info['model']} architecture "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
+    wrong = sorted(k for k, v in state.items() if k in own and v.shape != own[k].shape)
+    if wrong:
+        raise InputError(
+            f"--init {path} does not fit the {supernet.build_info['model']} architecture "
+            f"({wrong[0]} has shape {tuple(state[wrong[0]].shape)}, the model "
+            f"{tuple(own[wrong[0]].shape)})"
+        )
+    check_finite_weights(state, path)
     target.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
@@ -654,15 +674,7 @@ def _load_state(supernet: Supernet, stored: dict[str, Any], path: Path | None) -
     except (RuntimeError, KeyError, TypeError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path}: the weights do not fit the architecture ({first})") from None
-    bad = [
-        name
-        for name, tensor in state.items()
-        if isinstance(tensor, torch.Tensor)
-        and tensor.is_floating_point()
-        and not bool(torch.isfinite(tensor).all())
-    ]
-    if bad:
-        raise InputError(f"{path} holds non-finite weights ({bad[0]}); it cannot be resumed")
+    check_finite_weights(state, path or "the checkpoint")
 
 
 def _stage_openings(config: TrainConfig, space: ElasticSpace, epoch: int) -> list[tuple[int, int]]:

@@ -40,6 +40,54 @@ def make_console() -> Console:
     return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+DEVICE_HELP = "auto (default: CUDA when available), cpu, cuda or cuda:N"
+
+MAX_SEED = 2**63 - 1
+"""Largest seed (numpy and torch both take it)."""
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (counts of images, subnets, ...)."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A seed: an integer in 0..2^63-1."""
+    value = _integer(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be in 0..2**63-1; got {text}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A finite number (not nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
+    return value
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """``"2,4,8"`` or ``"2-8"`` → a tuple of ints."""
     values: list[int] = []

@@ -17,6 +17,7 @@ from eqsearch.commands.common import (
     bits_pair,
     load_config_argument,
     make_console,
+    positive_int,
 )
 
 if TYPE_CHECKING:
@@ -39,7 +40,11 @@ def register(commands: Any) -> None:
     add("--form", help="form of --uniform, e.g. channel-sym-sym (default: the first served)")
     add("--out", required=True, help="the file to write: model.onnx, or weights.npz")
     add("--format", default="onnx", choices=FORMATS, help="onnx (default) or packed weights")
-    add("--opset", type=int, help="ONNX opset (>= 13; default 17, or 21 with --int4-weights)")
+    add(
+        "--opset",
+        type=positive_int,
+        help="ONNX opset (>= 13; default 17, or 21 with --int4-weights)",
+    )
     add("--fold-bn", action="store_true", help="fold BN into per-channel weight scales")
     add(
         "--int4-weights",
@@ -48,7 +53,7 @@ def register(commands: Any) -> None:
     )
     add("--split", default="test", choices=("test", "holdout"), help="images to verify on")
     add("--data-root", help="override the data root stored in the checkpoint")
-    add("--bn-images", type=int, help="BN re-calibration images")
+    add("--bn-images", type=positive_int, help="BN re-calibration images")
     add(
         "--min-agreement",
         type=float,

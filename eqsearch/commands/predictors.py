@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from eqsearch.commands.common import EXIT_OK, UsageError, add_force_argument, make_console
+from eqsearch.commands.common import (
+    DEVICE_HELP,
+    EXIT_OK,
+    UsageError,
+    add_force_argument,
+    finite_float,
+    make_console,
+    positive_int,
+    seed_int,
+)
 
 if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace
@@ -22,17 +31,28 @@ def register(commands: Any) -> None:
     )
     add = sample.add_argument
     add("--supernet", help="a supernet.pt checkpoint")
-    add("--n", type=int, default=1000, help="distinct subnets over all shards (default 1000)")
+    add(
+        "--subnets",
+        "--n",
+        dest="n",
+        type=positive_int,
+        default=1000,
+        help="distinct subnets over all shards (default 1000; --n is an alias)",
+    )
     add("--out", help="samples CSV (default: samples.csv beside the checkpoint)")
-    add("--seed", type=int, default=0, help="seed of the draw (a rerun with it resumes)")
+    add("--seed", type=seed_int, default=0, help="seed of the draw (a rerun with it resumes)")
     add("--strategy", default="spread", help="spread (over average bits, default) or uniform")
     add("--form-draw", default="global", help="global (one form per subnet) or per_layer")
     add("--shard", help="i/n: evaluate every n-th subnet from the i-th (default: torchrun rank)")
     add("--split", default="holdout", choices=("holdout", "test"), help="images to score on")
-    add("--bn-images", type=int, help="BN re-calibration images per subnet")
-    add("--holdout", type=int, help="training images to score on (default: the checkpoint's)")
+    add("--bn-images", type=positive_int, help="BN re-calibration images per subnet")
+    add(
+        "--holdout",
+        type=positive_int,
+        help="training images to score on (default: the checkpoint's)",
+    )
     add("--data-root", help="override the data root stored in the checkpoint")
-    add("--device", default="cpu")
+    add("--device", default="auto", help=DEVICE_HELP)
     add("--merge", nargs="+", metavar="SHARD", help="merge these shard files into --out instead")
     add_force_argument(sample, "--out of --merge")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -44,8 +64,8 @@ def register(commands: Any) -> None:
     add = fit.add_argument
     add("--samples", required=True, help="a samples CSV written by eqsearch sample")
     add("--backend", default="mlp", help="mlp (default), xgboost or ridge")
-    add("--holdout", type=float, default=0.2, help="fraction held out for the metrics")
-    add("--seed", type=int, default=0)
+    add("--holdout", type=finite_float, default=0.2, help="fraction held out for the metrics")
+    add("--seed", type=seed_int, default=0, help="seeds the split and the fit")
     add("--option", action="append", default=[], metavar="KEY=VALUE", help="backend option")
     add("--supernet", help="read the space from this checkpoint (default: the samples' sidecar)")
     add("--out", help="predictor file (default: predictor-<backend>.<ext> beside the samples)")

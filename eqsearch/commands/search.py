@@ -11,11 +11,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eqsearch.commands.common import (
+    DEVICE_HELP,
     EXIT_OK,
     UsageError,
     add_force_argument,
+    finite_float,
     make_console,
+    non_negative_int,
+    positive_int,
     print_frame,
+    seed_int,
 )
 
 if TYPE_CHECKING:
@@ -40,8 +45,10 @@ def register(commands: Any) -> None:
     )
     add = nsga.add_argument
     add("--supernet", required=True, help="a supernet.pt checkpoint")
-    add("--w-bits", type=float, help="budget: average weight bits of the searched layers")
-    add("--a-bits", type=float, help="budget: average activation bits of the searched layers")
+    add("--w-bits", type=finite_float, help="budget: average weight bits of the searched layers")
+    add(
+        "--a-bits", type=finite_float, help="budget: average activation bits of the searched layers"
+    )
     add(
         "--objectives",
         default="accuracy,bitops",
@@ -57,15 +64,19 @@ def register(commands: Any) -> None:
         choices=("predictor", "supernet"),
         help="where accuracy comes from: the predictor (default) or the supernet itself",
     )
-    add("--population", type=int, default=100)
-    add("--generations", type=int, default=500)
-    add("--seed", type=int, default=0)
+    add("--population", type=positive_int, default=100, help="individuals per generation")
+    add("--generations", type=non_negative_int, default=500, help="generations after the first")
+    add("--seed", type=seed_int, default=0, help="the search is a function of it")
     add(
-        "--verify", type=int, default=0, metavar="K", help="measure K front configs on the supernet"
+        "--verify",
+        type=non_negative_int,
+        default=0,
+        metavar="K",
+        help="measure K front configs on the supernet",
     )
     add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
     add_force_argument(nsga, "pareto.{json,csv,png}")
-    add("--device", default="cpu", help="torch device for --oracle supernet and --verify")
+    add("--device", default="auto", help=f"for --oracle supernet and --verify: {DEVICE_HELP}")
     add("--no-progress", action="store_true", help="no progress bar")
     nsga.set_defaults(handler=_cmd_nsga)
 
@@ -74,7 +85,7 @@ def register(commands: Any) -> None:
     )
     demo.add_argument("--out", default="eqsearch-demo", help="directory of every demo file")
     demo.add_argument("--quick", action="store_true", help="tiny settings (seconds; for tests)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=seed_int, default=0, help="seeds every stage")
     demo.set_defaults(handler=_cmd_demo)
 
 
@@ -201,15 +212,19 @@ def front_table(front: ParetoFront) -> Any:
 
 
 def _cmd_nsga(args: argparse.Namespace) -> int:
+    from eqsearch.engines import search_memory_bytes
     from eqsearch.problem import make_problem
+    from eqsearch.resources import check_memory
     from eqsearch.space import ElasticSpace
-    from supernet.checkpoint import load_checkpoint
+    from supernet.checkpoint import check_finite_weights, load_checkpoint
 
     _check_counts(args)
     objectives = _objective_names(args.objectives)
+    out = _output_directory(args)
     checkpoint = load_checkpoint(args.supernet)
-    if checkpoint.get("kind") == "fp":
+    if checkpoint.get("kind") != "supernet":
         raise UsageError(f"{args.supernet} is a full-precision checkpoint; search a supernet.pt")
+    check_finite_weights(checkpoint["state_dict"], args.supernet)
     space = ElasticSpace.from_dict(checkpoint["space"])
     settings: dict[str, Any] = {
         "objectives": objectives,
@@ -219,10 +234,18 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
         "forms_per_layer": args.forms_per_layer,
     }
     try:
-        make_problem(space, _NoOracle(), **settings)
+        problem = make_problem(space, _NoOracle(), **settings)
     except ValueError as error:
         raise UsageError(_budget_message(error)) from None
-    out = _output_directory(args)
+    if args.forms_per_layer and len(problem.layout.forms) == 1:
+        raise UsageError(
+            f"--forms-per-layer chooses among several forms, but --target {args.target} allows "
+            f"one ({problem.layout.forms[0]}); use --target any"
+        )
+    check_memory(
+        search_memory_bytes(problem, args.population, args.generations),
+        f"--population {args.population} with --generations {args.generations}",
+    )
     console = make_console()
     supernet_oracle: AccuracyOracle | None = None
     if args.oracle == "supernet" or args.verify:

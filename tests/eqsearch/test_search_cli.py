@@ -63,7 +63,9 @@ def test_missing_predictor_names_the_commands_that_make_one(checkpoint, capsys) 
         ("--engine optuna", "argument --engine: invalid choice: 'optuna'"),
         ("--target coreml", "argument --target: invalid choice: 'coreml'"),
         ("--objectives accuracy,latency", "objectives must be among accuracy, bitops"),
-        ("--w-bits three", "argument --w-bits: invalid float value: 'three'"),
+        ("--w-bits three", "argument --w-bits: expected a number; got 'three'"),
+        ("--w-bits nan", "argument --w-bits: must be a finite number; got nan"),
+        ("--seed 99999999999999999999999", "argument --seed: a seed must be in 0..2**63-1"),
     ],
 )
 def test_bad_arguments_exit_2(checkpoint, capsys, arguments, message) -> None:

@@ -184,8 +184,15 @@ def test_torchrun_ranks_pick_the_shard(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "2")
     assert shard_from_environment() == (2, 4)
+    monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert shard_from_environment() == (0, 1)
+    monkeypatch.setenv("RANK", "2")  # a rank the world size does not have
+    with pytest.raises(InputError, match=r"RANK must be in 0\.\.0 for WORLD_SIZE=1; got 2"):
+        shard_from_environment()
+    monkeypatch.setenv("RANK", "abc")
+    with pytest.raises(InputError, match=r"variable RANK must be an integer .*'abc'"):
+        shard_from_environment()
 
 
 def test_a_second_sampler_on_the_same_file_is_refused(
