@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pickle
+import pickletools
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,30 @@ def save_supernet(path: str | Path, supernet: Supernet, **fields: Any) -> None:
     atomic_save(payload, path)
 
 
+_CODE_OPCODES = frozenset(
+    {"GLOBAL", "STACK_GLOBAL", "REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+)
+
+
+def _pickle_needs_code(location: Path) -> bool:
+    """Whether a file torch refused is a pickle that imports or calls something (read with
+    ``pickletools``, which never executes), rather than bytes that are no pickle at all."""
+    try:
+        if zipfile.is_zipfile(location):
+            with zipfile.ZipFile(location) as archive:
+                names = [name for name in archive.namelist() if name.endswith("data.pkl")]
+                if not names:
+                    return False
+                data = archive.read(names[0])
+        else:
+            with location.open("rb") as stream:
+                data = stream.read(1 << 24)
+        opcodes = {opcode.name for opcode, _, _ in pickletools.genops(data)}
+    except Exception:  # not a pickle: pickletools raises several types
+        return False
+    return bool(opcodes & _CODE_OPCODES)
+
+
 def safe_torch_load(
     path: str | Path, *, what: str = "checkpoint", map_location: str | torch.device = "cpu"
 ) -> Any:
@@ -64,9 +90,13 @@ def safe_torch_load(
     try:
         return torch.load(location, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
+        if _pickle_needs_code(location):
+            raise CheckpointError(
+                f"refusing {location}: it is a pickle that needs code to load (not an "
+                f"eqsearch {what}); nothing in it was executed"
+            ) from None
         raise CheckpointError(
-            f"refusing {location}: it is a pickle that needs code to load (not an eqsearch "
-            f"{what}); nothing in it was executed"
+            f"{location} is truncated or not a {what} file (not a pickle torch can read)"
         ) from None
     except Exception as error:  # torch.load raises many types for files it cannot parse
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_write_bytes, check_output_directory
+from eqsearch.files import atomic_write_bytes, check_output_file
 from eqsearch.space import SubnetConfig
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.deploy import build_deploy_model, check_exportable, quantize_layers
@@ -75,9 +75,8 @@ def fp32_parameter_bytes(supernet: Supernet) -> int:
 
 
 def _check_output_path(path: Path) -> None:
-    if path.is_dir():
-        raise InputError(f"the output path {path} is a directory")
-    check_output_directory(path.parent, flag="the directory of")
+    # the API replaces an earlier ONNX file, never a file of another kind
+    check_output_file(path, kind="onnx", force=True, flag="the output path")
 
 
 class AgreementError(RuntimeError):

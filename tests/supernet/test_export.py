@@ -21,7 +21,12 @@ from supernet.checkpoint import save_supernet
 from supernet.data import DataSpec, build_data
 from supernet.deploy import quantize_layers
 from supernet.elastic import Supernet
-from supernet.export import export_packed_weights, load_packed_weights, onnx_session
+from supernet.export import (
+    AgreementError,
+    export_packed_weights,
+    load_packed_weights,
+    onnx_session,
+)
 from supernet.packed import pack_bits, unpack_bits
 from supernet.quantizers import QUANTIZERS, LsqQuantizer
 
@@ -434,10 +439,18 @@ def test_unexportable_quantizer_is_refused(tmp_path: Path, monkeypatch: pytest.M
 def test_bad_requests_are_refused_and_write_nothing(tmp_path: Path) -> None:
     supernet, images, _ = _supernet("tiny_convnet", 8)
     config = supernet.space.uniform(4, 4)
-    with pytest.raises(ValueError, match="does not exist"):
-        export_onnx(supernet, config, tmp_path / "missing" / "m.onnx", verify_images=images)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match=r"a-file is not a directory"):
+        export_onnx(supernet, config, blocker / "m.onnx", verify_images=images)
     with pytest.raises(ValueError, match="opset"):
         export_onnx(supernet, config, tmp_path / "m.onnx", verify_images=images, opset=11)
+    with pytest.raises(ValueError, match="opset must be <="):
+        export_onnx(supernet, config, tmp_path / "m.onnx", verify_images=images, opset=999)
+    with pytest.raises(AgreementError, match=r"m\.onnx was not written") as failed:
+        export_onnx(supernet, config, tmp_path / "m.onnx", verify_images=images, min_agreement=101)
+    assert failed.value.report.top1_agreement == 100.0  # measured, then refused
+    blocker.unlink()
     too_short = SubnetConfig(config.choices[:-1])
     with pytest.raises(ValueError, match="layer choices"):
         export_onnx(supernet, too_short, tmp_path / "m.onnx", verify_images=images)

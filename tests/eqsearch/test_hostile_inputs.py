@@ -1,0 +1,528 @@
+"""Bad values, hostile files and wrong environments across every command: exit 2, one line.
+
+Every case runs one command against a small trained run and asserts the exit code, a single
+``error:`` line without a traceback, and that no file of the run (nor anything beside it)
+was created, changed or removed. A hang fails the case after a bounded wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import shlex
+import shutil
+import signal
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from eqsearch.cli import main
+from eqsearch.files import exclusive_writer
+
+TINY_TRAIN = shlex.split(
+    "train --model tiny_convnet --dataset digits --epochs 1 --fp-epochs 1 --w-bits 2,4,8 "
+    "--a-bits 2,4,8 --holdout 150 --bn-images 150 --quant-init-images 64 --no-progress"
+)
+CASE_SECONDS = 120
+
+
+class _Payload:
+    """A pickle that would run a shell command when loaded (it must never run)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A trained run (checkpoint, fp.pt, samples, predictor, front) and hostile files."""
+    root = tmp_path_factory.mktemp("hostile")
+    run = root / "run"
+    assert main([*TINY_TRAIN, "--out", str(run)]) == 0
+    checkpoint = run / "supernet.pt"
+    assert main(["sample", "--supernet", str(checkpoint), "--n", "12", "--no-progress"]) == 0
+    samples = run / "samples.csv"
+    assert main(["fit-predictor", "--samples", str(samples), "--backend", "ridge"]) == 0
+    assert (
+        main(
+            [
+                "nsga",
+                "--supernet",
+                str(checkpoint),
+                "--population",
+                "8",
+                "--generations",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    paths = {
+        "root": root,
+        "run": run,
+        "checkpoint": checkpoint,
+        "fp": run / "fp.pt",
+        "samples": samples,
+        "predictor": run / "predictor-ridge.json",
+        "pareto": run / "pareto.json",
+    }
+    hostile = root / "hostile"
+    hostile.mkdir()
+
+    def add(name: str, content: bytes | str) -> Path:
+        path = hostile / name
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        paths[name] = path
+        return path
+
+    paths["marker"] = hostile / "PAYLOAD-RAN"
+    add("random.pt", os.urandom(4096))
+    add("pickle.pt", pickle.dumps(_Payload(paths["marker"])))
+    torch.save({"state_dict": _Payload(paths["marker"])}, hostile / "zip-pickle.pt")
+    paths["zip-pickle.pt"] = hostile / "zip-pickle.pt"
+    torch.save({"conv.weight": torch.zeros(3, 3)}, hostile / "wrong-shapes.pt")
+    paths["wrong-shapes.pt"] = hostile / "wrong-shapes.pt"
+    add("notes.csv", "my,own\nnotes,1\n")
+    add("deep.json", "[" * 50_000 + "]" * 50_000)
+    add("big.json", "{" + " " * (2 << 20) + "}")
+    add("form-3.json", '{"choices": [{"w_bits": 4, "a_bits": 4, "form": 3}]}')
+    add("string.json", '"a config"')
+    add("checkpoint-as.onnx", checkpoint.read_bytes())
+    add("existing.onnx", b"\x08\x07\x12\x07pytorch")
+    (hostile / "a-directory.onnx").mkdir()
+    paths["a-directory.onnx"] = hostile / "a-directory.onnx"
+    (hostile / "not-a-demo").mkdir()
+    (hostile / "not-a-demo" / "thesis.tex").write_text("\\begin{document}")
+    paths["not-a-demo"] = hostile / "not-a-demo"
+    (hostile / "empty-run").mkdir()
+    paths["empty-run"] = hostile / "empty-run"
+    # a run whose supernet.pt is really an fp.pt, and one whose weights are NaN
+    (hostile / "fp-as-run").mkdir()
+    shutil.copy(paths["fp"], hostile / "fp-as-run" / "supernet.pt")
+    paths["fp-as-run"] = hostile / "fp-as-run"
+    payload = torch.load(checkpoint, weights_only=True)
+    name = next(key for key in payload["state_dict"] if key.endswith(".weight"))
+    payload["state_dict"][name] = payload["state_dict"][name] * float("nan")
+    (hostile / "nan-run").mkdir()
+    torch.save(payload, hostile / "nan-run" / "supernet.pt")
+    paths["nan-run"] = hostile / "nan-run"
+    paths["nan.pt"] = hostile / "nan-run" / "supernet.pt"
+    # front files edited by hand
+    front = json.loads(paths["pareto"].read_text())
+    for key, value in (
+        ("format", "eqsearch-samples"),
+        ("version", 7),
+        ("space_fingerprint", "0" * 16),
+    ):
+        add(f"pareto-{key}.json", json.dumps({**front, key: value}))
+    # samples with a duplicated row, and with an accuracy out of range
+    lines = samples.read_text().splitlines()
+    add("duplicated.csv", "\n".join([*lines, lines[1]]) + "\n")
+    fields = lines[1].rsplit(",", 2)
+    add("bad-accuracy.csv", "\n".join([lines[0], f"{fields[0]},150.0,{fields[2]}"]) + "\n")
+    shutil.copy(run / "samples.space.json", hostile / "duplicated.space.json")
+    shutil.copy(run / "samples.space.json", hostile / "bad-accuracy.space.json")
+    # damaged predictors: huge coefficients, a garbage XGBoost booster
+    ridge = json.loads(paths["predictor"].read_text())
+    ridge["model"]["coefficients"] = [1e308] * len(ridge["model"]["coefficients"])
+    add("predictor-huge.json", json.dumps(ridge))
+    garbage = {**ridge, "backend": "xgboost", "options": {}}
+    garbage["model"] = {"booster": "{not a booster", "score_scale": 1.0, "score_offset": 0.0}
+    add("predictor-garbage.json", json.dumps(garbage))
+    # one shard of a sampling run (the others never ran)
+    shard = run / "shards" / "s.shard-0-of-2.csv"
+    shard.parent.mkdir()
+    assert (
+        main(
+            [
+                "sample",
+                "--supernet",
+                str(checkpoint),
+                "--n",
+                "4",
+                "--shard",
+                "0/2",
+                "--out",
+                str(run / "shards" / "s.csv"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    paths["shard"] = shard
+    return paths
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: the command (``{name}`` stands for a fixture path) and what it must say."""
+
+    argv: str
+    message: str
+    env: dict[str, str] = field(default_factory=dict)
+    lock: str | None = None
+    code: int = 2
+
+
+CASES: dict[str, Case] = {
+    # 1. files destroyed with exit 0
+    "eval-json-onto-checkpoint": Case(
+        "eval --supernet {checkpoint} --json {checkpoint}", "holds an eqsearch checkpoint"
+    ),
+    "eval-json-onto-checkpoint-forced": Case(
+        "eval --supernet {checkpoint} --json {checkpoint} --force", "not replacing it"
+    ),
+    "eval-json-onto-samples": Case(
+        "eval --supernet {checkpoint} --json {samples}", "holds a samples file"
+    ),
+    "eval-json-onto-notes": Case(
+        "eval --supernet {checkpoint} --json {notes.csv}", "exists; pass --force"
+    ),
+    "merge-onto-checkpoint": Case(
+        "sample --merge {shard} --out {checkpoint} --force", "holds an eqsearch checkpoint"
+    ),
+    "merge-onto-notes": Case("sample --merge {shard} --out {notes.csv}", "exists; pass --force"),
+    "fit-onto-checkpoint": Case(
+        "fit-predictor --samples {samples} --out {checkpoint} --force", "holds an eqsearch"
+    ),
+    "fit-onto-predictor": Case(
+        "fit-predictor --samples {samples} --backend ridge", "exists; pass --force"
+    ),
+    "export-onto-checkpoint": Case(
+        "export --supernet {checkpoint} --uniform 4/4 --out {checkpoint-as.onnx} --force",
+        "holds an eqsearch checkpoint",
+    ),
+    "export-onto-model": Case(
+        "export --supernet {checkpoint} --uniform 4/4 --out {existing.onnx}",
+        "exists; pass --force",
+    ),
+    "nsga-onto-front": Case("nsga --supernet {checkpoint}", "pareto.json exists; pass --force"),
+    # 2. memory without bound
+    "nsga-huge-population": Case(
+        "nsga --supernet {checkpoint} --population 100000000 --generations 1 --out {root}/f",
+        "needs about",
+    ),
+    "nsga-huge-generations": Case(
+        "nsga --supernet {checkpoint} --population 100000 --generations 1000000 --out {root}/f",
+        "needs about",
+    ),
+    "eval-config-dev-zero": Case(
+        "eval --supernet {checkpoint} --config /dev/zero", "/dev/zero is not a regular file"
+    ),
+    "train-config-dev-zero": Case(
+        "train --config /dev/zero --out {root}/new-run", "/dev/zero is not a regular file"
+    ),
+    "train-config-too-big": Case(
+        "train --config {big.json} --out {root}/new-run", "the limit is 1,048,576 bytes"
+    ),
+    # 3. concurrent writers, duplicated rows
+    "sample-while-another-writes": Case(
+        "sample --supernet {checkpoint} --n 12 --no-progress",
+        "another process is writing samples file",
+        lock="samples",
+    ),
+    "fit-duplicated-configs": Case(
+        "fit-predictor --samples {duplicated.csv} --backend ridge --out {root}/new.json",
+        "holds the same config as row 1",
+    ),
+    # 4. resume
+    "train-rerun-over-checkpoint": Case(
+        " ".join(TINY_TRAIN) + " --out {run}", "supernet.pt exists; pass --resume"
+    ),
+    "train-resume-nothing": Case("train --resume --out {empty-run}", "nothing to resume"),
+    "train-resume-other-settings": Case(
+        "train --resume --out {run} --lr 0.5", "stored settings; drop --lr"
+    ),
+    "train-resume-fp-as-supernet": Case("train --resume --out {fp-as-run}", "cannot be resumed"),
+    # 5. front files
+    "eval-front-edited-format": Case(
+        "eval --supernet {checkpoint} --config {pareto-format.json}#0", "not an eqsearch Pareto"
+    ),
+    "eval-front-edited-version": Case(
+        "eval --supernet {checkpoint} --config {pareto-version.json}#0", "format version 7"
+    ),
+    "eval-front-edited-space": Case(
+        "eval --supernet {checkpoint} --config {pareto-space_fingerprint.json}#0",
+        "searched on another space",
+    ),
+    "export-front-edited-space": Case(
+        "export --supernet {checkpoint} --config {pareto-space_fingerprint.json}#0 "
+        "--out {root}/m.onnx",
+        "searched on another space",
+    ),
+    "eval-front-negative-index": Case(
+        "eval --supernet {checkpoint} --config {pareto}#-1", "must be a config index"
+    ),
+    "eval-front-index-past-end": Case(
+        "eval --supernet {checkpoint} --config {pareto}#999", "configs (#0"
+    ),
+    "eval-front-word-index": Case(
+        "eval --supernet {checkpoint} --config {pareto}#best", "must be a config index"
+    ),
+    # 6. where output goes
+    "eval-json-is-directory": Case("eval --supernet {checkpoint} --json {run}", "is a directory"),
+    "eval-json-below-a-file": Case(
+        "eval --supernet {checkpoint} --json {notes.csv}/t.json", "notes.csv is not a directory"
+    ),
+    "train-out-is-file": Case("train --out {notes.csv}", "exists and is not a directory"),
+    "nsga-out-is-file": Case(
+        "nsga --supernet {checkpoint} --out {notes.csv}", "exists and is not a directory"
+    ),
+    "sample-out-is-directory": Case(
+        "sample --supernet {checkpoint} --out {run}", "is not a regular file"
+    ),
+    "fit-out-is-directory": Case("fit-predictor --samples {samples} --out {run}", "is a directory"),
+    "export-out-is-directory": Case(
+        "export --supernet {checkpoint} --uniform 4/4 --out {a-directory.onnx}", "is a directory"
+    ),
+    "study-predictors-out-is-file": Case(
+        "study predictors --samples {samples} --out {notes.csv}", "exists and is not a directory"
+    ),
+    "study-tune-out-is-file": Case(
+        "study tune-loss --out {notes.csv}", "exists and is not a directory"
+    ),
+    "study-ablations-out-is-file": Case(
+        "study ablations --out {notes.csv}", "exists and is not a directory"
+    ),
+    "demo-out-not-a-demo": Case("demo --quick --out {not-a-demo}", "not an eqsearch demo"),
+    "demo-out-is-file": Case("demo --quick --out {notes.csv}", "exists and is not a directory"),
+    # 8. hostile and odd files on every load path
+    "train-init-random-bytes": Case(
+        "train --init {random.pt} --out {root}/new-run", "truncated or not a"
+    ),
+    "train-init-pickle": Case(
+        "train --init {pickle.pt} --out {root}/new-run", "nothing in it was executed"
+    ),
+    "train-init-zip-pickle": Case(
+        "train --init {zip-pickle.pt} --out {root}/new-run", "nothing in it was executed"
+    ),
+    "train-init-wrong-shapes": Case(
+        "train --model tiny_convnet --dataset digits --init {wrong-shapes.pt} --out {root}/new-run",
+        "does not fit the tiny_convnet architecture",
+    ),
+    "eval-pickle": Case("eval --supernet {pickle.pt}", "nothing in it was executed"),
+    "nsga-pickle": Case("nsga --supernet {zip-pickle.pt}", "nothing in it was executed"),
+    "sample-pickle": Case(
+        "sample --supernet {pickle.pt} --out {root}/s.csv", "nothing in it was executed"
+    ),
+    "export-pickle": Case(
+        "export --supernet {zip-pickle.pt} --uniform 4/4 --out {root}/m.onnx",
+        "nothing in it was executed",
+    ),
+    "fit-supernet-pickle": Case(
+        "fit-predictor --samples {duplicated.csv} --supernet {pickle.pt} --out {root}/p.json",
+        "nothing in it was executed",
+    ),
+    "nsga-predictor-pickle": Case(
+        "nsga --supernet {checkpoint} --predictor {zip-pickle.pt} --out {root}/front",
+        "nothing in it was executed",
+    ),
+    "nsga-predictor-random": Case(
+        "nsga --supernet {checkpoint} --predictor {random.pt} --out {root}/front",
+        "not a saved predictor",
+    ),
+    "eval-config-deep": Case(
+        "eval --supernet {checkpoint} --config {deep.json}", "nested too deeply"
+    ),
+    "train-config-deep": Case(
+        "train --config {deep.json} --out {root}/new-run", "nested too deeply"
+    ),
+    "nsga-predictor-deep": Case(
+        "nsga --supernet {checkpoint} --predictor {deep.json} --out {root}/front",
+        "nested too deeply",
+    ),
+    "eval-front-deep": Case(
+        "eval --supernet {checkpoint} --config {deep.json}#0", "nested too deeply"
+    ),
+    "eval-config-form-is-a-number": Case(
+        "eval --supernet {checkpoint} --config {form-3.json}", "is not a subnet config"
+    ),
+    "eval-config-is-a-string": Case(
+        "eval --supernet {checkpoint} --config {string.json}", "subnet config"
+    ),
+    "nsga-nan-weights": Case("nsga --supernet {nan.pt} --out {root}/front", "non-finite weights"),
+    "eval-nan-weights": Case("eval --supernet {nan.pt}", "non-finite weights"),
+    "train-resume-nan-weights": Case("train --resume --out {nan-run}", "non-finite weights"),
+    "fit-accuracy-out-of-range": Case(
+        "fit-predictor --samples {bad-accuracy.csv} --backend ridge --out {root}/p.json",
+        "not a percentage in 0..100",
+    ),
+    # 9. values that make no sense
+    "train-image-size-0": Case(
+        "train --image-size 0 --out {root}/new-run", "--image-size: must be a positive"
+    ),
+    "eval-bn-images-0": Case(
+        "eval --supernet {checkpoint} --bn-images 0", "--bn-images: must be a positive"
+    ),
+    "eval-bn-images-negative": Case(
+        "eval --supernet {checkpoint} --bn-images -5", "--bn-images: must be a positive"
+    ),
+    "sample-bn-images-0": Case(
+        "sample --supernet {checkpoint} --bn-images 0", "--bn-images: must be a positive"
+    ),
+    "sample-n-0": Case("sample --supernet {checkpoint} --n 0", "must be a positive integer"),
+    "export-min-agreement-nan": Case(
+        "export --supernet {checkpoint} --uniform 4/4 --out {root}/m.onnx --min-agreement nan",
+        "--min-agreement must be a percentage",
+    ),
+    "sample-fp-checkpoint": Case(
+        "sample --supernet {fp} --out {root}/s.csv", "is a full-precision checkpoint"
+    ),
+    "nsga-forms-per-layer-with-target": Case(
+        "nsga --supernet {checkpoint} --target tensorrt --forms-per-layer --out {root}/front",
+        "--forms-per-layer chooses among several forms",
+    ),
+    "nsga-predictor-huge-coefficients": Case(
+        "nsga --supernet {checkpoint} --predictor {predictor-huge.json} --out {root}/front",
+        "predicts non-finite or absurd accuracies",
+    ),
+    "merge-incomplete-shards": Case(
+        "sample --merge {shard} --out {root}/merged.csv", "missing indices 1, 3"
+    ),
+    "nsga-seed-overflow": Case(
+        "nsga --supernet {checkpoint} --seed 99999999999999999999999", "a seed must be in"
+    ),
+    "train-seed-overflow": Case(
+        "train --seed 99999999999999999999999 --out {root}/new-run", "a seed must be in"
+    ),
+    "nsga-budget-nan": Case("nsga --supernet {checkpoint} --w-bits nan", "must be a finite number"),
+    # 10. environment
+    "train-world-size-without-launcher": Case(
+        " ".join(TINY_TRAIN) + " --out {root}/new-run",
+        "MASTER_ADDR and MASTER_PORT are not",
+        env={"WORLD_SIZE": "2", "RANK": "0"},
+    ),
+    "train-rank-past-world-size": Case(
+        " ".join(TINY_TRAIN) + " --out {root}/new-run",
+        "RANK must be in 0..1",
+        env={"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
+    ),
+    "sample-rank-not-a-number": Case(
+        "sample --supernet {checkpoint} --out {root}/s.csv",
+        "RANK must be an integer",
+        env={"WORLD_SIZE": "2", "RANK": "abc"},
+    ),
+    "train-rendezvous-timeout-bad": Case(
+        " ".join(TINY_TRAIN) + " --out {root}/new-run",
+        "EQSEARCH_RENDEZVOUS_TIMEOUT must be a positive number",
+        env={
+            "WORLD_SIZE": "2",
+            "RANK": "0",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": "29511",
+            "EQSEARCH_RENDEZVOUS_TIMEOUT": "soon",
+        },
+    ),
+    "export-opset-999": Case(
+        "export --supernet {checkpoint} --uniform 4/4 --out {root}/m.onnx --opset 999",
+        "opset must be <=",
+    ),
+    # 12. messages that mislead
+    "eval-device-tpu": Case("eval --supernet {checkpoint} --device tpu", "--device must be"),
+    "sample-device-tpu": Case(
+        "sample --supernet {checkpoint} --out {root}/s.csv --device tpu", "--device must be"
+    ),
+    "nsga-device-tpu": Case(
+        "nsga --supernet {checkpoint} --verify 2 --device tpu --out {root}/front",
+        "--device must be",
+    ),
+    "nsga-predictor-garbage-booster": Case(
+        "nsga --supernet {checkpoint} --predictor {predictor-garbage.json} --out {root}/front",
+        "is a damaged predictor file",
+    ),
+}
+if not torch.cuda.is_available():
+    CASES["eval-device-cuda-without-cuda"] = Case(
+        "eval --supernet {checkpoint} --device cuda", "CUDA is not available"
+    )
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(root)): (
+            hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+        )
+        for path in sorted(root.rglob("*"))
+    }
+
+
+@pytest.fixture
+def bounded_time() -> Iterator[None]:
+    def hung(signum: int, frame: object) -> None:
+        raise TimeoutError(f"the command did not return within {CASE_SECONDS} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(CASE_SECONDS)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_there_are_enough_cases_from_every_command() -> None:
+    commands = {case.argv.split()[0] for case in CASES.values()}
+    assert commands == {
+        "train",
+        "eval",
+        "sample",
+        "fit-predictor",
+        "nsga",
+        "export",
+        "study",
+        "demo",
+    }
+    assert len(CASES) >= 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(
+    name: str,
+    files: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    bounded_time: None,
+) -> None:
+    case = CASES[name]
+    for variable in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in case.env.items():
+        monkeypatch.setenv(variable, value)
+    argv = re.sub(r"\{([^{}]+)\}", lambda match: str(files[match[1]]), case.argv).split()
+    root = files["root"]
+    before = _snapshot(root)
+    capsys.readouterr()
+    if case.lock is not None:
+        with exclusive_writer(files[case.lock]):
+            code = main(argv)
+    else:
+        code = main(argv)
+    err = capsys.readouterr().err
+    assert code == case.code, err
+    assert "Traceback" not in err and "weights_only=False" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert case.message in lines[0], lines[0]
+    assert _snapshot(root) == before
+    assert not files["marker"].exists()  # no pickle payload ever ran
+
+
+def _zip_names(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as archive:
+        return archive.namelist()
+
+
+def test_the_zip_pickle_really_is_a_torch_file(files: dict[str, Path]) -> None:
+    assert any(name.endswith("data.pkl") for name in _zip_names(files["zip-pickle.pt"]))
