@@ -7,6 +7,7 @@ was created, changed or removed. A hang fails the case after a bounded wait.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -526,3 +527,49 @@ def _zip_names(path: Path) -> list[str]:
 
 def test_the_zip_pickle_really_is_a_torch_file(files: dict[str, Path]) -> None:
     assert any(name.endswith("data.pkl") for name in _zip_names(files["zip-pickle.pt"]))
+
+
+def _full_disk_after(count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the ``count``-th and every later fsync fail as a full disk does."""
+    real_fsync = os.fsync
+    calls = [0]
+
+    def fsync(descriptor: int) -> None:
+        calls[0] += 1
+        if calls[0] >= count:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_full_disk_during_nsga_is_one_line_and_leaves_no_front(
+    files: dict[str, Path], tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "front"
+    _full_disk_after(1, monkeypatch)
+    argv = ["nsga", "--supernet", str(files["checkpoint"]), "--population", "8"]
+    code = main([*argv, "--generations", "2", "--out", str(out), "--no-progress"])
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: No space left on device")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_full_disk_during_sample_keeps_the_rows_written_before(
+    files: dict[str, Path], tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "s.csv"
+    argv = ["sample", "--supernet", str(files["checkpoint"]), "--out", str(out), "--no-progress"]
+    # sidecars (2 files) + the header + 3 rows fit; the 4th row does not
+    _full_disk_after(7, monkeypatch)
+    code = main([*argv, "--n", "8"])
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "No space left on device" in err[0]
+    kept = out.read_text().splitlines()[1:]
+    assert 0 < len(kept) < 8
+    assert main([*argv, "--n", "8"]) == 0  # the rerun keeps every finished row
+    rows = out.read_text().splitlines()[1:]
+    assert len(rows) == len({row.split(",")[0] for row in rows}) == 8
+    assert rows[: len(kept)] == kept
