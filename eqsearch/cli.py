@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from eqsearch.commands.common import (
     Parser,
     UsageError,
     add_force_argument,
+    add_progress_argument,
     bits_pair,
     finite_float,
     int_list,
@@ -29,12 +31,15 @@ from eqsearch.commands.common import (
     positive_int,
     print_frame,
     seed_int,
+    status,
 )
 
 if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace as ElasticSpaceType
     from eqsearch.space import QuantForm as QuantFormType
     from supernet.train import TrainConfig as TrainConfigType
+
+DEBUG_VARIABLE = "EQSEARCH_DEBUG"
 
 # Modules of eqsearch/commands/ with a `register(commands)` function, in help order.
 COMMAND_MODULES: tuple[str, ...] = ("search", "export", "predictors", "study")
@@ -109,7 +114,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--out", required=True, help="run directory (supernet.pt, fp.pt, train_log.jsonl)")
     add("--config", help="a TrainConfig JSON file; flags override its values")
     add("--resume", action="store_true", help="continue the run stored in --out")
-    add("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
     add("--model", help="registered model (eqsearch models); default lenet5")
     add("--dataset", help="mnist5k (default), digits, cifar10, imagenet, imagefolder")
     add("--data-root", help="directory of cifar10/imagenet/imagefolder data (never downloaded)")
@@ -286,7 +291,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         frame = evaluate_configs(supernet, evaluation, configs)
         print_frame(console, frame, f"W{w_bits}/A{a_bits} on the {evaluation.split} split")
     else:
-        with console.status("evaluating uniform subnets (BN re-calibrated each)"):
+        with status(
+            console, "evaluating uniform subnets (BN re-calibrated each)", not args.no_progress
+        ):
             frame = uniform_table(supernet, evaluation, forms=forms)
         print_frame(
             console,
@@ -310,11 +317,23 @@ def _eval_forms(args: argparse.Namespace, space: ElasticSpaceType) -> list[Quant
 # -- parser --------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+def build_parser(*, study_options: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand.
+
+    ``study_options=False`` leaves out the options of the studies, whose modules import
+    torch: ``eqsearch --help`` and every other command then parse without it.
+    """
+    from eqsearch import __version__
+
     parser = Parser(
         prog="eqsearch",
         description="Elastic quantization supernets and NSGA-II mixed-precision search.",
+    )
+    parser.add_argument("--version", action="version", version=f"eqsearch {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"print the traceback of an unexpected failure (or set {DEBUG_VARIABLE}=1)",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
@@ -333,26 +352,39 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--uniform", help="W/A bits, e.g. 4/4 (every paper form, or --form)")
     evaluate.add_argument("--config", help="a config JSON file, or pareto.json#INDEX")
     evaluate.add_argument("--form", help="forms such as channel-sym-sym,tensor-asym-asym")
-    evaluate.add_argument("--split", default="test", choices=("test", "holdout"))
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        choices=("test", "holdout"),
+        help="images to score on: the test split (default) or the held-out training images",
+    )
     evaluate.add_argument("--data-root", help="override the data root stored in the checkpoint")
     evaluate.add_argument("--bn-images", type=positive_int, help="BN re-calibration images")
     evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.add_argument("--json", help="also write the table as JSON")
     add_force_argument(evaluate, "--json file")
+    add_progress_argument(evaluate)
     evaluate.set_defaults(handler=_cmd_eval)
 
     # Command groups that live in their own modules; each adds its subparsers.
     for module_name in COMMAND_MODULES:
         module = importlib.import_module(f"eqsearch.commands.{module_name}")
-        module.register(commands)
+        if module_name == "study":
+            module.register(commands, with_options=study_options)
+        else:
+            module.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 failure, 2 bad input)."""
-    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # --debug is taken anywhere on the line, before or after the command
+    debug = "--debug" in arguments or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    arguments = [argument for argument in arguments if argument != "--debug"]
     try:
-        args = parser.parse_args(argv)
+        parser = build_parser(study_options="study" in arguments)
+        args = parser.parse_args(arguments)
         handler: Command = args.handler
         return handler(args)
     except (UsageError, ValueError) as error:
@@ -367,8 +399,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {error.filename}" if error.filename else ""
         print(f"error: {error.strerror or error}{where}", file=sys.stderr)
         return EXIT_FAILURE
-    except Exception:
-        traceback.print_exc()
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        else:
+            print(
+                f"error: unexpected {type(error).__name__}: {_one_line(error)[:300]} "
+                f"(this is a bug; --debug or {DEBUG_VARIABLE}=1 shows the traceback)",
+                file=sys.stderr,
+            )
         return EXIT_FAILURE
 
 

@@ -86,7 +86,9 @@ class DemoResult:
     export: dict[str, Any] = field(default_factory=dict)
 
 
-def run_demo(out: str | Path, settings: DemoSettings, *, console: Console) -> DemoResult:
+def run_demo(
+    out: str | Path, settings: DemoSettings, *, console: Console, progress: bool = True
+) -> DemoResult:
     """The whole pipeline on the embedded MNIST-5k digits, every file under ``out``.
 
     Stages: FP pretraining and supernet training of LeNet-5 (reused when ``out/run`` already
@@ -96,6 +98,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *, console: Console) -> De
     ONNX (checked in ONNX Runtime) and packed integer weights. Prints rich tables and writes
     ``summary.json`` and ``summary.md``.
     """
+    from eqsearch.commands.common import status
     from eqsearch.commands.search import front_table, generation_bar, verify_front
     from eqsearch.engines import ENGINES, nsga2
     from eqsearch.problem import make_problem
@@ -130,7 +133,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *, console: Console) -> De
     )
     started = time.perf_counter()
     console.rule("1/6 training LeNet-5 on MNIST-5k (FP pretraining, then the supernet)")
-    result = train_supernet(config, run_dir, resume=checkpoint.exists(), progress=True)
+    result = train_supernet(config, run_dir, resume=checkpoint.exists(), progress=progress)
     supernet = result.supernet
     space = supernet.space
     seconds["train"] = time.perf_counter() - started
@@ -144,7 +147,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *, console: Console) -> De
         settings.samples,
         seed=settings.seed,
         holdout=settings.sample_holdout,
-        progress=True,
+        progress=progress,
     )
     configs, accuracies = load_samples(samples_path, space)
     seconds["sample"] = time.perf_counter() - started
@@ -155,7 +158,7 @@ def run_demo(out: str | Path, settings: DemoSettings, *, console: Console) -> De
     metrics: dict[str, dict[str, float]] = {}
     predictors: dict[str, Any] = {}
     for backend in settings.backends:
-        with console.status(f"fitting the {backend} predictor"):
+        with status(console, f"fitting the {backend} predictor", progress):
             predictor = build_predictor(backend, space, seed=settings.seed)
             predictor.fit([configs[i] for i in train_rows], accuracies[train_rows])
             predicted = predictor.predict([configs[i] for i in test_rows])
@@ -183,7 +186,9 @@ def run_demo(out: str | Path, settings: DemoSettings, *, console: Console) -> De
             f"W ≤ {settings.w_bits:g} bits, verified on the supernet"
         )
         started = time.perf_counter()
-        with generation_bar(console, f"{engine} generations", settings.generations, True) as bar:
+        with generation_bar(
+            console, f"{engine} generations", settings.generations, progress
+        ) as bar:
             front = nsga2(
                 problem,
                 engine=engine,
@@ -193,7 +198,9 @@ def run_demo(out: str | Path, settings: DemoSettings, *, console: Console) -> De
                 progress=bar,
             )
         search_seconds = time.perf_counter() - started
-        with console.status(f"measuring {settings.verify} front configs on the supernet"):
+        with status(
+            console, f"measuring {settings.verify} front configs on the supernet", progress
+        ):
             front, tau = verify_front(front, measured_oracle, settings.verify)
         title = f"lenet5 / MNIST-5k: NSGA-II ({engine}), {chosen} predictor, W≤{settings.w_bits:g}"
         front = replace(front, info={**front.info, "title": title})

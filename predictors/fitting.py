@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eqsearch.files import atomic_write_text
 from eqsearch.space import ElasticSpace
 from predictors.base import BasePredictor
 from predictors.dataset import load_samples, split_indices
@@ -96,4 +98,23 @@ def fit_predictor(
     metrics = prediction_metrics(accuracies[test], predicted)
     target = Path(out) if out is not None else default_predictor_path(samples_csv, chosen.backend)
     predictor.save(target)
+    report = {
+        "backend": chosen.backend,
+        "samples": str(samples_csv),
+        "held_out_fraction": chosen.holdout,
+        "seed": chosen.seed,
+        "options": dict(chosen.options),
+        "n_train": len(train),
+        "n_test": len(test),
+        "fit_seconds": seconds,
+        "metrics": metrics,
+    }
+    atomic_write_text(metrics_path(target), json.dumps(report, indent=2) + "\n")
     return FitResult(predictor, target, metrics, len(train), len(test), seconds)
+
+
+def metrics_path(predictor_path: str | Path) -> Path:
+    """Where ``fit_predictor`` writes the held-out metrics of a predictor:
+    ``predictor-<backend>.metrics.json`` beside it."""
+    path = Path(predictor_path)
+    return path.with_name(f"{path.stem}.metrics.json")

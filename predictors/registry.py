@@ -126,7 +126,9 @@ def find_predictor(directory: str | Path) -> Path | None:
     candidates = [
         path
         for path in folder.glob(f"{PREDICTOR_PREFIX}*")
-        if path.is_file() and path.suffix.lstrip(".") in extensions
+        if path.is_file()
+        and path.suffix.lstrip(".") in extensions
+        and not path.name.endswith(".metrics.json")  # fit_predictor's report beside it
     ]
     if not candidates:
         return None

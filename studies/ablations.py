@@ -504,7 +504,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bits", default="2,4,8", help="uniform bit widths of the tables")
     parser.add_argument("--epochs", type=int, help="supernet epochs per variant")
     parser.add_argument("--fp-epochs", type=int, help="shared FP pretraining epochs")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, help="seeds every variant (default: the base's)")
     parser.add_argument("--device", help="auto, cpu, cuda")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -14,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from eqsearch.commands.common import parse_option
+from eqsearch.errors import InputError
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
 from eqsearch.space import ElasticSpace
 from predictors.dataset import kfold_indices, load_samples, read_samples_space
@@ -153,28 +154,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--samples", required=True, help="a samples CSV written by eqsearch sample")
     add("--backends", help="comma-separated backends (default: every registered one)")
     add("--folds", type=int, default=5, help="k of the k-fold cross-validation (default 5)")
-    add("--seed", type=int, default=0)
-    add("--options", help='JSON of per-backend options, e.g. {"xgboost": {"max_depth": 4}}')
+    add("--seed", type=int, default=0, help="seeds the folds and the fits")
+    add(
+        "--option",
+        action="append",
+        default=[],
+        metavar="BACKEND.KEY=VALUE",
+        help="a backend option, e.g. xgboost.max_depth=4 (repeatable)",
+    )
     add("--out", help="directory for predictors.md and predictors.png (default: beside samples)")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the study from parsed flags; prints the markdown table. Returns an exit code."""
+    options: dict[str, dict[str, Any]] = {}
+    for text in args.option:
+        key, value = parse_option(text)
+        backend, dot, name = key.partition(".")
+        if not dot or not backend or not name:
+            raise InputError(
+                f"--option takes BACKEND.KEY=VALUE (e.g. xgboost.max_depth=4); got {text!r}"
+            )
+        options.setdefault(backend, {})[name] = value
     if not Path(args.samples).is_file():
-        raise ValueError(f"samples file not found: {args.samples}")
-    try:
-        options = json.loads(args.options) if args.options else None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--options must be JSON: {error}") from None
-    if options is not None and not isinstance(options, dict):
-        raise ValueError("--options must be a JSON object of backend -> options")
+        raise InputError(f"samples file not found: {args.samples}")
     out = check_output_directory(Path(args.out) if args.out else Path(args.samples).parent)
     result = compare_predictors(
         args.samples,
         backends=args.backends.split(",") if args.backends else None,
         folds=args.folds,
         seed=args.seed,
-        options=options,
+        options=options or None,
         out_dir=out,
     )
     print(result.markdown)

@@ -306,9 +306,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="base TrainConfig JSON (default: lenet5 on mnist5k)")
     parser.add_argument("--trials", type=int, default=20, help="trials this worker runs")
     parser.add_argument("--epochs", type=int, default=3, help="supernet epochs per trial")
-    parser.add_argument("--objectives", default="single", choices=OBJECTIVES)
+    parser.add_argument(
+        "--objectives",
+        default="single",
+        choices=OBJECTIVES,
+        help="single: mean probe accuracy (pruned trials); two: lowest and highest bits",
+    )
     parser.add_argument("--storage", help="SQLAlchemy URL (default: sqlite in --out)")
-    parser.add_argument("--study-name", default=DEFAULT_STUDY_NAME)
+    parser.add_argument(
+        "--study-name", default=DEFAULT_STUDY_NAME, help="workers of one study share this name"
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (one per worker)")
     parser.add_argument("--probe-mixed", type=int, default=4, help="mixed configs in the probes")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -32,6 +34,18 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``, the same flag on every command that shows progress."""
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars or spinners (logs, CI)"
+    )
+
+
+def status(console: Console, text: str, enabled: bool) -> AbstractContextManager[Any]:
+    """A spinner with ``text`` while a block runs, or nothing when ``enabled`` is False."""
+    return console.status(text) if enabled else nullcontext()
 
 
 def make_console() -> Console:
@@ -86,6 +100,19 @@ def finite_float(text: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
     return value
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``--option KEY=VALUE`` → (key, value); the value is read as JSON where it parses
+    (``4``, ``0.1``, ``true``) and kept as a string otherwise."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--option takes KEY=VALUE (e.g. max_depth=4); got {text!r}")
+    try:
+        parsed: Any = json.loads(value)
+    except (json.JSONDecodeError, RecursionError):
+        parsed = value
+    return key.strip(), parsed
 
 
 def int_list(text: str) -> tuple[int, ...]:

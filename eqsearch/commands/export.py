@@ -14,10 +14,12 @@ from eqsearch.commands.common import (
     EXIT_OK,
     UsageError,
     add_force_argument,
+    add_progress_argument,
     bits_pair,
     load_config_argument,
     make_console,
     positive_int,
+    status,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ def register(commands: Any) -> None:
         help=f"exit 1 when ONNX Runtime agrees on fewer %% of images (default {MIN_AGREEMENT})",
     )
     add_force_argument(export, "--out file")
+    add_progress_argument(export)
     export.set_defaults(handler=_cmd_export)
 
 
@@ -153,7 +156,7 @@ def _export_onnx(
     data = checkpoint_data(checkpoint, data_root=args.data_root)
     count = args.bn_images or int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
     evaluation = evaluation_set(data, split=args.split, bn_images=count)
-    with console.status("exporting and running ONNX Runtime"):
+    with status(console, "exporting and running ONNX Runtime", not args.no_progress):
         try:
             report = export_onnx(
                 supernet,

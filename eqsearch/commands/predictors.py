@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,10 +13,13 @@ from eqsearch.commands.common import (
     EXIT_OK,
     UsageError,
     add_force_argument,
+    add_progress_argument,
     finite_float,
     make_console,
+    parse_option,
     positive_int,
     seed_int,
+    status,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ def register(commands: Any) -> None:
     add("--device", default="auto", help=DEVICE_HELP)
     add("--merge", nargs="+", metavar="SHARD", help="merge these shard files into --out instead")
     add_force_argument(sample, "--out of --merge")
-    add("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(sample)
     sample.set_defaults(handler=_cmd_sample)
 
     fit = commands.add_parser(
@@ -64,12 +66,18 @@ def register(commands: Any) -> None:
     add = fit.add_argument
     add("--samples", required=True, help="a samples CSV written by eqsearch sample")
     add("--backend", default="mlp", help="mlp (default), xgboost or ridge")
-    add("--holdout", type=finite_float, default=0.2, help="fraction held out for the metrics")
+    add(
+        "--test-fraction",
+        type=finite_float,
+        default=0.2,
+        help="fraction of the samples held out for the metrics (default 0.2)",
+    )
     add("--seed", type=seed_int, default=0, help="seeds the split and the fit")
     add("--option", action="append", default=[], metavar="KEY=VALUE", help="backend option")
     add("--supernet", help="read the space from this checkpoint (default: the samples' sidecar)")
     add("--out", help="predictor file (default: predictor-<backend>.<ext> beside the samples)")
     add_force_argument(fit, "predictor file")
+    add_progress_argument(fit)
     fit.set_defaults(handler=_cmd_fit_predictor)
 
 
@@ -120,17 +128,6 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise UsageError(f"--option takes KEY=VALUE (e.g. max_depth=4); got {text!r}")
-    try:
-        parsed: Any = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value
-    return key.strip(), parsed
-
-
 def _samples_space(args: argparse.Namespace) -> ElasticSpace:
     from predictors.dataset import read_samples_space
 
@@ -152,21 +149,22 @@ def _samples_space(args: argparse.Namespace) -> ElasticSpace:
 
 def _cmd_fit_predictor(args: argparse.Namespace) -> int:
     from eqsearch.files import check_output_file
-    from predictors.fitting import FitConfig, default_predictor_path, fit_predictor
+    from predictors.fitting import FitConfig, default_predictor_path, fit_predictor, metrics_path
 
     if not Path(args.samples).is_file():
         raise UsageError(f"samples file not found: {args.samples}")
     config = FitConfig(
         backend=args.backend,
-        holdout=args.holdout,
+        holdout=args.test_fraction,
         seed=args.seed,
-        options=dict(_parse_option(text) for text in args.option),
+        options=dict(parse_option(text) for text in args.option),
     )
     target = Path(args.out) if args.out else default_predictor_path(args.samples, args.backend)
     check_output_file(target, kind="predictor", force=args.force)
+    check_output_file(metrics_path(target), kind="json", force=args.force)
     space = _samples_space(args)
     console = make_console()
-    with console.status(f"fitting the {args.backend} predictor"):
+    with status(console, f"fitting the {args.backend} predictor", not args.no_progress):
         result = fit_predictor(args.samples, space, config, out=target)
     table = Table(title=f"{args.backend} predictor: {result.n_test} held-out subnets")
     table.add_column("metric")
@@ -175,5 +173,8 @@ def _cmd_fit_predictor(args: argparse.Namespace) -> int:
         table.add_row(name, f"{value:.4f}")
     table.add_row("fit seconds", f"{result.fit_seconds:.2f}")
     console.print(table)
-    console.print(f"trained on {result.n_train} subnets; saved {result.path}")
+    console.print(
+        f"trained on {result.n_train} subnets; saved {result.path} and "
+        f"{metrics_path(result.path).name}"
+    )
     return EXIT_OK

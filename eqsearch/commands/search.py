@@ -15,12 +15,14 @@ from eqsearch.commands.common import (
     EXIT_OK,
     UsageError,
     add_force_argument,
+    add_progress_argument,
     finite_float,
     make_console,
     non_negative_int,
     positive_int,
     print_frame,
     seed_int,
+    status,
 )
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ def register(commands: Any) -> None:
     )
     add("--target", default="any", choices=tuple(TARGETS), help="hardware preset of forms")
     add("--forms-per-layer", action="store_true", help="with --target any: a form per layer")
-    add("--engine", default="pymoo", choices=ENGINES)
+    add("--engine", default="pymoo", choices=ENGINES, help="NSGA-II implementation (default pymoo)")
     add("--predictor", help="a fitted predictor (default: the one saved beside the checkpoint)")
     add(
         "--oracle",
@@ -77,7 +79,7 @@ def register(commands: Any) -> None:
     add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
     add_force_argument(nsga, "pareto.{json,csv,png}")
     add("--device", default="auto", help=f"for --oracle supernet and --verify: {DEVICE_HELP}")
-    add("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(nsga)
     nsga.set_defaults(handler=_cmd_nsga)
 
     demo = commands.add_parser(
@@ -85,6 +87,7 @@ def register(commands: Any) -> None:
     )
     demo.add_argument("--out", default="eqsearch-demo", help="directory of every demo file")
     demo.add_argument("--quick", action="store_true", help="tiny settings (seconds; for tests)")
+    add_progress_argument(demo)
     demo.add_argument("--seed", type=seed_int, default=0, help="seeds every stage")
     demo.set_defaults(handler=_cmd_demo)
 
@@ -263,7 +266,11 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
     tau = None
     if args.verify:
         assert supernet_oracle is not None
-        with console.status(f"measuring {min(args.verify, len(front))} configs on the supernet"):
+        with status(
+            console,
+            f"measuring {min(args.verify, len(front))} configs on the supernet",
+            not args.no_progress,
+        ):
             front, tau = verify_front(front, supernet_oracle, args.verify)
     paths = front.write(out)
     print_frame(console, front_table(front), _title(front, args))
@@ -278,7 +285,7 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
 def _load_supernet_oracle(args: argparse.Namespace, console: Console) -> AccuracyOracle:
     from supernet.evaluate import load_for_evaluation, supernet_oracle
 
-    with console.status("loading the supernet and its evaluation images"):
+    with status(console, "loading the supernet and its evaluation images", not args.no_progress):
         supernet, _, evaluation = load_for_evaluation(
             args.supernet, split="holdout", device=args.device
         )
@@ -325,5 +332,5 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from eqsearch.demo import DemoSettings, run_demo
 
     settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)
-    run_demo(Path(args.out), settings, console=make_console())
+    run_demo(Path(args.out), settings, console=make_console(), progress=not args.no_progress)
     return EXIT_OK

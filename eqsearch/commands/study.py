@@ -31,14 +31,18 @@ def _run(args: argparse.Namespace) -> int:
     return result
 
 
-def register(commands: argparse._SubParsersAction[Any]) -> None:
-    """Add ``study`` and its sub-commands."""
+def register(commands: argparse._SubParsersAction[Any], *, with_options: bool = True) -> None:
+    """Add ``study`` and its sub-commands.
+
+    The options live beside each study (so that ``python -m studies.X`` and ``eqsearch study
+    X`` accept the same ones), and importing a study imports torch: ``with_options=False``
+    adds the sub-commands without them, for a command line that runs no study.
+    """
     study = commands.add_parser("study", help="experiments: predictors, tune-loss, ablations")
     studies = study.add_subparsers(dest="study", metavar="STUDY", parser_class=Parser)
     studies.required = True
     for name, (module_name, help_text) in STUDIES.items():
         parser = studies.add_parser(name, help=help_text)
-        # The options live beside each study so that `python -m studies.X` and
-        # `eqsearch study X` accept the same ones.
-        importlib.import_module(module_name).add_arguments(parser)
+        if with_options:
+            importlib.import_module(module_name).add_arguments(parser)
         parser.set_defaults(handler=_run)

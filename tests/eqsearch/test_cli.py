@@ -119,3 +119,60 @@ def test_eval_errors_exit_2(trained_run, tmp_path, capsys) -> None:
     bad.write_text('{"choices": [{"w_bits": 4, "a_bits": 4, "form": "channel-sym-sym"}]}')
     assert main(["eval", "--supernet", checkpoint, "--config", str(bad)]) == 2
     assert "layer choices" in capsys.readouterr().err
+
+
+def test_help_and_version_do_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from eqsearch.cli import main\n"
+        "for argv in (['--help'], ['nsga', '--help'], ['--version']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "eqsearch 0.1.0" in result.stdout and "--force" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_an_unexpected_failure_is_one_line_and_exit_1_unless_debugging(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eqsearch.cli as cli
+
+    def broken(args: object) -> int:
+        raise TypeError("an internal bug")
+
+    monkeypatch.setattr(cli, "_cmd_models", broken)
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unexpected TypeError: an internal bug" in err
+    assert "Traceback" not in err and "--debug" in err
+    assert main(["models", "--debug"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    import argparse
+
+    from eqsearch.cli import build_parser
+
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif action.option_strings and not action.help:
+                missing.append(f"{path} {action.option_strings[0]}")
+
+    walk(build_parser(study_options=True), "eqsearch")
+    assert missing == []

@@ -16,6 +16,7 @@ from eqsearch.cli import main
         (["ablations", "--bits", "2,9"], "bits must be weight and activation bit widths"),
         (["ablations", "--bits", "two"], "--bits must be bit widths"),
         (["tune-loss", "--objectives", "three"], "invalid choice"),
+        (["predictors", "--samples", "s.csv", "--option", "depth=4"], "BACKEND.KEY=VALUE"),
     ],
 )
 def test_bad_study_options_exit_2_without_writing(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -78,7 +79,7 @@ def test_fit_predictor_command_saves_beside_the_samples(
 ) -> None:
     samples = tmp_path / "samples.csv"
     sample_subnets(tiny_checkpoint, samples, 24, seed=0, progress=False)
-    options = ["--option", "n_estimators=20", "--holdout", "0.25"]
+    options = ["--option", "n_estimators=20", "--test-fraction", "0.25"]
     code = main(["fit-predictor", "--samples", str(samples), "--backend", "xgboost", *options])
     output = capsys.readouterr().out
     assert code == 0
@@ -87,6 +88,11 @@ def test_fit_predictor_command_saves_beside_the_samples(
     saved = find_predictor(tmp_path)
     assert saved == tmp_path / "predictor-xgboost.json"
     assert load_predictor(saved).options_dict()["n_estimators"] == 20
+    report = json.loads((tmp_path / "predictor-xgboost.metrics.json").read_text())
+    assert (report["n_train"], report["n_test"], report["held_out_fraction"]) == (18, 6, 0.25)
+    assert f"{report['metrics']['kendall_tau']:.4f}" in output
+    assert main(["fit-predictor", "--samples", str(samples), "--backend", "xgboost"]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
 
 
 def test_bad_input_exits_2_and_writes_nothing(
