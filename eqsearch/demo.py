@@ -101,6 +101,7 @@ def run_demo(
     from eqsearch.commands.common import status
     from eqsearch.commands.search import front_table, generation_bar, verify_front
     from eqsearch.engines import ENGINES, nsga2
+    from eqsearch.measure import sample_subnets
     from eqsearch.problem import make_problem
     from predictors import (
         PredictorOracle,
@@ -108,7 +109,6 @@ def run_demo(
         load_samples,
         prediction_metrics,
         predictor_filename,
-        sample_subnets,
         split_indices,
     )
     from supernet.train import CHECKPOINT_NAME, TrainConfig, train_supernet

@@ -7,7 +7,6 @@ from predictors.dataset import (
     draw_configs,
     load_samples,
     merge_samples,
-    sample_subnets,
     split_indices,
     spread_sample,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "prediction_metrics",
     "predictor_filename",
     "rmse",
-    "sample_subnets",
     "spearman",
     "split_indices",
     "spread_sample",

@@ -82,7 +82,8 @@ def register(commands: Any) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from predictors.dataset import merge_samples, parse_shard, sample_subnets
+    from eqsearch.measure import sample_subnets
+    from predictors.dataset import merge_samples, parse_shard
 
     console = make_console()
     if args.merge:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from eqsearch.cli import main
-from predictors import find_predictor, load_predictor, load_samples, sample_subnets
+from eqsearch.measure import sample_subnets
+from predictors import find_predictor, load_predictor, load_samples
 from predictors.dataset import read_samples_space
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,111 @@
+"""Measuring a trained supernet's subnets into a samples file (supernet oracle + sample files)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from eqsearch.errors import InputError
+
+if TYPE_CHECKING:
+    from predictors.dataset import SampleRun
+
+
+def sample_subnets(
+    supernet_path: str | Path,
+    out_csv: str | Path | None = None,
+    n: int = 1000,
+    *,
+    seed: int = 0,
+    strategy: str = "spread",
+    forms: str = "global",
+    shard: tuple[int, int] | None = None,
+    split: str = "holdout",
+    bn_images: int | None = None,
+    holdout: int | None = None,
+    data_root: str | None = None,
+    device: str = "cpu",
+    progress: bool | Callable[[int, int], None] = True,
+) -> SampleRun:
+    """Sample ``n`` subnets of a trained supernet and measure each with the supernet oracle.
+
+    Args:
+        supernet_path: a ``supernet.pt`` checkpoint.
+        out_csv: the samples file; ``samples.csv`` beside the checkpoint by default.
+        n: distinct subnets over all shards.
+        seed, strategy, forms: how configs are drawn (see :class:`SamplingConfig`).
+        shard: ``(i, count)``; by default torchrun's ``(RANK, WORLD_SIZE)``, else unsharded.
+        split: ``"holdout"`` (training images held out, the paper's choice) or ``"test"``.
+        bn_images: BN re-calibration images (the checkpoint's training setting by default).
+        holdout: training images held out for scoring (the checkpoint's setting by default);
+            more images give the accuracies a finer granularity (100/holdout points).
+        data_root: overrides the data root stored in the checkpoint.
+        device: torch device of the supernet.
+        progress: a rich progress bar (True), none (False), or a callback (done, total).
+    """
+    from predictors.dataset import (
+        SampleSource,
+        SamplingConfig,
+        check_samples_target,
+        checkpoint_sha256,
+        collect_samples,
+        shard_from_environment,
+        shard_path,
+    )
+
+    config = SamplingConfig(
+        n=n, seed=seed, strategy=strategy, forms=forms, shard=shard or shard_from_environment()
+    )
+    for name, value in (("bn_images", bn_images), ("holdout", holdout)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise InputError(f"{name} must be a positive number of images; got {value!r}")
+    checkpoint_path = Path(supernet_path)
+    target = Path(out_csv) if out_csv is not None else checkpoint_path.parent / "samples.csv"
+    check_samples_target(shard_path(target, config.shard))
+    if config.shard[1] > 1:
+        check_samples_target(target)
+    from supernet.checkpoint import load_supernet
+    from supernet.evaluate import checkpoint_data, evaluation_set, supernet_oracle
+
+    supernet, checkpoint = load_supernet(checkpoint_path, map_location=device)
+    if checkpoint.get("kind") != "supernet":
+        raise InputError(
+            f"{checkpoint_path} is a full-precision checkpoint (before quantization-aware "
+            "training); sample the run's supernet.pt"
+        )
+    data = checkpoint_data(checkpoint, data_root=data_root, holdout=holdout)
+    stored_bn = int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
+    evaluation = evaluation_set(data, split=split, bn_images=bn_images or stored_bn)
+    oracle = supernet_oracle(supernet, evaluation)
+    source = SampleSource(
+        supernet_sha256=checkpoint_sha256(checkpoint_path),
+        supernet=str(checkpoint_path),
+        split=split,
+        bn_images=bn_images or stored_bn,
+        holdout=holdout or int((checkpoint.get("train_config") or {}).get("holdout", 0)) or None,
+    )
+    if callable(progress):
+        return collect_samples(
+            oracle, supernet.space, target, config, progress=progress, source=source
+        )
+    if not progress:
+        return collect_samples(oracle, supernet.space, target, config, source=source)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    ) as bar:
+        task = bar.add_task("subnets sampled", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return collect_samples(
+            oracle, supernet.space, target, config, progress=advance, source=source
+        )
