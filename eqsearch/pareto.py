@@ -24,6 +24,8 @@ BoolArray = npt.NDArray[np.bool_]
 
 FORMAT_NAME = "eqsearch-pareto"
 FORMAT_VERSION = 1
+"""The version of a front of a space without architecture genes; a joint space's front is
+written as ``JOINT_SPACE_VERSION`` (2), and both are read."""
 MEASURED_COLUMN = "measured_accuracy"
 
 
@@ -210,7 +212,7 @@ class ParetoFront:
             records.append(entry)
         return {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": self.space.format_version,
             "objectives": [
                 {"name": o.name, "direction": o.direction, "label": o.label}
                 for o in self.objectives

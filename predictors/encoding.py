@@ -22,7 +22,8 @@ def features_per_layer(space: ElasticSpace) -> int:
 
 def feature_count(space: ElasticSpace) -> int:
     """Length of the feature vector of a config of ``space``."""
-    return len(space.elastic_indices) * features_per_layer(space)
+    arch = sum(len(gene.values) for gene in space.genes)
+    return len(space.elastic_indices) * features_per_layer(space) + arch
 
 
 def feature_names(space: ElasticSpace) -> list[str]:
@@ -33,6 +34,8 @@ def feature_names(space: ElasticSpace) -> list[str]:
         names.extend(f"{layer}.w{bits}" for bits in space.w_bits)
         names.extend(f"{layer}.a{bits}" for bits in space.a_bits)
         names.extend(f"{layer}.{flag}" for flag in FLAG_NAMES)
+    for gene in space.genes:
+        names.extend(f"{gene.name}={value}" for value in gene.values)
     return names
 
 
@@ -53,8 +56,24 @@ def encode_batch(batch: ConfigBatch) -> FeatureArray:
         ],
         axis=2,
     )
+    if space.genes:
+        # a layer that does not run reads all zeros (its bits are 0, its flags masked)
+        flags &= batch.active[:, elastic, None]
     blocks = np.concatenate([w_onehot, a_onehot, flags], axis=2)
     features: FeatureArray = blocks.reshape(n, len(elastic) * blocks.shape[2]).astype(np.float32)
+    if not space.genes:
+        return features
+    return np.concatenate([features, _arch_features(batch)], axis=1)
+
+
+def _arch_features(batch: ConfigBatch) -> FeatureArray:
+    """One-hot of every architecture gene's value (all zeros where the gene is inactive)."""
+    genes = batch.space.genes
+    sizes = np.asarray([len(gene.values) for gene in genes], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    features = np.zeros((len(batch), int(sizes.sum())), dtype=np.float32)
+    rows, columns = np.nonzero(batch.gene_active)
+    features[rows, offsets[columns] + batch.arch[rows, columns]] = 1.0
     return features
 
 
@@ -66,8 +85,10 @@ def encode_configs(
     Per elastic layer, in space order: a one-hot of the weight bits over ``space.w_bits``, a
     one-hot of the activation bits over ``space.a_bits``, then three binary conditions —
     per-channel weights, symmetric weights, symmetric activations. Pinned layers are left
-    out (their bits never change). A ``ConfigBatch`` is encoded from its arrays directly;
-    a list of configs is validated against ``space`` first.
+    out (their bits never change). A joint space appends a one-hot of every architecture
+    gene's value, and a layer or gene the config's architecture switches off reads all
+    zeros. A ``ConfigBatch`` is encoded from its arrays directly; a list of configs is
+    validated against ``space`` first.
 
     Raises:
         ValueError: a config does not belong to ``space``, or a ConfigBatch of another space
@@ -79,5 +100,11 @@ def encode_configs(
                 f"the configs belong to another space (fingerprint {configs.space.fingerprint}, "
                 f"expected {space.fingerprint})"
             )
-        configs = ConfigBatch(space, configs.w_bits, configs.a_bits, configs.form_index)
+        configs = ConfigBatch(
+            space,
+            configs.w_bits,
+            configs.a_bits,
+            configs.form_index,
+            arch=configs.arch if space.genes else None,
+        )
     return encode_batch(space.batch(configs))

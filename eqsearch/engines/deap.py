@@ -14,7 +14,7 @@ from deap.tools.emo import assignCrowdingDist
 from eqsearch.engines.base import Archive, Progress, check_settings, genome_keys, search_info
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
-from eqsearch.space import IntArray
+from eqsearch.space import GenomeLayout, IntArray
 
 CROSSOVER_PROB = 0.9
 """Probability that a pair of parents is crossed (genes swapped with probability 1/2 each)."""
@@ -158,12 +158,16 @@ def _offspring(
     count: int,
     lower: Sequence[int],
     upper: Sequence[int],
+    layout: GenomeLayout,
 ) -> IntArray:
-    """Children that are neither a parent nor each other's duplicates (hashed genomes)."""
+    """Children that are neither a parent nor each other's duplicates (hashed genomes; in a
+    joint space the canonical genome of each child's subnet)."""
     taken = set(genome_keys(np.asarray(population, dtype=np.int64)))
     kept: list[list[int]] = []
     for _ in range(MAX_MATING_ROUNDS):
         children = _vary(rng, population, count - len(kept), lower, upper)
+        if layout.conditional:
+            children = layout.canonical(np.asarray(children, dtype=np.int64)).tolist()
         for child, key in zip(children, genome_keys(np.asarray(children)), strict=True):
             if key not in taken and len(kept) < count:
                 taken.add(key)
@@ -213,7 +217,7 @@ def run(
     first = problem.initial_population(np.random.default_rng(rng.getrandbits(64)), population)
     current = select(evaluated(first), population)
     for generation in range(generations):
-        children = _offspring(rng, current, population, lower, upper)
+        children = _offspring(rng, current, population, lower, upper, problem.layout)
         if len(children):
             current = select(current + evaluated(children), population)
         if progress is not None:
