@@ -216,7 +216,7 @@ class ActivityRules:
 
     Built once per space from the genes' and layers' conditions. Architectures are arrays of
     gene *indices* ``(n, genes)``; :meth:`evaluate` returns the active masks and the canonical
-    indices (inactive genes at index 0), with a few array operations per nesting level of the
+    indices (inactive genes at index 0), with a few array gathers per nesting level of the
     conditions and no Python loop over configs.
     """
 
@@ -231,14 +231,16 @@ class ActivityRules:
             for condition in conditions:
                 atoms.setdefault(condition, len(atoms))
         width = max((len(gene.values) for gene in genes), default=1)
-        # per atom: the gene it reads and, per value index of that gene, whether it holds
+        # per atom: the gene it reads and, per value index of that gene, whether it holds;
+        # flattened so that one gather answers every atom of every architecture
         self.atom_gene = np.asarray([positions[c.gene] for c in atoms], dtype=np.int64)
-        self.atom_table = np.zeros((len(atoms), width), dtype=bool)
+        table = np.zeros((len(atoms), width), dtype=bool)
         for condition, row in atoms.items():
             gene = genes[positions[condition.gene]]
             for value in condition.values:
-                self.atom_table[row, gene.values.index(value)] = True
-        self._atom_rows = np.arange(len(atoms))[:, None]
+                table[row, gene.values.index(value)] = True
+        self.atom_table = table.reshape(-1)
+        self.atom_offset = np.arange(len(atoms), dtype=np.int64) * width
         # nesting level of every gene: 0 unconditional, else 1 + the deepest gene it reads
         level = np.zeros(len(genes), dtype=np.int64)
         for index, gene in enumerate(genes):
@@ -246,36 +248,29 @@ class ActivityRules:
                 level[index] = 1 + max(level[positions[c.gene]] for c in gene.active_if)
         self.gene_level = level
         self.n_levels = int(level.max()) + 1 if len(genes) else 0
-        self.gene_incidence = self._incidence([gene.active_if for gene in genes], atoms)
-        self.layer_incidence = self._incidence(list(layer_conditions), atoms)
-        self.gene_required = self.gene_incidence.sum(axis=0)
-        self.layer_required = self.layer_incidence.sum(axis=0)
-        self.conditional_layers = bool(self.layer_required.any())
-        self.conditional_genes = bool(self.gene_required.any())
+        # per gene and per layer, the atoms that must all hold, padded with an always-true atom
+        self.gene_atoms = self._atom_lists([gene.active_if for gene in genes], atoms)
+        self.layer_atoms = self._atom_lists(list(layer_conditions), atoms)
+        self.conditional_genes = any(gene.active_if for gene in genes)
+        self.conditional_layers = any(layer_conditions)
 
     @staticmethod
-    def _incidence(
+    def _atom_lists(
         condition_lists: Sequence[tuple[Condition, ...]], atoms: Mapping[Condition, int]
-    ) -> npt.NDArray[np.int64]:
-        matrix = np.zeros((len(atoms), len(condition_lists)), dtype=np.int64)
-        for column, conditions in enumerate(condition_lists):
-            for condition in conditions:
-                matrix[atoms[condition], column] = 1
-        return matrix
+    ) -> IntArray:
+        width = max((len(conditions) for conditions in condition_lists), default=0)
+        always = len(atoms)
+        lists = np.full((len(condition_lists), max(width, 1)), always, dtype=np.int64)
+        for row, conditions in enumerate(condition_lists):
+            lists[row, : len(conditions)] = [atoms[condition] for condition in conditions]
+        return lists
 
     def _atoms(self, arch: IntArray, gene_active: BoolArray) -> BoolArray:
-        """Truth of every atomic condition per architecture ``(n, atoms)``."""
-        values = arch[:, self.atom_gene]
-        holds: BoolArray = (
-            self.atom_table[self._atom_rows.T, values] & gene_active[:, self.atom_gene]
-        )
-        return holds
-
-    def _all_hold(
-        self, atoms: BoolArray, incidence: npt.NDArray[np.int64], required: npt.NDArray[np.int64]
-    ) -> BoolArray:
-        result: BoolArray = (atoms.astype(np.int64) @ incidence) == required
-        return result
+        """Truth of every atomic condition per architecture, and a last always-true column."""
+        holds = self.atom_table[self.atom_offset + arch[:, self.atom_gene]]
+        holds &= gene_active[:, self.atom_gene]
+        padded: BoolArray = np.concatenate([holds, np.ones((len(arch), 1), dtype=bool)], axis=1)
+        return padded
 
     def evaluate(self, arch: IntArray) -> tuple[IntArray, BoolArray, BoolArray]:
         """Canonical gene indices, active genes ``(n, genes)`` and active layers ``(n, layers)``."""
@@ -283,16 +278,13 @@ class ActivityRules:
         gene_active = np.ones((n, self.n_genes), dtype=bool)
         if self.conditional_genes:
             for level in range(1, self.n_levels):
-                holds = self._all_hold(
-                    self._atoms(arch, gene_active), self.gene_incidence, self.gene_required
-                )
-                at_level = self.gene_level == level
-                gene_active[:, at_level] = holds[:, at_level]
+                at_level = np.flatnonzero(self.gene_level == level)
+                atoms = self._atoms(arch, gene_active)
+                gene_active[:, at_level] = atoms[:, self.gene_atoms[at_level]].all(axis=2)
         canonical = np.where(gene_active, arch, 0)
         if self.conditional_layers:
-            layer_active = self._all_hold(
-                self._atoms(canonical, gene_active), self.layer_incidence, self.layer_required
-            )
+            atoms = self._atoms(canonical, gene_active)
+            layer_active: BoolArray = np.all(atoms[:, self.layer_atoms], axis=2)
         else:
             layer_active = np.ones((n, self.n_layers), dtype=bool)
         return canonical, gene_active, layer_active

@@ -245,9 +245,10 @@ QUANTITIES = ("params", "macs", "inputs", "channels")
 class GeometryTables:
     """Per-config ``params``, ``macs``, ``inputs`` and ``channels`` of every layer, vectorised.
 
-    Every quantity of a layer is a product of sizes, and each size is a table over one gene's
-    value index (a constant reads a column of zeros). All sizes of all layers live in one flat
-    array, so a quantity of a whole batch is one gather and one product.
+    Each quantity of a layer is a product of sizes that follow at most a few genes. Its value
+    for every combination of those genes' value indices is computed once, here; all layers'
+    tables live in one flat array, so a quantity of a whole batch is a few integer gathers
+    (the mixed-radix position of each layer's gene indices) and one float gather.
 
     Args:
         genes: the space's genes.
@@ -263,52 +264,58 @@ class GeometryTables:
     ) -> None:
         positions = {gene.name: index for index, gene in enumerate(genes)}
         constant_column = len(genes)
-        flat: list[int] = []
-        recipes: dict[str, list[list[tuple[int, int]]]] = {q: [] for q in QUANTITIES}
-        divisors: list[int] = []
-        cache: dict[Dim, tuple[int, int]] = {}
-
-        def compile_dim(dim: Dim) -> tuple[int, int]:
-            if dim not in cache:
-                offset = len(flat)
-                if dim.gene is None:
-                    flat.append(dim.table[0][1])
-                    cache[dim] = (constant_column, offset)
-                else:
-                    gene = genes[positions[dim.gene]]
-                    flat.extend(dim.sizes_for(gene))
-                    cache[dim] = (positions[dim.gene], offset)
-            return cache[dim]
-
-        for geometry, values in zip(geometries, constants, strict=True):
-            if geometry is None:
-                for quantity in QUANTITIES:
-                    recipes[quantity].append([compile_dim(Dim(values[quantity]))])
-                divisors.append(1)
-                continue
-            factors = geometry.factors()
-            for quantity in QUANTITIES:
-                recipes[quantity].append([compile_dim(dim) for dim in factors[quantity]])
-            divisors.append(int(np.prod([dim.largest for dim in factors["divisor"]] or [1])))
-        one = compile_dim(Dim(1))
-        self.flat = np.asarray(flat, dtype=np.float64)
-        self.divisor = np.asarray(divisors, dtype=np.float64)
-        self._columns: dict[str, IntArray] = {}
         self._offsets: dict[str, IntArray] = {}
-        for quantity, per_layer in recipes.items():
-            width = max(len(factors) for factors in per_layer)
-            padded = [factors + [one] * (width - len(factors)) for factors in per_layer]
-            table = np.asarray(padded, dtype=np.int64).reshape(len(per_layer), width, 2)
-            self._columns[quantity] = table[:, :, 0]
-            self._offsets[quantity] = table[:, :, 1]
+        self._columns: dict[str, IntArray] = {}
+        self._strides: dict[str, IntArray] = {}
+        flat: list[float] = []
+        for quantity in QUANTITIES:
+            offsets: list[int] = []
+            columns: list[list[int]] = []
+            strides: list[list[int]] = []
+            for geometry, values in zip(geometries, constants, strict=True):
+                offsets.append(len(flat))
+                if geometry is None:
+                    flat.append(float(values[quantity]))
+                    columns.append([])
+                    strides.append([])
+                    continue
+                factors = geometry.factors()
+                divisor = int(np.prod([dim.largest for dim in factors["divisor"]] or [1]))
+                names = list(dict.fromkeys(d.gene for d in factors[quantity] if d.gene))
+                layer_genes = [genes[positions[name]] for name in names]
+                grid = np.ones([len(gene.values) for gene in layer_genes], dtype=np.float64)
+                for dim in factors[quantity]:
+                    if dim.gene is None:
+                        grid = grid * dim.largest
+                        continue
+                    axis = names.index(dim.gene)
+                    sizes = np.asarray(dim.sizes_for(genes[positions[dim.gene]]), dtype=np.float64)
+                    shape = [1] * len(names)
+                    shape[axis] = len(sizes)
+                    grid = grid * sizes.reshape(shape)
+                if quantity in ("params", "macs"):
+                    grid = grid / divisor
+                flat.extend(grid.reshape(-1).tolist())
+                columns.append([positions[name] for name in names])
+                # C order: the last gene varies fastest
+                strides.append([int(np.prod(grid.shape[axis + 1 :])) for axis in range(len(names))])
+            width = max(1, max(len(c) for c in columns))
+            self._offsets[quantity] = np.asarray(offsets, dtype=np.int64)
+            self._columns[quantity] = np.asarray(
+                [c + [constant_column] * (width - len(c)) for c in columns], dtype=np.int64
+            )
+            self._strides[quantity] = np.asarray(
+                [s + [0] * (width - len(s)) for s in strides], dtype=np.int64
+            )
+        self.flat = np.asarray(flat, dtype=np.float64)
 
     def quantity(self, name: str, arch: IntArray, active: npt.NDArray[np.bool_]) -> FloatArray:
         """``(n, layers)`` values of ``name`` for canonical gene indices ``arch`` ``(n, genes)``;
         inactive layers are 0."""
         extended = np.concatenate([arch, np.zeros((arch.shape[0], 1), dtype=np.int64)], axis=1)
-        index = self._offsets[name][None, :, :] + extended[:, self._columns[name]]
-        values: FloatArray = self.flat[index].prod(axis=2)
-        if name in ("params", "macs"):
-            values = values / self.divisor
-        result: FloatArray = np.where(active, values, 0.0)
+        columns, strides = self._columns[name], self._strides[name]
+        index = self._offsets[name] + extended[:, columns[:, 0]] * strides[:, 0]
+        for j in range(1, columns.shape[1]):
+            index += extended[:, columns[:, j]] * strides[:, j]
+        result: FloatArray = np.where(active, self.flat[index], 0.0)
         return result

@@ -1424,7 +1424,9 @@ class GenomeLayout:
             genes = genes[None, :]
         if genes.ndim != 2 or genes.shape[1] != self.n_genes:
             raise ValueError(f"genomes must have shape (n, {self.n_genes}); got {genes.shape}")
-        genes = np.clip(np.rint(genes).astype(np.int64), self.lower, self.upper)
+        if genes.dtype.kind not in "iu":
+            genes = np.rint(genes)
+        genes = np.clip(genes.astype(np.int64, copy=False), self.lower, self.upper)
         n = genes.shape[0]
         n_elastic = len(self.elastic)
         w = np.broadcast_to(self._template_w, (n, self.space.n_layers)).copy()

@@ -24,14 +24,15 @@ MAX_MATING_ROUNDS = 20
 
 
 class _Individual(list[int]):
-    """A genome with its DEAP fitness (minimised objectives) and constraint violation."""
+    """A genome with its DEAP fitness (minimised objectives), constraint violation and hash key."""
 
-    __slots__ = ("fitness", "violation")
+    __slots__ = ("fitness", "key", "violation")
 
-    def __init__(self, genes: Sequence[int], fitness: base.Fitness) -> None:
+    def __init__(self, genes: Sequence[int], fitness: base.Fitness, key: bytes = b"") -> None:
         super().__init__(genes)
         self.fitness = fitness
         self.violation = 0.0
+        self.key = key
 
 
 def _fitness_class(n_objectives: int) -> type[base.Fitness]:
@@ -135,19 +136,23 @@ def _vary(
     (each gene redrawn uniformly within its bounds with probability 1/genes)."""
     n_genes = len(lower)
     mutation_prob = 1.0 / n_genes
+    draw, randint, getrandbits = rng.random, rng.randint, rng.getrandbits
+    genes = range(n_genes)
     children: list[list[int]] = []
     while len(children) < count:
         one = list(_tournament(rng, population))
         two = list(_tournament(rng, population))
-        if rng.random() < CROSSOVER_PROB:
-            swap = rng.getrandbits(n_genes)
-            for gene in range(n_genes):
-                if swap >> gene & 1:
+        if draw() < CROSSOVER_PROB:
+            # bit g of the draw swaps gene g (read from the binary digits, lowest first)
+            digits = format(getrandbits(n_genes), "b")[::-1]
+            for gene, digit in enumerate(digits):
+                if digit == "1":
                     one[gene], two[gene] = two[gene], one[gene]
         for child in (one, two):
-            for gene in range(n_genes):
-                if rng.random() < mutation_prob:
-                    child[gene] = rng.randint(lower[gene], upper[gene])
+            # one uniform draw per gene, in gene order, as in DEAP's mutUniformInt
+            for gene in genes:
+                if draw() < mutation_prob:
+                    child[gene] = randint(lower[gene], upper[gene])
         children.extend((one, two))
     return children[:count]
 
@@ -162,19 +167,21 @@ def _offspring(
 ) -> IntArray:
     """Children that are neither a parent nor each other's duplicates (hashed genomes; in a
     joint space the canonical genome of each child's subnet)."""
-    taken = set(genome_keys(np.asarray(population, dtype=np.int64)))
-    kept: list[list[int]] = []
+    taken = {individual.key for individual in population}
+    kept: list[IntArray] = []
     for _ in range(MAX_MATING_ROUNDS):
-        children = _vary(rng, population, count - len(kept), lower, upper)
-        if layout.conditional:
-            children = layout.canonical(np.asarray(children, dtype=np.int64)).tolist()
-        for child, key in zip(children, genome_keys(np.asarray(children)), strict=True):
+        children = layout.canonical(
+            np.asarray(_vary(rng, population, count - len(kept), lower, upper), dtype=np.int64)
+        )
+        for child, key in zip(children, genome_keys(children), strict=True):
             if key not in taken and len(kept) < count:
                 taken.add(key)
                 kept.append(child)
         if len(kept) >= count:
             break
-    return np.asarray(kept, dtype=np.int64).reshape(len(kept), len(lower))
+    if not kept:
+        return np.zeros((0, len(lower)), dtype=np.int64)
+    return np.stack(kept)
 
 
 def run(
@@ -203,13 +210,14 @@ def run(
         evaluation = problem.evaluate(genomes)
         archive.add(genomes, evaluation)
         individuals = []
-        for genes, values, violation in zip(
+        for genes, values, violation, key in zip(
             genomes.tolist(),
             evaluation.minimised.tolist(),
             evaluation.violation.tolist(),
+            genome_keys(genomes),
             strict=True,
         ):
-            individual = _Individual(genes, fitness_class(values))
+            individual = _Individual(genes, fitness_class(values), key)
             individual.violation = violation
             individuals.append(individual)
         return individuals
