@@ -215,6 +215,10 @@ CPU_SECONDS: list[float] = []
 shared machine the wall time also counts waiting for a core)."""
 
 
+CPU_MEDIANS: dict[str, float] = {}
+"""Median CPU seconds of each timed engine run, by row name."""
+
+
 def median_seconds(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     """Median wall time over ``repeats`` runs, and the last run's result."""
     times = []
@@ -241,6 +245,7 @@ def time_engines(
         seconds, front = median_seconds(
             lambda engine=engine: nsga2(problem, engine=engine, seed=0, **settings), repeats
         )
+        CPU_MEDIANS[f"{space_name} nsga2(engine={engine!r})"] = statistics.median(CPU_SECONDS)
         own = TimedProblem.seconds / repeats
         budget_met = bool((costs.average_weight_bits(space, front.batch) <= W_BITS).all())
         detail = (
@@ -259,7 +264,7 @@ def worker(space_name: str, repeats: int, settings: dict[str, int]) -> None:
 
     torch.set_num_threads(1)
     _, _, _, rows = time_engines(space_name, repeats, settings)
-    print(json.dumps({name: seconds for name, seconds, _ in rows}))
+    print(json.dumps({name: [seconds, CPU_MEDIANS[name]] for name, seconds, _ in rows}))
 
 
 def compare_with_baseline(
@@ -285,8 +290,9 @@ def compare_with_baseline(
             output = subprocess.run(
                 command, env=environment, capture_output=True, text=True, check=True
             ).stdout
-            for name, seconds in json.loads(output.strip().splitlines()[-1]).items():
+            for name, (seconds, cpu) in json.loads(output.strip().splitlines()[-1]).items():
                 times[label].setdefault(name, []).append(seconds)
+                times[label].setdefault(f"{name}, CPU", []).append(cpu)
     print(
         f"resnet18, this checkout vs {baseline} ({rounds} alternating rounds of fresh processes):"
     )
