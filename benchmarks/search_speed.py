@@ -1,9 +1,11 @@
 """NSGA-II speed at the paper's GA setting: population 100 x 500 generations.
 
 Spaces (``--spaces``): ``resnet18`` (224x224, 19 searched layers, measured once by the
-supernet and cached in ``resnet18_space.json``) and ``oqa_mbv3``, the joint architecture x
-bits space of OQA's MobileNetV3 (``eqsearch.mobilenet_space``: 5 stages, depth 2-4, expand
-3/4/6, kernel 3/5/7, per-layer bits 2-8, 88 searched layers, 222 genes). Times, on one MLP
+supernet and cached in ``resnet18_space.json``); ``oqa_mbv3``, the joint architecture x bits
+space of OQA's MobileNetV3 (``eqsearch.mobilenet_space``: 5 stages, depth 2-4, expand 3/4/6,
+kernel 3/5/7, per-layer bits 2-8; first conv, SE convs and classifier in full precision as OQA
+leaves them: 64 searched layers, 174 genes); ``mbv3_all``, the same with the SE convs searched
+too and the first/last layers pinned to 8/8 (88 searched layers, 222 genes). Times, on one MLP
 accuracy predictor and one budget (average weight bits <= 3):
 
 - ``nsga2(engine="pymoo")`` and ``nsga2(engine="deap")`` (and, inside the pymoo run, the
@@ -50,10 +52,13 @@ W_BITS = 3.0
 def load_space(rebuild: bool, name: str = "resnet18") -> ElasticSpace:
     """The resnet18 space (224x224, 1000 classes), measured once by the supernet and cached;
     or the OQA MobileNetV3 joint space, declared by ``eqsearch.mobilenet_space``."""
-    if name == "oqa_mbv3":
+    if name in ("oqa_mbv3", "mbv3_all"):
         from eqsearch.mobilenet_space import mobilenet_v3_space
 
-        return mobilenet_v3_space()
+        if name == "mbv3_all":
+            return mobilenet_v3_space()
+        # OQA's quantization: first conv, SE convs and classifier left in full precision
+        return mobilenet_v3_space(first_last=(32, 32), se_pinned=(32, 32))
     if rebuild or not SPACE_FILE.exists():
         from supernet.elastic import build_supernet
 
@@ -68,8 +73,13 @@ def fit_predictor(space: ElasticSpace, seed: int = 0) -> Any:
     from predictors import PredictorOracle, build_predictor
 
     batch = space.sample(seed, 500)
-    noise = (8 - batch.w_bits).mean(axis=1) ** 1.5 * 5 + (8 - batch.a_bits).mean(axis=1) * 3
+    # layers the search does not choose (pinned, or not running) count as 8-bit
+    searched = batch.active & (space.layer_arrays["elastic"] > 0)
+    w_bits, a_bits = (np.where(searched, bits, 8) for bits in (batch.w_bits, batch.a_bits))
+    noise = (8 - w_bits).mean(axis=1) ** 1.5 * 5 + (8 - a_bits).mean(axis=1) * 3
     accuracy = 70.0 - noise - 0.5 * (~batch.per_channel).mean(axis=1)
+    if space.genes:  # a larger architecture is more accurate
+        accuracy += 3.0 * np.log(batch.params.sum(axis=1) / batch.params.sum(axis=1).min())
     predictor = build_predictor("mlp", space, seed=seed, hidden_layers=6, width=128, epochs=5)
     return PredictorOracle(predictor.fit(batch, accuracy))
 
@@ -311,7 +321,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--population", type=int, default=100)
     parser.add_argument("--generations", type=int, default=500)
-    parser.add_argument("--spaces", default="resnet18", help="resnet18 and/or oqa_mbv3")
+    parser.add_argument("--spaces", default="resnet18", help="resnet18, oqa_mbv3, mbv3_all")
     parser.add_argument("--skip-stock", action="store_true", help="skip pymoo's stock NSGA2")
     parser.add_argument("--skip-ofa", action="store_true", help="skip the OFA-style baseline")
     parser.add_argument("--rebuild-space", action="store_true", help="re-measure resnet18")
