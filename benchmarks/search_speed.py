@@ -73,12 +73,14 @@ def fit_predictor(space: ElasticSpace, seed: int = 0) -> Any:
     from predictors import PredictorOracle, build_predictor
 
     batch = space.sample(seed, 500)
-    # layers the search does not choose (pinned, or not running) count as 8-bit
-    searched = batch.active & (space.layer_arrays["elastic"] > 0)
-    w_bits, a_bits = (np.where(searched, bits, 8) for bits in (batch.w_bits, batch.a_bits))
+    w_bits, a_bits = batch.w_bits, batch.a_bits
+    joint = bool(getattr(space, "genes", ()))  # (--baseline runs this on older checkouts)
+    if joint:  # layers the search does not choose (pinned, or not running) count as 8-bit
+        searched = batch.active & (space.layer_arrays["elastic"] > 0)
+        w_bits, a_bits = (np.where(searched, bits, 8) for bits in (w_bits, a_bits))
     noise = (8 - w_bits).mean(axis=1) ** 1.5 * 5 + (8 - a_bits).mean(axis=1) * 3
     accuracy = 70.0 - noise - 0.5 * (~batch.per_channel).mean(axis=1)
-    if space.genes:  # a larger architecture is more accurate
+    if joint:  # a larger architecture is more accurate
         accuracy += 3.0 * np.log(batch.params.sum(axis=1) / batch.params.sum(axis=1).min())
     predictor = build_predictor("mlp", space, seed=seed, hidden_layers=6, width=128, epochs=5)
     return PredictorOracle(predictor.fit(batch, accuracy))
