@@ -24,7 +24,8 @@ benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/quant_overhead.py --compare
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/n2uq_overhead.py --rounds 9
-	$(BIN)/python benchmarks/search_speed.py --repeats 3
+	$(BIN)/python benchmarks/search_speed.py --repeats 3 --spaces resnet18,oqa_mbv3
+	$(BIN)/python benchmarks/objectives_speed.py --repeats 3
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/predictor_speed.py --repeats 15
 
 clean:

@@ -6,10 +6,15 @@ from eqsearch.costs import (
     average_weight_bits,
     bitops,
     cost_table,
+    flops,
+    macs,
     model_size_bytes,
+    parameter_count,
     weight_compression,
 )
 from eqsearch.engines import nsga2
+from eqsearch.genes import ArchGene, Condition
+from eqsearch.geometry import Dim, LayerGeometry
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import Constraint, Objective, SearchProblem
 from eqsearch.space import (
@@ -24,29 +29,38 @@ from eqsearch.space import (
     QuantForm,
     SubnetConfig,
 )
+from eqsearch.space_spec import SpaceSpec
 
 __all__ = [
     "ALL_FORMS",
     "FULL_PRECISION_BITS",
+    "ArchGene",
+    "Condition",
     "ConfigBatch",
     "Constraint",
+    "Dim",
     "ElasticSpace",
     "GenomeLayout",
     "Granularity",
     "LayerChoice",
+    "LayerGeometry",
     "LayerSpec",
     "Objective",
     "ParetoFront",
     "QuantForm",
     "SearchProblem",
+    "SpaceSpec",
     "SubnetConfig",
     "activation_compression",
     "average_activation_bits",
     "average_weight_bits",
     "bitops",
     "cost_table",
+    "flops",
+    "macs",
     "model_size_bytes",
     "nsga2",
+    "parameter_count",
     "weight_compression",
 ]
 __version__ = "0.1.0"

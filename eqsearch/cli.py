@@ -33,6 +33,7 @@ from eqsearch.commands.common import (
     seed_int,
     status,
 )
+from eqsearch.space_spec import SPACE_FLAGS
 
 if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace as ElasticSpaceType
@@ -70,19 +71,14 @@ def _symmetries(text: str) -> tuple[bool, ...]:
     return tuple(mapping[p] for p in parts)
 
 
-# TrainConfig fields that `eqsearch train` exposes as flags: flag destination → field.
+# TrainConfig fields that `eqsearch train` exposes as flags: flag destination → field (the
+# space's fields set TrainConfig.space through TrainConfig's init-only variables of their names).
 _TRAIN_FLAGS = {
     "model": "model",
     "dataset": "dataset",
     "data_root": "data_root",
     "image_size": "image_size",
-    "quantizer": "quantizer",
-    "w_bits": "w_bits",
-    "a_bits": "a_bits",
-    "granularity": "granularities",
-    "w_symmetry": "w_symmetries",
-    "a_symmetry": "a_symmetries",
-    "first_last": "first_last",
+    **SPACE_FLAGS,  # the space description's fields (TrainConfig.space)
     "epochs": "epochs",
     "fp_epochs": "fp_epochs",
     "init": "init",

@@ -1,4 +1,9 @@
-"""Cost models of a subnet: average bits, compression, BitOPs and model size."""
+"""Cost models of a subnet: average bits, compression, BitOPs, model size, MACs and FLOPs.
+
+Every cost reads each config's own layer sizes (``ConfigBatch.params``, ``macs``, ``inputs``,
+``channels``): in a joint space they follow the config's architecture, and layers it does
+not run count nothing; without architecture genes they are the space's measured constants.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +22,6 @@ SCALE_BYTES = 4
 """Each step size is stored as float32."""
 
 
-def _layer_arrays(space: ElasticSpace) -> dict[str, FloatArray]:
-    return space.layer_arrays
-
-
 def _finish(configs: Configs, values: FloatArray) -> float | FloatArray:
     if isinstance(configs, SubnetConfig):
         return float(values[0])
@@ -31,7 +32,7 @@ def _average(
     space: ElasticSpace, bits: npt.NDArray[np.int64], weights: FloatArray, include_pinned: bool
 ) -> FloatArray:
     quantized = bits != FULL_PRECISION_BITS
-    mask = quantized if include_pinned else quantized & (_layer_arrays(space)["elastic"] > 0)
+    mask = quantized if include_pinned else quantized & (space.layer_arrays["elastic"] > 0)
     weighted = np.where(mask, weights, 0.0)
     average: FloatArray = (weighted * bits).sum(axis=1) / weighted.sum(axis=1)
     return average
@@ -56,8 +57,7 @@ def average_weight_bits(
     and last layers. ``include_pinned=True`` averages over every quantized layer.
     """
     batch = space.batch(configs)
-    params = _layer_arrays(space)["params"]
-    return _finish(configs, _average(space, batch.w_bits, params, include_pinned))
+    return _finish(configs, _average(space, batch.w_bits, batch.params, include_pinned))
 
 
 @overload
@@ -76,8 +76,7 @@ def average_activation_bits(
     Covers the same layers as :func:`average_weight_bits`.
     """
     batch = space.batch(configs)
-    inputs = _layer_arrays(space)["inputs"]
-    return _finish(configs, _average(space, batch.a_bits, inputs, include_pinned))
+    return _finish(configs, _average(space, batch.a_bits, batch.inputs, include_pinned))
 
 
 @overload
@@ -85,10 +84,12 @@ def weight_compression(space: ElasticSpace, configs: SubnetConfig) -> float: ...
 @overload
 def weight_compression(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> FloatArray: ...
 def weight_compression(space: ElasticSpace, configs: Configs) -> float | FloatArray:
-    """W-Comp: ``32·Σn / Σ(n·b_w)`` over every layer (full-precision layers at 32 bits)."""
+    """W-Comp: ``32·Σn / Σ(n·b_w)`` over every layer that runs (full-precision layers at 32
+    bits)."""
     batch = space.batch(configs)
-    params = _layer_arrays(space)["params"]
-    values = FULL_PRECISION_BITS * params.sum() / (batch.w_bits * params).sum(axis=1)
+    params = batch.params
+    total = params.sum(axis=1)
+    values = FULL_PRECISION_BITS * total / (batch.w_bits * params).sum(axis=1)
     return _finish(configs, values)
 
 
@@ -97,10 +98,11 @@ def activation_compression(space: ElasticSpace, configs: SubnetConfig) -> float:
 @overload
 def activation_compression(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> FloatArray: ...
 def activation_compression(space: ElasticSpace, configs: Configs) -> float | FloatArray:
-    """A-Comp: ``32·Σm / Σ(m·b_a)`` with m the input activations of every layer."""
+    """A-Comp: ``32·Σm / Σ(m·b_a)`` with m the input activations of every layer that runs."""
     batch = space.batch(configs)
-    inputs = _layer_arrays(space)["inputs"]
-    values = FULL_PRECISION_BITS * inputs.sum() / (batch.a_bits * inputs).sum(axis=1)
+    inputs = batch.inputs
+    total = inputs.sum(axis=1)
+    values = FULL_PRECISION_BITS * total / (batch.a_bits * inputs).sum(axis=1)
     return _finish(configs, values)
 
 
@@ -111,8 +113,7 @@ def bitops(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> FloatArray: 
 def bitops(space: ElasticSpace, configs: Configs) -> float | FloatArray:
     """BitOPs per input sample: ``Σ MACs·b_w·b_a`` (full-precision layers at 32·32)."""
     batch = space.batch(configs)
-    macs = _layer_arrays(space)["macs"]
-    return _finish(configs, (macs * batch.w_bits * batch.a_bits).sum(axis=1))
+    return _finish(configs, (batch.macs * batch.w_bits * batch.a_bits).sum(axis=1))
 
 
 @overload
@@ -127,20 +128,53 @@ def model_size_bytes(space: ElasticSpace, configs: Configs) -> float | FloatArra
     of ``ceil(b_w/8)`` bytes. Full-precision layers count 4 bytes per weight.
     """
     batch = space.batch(configs)
-    arrays = _layer_arrays(space)
-    weights = np.ceil(arrays["params"] * batch.w_bits / 8.0)
-    scales = np.where(batch.per_channel, arrays["channels"], 1.0)
+    weights = np.ceil(batch.params * batch.w_bits / 8.0)
+    scales = np.where(batch.per_channel, batch.channels, 1.0)
     quantized = batch.w_bits != FULL_PRECISION_BITS
+    if space.genes:
+        quantized &= batch.active
     zero_point_bytes = np.where(batch.w_symmetric, 0.0, np.ceil(batch.w_bits / 8.0))
     overhead = np.where(quantized, scales * (SCALE_BYTES + zero_point_bytes), 0.0)
     return _finish(configs, (weights + overhead).sum(axis=1))
 
 
+@overload
+def macs(space: ElasticSpace, configs: SubnetConfig) -> float: ...
+@overload
+def macs(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> FloatArray: ...
+def macs(space: ElasticSpace, configs: Configs) -> float | FloatArray:
+    """Multiply-accumulates per input sample of the architecture alone (``Σ MACs`` over the
+    layers that run, whatever their bits)."""
+    batch = space.batch(configs)
+    return _finish(configs, batch.macs.sum(axis=1))
+
+
+@overload
+def flops(space: ElasticSpace, configs: SubnetConfig) -> float: ...
+@overload
+def flops(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> FloatArray: ...
+def flops(space: ElasticSpace, configs: Configs) -> float | FloatArray:
+    """Floating-point operations per input sample of the architecture alone: ``2·MACs`` (a
+    multiply and an add each; OFA and OQA report MACs under the name FLOPs)."""
+    return _finish(configs, 2.0 * np.atleast_1d(macs(space, space.batch(configs))))
+
+
+@overload
+def parameter_count(space: ElasticSpace, configs: SubnetConfig) -> float: ...
+@overload
+def parameter_count(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> FloatArray: ...
+def parameter_count(space: ElasticSpace, configs: Configs) -> float | FloatArray:
+    """Weight elements of the quantizable layers that run."""
+    batch = space.batch(configs)
+    return _finish(configs, batch.params.sum(axis=1))
+
+
 def cost_table(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> dict[str, FloatArray]:
     """Every cost of every config, as columns: ``w_bits``, ``a_bits``, ``w_comp``,
-    ``a_comp``, ``bitops``, ``size_bytes``."""
+    ``a_comp``, ``bitops``, ``size_bytes`` (and, in a joint space, ``macs`` and ``params``
+    of the architecture)."""
     batch = space.batch(configs)
-    return {
+    table = {
         "w_bits": average_weight_bits(space, batch),
         "a_bits": average_activation_bits(space, batch),
         "w_comp": weight_compression(space, batch),
@@ -148,6 +182,10 @@ def cost_table(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> dict[str
         "bitops": bitops(space, batch),
         "size_bytes": model_size_bytes(space, batch),
     }
+    if space.genes:
+        table["macs"] = macs(space, batch)
+        table["params"] = parameter_count(space, batch)
+    return table
 
 
 def bits_range(

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from eqsearch import costs
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_bytes, atomic_write_text, atomic_writer, read_json
-from eqsearch.space import ConfigBatch, ElasticSpace, SubnetConfig
+from eqsearch.space import JOINT_SPACE_VERSION, ConfigBatch, ElasticSpace, SubnetConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,7 +27,9 @@ BoolArray = npt.NDArray[np.bool_]
 
 FORMAT_NAME = "eqsearch-pareto"
 FORMAT_VERSION = 1
-READABLE_VERSIONS = (1,)
+"""The version of a front of a space without architecture genes; a joint space's front is
+written as ``JOINT_SPACE_VERSION`` (2), and both are read."""
+READABLE_VERSIONS = (FORMAT_VERSION, JOINT_SPACE_VERSION)
 """Format versions :meth:`ParetoFront.from_json` reads."""
 FRONT_FILES = ("pareto.json", "pareto.csv", "pareto.png")
 """The files of a front written by :meth:`ParetoFront.write`, the JSON first."""
@@ -36,44 +38,29 @@ MEASURED_COLUMN = "measured_accuracy"
 
 
 def non_dominated(minimised: npt.ArrayLike) -> BoolArray:
-    """Rows of a minimisation matrix that no other row dominates (ties all kept)."""
+    """Rows of a minimisation matrix that no other row dominates (ties all kept).
+
+    moocore's dimension sweep (O(n log n) up to 3 objectives, Kung et al. beyond): the
+    search calls this on everything it evaluated, tens of thousands of rows.
+    """
+    import moocore  # pymoo's dependency, compiled
+
     points = np.asarray(minimised, dtype=np.float64)
     if points.ndim != 2:
         raise ValueError(f"expected an (n, m) array of objective values; got shape {points.shape}")
-    n, m = points.shape
-    if n == 0:
+    if len(points) == 0:
         return np.zeros(0, dtype=bool)
-    if m == 1:
-        result: BoolArray = points[:, 0] <= points[:, 0].min()
-        return result
-    if m == 2:
-        # sorted by (f1, f2): a point survives when it has the smallest f2 of its f1 group and
-        # a smaller f2 than every point with a strictly smaller f1 (exact ties are all kept)
-        order = np.lexsort((points[:, 1], points[:, 0]))
-        first, second = points[order, 0], points[order, 1]
-        new_group = np.r_[True, first[1:] != first[:-1]]
-        start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
-        before = np.r_[np.inf, np.minimum.accumulate(second)][start]
-        keep = (second == second[start]) & (second < before)
-        mask = np.zeros(n, dtype=bool)
-        mask[order] = keep
-        return mask
-    return _non_dominated_general(points)
-
-
-def _non_dominated_general(points: FloatArray) -> BoolArray:
-    mask = np.ones(len(points), dtype=bool)
-    for start in range(0, len(points), 512):
-        block = points[start : start + 512]
-        no_worse = np.all(points[None, :, :] <= block[:, None, :], axis=2)
-        better = np.any(points[None, :, :] < block[:, None, :], axis=2)
-        dominated = np.any(no_worse & better, axis=1)
-        mask[start : start + len(block)] = ~dominated
-    return mask
+    result: BoolArray = np.asarray(moocore.is_nondominated(points, keep_weakly=True), dtype=bool)
+    return result
 
 
 def hypervolume(minimised: npt.ArrayLike, reference: npt.ArrayLike) -> float:
-    """Hypervolume dominated by ``minimised`` points up to ``reference`` (all minimised)."""
+    """Hypervolume dominated by ``minimised`` points up to ``reference`` (all minimised).
+
+    Points not strictly better than the reference in every objective add nothing.
+    """
+    import moocore
+
     points = np.asarray(minimised, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64).reshape(-1)
     if points.ndim != 2 or points.shape[1] != ref.shape[0]:
@@ -83,17 +70,8 @@ def hypervolume(minimised: npt.ArrayLike, reference: npt.ArrayLike) -> float:
     points = points[(points < ref).all(axis=1)]
     if len(points) == 0:
         return 0.0
-    points = points[non_dominated(points)]
     if points.shape[1] == 1:
         return float(ref[0] - points[:, 0].min())
-    if points.shape[1] == 2:
-        points = np.unique(points, axis=0)
-        order = np.argsort(points[:, 0], kind="stable")
-        x, y = points[order, 0], points[order, 1]
-        widths = np.diff(np.r_[x, ref[0]])
-        return float((widths * (ref[1] - y)).sum())
-    import moocore  # pymoo's dependency: exact hypervolume in any dimension
-
     return float(moocore.hypervolume(points, ref=ref))
 
 
@@ -242,7 +220,7 @@ class ParetoFront:
             records.append(entry)
         return {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": self.space.format_version,
             "objectives": [
                 {"name": o.name, "direction": o.direction, "label": o.label}
                 for o in self.objectives

@@ -20,6 +20,8 @@ BatchFunction = Callable[[ConfigBatch], Any]
 returns one number per config."""
 
 DIRECTIONS = ("max", "min")
+REPAIR_FRACTION = 32
+"""A joint genome's repair lowers one in this many of its lowerable genes per step."""
 
 
 def _values(name: str, fn: BatchFunction, batch: ConfigBatch, what: str) -> FloatArray:
@@ -140,11 +142,17 @@ def activation_compression_objective() -> Objective:
     )
 
 
+def macs_objective() -> Objective:
+    """MACs per image of the architecture alone (a joint space's size), minimised."""
+    return Objective("macs", lambda batch: costs.macs(batch.space, batch), "min", "MACs")
+
+
 COST_OBJECTIVES: dict[str, Callable[[], Objective]] = {
     "bitops": bitops_objective,
     "size": size_objective,
     "w_comp": weight_compression_objective,
     "a_comp": activation_compression_objective,
+    "macs": macs_objective,
 }
 """Built-in cost objectives by their ``--objectives`` name (``accuracy`` needs an oracle)."""
 
@@ -169,6 +177,29 @@ def activation_bits_budget(limit: float) -> Constraint:
         limit,
         "average activation bits",
     )
+
+
+def bitops_budget(limit: float) -> Constraint:
+    """BitOPs per image ``<= limit`` (the ``--bitops`` budget; named ``bitops_budget``, so
+    that BitOPs can be an objective too)."""
+    return Constraint(
+        "bitops_budget", lambda batch: costs.bitops(batch.space, batch), limit, "BitOPs"
+    )
+
+
+def size_budget(limit: float) -> Constraint:
+    """Packed model size ``<= limit`` bytes (the ``--size`` budget)."""
+    return Constraint(
+        "size_budget",
+        lambda batch: costs.model_size_bytes(batch.space, batch),
+        limit,
+        "model size in bytes",
+    )
+
+
+def macs_budget(limit: float) -> Constraint:
+    """MACs per image of the architecture ``<= limit`` (the ``--macs`` budget)."""
+    return Constraint("macs_budget", lambda batch: costs.macs(batch.space, batch), limit, "MACs")
 
 
 # -- the problem ---------------------------------------------------------------------------
@@ -285,8 +316,9 @@ class SearchProblem:
     def check_feasible(self) -> None:
         """Raise ValueError when no config can meet the constraints.
 
-        Checks the lowest-bit subnets (one per allowed form): a budget they exceed cannot be
-        met by lowering bits. The message states the smallest reachable value.
+        Checks the lowest-bit subnets of the smallest architecture (one per allowed form): a
+        budget they exceed cannot be met by lowering bits or shrinking the architecture. The
+        message states the smallest reachable value.
         """
         if not self.constraints:
             return
@@ -306,15 +338,17 @@ class SearchProblem:
         n_forms = len(layout.forms)
         genomes = np.zeros((n_forms, layout.n_genes), dtype=np.int64)
         if layout.n_form_genes:
-            genomes[:, layout.n_bit_genes :] = np.arange(n_forms)[:, None]
+            genomes[:, layout.n_bit_genes : layout.arch_start] = np.arange(n_forms)[:, None]
         return genomes
 
     def initial_population(self, rng: np.random.Generator, n: int) -> IntArray:
         """``n`` distinct genomes that meet every constraint (Monte-Carlo sampling + repair).
 
-        Each genome's bit genes are drawn uniformly below a per-genome random ceiling (so
-        the population spans cheap and expensive configs); a genome that breaks a budget
-        has randomly chosen bit genes lowered one step at a time until it meets it.
+        Each genome's bit genes (and architecture genes) are drawn uniformly below a
+        per-genome random ceiling (so the population spans cheap and expensive configs); a
+        genome that breaks a budget has randomly chosen genes of its running layers (bits, or
+        architecture choices) lowered one step at a time until it meets it. Genomes are
+        canonical: one per subnet.
         """
         if n < 1:
             raise ValueError(f"the population size must be >= 1; got {n}")
@@ -347,12 +381,18 @@ class SearchProblem:
         bits = slice(0, layout.n_bit_genes)
         scaled = np.floor(rng.random((count, layout.n_bit_genes)) * span[bits] * ceiling)
         genes[:, bits] = layout.lower[bits] + scaled.astype(np.int64)
-        return genes
+        if layout.n_arch_genes:
+            arch = layout.arch_genes
+            drawn = rng.random((count, layout.n_arch_genes)) * span[arch] * ceiling
+            genes[:, arch] = layout.lower[arch] + np.floor(drawn).astype(np.int64)
+        return layout.canonical(genes)
 
     def _repair(self, rng: np.random.Generator, genomes: IntArray) -> IntArray:
         """Lower random bit genes of infeasible genomes until they are feasible; drop the rest."""
         if not self.constraints:
             return genomes
+        if self._layout.n_arch_genes:
+            return self._repair_joint(rng, genomes)
         layout = self._layout
         genomes = genomes.copy()
         active = np.arange(len(genomes))
@@ -374,6 +414,43 @@ class SearchProblem:
             genomes[active, pick] -= 1
         return genomes[feasible]
 
+    def _repair_joint(self, rng: np.random.Generator, genomes: IntArray) -> IntArray:
+        """Lower random genes that matter (bits of running layers, active architecture genes)
+        of infeasible genomes until they are feasible; drop the rest.
+
+        Lowering an architecture gene shrinks the subnet (a shallower stage, a narrower block,
+        a smaller kernel or resolution); the genes it switches off are then canonical again.
+        """
+        layout = self._layout
+        genomes = genomes.copy()
+        active = np.arange(len(genomes))
+        feasible = np.zeros(len(genomes), dtype=bool)
+        searched = np.zeros(layout.n_genes, dtype=bool)
+        searched[: layout.n_bit_genes] = True
+        searched[layout.arch_genes] = True
+        while len(active):
+            batch = self.decode(genomes[active])
+            ok = self.violation(batch) <= 0.0
+            feasible[active[ok]] = True
+            active, batch = active[~ok], batch.take(~ok)
+            if not len(active):
+                break
+            lowerable = (
+                (genomes[active] > layout.lower) & searched & _genes_that_matter(layout, batch)
+            )
+            stuck = ~lowerable.any(axis=1)
+            active, lowerable = active[~stuck], lowerable[~stuck]
+            if not len(active):
+                break
+            # lower a random 1/32 of the lowerable genes at once (at least one): a few steps
+            # instead of hundreds on a 200-gene genome, still small enough not to overshoot
+            scores = np.where(lowerable, rng.random(lowerable.shape), -1.0)
+            rank = np.argsort(np.argsort(-scores, axis=1), axis=1)
+            count = np.maximum(1, lowerable.sum(axis=1) // REPAIR_FRACTION)
+            genomes[active] -= (rank < count[:, None]) & lowerable
+            genomes[active] = layout.canonical(genomes[active])
+        return genomes[feasible]
+
     def reference_genomes(self) -> IntArray:
         """Genomes of the uniform-bit subnets (W = A bits) in the first allowed form."""
         space = self.space
@@ -383,6 +460,19 @@ class SearchProblem:
         return self._layout.encode(space.batch(configs)) if configs else np.zeros((0, 0), int)
 
 
+def _genes_that_matter(layout: GenomeLayout, batch: ConfigBatch) -> npt.NDArray[np.bool_]:
+    """Per genome of ``batch``, the genes its architecture does not switch off."""
+    n_elastic = len(layout.elastic)
+    matter = np.ones((len(batch), layout.n_genes), dtype=bool)
+    running = batch.active[:, layout.elastic]
+    matter[:, :n_elastic] = running
+    matter[:, n_elastic : layout.n_bit_genes] = running
+    if layout.n_form_genes > 1:
+        matter[:, layout.n_bit_genes : layout.arch_start] = batch.active
+    matter[:, layout.arch_genes] = batch.gene_active
+    return matter
+
+
 def make_problem(
     space: ElasticSpace,
     oracle: AccuracyOracle | None = None,
@@ -390,6 +480,9 @@ def make_problem(
     objectives: Sequence[str] = ("accuracy", "bitops"),
     w_bits: float | None = None,
     a_bits: float | None = None,
+    bitops: float | None = None,
+    size_bytes: float | None = None,
+    macs: float | None = None,
     target: str = "any",
     forms_per_layer: bool = False,
 ) -> SearchProblem:
@@ -400,6 +493,8 @@ def make_problem(
         oracle: where accuracy comes from (needed when ``"accuracy"`` is an objective).
         objectives: names from :data:`OBJECTIVE_NAMES`.
         w_bits, a_bits: average-bit budgets of the searched layers (None: unconstrained).
+        bitops, size_bytes, macs: budgets on BitOPs, packed size and (in a joint space, the
+            architecture's) MACs per image (None: unconstrained).
         target: a hardware preset of ``eqsearch.targets`` fixing the allowed forms.
         forms_per_layer: with several allowed forms, choose one per layer.
 
@@ -423,14 +518,17 @@ def make_problem(
         else:
             raise ValueError(f"objectives must be among {', '.join(OBJECTIVE_NAMES)}; got {name!r}")
     constraints: list[Constraint] = []
-    for flag, limit, budget in (
-        ("w_bits", w_bits, weight_bits_budget),
-        ("a_bits", a_bits, activation_bits_budget),
+    for flag, limit, budget, unit in (
+        ("w_bits", w_bits, weight_bits_budget, "bits"),
+        ("a_bits", a_bits, activation_bits_budget, "bits"),
+        ("bitops", bitops, bitops_budget, "BitOPs"),
+        ("size_bytes", size_bytes, size_budget, "bytes"),
+        ("macs", macs, macs_budget, "MACs"),
     ):
         if limit is None:
             continue
         if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
-            raise ValueError(f"{flag} must be a positive number of bits; got {limit!r}")
+            raise ValueError(f"{flag} must be a positive number of {unit}; got {limit!r}")
         constraints.append(budget(float(limit)))
     forms = get_target(target).forms_in(space)
     problem = SearchProblem(

@@ -14,14 +14,33 @@ from typing import Any, Literal, overload
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.genes import (
+    ActivityRules,
+    ArchGene,
+    Condition,
+    check_condition,
+    check_gene_order,
+    conditions_tuple,
+    implies,
+)
+from eqsearch.geometry import GeometryTables, LayerGeometry
+
 FULL_PRECISION_BITS = 32
 """Bit width that stands for "not quantized" (a layer pinned to full precision)."""
 
 MIN_BITS = 2
 MAX_BITS = 16
 
+SPACE_VERSION = 1
+"""Format version of files written for a space without architecture genes (today's files)."""
+JOINT_SPACE_VERSION = 2
+"""Format version of files written for a joint architecture × quantization space."""
+READABLE_VERSIONS = (SPACE_VERSION, JOINT_SPACE_VERSION)
+
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
+FloatArray = npt.NDArray[np.float64]
+ArchChoices = tuple[tuple[str, int], ...]
 FormsMode = Literal["global", "per_layer"]
 
 
@@ -181,11 +200,37 @@ class LayerChoice:
         return cls(data["w_bits"], data["a_bits"], parsed)
 
 
+def _arch_choices(arch: Mapping[str, int] | Iterable[tuple[str, int]]) -> ArchChoices:
+    items = arch.items() if isinstance(arch, Mapping) else arch
+    choices: dict[str, int] = {}
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ValueError(f"SubnetConfig.arch must map gene names to values; got {item!r}")
+        name, value = item
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"SubnetConfig.arch gene names must be strings; got {name!r}")
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"SubnetConfig.arch[{name!r}] must be an integer; got {value!r}")
+        if name in choices:
+            raise ValueError(f"SubnetConfig.arch names gene {name!r} twice")
+        choices[name] = int(value)
+    return tuple(sorted(choices.items()))
+
+
 @dataclass(frozen=True)
 class SubnetConfig:
-    """One subnet of an elastic space: a :class:`LayerChoice` per layer, in space order."""
+    """One subnet of an elastic space.
+
+    Args:
+        choices: a :class:`LayerChoice` per layer in space order — per *active* layer in a
+            joint space (a block its depth switches off has none).
+        arch: the architecture choices of a joint space, ``{gene name: value}`` for its active
+            genes only (a mapping or pairs; stored sorted by name). Empty for a space without
+            architecture genes.
+    """
 
     choices: tuple[LayerChoice, ...]
+    arch: ArchChoices = ()
 
     def __post_init__(self) -> None:
         choices = tuple(self.choices)
@@ -197,6 +242,7 @@ class SubnetConfig:
                     f"SubnetConfig.choices[{index}] must be a LayerChoice; got {choice!r}"
                 )
         object.__setattr__(self, "choices", choices)
+        object.__setattr__(self, "arch", _arch_choices(self.arch))
 
     def __len__(self) -> int:
         return len(self.choices)
@@ -205,21 +251,34 @@ class SubnetConfig:
         return iter(self.choices)
 
     @property
+    def arch_dict(self) -> dict[str, int]:
+        """The architecture choices as a dict (empty without architecture genes)."""
+        return dict(self.arch)
+
+    @property
     def uniform_form(self) -> QuantForm | None:
         """The form shared by every layer, or None when layers differ."""
         forms = {choice.form for choice in self.choices}
         return forms.pop() if len(forms) == 1 else None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict ``{"choices": [...]}``."""
-        return {"choices": [choice.to_dict() for choice in self.choices]}
+        """JSON-able dict ``{"choices": [...]}`` (``{"arch": {...}, "choices": [...]}`` in a
+        joint space)."""
+        data: dict[str, Any] = {"arch": dict(self.arch)} if self.arch else {}
+        data["choices"] = [choice.to_dict() for choice in self.choices]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SubnetConfig:
         """Inverse of :meth:`to_dict`."""
         if not isinstance(data, Mapping) or not isinstance(data.get("choices"), list):
             raise ValueError("a subnet config is a JSON object with a list under 'choices'")
-        return cls(tuple(LayerChoice.from_dict(item) for item in data["choices"]))
+        arch = data.get("arch", {})
+        if not isinstance(arch, Mapping):
+            raise ValueError("a subnet config's 'arch' must map gene names to values")
+        return cls(
+            tuple(LayerChoice.from_dict(item) for item in data["choices"]), _arch_choices(arch)
+        )
 
     def to_json(self) -> str:
         """Compact JSON text of :meth:`to_dict`."""
@@ -238,7 +297,10 @@ class SubnetConfig:
         weights = ",".join(str(choice.w_bits) for choice in self.choices)
         activations = ",".join(str(choice.a_bits) for choice in self.choices)
         form = self.uniform_form
-        return f"W[{weights}] A[{activations}] {form if form else 'mixed forms'}"
+        text = f"W[{weights}] A[{activations}] {form if form else 'mixed forms'}"
+        if self.arch:
+            text = " ".join(f"{name}={value}" for name, value in self.arch) + " | " + text
+        return text
 
 
 LAYER_KINDS = ("conv", "linear")
@@ -251,12 +313,16 @@ class LayerSpec:
     Args:
         name: module path in the model (``"layer1.0.conv1"``).
         kind: ``"conv"`` or ``"linear"``.
-        n_params: number of weight elements.
-        macs: multiply-accumulates per input sample.
-        n_inputs: input activation elements per sample.
-        out_channels: output channels (number of per-channel step sizes).
+        n_params: number of weight elements (of the largest architecture in a joint space).
+        macs: multiply-accumulates per input sample (largest architecture).
+        n_inputs: input activation elements per sample (largest architecture).
+        out_channels: output channels (number of per-channel step sizes; largest architecture).
         pinned: ``(w_bits, a_bits)`` the layer is fixed to, ``(32, 32)`` for full precision,
             or None when the search chooses its bits.
+        geometry: in a joint space, how the layer's shape follows the architecture genes
+            (None: the constants above hold for every architecture).
+        active_if: in a joint space, conditions on the genes that must all hold for the layer
+            to run (a block switched off by its stage's depth); empty: always runs.
     """
 
     name: str
@@ -266,6 +332,8 @@ class LayerSpec:
     n_inputs: int
     out_channels: int
     pinned: tuple[int, int] | None = None
+    geometry: LayerGeometry | None = None
+    active_if: tuple[Condition, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -291,10 +359,51 @@ class LayerSpec:
                     f"activations together; got {pinned}"
                 )
             object.__setattr__(self, "pinned", (w_bits, a_bits))
+        if self.geometry is not None:
+            if not isinstance(self.geometry, LayerGeometry):
+                raise ValueError(
+                    f"LayerSpec.geometry must be a LayerGeometry or None; got {self.geometry!r}"
+                )
+            if self.kind == "linear" and (
+                self.geometry.kernel.largest != 1 or self.geometry.depthwise
+            ):
+                raise ValueError(f"LayerSpec {self.name!r}: a linear layer has kernel 1, no groups")
+            largest = self.geometry.largest()
+            measured = {name: getattr(self, name) for name in largest}
+            if largest != measured:
+                raise ValueError(
+                    f"LayerSpec {self.name!r}: the constants {measured} differ from its "
+                    f"geometry's largest architecture {largest}"
+                )
+        object.__setattr__(
+            self,
+            "active_if",
+            conditions_tuple(self.active_if, f"LayerSpec {self.name!r} active_if"),
+        )
+
+    @classmethod
+    def from_geometry(
+        cls,
+        name: str,
+        kind: str,
+        geometry: LayerGeometry,
+        *,
+        pinned: tuple[int, int] | None = None,
+        active_if: Iterable[Condition] = (),
+    ) -> LayerSpec:
+        """A layer of a joint space: its constants are its geometry's largest architecture."""
+        return cls(
+            name,
+            kind,
+            **geometry.largest(),
+            pinned=pinned,
+            geometry=geometry,
+            active_if=tuple(active_if),
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of the fields."""
-        return {
+        """JSON-able dict of the fields (``geometry`` and ``active_if`` only where set)."""
+        data: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
             "n_params": self.n_params,
@@ -303,11 +412,17 @@ class LayerSpec:
             "out_channels": self.out_channels,
             "pinned": list(self.pinned) if self.pinned is not None else None,
         }
+        if self.geometry is not None:
+            data["geometry"] = self.geometry.to_dict()
+        if self.active_if:
+            data["active_if"] = [condition.to_dict() for condition in self.active_if]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LayerSpec:
         """Inverse of :meth:`to_dict`."""
         pinned = data.get("pinned")
+        geometry = data.get("geometry")
         return cls(
             name=data["name"],
             kind=data["kind"],
@@ -316,6 +431,8 @@ class LayerSpec:
             n_inputs=data["n_inputs"],
             out_channels=data["out_channels"],
             pinned=(int(pinned[0]), int(pinned[1])) if pinned is not None else None,
+            geometry=LayerGeometry.from_dict(geometry) if geometry is not None else None,
+            active_if=tuple(Condition.from_dict(item) for item in data.get("active_if", ())),
         )
 
 
@@ -344,6 +461,10 @@ class ElasticSpace:
         granularities: weight granularities (``"channel"``, ``"tensor"``).
         w_symmetries: weight symmetries (True = symmetric).
         a_symmetries: activation symmetries (True = symmetric).
+        genes: architecture genes of a joint space (depths, expand ratios, kernels, input
+            resolution), in an order where each gene's conditions name earlier genes only.
+            Layers say which genes switch them off (``active_if``) and reshape them
+            (``geometry``). Empty: a fixed architecture, exactly the space of before.
     """
 
     layers: tuple[LayerSpec, ...]
@@ -352,6 +473,7 @@ class ElasticSpace:
     granularities: tuple[Granularity, ...] = (Granularity.CHANNEL, Granularity.TENSOR)
     w_symmetries: tuple[bool, ...] = (True, False)
     a_symmetries: tuple[bool, ...] = (True, False)
+    genes: tuple[ArchGene, ...] = ()
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -379,6 +501,36 @@ class ElasticSpace:
                 f"ElasticSpace.{name}",
             )
             object.__setattr__(self, name, values)
+        genes = tuple(self.genes)
+        object.__setattr__(self, "genes", genes)
+        self._check_architecture(genes, layers)
+
+    @staticmethod
+    def _check_architecture(genes: tuple[ArchGene, ...], layers: tuple[LayerSpec, ...]) -> None:
+        positions = check_gene_order(genes)
+        for layer in layers:
+            where = f"layer {layer.name!r}"
+            for condition in layer.active_if:
+                check_condition(condition, genes, positions, where)
+            if layer.geometry is None:
+                continue
+            for dim in layer.geometry.dims:
+                if dim.gene is None:
+                    continue
+                if dim.gene not in positions:
+                    raise ValueError(
+                        f"{where}: its geometry follows {dim.gene!r}, which is not an "
+                        "architecture gene of the space"
+                    )
+                gene = genes[positions[dim.gene]]
+                dim.sizes_for(gene)
+                if not implies(layer.active_if, gene.active_if, genes, positions):
+                    raise ValueError(
+                        f"{where}: its geometry follows {gene.name!r}, which can be inactive "
+                        "while the layer runs (give the layer the gene's conditions)"
+                    )
+        if genes and all(layer.active_if for layer in layers if layer.pinned is None):
+            raise ValueError("ElasticSpace needs at least one searched layer that always runs")
 
     # -- derived facts ---------------------------------------------------------------------
 
@@ -408,10 +560,28 @@ class ElasticSpace:
         """Number of quantizable layers."""
         return len(self.layers)
 
+    @property
+    def is_joint(self) -> bool:
+        """Whether the space has architecture genes (a joint architecture × bits space)."""
+        return bool(self.genes)
+
+    @property
+    def format_version(self) -> int:
+        """The format version of files written for this space: 2 for a joint space, else 1."""
+        return JOINT_SPACE_VERSION if self.genes else SPACE_VERSION
+
+    @cached_property
+    def gene_positions(self) -> dict[str, int]:
+        """Position of every architecture gene by name."""
+        return {gene.name: index for index, gene in enumerate(self.genes)}
+
     @cached_property
     def layer_arrays(self) -> dict[str, npt.NDArray[np.float64]]:
         """Per-layer float arrays for vectorised cost models: ``params``, ``inputs``,
-        ``macs``, ``channels`` and ``elastic`` (1 where the search chooses the bits)."""
+        ``macs``, ``channels`` and ``elastic`` (1 where the search chooses the bits).
+
+        In a joint space these are the largest architecture's; ``ConfigBatch.params`` (and
+        ``macs``, ``inputs``, ``channels``) give each config's own."""
         elastic = np.zeros(self.n_layers)
         elastic[list(self.elastic_indices)] = 1.0
         return {
@@ -421,6 +591,25 @@ class ElasticSpace:
             "channels": np.asarray([layer.out_channels for layer in self.layers], dtype=np.float64),
             "elastic": elastic,
         }
+
+    @cached_property
+    def activity(self) -> ActivityRules:
+        """The vectorised activity of genes and layers (see :class:`ActivityRules`)."""
+        return ActivityRules(self.genes, [layer.active_if for layer in self.layers])
+
+    @cached_property
+    def geometry_tables(self) -> GeometryTables:
+        """The vectorised per-config layer quantities (see :class:`GeometryTables`)."""
+        constants = [
+            {
+                "params": layer.n_params,
+                "macs": layer.macs,
+                "inputs": layer.n_inputs,
+                "channels": layer.out_channels,
+            }
+            for layer in self.layers
+        ]
+        return GeometryTables(self.genes, [layer.geometry for layer in self.layers], constants)
 
     @cached_property
     def _form_set(self) -> frozenset[QuantForm]:
@@ -440,6 +629,98 @@ class ElasticSpace:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    # -- architectures ---------------------------------------------------------------------
+
+    def arch_indices(self, arch: Mapping[str, int] | str | None = None) -> IntArray:
+        """Canonical gene indices ``(genes,)`` of an architecture.
+
+        ``arch`` is ``"largest"`` (None), ``"smallest"``, or a mapping of gene values; genes it
+        does not name take their largest value, and genes that the others switch off are
+        dropped (canonical index 0).
+        """
+        if arch is None or arch == "largest":
+            indices = np.asarray([len(gene.values) - 1 for gene in self.genes], dtype=np.int64)
+        elif arch == "smallest":
+            indices = np.zeros(len(self.genes), dtype=np.int64)
+        elif isinstance(arch, Mapping):
+            unknown = sorted(set(arch) - set(self.gene_positions))
+            if unknown:
+                raise ValueError(
+                    f"unknown architecture gene(s) {', '.join(unknown)}; the space has "
+                    f"{', '.join(self.gene_positions) or 'none'}"
+                )
+            indices = np.asarray(
+                [
+                    gene.index(arch[gene.name]) if gene.name in arch else len(gene.values) - 1
+                    for gene in self.genes
+                ],
+                dtype=np.int64,
+            )
+        else:
+            raise ValueError(f"arch must be 'largest', 'smallest' or a mapping; got {arch!r}")
+        canonical, _, _ = self.activity.evaluate(indices[None, :])
+        result: IntArray = canonical[0]
+        return result
+
+    def _arch_of(self, config: SubnetConfig) -> tuple[dict[str, int], list[bool]]:
+        """The config's architecture checked against the genes, and which layers run."""
+        given = dict(config.arch)
+        unknown = sorted(set(given) - set(self.gene_positions))
+        if unknown:
+            names = ", ".join(self.gene_positions) or "none"
+            raise ValueError(
+                f"config names unknown architecture gene(s) {', '.join(unknown)}; the space "
+                f"has {names}"
+            )
+        active: dict[str, int] = {}
+        for gene in self.genes:
+            if all(condition.holds(active) for condition in gene.active_if):
+                if gene.name not in given:
+                    raise ValueError(f"config lacks the architecture gene {gene.name!r}")
+                gene.index(given[gene.name])
+                active[gene.name] = given[gene.name]
+            elif gene.name in given:
+                raise ValueError(
+                    f"config sets {gene.name!r}, which its other genes switch off; a config "
+                    "leaves inactive genes out (ElasticSpace.canonical drops them)"
+                )
+        running = [all(c.holds(active) for c in layer.active_if) for layer in self.layers]
+        return active, running
+
+    def active_layers(self, config: SubnetConfig) -> list[int]:
+        """Positions of the layers that run in ``config`` (every layer without genes)."""
+        _, running = self._arch_of(config)
+        return [index for index, runs in enumerate(running) if runs]
+
+    def layer_choices(self, config: SubnetConfig) -> list[LayerChoice | None]:
+        """One entry per layer of the space: its choice, or None where the layer does not run
+        (what a supernet hands each of its layers)."""
+        active = self.active_layers(self.validate(config))
+        result: list[LayerChoice | None] = [None] * self.n_layers
+        for index, choice in zip(active, config.choices, strict=True):
+            result[index] = choice
+        return result
+
+    def canonical(self, config: SubnetConfig) -> SubnetConfig:
+        """``config`` with the genes and layer choices its architecture switches off dropped.
+
+        ``config.choices`` may hold one choice per layer of the space (those of layers that do
+        not run are dropped) or one per running layer.
+        """
+        given = dict(config.arch)
+        active: dict[str, int] = {}
+        for gene in self.genes:
+            if gene.name in given and all(c.holds(active) for c in gene.active_if):
+                active[gene.name] = given[gene.name]
+        choices = config.choices
+        if len(choices) == self.n_layers:
+            choices = tuple(
+                choice
+                for choice, layer in zip(choices, self.layers, strict=True)
+                if all(c.holds(active) for c in layer.active_if)
+            )
+        return self.validate(SubnetConfig(choices, _arch_choices(active)))
+
     # -- validation ------------------------------------------------------------------------
 
     def check_form(self, form: QuantForm) -> QuantForm:
@@ -455,12 +736,22 @@ class ElasticSpace:
         """Return ``config`` if it belongs to the space, else raise ValueError naming why."""
         if not isinstance(config, SubnetConfig):
             raise ValueError(f"expected a SubnetConfig; got {type(config).__name__}")
-        if len(config.choices) != len(self.layers):
-            raise ValueError(
-                f"config has {len(config.choices)} layer choices but the space has "
-                f"{len(self.layers)} layers"
-            )
-        for index, (layer, choice) in enumerate(zip(self.layers, config.choices, strict=True)):
+        if self.genes or config.arch:
+            _, running = self._arch_of(config)
+            layers = [(i, layer) for i, layer in enumerate(self.layers) if running[i]]
+            if len(config.choices) != len(layers):
+                raise ValueError(
+                    f"config has {len(config.choices)} layer choices but its architecture runs "
+                    f"{len(layers)} of the space's {len(self.layers)} layers"
+                )
+        else:
+            layers = list(enumerate(self.layers))
+            if len(config.choices) != len(self.layers):
+                raise ValueError(
+                    f"config has {len(config.choices)} layer choices but the space has "
+                    f"{len(self.layers)} layers"
+                )
+        for (index, layer), choice in zip(layers, config.choices, strict=True):
             where = f"layer {index} ({layer.name!r})"
             if layer.pinned is not None:
                 if (choice.w_bits, choice.a_bits) != layer.pinned:
@@ -489,26 +780,52 @@ class ElasticSpace:
     def _default_form(self, form: QuantForm | None) -> QuantForm:
         return self.forms[0] if form is None else self.check_form(form)
 
-    def uniform(self, w_bits: int, a_bits: int, form: QuantForm | None = None) -> SubnetConfig:
-        """Every elastic layer at ``w_bits``/``a_bits``; pinned layers at their pins."""
+    def uniform(
+        self,
+        w_bits: int,
+        a_bits: int,
+        form: QuantForm | None = None,
+        *,
+        arch: Mapping[str, int] | str | None = None,
+    ) -> SubnetConfig:
+        """Every elastic layer at ``w_bits``/``a_bits``; pinned layers at their pins.
+
+        In a joint space ``arch`` chooses the architecture (see :meth:`arch_indices`; the
+        largest by default).
+        """
         form = self._default_form(form)
         if w_bits not in self._w_bits_set:
             raise ValueError(f"w_bits {w_bits} is not in the space's weight bits {self.w_bits}")
         if a_bits not in self._a_bits_set:
             raise ValueError(f"a_bits {a_bits} is not in the space's activation bits {self.a_bits}")
-        return SubnetConfig(
-            tuple(
-                LayerChoice(*(layer.pinned or (w_bits, a_bits)), form=form) for layer in self.layers
+        if not self.genes:
+            if arch not in (None, "largest", "smallest") and arch != {}:
+                raise ValueError("arch chooses an architecture; this space has no genes")
+            return SubnetConfig(
+                tuple(
+                    LayerChoice(*(layer.pinned or (w_bits, a_bits)), form=form)
+                    for layer in self.layers
+                )
             )
+        shape = (1, self.n_layers)
+        batch = ConfigBatch.from_arrays(
+            self,
+            np.full(shape, w_bits),
+            np.full(shape, a_bits),
+            np.full(shape, _FORM_INDEX[form]),
+            arch=self.arch_indices(arch)[None, :],
         )
+        return batch[0]
 
     def largest(self, form: QuantForm | None = None) -> SubnetConfig:
-        """The highest-bit subnet in ``form`` (the space's first form by default)."""
-        return self.uniform(self.w_bits[-1], self.a_bits[-1], form)
+        """The highest-bit subnet (the largest architecture) in ``form`` (the space's first
+        form by default)."""
+        return self.uniform(self.w_bits[-1], self.a_bits[-1], form, arch="largest")
 
     def smallest(self, form: QuantForm | None = None) -> SubnetConfig:
-        """The lowest-bit subnet in ``form`` (the space's first form by default)."""
-        return self.uniform(self.w_bits[0], self.a_bits[0], form)
+        """The lowest-bit subnet (the smallest architecture) in ``form`` (the space's first
+        form by default)."""
+        return self.uniform(self.w_bits[0], self.a_bits[0], form, arch="smallest")
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -540,7 +857,8 @@ class ElasticSpace:
         forms: FormsMode = "global",
         form: QuantForm | None = None,
     ) -> SubnetConfig | ConfigBatch:
-        """Draw subnets with every elastic layer's bits uniform over the space.
+        """Draw subnets with every elastic layer's bits (and every architecture gene) uniform
+        over the space.
 
         Args:
             rng: a numpy Generator (or a seed for a new one).
@@ -569,8 +887,16 @@ class ElasticSpace:
                 space_forms[generator.integers(0, len(space_forms), shape)],
                 (count, self.n_layers),
             )
-        batch = ConfigBatch.from_arrays(self, w_bits, a_bits, form_index)
+        arch = self.random_arch(generator, count) if self.genes else None
+        batch = ConfigBatch.from_arrays(self, w_bits, a_bits, form_index, arch=arch)
         return batch[0] if n is None else batch
+
+    def random_arch(self, rng: np.random.Generator, n: int) -> IntArray:
+        """``n`` architectures, each gene's index uniform over its values ``(n, genes)``
+        (not yet canonical)."""
+        sizes = np.asarray([len(gene.values) for gene in self.genes], dtype=np.int64)
+        result: IntArray = rng.integers(0, sizes, (n, len(self.genes)))
+        return result
 
     # -- batches and genomes ---------------------------------------------------------------
 
@@ -627,19 +953,33 @@ class ElasticSpace:
     # -- serialisation ---------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of the space."""
-        return {
-            "layers": [layer.to_dict() for layer in self.layers],
-            "w_bits": list(self.w_bits),
-            "a_bits": list(self.a_bits),
-            "granularities": [g.value for g in self.granularities],
-            "w_symmetries": list(self.w_symmetries),
-            "a_symmetries": list(self.a_symmetries),
-        }
+        """JSON-able dict of the space (a joint space adds ``version`` 2 and ``genes``)."""
+        data: dict[str, Any] = {"version": JOINT_SPACE_VERSION} if self.genes else {}
+        data.update(
+            {
+                "layers": [layer.to_dict() for layer in self.layers],
+                "w_bits": list(self.w_bits),
+                "a_bits": list(self.a_bits),
+                "granularities": [g.value for g in self.granularities],
+                "w_symmetries": list(self.w_symmetries),
+                "a_symmetries": list(self.a_symmetries),
+            }
+        )
+        if self.genes:
+            data["genes"] = [gene.to_dict() for gene in self.genes]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ElasticSpace:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (reads both format versions)."""
+        if not isinstance(data, Mapping):
+            raise ValueError("not an ElasticSpace dict: expected a JSON object")
+        version = data.get("version", SPACE_VERSION)
+        if version not in READABLE_VERSIONS:
+            raise ValueError(
+                f"the space is format version {version!r}; this eqsearch reads "
+                f"{', '.join(map(str, READABLE_VERSIONS))}"
+            )
         try:
             return cls(
                 layers=tuple(LayerSpec.from_dict(layer) for layer in data["layers"]),
@@ -648,6 +988,7 @@ class ElasticSpace:
                 granularities=tuple(data["granularities"]),
                 w_symmetries=tuple(data["w_symmetries"]),
                 a_symmetries=tuple(data["a_symmetries"]),
+                genes=tuple(ArchGene.from_dict(gene) for gene in data.get("genes", ())),
             )
         except (KeyError, TypeError) as error:
             raise ValueError(f"not an ElasticSpace dict: missing or bad field {error}") from None
@@ -662,11 +1003,14 @@ class ElasticSpace:
         return cls.from_dict(json.loads(text))
 
     def describe(self) -> str:
-        """One line: layer counts, bits and forms."""
-        return (
+        """One line: layer counts, bits and forms (and architecture genes)."""
+        text = (
             f"{self.n_layers} layers ({len(self.elastic_indices)} elastic), "
             f"W bits {self.w_bits}, A bits {self.a_bits}, forms {', '.join(map(str, self.forms))}"
         )
+        if self.genes:
+            text += f", {len(self.genes)} architecture genes"
+        return text
 
 
 class ConfigBatch(Sequence[SubnetConfig]):
@@ -674,9 +1018,25 @@ class ConfigBatch(Sequence[SubnetConfig]):
 
     Cost models, encoders and search engines use the arrays (shape ``(n, n_layers)``);
     anything that wants configs indexes the batch and gets SubnetConfig objects, built lazily.
+
+    In a joint space ``arch`` holds each config's gene indices ``(n, genes)``, canonical
+    (inactive genes at 0), and the layers a config does not run read 0 bits and form index 0
+    (``active`` says which run); ``params``, ``macs``, ``inputs`` and ``channels`` are each
+    config's own layer sizes (0 for layers that do not run). Without genes they are the
+    space's constants for every config.
     """
 
-    __slots__ = ("_configs", "a_bits", "form_index", "space", "w_bits")
+    __slots__ = (
+        "_active",
+        "_configs",
+        "_gene_active",
+        "_quantities",
+        "a_bits",
+        "arch",
+        "form_index",
+        "space",
+        "w_bits",
+    )
 
     def __init__(
         self,
@@ -685,12 +1045,25 @@ class ConfigBatch(Sequence[SubnetConfig]):
         a_bits: IntArray,
         form_index: IntArray,
         configs: list[SubnetConfig] | None = None,
+        *,
+        arch: IntArray | None = None,
+        gene_active: BoolArray | None = None,
+        active: BoolArray | None = None,
     ) -> None:
         self.space = space
         self.w_bits = w_bits
         self.a_bits = a_bits
         self.form_index = form_index
         self._configs = configs
+        n = w_bits.shape[0]
+        if arch is None:
+            if space.genes:
+                raise ValueError("a ConfigBatch of a joint space needs the configs' arch indices")
+            arch = np.zeros((n, 0), dtype=np.int64)
+        self.arch = arch
+        self._gene_active = gene_active
+        self._active = active
+        self._quantities: dict[str, FloatArray] = {}
 
     @classmethod
     def from_arrays(
@@ -699,10 +1072,13 @@ class ConfigBatch(Sequence[SubnetConfig]):
         w_bits: npt.ArrayLike,
         a_bits: npt.ArrayLike,
         form_index: npt.ArrayLike,
+        *,
+        arch: npt.ArrayLike | None = None,
     ) -> ConfigBatch:
-        """Build from arrays of bits and canonical form indices (see ``ALL_FORMS``).
+        """Build from arrays of bits and canonical form indices (see ``ALL_FORMS``), and in
+        a joint space of gene indices ``(n, genes)`` (the largest architecture by default).
 
-        Pinned layers get their pinned bits whatever the arrays say.
+        Pinned layers get their pinned bits whatever the arrays say; the result is canonical.
         """
         shape = (-1, space.n_layers)
         w = np.array(w_bits, dtype=np.int64).reshape(shape)
@@ -714,21 +1090,52 @@ class ConfigBatch(Sequence[SubnetConfig]):
             pinned = space.layers[index].pinned
             assert pinned is not None  # pinned_indices holds pinned layers only
             w[:, index], a[:, index] = pinned
-        return cls(space, w, a, f)
+        if not space.genes:
+            return cls(space, w, a, f)
+        if arch is None:
+            genes = np.broadcast_to(space.arch_indices("largest"), (len(w), len(space.genes)))
+        else:
+            genes = np.array(arch, dtype=np.int64).reshape(-1, len(space.genes))
+            if len(genes) != len(w):
+                raise ValueError("arch must have one row per config")
+        canonical, gene_active, active = space.activity.evaluate(np.asarray(genes))
+        return cls(
+            space,
+            *_switch_off(w, a, f, active),
+            arch=canonical,
+            gene_active=gene_active,
+            active=active,
+        )
 
     @classmethod
     def from_configs(cls, space: ElasticSpace, configs: Iterable[SubnetConfig]) -> ConfigBatch:
         """Validate each config and stack it."""
         validated = [space.validate(config) for config in configs]
         n = len(validated)
-        w = np.empty((n, space.n_layers), dtype=np.int64)
-        a = np.empty((n, space.n_layers), dtype=np.int64)
-        f = np.empty((n, space.n_layers), dtype=np.int64)
+        w = np.zeros((n, space.n_layers), dtype=np.int64)
+        a = np.zeros((n, space.n_layers), dtype=np.int64)
+        f = np.zeros((n, space.n_layers), dtype=np.int64)
+        if not space.genes:
+            for row, config in enumerate(validated):
+                w[row] = [choice.w_bits for choice in config.choices]
+                a[row] = [choice.a_bits for choice in config.choices]
+                f[row] = [_FORM_INDEX[choice.form] for choice in config.choices]
+            return cls(space, w, a, f, validated)
+        genes = space.genes
+        arch = np.zeros((n, len(genes)), dtype=np.int64)
+        positions = space.gene_positions
         for row, config in enumerate(validated):
-            w[row] = [choice.w_bits for choice in config.choices]
-            a[row] = [choice.a_bits for choice in config.choices]
-            f[row] = [_FORM_INDEX[choice.form] for choice in config.choices]
-        return cls(space, w, a, f, validated)
+            for name, value in config.arch:
+                arch[row, positions[name]] = genes[positions[name]].index(value)
+        canonical, gene_active, active = space.activity.evaluate(arch)
+        for row, config in enumerate(validated):
+            columns = np.flatnonzero(active[row])
+            w[row, columns] = [choice.w_bits for choice in config.choices]
+            a[row, columns] = [choice.a_bits for choice in config.choices]
+            f[row, columns] = [_FORM_INDEX[choice.form] for choice in config.choices]
+        return cls(
+            space, w, a, f, validated, arch=canonical, gene_active=gene_active, active=active
+        )
 
     def __len__(self) -> int:
         return int(self.w_bits.shape[0])
@@ -747,8 +1154,45 @@ class ConfigBatch(Sequence[SubnetConfig]):
     def take(self, rows: npt.ArrayLike) -> ConfigBatch:
         """A batch of the given rows (an index array or a boolean mask)."""
         selector = np.asarray(rows)
+        if not self.space.genes:
+            return ConfigBatch(
+                self.space, self.w_bits[selector], self.a_bits[selector], self.form_index[selector]
+            )
         return ConfigBatch(
-            self.space, self.w_bits[selector], self.a_bits[selector], self.form_index[selector]
+            self.space,
+            self.w_bits[selector],
+            self.a_bits[selector],
+            self.form_index[selector],
+            arch=self.arch[selector],
+            gene_active=self.gene_active[selector],
+            active=self.active[selector],
+        )
+
+    @classmethod
+    def concatenate(cls, space: ElasticSpace, batches: Sequence[ConfigBatch]) -> ConfigBatch:
+        """One batch of the rows of ``batches`` (all of ``space``), in order."""
+        if not batches:
+            return ConfigBatch.from_arrays(
+                space,
+                np.zeros((0, space.n_layers)),
+                np.zeros((0, space.n_layers)),
+                np.zeros((0, space.n_layers)),
+                arch=np.zeros((0, len(space.genes))) if space.genes else None,
+            )
+        stacked = {
+            name: np.concatenate([getattr(batch, name) for batch in batches])
+            for name in ("w_bits", "a_bits", "form_index")
+        }
+        if not space.genes:
+            return cls(space, stacked["w_bits"], stacked["a_bits"], stacked["form_index"])
+        return cls(
+            space,
+            stacked["w_bits"],
+            stacked["a_bits"],
+            stacked["form_index"],
+            arch=np.concatenate([batch.arch for batch in batches]),
+            gene_active=np.concatenate([batch.gene_active for batch in batches]),
+            active=np.concatenate([batch.active for batch in batches]),
         )
 
     def configs(self) -> list[SubnetConfig]:
@@ -756,19 +1200,40 @@ class ConfigBatch(Sequence[SubnetConfig]):
         if self._configs is None:
             interned: dict[tuple[int, int, int], LayerChoice] = {}
             configs: list[SubnetConfig] = []
-            for w_row, a_row, f_row in zip(
-                self.w_bits.tolist(), self.a_bits.tolist(), self.form_index.tolist(), strict=True
+            archs = self._arch_choices()
+            active = self.active if self.space.genes else None
+            for row, (w_row, a_row, f_row) in enumerate(
+                zip(
+                    self.w_bits.tolist(),
+                    self.a_bits.tolist(),
+                    self.form_index.tolist(),
+                    strict=True,
+                )
             ):
                 choices = []
-                for key in zip(w_row, a_row, f_row, strict=True):
+                for column, key in enumerate(zip(w_row, a_row, f_row, strict=True)):
+                    if active is not None and not active[row, column]:
+                        continue
                     choice = interned.get(key)
                     if choice is None:
                         choice = LayerChoice(key[0], key[1], ALL_FORMS[key[2]])
                         interned[key] = choice
                     choices.append(choice)
-                configs.append(SubnetConfig(tuple(choices)))
+                configs.append(SubnetConfig(tuple(choices), archs[row]))
             self._configs = configs
         return self._configs
+
+    def _arch_choices(self) -> list[ArchChoices]:
+        if not self.space.genes:
+            return [()] * len(self)
+        names = [gene.name for gene in self.space.genes]
+        order = np.argsort(names)
+        values = self.arch_values.tolist()
+        active = self.gene_active.tolist()
+        return [
+            tuple((names[g], row[g]) for g in order if flags[g])
+            for row, flags in zip(values, active, strict=True)
+        ]
 
     @property
     def per_channel(self) -> BoolArray:
@@ -788,9 +1253,72 @@ class ConfigBatch(Sequence[SubnetConfig]):
         result: BoolArray = (self.form_index % 2) == 0
         return result
 
+    @property
+    def active(self) -> BoolArray:
+        """Per layer: whether it runs in the config ``(n, n_layers)`` (all True without genes)."""
+        if self._active is None:
+            if self.space.genes:
+                self._compute_activity()
+            else:
+                return np.ones(self.w_bits.shape, dtype=bool)
+        assert self._active is not None
+        return self._active
+
+    @property
+    def gene_active(self) -> BoolArray:
+        """Per architecture gene: whether it matters in the config ``(n, genes)``."""
+        if self._gene_active is None:
+            self._compute_activity()
+        assert self._gene_active is not None
+        return self._gene_active
+
+    def _compute_activity(self) -> None:
+        _, self._gene_active, self._active = self.space.activity.evaluate(self.arch)
+
+    @property
+    def arch_values(self) -> IntArray:
+        """Each config's gene values ``(n, genes)`` (an inactive gene reads its first value)."""
+        genes = self.space.genes
+        width = max((len(gene.values) for gene in genes), default=1)
+        table = np.zeros((len(genes), width), dtype=np.int64)
+        for row, gene in enumerate(genes):
+            table[row, : len(gene.values)] = gene.values
+        result: IntArray = table[np.arange(len(genes))[None, :], self.arch]
+        return result
+
+    def _quantity(self, name: str) -> FloatArray:
+        if not self.space.genes:
+            constants = self.space.layer_arrays[name]
+            view: FloatArray = np.broadcast_to(constants, (len(self), len(constants)))
+            return view
+        if name not in self._quantities:
+            tables = self.space.geometry_tables
+            self._quantities[name] = tables.quantity(name, self.arch, self.active)
+        return self._quantities[name]
+
+    @property
+    def params(self) -> FloatArray:
+        """Weight elements of every layer per config ``(n, n_layers)`` (0 where it does not run)."""
+        return self._quantity("params")
+
+    @property
+    def macs(self) -> FloatArray:
+        """Multiply-accumulates per sample of every layer per config ``(n, n_layers)``."""
+        return self._quantity("macs")
+
+    @property
+    def inputs(self) -> FloatArray:
+        """Input activation elements per sample of every layer per config ``(n, n_layers)``."""
+        return self._quantity("inputs")
+
+    @property
+    def channels(self) -> FloatArray:
+        """Output channels (per-channel step sizes) of every layer per config ``(n, n_layers)``."""
+        return self._quantity("channels")
+
     def keys(self) -> list[bytes]:
         """One hashable key per row (for caches and duplicate checks)."""
-        stacked = np.concatenate([self.w_bits, self.a_bits, self.form_index], axis=1)
+        stacked = np.concatenate([self.w_bits, self.a_bits, self.form_index, self.arch], axis=1)
         contiguous = np.ascontiguousarray(stacked.astype(np.int8))
         return [row.tobytes() for row in contiguous]
 
@@ -798,13 +1326,28 @@ class ConfigBatch(Sequence[SubnetConfig]):
         return f"ConfigBatch({len(self)} configs of {self.space.n_layers} layers)"
 
 
+def _switch_off(
+    w_bits: IntArray, a_bits: IntArray, form_index: IntArray, active: BoolArray
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Layers that do not run read 0 bits and form index 0 (the canonical config)."""
+    return (
+        np.where(active, w_bits, 0),
+        np.where(active, a_bits, 0),
+        np.where(active, form_index, 0),
+    )
+
+
 class GenomeLayout:
-    """Integer genome of a search: weight-bit genes, activation-bit genes, then form genes.
+    """Integer genome of a search: weight-bit genes, activation-bit genes, form genes, then
+    architecture genes.
 
     Genes index into the space's bit widths (and into the allowed forms): gene ``k`` of the
     first block is the index of the ``k``-th elastic layer's weight bits in ``space.w_bits``.
     With one allowed form there are no form genes; with several there is one global gene or,
-    with ``per_layer``, one per layer (pinned layers included: their forms matter too).
+    with ``per_layer``, one per layer (pinned layers included: their forms matter too). A
+    joint space adds one gene per architecture gene (the index of its value). Genes that a
+    genome's architecture switches off (a skipped block's bits, its kernel) are ignored by
+    :meth:`decode` and set to 0 by :meth:`canonical`.
     """
 
     def __init__(
@@ -837,14 +1380,19 @@ class GenomeLayout:
             n_form_genes = 1
         self.n_bit_genes = 2 * n_elastic
         self.n_form_genes = n_form_genes
-        self.lower = np.zeros(self.n_bit_genes + n_form_genes, dtype=np.int64)
+        self.n_arch_genes = len(space.genes)
+        self.arch_start = self.n_bit_genes + n_form_genes
+        self.lower = np.zeros(self.arch_start + self.n_arch_genes, dtype=np.int64)
         self.upper = np.concatenate(
             [
                 np.full(n_elastic, len(space.w_bits) - 1),
                 np.full(n_elastic, len(space.a_bits) - 1),
                 np.full(n_form_genes, len(allowed) - 1),
+                np.asarray([len(gene.values) - 1 for gene in space.genes], dtype=np.int64),
             ]
         ).astype(np.int64)
+        rules = space.activity
+        self.conditional = rules.conditional_genes or rules.conditional_layers
         self._w_values = np.asarray(space.w_bits, dtype=np.int64)
         self._a_values = np.asarray(space.a_bits, dtype=np.int64)
         self._form_values = np.asarray([_FORM_INDEX[f] for f in allowed], dtype=np.int64)
@@ -864,6 +1412,11 @@ class GenomeLayout:
         """Genome length."""
         return int(self.lower.shape[0])
 
+    @property
+    def arch_genes(self) -> slice:
+        """The positions of the architecture genes in a genome."""
+        return slice(self.arch_start, self.n_genes)
+
     def decode(self, genomes: npt.ArrayLike) -> ConfigBatch:
         """Configs of a ``(n, n_genes)`` integer array (values are clipped to the bounds)."""
         genes = np.asarray(genomes)
@@ -871,7 +1424,9 @@ class GenomeLayout:
             genes = genes[None, :]
         if genes.ndim != 2 or genes.shape[1] != self.n_genes:
             raise ValueError(f"genomes must have shape (n, {self.n_genes}); got {genes.shape}")
-        genes = np.clip(np.rint(genes).astype(np.int64), self.lower, self.upper)
+        if genes.dtype.kind not in "iu":
+            genes = np.rint(genes)
+        genes = np.clip(genes.astype(np.int64, copy=False), self.lower, self.upper)
         n = genes.shape[0]
         n_elastic = len(self.elastic)
         w = np.broadcast_to(self._template_w, (n, self.space.n_layers)).copy()
@@ -881,32 +1436,80 @@ class GenomeLayout:
         if self.n_form_genes == 0:
             f = np.full((n, self.space.n_layers), self._form_values[0], dtype=np.int64)
         else:
-            chosen = self._form_values[genes[:, self.n_bit_genes :]]
+            chosen = self._form_values[genes[:, self.n_bit_genes : self.arch_start]]
             f = np.broadcast_to(chosen, (n, self.space.n_layers)).copy()
-        return ConfigBatch(self.space, w, a, f)
+        if not self.n_arch_genes:
+            return ConfigBatch(self.space, w, a, f)
+        arch, gene_active, active = self.space.activity.evaluate(genes[:, self.arch_genes])
+        return ConfigBatch(
+            self.space,
+            *_switch_off(w, a, f, active),
+            arch=arch,
+            gene_active=gene_active,
+            active=active,
+        )
 
     def encode(self, batch: ConfigBatch) -> IntArray:
         """Genomes of a batch; raises ValueError for a form this layout does not allow."""
         n_elastic = len(self.elastic)
         genes = np.empty((len(batch), self.n_genes), dtype=np.int64)
+        active = batch.active
         w_index = np.vectorize(self._w_lookup.__getitem__, otypes=[np.int64])
         a_index = np.vectorize(self._a_lookup.__getitem__, otypes=[np.int64])
         if len(batch):
-            genes[:, :n_elastic] = w_index(batch.w_bits[:, self.elastic])
-            genes[:, n_elastic : 2 * n_elastic] = a_index(batch.a_bits[:, self.elastic])
+            if self.n_arch_genes:
+                running = active[:, self.elastic]
+                w_bits = np.where(running, batch.w_bits[:, self.elastic], self.space.w_bits[0])
+                a_bits = np.where(running, batch.a_bits[:, self.elastic], self.space.a_bits[0])
+            else:
+                w_bits, a_bits = batch.w_bits[:, self.elastic], batch.a_bits[:, self.elastic]
+            genes[:, :n_elastic] = w_index(w_bits)
+            genes[:, n_elastic : 2 * n_elastic] = a_index(a_bits)
         form_genes = self._form_lookup[batch.form_index]
+        if self.n_arch_genes:
+            form_genes = np.where(active, form_genes, 0)
         if (form_genes < 0).any():
             allowed = ", ".join(map(str, self.forms))
             raise ValueError(f"a config uses a form outside this genome's forms ({allowed})")
         if self.n_form_genes == 1:
-            if (form_genes != form_genes[:, :1]).any():
+            # the form of a layer that always runs stands for the config's one form
+            first = self._always_running_layer()
+            shared = form_genes[:, first : first + 1]
+            if ((form_genes != shared) & active).any():
                 raise ValueError("a config mixes forms but this genome has one global form gene")
-            genes[:, self.n_bit_genes :] = form_genes[:, :1]
+            genes[:, self.n_bit_genes : self.arch_start] = shared
         elif self.n_form_genes > 1:
-            genes[:, self.n_bit_genes :] = form_genes
+            genes[:, self.n_bit_genes : self.arch_start] = form_genes
+        genes[:, self.arch_genes] = batch.arch
         return genes
 
+    def _always_running_layer(self) -> int:
+        for index, layer in enumerate(self.space.layers):
+            if not layer.active_if:
+                return index
+        raise ValueError("the space has no layer that always runs")
+
+    def canonical(self, genomes: IntArray) -> IntArray:
+        """The genomes with every gene their architecture switches off set to 0 (its lower
+        bound): two genomes of one subnet become equal. Returns the input without genes."""
+        if not self.conditional:
+            return genomes
+        arch, _, active = self.space.activity.evaluate(genomes[:, self.arch_genes])
+        result = genomes.copy()
+        result[:, self.arch_genes] = arch
+        n_elastic = len(self.elastic)
+        running = active[:, self.elastic]
+        result[:, :n_elastic] = np.where(running, result[:, :n_elastic], 0)
+        result[:, n_elastic : self.n_bit_genes] = np.where(
+            running, result[:, n_elastic : self.n_bit_genes], 0
+        )
+        if self.n_form_genes > 1:
+            forms = slice(self.n_bit_genes, self.arch_start)
+            result[:, forms] = np.where(active, result[:, forms], 0)
+        return result
+
     def random(self, rng: np.random.Generator | int, n: int) -> IntArray:
-        """``n`` genomes uniform over the bounds."""
+        """``n`` genomes uniform over the bounds (canonical)."""
         generator = np.random.default_rng(rng)
-        return generator.integers(self.lower, self.upper + 1, size=(n, self.n_genes))
+        genomes = generator.integers(self.lower, self.upper + 1, size=(n, self.n_genes))
+        return self.canonical(genomes)

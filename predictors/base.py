@@ -13,13 +13,16 @@ import numpy as np
 import numpy.typing as npt
 
 from eqsearch.files import atomic_write_text
-from eqsearch.space import ElasticSpace, SubnetConfig
+from eqsearch.space import READABLE_VERSIONS, ElasticSpace, SubnetConfig
 from predictors.encoding import FeatureArray, encode_configs, feature_count
 
 FloatArray = npt.NDArray[np.float64]
 
 PREDICTOR_FORMAT = "eqsearch-predictor"
 PREDICTOR_VERSION = 1
+"""The version of a predictor of a space without architecture genes; one of a joint space is
+written as version 2 (``ElasticSpace.format_version``)."""
+READABLE_PREDICTOR_VERSIONS = READABLE_VERSIONS
 
 
 @runtime_checkable
@@ -141,7 +144,7 @@ class BasePredictor:
         target = Path(path)
         payload = {
             "format": PREDICTOR_FORMAT,
-            "version": PREDICTOR_VERSION,
+            "version": self.space.format_version,
             "backend": self.name,
             "space": self.space.to_dict(),
             "fingerprint": self.space.fingerprint,

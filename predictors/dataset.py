@@ -184,7 +184,10 @@ def spread_sample(
     space's bits with the target as mean, and the candidate whose parameter- and
     input-weighted averages land nearest the targets is kept. Layers still differ, but the
     averages are no longer piled up in the middle (independent uniform per-layer draws) nor
-    at the ends (one large layer deciding the average alone).
+    at the ends (one large layer deciding the average alone). In a joint space each subnet
+    also draws a size target in [0, 1], and every candidate's architecture genes are drawn
+    around it (index ≈ target × the gene's last index), so shallow-and-narrow and
+    deep-and-wide subnets are sampled as often as middling ones.
     """
     if forms not in FORM_DRAWS:
         raise ValueError(f"forms must be one of {', '.join(FORM_DRAWS)}; got {forms!r}")
@@ -202,12 +205,27 @@ def spread_sample(
         k,
         axis=0,
     )
-    candidates = ConfigBatch.from_arrays(space, w_bits, a_bits, form_index)
+    arch = _spread_arch(space, n, k, rng) if space.genes else None
+    candidates = ConfigBatch.from_arrays(space, w_bits, a_bits, form_index, arch=arch)
     w_miss = (costs.average_weight_bits(space, candidates) - w_targets) / max(1, w_high - w_low)
     a_miss = (costs.average_activation_bits(space, candidates) - a_targets) / max(1, a_high - a_low)
     distance = np.nan_to_num(w_miss**2 + a_miss**2).reshape(n, k)
     chosen = np.arange(n) * k + distance.argmin(axis=1)
     return candidates.take(chosen)
+
+
+def _spread_arch(
+    space: ElasticSpace, n: int, candidates: int, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """Gene indices ``(n·candidates, genes)`` drawn around one size target per subnet."""
+    targets = np.repeat(rng.uniform(0.0, 1.0, n), candidates)
+    sizes = np.asarray([len(gene.values) for gene in space.genes], dtype=np.int64)
+    arch = np.zeros((len(targets), len(sizes)), dtype=np.int64)
+    for size in np.unique(sizes):
+        columns = np.flatnonzero(sizes == size)
+        indices = tuple(range(int(size)))
+        arch[:, columns] = _tilted_choice(indices, targets * (size - 1), len(columns), rng)
+    return arch
 
 
 def draw_configs(
@@ -247,12 +265,7 @@ def draw_configs(
             )
         kept.append(chunk.take(np.asarray(rows, dtype=np.int64)))
         total += len(rows)
-    return ConfigBatch(
-        space,
-        np.concatenate([b.w_bits for b in kept]),
-        np.concatenate([b.a_bits for b in kept]),
-        np.concatenate([b.form_index for b in kept]),
-    )
+    return ConfigBatch.concatenate(space, kept)
 
 
 # -- sample files ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 from eqsearch.errors import InputError
 from eqsearch.files import MAX_JSON_BYTES, parse_json, read_bytes
 from eqsearch.space import ElasticSpace
-from predictors.base import PREDICTOR_FORMAT, PREDICTOR_VERSION, BasePredictor
+from predictors.base import PREDICTOR_FORMAT, READABLE_PREDICTOR_VERSIONS, BasePredictor
 from predictors.mlp import MLPPredictor
 from predictors.ridge import RidgePredictor
 from predictors.xgb import XGBoostPredictor
@@ -92,10 +92,11 @@ def load_predictor(path: str | Path) -> BasePredictor:
     payload = _read_payload(location)
     if not isinstance(payload, dict) or payload.get("format") != PREDICTOR_FORMAT:
         raise ValueError(f"{location} is not a saved eqsearch predictor")
-    if payload.get("version") != PREDICTOR_VERSION:
+    if payload.get("version") not in READABLE_PREDICTOR_VERSIONS:
+        readable = ", ".join(map(str, READABLE_PREDICTOR_VERSIONS))
         raise ValueError(
             f"{location} is predictor format version {payload.get('version')!r}; this version "
-            f"reads {PREDICTOR_VERSION}"
+            f"reads {readable}"
         )
     backend = payload.get("backend")
     if backend not in PREDICTORS:

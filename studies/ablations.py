@@ -68,11 +68,12 @@ class AblationConfig:
         unknown = [p for p in self.parts if p not in PARTS]
         if unknown or not self.parts:
             raise ValueError(f"parts must be a non-empty subset of {PARTS}; got {self.parts!r}")
-        missing = [b for b in self.bits if b not in self.base.w_bits or b not in self.base.a_bits]
+        space = self.base.space
+        missing = [b for b in self.bits if b not in space.w_bits or b not in space.a_bits]
         if not self.bits or missing:
             raise ValueError(
                 f"bits must be weight and activation bit widths of the base space "
-                f"{self.base.w_bits}; got {self.bits!r}"
+                f"{space.w_bits}; got {self.bits!r}"
             )
 
 

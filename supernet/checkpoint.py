@@ -12,12 +12,13 @@ import torch
 
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_writer
-from eqsearch.space import ElasticSpace
+from eqsearch.space import READABLE_VERSIONS, ElasticSpace
 from supernet.devices import resolve_device
 from supernet.elastic import Supernet, rebuild_supernet
 
 FORMAT_NAME = "eqsearch-supernet"
 FORMAT_VERSION = 1
+"""The version of a checkpoint of a fixed architecture; a joint space's is written as 2."""
 
 
 class CheckpointError(InputError):
@@ -38,7 +39,7 @@ def save_supernet(path: str | Path, supernet: Supernet, **fields: Any) -> None:
     """
     payload = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": supernet.space.format_version,
         "kind": "supernet",
         "build_info": supernet.build_info,
         "space": supernet.space.to_dict(),
@@ -121,10 +122,10 @@ def load_checkpoint(
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{location} is not an eqsearch checkpoint")
     version = payload.get("version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
             f"{location} has checkpoint format version {version}; this eqsearch reads "
-            f"version {FORMAT_VERSION}"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     for key in ("build_info", "space", "state_dict"):
         if key not in payload:

@@ -4,42 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from eqsearch.space import (
-    FULL_PRECISION_BITS,
     ElasticSpace,
     Granularity,
     LayerSpec,
     SubnetConfig,
 )
+from eqsearch.space_spec import SpaceSpec, parse_first_last
 from supernet.layers import ElasticQuantConv2d, ElasticQuantLayer, ElasticQuantLinear
 from supernet.models import create_model, model_entry
 from supernet.quantizers import QuantizerSpec, quantizer_class
-
-FIRST_LAST_CHOICES = "'W/A' bits such as '8/8', 'fp' (full precision) or 'elastic'"
-
-
-def parse_first_last(text: str) -> tuple[int, int] | None:
-    """Parse the first/last-layer policy: ``"8/8"`` → (8, 8), ``"fp"`` → (32, 32),
-    ``"elastic"`` → None (searched like every other layer)."""
-    value = str(text).strip().lower()
-    if value == "elastic":
-        return None
-    if value in ("fp", "full", "full-precision"):
-        return (FULL_PRECISION_BITS, FULL_PRECISION_BITS)
-    parts = value.split("/")
-    try:
-        w_bits, a_bits = (int(p) for p in parts) if len(parts) == 2 else (int(value),) * 2
-    except ValueError:
-        raise ValueError(f"first_last must be {FIRST_LAST_CHOICES}; got {text!r}") from None
-    for bits in (w_bits, a_bits):
-        if not 2 <= bits <= 16:
-            raise ValueError(f"first_last bits must be in 2..16; got {text!r}")
-    return (w_bits, a_bits)
 
 
 class Supernet(nn.Module):
@@ -227,8 +207,38 @@ def to_supernet(
         a_symmetries=spec.a_symmetries,
     )
     info = dict(build_info or {})
-    info.update({"quantizer": spec.to_dict(), "first_last": first_last})
+    described = SpaceSpec(
+        quantizer=spec.name,
+        w_bits=spec.w_bits,
+        a_bits=spec.a_bits,
+        granularities=tuple(g.value for g in spec.granularities),
+        w_symmetries=spec.w_symmetries,
+        a_symmetries=spec.a_symmetries,
+        first_last=first_last,
+        architecture=tuple(info.pop("architecture", {}).items()),
+    )
+    info["space"] = described.to_dict()
     return Supernet(model, space, layers, info)
+
+
+def quantizer_spec(space: SpaceSpec) -> QuantizerSpec:
+    """The quantizer spec of the elastic layers, forms left at None resolved to what the
+    quantizer supports (ValueError for an unknown quantizer)."""
+    quantizer_type = quantizer_class(space.quantizer)
+    resolved = space.resolved(
+        [Granularity(g).value for g in quantizer_type.supported_granularities],
+        quantizer_type.supported_w_symmetries,
+        quantizer_type.supported_a_symmetries,
+    )
+    assert resolved.granularities and resolved.w_symmetries and resolved.a_symmetries
+    return QuantizerSpec(
+        name=resolved.quantizer,
+        w_bits=resolved.w_bits,
+        a_bits=resolved.a_bits,
+        granularities=tuple(Granularity(g) for g in resolved.granularities),
+        w_symmetries=resolved.w_symmetries,
+        a_symmetries=resolved.a_symmetries,
+    )
 
 
 def build_supernet(
@@ -237,27 +247,28 @@ def build_supernet(
     num_classes: int,
     in_channels: int = 3,
     image_size: int | None = None,
-    quantizer: str = "lsq",
-    w_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8),
-    a_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8),
-    granularities: tuple[str | Granularity, ...] | None = None,
-    w_symmetries: tuple[bool, ...] | None = None,
-    a_symmetries: tuple[bool, ...] | None = None,
-    first_last: str = "8/8",
+    space: SpaceSpec | None = None,
     pretrained: bool = False,
+    **space_fields: Any,
 ) -> Supernet:
     """Build a registered model and make it an elastic supernet.
 
     Args:
         model_name: a name from ``supernet.models.MODELS`` (``lenet5``, ``resnet20``, ...).
         num_classes, in_channels, image_size: the data the model sees.
-        quantizer: registered quantizer name (``"lsq"``).
-        w_bits, a_bits: the elastic bit widths.
-        granularities, w_symmetries, a_symmetries: the elastic forms (None: every one the
-            quantizer supports; asking for one it cannot express is a ValueError).
-        first_last: ``"8/8"`` (default), ``"fp"`` or ``"elastic"`` for the first/last layers.
+        space: what the supernet serves (quantizer, bits, forms, first/last pinning,
+            architecture choices); ``SpaceSpec()`` by default.
         pretrained: start from torchvision weights found in the local cache (never downloads).
+        space_fields: single :class:`SpaceSpec` fields instead of ``space`` (``quantizer``,
+            ``w_bits``, ``a_bits``, ``granularities``, ``w_symmetries``, ``a_symmetries``,
+            ``first_last``), set on top of ``space``.
     """
+    spec = replace(space or SpaceSpec(), **_space_fields(space_fields))
+    if spec.architecture:
+        raise ValueError(
+            f"model {model_name!r} has a fixed architecture; it takes no architecture choices "
+            f"({', '.join(name for name, _ in spec.architecture)})"
+        )
     entry = model_entry(model_name)
     size = entry.image_size if image_size is None else image_size
     model = create_model(
@@ -267,26 +278,6 @@ def build_supernet(
         image_size=size,
         pretrained=pretrained,
     )
-    quantizer_type = quantizer_class(quantizer)
-    spec = QuantizerSpec(
-        name=quantizer,
-        w_bits=tuple(w_bits),
-        a_bits=tuple(a_bits),
-        granularities=tuple(
-            Granularity(g)
-            for g in (
-                granularities
-                if granularities is not None
-                else quantizer_type.supported_granularities
-            )
-        ),
-        w_symmetries=tuple(
-            w_symmetries if w_symmetries is not None else quantizer_type.supported_w_symmetries
-        ),
-        a_symmetries=tuple(
-            a_symmetries if a_symmetries is not None else quantizer_type.supported_a_symmetries
-        ),
-    )
     example = torch.zeros(2, in_channels, size, size)
     build_info = {
         "model": model_name,
@@ -295,18 +286,32 @@ def build_supernet(
         "image_size": size,
     }
     return to_supernet(
-        model, example_input=example, spec=spec, first_last=first_last, build_info=build_info
+        model,
+        example_input=example,
+        spec=quantizer_spec(spec),
+        first_last=spec.first_last,
+        build_info=build_info,
     )
 
 
-def rebuild_supernet(build_info: dict[str, Any]) -> Supernet:
-    """Rebuild the architecture described by ``Supernet.build_info`` (weights not loaded)."""
+def _space_fields(values: dict[str, Any]) -> dict[str, Any]:
+    known = {field.name for field in fields(SpaceSpec)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TypeError(f"build_supernet() got unexpected keyword argument(s) {', '.join(unknown)}")
+    return {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in values.items()
+        if value is not None
+    }
+
+
+def stored_space_spec(build_info: dict[str, Any]) -> SpaceSpec:
+    """The space description of a checkpoint's build info (today's and older layouts)."""
+    if "space" in build_info:
+        return SpaceSpec.from_dict(build_info["space"])
     quantizer = build_info["quantizer"]
-    return build_supernet(
-        build_info["model"],
-        num_classes=int(build_info["num_classes"]),
-        in_channels=int(build_info["in_channels"]),
-        image_size=int(build_info["image_size"]),
+    return SpaceSpec(
         quantizer=quantizer["name"],
         w_bits=tuple(quantizer["w_bits"]),
         a_bits=tuple(quantizer["a_bits"]),
@@ -314,4 +319,15 @@ def rebuild_supernet(build_info: dict[str, Any]) -> Supernet:
         w_symmetries=tuple(quantizer["w_symmetries"]),
         a_symmetries=tuple(quantizer["a_symmetries"]),
         first_last=str(build_info["first_last"]),
+    )
+
+
+def rebuild_supernet(build_info: dict[str, Any]) -> Supernet:
+    """Rebuild the architecture described by ``Supernet.build_info`` (weights not loaded)."""
+    return build_supernet(
+        build_info["model"],
+        num_classes=int(build_info["num_classes"]),
+        in_channels=int(build_info["in_channels"]),
+        image_size=int(build_info["image_size"]),
+        space=stored_space_spec(build_info),
     )

@@ -7,7 +7,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import InitVar, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,8 @@ from torch import nn
 
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text, read_json
-from eqsearch.space import (
-    MAX_BITS,
-    MIN_BITS,
-    ElasticSpace,
-    LayerChoice,
-    SubnetConfig,
-)
+from eqsearch.space import ElasticSpace, LayerChoice, SubnetConfig
+from eqsearch.space_spec import SPACE_FLAGS, SpaceSpec
 from supernet.checkpoint import (
     CheckpointError,
     check_finite_weights,
@@ -33,7 +28,7 @@ from supernet.checkpoint import (
 )
 from supernet.data import DATASETS, DataBundle, DataSpec, build_data
 from supernet.devices import resolve_device
-from supernet.elastic import Supernet, build_supernet, parse_first_last
+from supernet.elastic import Supernet, build_supernet
 from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_loss
 from supernet.models import model_entry
 from supernet.oracle import subnet_accuracy
@@ -57,8 +52,10 @@ class TrainConfig:
 
     Args:
         model, dataset, data_root, image_size: architecture and data (see ``supernet.data``).
-        quantizer, w_bits, a_bits, granularities, w_symmetries, a_symmetries, first_last: the
-            elastic space (forms None: every form the quantizer supports).
+        space: the elastic space (quantizer, bits, forms, first/last pinning, architecture
+            choices; see :class:`SpaceSpec`). ``TrainConfig(w_bits=...)`` and the other
+            SpaceSpec field names set single fields of it, also in ``replace`` and
+            ``from_dict`` (older config files spell them at the top level).
         epochs: quantization-aware epochs of the supernet.
         fp_epochs: full-precision pretraining epochs first (ignored with ``init``).
         init: a full-precision checkpoint (``fp.pt``) or plain state_dict to start from.
@@ -86,13 +83,7 @@ class TrainConfig:
     dataset: str = "mnist5k"
     data_root: str | None = None
     image_size: int | None = None
-    quantizer: str = "lsq"
-    w_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
-    a_bits: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
-    granularities: tuple[str, ...] | None = None
-    w_symmetries: tuple[bool, ...] | None = None
-    a_symmetries: tuple[bool, ...] | None = None
-    first_last: str = "8/8"
+    space: SpaceSpec = field(default_factory=SpaceSpec)
     epochs: int = 10
     fp_epochs: int = 0
     init: str | None = None
@@ -117,24 +108,43 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
 
-    def __post_init__(self) -> None:
-        for name in ("w_bits", "a_bits", "granularities", "w_symmetries", "a_symmetries"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, tuple(value))
+    quantizer: InitVar[str | None] = None
+    w_bits: InitVar[tuple[int, ...] | None] = None
+    a_bits: InitVar[tuple[int, ...] | None] = None
+    granularities: InitVar[tuple[str, ...] | None] = None
+    w_symmetries: InitVar[tuple[bool, ...] | None] = None
+    a_symmetries: InitVar[tuple[bool, ...] | None] = None
+    first_last: InitVar[str | None] = None
+
+    def __post_init__(
+        self,
+        quantizer: str | None,
+        w_bits: tuple[int, ...] | None,
+        a_bits: tuple[int, ...] | None,
+        granularities: tuple[str, ...] | None,
+        w_symmetries: tuple[bool, ...] | None,
+        a_symmetries: tuple[bool, ...] | None,
+        first_last: str | None,
+    ) -> None:
+        space = self.space if isinstance(self.space, SpaceSpec) else SpaceSpec.from_dict(self.space)
+        single = {
+            "quantizer": quantizer,
+            "w_bits": w_bits,
+            "a_bits": a_bits,
+            "granularities": granularities,
+            "w_symmetries": w_symmetries,
+            "a_symmetries": a_symmetries,
+            "first_last": first_last,
+        }
+        changes: dict[str, Any] = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in single.items()
+            if value is not None
+        }
+        object.__setattr__(self, "space", replace(space, **changes) if changes else space)
         model_entry(self.model)
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
-        for name in ("w_bits", "a_bits"):
-            values = getattr(self, name)
-            if not values or any(
-                isinstance(b, bool) or not isinstance(b, int) or not MIN_BITS <= b <= MAX_BITS
-                for b in values
-            ):
-                raise ValueError(
-                    f"{name} must be bit widths in {MIN_BITS}..{MAX_BITS}; got {values!r}"
-                )
-        parse_first_last(self.first_last)
         for name in ("epochs", "batch_size", "quant_init_images", "bn_images", "holdout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -180,23 +190,30 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict (tuples as lists)."""
-        return {
-            key: list(value) if isinstance(value, tuple) else value
-            for key, value in asdict(self).items()
-        }
+        """JSON-able dict (tuples as lists; the space as its own dict under ``space``)."""
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            data[item.name] = list(value) if isinstance(value, tuple) else value
+        data["space"] = self.space.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict; unknown keys are an error naming them."""
-        known = {f.name for f in fields(cls)}
+        """Build from a dict; unknown keys are an error naming them. Older files spell the
+        space's fields at the top level; they are read into ``space``."""
+        legacy = set(SPACE_FLAGS.values())
+        known = {f.name for f in fields(cls)} | legacy
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
                 f"unknown TrainConfig field(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(known))}"
             )
-        return cls(**data)
+        values = dict(data)
+        if isinstance(values.get("space"), dict):
+            values["space"] = SpaceSpec.from_dict(values["space"])
+        return cls(**values)
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
@@ -228,6 +245,19 @@ class TrainConfig:
             image_size=self.image_size,
             workers=self.workers,
         )
+
+
+# The space's fields read through to ``space`` (``config.w_bits`` is ``config.space.w_bits``);
+# as init-only variables they would otherwise read as their default, None.
+def _space_field(name: str) -> property:
+    def read(self: TrainConfig) -> Any:
+        return getattr(self.space, name)
+
+    return property(read, doc=f"``space.{name}``")
+
+
+for _name in SPACE_FLAGS.values():
+    setattr(TrainConfig, _name, _space_field(_name))
 
 
 @dataclass
@@ -732,13 +762,7 @@ def train_supernet(
         num_classes=data.num_classes,
         in_channels=data.in_channels,
         image_size=data.image_size,
-        quantizer=config.quantizer,
-        w_bits=config.w_bits,
-        a_bits=config.a_bits,
-        granularities=config.granularities,
-        w_symmetries=config.w_symmetries,
-        a_symmetries=config.a_symmetries,
-        first_last=config.first_last,
+        space=config.space,
         pretrained=config.pretrained,
     ).to(device)
     space = supernet.space

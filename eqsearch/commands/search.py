@@ -51,6 +51,9 @@ def register(commands: Any) -> None:
     add(
         "--a-bits", type=finite_float, help="budget: average activation bits of the searched layers"
     )
+    add("--bitops", type=finite_float, help="budget: BitOPs per image")
+    add("--size", type=finite_float, help="budget: packed model size in bytes")
+    add("--macs", type=finite_float, help="budget: MACs per image of a joint space's architecture")
     add(
         "--objectives",
         default="accuracy,bitops",
@@ -132,8 +135,14 @@ def _output_directory(args: argparse.Namespace) -> Path:
 
 def _budget_message(problem_error: ValueError) -> str:
     text = str(problem_error)
-    for flag in ("w_bits", "a_bits"):
-        text = text.replace(f"the budget {flag} <=", f"--{flag.replace('_', '-')}")
+    for name, flag in (
+        ("w_bits", "--w-bits"),
+        ("a_bits", "--a-bits"),
+        ("bitops_budget", "--bitops"),
+        ("size_budget", "--size"),
+        ("macs_budget", "--macs"),
+    ):
+        text = text.replace(f"the budget {name} <=", flag)
     return text
 
 
@@ -233,6 +242,9 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
         "objectives": objectives,
         "w_bits": args.w_bits,
         "a_bits": args.a_bits,
+        "bitops": args.bitops,
+        "size_bytes": args.size,
+        "macs": args.macs,
         "target": args.target,
         "forms_per_layer": args.forms_per_layer,
     }
@@ -313,7 +325,13 @@ def _annotate(front: ParetoFront, checkpoint: dict[str, Any], args: argparse.Nam
     model = (checkpoint.get("build_info") or {}).get("model", "supernet")
     budgets = " ".join(
         f"{flag}≤{value:g}"
-        for flag, value in (("W", args.w_bits), ("A", args.a_bits))
+        for flag, value in (
+            ("W", args.w_bits),
+            ("A", args.a_bits),
+            ("BitOPs", args.bitops),
+            ("size", args.size),
+            ("MACs", args.macs),
+        )
         if value is not None
     )
     title = f"{model}: NSGA-II ({args.engine}), {args.target} target {budgets}".strip()

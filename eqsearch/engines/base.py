@@ -23,7 +23,7 @@ def genome_keys(genomes: IntArray) -> list[bytes]:
     return [row.tobytes() for row in packed]
 
 
-def first_occurrences(genomes: IntArray) -> npt.NDArray[np.int64]:
+def first_occurrences(genomes: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.int64]:
     """Sorted row indices of the first occurrence of every distinct genome."""
     packed = np.ascontiguousarray(genomes, dtype=np.int8)
     rows = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
@@ -45,7 +45,7 @@ class Archive:
     """Every evaluated genome with its objective values and violation (for the final front)."""
 
     def __init__(self) -> None:
-        self._genomes: list[IntArray] = []
+        self._genomes: list[npt.NDArray[np.int8]] = []
         self._values: list[FloatArray] = []
         self._violation: list[FloatArray] = []
 
@@ -55,9 +55,10 @@ class Archive:
         self._values.append(evaluation.values)
         self._violation.append(evaluation.violation)
 
-    def arrays(self) -> tuple[IntArray, FloatArray, FloatArray]:
-        """Genomes, objective values and violations of every evaluation, in order."""
-        genomes = np.concatenate(self._genomes).astype(np.int64)
+    def arrays(self) -> tuple[npt.NDArray[np.int8], FloatArray, FloatArray]:
+        """Genomes (as stored: one byte per gene), objective values and violations of every
+        evaluation, in order."""
+        genomes = np.concatenate(self._genomes)
         return genomes, np.concatenate(self._values), np.concatenate(self._violation)
 
     def front(self, problem: SearchProblem, info: dict[str, Any]) -> ParetoFront:
@@ -78,7 +79,7 @@ class Archive:
         order = np.lexsort(minimised_best.T[::-1])
         best = best[order]
         return ParetoFront(
-            batch=problem.decode(genomes[best]),
+            batch=problem.decode(genomes[best].astype(np.int64)),
             objectives=tuple(
                 FrontObjective(o.name, o.direction, o.label or o.name) for o in problem.objectives
             ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -164,8 +165,14 @@ def unique_offspring(
     count: int,
     lower: FloatArray,
     upper: FloatArray,
+    canonical: Callable[[IntArray], IntArray] = lambda genomes: genomes,
 ) -> IntArray:
-    """Offspring that are neither a parent nor each other's duplicates (hashed genomes)."""
+    """Offspring that are neither a parent nor each other's duplicates (hashed genomes).
+
+    ``canonical`` maps each child to the canonical genome of its subnet first (a joint
+    space's layout: genes of skipped blocks set to 0), so two children of one subnet count
+    as duplicates.
+    """
     taken = set(genome_keys(genomes))
     kept: list[IntArray] = []
     found = 0
@@ -173,7 +180,7 @@ def unique_offspring(
         # a third or more of the children repeat a parent once rounded: mate twice as many
         # as are missing, so that one round (one call of each operator) usually suffices
         wanted = 2 * (count - found)
-        children = make_offspring(rng, genomes, rank, crowding, wanted, lower, upper)
+        children = canonical(make_offspring(rng, genomes, rank, crowding, wanted, lower, upper))
         fresh = np.zeros(len(children), dtype=bool)
         for row, key in enumerate(genome_keys(children)):
             if key not in taken:
@@ -214,7 +221,9 @@ def run(
     minimised, violation = evaluation.minimised, evaluation.violation
     rank, crowding = rank_population(minimised, violation)
     for generation in range(generations):
-        children = unique_offspring(rng, genomes, rank, crowding, population, lower, upper)
+        children = unique_offspring(
+            rng, genomes, rank, crowding, population, lower, upper, layout.canonical
+        )
         if len(children):
             child_evaluation = problem.evaluate(children)
             archive.add(children, child_evaluation)
