@@ -10,13 +10,14 @@ from torch import nn
 
 from eqsearch.space import Granularity, LayerChoice
 from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
-from supernet.quantizers.clipping import integer_grid, search_step_sizes
+from supernet.quantizers.clipping import integer_grid, search_step_sizes, weighted_sample
 from supernet.quantizers.fake_quant import effective_zero_points, lsq_fake_quantize
 
 MAX_SEARCH_VALUES = 1 << 14
-"""Per-tensor clipping searches run on at most this many (evenly strided) values."""
+"""Per-tensor clipping searches run on at most this many random values (plus exact tails)."""
 MAX_CHANNEL_VALUES = 1 << 10
-"""Per-channel searches use at most this many values of each channel (with its true range)."""
+"""Per-channel searches use at most this many random values of each channel (plus its exact
+tails)."""
 
 
 def weight_key(bits: int, granularity: Granularity, symmetric: bool) -> str:
@@ -54,14 +55,6 @@ class QuantParams(NamedTuple):
     a_zero_point: torch.Tensor
     a_qmin: int
     a_qmax: int
-
-
-def _strided_sample(values: torch.Tensor, limit: int) -> torch.Tensor:
-    flat = values.reshape(1, -1)
-    if flat.shape[1] <= limit:
-        return flat
-    stride = math.ceil(flat.shape[1] / limit)
-    return flat[:, ::stride]
 
 
 class LsqQuantizer(ElasticQuantizer):
@@ -239,7 +232,14 @@ class LsqQuantizer(ElasticQuantizer):
 
     @torch.no_grad()
     def calibrate(
-        self, weight: torch.Tensor, inputs: torch.Tensor, input_min: float, input_max: float
+        self,
+        weight: torch.Tensor,
+        inputs: torch.Tensor,
+        input_min: float,
+        input_max: float,
+        *,
+        input_weights: torch.Tensor | None = None,
+        seed: int = 0,
     ) -> None:
         """Clipping search for every (bits, form) entry from the weight and input samples.
 
@@ -247,7 +247,10 @@ class LsqQuantizer(ElasticQuantizer):
             weight: the layer's latent full-precision weight.
             inputs: a sample of the layer's input activations (any shape).
             input_min, input_max: the extremes of the full inputs the sample came from.
+            input_weights: weights of the ``inputs`` values (a weighted sample), or None.
+            seed: seeds the random subsamples of large weights and inputs.
         """
+        generator = torch.Generator().manual_seed(seed)
         self._input_signed = input_min < 0
         self.input_signed.fill_(self._input_signed)
         self._handles.clear()
@@ -257,19 +260,14 @@ class LsqQuantizer(ElasticQuantizer):
             flat = weight.detach().reshape(out_channels, -1)
             for granularity in self.spec.granularities:
                 if granularity is Granularity.CHANNEL:
-                    stride = max(1, -(-flat.shape[1] // MAX_CHANNEL_VALUES))
-                    values = flat[:, ::stride]
-                    value_range = (flat.amin(dim=1), flat.amax(dim=1))
+                    values, weights = weighted_sample(flat, MAX_CHANNEL_VALUES, generator)
                 else:
-                    values = _strided_sample(flat, MAX_SEARCH_VALUES)
-                    value_range = (flat.min().reshape(1), flat.max().reshape(1))
+                    values, weights = weighted_sample(
+                        flat.reshape(1, -1), MAX_SEARCH_VALUES, generator
+                    )
                 for symmetric in self.spec.w_symmetries:
                     steps, offsets = search_step_sizes(
-                        values,
-                        weight_bits,
-                        signed=True,
-                        symmetric=symmetric,
-                        value_range=value_range,
+                        values, weight_bits, signed=True, symmetric=symmetric, weights=weights
                     )
                     for row, bits in enumerate(weight_bits):
                         key = weight_key(bits, granularity, symmetric)
@@ -278,7 +276,12 @@ class LsqQuantizer(ElasticQuantizer):
                             self.weight_offsets[key].copy_(offsets[row])
         input_bits = self.input_bits
         if input_bits:
-            sample = _strided_sample(inputs.detach().float(), MAX_SEARCH_VALUES)
+            sample, sample_weights = weighted_sample(
+                inputs.detach().float().reshape(1, -1),
+                MAX_SEARCH_VALUES,
+                generator,
+                weights=None if input_weights is None else input_weights.reshape(1, -1),
+            )
             input_range = (
                 torch.tensor([float(input_min)], device=sample.device),
                 torch.tensor([float(input_max)], device=sample.device),
@@ -290,6 +293,7 @@ class LsqQuantizer(ElasticQuantizer):
                     signed=symmetric and self._input_signed,
                     symmetric=symmetric,
                     value_range=input_range,
+                    weights=sample_weights,
                 )
                 for row, bits in enumerate(input_bits):
                     key = input_key(bits, symmetric)
