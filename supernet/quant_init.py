@@ -10,6 +10,7 @@ import torch
 from supernet.calibrate import preserved_bn_state
 from supernet.elastic import Supernet
 from supernet.quantizers.clipping import weighted_sample
+from supernet.runtime import one_thread
 
 MAX_SAMPLES_PER_LAYER = 1 << 14
 
@@ -79,6 +80,21 @@ def init_quantizers(
             handle.remove()
         for module, training in modes.items():
             module.training = training
+    with one_thread():
+        _calibrate_layers(layers, samples, extremes, max_samples, generator, seed, device)
+    supernet.set_subnet(previous)
+
+
+def _calibrate_layers(
+    layers: dict[str, Any],
+    samples: dict[str, list[tuple[torch.Tensor, torch.Tensor]]],
+    extremes: dict[str, list[torch.Tensor]],
+    max_samples: int,
+    generator: torch.Generator,
+    seed: int,
+    device: torch.device,
+) -> None:
+    # Thousands of small tensor ops: on one thread (see supernet.runtime.one_thread).
     for index, (name, layer) in enumerate(layers.items()):
         values, weights = weighted_sample(
             torch.cat([sample for sample, _ in samples[name]], dim=1),
@@ -96,4 +112,3 @@ def init_quantizers(
             input_weights=weights.to(device),
             seed=seed * 1_000_003 + index,
         )
-    supernet.set_subnet(previous)
