@@ -159,3 +159,21 @@ def test_set_subnet_on_resnet50_is_fast() -> None:
         timings.append(time.perf_counter() - start)
     # The benchmark target is 1 ms; the test allows slack for a loaded CI machine.
     assert float(np.median(timings)) < 5e-3
+
+
+def test_the_package_exports_what_the_design_promises() -> None:
+    import supernet
+
+    promised = [
+        "build_supernet",
+        "load_supernet",
+        "save_supernet",
+        "TrainConfig",
+        "train_supernet",
+        "calibrate_bn",
+        "SupernetOracle",
+        "export_onnx",
+        "init_quantizers",
+    ]
+    for name in promised:
+        assert name in supernet.__all__ and callable(getattr(supernet, name)), name
