@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,14 +25,15 @@ def keep_freed_memory() -> bool:
     A training step allocates and frees many multi-megabyte tensors. By default glibc serves
     those from fresh ``mmap`` pages and returns them to the OS when freed, so every step
     page-faults its whole working set again; on a 2-core CPU that is 10–25 % of a ResNet-20
-    step. Raising the mmap and trim thresholds keeps the pages in the heap. Returns whether
-    the settings were applied.
+    step. Raising the mmap and trim thresholds keeps the pages in the heap. Building a
+    supernet applies it; ``EQSEARCH_MALLOC_DEFAULTS=1`` in the environment leaves glibc's
+    defaults (e.g. to measure the difference). Returns whether the settings were applied.
     """
     global _applied
     if _applied is not None:
         return _applied
     _applied = False
-    if not sys.platform.startswith("linux"):
+    if os.environ.get("EQSEARCH_MALLOC_DEFAULTS") == "1" or not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
     if name is None:
