@@ -22,6 +22,7 @@ demo: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/quant_overhead.py --compare
+	$(BIN)/python benchmarks/quant_init_speed.py --rounds 3
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/n2uq_overhead.py --rounds 9
 	$(BIN)/python benchmarks/search_speed.py --repeats 3 --spaces resnet18,oqa_mbv3

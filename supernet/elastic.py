@@ -21,6 +21,7 @@ from eqsearch.space_spec import SpaceSpec, parse_first_last
 from supernet.layers import ElasticQuantConv2d, ElasticQuantLayer, ElasticQuantLinear
 from supernet.models import create_model, model_entry
 from supernet.quantizers import QuantizerSpec, quantizer_class
+from supernet.runtime import keep_freed_memory
 
 
 class Supernet(nn.Module):
@@ -197,6 +198,10 @@ def to_supernet(
 ) -> Supernet:
     """Swap every Conv2d/Linear of ``model`` for its elastic twin and measure the space.
 
+    Also applies :func:`supernet.runtime.keep_freed_memory` to the process (once): without it,
+    a training step's fresh multi-megabyte buffers page-fault every step, and a quantized step
+    has more of them than a full-precision one.
+
     Args:
         model: a full-precision model (changed in place).
         example_input: one batch of the model's input shape, for the measuring forward.
@@ -209,6 +214,7 @@ def to_supernet(
     spec = spec or QuantizerSpec()
     quantizer_class(spec.name)  # fail early on an unknown quantizer name
     pin = parse_first_last(first_last)
+    keep_freed_memory()  # fake quantization allocates; see supernet.runtime
     candidates = {
         name
         for name, module in model.named_modules()

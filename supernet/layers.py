@@ -134,8 +134,28 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        handle = self.active.handle
+        if handle is not None and not x.requires_grad and torch.is_grad_enabled():
+            directions = getattr(self.quantizer, "input_directions", None)
+            if directions is not None:
+                return self._forward_constant_input(x, handle, directions)
         x, weight = self.quantized_operands(x)
         return self._conv_forward(x, weight, self.bias)
+
+    def _forward_constant_input(
+        self, x: torch.Tensor, handle: Any, directions: Any
+    ) -> torch.Tensor:
+        # An input without gradient (the images): the input quantizer's parameter gradients
+        # come from forward convolutions of its derivatives (see LsqQuantizer.input_directions)
+        # instead of a backward-data convolution.
+        x_hat, pairs = directions(x, handle)
+        weight = self.quantizer.quantize_weight(self.weight, handle)
+        out = self._conv_forward(x_hat, weight, self.bias)
+        frozen = weight.detach()
+        for direction, parameter in pairs:
+            response = self._conv_forward(direction, frozen, None)
+            out = out + response * (parameter - parameter.detach())
+        return out
 
 
 class ElasticQuantLinear(ElasticQuantLayer, nn.Linear):
