@@ -161,7 +161,9 @@ def layer_costs(
 
 def constraint_costs(problem: SearchProblem, form: QuantForm) -> list[LayerCosts]:
     """Tables of every constraint of ``problem`` in ``form`` (each with its limit)."""
-    return [_constraint_table(problem.space, form, constraint) for constraint in problem.constraints]
+    return [
+        _constraint_table(problem.space, form, constraint) for constraint in problem.constraints
+    ]
 
 
 def _constraint_table(space: ElasticSpace, form: QuantForm, constraint: Constraint) -> LayerCosts:

@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
+from eqsearch.space import ConfigBatch
 from eqsearch.strategies.additive import (
     LayerCosts,
     constraint_costs,
@@ -19,7 +20,6 @@ from eqsearch.strategies.additive import (
 )
 from eqsearch.strategies.front import candidate_front, concatenate
 from eqsearch.strategies.sensitivity import Sensitivities, require_fixed_architecture
-from eqsearch.space import ConfigBatch
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
