@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -337,3 +338,56 @@ def measured_sensitivities(
             progress(index + 1, len(chosen))
     info = {"measurements": measurements, "base_accuracy": base_accuracy, "unit": "points"}
     return Sensitivities(space.fingerprint, "measured", tuple(chosen), weights, activations, info)
+
+
+@dataclass(frozen=True)
+class CachedSensitivities:
+    """Sensitivities with the file they are cached in.
+
+    Attributes:
+        sensitivities: the values.
+        path: the cache file beside the checkpoint.
+        reused: True when they were read from it rather than computed.
+    """
+
+    sensitivities: Sensitivities
+    path: Path
+    reused: bool
+
+
+def cache_path(checkpoint: str | Path, method: str, settings: Mapping[str, Any]) -> Path:
+    """``sensitivities-<method>-<key>.json`` beside the checkpoint, the key a hash of the
+    checkpoint's content, the method and every setting (so another epoch, seed or scoring set
+    is another file, and none overwrites another)."""
+    from predictors.dataset import checkpoint_sha256
+
+    location = Path(checkpoint)
+    identity = {"checkpoint": checkpoint_sha256(location), "method": method, **settings}
+    text = json.dumps(identity, sort_keys=True, default=str)
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return location.parent / f"sensitivities-{method}-{key}.json"
+
+
+def cached_sensitivities(
+    checkpoint: str | Path,
+    method: str,
+    settings: Mapping[str, Any],
+    compute: Callable[[], Sensitivities],
+    space: ElasticSpace,
+) -> CachedSensitivities:
+    """The sensitivities cached beside ``checkpoint`` for these settings, else ``compute()``
+    written there (atomically) for the next run.
+
+    Raises:
+        InputError: the cache file exists but is not a sensitivities file of ``space``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    path = cache_path(checkpoint, method, settings)
+    if path.is_file():
+        return CachedSensitivities(Sensitivities.read(path, space), path, True)
+    computed = compute()
+    computed.check_space(space)
+    stored = replace(computed, info={**computed.info, "settings": dict(settings)})
+    stored.write(path)
+    return CachedSensitivities(stored, path, False)
