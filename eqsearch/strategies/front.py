@@ -46,9 +46,11 @@ def candidate_front(
     values keep the first; the front is sorted best first by the first objective.
 
     Raises:
-        ValueError: no candidate meets the constraints.
+        ValueError: a candidate uses a form the problem does not allow, or none meets the
+            constraints.
     """
     unique = distinct(candidates)
+    problem.layout.encode(unique)  # ValueError for a form outside the problem's
     feasible = unique.take(problem.violation(unique) <= 0.0)
     if not len(feasible):
         limits = ", ".join(f"{c.name} <= {c.limit:g}" for c in problem.constraints)
