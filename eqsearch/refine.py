@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from eqsearch.engines import ENGINES, nsga2
+from eqsearch.errors import InputError
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
@@ -237,3 +239,34 @@ class _NeverAsked:
 
     def evaluate(self, configs: Sequence[SubnetConfig]) -> FloatArray:
         raise RuntimeError("refine_search asked the stand-in oracle for accuracies")
+
+
+def samples_scoring_oracle(
+    checkpoint: str | Path, samples_csv: str | Path, *, device: str = "cpu"
+) -> AccuracyOracle:
+    """The supernet of ``checkpoint`` as an oracle that scores configs as the samples file's
+    rows were scored (its recorded split, held-out images and BN images), so that measured
+    configs can join those samples.
+
+    Raises:
+        InputError: the samples were measured on another supernet (another file content).
+    """
+    from predictors.dataset import checkpoint_sha256, read_samples_source
+    from supernet.checkpoint import load_supernet
+    from supernet.evaluate import checkpoint_data, evaluation_set, supernet_oracle
+
+    found = read_samples_source(samples_csv)
+    if found is not None and found[0].supernet_sha256 != checkpoint_sha256(checkpoint):
+        raise InputError(
+            f"{samples_csv} was measured on another supernet than {checkpoint} (the "
+            "checkpoint's content differs); refine with the samples of this checkpoint"
+        )
+    supernet, stored = load_supernet(checkpoint, map_location=device)
+    bn_images = int((stored.get("train_config") or {}).get("bn_images", 1000))
+    split, holdout = "holdout", None
+    if found is not None:
+        source = found[0]
+        split, holdout = source.split, source.holdout
+        bn_images = source.bn_images or bn_images
+    data = checkpoint_data(stored, holdout=holdout)
+    return supernet_oracle(supernet, evaluation_set(data, split=split, bn_images=bn_images))

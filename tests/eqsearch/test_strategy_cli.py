@@ -18,7 +18,7 @@ TENSORRT = QuantForm("channel", True, True)
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny_convnet supernet on the 8×8 digits, quantizers initialised, briefly untrained."""
+    """A tiny_convnet supernet on the 8×8 digits, quantizers initialised, untrained."""
     from supernet import build_supernet, init_quantizers
     from supernet.checkpoint import save_supernet
     from supernet.data import DataSpec, build_data
@@ -139,3 +139,74 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert _run(checkpoint, out, *arguments) == 2
     assert message in _error_line(capsys)
     assert not out.exists()
+
+
+# -- nsga --refine -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted(checkpoint: Path) -> Path:
+    """Samples and a ridge predictor beside the tiny checkpoint."""
+    assert main(["sample", "--supernet", str(checkpoint), "--n", "40", "--no-progress"]) == 0
+    samples = checkpoint.parent / "samples.csv"
+    assert main(["fit-predictor", "--samples", str(samples), "--backend", "ridge"]) == 0
+    return samples
+
+
+@pytest.mark.slow
+def test_nsga_refine_writes_the_measured_front(
+    checkpoint: Path, fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from supernet.evaluate import load_for_evaluation, supernet_oracle
+
+    capsys.readouterr()
+    arguments = ["nsga", "--supernet", str(checkpoint), "--refine", "2", "--verify", "3"]
+    arguments += ["--population", "10", "--generations", "3", "--w-bits", "6", "--no-progress"]
+    assert main([*arguments, "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    supernet, _, evaluation = load_for_evaluation(checkpoint, split="holdout")
+    front = read_front(tmp_path, supernet.space)
+    assert front.info["strategy"] == "nsga2-refined" and front.info["refine_rounds"] == 2
+    rounds = front.info["rounds"]
+    new = [entry["measured"] for entry in rounds]
+    assert len(rounds) == 3 and 1 <= new[0] <= 3 and sum(new) == front.info["measurements"]
+    # each search is fitted on the samples and everything measured before it
+    assert [entry["samples"] for entry in rounds] == [40, 40 + new[0], 40 + new[0] + new[1]]
+    assert f"{sum(new)} configs measured on the supernet" in printed
+    # the front's accuracy is measured, on the images the samples were scored on
+    measured = supernet_oracle(supernet, evaluation).evaluate(front.configs)
+    np.testing.assert_allclose(front.column("accuracy"), measured)
+    assert (costs.average_weight_bits(supernet.space, front.batch) <= 6).all()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--refine", "1"], "--refine R measures --verify K configs per search"),
+        (["--refine", "1", "--verify", "2", "--oracle", "supernet"], "needs --oracle predictor"),
+        (["--samples", "s.csv"], "--samples is read by --refine R only"),
+        (["--refine", "1", "--verify", "2", "--objectives", "bitops"], "needs accuracy"),
+        (["--refine", "-1"], "must be an integer >= 0"),
+    ],
+)
+def test_nsga_refine_refuses_flags_that_do_not_go_with_it(
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    out = tmp_path / "out"
+    arguments = ["nsga", "--supernet", str(checkpoint), "--out", str(out), *extra]
+    assert main(arguments) == 2
+    assert message in _error_line(capsys)
+    assert not out.exists()
+
+
+def test_nsga_refine_needs_the_samples(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arguments = ["nsga", "--supernet", str(checkpoint), "--refine", "1", "--verify", "2"]
+    missing = tmp_path / "none.csv"
+    assert main([*arguments, "--samples", str(missing), "--out", str(tmp_path / "o")]) == 2
+    assert f"{missing} not found" in _error_line(capsys)
