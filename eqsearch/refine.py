@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,10 @@ from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
 from eqsearch.space import ConfigBatch, ElasticSpace, SubnetConfig
 from eqsearch.strategies.front import candidate_front, concatenate
+
+if TYPE_CHECKING:
+    from supernet.elastic import Supernet
+    from supernet.evaluate import EvaluationSet
 
 FloatArray = npt.NDArray[np.float64]
 ProblemFactory = Callable[[AccuracyOracle], SearchProblem]
@@ -241,25 +245,25 @@ class _NeverAsked:
         raise RuntimeError("refine_search asked the stand-in oracle for accuracies")
 
 
-def samples_scoring_oracle(
-    checkpoint: str | Path, samples_csv: str | Path, *, device: str = "cpu"
-) -> AccuracyOracle:
-    """The supernet of ``checkpoint`` as an oracle that scores configs as the samples file's
-    rows were scored (its recorded split, held-out images and BN images), so that measured
-    configs can join those samples.
+def scoring_evaluation(
+    checkpoint: str | Path, samples_csv: str | Path | None, *, device: str = "cpu"
+) -> tuple[Supernet, EvaluationSet]:
+    """The supernet of ``checkpoint`` and the images that score configs as the samples
+    file's rows were scored (its recorded split, held-out images and BN images; the
+    checkpoint's own holdout where the file records none or is None).
 
     Raises:
         InputError: the samples were measured on another supernet (another file content).
     """
     from predictors.dataset import checkpoint_sha256, read_samples_source
     from supernet.checkpoint import load_supernet
-    from supernet.evaluate import checkpoint_data, evaluation_set, supernet_oracle
+    from supernet.evaluate import checkpoint_data, evaluation_set
 
-    found = read_samples_source(samples_csv)
+    found = read_samples_source(samples_csv) if samples_csv is not None else None
     if found is not None and found[0].supernet_sha256 != checkpoint_sha256(checkpoint):
         raise InputError(
             f"{samples_csv} was measured on another supernet than {checkpoint} (the "
-            "checkpoint's content differs); refine with the samples of this checkpoint"
+            "checkpoint's content differs); use the samples of this checkpoint"
         )
     supernet, stored = load_supernet(checkpoint, map_location=device)
     bn_images = int((stored.get("train_config") or {}).get("bn_images", 1000))
@@ -269,4 +273,14 @@ def samples_scoring_oracle(
         split, holdout = source.split, source.holdout
         bn_images = source.bn_images or bn_images
     data = checkpoint_data(stored, holdout=holdout)
-    return supernet_oracle(supernet, evaluation_set(data, split=split, bn_images=bn_images))
+    return supernet, evaluation_set(data, split=split, bn_images=bn_images)
+
+
+def samples_scoring_oracle(
+    checkpoint: str | Path, samples_csv: str | Path, *, device: str = "cpu"
+) -> AccuracyOracle:
+    """The supernet as an oracle scoring like the samples file (see
+    :func:`scoring_evaluation`), so that what it measures can join those samples."""
+    from supernet.evaluate import supernet_oracle
+
+    return supernet_oracle(*scoring_evaluation(checkpoint, samples_csv, device=device))
