@@ -210,3 +210,66 @@ def test_nsga_refine_needs_the_samples(
     missing = tmp_path / "none.csv"
     assert main([*arguments, "--samples", str(missing), "--out", str(tmp_path / "o")]) == 2
     assert f"{missing} not found" in _error_line(capsys)
+
+
+class _Payload:
+    """A pickle that would create a file when loaded (it must never run)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def hostile(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Checkpoints that must be refused: a code pickle, random bytes, an fp.pt, NaN weights."""
+    import os
+
+    folder = tmp_path_factory.mktemp("hostile-strategy")
+    paths = {"marker": folder / "PAYLOAD-RAN"}
+    torch.save({"state_dict": _Payload(paths["marker"])}, folder / "pickle.pt")
+    (folder / "random.pt").write_bytes(os.urandom(2048))
+    payload = torch.load(checkpoint, weights_only=True)
+    torch.save({**payload, "kind": "fp"}, folder / "fp.pt")
+    name = next(key for key in payload["state_dict"] if key.endswith(".weight"))
+    payload["state_dict"][name] = payload["state_dict"][name] * float("nan")
+    torch.save(payload, folder / "nan.pt")
+    for name in ("pickle", "random", "fp", "nan"):
+        paths[name] = folder / f"{name}.pt"
+    return paths
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "message"),
+    [
+        ("pickle", [], "nothing in it was executed"),
+        ("random", [], "truncated or not a checkpoint"),
+        ("fp", [], "is a full-precision checkpoint"),
+        ("nan", [], "non-finite weights"),
+        ("checkpoint", ["--device", "tpu"], "--device must be"),
+        (
+            "checkpoint",
+            ["--oracle", "predictor", "--predictor", "/nonexistent/p.json"],
+            "predictor file not found",
+        ),
+    ],
+)
+def test_hostile_checkpoints_are_refused_without_running_anything(
+    checkpoint: Path,
+    hostile: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    extra: list[str],
+    message: str,
+) -> None:
+    path = checkpoint if name == "checkpoint" else hostile[name]
+    out = tmp_path / "out"
+    arguments = ["strategy", "uniform", "--supernet", str(path), "--out", str(out), *extra]
+    assert main(arguments) == 2
+    assert message in _error_line(capsys)
+    assert not out.exists() and not hostile["marker"].exists()
