@@ -16,6 +16,7 @@ from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text, read_json
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, QuantForm
+from eqsearch.strategies.front import concatenate
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -315,14 +316,7 @@ def measured_sensitivities(
     for index, form in enumerate(chosen):
         weight_configs, activation_configs = one_layer_lowered(space, form)
         base = space.batch(space.largest(form))
-        stacked = ConfigBatch.from_arrays(
-            space,
-            np.concatenate([base.w_bits, weight_configs.w_bits, activation_configs.w_bits]),
-            np.concatenate([base.a_bits, weight_configs.a_bits, activation_configs.a_bits]),
-            np.concatenate(
-                [base.form_index, weight_configs.form_index, activation_configs.form_index]
-            ),
-        )
+        stacked = concatenate([base, weight_configs, activation_configs])
         accuracy = np.asarray(oracle.evaluate(stacked), dtype=np.float64)
         if accuracy.shape != (len(stacked),):
             raise ValueError(
