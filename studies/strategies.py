@@ -52,7 +52,7 @@ class StrategyStudySettings:
 
     Args:
         target: the hardware preset whose forms every strategy searches.
-        budgets: budget levels of each ILP sweep.
+        budgets: budget levels of each ILP sweep, and the greedy's picks at as many levels.
         per_round: K, configs measured from each predicted front in the refinement.
         refine_rounds: R; the one-shot NSGA-II row measures ``K·(R+1)`` configs of its one
             front, so both NSGA-II rows measure as many configs, and random draws as many.
@@ -280,7 +280,7 @@ def run_strategy_study(
             return ilp_search(problem(oracle, objectives), v, budgets=chosen.budgets)
 
         def greedy(oracle: AccuracyOracle, objectives: Sequence[str], v: Sensitivities = values):
-            return greedy_search(problem(oracle, objectives), v)
+            return greedy_search(problem(oracle, objectives), v, budgets=chosen.budgets)
 
         add(f"ilp-{method}", f"ILP, {title} sensitivity", ilp, seconds, measured)
         add(f"greedy-{method}", f"greedy, {title} sensitivity", greedy, seconds, measured)

@@ -65,7 +65,12 @@ def register(commands: Any) -> None:
         choices=tuple(COSTS),
         help="ilp and greedy: the cost swept (default: the cost objective's, e.g. bitops)",
     )
-    add("--budgets", type=positive_int, help="ilp: budget levels of the sweep (default 20)")
+    add(
+        "--budgets",
+        type=positive_int,
+        help="ilp: budget levels of the sweep (default 20); greedy: its pick at this many "
+        "levels (default: its whole curve)",
+    )
     add("--count", type=positive_int, help="random: configs drawn (default 100)")
     add("--seed", type=seed_int, default=0, help="random: seed of the draw; hessian: of the probes")
     add(
@@ -104,7 +109,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         for flag, given, applies in (
             ("--sensitivity", args.sensitivity is not None, needs),
             ("--sweep", args.sweep is not None, needs),
-            ("--budgets", args.budgets is not None, args.name == "ilp"),
+            ("--budgets", args.budgets is not None, needs),
             ("--count", args.count is not None, args.name == "random"),
             ("--predictor", args.predictor is not None, args.oracle == "predictor"),
         )
@@ -245,7 +250,7 @@ def _run(
                 problem,
                 sensitivities=sensitivities,
                 sweep=args.sweep,
-                budgets=args.budgets or 20,
+                budgets=args.budgets,
                 count=args.count or 100,
                 seed=args.seed,
             )

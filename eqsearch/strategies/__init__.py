@@ -37,7 +37,7 @@ def run_strategy(
     *,
     sensitivities: Sensitivities | None = None,
     sweep: str | None = None,
-    budgets: int = 20,
+    budgets: int | None = None,
     count: int = 100,
     seed: int = 0,
 ) -> ParetoFront:
@@ -49,7 +49,8 @@ def run_strategy(
         sensitivities: for ``ilp`` and ``greedy``.
         sweep: the cost ``ilp`` budgets and ``greedy`` saves (default: the problem's cost
             objective's, see ``default_sweep``).
-        budgets: budget levels of ``ilp``.
+        budgets: budget levels of ``ilp`` (20 by default) and of ``greedy`` (its pick per
+            level; by default its whole curve).
         count, seed: configs and seed of ``random``.
 
     Raises:
@@ -61,8 +62,8 @@ def run_strategy(
         if sensitivities is None:
             raise ValueError(f"the {name} strategy needs per-layer sensitivities")
         if name == "ilp":
-            return ilp_search(problem, sensitivities, sweep=sweep, budgets=budgets)
-        return greedy_search(problem, sensitivities, sweep=sweep)
+            return ilp_search(problem, sensitivities, sweep=sweep, budgets=budgets or 20)
+        return greedy_search(problem, sensitivities, sweep=sweep, budgets=budgets)
     if name == "uniform":
         return uniform_search(problem)
     return random_search(problem, count, seed=seed)

@@ -19,6 +19,7 @@ from eqsearch.strategies.additive import (
     sweep_costs,
 )
 from eqsearch.strategies.front import candidate_front, concatenate
+from eqsearch.strategies.ilp import budget_levels
 from eqsearch.strategies.sensitivity import Sensitivities, require_fixed_architecture
 
 FloatArray = npt.NDArray[np.float64]
@@ -102,9 +103,23 @@ def greedy_path(
 
 
 def greedy_configs(
-    problem: SearchProblem, sensitivities: Sensitivities, *, sweep: str | None = None
+    problem: SearchProblem,
+    sensitivities: Sensitivities,
+    *,
+    sweep: str | None = None,
+    budgets: int | None = None,
 ) -> ConfigBatch:
-    """Every config on the greedy curve of every allowed form (see :func:`greedy_path`)."""
+    """The greedy curve of every allowed form (see :func:`greedy_path`).
+
+    Args:
+        problem: the space, allowed forms and budgets.
+        sensitivities: covering the problem's forms.
+        sweep: the cost the curve saves (default: the problem's cost objective's).
+        budgets: None for the whole curve; else, per form, the greedy's pick at each of this
+            many levels of the swept cost (spaced as the ILP's, see ``budget_levels``): the
+            first config of the curve within the level and the problem's budgets, as a user
+            of a greedy tool asks it for one config per budget.
+    """
     space = problem.space
     require_fixed_architecture(space, "the greedy strategy")
     sensitivities.check_space(space)
@@ -112,27 +127,38 @@ def greedy_configs(
     batches = []
     for form in problem.layout.forms:
         weight, activation = sensitivities.tables(form)
-        w_index, a_index = greedy_path(
-            weight,
-            activation,
-            sweep_costs(space, form, swept_name),
-            constraint_costs(problem, form),
-        )
-        batches.append(index_configs(space, form, w_index, a_index))
+        swept = sweep_costs(space, form, swept_name)
+        w_index, a_index = greedy_path(weight, activation, swept, constraint_costs(problem, form))
+        curve = index_configs(space, form, w_index, a_index)
+        if budgets is not None:
+            cost = swept.of(w_index, a_index)
+            feasible = problem.violation(curve) <= 0.0
+            picks = set()
+            for level in budget_levels(swept.smallest, swept.largest, budgets):
+                within = np.flatnonzero(feasible & (cost <= level * (1 + 1e-12)))
+                if len(within):
+                    picks.add(int(within[0]))
+            curve = curve.take(np.asarray(sorted(picks), dtype=np.int64))
+        batches.append(curve)
     return concatenate(batches)
 
 
 def greedy_search(
-    problem: SearchProblem, sensitivities: Sensitivities, *, sweep: str | None = None
+    problem: SearchProblem,
+    sensitivities: Sensitivities,
+    *,
+    sweep: str | None = None,
+    budgets: int | None = None,
 ) -> ParetoFront:
-    """The ``greedy`` strategy: the curves of :func:`greedy_configs` evaluated into a front
+    """The ``greedy`` strategy: the configs of :func:`greedy_configs` evaluated into a front
     (configs over a budget are dropped before evaluation)."""
     started = time.perf_counter()
-    candidates = greedy_configs(problem, sensitivities, sweep=sweep)
+    candidates = greedy_configs(problem, sensitivities, sweep=sweep, budgets=budgets)
     info = {
         "strategy": "greedy",
         "sensitivity": sensitivities.method,
         "sweep": sweep or default_sweep(problem),
+        "budgets": budgets,
         "curve": len(candidates),
         "solve_seconds": time.perf_counter() - started,
         "objectives": list(problem.objective_names),

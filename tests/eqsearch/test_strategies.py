@@ -320,3 +320,18 @@ def test_run_strategy_validates() -> None:
         run_strategy("ilp", problem)
     with pytest.raises(ValueError, match="no candidate of uniform meets"):
         run_strategy("uniform", cost_problem(weight_bits_budget(1.9)))
+
+
+def test_greedy_budgets_pick_the_first_curve_config_within_each_level() -> None:
+    from eqsearch.strategies.ilp import budget_levels
+
+    problem = cost_problem(activation_bits_budget(6.0))
+    sensitivities = random_sensitivities(seed=9)
+    curve = greedy_configs(problem, sensitivities, sweep="bitops")
+    picks = greedy_configs(problem, sensitivities, sweep="bitops", budgets=5)
+    bitops = costs.bitops(problem.space, curve)
+    feasible = problem.violation(curve) <= 0
+    levels = budget_levels(float(bitops.min()), float(bitops.max()), 5)
+    expected = sorted({int(np.flatnonzero(feasible & (bitops <= level))[0]) for level in levels})
+    assert picks.keys() == curve.take(np.asarray(expected)).keys()
+    assert 1 <= len(picks) <= 5 and (problem.violation(picks) == 0).all()

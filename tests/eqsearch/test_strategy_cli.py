@@ -122,6 +122,7 @@ def test_uniform_and_random(checkpoint: Path, tmp_path: Path, arguments, expecte
         (("uniform", "--sensitivity", "measured"), "--sensitivity does not apply"),
         (("random", "--budgets", "3"), "--budgets does not apply"),
         (("ilp", "--count", "3"), "--count does not apply"),
+        (("uniform", "--budgets", "3"), "--budgets does not apply"),
         (("greedy", "--predictor", "p.json"), "--predictor does not apply"),
         (("ilp", "--w-bits", "1.5"), "--w-bits 1.5 cannot be met"),
         (("anneal",), "invalid choice: 'anneal'"),
