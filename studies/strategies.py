@@ -110,10 +110,11 @@ class StrategyOutcome:
         name, label: key and table label.
         front: measured accuracy vs BitOPs.
         weight_front: measured accuracy vs W-Comp (average weight bits).
-        measurements: distinct configs it measured on the supernet (both fronts, its
-            sensitivities and the predictor's samples included).
-        seconds: wall time of its searches and measurements (sensitivities and samples
-            included, even when they were read back from their files).
+        measurements: distinct configs it measured on the supernet for its two fronts.
+        seconds: wall time of its searches and those measurements.
+        prior_measurements, prior_seconds: what it needed before: the measured sensitivities'
+            one-layer-lowered configs, or the predictor's samples (their recorded measuring
+            time, even when they were read back from their files).
         hypervolume: of ``front`` (see :func:`front_hypervolume`).
         best_at: best measured accuracy among its configs with average weight bits <= b.
     """
@@ -124,6 +125,8 @@ class StrategyOutcome:
     weight_front: ParetoFront
     measurements: int
     seconds: float
+    prior_measurements: int = 0
+    prior_seconds: float = 0.0
     hypervolume: float = 0.0
     best_at: dict[float, float | None] = field(default_factory=dict)
 
@@ -260,18 +263,28 @@ def run_strategy_study(
     Run = Callable[[AccuracyOracle, Sequence[str]], ParetoFront]
 
     def add(
-        name: str, label: str, run: Run, extra_seconds: float = 0.0, extra_measurements: int = 0
+        name: str, label: str, run: Run, prior_seconds: float = 0.0, prior_measurements: int = 0
     ) -> None:
         oracle = fresh_oracle()
         started = time.perf_counter()
         front = run(oracle, FRONT_OBJECTIVES)
         weight_front = run(oracle, WEIGHT_OBJECTIVES)
-        seconds = time.perf_counter() - started + extra_seconds
+        seconds = time.perf_counter() - started
         outcome = StrategyOutcome(
-            name, label, front, weight_front, oracle.misses + extra_measurements, seconds
+            name,
+            label,
+            front,
+            weight_front,
+            oracle.misses,
+            seconds,
+            prior_measurements,
+            prior_seconds,
         )
         outcomes.append(outcome)
-        log(f"{label}: {outcome.measurements} measurements, {seconds:.1f} s")
+        log(
+            f"{label}: {oracle.misses} measurements in {seconds:.1f} s (before: "
+            f"{prior_measurements} in {prior_seconds:.1f} s)"
+        )
 
     for method, title in (("hessian", "Hessian (HAWQ)"), ("measured", "measured")):
         values, seconds, measured = sensitivities[method]
@@ -357,6 +370,11 @@ def _noise_line(outcomes: Sequence[StrategyOutcome], n_images: int) -> str:
     )
 
 
+def _with_prior(value: str, prior: float, text: str) -> str:
+    """``value (prior)``, or ``value`` alone where nothing came before."""
+    return f"{value} ({text})" if prior else value
+
+
 def _markdown(
     outcomes: Sequence[StrategyOutcome],
     reference: tuple[float, float],
@@ -368,8 +386,8 @@ def _markdown(
     budgets = settings.weight_budgets
     header = [
         "strategy",
-        "supernet measurements",
-        "wall s",
+        "measurements (before)",
+        "wall s (before)",
         "front",
         "hypervolume",
         *(f"best % at W ≤ {b:g}" for b in budgets),
@@ -377,8 +395,10 @@ def _markdown(
     rows = [
         [
             o.label,
-            o.measurements,
-            f"{o.seconds:.1f}",
+            f"{o.measurements} ({o.prior_measurements})"
+            if o.prior_measurements
+            else o.measurements,
+            f"{o.seconds:.1f} ({o.prior_seconds:.1f})" if o.prior_seconds else f"{o.seconds:.1f}",
             len(o.front),
             f"{o.hypervolume:.3f}",
             *("-" if o.best_at.get(b) is None else f"{o.best_at[b]:.2f}" for b in budgets),
@@ -395,9 +415,11 @@ def _markdown(
         f"({reference[0]:.2f} %, {reference[1]:.4g} BitOPs): the lowest-bit config's "
         "accuracy minus one point, and the highest-bit config's BitOPs. The W ≤ b columns: "
         "the best measured accuracy among the strategy's configs of either front. Measurements "
-        f"count distinct configs; the NSGA-II rows include the predictor's {n_samples} samples, "
-        "the measured-sensitivity rows their one-layer-lowered configs (computed once, shared "
-        "by the ILP and greedy rows; likewise their seconds).",
+        "count the distinct configs a strategy measured for its two fronts, its wall time the "
+        "searches and those measurements; in brackets what it needed before: the NSGA-II rows "
+        f"the predictor's {n_samples} samples (their recorded measuring time), the "
+        "measured-sensitivity rows the one-layer-lowered configs (computed once, shared by "
+        "the ILP and greedy rows), the Hessian rows the traces' seconds.",
         "",
         _noise_line(outcomes, n_images),
     ]
@@ -478,6 +500,8 @@ def _write_json(
                 "label": o.label,
                 "measurements": o.measurements,
                 "seconds": o.seconds,
+                "prior_measurements": o.prior_measurements,
+                "prior_seconds": o.prior_seconds,
                 "hypervolume": o.hypervolume,
                 "best_at": {str(k): v for k, v in o.best_at.items()},
                 "front": _front_rows(o.front),

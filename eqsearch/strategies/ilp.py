@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +29,36 @@ IntArray = npt.NDArray[np.int64]
 TIME_LIMIT_SECONDS = 120.0
 """Per integer program; the programs here (one binary per layer and bit pair) take
 milliseconds."""
+
+
+@contextmanager
+def _quiet_solver() -> Iterator[None]:
+    """HiGHS writes some diagnostics with C's printf whatever ``milp``'s ``disp`` says
+    ("HighsMipSolverData::transformNewIntegerFeasibleSolution ..."): point the process's
+    standard output at /dev/null while it solves, flushing C's buffer before it comes back."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no standard output to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        _flush_c_stdout()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _flush_c_stdout() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to flush (not a POSIX platform)
+        pass
 
 
 class SolverError(RuntimeError):
@@ -51,13 +84,14 @@ def _solve(
         constraints.append(
             LinearConstraint(rows / scale[:, None], -np.inf, upper / scale),
         )
-    result = milp(
-        objective,
-        constraints=constraints,
-        integrality=np.ones(n),
-        bounds=Bounds(0.0, 1.0),
-        options={"mip_rel_gap": 0.0, "time_limit": TIME_LIMIT_SECONDS},
-    )
+    with _quiet_solver():
+        result = milp(
+            objective,
+            constraints=constraints,
+            integrality=np.ones(n),
+            bounds=Bounds(0.0, 1.0),
+            options={"mip_rel_gap": 0.0, "time_limit": TIME_LIMIT_SECONDS},
+        )
     if result.status == 2:
         return None
     if result.status != 0 or result.x is None:

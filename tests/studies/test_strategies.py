@@ -73,12 +73,16 @@ def test_every_strategy_is_measured_counted_and_reported(
     assert by_name["uniform"].measurements == 9
     assert by_name["random"].measurements == TINY.verified
     # measured sensitivities cost 1 + 2 layers × (2 + 2) configs, counted in their rows
-    sensitivity_cost = 1 + 2 * 4
-    assert by_name["ilp-measured"].measurements >= sensitivity_cost + 1
-    assert by_name["ilp-hessian"].measurements <= 2 * TINY.budgets
-    # both NSGA-II rows: the 24 samples + at most K·(R+1) verified configs per front
+    for name in ("ilp-measured", "greedy-measured"):
+        assert by_name[name].prior_measurements == 1 + 2 * 4
+    for name in ("ilp-hessian", "greedy-hessian", "ilp-measured", "greedy-measured"):
+        assert 1 <= by_name[name].measurements <= 2 * TINY.budgets
+    assert by_name["ilp-hessian"].prior_measurements == 0
+    assert by_name["ilp-hessian"].prior_seconds > 0  # the traces
+    # both NSGA-II rows: the 24 samples before, at most K·(R+1) verified configs per front
     for name in ("nsga2", "nsga2-refined"):
-        assert 24 < by_name[name].measurements <= 24 + 2 * TINY.verified
+        assert by_name[name].prior_measurements == 24
+        assert 1 <= by_name[name].measurements <= 2 * TINY.verified
     assert best_accuracy_at([by_name["uniform"].front], 1.0) is None
     # the report, the plot and the numbers
     assert study.report.read_text().startswith("# Strategies on")
