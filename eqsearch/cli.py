@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 DEBUG_VARIABLE = "EQSEARCH_DEBUG"
 
 # Modules of eqsearch/commands/ with a `register(commands)` function, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("search", "export", "predictors", "study")
+COMMAND_MODULES: tuple[str, ...] = ("search", "strategies", "export", "predictors", "study")
 
 # -- commands ------------------------------------------------------------------------------
 
