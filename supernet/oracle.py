@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ import torch
 from eqsearch.space import SubnetConfig
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.elastic import Supernet
+from supernet.inference import fast_inference
 
 
 @torch.no_grad()
@@ -18,13 +20,13 @@ def top1_accuracy(
 ) -> float:
     """Top-1 accuracy in percent of ``model`` (in its current mode) on the given tensors."""
     device = next(model.parameters()).device
-    correct = 0
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for image_batch, label_batch in zip(
         images.split(batch_size), labels.split(batch_size), strict=True
     ):
-        prediction = model(image_batch.to(device)).argmax(dim=1).cpu()
-        correct += int((prediction == label_batch).sum())
-    return 100.0 * correct / max(1, len(labels))
+        prediction = model(image_batch.to(device)).argmax(dim=1)
+        correct += (prediction == label_batch.to(device)).sum()
+    return 100.0 * int(correct) / max(1, len(labels))
 
 
 def subnet_accuracy(
@@ -35,19 +37,40 @@ def subnet_accuracy(
     calibration_images: torch.Tensor,
     *,
     batch_size: int = 500,
+    fast: bool = True,
 ) -> float:
     """Accuracy of one subnet with freshly re-calibrated BN statistics.
 
     The supernet's BN statistics, active subnet and mode are restored afterwards, so this can
     run in the middle of training.
+
+    Args:
+        supernet, config: the supernet and the subnet to measure (None: full precision).
+        images, labels: the images it is scored on.
+        calibration_images: the images its BN statistics are re-estimated from.
+        batch_size: images per forward, in calibration (it sets the BN statistics: they are
+            averaged per batch) and in scoring.
+        fast: measure in inference mode with each weight quantized once and the inference
+            shortcuts of :mod:`supernet.inference` (the same score as ``fast=False``, the
+            plain forward passes).
     """
     was_training = supernet.training
-    with preserved_bn_state(supernet), supernet.using(config):
+    with ExitStack() as stack:
+        stack.enter_context(preserved_bn_state(supernet))
+        stack.enter_context(supernet.using(config))
+        if fast:
+            stack.enter_context(torch.inference_mode())
+            stack.enter_context(fast_inference(supernet))
         calibrate_bn(supernet, calibration_images, batch_size=batch_size)
         supernet.eval()
         accuracy = top1_accuracy(supernet, images, labels, batch_size=batch_size)
     supernet.train(was_training)
     return accuracy
+
+
+DEVICE_COPY_FRACTION = 0.25
+"""The scoring and calibration images move to a GPU once when they take at most this share
+of its free memory; otherwise every batch is copied when it is used."""
 
 
 class SupernetOracle:
@@ -85,6 +108,22 @@ class SupernetOracle:
         self.batch_size = batch_size
         self.progress = progress
         self._cache: dict[SubnetConfig, float] = {}
+        self._device_tensors: tuple[torch.device, tuple[torch.Tensor, ...]] | None = None
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        """(images, labels, calibration images), copied once to the supernet's GPU where
+        they fit in a quarter of its free memory (every subnet reads them again)."""
+        device = next(self.supernet.parameters()).device
+        tensors: tuple[torch.Tensor, ...] = (self.images, self.labels, self.calibration_images)
+        if device.type != "cuda":
+            return tensors
+        if self._device_tensors is None or self._device_tensors[0] != device:
+            size = sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+            free, _ = torch.cuda.mem_get_info(device)
+            if size <= DEVICE_COPY_FRACTION * free:
+                tensors = tuple(tensor.to(device) for tensor in tensors)
+            self._device_tensors = (device, tensors)
+        return self._device_tensors[1]
 
     def evaluate(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
         """Accuracy in percent of every config (validated against the supernet's space)."""
@@ -95,12 +134,13 @@ class SupernetOracle:
         for row, config in enumerate(configs):
             accuracy = self._cache.get(config)
             if accuracy is None:
+                images, labels, calibration_images = self._tensors()
                 accuracy = subnet_accuracy(
                     self.supernet,
                     config,
-                    self.images,
-                    self.labels,
-                    self.calibration_images,
+                    images,
+                    labels,
+                    calibration_images,
                     batch_size=self.batch_size,
                 )
                 self._cache[config] = accuracy
