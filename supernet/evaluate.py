@@ -84,14 +84,16 @@ def supernet_oracle(
     evaluation: EvaluationSet,
     *,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> SupernetOracle:
-    """A :class:`SupernetOracle` over an evaluation set."""
+    """A :class:`SupernetOracle` over an evaluation set (``workers``: CPU worker processes)."""
     return SupernetOracle(
         supernet,
         evaluation.images,
         evaluation.labels,
         evaluation.calibration_images,
         progress=progress,
+        workers=workers,
     )
 
 

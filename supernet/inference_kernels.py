@@ -63,6 +63,12 @@ def _compile(numba: Any) -> None:
     )
 
 
+def warm_up() -> None:
+    """Load or compile the kernel for float32 now (before forking workers that share it)."""
+    if available():
+        fake_quantize(torch.zeros(1), 1.0, 1.0, 0, 1)
+
+
 def servable(x: torch.Tensor) -> bool:
     """Whether ``x`` can take the compiled path: a float32 CPU tensor without autograd,
     contiguous or channels-last contiguous."""
