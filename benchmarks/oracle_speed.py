@@ -116,24 +116,39 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--row", action="store_true", help="only rows of benchmarks/gpu_suite.sh's table"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cpu":
         keep_freed_memory()
-    print(
-        f"device {args.device}, {torch.get_num_threads()} torch threads, batch {BATCH_SIZE}, "
-        f"paired medians of {args.rounds} rounds (one fresh subnet each)"
-    )
-    print(
-        "| case | FP32 forward | plain path / FP32 | SupernetOracle / FP32 | subnets/s | "
-        "same scores |"
-    )
-    print("|---|---|---|---|---|---|")
+    if not args.row:
+        print(
+            f"device {args.device}, {torch.get_num_threads()} torch threads, batch "
+            f"{BATCH_SIZE}, paired medians of {args.rounds} rounds (one fresh subnet each)"
+        )
+        print(
+            "| case | FP32 forward | plain path / FP32 | SupernetOracle / FP32 | subnets/s | "
+            "same scores |"
+        )
+        print("|---|---|---|---|---|---|")
     for name in args.cases.split(","):
         case = CASES[name]
         result = measure(case, args.rounds, args.device)
         same = args.rounds - int(result["mismatches"])
+        if args.row:
+            print(
+                f"| SupernetOracle, {case.model} {case.image_size}×{case.image_size}, "
+                f"{case.calibration} + {case.images} images | "
+                f"{1 / result['fast_seconds']:.2f} subnets/s | "
+                f"{result['fast_ratio']:.2f}× one FP32 forward "
+                f"({result['fp32_seconds'] * 1e3:.0f} ms); plain path "
+                f"{result['plain_ratio']:.2f}×; same scores {same}/{args.rounds} |",
+                flush=True,
+            )
+            continue
         print(
             f"| {case.model}, {case.calibration} + {case.images} images "
             f"({case.image_size}×{case.image_size}) | {result['fp32_seconds'] * 1e3:.0f} ms | "
