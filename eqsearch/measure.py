@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,9 +43,9 @@ def sample_subnets(
             more images give the accuracies a finer granularity (100/holdout points).
         data_root: overrides the data root stored in the checkpoint.
         device: torch device of the supernet.
-        workers: processes measuring side by side, one torch thread each (CPU only); by
-            default one per usable core, shared among the ranks of a torchrun launch on this
-            machine. Rows are still written in index order, one fsync'd row at a time.
+        workers: processes measuring side by side, one torch thread each (CPU only; see
+            ``supernet.evaluate.supernet_oracle`` for the default). Rows are still written in
+            index order, one fsync'd row at a time.
         progress: a rich progress bar (True, with subnets per second), none (False), or a
             callback (done, total).
     """
@@ -86,11 +85,7 @@ def sample_subnets(
     data = checkpoint_data(checkpoint, data_root=data_root, holdout=holdout)
     stored_bn = int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
     evaluation = evaluation_set(data, split=split, bn_images=bn_images or stored_bn)
-    oracle = supernet_oracle(
-        supernet,
-        evaluation,
-        workers=workers or default_workers(next(supernet.parameters()).device.type),
-    )
+    oracle = supernet_oracle(supernet, evaluation, workers=workers)
     source = SampleSource(
         supernet_sha256=checkpoint_sha256(checkpoint_path),
         supernet=str(checkpoint_path),
@@ -121,18 +116,6 @@ def sample_subnets(
         return collect_samples(
             oracle, supernet.space, target, config, progress=advance, source=source
         )
-
-
-def default_workers(device_type: str) -> int:
-    """Measuring processes by default: one per usable core on a CPU (divided among the
-    ranks torchrun started on this machine, ``LOCAL_WORLD_SIZE``), one on any other device."""
-    if device_type != "cpu":
-        return 1
-    from supernet.parallel import usable_cores
-
-    text = os.environ.get("LOCAL_WORLD_SIZE", "")
-    local_ranks = int(text) if text.isdigit() and int(text) > 0 else 1
-    return max(1, usable_cores() // local_ranks)
 
 
 def _rate_column() -> Any:

@@ -16,6 +16,7 @@ from supernet.checkpoint import load_supernet
 from supernet.data import DataBundle, DataSpec, build_data
 from supernet.elastic import Supernet
 from supernet.oracle import SupernetOracle, subnet_accuracy
+from supernet.parallel import default_workers
 
 PAPER_FORMS = (
     QuantForm("channel", True, True),
@@ -84,16 +85,23 @@ def supernet_oracle(
     evaluation: EvaluationSet,
     *,
     progress: Callable[[int], None] | None = None,
-    workers: int = 1,
+    workers: int | None = None,
 ) -> SupernetOracle:
-    """A :class:`SupernetOracle` over an evaluation set (``workers``: CPU worker processes)."""
+    """A :class:`SupernetOracle` over an evaluation set.
+
+    Args:
+        workers: CPU worker processes for calls with several configs; by default one per
+            usable core (:func:`supernet.parallel.default_workers`). On a CPU shared with
+            other work, one torch thread per process also avoids the waits of intra-op
+            threads (see :mod:`supernet.parallel`).
+    """
     return SupernetOracle(
         supernet,
         evaluation.images,
         evaluation.labels,
         evaluation.calibration_images,
         progress=progress,
-        workers=workers,
+        workers=default_workers() if workers is None else workers,
     )
 
 

@@ -96,6 +96,8 @@ def fake_quantize(
         step, reciprocal: the float32 step size and its float32 reciprocal.
         low, high: the grid shifted by the zero point, ``qmin − z`` and ``qmax − z``.
     """
+    if not available():  # pragma: no cover - callers check servable() first
+        raise RuntimeError("the one-pass kernel needs numba")
     out = torch.empty_like(x)
     source, target = _flat(x), _flat(out)
     arguments = (

@@ -41,6 +41,14 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def default_workers() -> int:
+    """Worker processes by default: one per usable core, divided among the ranks torchrun
+    started on this machine (``LOCAL_WORLD_SIZE``)."""
+    text = os.environ.get("LOCAL_WORLD_SIZE", "")
+    local_ranks = int(text) if text.isdigit() and int(text) > 0 else 1
+    return max(1, usable_cores() // local_ranks)
+
+
 def can_fork() -> bool:
     """Whether worker processes can be forked here (POSIX)."""
     return "fork" in multiprocessing.get_all_start_methods()
