@@ -81,7 +81,9 @@ def main() -> None:
     labels = torch.randint(0, 10, (4000,), generator=generator)
     tensors = (images, labels, calibration)
     copies = [supernet] + [copy.deepcopy(supernet) for _ in range(cores - 1)]
-    pool = list(supernet.space.sample(np.random.default_rng(0), 4 * args.subnets * args.repeats))
+    pool = list(
+        supernet.space.sample(np.random.default_rng(0), 4 * args.subnets * args.repeats + 2)
+    )
     ways: dict[str, Callable[[list[SubnetConfig]], None]] = {
         f"1 process, {default_threads} torch threads": lambda configs: _with_threads(
             default_threads, lambda: SupernetOracle(supernet, *tensors).evaluate(configs)
