@@ -143,22 +143,17 @@ def uniform_table(
     for form in chosen_forms:
         space.check_form(form)
     total = len(chosen_bits) * len(chosen_forms) + 1
-    done = 0
-    rows: dict[str, dict[str, float]] = {}
-    for value in chosen_bits:
-        row = {}
-        for form in chosen_forms:
-            row[str(form)] = subnet_accuracy(
-                supernet,
-                space.uniform(value, value, form),
-                evaluation.images,
-                evaluation.labels,
-                evaluation.calibration_images,
-            )
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        rows[f"W{value}/A{value}"] = row
+    configs = [space.uniform(value, value, form) for value in chosen_bits for form in chosen_forms]
+    oracle = supernet_oracle(
+        supernet,
+        evaluation,
+        progress=None if progress is None else (lambda done: progress(done, total)),
+    )
+    scores = iter(oracle.evaluate(configs).tolist())
+    rows: dict[str, dict[str, float]] = {
+        f"W{value}/A{value}": {str(form): next(scores) for form in chosen_forms}
+        for value in chosen_bits
+    }
     full_precision = subnet_accuracy(
         supernet, None, evaluation.images, evaluation.labels, evaluation.calibration_images
     )

@@ -9,9 +9,10 @@ import torch
 
 from supernet import build_supernet
 from supernet.calibrate import calibrate_bn, preserved_bn_state
+from supernet.evaluate import EvaluationSet, uniform_table
 from supernet.inference import fast_inference, frozen_weights
 from supernet.oracle import SupernetOracle, subnet_accuracy
-from tests.supernet.oracle_fixture import BATCH_SIZE, SUBNETS, fixed_setup, subnet
+from tests.supernet.oracle_fixture import BATCH_SIZE, FORMS, SUBNETS, fixed_setup, subnet
 
 STORED_SCORES = {
     "FP32": 100.0,
@@ -171,3 +172,21 @@ def test_with_autograd_on_frozen_operands_are_not_used_and_gradients_reach_the_w
     supernet.train()
     assert layer.weight.grad is not None and torch.equal(layer.weight.grad, expected)
     supernet.zero_grad(set_to_none=True)
+
+
+def test_the_uniform_table_scores_every_entry_as_subnet_accuracy(fixed) -> None:
+    supernet, images, labels, calibration = fixed
+    evaluation = EvaluationSet(images, labels, calibration, "holdout")
+    forms = [FORMS["cs"], FORMS["ta"]]
+    ticks: list[tuple[int, int]] = []
+    table = uniform_table(
+        supernet, evaluation, bits=(8, 2), forms=forms, progress=lambda *tick: ticks.append(tick)
+    )
+    for bits in (8, 2):
+        for form in forms:
+            config = supernet.space.uniform(bits, bits, form)
+            expected = subnet_accuracy(supernet, config, images, labels, calibration)
+            assert table.loc[f"W{bits}/A{bits}", str(form)] == expected
+    full_precision = subnet_accuracy(supernet, None, images, labels, calibration)
+    assert table.loc["FP32"].tolist() == [full_precision, full_precision]
+    assert ticks[-1] == (5, 5) and len(ticks) == 5
