@@ -15,13 +15,18 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from supernet import build_supernet
-from supernet.oracle import SupernetOracle, subnet_accuracy
+from eqsearch.space import SubnetConfig
+from supernet import build_supernet, inference_kernels
+from supernet.calibrate import calibrate_bn, preserved_bn_state
+from supernet.elastic import Supernet
+from supernet.inference import frozen_weights
+from supernet.oracle import SupernetOracle, subnet_accuracy, top1_accuracy
 from supernet.runtime import keep_freed_memory
 
 BATCH_SIZE = 500
@@ -110,6 +115,86 @@ def measure(case: Case, rounds: int, device: str) -> dict[str, float]:
     return result
 
 
+def _partial_fast_path(
+    net: Supernet,
+    config: SubnetConfig,
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    kernel: bool,
+) -> float:
+    """``subnet_accuracy`` with only some shortcuts: inference mode and each weight quantized
+    once, the one-pass input kernel only with ``kernel``, torch's max pooling."""
+    images, labels, calibration = tensors
+    servable = inference_kernels.servable
+    if not kernel:
+        inference_kernels.servable = lambda x: False  # type: ignore[assignment]
+    try:
+        with (
+            preserved_bn_state(net),
+            net.using(config),
+            torch.inference_mode(),
+            frozen_weights(net),
+        ):
+            calibrate_bn(net, calibration, batch_size=BATCH_SIZE)
+            net.eval()
+            score = top1_accuracy(net, images, labels, batch_size=BATCH_SIZE)
+    finally:
+        inference_kernels.servable = servable
+    net.train()
+    return score
+
+
+def measure_steps(case: Case, rounds: int) -> dict[str, float]:
+    """Paired median ratios to the FP32 reference of the plain path, each shortcut added in
+    turn, and ``SupernetOracle`` (the last step: + strided max pooling)."""
+    torch.manual_seed(0)
+    net = build_supernet(
+        case.model, num_classes=10, in_channels=case.in_channels, image_size=case.image_size
+    )
+    generator = torch.Generator().manual_seed(0)
+    shape = (case.in_channels, case.image_size, case.image_size)
+    calibration = torch.rand(case.calibration, *shape, generator=generator)
+    images = torch.rand(case.images, *shape, generator=generator)
+    labels = torch.randint(0, 10, (case.images,), generator=generator)
+    tensors = (images, labels, calibration)
+    both = torch.cat([calibration, images])
+    steps: dict[str, Callable[[SubnetConfig], float]] = {
+        "plain path": lambda c: subnet_accuracy(net, c, *tensors, fast=False),
+        "+ inference mode, each weight quantized once": lambda c: _partial_fast_path(
+            net, c, tensors, kernel=False
+        ),
+        "+ one-pass input quantization kernel": lambda c: _partial_fast_path(
+            net, c, tensors, kernel=True
+        ),
+        "+ strided max pooling (= SupernetOracle)": lambda c: subnet_accuracy(net, c, *tensors),
+    }
+
+    def reference() -> float:
+        net.set_subnet(None)
+        net.eval()
+        start = time.perf_counter()
+        with torch.no_grad():
+            for chunk in both.split(BATCH_SIZE):
+                net(chunk)
+        return time.perf_counter() - start
+
+    configs = iter(net.space.sample(np.random.default_rng(1), len(steps) * (rounds + 1)))
+    reference()
+    for step in steps.values():
+        step(next(configs))
+    ratios: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        fp32 = reference()
+        scores = set()
+        config = next(configs)
+        for name, step in steps.items():
+            start = time.perf_counter()
+            scores.add(step(config))
+            ratios[name].append((time.perf_counter() - start) / fp32)
+        assert len(scores) == 1, f"the steps scored {config} differently: {scores}"
+    return {name: statistics.median(values) for name, values in ratios.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cases", default="lenet5,resnet20", help=f"from {', '.join(CASES)}")
@@ -119,11 +204,26 @@ def main() -> None:
     parser.add_argument(
         "--row", action="store_true", help="only rows of benchmarks/gpu_suite.sh's table"
     )
+    parser.add_argument(
+        "--steps", action="store_true", help="each shortcut in turn, on the CPU (how it got here)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cpu":
         keep_freed_memory()
+    if args.steps:
+        print(
+            f"{torch.get_num_threads()} torch threads, paired medians of {args.rounds} rounds "
+            "(one fresh subnet each, scored the same by every step), ratios to one FP32 forward"
+        )
+        for name in args.cases.split(","):
+            case = CASES[name]
+            print(f"| {case.model}, {case.calibration} + {case.images} images | / FP32 |")
+            print("|---|---|")
+            for step, ratio in measure_steps(case, args.rounds).items():
+                print(f"| {step} | {ratio:.2f}× |", flush=True)
+        return
     if not args.row:
         print(
             f"device {args.device}, {torch.get_num_threads()} torch threads, batch "
