@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -12,14 +13,28 @@ from eqsearch.space import LayerChoice
 from supernet.quantizers import ElasticQuantizer, QuantizerSpec, build_quantizer
 
 
-class ActiveChoice:
-    """The active choice of a layer and its quantizer handle (a plain mutable holder)."""
+class FrozenOperands(NamedTuple):
+    """A layer's operands fixed for inference (see :func:`supernet.inference.frozen_weights`):
+    the weight quantized once and the input quantization, valid without autograd for one
+    handle and one version of the latent weight."""
 
-    __slots__ = ("choice", "handle")
+    handle: Any
+    weight_version: int
+    weight: torch.Tensor
+    quantize_input: Callable[[torch.Tensor], torch.Tensor]
+
+
+class ActiveChoice:
+    """The active choice of a layer, its quantizer handle and any frozen operands (a plain
+    mutable holder). Frozen operands are read only while the handle and the latent weight
+    are still the ones they were made from."""
+
+    __slots__ = ("choice", "frozen", "handle")
 
     def __init__(self) -> None:
         self.choice: LayerChoice | None = None
         self.handle: Any = None
+        self.frozen: FrozenOperands | None = None
 
 
 class ElasticQuantLayer(nn.Module):
@@ -64,6 +79,14 @@ class ElasticQuantLayer(nn.Module):
         handle = self.active.handle
         if handle is None:
             return x, self.weight
+        frozen = self.active.frozen
+        if (
+            frozen is not None
+            and frozen.handle is handle
+            and frozen.weight_version == self.weight._version
+            and not torch.is_grad_enabled()
+        ):
+            return frozen.quantize_input(x), frozen.weight
         return (
             self.quantizer.quantize_input(x, handle),
             self.quantizer.quantize_weight(self.weight, handle),

