@@ -33,6 +33,7 @@ from eqsearch.commands.common import (
     seed_int,
     status,
 )
+from eqsearch.errors import InputError
 from eqsearch.space_spec import SPACE_FLAGS
 
 if TYPE_CHECKING:
@@ -386,7 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(arguments)
         handler: Command = args.handler
         return handler(args)
-    except (UsageError, ValueError) as error:
+    except (UsageError, InputError) as error:
+        # bad input; any other ValueError is a bug and falls through to the last handler
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -52,9 +52,9 @@ class DemoSettings:
         for name in ("fp_epochs", "epochs", "samples", "population", "generations", "verify"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"DemoSettings.{name} must be a positive integer; got {value!r}")
+                raise InputError(f"DemoSettings.{name} must be a positive integer; got {value!r}")
         if self.samples < 10:
-            raise ValueError(f"DemoSettings.samples must be >= 10; got {self.samples}")
+            raise InputError(f"DemoSettings.samples must be >= 10; got {self.samples}")
 
     @classmethod
     def quick(cls, seed: int = 0) -> DemoSettings:

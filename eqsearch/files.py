@@ -250,7 +250,7 @@ def check_output_file(
             eqsearch file, exists without ``force``, or lies where nothing can be written.
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        raise InputError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     target = Path(path)
     if target.is_dir():
         raise InputError(f"{flag} {target} is a directory; give the path of a file")

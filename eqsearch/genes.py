@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
+
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -20,7 +22,7 @@ def _int_values(values: Iterable[object], field_name: str) -> tuple[int, ...]:
     result = []
     for value in values:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{field_name} must hold integers; got {value!r}")
+            raise InputError(f"{field_name} must hold integers; got {value!r}")
         result.append(int(value))
     return tuple(result)
 
@@ -39,10 +41,10 @@ class Condition:
 
     def __post_init__(self) -> None:
         if not isinstance(self.gene, str) or not self.gene:
-            raise ValueError(f"Condition.gene must be a gene name; got {self.gene!r}")
+            raise InputError(f"Condition.gene must be a gene name; got {self.gene!r}")
         values = tuple(sorted(set(_int_values(self.values, "Condition.values"))))
         if not values:
-            raise ValueError(f"Condition.values must hold at least one value of {self.gene!r}")
+            raise InputError(f"Condition.values must hold at least one value of {self.gene!r}")
         object.__setattr__(self, "values", values)
 
     def holds(self, arch: Mapping[str, int]) -> bool:
@@ -57,7 +59,7 @@ class Condition:
     def from_dict(cls, data: Mapping[str, Any]) -> Condition:
         """Inverse of :meth:`to_dict`."""
         if not isinstance(data, Mapping) or not {"gene", "values"} <= set(data):
-            raise ValueError(f"a condition needs the keys gene, values; got {data!r}")
+            raise InputError(f"a condition needs the keys gene, values; got {data!r}")
         return cls(data["gene"], tuple(data["values"]))
 
 
@@ -66,9 +68,9 @@ def conditions_tuple(conditions: Iterable[Condition], field_name: str) -> tuple[
     result: dict[str, Condition] = {}
     for condition in conditions:
         if not isinstance(condition, Condition):
-            raise ValueError(f"{field_name} must hold Condition objects; got {condition!r}")
+            raise InputError(f"{field_name} must hold Condition objects; got {condition!r}")
         if condition.gene in result:
-            raise ValueError(f"{field_name} names gene {condition.gene!r} twice")
+            raise InputError(f"{field_name} names gene {condition.gene!r} twice")
         result[condition.gene] = condition
     return tuple(result[name] for name in sorted(result))
 
@@ -93,25 +95,25 @@ class ArchGene:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"ArchGene.name must be a non-empty string; got {self.name!r}")
+            raise InputError(f"ArchGene.name must be a non-empty string; got {self.name!r}")
         values = tuple(sorted(set(_int_values(self.values, f"ArchGene {self.name!r} values"))))
         if not values:
-            raise ValueError(f"ArchGene {self.name!r} needs at least one value")
+            raise InputError(f"ArchGene {self.name!r} needs at least one value")
         if len(values) > MAX_GENE_VALUES:
-            raise ValueError(
+            raise InputError(
                 f"ArchGene {self.name!r} has {len(values)} values; at most {MAX_GENE_VALUES}"
             )
         object.__setattr__(self, "values", values)
         conditions = conditions_tuple(self.active_if, f"ArchGene {self.name!r} active_if")
         if any(condition.gene == self.name for condition in conditions):
-            raise ValueError(f"ArchGene {self.name!r} cannot depend on itself")
+            raise InputError(f"ArchGene {self.name!r} cannot depend on itself")
         object.__setattr__(self, "active_if", conditions)
 
     def at_least(self, value: int) -> Condition:
         """The condition "this gene is ``>= value``" (e.g. a block that runs at depth >= 3)."""
         kept = tuple(v for v in self.values if v >= value)
         if not kept:
-            raise ValueError(f"gene {self.name!r} never reaches {value}; values {self.values}")
+            raise InputError(f"gene {self.name!r} never reaches {value}; values {self.values}")
         return Condition(self.name, kept)
 
     def index(self, value: int) -> int:
@@ -119,7 +121,7 @@ class ArchGene:
         try:
             return self.values.index(value)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"gene {self.name!r} takes the values {self.values}; got {value!r}"
             ) from None
 
@@ -135,7 +137,7 @@ class ArchGene:
     def from_dict(cls, data: Mapping[str, Any]) -> ArchGene:
         """Inverse of :meth:`to_dict`."""
         if not isinstance(data, Mapping) or not {"name", "values"} <= set(data):
-            raise ValueError(f"an architecture gene needs the keys name, values; got {data!r}")
+            raise InputError(f"an architecture gene needs the keys name, values; got {data!r}")
         return cls(
             data["name"],
             tuple(data["values"]),
@@ -149,9 +151,9 @@ def check_gene_order(genes: Sequence[ArchGene]) -> dict[str, int]:
     positions: dict[str, int] = {}
     for index, gene in enumerate(genes):
         if not isinstance(gene, ArchGene):
-            raise ValueError(f"genes[{index}] must be an ArchGene; got {gene!r}")
+            raise InputError(f"genes[{index}] must be an ArchGene; got {gene!r}")
         if gene.name in positions:
-            raise ValueError(f"architecture gene names must be unique; {gene.name!r} repeats")
+            raise InputError(f"architecture gene names must be unique; {gene.name!r} repeats")
         for condition in gene.active_if:
             check_condition(condition, genes, positions, f"gene {gene.name!r}")
         positions[gene.name] = index
@@ -163,14 +165,14 @@ def check_condition(
 ) -> None:
     """ValueError when ``condition`` names a gene not in ``positions`` or values it lacks."""
     if condition.gene not in positions:
-        raise ValueError(
+        raise InputError(
             f"{where}: its condition names {condition.gene!r}, which is not an earlier "
             "architecture gene of the space"
         )
     gene = genes[positions[condition.gene]]
     missing = sorted(set(condition.values) - set(gene.values))
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{where}: its condition on {gene.name!r} names values {missing} the gene does not "
             f"take ({gene.values})"
         )

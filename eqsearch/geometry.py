@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.genes import ArchGene
 
 IntArray = npt.NDArray[np.int64]
@@ -17,9 +18,9 @@ FloatArray = npt.NDArray[np.float64]
 
 def _positive_int(value: object, field_name: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{field_name} must be a positive integer; got {value!r}")
+        raise InputError(f"{field_name} must be a positive integer; got {value!r}")
     if value < 1:
-        raise ValueError(f"{field_name} must be a positive integer; got {value!r}")
+        raise InputError(f"{field_name} must be a positive integer; got {value!r}")
     return int(value)
 
 
@@ -47,15 +48,15 @@ class Dim:
             object.__setattr__(self, "table", ((0, _positive_int(value, "Dim")),))
             return
         if not isinstance(gene, str) or not gene:
-            raise ValueError(f"Dim.gene must be a gene name; got {gene!r}")
+            raise InputError(f"Dim.gene must be a gene name; got {gene!r}")
         items = table.items() if isinstance(table, Mapping) else (table or ())
         pairs: dict[int, int] = {}
         for key, size in items:
             if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
-                raise ValueError(f"Dim.by({gene!r}, ...): gene values are integers; got {key!r}")
+                raise InputError(f"Dim.by({gene!r}, ...): gene values are integers; got {key!r}")
             pairs[int(key)] = _positive_int(size, f"Dim.by({gene!r}) size of {key!r}")
         if not pairs:
-            raise ValueError(f"Dim.by({gene!r}, ...) needs a size per value of the gene")
+            raise InputError(f"Dim.by({gene!r}, ...) needs a size per value of the gene")
         object.__setattr__(self, "gene", gene)
         object.__setattr__(self, "table", tuple(sorted(pairs.items())))
 
@@ -84,7 +85,7 @@ class Dim:
         sizes = dict(self.table)
         missing = [value for value in gene.values if value not in sizes]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"Dim.by({gene.name!r}, ...) has no size for the gene's value(s) {missing}"
             )
         return tuple(sizes[value] for value in gene.values)
@@ -100,7 +101,7 @@ class Dim:
         """Inverse of :meth:`to_json`."""
         if isinstance(data, Mapping):
             if not {"gene", "sizes"} <= set(data) or not isinstance(data["sizes"], Mapping):
-                raise ValueError(f"a gene-dependent size needs gene and sizes; got {data!r}")
+                raise InputError(f"a gene-dependent size needs gene and sizes; got {data!r}")
             return cls.by(data["gene"], {int(k): v for k, v in data["sizes"].items()})
         return cls(data)
 
@@ -142,21 +143,21 @@ class LayerGeometry:
             if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
                 object.__setattr__(self, name, Dim(int(value)))
             elif not isinstance(value, Dim):
-                raise ValueError(f"LayerGeometry.{name} must be a Dim or an int; got {value!r}")
+                raise InputError(f"LayerGeometry.{name} must be a Dim or an int; got {value!r}")
         if not isinstance(self.depthwise, bool):
-            raise ValueError(
+            raise InputError(
                 f"LayerGeometry.depthwise must be True or False; got {self.depthwise!r}"
             )
         object.__setattr__(self, "groups", _positive_int(self.groups, "LayerGeometry.groups"))
         if self.depthwise and (self.in_channels != self.out_channels or self.groups != 1):
-            raise ValueError(
+            raise InputError(
                 "LayerGeometry.depthwise needs in_channels equal to out_channels (and groups 1)"
             )
         for dim in (self.in_channels, self.out_channels):
             constant = dim.constant
             sizes = [constant] if constant is not None else [size for _, size in dim.table]
             if not self.depthwise and any(size % self.groups for size in sizes):
-                raise ValueError(
+                raise InputError(
                     f"LayerGeometry: channels {dim} are not divisible by groups {self.groups}"
                 )
 
@@ -226,7 +227,7 @@ class LayerGeometry:
     def from_dict(cls, data: Mapping[str, Any]) -> LayerGeometry:
         """Inverse of :meth:`to_dict`."""
         if not isinstance(data, Mapping) or not {"in_channels", "out_channels"} <= set(data):
-            raise ValueError(f"a layer geometry needs in_channels and out_channels; got {data!r}")
+            raise InputError(f"a layer geometry needs in_channels and out_channels; got {data!r}")
         return cls(
             in_channels=Dim.from_json(data["in_channels"]),
             out_channels=Dim.from_json(data["out_channels"]),

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from eqsearch.errors import InputError
 from eqsearch.genes import ArchGene, Condition
 from eqsearch.geometry import Dim, LayerGeometry
 from eqsearch.space import ElasticSpace, Granularity, LayerSpec
@@ -59,7 +60,7 @@ class MobileNetV3Layout:
     def __post_init__(self) -> None:
         stages = len(self.stage_widths)
         if not stages or len(self.stage_strides) != stages or len(self.stage_se) != stages:
-            raise ValueError(
+            raise InputError(
                 "MobileNetV3Layout.stage_widths, stage_strides and stage_se need one entry per "
                 f"stage; got {len(self.stage_widths)}, {len(self.stage_strides)}, "
                 f"{len(self.stage_se)}"
@@ -69,11 +70,11 @@ class MobileNetV3Layout:
             if not values or any(
                 isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values
             ):
-                raise ValueError(f"MobileNetV3Layout.{name} must hold positive integers")
+                raise InputError(f"MobileNetV3Layout.{name} must hold positive integers")
         if any(kernel % 2 == 0 for kernel in self.kernels):
-            raise ValueError(f"MobileNetV3Layout.kernels must be odd; got {self.kernels}")
+            raise InputError(f"MobileNetV3Layout.kernels must be odd; got {self.kernels}")
         if any(stride not in (1, 2) for stride in self.stage_strides):
-            raise ValueError(
+            raise InputError(
                 f"MobileNetV3Layout.stage_strides must be 1 or 2; got {self.stage_strides}"
             )
 

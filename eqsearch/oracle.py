@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.space import ElasticSpace, SubnetConfig
 
 FloatArray = npt.NDArray[np.float64]
@@ -59,7 +60,7 @@ class CachedOracle:
             first_rows = [rows[0] for rows in missing.values()]
             values = np.asarray(self.oracle.evaluate(batch.take(first_rows)), dtype=np.float64)
             if values.shape != (len(first_rows),):
-                raise ValueError(
+                raise InputError(
                     f"the oracle returned {values.shape} values for {len(first_rows)} configs"
                 )
             self.misses += len(first_rows)

@@ -47,7 +47,7 @@ def non_dominated(minimised: npt.ArrayLike) -> BoolArray:
 
     points = np.asarray(minimised, dtype=np.float64)
     if points.ndim != 2:
-        raise ValueError(f"expected an (n, m) array of objective values; got shape {points.shape}")
+        raise InputError(f"expected an (n, m) array of objective values; got shape {points.shape}")
     if len(points) == 0:
         return np.zeros(0, dtype=bool)
     result: BoolArray = np.asarray(moocore.is_nondominated(points, keep_weakly=True), dtype=bool)
@@ -64,7 +64,7 @@ def hypervolume(minimised: npt.ArrayLike, reference: npt.ArrayLike) -> float:
     points = np.asarray(minimised, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64).reshape(-1)
     if points.ndim != 2 or points.shape[1] != ref.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"the reference point has {ref.shape[0]} values; the points have shape {points.shape}"
         )
     points = points[(points < ref).all(axis=1)]
@@ -116,7 +116,7 @@ class ParetoFront:
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float64).reshape(len(self.batch), -1)
         if values.shape[1] != len(self.objectives):
-            raise ValueError(
+            raise InputError(
                 f"ParetoFront.values has {values.shape[1]} columns for "
                 f"{len(self.objectives)} objectives"
             )
@@ -124,7 +124,7 @@ class ParetoFront:
         if self.measured is not None:
             measured = np.asarray(self.measured, dtype=np.float64).reshape(-1)
             if measured.shape != (len(self.batch),):
-                raise ValueError("ParetoFront.measured needs one value (or NaN) per config")
+                raise InputError("ParetoFront.measured needs one value (or NaN) per config")
             object.__setattr__(self, "measured", measured)
 
     @property
@@ -150,7 +150,7 @@ class ParetoFront:
         try:
             index = self.objective_names.index(name)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"no objective {name!r}; the front has {', '.join(self.objective_names)}"
             ) from None
         column: FloatArray = self.values[:, index]
@@ -171,13 +171,13 @@ class ParetoFront:
         signs = np.asarray([o.sign for o in self.objectives])
         ref = np.asarray(reference, dtype=np.float64).reshape(-1)
         if ref.shape != signs.shape:
-            raise ValueError(f"the reference point needs {len(signs)} values; got {ref.size}")
+            raise InputError(f"the reference point needs {len(signs)} values; got {ref.size}")
         return hypervolume(self.minimised(), ref * signs)
 
     def spread(self, k: int) -> list[int]:
         """Indices of ``k`` configs spread evenly along the front (all when k >= len)."""
         if k < 1:
-            raise ValueError(f"k must be >= 1; got {k}")
+            raise InputError(f"k must be >= 1; got {k}")
         if k >= len(self):
             return list(range(len(self)))
         return sorted({round(float(i)) for i in np.linspace(0, len(self) - 1, k)})

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from eqsearch import costs
+from eqsearch.errors import InputError
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.space import ConfigBatch, ElasticSpace, GenomeLayout, IntArray, QuantForm
 
@@ -27,7 +28,7 @@ REPAIR_FRACTION = 32
 def _values(name: str, fn: BatchFunction, batch: ConfigBatch, what: str) -> FloatArray:
     values = np.asarray(fn(batch), dtype=np.float64).reshape(-1)
     if values.shape != (len(batch),):
-        raise ValueError(
+        raise InputError(
             f"{what} {name!r} returned {values.size} values for a batch of {len(batch)} configs"
         )
     return values
@@ -51,11 +52,11 @@ class Objective:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"Objective.name must be a non-empty string; got {self.name!r}")
+            raise InputError(f"Objective.name must be a non-empty string; got {self.name!r}")
         if not callable(self.fn):
-            raise ValueError(f"Objective.fn must be callable; got {self.fn!r}")
+            raise InputError(f"Objective.fn must be callable; got {self.fn!r}")
         if self.direction not in DIRECTIONS:
-            raise ValueError(
+            raise InputError(
                 f"Objective.direction must be one of {DIRECTIONS}; got {self.direction!r}"
             )
 
@@ -87,14 +88,14 @@ class Constraint:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"Constraint.name must be a non-empty string; got {self.name!r}")
+            raise InputError(f"Constraint.name must be a non-empty string; got {self.name!r}")
         if not callable(self.fn):
-            raise ValueError(f"Constraint.fn must be callable; got {self.fn!r}")
+            raise InputError(f"Constraint.fn must be callable; got {self.fn!r}")
         limit = self.limit
         if isinstance(limit, bool) or not isinstance(limit, (int, float, np.number)):
-            raise ValueError(f"Constraint.limit must be a number; got {limit!r}")
+            raise InputError(f"Constraint.limit must be a number; got {limit!r}")
         if not np.isfinite(limit):
-            raise ValueError(f"Constraint.limit must be finite; got {limit!r}")
+            raise InputError(f"Constraint.limit must be finite; got {limit!r}")
         object.__setattr__(self, "limit", float(limit))
 
     def values(self, batch: ConfigBatch) -> FloatArray:
@@ -247,17 +248,17 @@ class SearchProblem:
 
     def __post_init__(self) -> None:
         if not isinstance(self.space, ElasticSpace):
-            raise ValueError(f"SearchProblem.space must be an ElasticSpace; got {self.space!r}")
+            raise InputError(f"SearchProblem.space must be an ElasticSpace; got {self.space!r}")
         objectives = tuple(self.objectives)
         constraints = tuple(self.constraints)
         if not objectives or not all(isinstance(o, Objective) for o in objectives):
-            raise ValueError("SearchProblem.objectives must hold at least one Objective")
+            raise InputError("SearchProblem.objectives must hold at least one Objective")
         if not all(isinstance(c, Constraint) for c in constraints):
-            raise ValueError("SearchProblem.constraints must hold Constraint objects only")
+            raise InputError("SearchProblem.constraints must hold Constraint objects only")
         names = [o.name for o in objectives] + [c.name for c in constraints]
         duplicated = sorted({name for name in names if names.count(name) > 1})
         if duplicated:
-            raise ValueError(
+            raise InputError(
                 f"SearchProblem objective and constraint names must be unique; repeated: "
                 f"{', '.join(duplicated)}"
             )
@@ -328,7 +329,7 @@ class SearchProblem:
             smallest = float(constraint.values(batch).min())
             if smallest > constraint.limit + 1e-12:
                 what = constraint.description or constraint.name
-                raise ValueError(
+                raise InputError(
                     f"the budget {constraint.name} <= {constraint.limit:g} cannot be met: the "
                     f"smallest reachable {what} is {smallest:.2f}"
                 )
@@ -351,7 +352,7 @@ class SearchProblem:
         canonical: one per subnet.
         """
         if n < 1:
-            raise ValueError(f"the population size must be >= 1; got {n}")
+            raise InputError(f"the population size must be >= 1; got {n}")
         self.check_feasible()
         chosen: list[IntArray] = []
         seen: set[bytes] = set()
@@ -365,7 +366,7 @@ class SearchProblem:
                     seen.add(key)
                     chosen.append(row)
         if not chosen:
-            raise ValueError("no config meeting the constraints was found by sampling")
+            raise InputError("no config meeting the constraints was found by sampling")
         population = np.stack(chosen).astype(np.int64)
         if len(population) < n:
             # fewer feasible configs than the population (a tiny space): repeat some
@@ -506,17 +507,17 @@ def make_problem(
 
     names = list(dict.fromkeys(objectives))
     if not names:
-        raise ValueError(f"objectives must name at least one of {', '.join(OBJECTIVE_NAMES)}")
+        raise InputError(f"objectives must name at least one of {', '.join(OBJECTIVE_NAMES)}")
     chosen: list[Objective] = []
     for name in names:
         if name == "accuracy":
             if oracle is None:
-                raise ValueError("the accuracy objective needs an oracle (a predictor or supernet)")
+                raise InputError("the accuracy objective needs an oracle (a predictor or supernet)")
             chosen.append(accuracy_objective(oracle))
         elif name in COST_OBJECTIVES:
             chosen.append(COST_OBJECTIVES[name]())
         else:
-            raise ValueError(f"objectives must be among {', '.join(OBJECTIVE_NAMES)}; got {name!r}")
+            raise InputError(f"objectives must be among {', '.join(OBJECTIVE_NAMES)}; got {name!r}")
     constraints: list[Constraint] = []
     for flag, limit, budget, unit in (
         ("w_bits", w_bits, weight_bits_budget, "bits"),
@@ -528,7 +529,7 @@ def make_problem(
         if limit is None:
             continue
         if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
-            raise ValueError(f"{flag} must be a positive number of {unit}; got {limit!r}")
+            raise InputError(f"{flag} must be a positive number of {unit}; got {limit!r}")
         constraints.append(budget(float(limit)))
     forms = get_target(target).forms_in(space)
     problem = SearchProblem(

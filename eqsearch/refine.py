@@ -56,9 +56,9 @@ class RefineSettings:
         for name, smallest in (("rounds", 0), ("per_round", 1), ("population", 2)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
-                raise ValueError(f"RefineSettings.{name} must be an integer >= {smallest}")
+                raise InputError(f"RefineSettings.{name} must be an integer >= {smallest}")
         if self.engine not in ENGINES:
-            raise ValueError(
+            raise InputError(
                 f"RefineSettings.engine must be one of {', '.join(ENGINES)}; got {self.engine!r}"
             )
 
@@ -171,11 +171,11 @@ def refine_search(
     sample_configs = list(configs)
     sample_accuracies = [float(value) for value in np.asarray(accuracies, dtype=np.float64)]
     if len(sample_configs) != len(sample_accuracies) or len(sample_configs) < 2:
-        raise ValueError("refine_search needs at least 2 samples, one accuracy per config")
+        raise InputError("refine_search needs at least 2 samples, one accuracy per config")
     probe = problem_for(_NeverAsked())
     space = probe.space
     if "accuracy" not in probe.objective_names:
-        raise ValueError("refinement needs accuracy among the objectives")
+        raise InputError("refinement needs accuracy among the objectives")
     measured: dict[bytes, float] = {}
     picked: list[ConfigBatch] = []
     rounds: list[RefineRound] = []

@@ -14,6 +14,7 @@ from typing import Any, Literal, overload
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.genes import (
     ActivityRules,
     ArchGene,
@@ -58,20 +59,20 @@ def _granularity(value: object, field_name: str) -> Granularity:
     try:
         return Granularity(value)
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"{field_name} must be one of 'channel', 'tensor'; got {value!r}"
         ) from None
 
 
 def _require_bool(value: object, field_name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{field_name} must be True or False; got {value!r}")
+        raise InputError(f"{field_name} must be True or False; got {value!r}")
     return bool(value)
 
 
 def _require_bits(value: object, field_name: str, *, allow_full_precision: bool) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{field_name} must be an integer bit width; got {value!r}")
+        raise InputError(f"{field_name} must be an integer bit width; got {value!r}")
     bits = int(value)
     if allow_full_precision and bits == FULL_PRECISION_BITS:
         return bits
@@ -79,7 +80,7 @@ def _require_bits(value: object, field_name: str, *, allow_full_precision: bool)
         allowed = f"{MIN_BITS}..{MAX_BITS}"
         if allow_full_precision:
             allowed += f" or {FULL_PRECISION_BITS} (full precision)"
-        raise ValueError(f"{field_name} must be in {allowed}; got {bits}")
+        raise InputError(f"{field_name} must be in {allowed}; got {bits}")
     return bits
 
 
@@ -135,7 +136,7 @@ class QuantForm:
             or parts[1] not in symmetry
             or parts[2] not in symmetry
         ):
-            raise ValueError(
+            raise InputError(
                 f"a quantization form is written GRANULARITY-WSYM-ASYM with GRANULARITY in "
                 f"channel|tensor and WSYM/ASYM in sym|asym (e.g. 'channel-sym-sym'); got {text!r}"
             )
@@ -179,7 +180,7 @@ class LayerChoice:
             _require_bits(self.a_bits, "LayerChoice.a_bits", allow_full_precision=True),
         )
         if not isinstance(self.form, QuantForm):
-            raise ValueError(f"LayerChoice.form must be a QuantForm; got {self.form!r}")
+            raise InputError(f"LayerChoice.form must be a QuantForm; got {self.form!r}")
 
     @property
     def full_precision(self) -> bool:
@@ -194,7 +195,7 @@ class LayerChoice:
     def from_dict(cls, data: Mapping[str, Any]) -> LayerChoice:
         """Inverse of :meth:`to_dict`."""
         if not isinstance(data, Mapping) or not {"w_bits", "a_bits", "form"} <= set(data):
-            raise ValueError(f"a layer choice needs the keys w_bits, a_bits, form; got {data!r}")
+            raise InputError(f"a layer choice needs the keys w_bits, a_bits, form; got {data!r}")
         form = data["form"]
         parsed = QuantForm.parse(form) if isinstance(form, str) else QuantForm(**form)
         return cls(data["w_bits"], data["a_bits"], parsed)
@@ -205,14 +206,14 @@ def _arch_choices(arch: Mapping[str, int] | Iterable[tuple[str, int]]) -> ArchCh
     choices: dict[str, int] = {}
     for item in items:
         if not isinstance(item, (tuple, list)) or len(item) != 2:
-            raise ValueError(f"SubnetConfig.arch must map gene names to values; got {item!r}")
+            raise InputError(f"SubnetConfig.arch must map gene names to values; got {item!r}")
         name, value = item
         if not isinstance(name, str) or not name:
-            raise ValueError(f"SubnetConfig.arch gene names must be strings; got {name!r}")
+            raise InputError(f"SubnetConfig.arch gene names must be strings; got {name!r}")
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"SubnetConfig.arch[{name!r}] must be an integer; got {value!r}")
+            raise InputError(f"SubnetConfig.arch[{name!r}] must be an integer; got {value!r}")
         if name in choices:
-            raise ValueError(f"SubnetConfig.arch names gene {name!r} twice")
+            raise InputError(f"SubnetConfig.arch names gene {name!r} twice")
         choices[name] = int(value)
     return tuple(sorted(choices.items()))
 
@@ -235,10 +236,10 @@ class SubnetConfig:
     def __post_init__(self) -> None:
         choices = tuple(self.choices)
         if not choices:
-            raise ValueError("SubnetConfig.choices must hold one LayerChoice per layer; got none")
+            raise InputError("SubnetConfig.choices must hold one LayerChoice per layer; got none")
         for index, choice in enumerate(choices):
             if not isinstance(choice, LayerChoice):
-                raise ValueError(
+                raise InputError(
                     f"SubnetConfig.choices[{index}] must be a LayerChoice; got {choice!r}"
                 )
         object.__setattr__(self, "choices", choices)
@@ -272,10 +273,10 @@ class SubnetConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> SubnetConfig:
         """Inverse of :meth:`to_dict`."""
         if not isinstance(data, Mapping) or not isinstance(data.get("choices"), list):
-            raise ValueError("a subnet config is a JSON object with a list under 'choices'")
+            raise InputError("a subnet config is a JSON object with a list under 'choices'")
         arch = data.get("arch", {})
         if not isinstance(arch, Mapping):
-            raise ValueError("a subnet config's 'arch' must map gene names to values")
+            raise InputError("a subnet config's 'arch' must map gene names to values")
         return cls(
             tuple(LayerChoice.from_dict(item) for item in data["choices"]), _arch_choices(arch)
         )
@@ -290,7 +291,7 @@ class SubnetConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"a subnet config must be JSON: {error}") from None
+            raise InputError(f"a subnet config must be JSON: {error}") from None
         return cls.from_dict(data)
 
     def __str__(self) -> str:
@@ -337,41 +338,41 @@ class LayerSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"LayerSpec.name must be a non-empty string; got {self.name!r}")
+            raise InputError(f"LayerSpec.name must be a non-empty string; got {self.name!r}")
         if self.kind not in LAYER_KINDS:
-            raise ValueError(f"LayerSpec.kind must be one of {LAYER_KINDS}; got {self.kind!r}")
+            raise InputError(f"LayerSpec.kind must be one of {LAYER_KINDS}; got {self.kind!r}")
         for name in ("n_params", "macs", "n_inputs", "out_channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"LayerSpec.{name} must be a positive integer; got {value!r}")
+                raise InputError(f"LayerSpec.{name} must be a positive integer; got {value!r}")
             object.__setattr__(self, name, int(value))
         if self.pinned is not None:
             pinned = tuple(self.pinned)
             if len(pinned) != 2:
-                raise ValueError(
+                raise InputError(
                     f"LayerSpec.pinned must be (w_bits, a_bits) or None; got {self.pinned!r}"
                 )
             w_bits = _require_bits(pinned[0], "LayerSpec.pinned w_bits", allow_full_precision=True)
             a_bits = _require_bits(pinned[1], "LayerSpec.pinned a_bits", allow_full_precision=True)
             if (w_bits == FULL_PRECISION_BITS) != (a_bits == FULL_PRECISION_BITS):
-                raise ValueError(
+                raise InputError(
                     "LayerSpec.pinned: full precision (32) must apply to weights and "
                     f"activations together; got {pinned}"
                 )
             object.__setattr__(self, "pinned", (w_bits, a_bits))
         if self.geometry is not None:
             if not isinstance(self.geometry, LayerGeometry):
-                raise ValueError(
+                raise InputError(
                     f"LayerSpec.geometry must be a LayerGeometry or None; got {self.geometry!r}"
                 )
             if self.kind == "linear" and (
                 self.geometry.kernel.largest != 1 or self.geometry.depthwise
             ):
-                raise ValueError(f"LayerSpec {self.name!r}: a linear layer has kernel 1, no groups")
+                raise InputError(f"LayerSpec {self.name!r}: a linear layer has kernel 1, no groups")
             largest = self.geometry.largest()
             measured = {name: getattr(self, name) for name in largest}
             if largest != measured:
-                raise ValueError(
+                raise InputError(
                     f"LayerSpec {self.name!r}: the constants {measured} differ from its "
                     f"geometry's largest architecture {largest}"
                 )
@@ -439,14 +440,14 @@ class LayerSpec:
 def _bits_tuple(values: Iterable[object], field_name: str) -> tuple[int, ...]:
     bits = sorted({_require_bits(v, field_name, allow_full_precision=False) for v in values})
     if not bits:
-        raise ValueError(f"{field_name} must hold at least one bit width")
+        raise InputError(f"{field_name} must hold at least one bit width")
     return tuple(bits)
 
 
 def _unique_tuple(values: Iterable[Any], field_name: str) -> tuple[Any, ...]:
     unique = tuple(dict.fromkeys(values))
     if not unique:
-        raise ValueError(f"{field_name} must hold at least one value")
+        raise InputError(f"{field_name} must hold at least one value")
     return unique
 
 
@@ -481,15 +482,15 @@ class ElasticSpace:
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
         if not layers:
-            raise ValueError("ElasticSpace.layers must hold at least one LayerSpec")
+            raise InputError("ElasticSpace.layers must hold at least one LayerSpec")
         for index, layer in enumerate(layers):
             if not isinstance(layer, LayerSpec):
-                raise ValueError(f"ElasticSpace.layers[{index}] must be a LayerSpec; got {layer!r}")
+                raise InputError(f"ElasticSpace.layers[{index}] must be a LayerSpec; got {layer!r}")
         if all(layer.pinned is not None for layer in layers):
-            raise ValueError("ElasticSpace needs at least one layer that is not pinned")
+            raise InputError("ElasticSpace needs at least one layer that is not pinned")
         names = [layer.name for layer in layers]
         if len(set(names)) != len(names):
-            raise ValueError("ElasticSpace.layers must have unique names")
+            raise InputError("ElasticSpace.layers must have unique names")
         object.__setattr__(self, "layers", layers)
         object.__setattr__(self, "w_bits", _bits_tuple(self.w_bits, "ElasticSpace.w_bits"))
         object.__setattr__(self, "a_bits", _bits_tuple(self.a_bits, "ElasticSpace.a_bits"))
@@ -508,7 +509,7 @@ class ElasticSpace:
         object.__setattr__(self, "genes", genes)
         unquantized = tuple(self.unquantized)
         if not all(isinstance(name, str) and name for name in unquantized):
-            raise ValueError("ElasticSpace.unquantized must hold non-empty strings")
+            raise InputError("ElasticSpace.unquantized must hold non-empty strings")
         object.__setattr__(self, "unquantized", unquantized)
         self._check_architecture(genes, layers)
 
@@ -525,19 +526,19 @@ class ElasticSpace:
                 if dim.gene is None:
                     continue
                 if dim.gene not in positions:
-                    raise ValueError(
+                    raise InputError(
                         f"{where}: its geometry follows {dim.gene!r}, which is not an "
                         "architecture gene of the space"
                     )
                 gene = genes[positions[dim.gene]]
                 dim.sizes_for(gene)
                 if not implies(layer.active_if, gene.active_if, genes, positions):
-                    raise ValueError(
+                    raise InputError(
                         f"{where}: its geometry follows {gene.name!r}, which can be inactive "
                         "while the layer runs (give the layer the gene's conditions)"
                     )
         if genes and all(layer.active_if for layer in layers if layer.pinned is None):
-            raise ValueError("ElasticSpace needs at least one searched layer that always runs")
+            raise InputError("ElasticSpace needs at least one searched layer that always runs")
 
     # -- derived facts ---------------------------------------------------------------------
 
@@ -652,7 +653,7 @@ class ElasticSpace:
         elif isinstance(arch, Mapping):
             unknown = sorted(set(arch) - set(self.gene_positions))
             if unknown:
-                raise ValueError(
+                raise InputError(
                     f"unknown architecture gene(s) {', '.join(unknown)}; the space has "
                     f"{', '.join(self.gene_positions) or 'none'}"
                 )
@@ -664,7 +665,7 @@ class ElasticSpace:
                 dtype=np.int64,
             )
         else:
-            raise ValueError(f"arch must be 'largest', 'smallest' or a mapping; got {arch!r}")
+            raise InputError(f"arch must be 'largest', 'smallest' or a mapping; got {arch!r}")
         canonical, _, _ = self.activity.evaluate(indices[None, :])
         result: IntArray = canonical[0]
         return result
@@ -675,7 +676,7 @@ class ElasticSpace:
         unknown = sorted(set(given) - set(self.gene_positions))
         if unknown:
             names = ", ".join(self.gene_positions) or "none"
-            raise ValueError(
+            raise InputError(
                 f"config names unknown architecture gene(s) {', '.join(unknown)}; the space "
                 f"has {names}"
             )
@@ -683,11 +684,11 @@ class ElasticSpace:
         for gene in self.genes:
             if all(condition.holds(active) for condition in gene.active_if):
                 if gene.name not in given:
-                    raise ValueError(f"config lacks the architecture gene {gene.name!r}")
+                    raise InputError(f"config lacks the architecture gene {gene.name!r}")
                 gene.index(given[gene.name])
                 active[gene.name] = given[gene.name]
             elif gene.name in given:
-                raise ValueError(
+                raise InputError(
                     f"config sets {gene.name!r}, which its other genes switch off; a config "
                     "leaves inactive genes out (ElasticSpace.canonical drops them)"
                 )
@@ -733,28 +734,28 @@ class ElasticSpace:
     def check_form(self, form: QuantForm) -> QuantForm:
         """Return ``form`` if the space has it, else raise ValueError naming the allowed ones."""
         if not isinstance(form, QuantForm):
-            raise ValueError(f"a form must be a QuantForm; got {form!r}")
+            raise InputError(f"a form must be a QuantForm; got {form!r}")
         if form not in self._form_set:
             allowed = ", ".join(str(f) for f in self.forms)
-            raise ValueError(f"form {form} is not in this space; allowed forms: {allowed}")
+            raise InputError(f"form {form} is not in this space; allowed forms: {allowed}")
         return form
 
     def validate(self, config: SubnetConfig) -> SubnetConfig:
         """Return ``config`` if it belongs to the space, else raise ValueError naming why."""
         if not isinstance(config, SubnetConfig):
-            raise ValueError(f"expected a SubnetConfig; got {type(config).__name__}")
+            raise InputError(f"expected a SubnetConfig; got {type(config).__name__}")
         if self.genes or config.arch:
             _, running = self._arch_of(config)
             layers = [(i, layer) for i, layer in enumerate(self.layers) if running[i]]
             if len(config.choices) != len(layers):
-                raise ValueError(
+                raise InputError(
                     f"config has {len(config.choices)} layer choices but its architecture runs "
                     f"{len(layers)} of the space's {len(self.layers)} layers"
                 )
         else:
             layers = list(enumerate(self.layers))
             if len(config.choices) != len(self.layers):
-                raise ValueError(
+                raise InputError(
                     f"config has {len(config.choices)} layer choices but the space has "
                     f"{len(self.layers)} layers"
                 )
@@ -762,24 +763,24 @@ class ElasticSpace:
             where = f"layer {index} ({layer.name!r})"
             if layer.pinned is not None:
                 if (choice.w_bits, choice.a_bits) != layer.pinned:
-                    raise ValueError(
+                    raise InputError(
                         f"{where} is pinned to w{layer.pinned[0]}/a{layer.pinned[1]} bits; "
                         f"got w{choice.w_bits}/a{choice.a_bits}"
                     )
             else:
                 if choice.w_bits not in self._w_bits_set:
-                    raise ValueError(
+                    raise InputError(
                         f"{where}: w_bits {choice.w_bits} is not in the space's weight bits "
                         f"{self.w_bits}"
                     )
                 if choice.a_bits not in self._a_bits_set:
-                    raise ValueError(
+                    raise InputError(
                         f"{where}: a_bits {choice.a_bits} is not in the space's activation bits "
                         f"{self.a_bits}"
                     )
             if choice.form not in self._form_set:
                 allowed = ", ".join(str(f) for f in self.forms)
-                raise ValueError(f"{where}: form {choice.form} is not in this space ({allowed})")
+                raise InputError(f"{where}: form {choice.form} is not in this space ({allowed})")
         return config
 
     # -- named subnets ---------------------------------------------------------------------
@@ -802,12 +803,12 @@ class ElasticSpace:
         """
         form = self._default_form(form)
         if w_bits not in self._w_bits_set:
-            raise ValueError(f"w_bits {w_bits} is not in the space's weight bits {self.w_bits}")
+            raise InputError(f"w_bits {w_bits} is not in the space's weight bits {self.w_bits}")
         if a_bits not in self._a_bits_set:
-            raise ValueError(f"a_bits {a_bits} is not in the space's activation bits {self.a_bits}")
+            raise InputError(f"a_bits {a_bits} is not in the space's activation bits {self.a_bits}")
         if not self.genes:
             if arch not in (None, "largest", "smallest") and arch != {}:
-                raise ValueError("arch chooses an architecture; this space has no genes")
+                raise InputError("arch chooses an architecture; this space has no genes")
             return SubnetConfig(
                 tuple(
                     LayerChoice(*(layer.pinned or (w_bits, a_bits)), form=form)
@@ -876,7 +877,7 @@ class ElasticSpace:
         generator = np.random.default_rng(rng)
         count = 1 if n is None else n
         if count < 0:
-            raise ValueError(f"n must be >= 0; got {n}")
+            raise InputError(f"n must be >= 0; got {n}")
         w_bits = np.asarray(self.w_bits)[
             generator.integers(0, len(self.w_bits), (count, self.n_layers))
         ]
@@ -887,7 +888,7 @@ class ElasticSpace:
             form_index = np.full((count, self.n_layers), _FORM_INDEX[self.check_form(form)])
         else:
             if forms not in ("global", "per_layer"):
-                raise ValueError(f"forms must be 'global' or 'per_layer'; got {forms!r}")
+                raise InputError(f"forms must be 'global' or 'per_layer'; got {forms!r}")
             space_forms = np.asarray([_FORM_INDEX[f] for f in self.forms])
             shape = (count, 1) if forms == "global" else (count, self.n_layers)
             form_index = np.broadcast_to(
@@ -911,7 +912,7 @@ class ElasticSpace:
         """The configs as a :class:`ConfigBatch` (validated; a batch of this space passes)."""
         if isinstance(configs, ConfigBatch):
             if configs.space is not self and configs.space != self:
-                raise ValueError("the ConfigBatch belongs to another space")
+                raise InputError("the ConfigBatch belongs to another space")
             return configs
         if isinstance(configs, SubnetConfig):
             configs = [configs]
@@ -982,10 +983,10 @@ class ElasticSpace:
     def from_dict(cls, data: Mapping[str, Any]) -> ElasticSpace:
         """Inverse of :meth:`to_dict` (reads both format versions)."""
         if not isinstance(data, Mapping):
-            raise ValueError("not an ElasticSpace dict: expected a JSON object")
+            raise InputError("not an ElasticSpace dict: expected a JSON object")
         version = data.get("version", SPACE_VERSION)
         if version not in READABLE_VERSIONS:
-            raise ValueError(
+            raise InputError(
                 f"the space is format version {version!r}; this eqsearch reads "
                 f"{', '.join(map(str, READABLE_VERSIONS))}"
             )
@@ -1001,7 +1002,7 @@ class ElasticSpace:
                 unquantized=tuple(data.get("unquantized", ())),
             )
         except (KeyError, TypeError) as error:
-            raise ValueError(f"not an ElasticSpace dict: missing or bad field {error}") from None
+            raise InputError(f"not an ElasticSpace dict: missing or bad field {error}") from None
 
     def to_json(self) -> str:
         """JSON text of :meth:`to_dict`."""
@@ -1070,7 +1071,7 @@ class ConfigBatch(Sequence[SubnetConfig]):
         n = w_bits.shape[0]
         if arch is None:
             if space.genes:
-                raise ValueError("a ConfigBatch of a joint space needs the configs' arch indices")
+                raise InputError("a ConfigBatch of a joint space needs the configs' arch indices")
             arch = np.zeros((n, 0), dtype=np.int64)
         self.arch = arch
         self._gene_active = gene_active
@@ -1097,7 +1098,7 @@ class ConfigBatch(Sequence[SubnetConfig]):
         a = np.array(a_bits, dtype=np.int64).reshape(shape)
         f = np.array(form_index, dtype=np.int64).reshape(shape)
         if not (w.shape == a.shape == f.shape):
-            raise ValueError("w_bits, a_bits and form_index must have the same shape")
+            raise InputError("w_bits, a_bits and form_index must have the same shape")
         for index in space.pinned_indices:
             pinned = space.layers[index].pinned
             assert pinned is not None  # pinned_indices holds pinned layers only
@@ -1109,7 +1110,7 @@ class ConfigBatch(Sequence[SubnetConfig]):
         else:
             genes = np.array(arch, dtype=np.int64).reshape(-1, len(space.genes))
             if len(genes) != len(w):
-                raise ValueError("arch must have one row per config")
+                raise InputError("arch must have one row per config")
         canonical, gene_active, active = space.activity.evaluate(np.asarray(genes))
         return cls(
             space,
@@ -1376,7 +1377,7 @@ class GenomeLayout:
         else:
             allowed = tuple(dict.fromkeys(forms))
             if not allowed:
-                raise ValueError("forms must name at least one QuantForm")
+                raise InputError("forms must name at least one QuantForm")
         for form in allowed:
             space.check_form(form)
         self.space = space
@@ -1435,7 +1436,7 @@ class GenomeLayout:
         if genes.ndim == 1:
             genes = genes[None, :]
         if genes.ndim != 2 or genes.shape[1] != self.n_genes:
-            raise ValueError(f"genomes must have shape (n, {self.n_genes}); got {genes.shape}")
+            raise InputError(f"genomes must have shape (n, {self.n_genes}); got {genes.shape}")
         if genes.dtype.kind not in "iu":
             genes = np.rint(genes)
         genes = np.clip(genes.astype(np.int64, copy=False), self.lower, self.upper)
@@ -1482,13 +1483,13 @@ class GenomeLayout:
             form_genes = np.where(active, form_genes, 0)
         if (form_genes < 0).any():
             allowed = ", ".join(map(str, self.forms))
-            raise ValueError(f"a config uses a form outside this genome's forms ({allowed})")
+            raise InputError(f"a config uses a form outside this genome's forms ({allowed})")
         if self.n_form_genes == 1:
             # the form of a layer that always runs stands for the config's one form
             first = self._always_running_layer()
             shared = form_genes[:, first : first + 1]
             if ((form_genes != shared) & active).any():
-                raise ValueError("a config mixes forms but this genome has one global form gene")
+                raise InputError("a config mixes forms but this genome has one global form gene")
             genes[:, self.n_bit_genes : self.arch_start] = shared
         elif self.n_form_genes > 1:
             genes[:, self.n_bit_genes : self.arch_start] = form_genes
@@ -1499,7 +1500,7 @@ class GenomeLayout:
         for index, layer in enumerate(self.space.layers):
             if not layer.active_if:
                 return index
-        raise ValueError("the space has no layer that always runs")
+        raise InputError("the space has no layer that always runs")
 
     def canonical(self, genomes: IntArray) -> IntArray:
         """The genomes with every gene their architecture switches off set to 0 (its lower

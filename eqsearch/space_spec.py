@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from eqsearch.errors import InputError
 from eqsearch.space import (
     FULL_PRECISION_BITS,
     MAX_BITS,
@@ -40,10 +41,10 @@ def parse_first_last(text: str) -> tuple[int, int] | None:
     try:
         w_bits, a_bits = (int(p) for p in parts) if len(parts) == 2 else (int(value),) * 2
     except ValueError:
-        raise ValueError(f"first_last must be {FIRST_LAST_CHOICES}; got {text!r}") from None
+        raise InputError(f"first_last must be {FIRST_LAST_CHOICES}; got {text!r}") from None
     for bits in (w_bits, a_bits):
         if not MIN_BITS <= bits <= MAX_BITS:
-            raise ValueError(f"first_last bits must be in {MIN_BITS}..{MAX_BITS}; got {text!r}")
+            raise InputError(f"first_last bits must be in {MIN_BITS}..{MAX_BITS}; got {text!r}")
     return (w_bits, a_bits)
 
 
@@ -53,7 +54,7 @@ def _bits(values: object, name: str) -> tuple[int, ...]:
         isinstance(b, bool) or not isinstance(b, int) or not MIN_BITS <= b <= MAX_BITS
         for b in items
     ):
-        raise ValueError(f"{name} must be bit widths in {MIN_BITS}..{MAX_BITS}; got {values!r}")
+        raise InputError(f"{name} must be bit widths in {MIN_BITS}..{MAX_BITS}; got {values!r}")
     return tuple(sorted(set(items)))
 
 
@@ -61,7 +62,7 @@ def _optional_tuple(values: object, name: str) -> tuple[Any, ...] | None:
     if values is None:
         return None
     if not isinstance(values, (list, tuple)) or not values:
-        raise ValueError(f"{name} must be a non-empty list or None; got {values!r}")
+        raise InputError(f"{name} must be a non-empty list or None; got {values!r}")
     return tuple(dict.fromkeys(values))
 
 
@@ -94,7 +95,7 @@ class SpaceSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.quantizer, str) or not self.quantizer:
-            raise ValueError(f"quantizer must be a registered name; got {self.quantizer!r}")
+            raise InputError(f"quantizer must be a registered name; got {self.quantizer!r}")
         object.__setattr__(self, "w_bits", _bits(self.w_bits, "w_bits"))
         object.__setattr__(self, "a_bits", _bits(self.a_bits, "a_bits"))
         granularities = _optional_tuple(self.granularities, "granularities")
@@ -102,17 +103,17 @@ class SpaceSpec:
             try:
                 granularities = tuple(Granularity(g).value for g in granularities)
             except ValueError:
-                raise ValueError(
+                raise InputError(
                     f"granularities must be among 'channel', 'tensor'; got {self.granularities!r}"
                 ) from None
         object.__setattr__(self, "granularities", granularities)
         for name in ("w_symmetries", "a_symmetries"):
             values = _optional_tuple(getattr(self, name), name)
             if values is not None and not all(isinstance(v, bool) for v in values):
-                raise ValueError(f"{name} must hold True/False; got {getattr(self, name)!r}")
+                raise InputError(f"{name} must hold True/False; got {getattr(self, name)!r}")
             object.__setattr__(self, name, values)
         if not isinstance(self.first_last, str):
-            raise ValueError(f"first_last must be {FIRST_LAST_CHOICES}; got {self.first_last!r}")
+            raise InputError(f"first_last must be {FIRST_LAST_CHOICES}; got {self.first_last!r}")
         parse_first_last(self.first_last)
         object.__setattr__(self, "architecture", _architecture(self.architecture))
 
@@ -155,11 +156,11 @@ class SpaceSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> SpaceSpec:
         """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"a space description is a JSON object; got {data!r}")
+            raise InputError(f"a space description is a JSON object; got {data!r}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"unknown space field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             )
         values: dict[str, Any] = {
@@ -184,17 +185,17 @@ def _architecture(value: object) -> tuple[tuple[str, tuple[int, ...]], ...]:
     elif isinstance(value, (tuple, list)):
         items = list(value)
     else:
-        raise ValueError(f"architecture must map option names to choices; got {value!r}")
+        raise InputError(f"architecture must map option names to choices; got {value!r}")
     result: dict[str, tuple[int, ...]] = {}
     for item in items:
         if not isinstance(item, (tuple, list)) or len(item) != 2 or not isinstance(item[0], str):
-            raise ValueError(f"architecture must map option names to choices; got {value!r}")
+            raise InputError(f"architecture must map option names to choices; got {value!r}")
         name, choices = item
         if (
             not isinstance(choices, (tuple, list))
             or not choices
             or not all(isinstance(c, int) and not isinstance(c, bool) for c in choices)
         ):
-            raise ValueError(f"architecture[{name!r}] must be a list of integers; got {choices!r}")
+            raise InputError(f"architecture[{name!r}] must be a list of integers; got {choices!r}")
         result[name] = tuple(sorted(set(choices)))
     return tuple(sorted(result.items()))

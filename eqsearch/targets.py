@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eqsearch.errors import InputError
 from eqsearch.space import ElasticSpace, QuantForm
 
 
@@ -23,11 +24,11 @@ class HardwareTarget:
 
     def __post_init__(self) -> None:
         if not self.name:
-            raise ValueError("HardwareTarget.name must be a non-empty string")
+            raise InputError("HardwareTarget.name must be a non-empty string")
         if self.forms is not None:
             forms = tuple(self.forms)
             if not forms or not all(isinstance(form, QuantForm) for form in forms):
-                raise ValueError(
+                raise InputError(
                     f"HardwareTarget.forms must be None or QuantForms; got {self.forms!r}"
                 )
             object.__setattr__(self, "forms", forms)
@@ -40,7 +41,7 @@ class HardwareTarget:
         if not served:
             wanted = ", ".join(map(str, self.forms))
             available = ", ".join(map(str, space.forms))
-            raise ValueError(
+            raise InputError(
                 f"target {self.name!r} needs {wanted}, but the supernet serves only {available}"
             )
         return served
@@ -75,4 +76,4 @@ def get_target(name: str) -> HardwareTarget:
     try:
         return TARGETS[name]
     except KeyError:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {name!r}") from None
+        raise InputError(f"target must be one of {', '.join(TARGETS)}; got {name!r}") from None

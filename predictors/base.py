@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text
 from eqsearch.space import READABLE_VERSIONS, ElasticSpace, SubnetConfig
 from predictors.encoding import FeatureArray, encode_configs, feature_count
@@ -60,7 +61,7 @@ def parse_options(options_type: type[OptionsT], options: Mapping[str, Any]) -> O
     allowed = [field.name for field in dataclasses.fields(options_type)]  # type: ignore[arg-type]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"unknown option(s) {', '.join(unknown)} for {options_type.__name__}; "
             f"allowed: {', '.join(allowed)}"
         )
@@ -71,14 +72,14 @@ def check_positive(owner: str, **values: float) -> None:
     """Raise ValueError naming the first field that is not a positive number."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{owner}.{name} must be a positive number; got {value!r}")
+            raise InputError(f"{owner}.{name} must be a positive number; got {value!r}")
 
 
 def check_fraction(owner: str, **values: float) -> None:
     """Raise ValueError naming the first field outside [0, 1)."""
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-            raise ValueError(f"{owner}.{name} must be in [0, 1); got {value!r}")
+            raise InputError(f"{owner}.{name} must be in [0, 1); got {value!r}")
 
 
 class BasePredictor:
@@ -94,9 +95,9 @@ class BasePredictor:
 
     def __init__(self, space: ElasticSpace, *, seed: int = 0) -> None:
         if not isinstance(space, ElasticSpace):
-            raise ValueError(f"space must be an ElasticSpace; got {type(space).__name__}")
+            raise InputError(f"space must be an ElasticSpace; got {type(space).__name__}")
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer; got {seed!r}")
+            raise InputError(f"seed must be an integer; got {seed!r}")
         self.space = space
         self.seed = seed
         self.target_mean = 0.0
@@ -114,11 +115,11 @@ class BasePredictor:
         features = self.features(configs)
         targets = np.asarray(accuracies, dtype=np.float64).ravel()
         if targets.shape[0] != features.shape[0]:
-            raise ValueError(f"got {features.shape[0]} configs but {targets.shape[0]} accuracies")
+            raise InputError(f"got {features.shape[0]} configs but {targets.shape[0]} accuracies")
         if features.shape[0] < 2:
-            raise ValueError(f"a predictor needs at least 2 samples; got {features.shape[0]}")
+            raise InputError(f"a predictor needs at least 2 samples; got {features.shape[0]}")
         if not np.isfinite(targets).all():
-            raise ValueError("accuracies must be finite numbers")
+            raise InputError("accuracies must be finite numbers")
         self.target_mean = float(targets.mean())
         spread = float(targets.std())
         self.target_scale = spread if spread > 0 else 1.0
@@ -129,7 +130,7 @@ class BasePredictor:
     def predict(self, configs: SubnetConfig | Sequence[SubnetConfig]) -> FloatArray:
         """Predicted accuracy in percent, one float64 per config."""
         if not self.fitted:
-            raise ValueError(f"the {self.name} predictor is not fitted; call fit() first")
+            raise InputError(f"the {self.name} predictor is not fitted; call fit() first")
         features = self.features(configs)
         if features.shape[0] == 0:
             return np.empty(0, dtype=np.float64)
@@ -140,7 +141,7 @@ class BasePredictor:
     def save(self, path: str | Path) -> Path:
         """Write the fitted predictor atomically (``.pt`` via torch, else JSON)."""
         if not self.fitted:
-            raise ValueError(f"the {self.name} predictor is not fitted; nothing to save")
+            raise InputError(f"the {self.name} predictor is not fitted; nothing to save")
         target = Path(path)
         payload = {
             "format": PREDICTOR_FORMAT,
@@ -187,7 +188,7 @@ class BasePredictor:
         predictor.target_mean = float(payload["target_mean"])
         predictor.target_scale = float(payload["target_scale"])
         if not math.isfinite(predictor.target_scale) or predictor.target_scale <= 0:
-            raise ValueError("the saved predictor has an invalid target scale")
+            raise InputError("the saved predictor has an invalid target scale")
         predictor._restore(payload["model"])
         predictor.fitted = True
         return predictor

@@ -67,21 +67,21 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"SamplingConfig.n must be a positive integer; got {self.n!r}")
+            raise InputError(f"SamplingConfig.n must be a positive integer; got {self.n!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"SamplingConfig.seed must be an integer; got {self.seed!r}")
+            raise InputError(f"SamplingConfig.seed must be an integer; got {self.seed!r}")
         if self.strategy not in STRATEGIES:
-            raise ValueError(
+            raise InputError(
                 f"SamplingConfig.strategy must be one of {', '.join(STRATEGIES)}; "
                 f"got {self.strategy!r}"
             )
         if self.forms not in FORM_DRAWS:
-            raise ValueError(
+            raise InputError(
                 f"SamplingConfig.forms must be one of {', '.join(FORM_DRAWS)}; got {self.forms!r}"
             )
         index, count = self.shard
         if count < 1 or not 0 <= index < count:
-            raise ValueError(
+            raise InputError(
                 f"SamplingConfig.shard must be (i, n) with 0 <= i < n; got {self.shard!r}"
             )
 
@@ -125,7 +125,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     """``"1/4"`` → ``(1, 4)`` (ValueError for anything else)."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
     if not match or not int(match[1]) < int(match[2]):
-        raise ValueError(f"a shard is written i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
+        raise InputError(f"a shard is written i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
     return int(match[1]), int(match[2])
 
 
@@ -190,7 +190,7 @@ def spread_sample(
     deep-and-wide subnets are sampled as often as middling ones.
     """
     if forms not in FORM_DRAWS:
-        raise ValueError(f"forms must be one of {', '.join(FORM_DRAWS)}; got {forms!r}")
+        raise InputError(f"forms must be one of {', '.join(FORM_DRAWS)}; got {forms!r}")
     k = CANDIDATES_PER_TARGET
     w_low, w_high = min(space.w_bits), max(space.w_bits)
     a_low, a_high = min(space.a_bits), max(space.a_bits)
@@ -239,7 +239,7 @@ def draw_configs(
         ValueError: the space has fewer than ``n`` distinct configs the strategy reaches.
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+        raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
     rng = np.random.default_rng(seed)
     seen: set[bytes] = set()
     kept: list[ConfigBatch] = []
@@ -259,7 +259,7 @@ def draw_configs(
                 rows.append(row)
         fruitless = 0 if rows else fruitless + 1
         if fruitless >= 20:
-            raise ValueError(
+            raise InputError(
                 f"the space has only about {total} distinct configs that the {strategy!r} "
                 f"strategy reaches; asked for n={n}"
             )
@@ -317,7 +317,7 @@ def read_samples_source(samples_csv: str | Path) -> tuple[SampleSource, dict[str
     data = read_json(sidecar, what="samples source file")
     try:
         if data.get("format") != SOURCE_FORMAT:
-            raise ValueError("not a samples source file")
+            raise InputError("not a samples source file")
         source = SampleSource(**data["source"])
         settings = dict(data["settings"])
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -358,7 +358,7 @@ def _record_source(path: Path, source: SampleSource, settings: dict[str, Any]) -
 def _record_space(samples_csv: Path, space: ElasticSpace) -> None:
     stored = read_samples_space(samples_csv)
     if stored is not None and stored.fingerprint != space.fingerprint:
-        raise ValueError(
+        raise InputError(
             f"{space_path(samples_csv)} records another space (fingerprint "
             f"{stored.fingerprint}, this supernet's is {space.fingerprint}); use another --out"
         )
@@ -385,7 +385,7 @@ def _recover_rows(path: Path) -> dict[int, dict[str, str]]:
     if not data.startswith(header):
         if header.startswith(data):
             return {}  # killed while writing the header
-        raise ValueError(
+        raise InputError(
             f"{path} exists and is not a samples file of this version; not touching it"
         )
     complete = data[: data.rfind(b"\n") + 1]
@@ -510,7 +510,7 @@ def _collect_locked(
     expected_json = {int(i): configs[int(i)].to_json() for i in mine}
     for index, row in existing.items():
         if expected_json.get(index) != row.get("config"):
-            raise ValueError(
+            raise InputError(
                 f"{path} holds row index {index} that this draw (n={config.n}, seed={config.seed}, "
                 f"strategy={config.strategy}, forms={config.forms}, shard {shard_index}/"
                 f"{shard_count}) does not produce; use another --out or the original settings"
@@ -709,7 +709,7 @@ def load_samples(
         columns = reader.fieldnames or []
         missing = [column for column in REQUIRED_COLUMNS if column not in columns]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"{location} lacks the column(s) {', '.join(missing)}; a samples file needs "
                 f"{', '.join(REQUIRED_COLUMNS)} (found: {', '.join(columns) or 'no header'})"
             )
@@ -742,10 +742,10 @@ def split_indices(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Seeded (train, held-out) row indices; ``holdout`` is the held-out fraction."""
     if not 0 < holdout < 1:
-        raise ValueError(f"holdout must be a fraction in (0, 1); got {holdout}")
+        raise InputError(f"holdout must be a fraction in (0, 1); got {holdout}")
     n_test = max(1, round(holdout * n))
     if n - n_test < 2:
-        raise ValueError(f"{n} samples are too few to hold out {holdout:.0%} and still fit")
+        raise InputError(f"{n} samples are too few to hold out {holdout:.0%} and still fit")
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
@@ -753,7 +753,7 @@ def split_indices(
 def kfold_indices(n: int, folds: int, *, seed: int = 0) -> list[npt.NDArray[np.int64]]:
     """``folds`` seeded, disjoint test-index sets covering ``range(n)``."""
     if folds < 2 or folds > n:
-        raise ValueError(f"folds must be in 2..{n}; got {folds}")
+        raise InputError(f"folds must be in 2..{n}; got {folds}")
     order = np.random.default_rng(seed).permutation(n)
     return [np.sort(part) for part in np.array_split(order, folds)]
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.space import ALL_FORMS, FULL_PRECISION_BITS, ConfigBatch, ElasticSpace, SubnetConfig
 
 FeatureArray = npt.NDArray[np.float32]
@@ -116,7 +117,7 @@ def encode_configs(
     """
     if isinstance(configs, ConfigBatch) and configs.space is not space:
         if configs.space.fingerprint != space.fingerprint:
-            raise ValueError(
+            raise InputError(
                 f"the configs belong to another space (fingerprint {configs.space.fingerprint}, "
                 f"expected {space.fingerprint})"
             )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text
 from eqsearch.space import ElasticSpace
 from predictors.base import BasePredictor
@@ -35,13 +36,13 @@ class FitConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in PREDICTORS:
-            raise ValueError(
+            raise InputError(
                 f"FitConfig.backend must be one of {', '.join(PREDICTORS)}; got {self.backend!r}"
             )
         if isinstance(self.holdout, bool) or not 0 < self.holdout < 1:
-            raise ValueError(f"FitConfig.holdout must be in (0, 1); got {self.holdout!r}")
+            raise InputError(f"FitConfig.holdout must be in (0, 1); got {self.holdout!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"FitConfig.seed must be an integer; got {self.seed!r}")
+            raise InputError(f"FitConfig.seed must be an integer; got {self.seed!r}")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
+
 ArrayLike = npt.ArrayLike
 
 
@@ -14,11 +16,11 @@ def _pair(measured: ArrayLike, predicted: ArrayLike) -> tuple[np.ndarray, np.nda
     truth = np.asarray(measured, dtype=np.float64).ravel()
     guess = np.asarray(predicted, dtype=np.float64).ravel()
     if truth.shape != guess.shape:
-        raise ValueError(
+        raise InputError(
             f"measured and predicted must have the same length; got {truth.size} and {guess.size}"
         )
     if truth.size < 2:
-        raise ValueError(f"metrics need at least 2 values; got {truth.size}")
+        raise InputError(f"metrics need at least 2 values; got {truth.size}")
     return truth, guess
 
 
@@ -62,7 +64,7 @@ def top_k_precision(measured: ArrayLike, predicted: ArrayLike, fraction: float =
     measured value reaches the k-th best one (ties at the boundary all count).
     """
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
+        raise InputError(f"fraction must be in (0, 1]; got {fraction}")
     truth, guess = _pair(measured, predicted)
     k = max(1, round(fraction * truth.size))
     threshold = np.sort(truth)[::-1][k - 1]

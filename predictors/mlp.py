@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.files import atomic_writer
 from eqsearch.space import ElasticSpace
 from predictors.base import BasePredictor, check_fraction, check_positive, parse_options
@@ -51,11 +52,11 @@ class MLPOptions:
 
     def __post_init__(self) -> None:
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise ValueError(f"MLPOptions.threads must be an integer >= 0; got {self.threads!r}")
+            raise InputError(f"MLPOptions.threads must be an integer >= 0; got {self.threads!r}")
         for name in ("hidden_layers", "width", "epochs", "batch_size", "patience"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"MLPOptions.{name} must be a positive integer; got {value!r}")
+                raise InputError(f"MLPOptions.{name} must be a positive integer; got {value!r}")
         check_positive("MLPOptions", lr=self.lr)
         check_fraction(
             "MLPOptions",
@@ -63,7 +64,7 @@ class MLPOptions:
             val_fraction=self.val_fraction,
         )
         if isinstance(self.weight_decay, bool) or not self.weight_decay >= 0:
-            raise ValueError(f"MLPOptions.weight_decay must be >= 0; got {self.weight_decay!r}")
+            raise InputError(f"MLPOptions.weight_decay must be >= 0; got {self.weight_decay!r}")
 
 
 @contextmanager

@@ -31,7 +31,7 @@ def backend_class(name: str) -> type[BasePredictor]:
     try:
         return PREDICTORS[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown predictor backend {name!r}; registered: {', '.join(PREDICTORS)}"
         ) from None
 
@@ -88,19 +88,19 @@ def load_predictor(path: str | Path) -> BasePredictor:
     """
     location = Path(path)
     if not location.is_file():
-        raise ValueError(f"predictor file not found: {location}")
+        raise InputError(f"predictor file not found: {location}")
     payload = _read_payload(location)
     if not isinstance(payload, dict) or payload.get("format") != PREDICTOR_FORMAT:
-        raise ValueError(f"{location} is not a saved eqsearch predictor")
+        raise InputError(f"{location} is not a saved eqsearch predictor")
     if payload.get("version") not in READABLE_PREDICTOR_VERSIONS:
         readable = ", ".join(map(str, READABLE_PREDICTOR_VERSIONS))
-        raise ValueError(
+        raise InputError(
             f"{location} is predictor format version {payload.get('version')!r}; this version "
             f"reads {readable}"
         )
     backend = payload.get("backend")
     if backend not in PREDICTORS:
-        raise ValueError(
+        raise InputError(
             f"{location} holds an unknown backend {backend!r}; registered: {', '.join(PREDICTORS)}"
         )
     try:

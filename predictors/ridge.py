@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.space import ElasticSpace
 from predictors.base import BasePredictor, parse_options
 from predictors.encoding import FeatureArray, feature_count
@@ -30,7 +31,7 @@ class RidgeOptions:
             or not isinstance(self.alpha, (int, float))
             or self.alpha < 0
         ):
-            raise ValueError(f"RidgeOptions.alpha must be a number >= 0; got {self.alpha!r}")
+            raise InputError(f"RidgeOptions.alpha must be a number >= 0; got {self.alpha!r}")
 
 
 class RidgePredictor(BasePredictor):
@@ -68,6 +69,6 @@ class RidgePredictor(BasePredictor):
     def _restore(self, model: Any) -> None:
         coefficients = np.asarray(model["coefficients"], dtype=np.float64)
         if coefficients.shape != (feature_count(self.space),):
-            raise ValueError("the saved ridge coefficients do not match the space's features")
+            raise InputError("the saved ridge coefficients do not match the space's features")
         self.coefficients = coefficients
         self.intercept = float(model["intercept"])

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.space import ElasticSpace
 from predictors.base import BasePredictor, check_positive, parse_options
 from predictors.encoding import FeatureArray
@@ -48,16 +49,16 @@ class XGBoostOptions:
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
-            raise ValueError(
+            raise InputError(
                 f"XGBoostOptions.objective must be one of {', '.join(OBJECTIVES)}; "
                 f"got {self.objective!r}"
             )
         for name in ("n_estimators", "max_depth"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"XGBoostOptions.{name} must be a positive integer; got {value!r}")
+                raise InputError(f"XGBoostOptions.{name} must be a positive integer; got {value!r}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise ValueError(
+            raise InputError(
                 f"XGBoostOptions.threads must be an integer >= 0; got {self.threads!r}"
             )
         check_positive(
@@ -70,7 +71,7 @@ class XGBoostOptions:
         )
         for name in ("subsample", "colsample_bytree"):
             if getattr(self, name) > 1:
-                raise ValueError(
+                raise InputError(
                     f"XGBoostOptions.{name} must be in (0, 1]; got {getattr(self, name)}"
                 )
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import matplotlib
 
+from eqsearch.errors import InputError
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
@@ -67,11 +69,11 @@ class AblationConfig:
         object.__setattr__(self, "parts", tuple(self.parts))
         unknown = [p for p in self.parts if p not in PARTS]
         if unknown or not self.parts:
-            raise ValueError(f"parts must be a non-empty subset of {PARTS}; got {self.parts!r}")
+            raise InputError(f"parts must be a non-empty subset of {PARTS}; got {self.parts!r}")
         space = self.base.space
         missing = [b for b in self.bits if b not in space.w_bits or b not in space.a_bits]
         if not self.bits or missing:
-            raise ValueError(
+            raise InputError(
                 f"bits must be weight and activation bit widths of the base space "
                 f"{space.w_bits}; got {self.bits!r}"
             )
@@ -147,7 +149,7 @@ def train_variant(
         stored = load_checkpoint(checkpoint_path)
         same = TrainConfig.from_dict(stored.get("train_config") or {}) == config
         if not same:
-            raise ValueError(
+            raise InputError(
                 f"{checkpoint_path} holds a different setting of {name}; remove {run_dir} "
                 "or choose another --out"
             )
@@ -211,7 +213,7 @@ def derived_tensor_step(quantizer: LsqQuantizer, bits: int, how: str) -> torch.T
         how: ``min``, ``mean`` or ``max`` over the per-channel steps (EQ-Net's Table 4).
     """
     if how not in DERIVATIONS:
-        raise ValueError(f"how must be one of {DERIVATIONS}; got {how!r}")
+        raise InputError(f"how must be one of {DERIVATIONS}; got {how!r}")
     channel_steps = quantizer.weight_step(bits, Granularity.CHANNEL, True)
     return getattr(torch, how)(channel_steps).reshape(())
 
@@ -226,13 +228,13 @@ def per_tensor_table(
     if form not in supernet.space.forms or QuantForm("channel", True, True) not in (
         supernet.space.forms
     ):
-        raise ValueError("the per-tensor ablation needs channel-sym and tensor-sym forms")
+        raise InputError("the per-tensor ablation needs channel-sym and tensor-sym forms")
     quantizers: list[LsqQuantizer] = []
     for layer, spec in zip(supernet.elastic_layers().values(), supernet.space.layers, strict=True):
         if spec.pinned is not None:
             continue
         if not isinstance(layer.quantizer, LsqQuantizer):
-            raise ValueError("the per-tensor ablation needs the lsq quantizer")
+            raise InputError("the per-tensor ablation needs the lsq quantizer")
         quantizers.append(layer.quantizer)
     evaluation = evaluation_set(data, split="test", bn_images=bn_images)
     images, labels, calibration = (
@@ -393,7 +395,7 @@ def run_ablations(
         layer = config.histogram_layer or _largest_layer(eqnet.supernet)
         layers = eqnet.supernet.elastic_layers()
         if layer not in layers:
-            raise ValueError(f"histogram_layer must be one of {sorted(layers)}; got {layer!r}")
+            raise InputError(f"histogram_layer must be one of {sorted(layers)}; got {layer!r}")
         panels = []
         if fp_path is not None:
             fp_model, _ = load_supernet(fp_path)
@@ -520,7 +522,7 @@ def config_from_args(args: argparse.Namespace) -> AblationConfig:
     try:
         bits = tuple(int(b) for b in args.bits.split(","))
     except ValueError:
-        raise ValueError(f"--bits must be bit widths like 2,4,8; got {args.bits!r}") from None
+        raise InputError(f"--bits must be bit widths like 2,4,8; got {args.bits!r}") from None
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     return AblationConfig(base=replace(base, **overrides), bits=bits, parts=parts)
 

@@ -105,11 +105,11 @@ def compare_predictors(
     """
     chosen_space = space or read_samples_space(samples)
     if chosen_space is None:
-        raise ValueError(f"no space file beside {samples}; pass the space explicitly")
+        raise InputError(f"no space file beside {samples}; pass the space explicitly")
     names = list(backends) if backends else list(PREDICTORS)
     for name in names:
         if name not in PREDICTORS:
-            raise ValueError(f"unknown backend {name!r}; registered: {', '.join(PREDICTORS)}")
+            raise InputError(f"unknown backend {name!r}; registered: {', '.join(PREDICTORS)}")
     configs, measured = load_samples(samples, chosen_space)
     batch = chosen_space.batch(configs)
     parts = kfold_indices(len(configs), folds, seed=seed)

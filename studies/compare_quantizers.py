@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text
 from eqsearch.space import QuantForm
 from supernet.evaluate import evaluate_configs, evaluation_set
@@ -45,13 +46,13 @@ class ComparisonConfig:
 
     def __post_init__(self) -> None:
         if not self.quantizers:
-            raise ValueError("quantizers must name at least one registered quantizer")
+            raise InputError("quantizers must name at least one registered quantizer")
         for name in ("fp_epochs", "epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+                raise InputError(f"{name} must be a positive integer; got {value!r}")
         if not self.bits or any(len(pair) != 2 for pair in self.bits):
-            raise ValueError(f"bits must be (weight, activation) pairs; got {self.bits!r}")
+            raise InputError(f"bits must be (weight, activation) pairs; got {self.bits!r}")
 
     def train_config(self, quantizer: str, init: str | None) -> TrainConfig:
         """The training settings of one run (``init`` None: the pretraining run)."""

@@ -79,7 +79,7 @@ class StrategyStudySettings:
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {self.target!r}")
+            raise InputError(f"target must be one of {', '.join(TARGETS)}; got {self.target!r}")
         for name in (
             "budgets",
             "per_round",
@@ -90,11 +90,11 @@ class StrategyStudySettings:
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(
+                raise InputError(
                     f"StrategyStudySettings.{name} must be a positive integer; got {value!r}"
                 )
         if self.population < 2 or self.hessian_probes < 2:
-            raise ValueError("StrategyStudySettings: population and hessian_probes must be >= 2")
+            raise InputError("StrategyStudySettings: population and hessian_probes must be >= 2")
 
     @property
     def verified(self) -> int:

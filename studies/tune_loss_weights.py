@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from eqsearch.errors import InputError
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
 from studies.fp_init import shared_fp_checkpoint as shared_fp
 from studies.probes import ProbeSet, bits_of
@@ -36,9 +37,9 @@ class SearchRange:
 
     def __post_init__(self) -> None:
         if not self.low < self.high:
-            raise ValueError(f"SearchRange needs low < high; got {self.low}, {self.high}")
+            raise InputError(f"SearchRange needs low < high; got {self.low}, {self.high}")
         if self.log and self.low <= 0:
-            raise ValueError(f"a log SearchRange needs low > 0; got {self.low}")
+            raise InputError(f"a log SearchRange needs low > 0; got {self.low}")
 
 
 DEFAULT_RANGES: dict[str, SearchRange] = {
@@ -83,15 +84,15 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         if self.objectives not in OBJECTIVES:
-            raise ValueError(f"objectives must be one of {OBJECTIVES}; got {self.objectives!r}")
+            raise InputError(f"objectives must be one of {OBJECTIVES}; got {self.objectives!r}")
         if self.trials < 0 or self.epochs < 1:
-            raise ValueError(
+            raise InputError(
                 f"trials must be >= 0 and epochs >= 1; got {self.trials}, {self.epochs}"
             )
         known = set(TrainConfig.__dataclass_fields__)
         for name, _ in self.ranges:
             if name not in known:
-                raise ValueError(f"cannot tune {name!r}: not a TrainConfig field")
+                raise InputError(f"cannot tune {name!r}: not a TrainConfig field")
 
     def storage_url(self) -> str:
         """The storage URL (the SQLite file in ``out_dir`` by default)."""
@@ -119,7 +120,7 @@ def storage_url_with_driver(url: str) -> str:
     if importlib.util.find_spec("psycopg2") is not None:
         return f"postgresql://{rest}"
     if importlib.util.find_spec("psycopg") is None:
-        raise ValueError(
+        raise InputError(
             "a PostgreSQL storage needs the psycopg driver: pip install 'eqsearch[postgres]'"
         )
     return f"postgresql+psycopg://{rest}"
@@ -148,7 +149,7 @@ def _storage(url: str, *, attempts: int = 5) -> optuna.storages.BaseStorage:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
         except (ArgumentError, ImportError, ModuleNotFoundError) as error:
-            raise ValueError(f"cannot use the storage {_redacted(url)}: {error}") from None
+            raise InputError(f"cannot use the storage {_redacted(url)}: {error}") from None
         except SQLAlchemyError as error:
             # a lost race to create the schema (or a locked SQLite file) is worth a retry,
             # a server that refuses the connection is not
@@ -157,7 +158,7 @@ def _storage(url: str, *, attempts: int = 5) -> optuna.storages.BaseStorage:
                 time.sleep(0.2 * (attempt + 1))
                 continue
             reason = str(getattr(error, "orig", None) or error).strip().splitlines()
-            raise ValueError(
+            raise InputError(
                 f"cannot open the study storage {_redacted(url)}: {reason[0] if reason else error}"
             ) from None
     raise AssertionError("unreachable")

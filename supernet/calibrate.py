@@ -8,6 +8,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from eqsearch.errors import InputError
+
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
@@ -60,7 +62,7 @@ def calibrate_bn(
         for module, training in modes.items():
             module.training = training
     if seen == 0:
-        raise ValueError("calibrate_bn needs at least one image")
+        raise InputError("calibrate_bn needs at least one image")
     return seen
 
 

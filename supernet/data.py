@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from eqsearch.errors import InputError
+
 DATASETS = ("mnist5k", "digits", "cifar10", "imagenet", "imagefolder")
 EMBEDDED = ("mnist5k", "digits")
 SPLIT_SEED = 20231001
@@ -48,15 +50,15 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         if self.name not in DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.name!r}")
+            raise InputError(f"dataset must be one of {', '.join(DATASETS)}; got {self.name!r}")
         if self.name not in EMBEDDED and not self.root:
-            raise ValueError(f"dataset {self.name!r} reads its files from --data-root; none given")
+            raise InputError(f"dataset {self.name!r} reads its files from --data-root; none given")
         for field_name in ("batch_size", "eval_batch_size", "holdout"):
             value = getattr(self, field_name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"DataSpec.{field_name} must be a positive integer; got {value!r}")
+                raise InputError(f"DataSpec.{field_name} must be a positive integer; got {value!r}")
         if self.workers < 0:
-            raise ValueError(f"DataSpec.workers must be >= 0; got {self.workers}")
+            raise InputError(f"DataSpec.workers must be >= 0; got {self.workers}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of the fields."""
@@ -274,7 +276,7 @@ def _embedded(spec: DataSpec, seed: int) -> DataBundle:
 
 def _require_dir(path: str, what: str) -> None:
     if not os.path.isdir(path):
-        raise ValueError(f"{what} not found: expected the directory {path}")
+        raise InputError(f"{what} not found: expected the directory {path}")
 
 
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{index}" for index in range(1, 6))
@@ -307,33 +309,33 @@ def _cifar10_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     here instead: the pixel array's shape and type, one label per image, labels in 0..9.
     """
     if not os.path.isfile(path):
-        raise ValueError(f"CIFAR-10 batch file missing: expected {path}")
+        raise InputError(f"CIFAR-10 batch file missing: expected {path}")
     try:
         with open(path, "rb") as handle:
             batch = _ArrayUnpickler(handle, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError) as error:
-        raise ValueError(f"{path} is not a CIFAR-10 python batch: {error}") from None
+        raise InputError(f"{path} is not a CIFAR-10 python batch: {error}") from None
     if not isinstance(batch, dict):
-        raise ValueError(f"{path} is not a CIFAR-10 python batch: it holds no dict")
+        raise InputError(f"{path} is not a CIFAR-10 python batch: it holds no dict")
     batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
     data, labels = batch.get("data"), batch.get("labels", batch.get("fine_labels"))
     if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != CIFAR10_PIXELS:
         shape = getattr(data, "shape", None)
-        raise ValueError(
+        raise InputError(
             f"{path}: 'data' must be an (images, {CIFAR10_PIXELS}) uint8 array; got {shape}"
         )
     if data.dtype != np.uint8:
-        raise ValueError(f"{path}: 'data' must be uint8 pixels; got {data.dtype}")
+        raise InputError(f"{path}: 'data' must be uint8 pixels; got {data.dtype}")
     if labels is None:
-        raise ValueError(f"{path}: no 'labels' list")
+        raise InputError(f"{path}: no 'labels' list")
     targets = np.asarray(labels)
     if targets.shape != (data.shape[0],) or not np.issubdtype(targets.dtype, np.integer):
-        raise ValueError(
+        raise InputError(
             f"{path}: one integer label per image needed; "
             f"got {targets.shape} labels for {data.shape[0]} images"
         )
     if targets.size and (targets.min() < 0 or targets.max() > 9):
-        raise ValueError(f"{path}: labels must lie in 0..9; got {targets.min()}..{targets.max()}")
+        raise InputError(f"{path}: labels must lie in 0..9; got {targets.min()}..{targets.max()}")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), targets.astype(np.int64)
 
@@ -362,7 +364,7 @@ def _cifar10(spec: DataSpec, seed: int) -> DataBundle:
     _require_dir(root, "CIFAR-10 data root")
     folder = os.path.join(root, "cifar-10-batches-py")
     if not os.path.isdir(folder):
-        raise ValueError(
+        raise InputError(
             f"CIFAR-10 not found under {root}: expected {folder} (the python version of "
             "CIFAR-10: data_batch_1..5 and test_batch; eqsearch never downloads)"
         )
@@ -451,9 +453,9 @@ def _imagefolder(spec: DataSpec, seed: int) -> DataBundle:
         train_plain = datasets.ImageFolder(train_dir, plain, loader=load_image)
         test = datasets.ImageFolder(val_dir, plain, loader=load_image)
     except (FileNotFoundError, RuntimeError) as error:
-        raise ValueError(f"malformed image folder under {root}: {error}") from None
+        raise InputError(f"malformed image folder under {root}: {error}") from None
     if train.classes != test.classes:
-        raise ValueError(f"train/ and val/ under {root} hold different class folders")
+        raise InputError(f"train/ and val/ under {root} hold different class folders")
     return _folder_bundle(spec, seed, train, train_plain, test, len(train.classes), size)
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from eqsearch.errors import InputError
 from eqsearch.space import Granularity, LayerChoice, SubnetConfig
 from supernet.elastic import Supernet
 from supernet.layers import ElasticQuantConv2d, ElasticQuantLayer, ElasticQuantLinear
@@ -73,7 +74,7 @@ def _exportable_quantizer(name: str, layer: ElasticQuantLayer) -> LsqQuantizer:
             if quantizer.name == "n2uq"
             else "it exposes no uniform affine quantization parameters"
         )
-        raise ValueError(
+        raise InputError(
             f"layer {name!r} uses quantizer {quantizer.name!r}, which cannot be exported: "
             f"{reason}; exportable quantizers: {', '.join(EXPORTABLE_QUANTIZERS)}"
         )
@@ -85,7 +86,7 @@ def _check_bits(name: str, choice: LayerChoice) -> None:
         return
     for field_name, bits in (("w_bits", choice.w_bits), ("a_bits", choice.a_bits)):
         if bits > MAX_EXPORT_BITS:
-            raise ValueError(
+            raise InputError(
                 f"layer {name!r}: {field_name}={bits} cannot be exported; QuantizeLinear grids "
                 f"here hold at most {MAX_EXPORT_BITS} bits (or full precision)"
             )
@@ -131,7 +132,7 @@ def _quantize_layer(name: str, layer: ElasticQuantLayer, choice: LayerChoice) ->
     offsets = zero_point.view(view) if per_channel else zero_point.reshape(())
     integers = torch.round(weight / steps).to(torch.int32) + offsets
     if int(integers.min()) < params.w_qmin or int(integers.max()) > params.w_qmax:
-        raise ValueError(f"layer {name!r}: recovered weight integers leave their grid")
+        raise InputError(f"layer {name!r}: recovered weight integers leave their grid")
     a_step = float(params.a_step.reshape(-1)[0])
     return LayerQuantization(
         name=name,
@@ -272,7 +273,7 @@ class DeployConv2d(nn.Module):
     def __init__(self, layer: ElasticQuantConv2d, quantization: LayerQuantization) -> None:
         super().__init__()
         if layer.padding_mode != "zeros":
-            raise ValueError(
+            raise InputError(
                 f"layer {quantization.name!r}: padding_mode={layer.padding_mode!r} cannot be "
                 "exported; only 'zeros'"
             )

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from eqsearch.errors import InputError
 from eqsearch.space import (
     ElasticSpace,
     Granularity,
@@ -222,7 +223,7 @@ def to_supernet(
         and not isinstance(module, (ElasticQuantConv2d, ElasticQuantLinear))
     }
     if not candidates:
-        raise ValueError("the model has no Conv2d or Linear layer to quantize")
+        raise InputError("the model has no Conv2d or Linear layer to quantize")
     measured = _measure(model, example_input, candidates)
     for facts in measured.values():
         facts.pop("calls")
@@ -238,7 +239,7 @@ def to_supernet(
         )
     order = list(measured)  # dicts keep insertion (execution) order
     if len(order) < 3 and pin is not None:
-        raise ValueError(
+        raise InputError(
             f"the model has {len(order)} quantizable layers; pinning the first and last "
             "leaves nothing to search (use first_last='elastic')"
         )
@@ -326,7 +327,7 @@ def build_supernet(
     """
     spec = replace(space or SpaceSpec(), **_space_fields(space_fields))
     if spec.architecture:
-        raise ValueError(
+        raise InputError(
             f"model {model_name!r} has a fixed architecture; it takes no architecture choices "
             f"({', '.join(name for name, _ in spec.architecture)})"
         )

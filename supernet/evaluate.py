@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from eqsearch import costs
+from eqsearch.errors import InputError
 from eqsearch.space import QuantForm, SubnetConfig
 from supernet.checkpoint import load_supernet
 from supernet.data import DataBundle, DataSpec, build_data
@@ -46,7 +47,7 @@ def checkpoint_data(
     """The dataset a checkpoint was trained on (``data_root`` overrides the stored root)."""
     stored = dict(checkpoint.get("data") or {})
     if not stored:
-        raise ValueError("the checkpoint does not record its dataset; it cannot be evaluated")
+        raise InputError("the checkpoint does not record its dataset; it cannot be evaluated")
     spec = DataSpec(**stored)
     if data_root is not None:
         spec = replace(spec, root=data_root)
@@ -60,7 +61,7 @@ def evaluation_set(
 ) -> EvaluationSet:
     """The images of ``split`` (``test`` or the ``holdout`` slice of the training set)."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
+        raise InputError(f"split must be one of {SPLITS}; got {split!r}")
     images, labels = data.test_tensors() if split == "test" else data.holdout_tensors()
     return EvaluationSet(images, labels, data.calibration_images(bn_images), split)
 
@@ -136,7 +137,7 @@ def uniform_table(
     chosen_bits = sorted(bits or shared, reverse=True)
     for value in chosen_bits:
         if value not in shared:
-            raise ValueError(f"{value} bits is not a weight and activation bit width of the space")
+            raise InputError(f"{value} bits is not a weight and activation bit width of the space")
     chosen_forms = list(forms) if forms else [f for f in PAPER_FORMS if f in space.forms]
     if not chosen_forms:
         chosen_forms = [space.forms[0]]

@@ -212,11 +212,11 @@ def export_onnx(
     if opset > newest:
         raise InputError(f"opset must be <= {newest}, the newest this onnx knows; got {opset}")
     if int4_weights and opset < INT4_OPSET:
-        raise ValueError(f"int4_weights needs opset >= {INT4_OPSET}; got {opset}")
+        raise InputError(f"int4_weights needs opset >= {INT4_OPSET}; got {opset}")
     if len(verify_images) == 0:
-        raise ValueError("export_onnx needs at least one verification image")
+        raise InputError("export_onnx needs at least one verification image")
     if verify_labels is not None and len(verify_labels) != len(verify_images):
-        raise ValueError("verify_labels must have one label per verification image")
+        raise InputError("verify_labels must have one label per verification image")
     check_exportable(supernet)
     supernet.space.validate(config)
     quantizations = quantize_layers(supernet, config)  # fail on unexportable bits first

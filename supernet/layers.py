@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from eqsearch.errors import InputError
 from eqsearch.space import LayerChoice
 from supernet.quantizers import ElasticQuantizer, QuantizerSpec, build_quantizer
 
@@ -66,7 +67,7 @@ class ElasticQuantLayer(nn.Module):
             self.active.choice, self.active.handle = None, None
             return
         if not isinstance(choice, LayerChoice):
-            raise ValueError(f"set_choice expects a LayerChoice or None; got {choice!r}")
+            raise InputError(f"set_choice expects a LayerChoice or None; got {choice!r}")
         handle = self.quantizer.resolve(choice)
         self.active.choice, self.active.handle = choice, handle
 

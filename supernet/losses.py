@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch.nn import functional as F
 
+from eqsearch.errors import InputError
+
 if TYPE_CHECKING:
     from supernet.elastic import Supernet
 
@@ -45,7 +47,7 @@ def wdr_loss(
     separately so that each can carry its own weight.
     """
     if not weights:
-        raise ValueError("wdr_loss needs at least one weight tensor")
+        raise InputError("wdr_loss needs at least one weight tensor")
     skew_terms, kurtosis_terms = [], []
     for weight in weights:
         skewness, kurtosis = standardized_moments(weight)
@@ -97,7 +99,7 @@ def guided_loss(
     if mode == "smooth":
         return F.cross_entropy(logits, labels, label_smoothing=smoothing)
     if mode != "gpg":
-        raise ValueError(f"guidance mode must be one of {GUIDANCE_MODES}; got {mode!r}")
+        raise InputError(f"guidance mode must be one of {GUIDANCE_MODES}; got {mode!r}")
     assert teacher_logits is not None
     cross_entropy = F.cross_entropy(logits, labels)
     return weight * distillation_kl(logits, teacher_logits) + (1 - weight) * cross_entropy

@@ -135,11 +135,11 @@ def create_model(
     entry = model_entry(name)
     size = entry.image_size if image_size is None else image_size
     if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2; got {num_classes}")
+        raise InputError(f"num_classes must be >= 2; got {num_classes}")
     if in_channels < 1:
-        raise ValueError(f"in_channels must be >= 1; got {in_channels}")
+        raise InputError(f"in_channels must be >= 1; got {in_channels}")
     if size < entry.min_image_size:
-        raise ValueError(f"{name} needs image_size >= {entry.min_image_size}; got {size}")
+        raise InputError(f"{name} needs image_size >= {entry.min_image_size}; got {size}")
     model = entry.build(num_classes, in_channels, size)
     if pretrained:
         _load_torchvision_weights(entry, model, num_classes, in_channels)
@@ -150,13 +150,13 @@ def _load_torchvision_weights(
     entry: ModelEntry, model: nn.Module, num_classes: int, in_channels: int
 ) -> None:
     if entry.torchvision_name is None:
-        raise ValueError(f"{entry.name} has no torchvision pretrained weights")
+        raise InputError(f"{entry.name} has no torchvision pretrained weights")
     import torchvision
 
     weights = torchvision.models.get_model_weights(entry.torchvision_name).DEFAULT  # type: ignore[attr-defined]
     path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
     if not os.path.exists(path):
-        raise ValueError(
+        raise InputError(
             f"pretrained {entry.name} weights are not in the local torch hub cache (expected "
             f"{path}); eqsearch never downloads: place the file there, or start from "
             "--init fp.pt or FP pretraining"

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from eqsearch.errors import InputError
+
 
 def count_nodes(model: Any, op_type: str) -> int:
     """Nodes of ``op_type`` in the main graph of an ``onnx.ModelProto``."""
@@ -173,7 +175,7 @@ def store_int4_weights(model: Any, layers: set[str]) -> int:
     """
     opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     if opset < INT4_OPSET:
-        raise ValueError(f"INT4 weights need opset >= {INT4_OPSET}; the model has {opset}")
+        raise InputError(f"INT4 weights need opset >= {INT4_OPSET}; the model has {opset}")
     graph = _Graph(model.graph)
     renames: list[tuple[Any, str, str]] = []
     for node in model.graph.node:
@@ -189,11 +191,11 @@ def store_int4_weights(model: Any, layers: set[str]) -> int:
             if value is None:
                 value = _constant_node_value(model.graph, node.input[2])
             if value is None:
-                raise ValueError(f"{layer}: the weight zero point is not a constant")
+                raise InputError(f"{layer}: the weight zero point is not a constant")
             zero_point = value
         for what, values in (("integers", integers), ("zero point", zero_point)):
             if values.size and (values.min() < -8 or values.max() > 7):
-                raise ValueError(f"{layer}: weight {what} do not fit INT4 [-8, 7]")
+                raise InputError(f"{layer}: weight {what} do not fit INT4 [-8, 7]")
         weights = _int4_tensor(f"{layer}.weight.int4-pending", integers)
         zeros = _int4_tensor(f"{layer}.weight.zero_point.int4", zero_point)
         model.graph.initializer.extend([weights, zeros])

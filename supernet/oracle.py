@@ -9,6 +9,7 @@ from contextlib import ExitStack
 import numpy as np
 import torch
 
+from eqsearch.errors import InputError
 from eqsearch.space import SubnetConfig
 from supernet import inference_kernels
 from supernet.calibrate import calibrate_bn, preserved_bn_state
@@ -107,9 +108,9 @@ class SupernetOracle:
         workers: int = 1,
     ) -> None:
         if len(images) != len(labels) or len(images) == 0:
-            raise ValueError("SupernetOracle needs as many labels as images, and at least one")
+            raise InputError("SupernetOracle needs as many labels as images, and at least one")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"SupernetOracle.workers must be a positive integer; got {workers!r}")
+            raise InputError(f"SupernetOracle.workers must be a positive integer; got {workers!r}")
         self.supernet = supernet
         self.space = supernet.space
         self.images = images

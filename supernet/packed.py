@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_bytes
 from eqsearch.space import SubnetConfig
 from supernet.deploy import LayerQuantization, quantize_layers
@@ -90,10 +91,10 @@ class PackedReport:
 def pack_bits(values: np.ndarray, bits: int) -> np.ndarray:
     """Pack non-negative integers ``< 2**bits`` into a little-endian bit stream of bytes."""
     if not 1 <= bits <= 16:
-        raise ValueError(f"bits must be in 1..16; got {bits}")
+        raise InputError(f"bits must be in 1..16; got {bits}")
     flat = np.asarray(values).reshape(-1).astype(np.uint32)
     if flat.size and int(flat.max()) >= 1 << bits:
-        raise ValueError(f"values do not fit in {bits} bits")
+        raise InputError(f"values do not fit in {bits} bits")
     planes = ((flat[:, None] >> np.arange(bits, dtype=np.uint32)) & 1).astype(np.uint8)
     return np.packbits(planes.reshape(-1), bitorder="little")
 
@@ -160,9 +161,9 @@ def export_packed_weights(
     """
     path = Path(path)
     if not path.parent.is_dir():
-        raise ValueError(f"the output directory {path.parent} does not exist")
+        raise InputError(f"the output directory {path.parent} does not exist")
     if path.suffix != ".npz":
-        raise ValueError(f"packed weights are written as .npz; got {path.name!r}")
+        raise InputError(f"packed weights are written as .npz; got {path.name!r}")
     layers = quantize_layers(supernet, config)
     arrays: dict[str, np.ndarray] = {}
     metas = []
@@ -204,13 +205,13 @@ def load_packed_weights(path: str | Path) -> dict[str, PackedLayer]:
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise ValueError(f"{path} is not a packed-weights .npz file ({error})") from None
+        raise InputError(f"{path} is not a packed-weights .npz file ({error})") from None
     with archive:
         if METADATA_KEY not in archive:
-            raise ValueError(f"{path} has no {METADATA_KEY} entry; not a packed-weights file")
+            raise InputError(f"{path} has no {METADATA_KEY} entry; not a packed-weights file")
         metadata = json.loads(archive[METADATA_KEY].tobytes().decode())
         if metadata.get("format") != FORMAT_NAME or metadata.get("version") != FORMAT_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"{path}: unknown packed-weights format {metadata.get('format')!r} "
                 f"version {metadata.get('version')!r}"
             )

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from eqsearch.errors import InputError
+
 _PR_SET_PDEATHSIG = 1
 _PARENT_POLL_SECONDS = 0.25
 
@@ -101,9 +103,9 @@ def ordered_map(
     """
     global _task
     if workers < 1:
-        raise ValueError(f"workers must be >= 1; got {workers}")
+        raise InputError(f"workers must be >= 1; got {workers}")
     if not can_fork():
-        raise ValueError("worker processes need the fork start method (POSIX)")
+        raise InputError("worker processes need the fork start method (POSIX)")
     previous, _task = _task, function
     pool = ProcessPoolExecutor(
         workers,

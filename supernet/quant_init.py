@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from eqsearch.errors import InputError
 from supernet.calibrate import preserved_bn_state
 from supernet.elastic import Supernet
 from supernet.quantizers.clipping import weighted_sample
@@ -74,7 +75,7 @@ def init_quantizers(
                 supernet(batch.to(device))
                 seen += 1
         if seen == 0:
-            raise ValueError("init_quantizers needs at least one batch of calibration images")
+            raise InputError("init_quantizers needs at least one batch of calibration images")
     finally:
         for handle in handles:
             handle.remove()

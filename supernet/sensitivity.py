@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from eqsearch.errors import InputError
 from eqsearch.space import LayerChoice, QuantForm
 from eqsearch.strategies.sensitivity import (
     CachedSensitivities,
@@ -86,9 +87,9 @@ def hutchinson_traces(
         seed: seeds the vectors.
     """
     if isinstance(probes, bool) or not isinstance(probes, int) or probes < 2:
-        raise ValueError(f"probes must be an integer >= 2; got {probes!r}")
+        raise InputError(f"probes must be an integer >= 2; got {probes!r}")
     if len(images) != len(labels) or len(images) == 0:
-        raise ValueError("hutchinson_traces needs as many labels as images, and at least one")
+        raise InputError("hutchinson_traces needs as many labels as images, and at least one")
     layers = _elastic_layers(supernet)
     device = next(supernet.parameters()).device
     generator = torch.Generator().manual_seed(int(seed))
@@ -308,7 +309,7 @@ def checkpoint_sensitivities(
     }
     if method == "hessian":
         if isinstance(images, bool) or not isinstance(images, int) or images < 1:
-            raise ValueError(f"images must be a positive integer; got {images!r}")
+            raise InputError(f"images must be a positive integer; got {images!r}")
         settings = {**scoring, "images": min(images, len(evaluation.labels))}
         settings.update(probes=probes, batch_size=DEFAULT_BATCH_SIZE, seed=seed)
 
@@ -348,5 +349,5 @@ def checkpoint_sensitivities(
             return replace(result, info={**result.info, "seconds": seconds})
 
     else:
-        raise ValueError(f"method must be hessian or measured; got {method!r}")
+        raise InputError(f"method must be hessian or measured; got {method!r}")
     return cached_sensitivities(checkpoint, method, settings, compute, space)

@@ -144,50 +144,50 @@ class TrainConfig:
         object.__setattr__(self, "space", replace(space, **changes) if changes else space)
         model_entry(self.model)
         if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
+            raise InputError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
         for name in ("epochs", "batch_size", "quant_init_images", "bn_images", "holdout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+                raise InputError(f"{name} must be a positive integer; got {value!r}")
         for name in ("fp_epochs", "workers", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer; got {value!r}")
+                raise InputError(f"{name} must be a non-negative integer; got {value!r}")
         if self.seed > 2**63 - 1:
-            raise ValueError(f"seed must be in 0..2**63-1; got {self.seed}")
+            raise InputError(f"seed must be in 0..2**63-1; got {self.seed}")
         if self.image_size is not None and (
             isinstance(self.image_size, bool)
             or not isinstance(self.image_size, int)
             or not 8 <= self.image_size <= 4096
         ):
-            raise ValueError(
+            raise InputError(
                 f"image_size must be None or an integer in 8..4096; got {self.image_size!r}"
             )
         if not self.random_subnets >= 0:
-            raise ValueError(f"random_subnets must be >= 0; got {self.random_subnets}")
+            raise InputError(f"random_subnets must be >= 0; got {self.random_subnets}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0; got {self.lr}")
+            raise InputError(f"lr must be > 0; got {self.lr}")
         if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}")
+            raise InputError(f"weight_decay must be >= 0; got {self.weight_decay}")
         if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0 or None; got {self.grad_clip}")
+            raise InputError(f"grad_clip must be > 0 or None; got {self.grad_clip}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
+            raise InputError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
         if self.forms not in FORM_MODES:
-            raise ValueError(f"forms must be one of {FORM_MODES}; got {self.forms!r}")
+            raise InputError(f"forms must be one of {FORM_MODES}; got {self.forms!r}")
         if self.guidance not in GUIDANCE_MODES:
-            raise ValueError(f"guidance must be one of {GUIDANCE_MODES}; got {self.guidance!r}")
+            raise InputError(f"guidance must be one of {GUIDANCE_MODES}; got {self.guidance!r}")
         if not 0.0 <= self.gpg_weight <= 1.0:
-            raise ValueError(f"gpg_weight must be in [0, 1]; got {self.gpg_weight}")
+            raise InputError(f"gpg_weight must be in [0, 1]; got {self.gpg_weight}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+            raise InputError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
         for name in ("wdr_skew_weight", "wdr_kurtosis_weight", "target_kurtosis"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 0; got {getattr(self, name)}")
         if self.device != "auto" and not (
             self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")
         ):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+            raise InputError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples as lists; the space as its own dict under ``space``)."""
@@ -206,7 +206,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)} | legacy
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"unknown TrainConfig field(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(known))}"
             )
@@ -429,7 +429,7 @@ def _load_initial_weights(supernet: Supernet, path: str) -> None:
     # weights; init_quantizers initialises the new ones from data anyway.
     unexpected = sorted(k for k in state if k not in own and ".quantizer." not in k)
     if missing or unexpected:
-        raise ValueError(
+        raise InputError(
             f"--init {path} does not fit the {supernet.build_info['model']} architecture "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
@@ -932,7 +932,7 @@ def sandwich_step(
     ``quantized_weights`` (none: WDR off). Returns every loss term, detached.
     """
     if len(subnets) < 2:
-        raise ValueError("a sandwich step needs at least the highest and the lowest subnet")
+        raise InputError("a sandwich step needs at least the highest and the lowest subnet")
     losses: dict[str, torch.Tensor] = {}
     high, *randoms, low = subnets
     losses["high"], high_logits = _subnet_step(supernet, high, images, labels, None, config)

@@ -55,3 +55,15 @@ def test_nothing_imports_studies_but_studies_and_the_cli() -> None:
         if module.split(".")[0] == "studies" and "commands" not in path.parts
     ]
     assert offenders == []
+
+
+def test_the_library_reports_bad_input_as_input_error() -> None:
+    """A plain ``ValueError`` exits 1 as a bug; validations raise ``InputError`` (exit 2)."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for package in ("eqsearch", "predictors", "supernet", "studies")
+        for path in _package_files(package)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "raise ValueError(" in line
+    ]
+    assert offenders == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 from eqsearch.engines.base import Progress, check_settings
+from eqsearch.errors import InputError
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
 from eqsearch.resources import check_memory
@@ -43,7 +44,7 @@ def nsga2(
         ValueError: an unknown engine, bad settings, or constraints no config can meet.
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+        raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
     check_settings(population, generations, seed)
     check_memory(
         search_memory_bytes(problem, population, generations),

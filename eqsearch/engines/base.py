@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.pareto import FrontObjective, ParetoFront, non_dominated
 from eqsearch.problem import Evaluation, SearchProblem
 from eqsearch.space import IntArray
@@ -36,9 +37,9 @@ def check_settings(population: int, generations: int, seed: int) -> None:
     """ValueError naming a bad population size, generation count or seed."""
     for name, value, smallest in (("population", population, 2), ("generations", generations, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < smallest:
-            raise ValueError(f"{name} must be an integer >= {smallest}; got {value!r}")
+            raise InputError(f"{name} must be an integer >= {smallest}; got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+        raise InputError(f"seed must be a non-negative integer; got {seed!r}")
 
 
 class Archive:

@@ -7,6 +7,7 @@ objectives with their oracle, budgets, forms) and returns the same
 
 from __future__ import annotations
 
+from eqsearch.errors import InputError
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
 from eqsearch.strategies.additive import COSTS, LayerCosts, default_sweep, layer_costs
@@ -57,10 +58,10 @@ def run_strategy(
         ValueError: an unknown name, or missing sensitivities.
     """
     if name not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
+        raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
     if name in NEEDS_SENSITIVITIES:
         if sensitivities is None:
-            raise ValueError(f"the {name} strategy needs per-layer sensitivities")
+            raise InputError(f"the {name} strategy needs per-layer sensitivities")
         if name == "ilp":
             return ilp_search(problem, sensitivities, sweep=sweep, budgets=budgets or 20)
         return greedy_search(problem, sensitivities, sweep=sweep, budgets=budgets)

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from eqsearch import costs
+from eqsearch.errors import InputError
 from eqsearch.problem import Constraint, SearchProblem
 from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, QuantForm
 
@@ -152,7 +153,7 @@ def layer_costs(
     predicted = result.of(check_w, check_a)
     scale = max(1.0, float(np.abs(values).max()), abs(base))
     if not np.allclose(actual.reshape(-1), predicted, rtol=1e-9, atol=1e-9 * scale):
-        raise ValueError(
+        raise InputError(
             f"{name} is not a sum over layers, so the ilp and greedy strategies cannot budget "
             "it; use budgets on average bits, BitOPs or size, or search with nsga"
         )
@@ -173,5 +174,5 @@ def _constraint_table(space: ElasticSpace, form: QuantForm, constraint: Constrai
 def sweep_costs(space: ElasticSpace, form: QuantForm, sweep: str) -> LayerCosts:
     """The table of the swept cost (a name of :data:`COSTS`)."""
     if sweep not in COSTS:
-        raise ValueError(f"sweep must be one of {', '.join(COSTS)}; got {sweep!r}")
+        raise InputError(f"sweep must be one of {', '.join(COSTS)}; got {sweep!r}")
     return layer_costs(space, form, COSTS[sweep], sweep)

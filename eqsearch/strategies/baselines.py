@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from eqsearch.errors import InputError
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
 from eqsearch.space import ConfigBatch
@@ -41,9 +42,9 @@ def random_configs(problem: SearchProblem, count: int, seed: int = 0) -> ConfigB
     first population (``SearchProblem.initial_population``: bits uniform below a random
     ceiling per config, over-budget draws repaired by lowering random genes)."""
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise ValueError(f"count must be a positive integer; got {count!r}")
+        raise InputError(f"count must be a positive integer; got {count!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r}")
+        raise InputError(f"seed must be a non-negative integer; got {seed!r}")
     genomes = problem.initial_population(np.random.default_rng(seed), int(count))
     return problem.decode(genomes)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from eqsearch.errors import InputError
 from eqsearch.pareto import FrontObjective, ParetoFront, non_dominated
 from eqsearch.problem import SearchProblem
 from eqsearch.space import ConfigBatch
@@ -26,7 +27,7 @@ def distinct(batch: ConfigBatch) -> ConfigBatch:
 def concatenate(batches: Sequence[ConfigBatch]) -> ConfigBatch:
     """One batch of the rows of ``batches`` (of one space), in order."""
     if not batches:
-        raise ValueError("concatenate needs at least one batch")
+        raise InputError("concatenate needs at least one batch")
     return ConfigBatch(
         batches[0].space,
         np.concatenate([b.w_bits for b in batches]),
@@ -54,7 +55,7 @@ def candidate_front(
     feasible = unique.take(problem.violation(unique) <= 0.0)
     if not len(feasible):
         limits = ", ".join(f"{c.name} <= {c.limit:g}" for c in problem.constraints)
-        raise ValueError(f"no candidate of {info.get('strategy', 'the strategy')} meets {limits}")
+        raise InputError(f"no candidate of {info.get('strategy', 'the strategy')} meets {limits}")
     evaluation = problem.evaluate_batch(feasible)
     minimised = evaluation.minimised
     best = np.flatnonzero(non_dominated(minimised))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
 from eqsearch.space import ConfigBatch
@@ -58,7 +59,7 @@ def greedy_path(
     n_layers, n_w = w_table.shape
     n_a = a_table.shape[1]
     if sweep.table.shape != (n_layers, n_w, n_a):
-        raise ValueError(
+        raise InputError(
             f"the cost table has shape {sweep.table.shape}; the sensitivities need "
             f"{(n_layers, n_w, n_a)}"
         )

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 import numpy.typing as npt
 
+from eqsearch.errors import InputError
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
 from eqsearch.space import ConfigBatch
@@ -125,14 +126,14 @@ def min_sensitivity_choices(
     """
     values = np.asarray(sensitivity, dtype=np.float64)
     if values.ndim != 2 or not values.size:
-        raise ValueError(f"sensitivity must be a (layers, options) array; got {values.shape}")
+        raise InputError(f"sensitivity must be a (layers, options) array; got {values.shape}")
     n_layers, n_options = values.shape
     tables = [np.asarray(cost, dtype=np.float64) for cost in costs]
     if len(tables) != len(limits):
-        raise ValueError(f"got {len(tables)} cost tables but {len(limits)} limits")
+        raise InputError(f"got {len(tables)} cost tables but {len(limits)} limits")
     for table in tables:
         if table.shape != values.shape:
-            raise ValueError(f"cost tables must have shape {values.shape}; got {table.shape}")
+            raise InputError(f"cost tables must have shape {values.shape}; got {table.shape}")
     rows = np.stack([t.ravel() for t in tables]) if tables else np.zeros((0, values.size))
     upper = np.asarray(limits, dtype=np.float64)
     solved = _solve(values.ravel(), rows, upper, n_layers, n_options)
@@ -155,7 +156,7 @@ def min_sensitivity_choices(
 def budget_levels(smallest: float, largest: float, count: int) -> FloatArray:
     """``count`` budgets from ``smallest`` to ``largest``, spaced geometrically."""
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
-        raise ValueError(f"budgets must be a positive number of budgets; got {count!r}")
+        raise InputError(f"budgets must be a positive number of budgets; got {count!r}")
     if count == 1 or largest <= smallest:
         return np.asarray([largest], dtype=np.float64)
     if smallest > 0:

@@ -35,7 +35,7 @@ def require_fixed_architecture(space: ElasticSpace, what: str) -> None:
     architecture; a joint architecture × quantization space has layers that come and go.
     """
     if bool(getattr(space, "is_joint", False)) or bool(getattr(space, "genes", ())):
-        raise ValueError(
+        raise InputError(
             f"{what} chooses the bits of a fixed architecture; this space has architecture "
             "genes (a joint space): search it with nsga"
         )
@@ -44,9 +44,9 @@ def require_fixed_architecture(space: ElasticSpace, what: str) -> None:
 def _array(values: npt.ArrayLike, shape: tuple[int, ...], name: str) -> FloatArray:
     array = np.array(values, dtype=np.float64)
     if array.shape != shape:
-        raise ValueError(f"Sensitivities.{name} must have shape {shape}; got {array.shape}")
+        raise InputError(f"Sensitivities.{name} must have shape {shape}; got {array.shape}")
     if not np.isfinite(array).all():
-        raise ValueError(f"Sensitivities.{name} must hold finite numbers")
+        raise InputError(f"Sensitivities.{name} must hold finite numbers")
     array.setflags(write=False)
     return array
 
@@ -79,22 +79,22 @@ class Sensitivities:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(
+            raise InputError(
                 f"Sensitivities.method must be one of {', '.join(METHODS)}; got {self.method!r}"
             )
         forms = tuple(self.forms)
         if not forms or not all(isinstance(form, QuantForm) for form in forms):
-            raise ValueError("Sensitivities.forms must hold at least one QuantForm")
+            raise InputError("Sensitivities.forms must hold at least one QuantForm")
         if len(set(forms)) != len(forms):
-            raise ValueError("Sensitivities.forms must not repeat a form")
+            raise InputError("Sensitivities.forms must not repeat a form")
         weight = np.asarray(self.weight)
         if weight.ndim != 3:
-            raise ValueError(
+            raise InputError(
                 f"Sensitivities.weight must be (forms, layers, bits); got shape {weight.shape}"
             )
         activation = np.asarray(self.activation)
         if activation.ndim != 3:
-            raise ValueError(
+            raise InputError(
                 "Sensitivities.activation must be (forms, layers, bits); got shape "
                 f"{activation.shape}"
             )
@@ -157,14 +157,14 @@ class Sensitivities:
     def check_space(self, space: ElasticSpace) -> None:
         """Raise ValueError unless the arrays fit ``space`` (fingerprint, layers, bits)."""
         if self.space_fingerprint != space.fingerprint:
-            raise ValueError(
+            raise InputError(
                 f"the sensitivities were computed for another space (fingerprint "
                 f"{self.space_fingerprint}) than this one ({space.fingerprint})"
             )
         expected_w = (len(self.forms), len(space.elastic_indices), len(space.w_bits))
         expected_a = (len(self.forms), len(space.elastic_indices), len(space.a_bits))
         if self.weight.shape != expected_w or self.activation.shape != expected_a:
-            raise ValueError(
+            raise InputError(
                 f"the sensitivities have shapes {self.weight.shape}/{self.activation.shape}; "
                 f"the space needs {expected_w}/{expected_a} (forms, elastic layers, bits)"
             )
@@ -176,7 +176,7 @@ class Sensitivities:
             index = self.forms.index(form)
         except ValueError:
             held = ", ".join(map(str, self.forms))
-            raise ValueError(
+            raise InputError(
                 f"no sensitivities for form {form}; they cover {held} (compute them for it)"
             ) from None
         return self.weight[index], self.activation[index]
@@ -190,7 +190,7 @@ class Sensitivities:
         form_row[[ALL_FORMS.index(form) for form in self.forms]] = np.arange(len(self.forms))
         forms = form_row[batch.form_index[:, elastic]]
         if (forms < 0).any():
-            raise ValueError("a config uses a form the sensitivities do not cover")
+            raise InputError("a config uses a form the sensitivities do not cover")
         w_lookup = {bits: i for i, bits in enumerate(space.w_bits)}
         a_lookup = {bits: i for i, bits in enumerate(space.a_bits)}
         w_index = np.vectorize(w_lookup.__getitem__, otypes=[np.int64])(batch.w_bits[:, elastic])
@@ -220,9 +220,9 @@ class Sensitivities:
     def from_dict(cls, data: Mapping[str, Any]) -> Sensitivities:
         """Inverse of :meth:`to_dict` (ValueError for anything else)."""
         if not isinstance(data, Mapping) or data.get("format") != FORMAT_NAME:
-            raise ValueError("not an eqsearch sensitivities file")
+            raise InputError("not an eqsearch sensitivities file")
         if data.get("version") != FORMAT_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"sensitivities format version {data.get('version')!r}; this eqsearch reads "
                 f"{FORMAT_VERSION}"
             )
@@ -236,7 +236,7 @@ class Sensitivities:
                 info=dict(data.get("info") or {}),
             )
         except (KeyError, TypeError) as error:
-            raise ValueError(f"not a valid sensitivities file (missing or bad {error})") from None
+            raise InputError(f"not a valid sensitivities file (missing or bad {error})") from None
 
     def write(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON atomically."""
@@ -319,7 +319,7 @@ def measured_sensitivities(
         stacked = concatenate([base, weight_configs, activation_configs])
         accuracy = np.asarray(oracle.evaluate(stacked), dtype=np.float64)
         if accuracy.shape != (len(stacked),):
-            raise ValueError(
+            raise InputError(
                 f"the oracle returned {accuracy.shape} values for {len(stacked)} configs"
             )
         measurements += len(stacked)
@@ -376,7 +376,7 @@ def cached_sensitivities(
         InputError: the cache file exists but is not a sensitivities file of ``space``.
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+        raise InputError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     path = cache_path(checkpoint, method, settings)
     if path.is_file():
         return CachedSensitivities(Sensitivities.read(path, space), path, True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from eqsearch.errors import InputError
 from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
 from supernet.quantizers.lsq import LsqQuantizer
 from supernet.quantizers.n2uq import N2uqQuantizer
@@ -16,7 +17,7 @@ def register_quantizer(
 ) -> type[ElasticQuantizer]:
     """Register a quantizer class under its ``name``."""
     if not cls.name:
-        raise ValueError("a quantizer class needs a non-empty name")
+        raise InputError("a quantizer class needs a non-empty name")
     QUANTIZERS[cls.name] = cls
     return cls
 
@@ -30,7 +31,7 @@ def quantizer_class(name: str) -> type[ElasticQuantizer]:
     try:
         return QUANTIZERS[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown quantizer {name!r}; registered: {', '.join(sorted(QUANTIZERS))}"
         ) from None
 

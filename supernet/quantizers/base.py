@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from eqsearch.errors import InputError
 from eqsearch.space import (
     FULL_PRECISION_BITS,
     MAX_BITS,
@@ -43,20 +44,20 @@ class QuantizerSpec:
             if not values or any(
                 not (MIN_BITS <= b <= MAX_BITS or b == FULL_PRECISION_BITS) for b in values
             ):
-                raise ValueError(
+                raise InputError(
                     f"QuantizerSpec.{field_name} must hold bit widths in {MIN_BITS}..{MAX_BITS} "
                     f"or {FULL_PRECISION_BITS}; got {getattr(self, field_name)!r}"
                 )
             object.__setattr__(self, field_name, values)
         if (FULL_PRECISION_BITS in self.w_bits) != (FULL_PRECISION_BITS in self.a_bits):
-            raise ValueError("QuantizerSpec: full precision (32) must be in w_bits and a_bits")
+            raise InputError("QuantizerSpec: full precision (32) must be in w_bits and a_bits")
         object.__setattr__(
             self, "granularities", tuple(Granularity(g) for g in dict.fromkeys(self.granularities))
         )
         object.__setattr__(self, "w_symmetries", tuple(dict.fromkeys(self.w_symmetries)))
         object.__setattr__(self, "a_symmetries", tuple(dict.fromkeys(self.a_symmetries)))
         if not (self.granularities and self.w_symmetries and self.a_symmetries):
-            raise ValueError("QuantizerSpec needs at least one granularity and symmetry of each")
+            raise InputError("QuantizerSpec needs at least one granularity and symmetry of each")
 
     @property
     def forms(self) -> tuple[QuantForm, ...]:
@@ -106,7 +107,7 @@ class ElasticQuantizer(nn.Module):
         super().__init__()
         unsupported = [form for form in spec.forms if not self.supports(form)]
         if unsupported:
-            raise ValueError(
+            raise InputError(
                 f"quantizer {self.name!r} cannot express the forms "
                 f"{', '.join(map(str, unsupported))}; it supports {self.describe_forms()}"
             )
@@ -162,11 +163,11 @@ class ElasticQuantizer(nn.Module):
         """Raise ValueError if the layer cannot take ``choice``."""
         if choice not in self._allowed:
             if choice.form not in self.spec.forms:
-                raise ValueError(
+                raise InputError(
                     f"form {choice.form} is not served by this layer "
                     f"(forms: {', '.join(map(str, self.spec.forms))})"
                 )
-            raise ValueError(
+            raise InputError(
                 f"bits w{choice.w_bits}/a{choice.a_bits} are not served by this layer "
                 f"(weight bits {self.spec.w_bits}, activation bits {self.spec.a_bits})"
             )

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from eqsearch.errors import InputError
 from eqsearch.space import Granularity, LayerChoice
 from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
 from supernet.quantizers.clipping import search_step_sizes, weighted_sample
@@ -202,7 +203,7 @@ class N2uqQuantizer(ElasticQuantizer):
         2^(from−to), the input scale and the start are kept.
         """
         if to_bits >= from_bits:
-            raise ValueError(f"inherit needs to_bits < from_bits; got {from_bits} -> {to_bits}")
+            raise InputError(f"inherit needs to_bits < from_bits; got {from_bits} -> {to_bits}")
         source, target = bits_key(from_bits), bits_key(to_bits)
         if source not in self.input_log_widths or target not in self.input_log_widths:
             return

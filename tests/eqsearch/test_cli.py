@@ -7,6 +7,7 @@ import shlex
 import pytest
 
 from eqsearch.cli import main
+from eqsearch.errors import InputError
 
 
 def test_models_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
@@ -157,6 +158,28 @@ def test_an_unexpected_failure_is_one_line_and_exit_1_unless_debugging(
     assert "Traceback" not in err and "--debug" in err
     assert main(["models", "--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ValueError("an internal invariant broke"), 1),
+        (InputError("--w-bits must be in 2..8"), 2),
+    ],
+)
+def test_only_bad_input_exits_2_a_stray_value_error_is_a_bug(
+    error: Exception, code: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eqsearch.cli as cli
+
+    def failing(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "_cmd_models", failing)
+    assert main(["models"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(error) in err
+    assert ("this is a bug" in err) == (code == 1)
 
 
 def test_every_option_of_every_command_has_help() -> None:
