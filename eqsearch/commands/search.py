@@ -100,14 +100,15 @@ def register(commands: Any) -> None:
 # -- nsga ----------------------------------------------------------------------------------
 
 
-class _NoOracle:
+class NoOracle:
     """Stands in for the oracle while input is validated (never asked for accuracy)."""
 
     def evaluate(self, configs: Sequence[Any]) -> Any:
         raise RuntimeError("the oracle is not loaded yet")
 
 
-def _objective_names(text: str) -> list[str]:
+def objective_names(text: str) -> list[str]:
+    """The objectives named by ``--objectives`` (comma separated); none is a usage error."""
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise UsageError("--objectives must name at least one objective")
@@ -135,7 +136,8 @@ def _output_directory(args: argparse.Namespace) -> Path:
     return out
 
 
-def _budget_message(problem_error: ValueError) -> str:
+def budget_message(problem_error: ValueError) -> str:
+    """A problem's budget error in the command line's words (``--w-bits``, ``--bitops``, ...)."""
     text = str(problem_error)
     for name, flag in (
         ("w_bits", "--w-bits"),
@@ -148,7 +150,9 @@ def _budget_message(problem_error: ValueError) -> str:
     return text
 
 
-def _predictor_oracle(args: argparse.Namespace, space: ElasticSpace) -> AccuracyOracle:
+def predictor_oracle(args: argparse.Namespace, space: ElasticSpace) -> AccuracyOracle:
+    """The CQAP oracle of ``--predictor`` (or the one found beside ``--supernet``), checked
+    against ``space``; a missing or unusable predictor is a usage error."""
     try:
         from predictors import PredictorOracle, find_predictor, load_predictor
     except ImportError as error:  # pragma: no cover - the package ships with eqsearch
@@ -234,7 +238,7 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
     from supernet.checkpoint import check_finite_weights, load_checkpoint
 
     _check_counts(args)
-    objectives = _objective_names(args.objectives)
+    objectives = objective_names(args.objectives)
     check_refine_arguments(args, objectives)
     out = _output_directory(args)
     checkpoint = load_checkpoint(args.supernet)
@@ -253,9 +257,9 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
         "forms_per_layer": args.forms_per_layer,
     }
     try:
-        problem = make_problem(space, _NoOracle(), **settings)
+        problem = make_problem(space, NoOracle(), **settings)
     except ValueError as error:
-        raise UsageError(_budget_message(error)) from None
+        raise UsageError(budget_message(error)) from None
     if args.forms_per_layer and len(problem.layout.forms) == 1:
         raise UsageError(
             f"--forms-per-layer chooses among several forms, but --target {args.target} allows "
@@ -272,15 +276,15 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
     if args.oracle == "supernet" or args.verify:
         supernet_oracle = _load_supernet_oracle(args, console)
     if "accuracy" not in objectives:
-        oracle: AccuracyOracle = _NoOracle()
+        oracle: AccuracyOracle = NoOracle()
     elif args.oracle == "supernet":
         assert supernet_oracle is not None
         oracle = supernet_oracle
     else:
-        oracle = _predictor_oracle(args, space)
+        oracle = predictor_oracle(args, space)
     problem = make_problem(space, oracle, **settings)
     front = _search(problem, args, console)
-    front = _annotate(front, checkpoint, args)
+    front = annotate_front(front, checkpoint, args)
     tau = None
     if args.verify:
         assert supernet_oracle is not None
@@ -325,7 +329,8 @@ def _search(problem: SearchProblem, args: argparse.Namespace, console: Console) 
         )
 
 
-def _annotate(front: ParetoFront, checkpoint: dict[str, Any], args: argparse.Namespace) -> Any:
+def annotate_front(front: ParetoFront, checkpoint: dict[str, Any], args: argparse.Namespace) -> Any:
+    """``front`` with the search's title (model, engine, target, budgets) and sources."""
     from dataclasses import replace
 
     model = (checkpoint.get("build_info") or {}).get("model", "supernet")

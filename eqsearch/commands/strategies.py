@@ -134,10 +134,10 @@ def _output_directory(args: argparse.Namespace) -> Path:
 
 def _cmd_strategy(args: argparse.Namespace) -> int:
     from eqsearch.commands.search import (
-        _budget_message,
-        _NoOracle,
-        _objective_names,
-        _predictor_oracle,
+        NoOracle,
+        budget_message,
+        objective_names,
+        predictor_oracle,
     )
     from eqsearch.problem import make_problem
     from eqsearch.space import ElasticSpace
@@ -145,7 +145,7 @@ def _cmd_strategy(args: argparse.Namespace) -> int:
     from supernet.checkpoint import check_finite_weights, load_checkpoint
 
     _check_flags(args)
-    objectives = _objective_names(args.objectives)
+    objectives = objective_names(args.objectives)
     out = _output_directory(args)
     checkpoint = load_checkpoint(args.supernet)
     if checkpoint.get("kind") != "supernet":
@@ -160,20 +160,20 @@ def _cmd_strategy(args: argparse.Namespace) -> int:
         "target": args.target,
     }
     try:
-        make_problem(space, _NoOracle(), **settings)
+        make_problem(space, NoOracle(), **settings)
     except ValueError as error:
-        raise UsageError(_budget_message(error)) from None
+        raise UsageError(budget_message(error)) from None
     console = make_console()
     needs_supernet = args.oracle == "supernet" or args.name in NEEDS_SENSITIVITIES
     loaded = _load(args, console) if needs_supernet else None
     oracle: AccuracyOracle
     if "accuracy" not in objectives:
-        oracle = _NoOracle()
+        oracle = NoOracle()
     elif args.oracle == "supernet":
         assert loaded is not None
         oracle = _measuring_oracle(*loaded)
     else:
-        oracle = _predictor_oracle(args, space)
+        oracle = predictor_oracle(args, space)
     problem = make_problem(space, oracle, **settings)
     sensitivities = None
     if args.name in NEEDS_SENSITIVITIES:
