@@ -98,10 +98,16 @@ def quantize_layers(supernet: Supernet, config: SubnetConfig) -> dict[str, Layer
     The integers are read back from the fake-quantized weight the subnet computes with, so
     dequantizing them reproduces that weight bit for bit.
 
+    A joint supernet's config is read from its static network (see
+    :func:`supernet.extract.extract`): one entry per layer that runs.
+
     Raises:
         ValueError: ``config`` is not in the space, or a layer cannot be exported.
     """
     check_exportable(supernet)
+    if supernet.joint:
+        static = _extracted(supernet, config)
+        return quantize_layers(static, _active(static))
     supernet.space.validate(config)
     for (name, _), choice in zip(supernet.elastic_layers().items(), config.choices, strict=True):
         _check_bits(name, choice)
@@ -352,9 +358,16 @@ def build_deploy_model(supernet: Supernet, config: SubnetConfig) -> nn.Module:
     Every elastic layer becomes a :class:`DeployConv2d` / :class:`DeployLinear` (or a plain
     float layer where the choice is full precision); the rest of the network is copied as is.
 
+    A joint supernet's subnet is extracted first (:func:`supernet.extract.extract`): the
+    deploy model has the chosen architecture only.
+
     Raises:
         ValueError: ``config`` is not in the space, or a layer cannot be exported.
     """
+    if supernet.joint:
+        check_exportable(supernet)
+        static = _extracted(supernet, config)
+        return build_deploy_model(static, _active(static))
     quantizations = quantize_layers(supernet, config)
     layers = supernet.elastic_layers()
     # Copy without the elastic layers (their quantizer parameters are large and unused).
@@ -379,3 +392,15 @@ def build_deploy_model(supernet: Supernet, config: SubnetConfig) -> nn.Module:
         _set_submodule(model, name, replacement)
     model.to(next(supernet.parameters()).device)
     return model.eval()
+
+
+def _extracted(supernet: Supernet, config: SubnetConfig) -> Supernet:
+    from supernet.extract import extract
+
+    return extract(supernet, config)
+
+
+def _active(static: Supernet) -> SubnetConfig:
+    config = static.active_subnet()
+    assert config is not None  # extract() sets the config
+    return config

@@ -374,7 +374,7 @@ def draw_sandwich(
         else:
             indices = [0 if arch == "smallest" else len(g.values) - 1 for g in space.genes]
         values = {gene.name: gene.values[i] for gene, i in zip(space.genes, indices, strict=True)}
-        return space.canonical(SubnetConfig(tuple(choices), values))
+        return space.canonical(SubnetConfig(tuple(choices), tuple(values.items())))
 
     def random_w() -> int:
         return w_open[int(rng.integers(len(w_open)))]
