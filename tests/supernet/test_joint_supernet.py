@@ -156,7 +156,7 @@ def test_kernel_width_and_depth_slicing_equal_plain_layers() -> None:
     torch.testing.assert_close(norm.running_mean[:7], reference.running_mean)
     assert torch.equal(norm.running_var[7:], torch.ones(5))  # inactive channels untouched
     # depth: a stage runs its first d blocks, a plain sequence of those blocks
-    supernet, images = joint_supernet("oqa_mbv3_tiny")
+    supernet, _ = joint_supernet("oqa_mbv3_tiny")
     stage = supernet.model.stage2
     arch = supernet.space.largest().arch_dict
     arch["stage2.depth"] = 1
@@ -174,7 +174,9 @@ def test_quantized_weights_of_active_layers_sit_on_their_grid(name: str) -> None
     layers = supernet.elastic_layers()
     for config in random_configs(supernet, 2, seed=8):
         with supernet.using(config):
-            for layer, choice in zip(layers.values(), supernet.space.layer_choices(config)):
+            for layer, choice in zip(
+                layers.values(), supernet.space.layer_choices(config), strict=True
+            ):
                 if choice is None or choice.full_precision:
                     continue
                 weight = layer.quantized_weight().detach()
