@@ -22,11 +22,16 @@ demo: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/quant_overhead.py --compare
+	$(BIN)/python benchmarks/quant_init_speed.py --rounds 3
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/n2uq_overhead.py --rounds 9
 	$(BIN)/python benchmarks/search_speed.py --repeats 3 --spaces resnet18,oqa_mbv3
 	$(BIN)/python benchmarks/objectives_speed.py --repeats 3
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/predictor_speed.py --repeats 15
+	$(BIN)/python benchmarks/oracle_speed.py --rounds 7
+	$(BIN)/python benchmarks/oracle_speed.py --rounds 7 --threads 1
+	$(BIN)/python benchmarks/sampling_speed.py --subnets 16 --repeats 3
+	$(BIN)/python benchmarks/pipeline_speed.py --repeats 3
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

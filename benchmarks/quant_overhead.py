@@ -7,6 +7,7 @@ Prints paired medians measured in one run; the ratio is what BENCHMARKS.md recor
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -129,7 +130,9 @@ def main() -> None:
         help="leave glibc malloc as it is (eqsearch training keeps freed memory by default)",
     )
     args = parser.parse_args()
-    tuned = False if args.default_allocator else keep_freed_memory()
+    if args.default_allocator:  # building a supernet would apply the setting otherwise
+        os.environ["EQSEARCH_MALLOC_DEFAULTS"] = "1"
+    tuned = keep_freed_memory()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"allocator keeps freed memory: {tuned}"

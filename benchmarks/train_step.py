@@ -83,10 +83,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument(
+        "--row", action="store_true", help="one row of benchmarks/gpu_suite.sh's table"
+    )
     args = parser.parse_args()
     if args.device == "cpu":
         keep_freed_memory()
     result = measure(args.model, args.batch, args.rounds, args.device, args.image_size)
+    if args.row:
+        print(
+            f"| sandwich training step (H+R+L+WDR), {args.model} {args.image_size}×"
+            f"{args.image_size}, batch {args.batch} | {1 / result['sandwich']:.2f} steps/s | "
+            f"{result['ratio']:.2f}× one FP32 step ({1 / result['fp']:.2f} steps/s); "
+            f"{args.rounds} paired rounds |",
+            flush=True,
+        )
+        return
     print(
         f"{args.model} on {args.device}, batch {args.batch}, {args.image_size}×{args.image_size}: "
         f"sandwich (H+R+L+WDR) / FP32 step = {result['ratio']:.2f}x  "

@@ -43,13 +43,13 @@ if TYPE_CHECKING:
 DEBUG_VARIABLE = "EQSEARCH_DEBUG"
 
 # Modules of eqsearch/commands/ with a `register(commands)` function, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("search", "export", "predictors", "study")
+COMMAND_MODULES: tuple[str, ...] = ("search", "strategies", "export", "predictors", "study")
 
 # -- commands ------------------------------------------------------------------------------
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from supernet.models import MODELS
+    from supernet.models import MODELS, plugin_models
     from supernet.quantizers import QUANTIZERS
 
     table = Table(title="Registered models")
@@ -57,9 +57,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
         table.add_column(column)
     for entry in MODELS.values():
         table.add_row(entry.name, str(entry.image_size), entry.description)
+    for name, reference in sorted(plugin_models().items()):
+        table.add_row(name, "", f"installed package: {reference}")
     console = make_console()
     console.print(table)
     console.print(f"quantizers: {', '.join(sorted(QUANTIZERS))}")
+    console.print("any other model: --model package.module:factory (see the README)")
     return EXIT_OK
 
 

@@ -465,6 +465,8 @@ class ElasticSpace:
             resolution), in an order where each gene's conditions name earlier genes only.
             Layers say which genes switch them off (``active_if``) and reshape them
             (``geometry``). Empty: a fixed architecture, exactly the space of before.
+        unquantized: layers of the model that the supernet cannot quantize and leaves in
+            full precision, outside every cost (``"encoder.attn (MultiheadAttention)"``).
     """
 
     layers: tuple[LayerSpec, ...]
@@ -474,6 +476,7 @@ class ElasticSpace:
     w_symmetries: tuple[bool, ...] = (True, False)
     a_symmetries: tuple[bool, ...] = (True, False)
     genes: tuple[ArchGene, ...] = ()
+    unquantized: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         layers = tuple(self.layers)
@@ -503,6 +506,10 @@ class ElasticSpace:
             object.__setattr__(self, name, values)
         genes = tuple(self.genes)
         object.__setattr__(self, "genes", genes)
+        unquantized = tuple(self.unquantized)
+        if not all(isinstance(name, str) and name for name in unquantized):
+            raise ValueError("ElasticSpace.unquantized must hold non-empty strings")
+        object.__setattr__(self, "unquantized", unquantized)
         self._check_architecture(genes, layers)
 
     @staticmethod
@@ -967,6 +974,8 @@ class ElasticSpace:
         )
         if self.genes:
             data["genes"] = [gene.to_dict() for gene in self.genes]
+        if self.unquantized:  # absent when empty: the JSON (and fingerprint) of before
+            data["unquantized"] = list(self.unquantized)
         return data
 
     @classmethod
@@ -989,6 +998,7 @@ class ElasticSpace:
                 w_symmetries=tuple(data["w_symmetries"]),
                 a_symmetries=tuple(data["a_symmetries"]),
                 genes=tuple(ArchGene.from_dict(gene) for gene in data.get("genes", ())),
+                unquantized=tuple(data.get("unquantized", ())),
             )
         except (KeyError, TypeError) as error:
             raise ValueError(f"not an ElasticSpace dict: missing or bad field {error}") from None
@@ -1010,6 +1020,8 @@ class ElasticSpace:
         )
         if self.genes:
             text += f", {len(self.genes)} architecture genes"
+        if self.unquantized:
+            text += f", {len(self.unquantized)} layers left in full precision"
         return text
 
 

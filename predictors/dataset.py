@@ -10,10 +10,10 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -529,33 +529,22 @@ def _collect_locked(
             stream.write(_format_row(SAMPLE_COLUMNS))
             stream.flush()
             os.fsync(stream.fileno())
-        for index in todo:
-            tick = time.perf_counter()
-            accuracy = float(np.asarray(oracle.evaluate(configs.take([index])))[0])
-            seconds = time.perf_counter() - tick
-            if not np.isfinite(accuracy) or not 0.0 <= accuracy <= 100.0:
-                raise RuntimeError(
-                    f"the oracle measured {accuracy!r} % for row {index} of {path}; the rows "
-                    "before it are kept (is the supernet diverged?)"
-                )
-            line = _format_row(
-                [
-                    index,
-                    expected_json[index],
-                    repr(float(table["w_bits"][index])),
-                    repr(float(table["a_bits"][index])),
-                    repr(float(table["bitops"][index])),
-                    repr(float(table["w_comp"][index])),
-                    repr(accuracy),
-                    f"{seconds:.4f}",
-                ]
-            )
-            stream.write(line)
-            stream.flush()
-            os.fsync(stream.fileno())
-            done += 1
-            if progress is not None:
-                progress(done, len(mine))
+        measurements = _measure_in_order(oracle, configs.take(np.asarray(todo, dtype=np.int64)))
+        try:
+            for index, (accuracy, seconds) in zip(todo, measurements, strict=True):
+                if not np.isfinite(accuracy) or not 0.0 <= accuracy <= 100.0:
+                    raise RuntimeError(
+                        f"the oracle measured {accuracy!r} % for row {index} of {path}; the "
+                        "rows before it are kept (is the supernet diverged?)"
+                    )
+                _append_row(stream, index, expected_json[index], table, accuracy, seconds)
+                done += 1
+                if progress is not None:
+                    progress(done, len(mine))
+        finally:
+            close = getattr(measurements, "close", None)
+            if close is not None:
+                close()
     merged = None
     if shard_count > 1:
         shards = [shard_path(out_csv, (i, shard_count)) for i in range(shard_count)]
@@ -564,6 +553,58 @@ def _collect_locked(
         ):
             merged = merge_samples(shards, out_csv, force=True)
     return SampleRun(path, len(mine), len(todo), 0.0, merged)
+
+
+@runtime_checkable
+class OrderedOracle(Protocol):
+    """An oracle that measures a batch of configs as a stream: ``(accuracy %, seconds)`` per
+    config, in order, as each completes (``SupernetOracle`` over worker processes)."""
+
+    def measure_in_order(
+        self, configs: Sequence[SubnetConfig]
+    ) -> Iterator[tuple[float, float]]: ...
+
+
+def _measure_in_order(
+    oracle: AccuracyOracle, configs: ConfigBatch
+) -> Iterator[tuple[float, float]]:
+    """``(accuracy, seconds)`` of each config in order: the oracle's own stream, or one
+    ``evaluate`` call per config."""
+    if isinstance(oracle, OrderedOracle):
+        return oracle.measure_in_order(configs)
+    return (_timed_evaluate(oracle, configs.take([row])) for row in range(len(configs)))
+
+
+def _timed_evaluate(oracle: AccuracyOracle, config: ConfigBatch) -> tuple[float, float]:
+    tick = time.perf_counter()
+    accuracy = float(np.asarray(oracle.evaluate(config))[0])
+    return accuracy, time.perf_counter() - tick
+
+
+def _append_row(
+    stream: io.TextIOBase,
+    index: int,
+    config_json: str,
+    table: dict[str, Any],
+    accuracy: float,
+    seconds: float,
+) -> None:
+    """One row, flushed and fsync'd before the next is written (a kill loses no written row)."""
+    line = _format_row(
+        [
+            index,
+            config_json,
+            repr(float(table["w_bits"][index])),
+            repr(float(table["a_bits"][index])),
+            repr(float(table["bitops"][index])),
+            repr(float(table["w_comp"][index])),
+            repr(accuracy),
+            f"{seconds:.4f}",
+        ]
+    )
+    stream.write(line)
+    stream.flush()
+    os.fsync(stream.fileno())
 
 
 def _shard_complete(path: Path, expected: int) -> bool:

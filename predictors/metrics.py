@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 ArrayLike = npt.ArrayLike
 
@@ -37,12 +36,16 @@ def pearson(measured: ArrayLike, predicted: ArrayLike) -> float:
 def spearman(measured: ArrayLike, predicted: ArrayLike) -> float:
     """Spearman rank correlation (Pearson of average ranks, so ties count as in scipy)."""
     truth, guess = _pair(measured, predicted)
+    from scipy import stats  # imported on use: scipy.stats takes ~1 s to import
+
     return pearson(stats.rankdata(truth), stats.rankdata(guess))
 
 
 def kendall_tau(measured: ArrayLike, predicted: ArrayLike) -> float:
     """Kendall's τ-b (ties in either ranking accounted for); NaN when either side is constant."""
     truth, guess = _pair(measured, predicted)
+    from scipy import stats
+
     return float(stats.kendalltau(truth, guess).statistic)
 
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
 
-from eqsearch.files import atomic_write_text, check_output_directory
+from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
 from studies.fp_init import shared_fp_checkpoint as shared_fp
 from studies.probes import ProbeSet, bits_of
 from studies.report import frame_table
@@ -99,19 +100,66 @@ class TuneConfig:
         return f"sqlite:///{(Path(self.out_dir) / 'tuning.db').resolve()}"
 
 
-def _storage(url: str, *, attempts: int = 5) -> optuna.storages.BaseStorage:
-    from sqlalchemy.exc import SQLAlchemyError
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
+
+def storage_url_with_driver(url: str) -> str:
+    """``url`` with the PostgreSQL driver that is installed named in it.
+
+    SQLAlchemy reads a bare ``postgresql://`` URL as psycopg2's; eqsearch's ``postgres`` extra
+    installs psycopg 3, so where psycopg2 is missing the URL becomes ``postgresql+psycopg://``
+    (a URL that names its driver, ``postgresql+...://``, is left as it is).
+
+    Raises:
+        ValueError: a PostgreSQL URL and neither driver installed.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in POSTGRES_SCHEMES:
+        return url
+    if importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql://{rest}"
+    if importlib.util.find_spec("psycopg") is None:
+        raise ValueError(
+            "a PostgreSQL storage needs the psycopg driver: pip install 'eqsearch[postgres]'"
+        )
+    return f"postgresql+psycopg://{rest}"
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: show only its scheme
+        return url.partition("://")[0] + "://..."
+
+
+def _storage(url: str, *, attempts: int = 5) -> optuna.storages.BaseStorage:
+    """The RDB storage at ``url``; a storage that cannot be opened is one ValueError line."""
+    from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+    url = storage_url_with_driver(url)
     # Several worker processes share one SQLite file: wait for locks, and when two create the
     # schema at the same moment, the loser retries and finds the tables in place.
-    engine_kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 120}}
+    if not url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"connect_timeout": 10}} if "psycopg" in url else {}
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except SQLAlchemyError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
+        except (ArgumentError, ImportError, ModuleNotFoundError) as error:
+            raise ValueError(f"cannot use the storage {_redacted(url)}: {error}") from None
+        except SQLAlchemyError as error:
+            # a lost race to create the schema (or a locked SQLite file) is worth a retry,
+            # a server that refuses the connection is not
+            retry = url.startswith("sqlite") or not isinstance(error, OperationalError)
+            if retry and attempt < attempts - 1:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+            raise ValueError(
+                f"cannot open the study storage {_redacted(url)}: {reason[0] if reason else error}"
+            ) from None
     raise AssertionError("unreachable")
 
 
@@ -212,6 +260,7 @@ class TuneResult:
     importances: dict[str, float]
     best_config: TrainConfig | None
     best_config_path: Path | None
+    plots: list[Path] = field(default_factory=list)
 
 
 def _best_trial(study: optuna.Study, objectives: str) -> optuna.trial.FrozenTrial | None:
@@ -274,7 +323,73 @@ def tune_loss_weights(
             callbacks=callbacks,
             catch=(),
         )
-    return summarise(study, tune)
+    result = summarise(study, tune)
+    result.plots = write_plots(study, tune)
+    return result
+
+
+PLOT_NAMES = ("history.png", "importances.png")
+
+
+def write_plots(study: optuna.Study, tune: TuneConfig) -> list[Path]:
+    """Optuna's optimization history and parameter importances as PNGs in ``tune.out_dir``.
+
+    With two objectives both plot the lowest-bit accuracy. The importances need two finished
+    trials; before that only the history is written. Returns the written paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        return []
+    keyword: dict[str, Any] = {}
+    if tune.objectives == "two":
+        keyword = {"target": lambda t: t.values[0], "target_name": "lowest-bit accuracy"}
+    out = Path(tune.out_dir)
+    written: list[Path] = []
+    drawers: list[tuple[str, Callable[[], Any]]] = [
+        (PLOT_NAMES[0], lambda: optuna_plots.plot_optimization_history(study, **keyword))
+    ]
+    if len(complete) >= 2:
+        drawers.append(
+            (
+                PLOT_NAMES[1],
+                lambda: optuna_plots.plot_param_importances(
+                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), **keyword
+                ),
+            )
+        )
+    for name, draw in drawers:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "experimental" notices of optuna's matplotlib API
+            try:
+                axes = draw()
+            except (RuntimeError, ValueError):  # e.g. importances of constant parameters
+                continue
+        figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
+        figure.set_size_inches(7, 4.5)
+        figure.tight_layout()
+        written.append(atomic_save_figure(figure, out / name, dpi=110))
+        plt.close(figure)
+    return written
+
+
+def trial_line(trial: optuna.trial.FrozenTrial) -> str:
+    """One line per finished trial: its number, state and value(s) (pruned trials say so)."""
+    state = trial.state.name.lower()
+    if trial.state == optuna.trial.TrialState.PRUNED:
+        epochs = trial.user_attrs.get("epochs_trained", "?")
+        last = trial.intermediate_values.get(max(trial.intermediate_values, default=-1))
+        shown = f"{last:.2f}" if last is not None else "-"
+        return f"trial {trial.number}: pruned after epoch {epochs} (last probe mean {shown})"
+    if trial.values is None:
+        return f"trial {trial.number}: {state}"
+    values = ", ".join(f"{value:.2f}" for value in trial.values)
+    return f"trial {trial.number}: {state} ({values})"
 
 
 def format_report(result: TuneResult) -> str:
@@ -326,8 +441,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     base = TrainConfig.from_json(args.config) if args.config else DEFAULT_BASE
 
     def announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        value = trial.values if trial.values is not None else trial.state.name.lower()
-        print(f"trial {trial.number}: {value}", flush=True)
+        print(trial_line(trial), flush=True)
 
     result = tune_loss_weights(
         TuneConfig(
@@ -344,6 +458,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         callbacks=[announce],
     )
     print(format_report(result))
+    if result.plots:
+        print("plots: " + ", ".join(str(path) for path in result.plots))
     return 0
 
 

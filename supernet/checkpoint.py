@@ -166,9 +166,18 @@ def load_supernet(
     """
     device = resolve_device(str(map_location))
     payload = load_checkpoint(path)
+    build_info = payload["build_info"]
+    if not isinstance(build_info, dict) or "model" not in build_info:
+        raise CheckpointError(
+            f"{path} names no model to rebuild (a supernet made by to_supernet without "
+            "build_info); pass to_supernet(..., build_info={'model': 'package.module:factory', "
+            "'num_classes': ..., 'in_channels': ..., 'image_size': ...}) when saving"
+        )
     try:
-        supernet = rebuild_supernet(payload["build_info"])
+        supernet = rebuild_supernet(build_info)
         stored_space = ElasticSpace.from_dict(payload["space"])
+    except InputError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise CheckpointError(f"{path} has a malformed build description ({error})") from None
     if stored_space != supernet.space:

@@ -204,14 +204,31 @@ class DynamicQuantConv2d(ElasticQuantLayer, DynamicConv2d):
         """The active weight as the active choice quantizes it (the latent slice when FP)."""
         return self.quantizer.quantize_weight(self.active_weight(), self.active.handle)
 
+    def _active_weight_shape(self) -> tuple[int, int, int, int]:
+        shape = self.shape
+        in_channels = 1 if self.depthwise else shape.in_channels
+        return (shape.out_channels, in_channels, shape.kernel, shape.kernel)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.active_weight()
         handle = self.active.handle
-        if handle is not None:
+        if handle is None:
+            return self._dynamic_conv(x, self.active_weight())
+        frozen = self.active.frozen
+        if (
+            frozen is not None
+            and frozen.handle is handle
+            and frozen.weight_version == self.weight._version
+            and not torch.is_grad_enabled()
+            and tuple(frozen.weight.shape) == self._active_weight_shape()
+        ):
+            # operands frozen for this shape (supernet.inference.frozen_weights); a shape
+            # changed since (another architecture) takes the plain path
+            x, weight = frozen.quantize_input(x), frozen.weight
+        else:
             x = self.quantizer.quantize_input(x, handle)
-            weight = self.quantizer.quantize_weight(weight, handle)
-            if self.channels_last:
-                x, weight = channels_last(x), channels_last(weight)
+            weight = self.quantizer.quantize_weight(self.active_weight(), handle)
+        if self.channels_last:
+            x, weight = channels_last(x), channels_last(weight)
         return self._dynamic_conv(x, weight)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields, replace
@@ -21,6 +22,7 @@ from supernet.dynamic import DynamicConv2d, DynamicQuantConv2d
 from supernet.layers import ElasticQuantConv2d, ElasticQuantLayer, ElasticQuantLinear
 from supernet.models import create_model, model_entry
 from supernet.quantizers import QuantizerSpec, quantizer_class
+from supernet.runtime import keep_freed_memory
 
 
 @runtime_checkable
@@ -136,15 +138,17 @@ class Supernet(nn.Module):
 
 
 def _measure(model: nn.Module, example: torch.Tensor, names: set[str]) -> dict[str, dict[str, Any]]:
-    """Execution order, per-sample input size, MACs of the named Conv2d/Linear modules."""
+    """Execution order, per-sample input size, MACs of the named Conv2d/Linear modules.
+
+    A module called several times in one forward (a shared block) counts its MACs and input
+    activations once per call; its weights once.
+    """
     modules = dict(model.named_modules())
     found: dict[str, dict[str, Any]] = {}
     handles = []
 
     def hook(name: str) -> Any:
         def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: Any) -> None:
-            if name in found:
-                return
             x = inputs[0]
             batch = x.shape[0]
             out_per_sample = output.numel() // batch
@@ -156,12 +160,18 @@ def _measure(model: nn.Module, example: torch.Tensor, names: set[str]) -> dict[s
                 assert isinstance(module, nn.Linear)
                 macs = out_per_sample * module.in_features
                 kind = "linear"
+            if name in found:
+                found[name]["macs"] += macs
+                found[name]["n_inputs"] += x.numel() // batch
+                found[name]["calls"] += 1
+                return
             found[name] = {
                 "kind": kind,
                 "n_params": module.weight.numel(),
                 "macs": macs,
                 "n_inputs": x.numel() // batch,
                 "out_channels": module.weight.shape[0],
+                "calls": 1,
             }
 
         return record
@@ -180,6 +190,39 @@ def _measure(model: nn.Module, example: torch.Tensor, names: set[str]) -> dict[s
     return found
 
 
+class UnquantizedLayersWarning(UserWarning):
+    """A model holds layers the supernet cannot quantize (they stay in full precision)."""
+
+
+UNQUANTIZABLE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.MultiheadAttention,
+    nn.Bilinear,
+    nn.RNNBase,
+    nn.Embedding,
+)
+"""Layers with weights that no elastic twin replaces."""
+
+
+def unquantizable_layers(model: nn.Module, never_called: set[str]) -> list[str]:
+    """The layers of ``model`` left in full precision, as ``"path (Type)"``: those of
+    :data:`UNQUANTIZABLE_TYPES`, and Conv2d/Linear modules the forward never called (their
+    weights used another way, e.g. by an attention module). Children of a listed layer are not
+    listed again."""
+    listed: list[str] = []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(parent + ".") for parent in listed):
+            continue
+        if isinstance(module, UNQUANTIZABLE_TYPES) or name in never_called:
+            listed.append(name)
+    modules = dict(model.named_modules())
+    return [f"{name} ({type(modules[name]).__name__})" for name in listed]
+
+
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -196,6 +239,10 @@ def to_supernet(
 ) -> Supernet:
     """Swap every Conv2d/Linear of ``model`` for its elastic twin and measure the space.
 
+    Also applies :func:`supernet.runtime.keep_freed_memory` to the process (once): without it,
+    a training step's fresh multi-megabyte buffers page-fault every step, and a quantized step
+    has more of them than a full-precision one.
+
     Args:
         model: a full-precision model (changed in place).
         example_input: one batch of the model's input shape, for the measuring forward.
@@ -208,6 +255,7 @@ def to_supernet(
     spec = spec or QuantizerSpec()
     quantizer_class(spec.name)  # fail early on an unknown quantizer name
     pin = parse_first_last(first_last)
+    keep_freed_memory()  # fake quantization allocates; see supernet.runtime
     candidates = {
         name
         for name, module in model.named_modules()
@@ -217,6 +265,18 @@ def to_supernet(
     if not candidates:
         raise ValueError("the model has no Conv2d or Linear layer to quantize")
     measured = _measure(model, example_input, candidates)
+    for facts in measured.values():
+        facts.pop("calls")
+    unquantized = unquantizable_layers(model, candidates - set(measured))
+    if unquantized:
+        warnings.warn(
+            f"{len(unquantized)} layer(s) cannot be quantized and stay in full precision, "
+            f"outside every cost: {', '.join(unquantized[:6])}"
+            + (", ..." if len(unquantized) > 6 else "")
+            + " (they are listed in supernet.space.unquantized)",
+            UnquantizedLayersWarning,
+            stacklevel=2,
+        )
     order = list(measured)  # dicts keep insertion (execution) order
     if len(order) < 3 and pin is not None:
         raise ValueError(
@@ -246,6 +306,7 @@ def to_supernet(
         granularities=spec.granularities,
         w_symmetries=spec.w_symmetries,
         a_symmetries=spec.a_symmetries,
+        unquantized=tuple(unquantized),
     )
     info = dict(build_info or {})
     described = SpaceSpec(
@@ -301,6 +362,7 @@ def to_joint_supernet(
     Raises:
         ValueError: the model declares no space, or a Conv2d/Linear outside its space.
     """
+    keep_freed_memory()  # as to_supernet: fake quantization allocates
     spec = spec or QuantizerSpec()
     quantizer_class(spec.name)
     if not isinstance(model, JointModel):

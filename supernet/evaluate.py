@@ -16,6 +16,7 @@ from supernet.checkpoint import load_supernet
 from supernet.data import DataBundle, DataSpec, build_data
 from supernet.elastic import Supernet
 from supernet.oracle import SupernetOracle, subnet_accuracy
+from supernet.parallel import default_workers
 
 PAPER_FORMS = (
     QuantForm("channel", True, True),
@@ -84,14 +85,23 @@ def supernet_oracle(
     evaluation: EvaluationSet,
     *,
     progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> SupernetOracle:
-    """A :class:`SupernetOracle` over an evaluation set."""
+    """A :class:`SupernetOracle` over an evaluation set.
+
+    Args:
+        workers: CPU worker processes for calls with several configs; by default one per
+            usable core (:func:`supernet.parallel.default_workers`). On a CPU shared with
+            other work, one torch thread per process also avoids the waits of intra-op
+            threads (see :mod:`supernet.parallel`).
+    """
     return SupernetOracle(
         supernet,
         evaluation.images,
         evaluation.labels,
         evaluation.calibration_images,
         progress=progress,
+        workers=default_workers() if workers is None else workers,
     )
 
 
@@ -133,22 +143,17 @@ def uniform_table(
     for form in chosen_forms:
         space.check_form(form)
     total = len(chosen_bits) * len(chosen_forms) + 1
-    done = 0
-    rows: dict[str, dict[str, float]] = {}
-    for value in chosen_bits:
-        row = {}
-        for form in chosen_forms:
-            row[str(form)] = subnet_accuracy(
-                supernet,
-                space.uniform(value, value, form),
-                evaluation.images,
-                evaluation.labels,
-                evaluation.calibration_images,
-            )
-            done += 1
-            if progress is not None:
-                progress(done, total)
-        rows[f"W{value}/A{value}"] = row
+    configs = [space.uniform(value, value, form) for value in chosen_bits for form in chosen_forms]
+    oracle = supernet_oracle(
+        supernet,
+        evaluation,
+        progress=None if progress is None else (lambda done: progress(done, total)),
+    )
+    scores = iter(oracle.evaluate(configs).tolist())
+    rows: dict[str, dict[str, float]] = {
+        f"W{value}/A{value}": {str(form): next(scores) for form in chosen_forms}
+        for value in chosen_bits
+    }
     full_precision = subnet_accuracy(
         supernet, None, evaluation.images, evaluation.labels, evaluation.calibration_images
     )

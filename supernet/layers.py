@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -12,14 +13,28 @@ from eqsearch.space import LayerChoice
 from supernet.quantizers import ElasticQuantizer, QuantizerSpec, build_quantizer
 
 
-class ActiveChoice:
-    """The active choice of a layer and its quantizer handle (a plain mutable holder)."""
+class FrozenOperands(NamedTuple):
+    """A layer's operands fixed for inference (see :func:`supernet.inference.frozen_weights`):
+    the weight quantized once and the input quantization, valid without autograd for one
+    handle and one version of the latent weight."""
 
-    __slots__ = ("choice", "handle")
+    handle: Any
+    weight_version: int
+    weight: torch.Tensor
+    quantize_input: Callable[[torch.Tensor], torch.Tensor]
+
+
+class ActiveChoice:
+    """The active choice of a layer, its quantizer handle and any frozen operands (a plain
+    mutable holder). Frozen operands are read only while the handle and the latent weight
+    are still the ones they were made from."""
+
+    __slots__ = ("choice", "frozen", "handle")
 
     def __init__(self) -> None:
         self.choice: LayerChoice | None = None
         self.handle: Any = None
+        self.frozen: FrozenOperands | None = None
 
 
 class ElasticQuantLayer(nn.Module):
@@ -66,6 +81,14 @@ class ElasticQuantLayer(nn.Module):
         handle = self.active.handle
         if handle is None:
             return x, self.weight
+        frozen = self.active.frozen
+        if (
+            frozen is not None
+            and frozen.handle is handle
+            and frozen.weight_version == self.weight._version
+            and not torch.is_grad_enabled()
+        ):
+            return frozen.quantize_input(x), frozen.weight
         return (
             self.quantizer.quantize_input(x, handle),
             self.quantizer.quantize_weight(self.weight, handle),
@@ -151,10 +174,30 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        handle = self.active.handle
+        if handle is not None and not x.requires_grad and torch.is_grad_enabled():
+            directions = getattr(self.quantizer, "input_directions", None)
+            if directions is not None:
+                return self._forward_constant_input(x, handle, directions)
         x, weight = self.quantized_operands(x)
         if self.channels_last:
             x, weight = channels_last(x), channels_last(weight)
         return self._conv_forward(x, weight, self.bias)
+
+    def _forward_constant_input(
+        self, x: torch.Tensor, handle: Any, directions: Any
+    ) -> torch.Tensor:
+        # An input without gradient (the images): the input quantizer's parameter gradients
+        # come from forward convolutions of its derivatives (see LsqQuantizer.input_directions)
+        # instead of a backward-data convolution.
+        x_hat, pairs = directions(x, handle)
+        weight = self.quantizer.quantize_weight(self.weight, handle)
+        out = self._conv_forward(x_hat, weight, self.bias)
+        frozen = weight.detach()
+        for direction, parameter in pairs:
+            response = self._conv_forward(direction, frozen, None)
+            out = out + response * (parameter - parameter.detach())
+        return out
 
 
 class ElasticQuantLinear(ElasticQuantLayer, nn.Linear):

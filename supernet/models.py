@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from eqsearch.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -64,14 +67,67 @@ def register_model(
     return decorate
 
 
+ENTRY_POINT_GROUP = "eqsearch.models"
+"""Packages add models under this entry-point group: ``name = "package.module:factory"``."""
+
+
 def model_entry(name: str) -> ModelEntry:
-    """The registered entry called ``name``."""
-    try:
+    """The model called ``name``: registered, an installed package's entry point, or a factory
+    ``"package.module:function"`` (importable; the module is imported, which runs its code).
+
+    A factory takes ``(num_classes, in_channels, image_size)`` and returns an ``nn.Module``;
+    optional attributes ``image_size`` and ``min_image_size`` give its defaults. The name is
+    stored in checkpoints, so a supernet of a user model reloads wherever the module imports.
+
+    Raises:
+        InputError: unknown name, a module that does not import, or no such factory.
+    """
+    if name in MODELS:
         return MODELS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}"
-        ) from None
+    if ":" in name:
+        return _factory_entry(name)
+    for entry_point in _entry_points():
+        if entry_point.name == name:
+            return _factory_entry(entry_point.value, name=name)
+    raise InputError(
+        f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))} (or give a factory "
+        "as package.module:function, or install a package with an eqsearch.models entry point)"
+    )
+
+
+def _entry_points() -> list[Any]:
+    from importlib.metadata import entry_points
+
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
+def plugin_models() -> dict[str, str]:
+    """Models that installed packages declare as entry points: name → ``module:factory``."""
+    return {entry_point.name: entry_point.value for entry_point in _entry_points()}
+
+
+def _factory_entry(reference: str, *, name: str | None = None) -> ModelEntry:
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute.isidentifier():
+        raise InputError(f"a model factory is written package.module:function; got {reference!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise InputError(f"model {reference!r}: cannot import {module_name} ({error})") from None
+    if attribute in MODELS and reference not in MODELS:  # the module registered it by name
+        return MODELS[attribute]
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise InputError(f"model {reference!r}: {module_name} has no function {attribute!r}")
+    doc = (factory.__doc__ or "").strip().splitlines()
+    entry = ModelEntry(
+        name or reference,
+        factory,
+        int(getattr(factory, "image_size", 32)),
+        int(getattr(factory, "min_image_size", 1)),
+        doc[0] if doc else f"user model {reference}",
+    )
+    return entry
 
 
 def create_model(

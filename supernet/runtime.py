@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -20,14 +25,15 @@ def keep_freed_memory() -> bool:
     A training step allocates and frees many multi-megabyte tensors. By default glibc serves
     those from fresh ``mmap`` pages and returns them to the OS when freed, so every step
     page-faults its whole working set again; on a 2-core CPU that is 10–25 % of a ResNet-20
-    step. Raising the mmap and trim thresholds keeps the pages in the heap. Returns whether
-    the settings were applied.
+    step. Raising the mmap and trim thresholds keeps the pages in the heap. Building a
+    supernet applies it; ``EQSEARCH_MALLOC_DEFAULTS=1`` in the environment leaves glibc's
+    defaults (e.g. to measure the difference). Returns whether the settings were applied.
     """
     global _applied
     if _applied is not None:
         return _applied
     _applied = False
-    if not sys.platform.startswith("linux"):
+    if os.environ.get("EQSEARCH_MALLOC_DEFAULTS") == "1" or not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
     if name is None:
@@ -43,3 +49,26 @@ def keep_freed_memory() -> bool:
         mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     )
     return _applied
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch CPU ops on the calling thread only, for many small operations in a row.
+
+    Every CPU op on more than 32k elements is split over torch's OpenMP threads, and every
+    split ends in a barrier. When the machine is busy, one of the threads is often waiting
+    for a core at that barrier while the other spins (libgomp spins up to 300,000 rounds
+    before it sleeps), so each small op costs a scheduling delay instead of microseconds:
+    the ~4,000 ops of a ResNet-20 quantizer initialisation took 4–52 s on 2 busy cores with
+    2 threads (0.8–1.1 s with ``OMP_WAIT_POLICY=passive`` or one thread), whatever the malloc
+    settings. The previous thread count is restored on exit.
+    """
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

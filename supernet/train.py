@@ -29,7 +29,7 @@ from supernet.checkpoint import (
 from supernet.data import DATASETS, DataBundle, DataSpec, build_data
 from supernet.devices import resolve_device
 from supernet.elastic import Supernet, build_supernet
-from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_loss
+from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_loss, wdr_weights
 from supernet.models import model_entry
 from supernet.oracle import subnet_accuracy
 from supernet.quant_init import init_quantizers
@@ -837,11 +837,7 @@ def train_supernet(
         holdout_images, holdout_labels = data.holdout_tensors()
         calibration = data.calibration_images(config.bn_images)
         parameters = [p for p in supernet.parameters()]
-        quantized_weights = [
-            layer.weight
-            for layer, spec in zip(supernet.elastic_layers().values(), space.layers, strict=True)
-            if spec.pinned != (32, 32)
-        ]
+        quantized_weights = wdr_weights(supernet)
         epoch_task = reporter.add("supernet epochs", config.epochs)
         reporter.update(epoch_task, completed=start_epoch)
         last_epoch = config.epochs

@@ -38,6 +38,7 @@ TABLE_COLUMNS = ("w_bits", "a_bits", "w_comp", "a_comp", "bitops", "size_bytes",
 
 def register(commands: Any) -> None:
     """Add the ``nsga`` and ``demo`` subcommands."""
+    from eqsearch.commands.refine import add_refine_arguments
     from eqsearch.engines import ENGINES
     from eqsearch.problem import OBJECTIVE_NAMES
     from eqsearch.targets import TARGETS
@@ -79,6 +80,7 @@ def register(commands: Any) -> None:
         metavar="K",
         help="measure K front configs on the supernet",
     )
+    add_refine_arguments(nsga)
     add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
     add_force_argument(nsga, "pareto.{json,csv,png}")
     add("--device", default="auto", help=f"for --oracle supernet and --verify: {DEVICE_HELP}")
@@ -224,6 +226,7 @@ def front_table(front: ParetoFront) -> Any:
 
 
 def _cmd_nsga(args: argparse.Namespace) -> int:
+    from eqsearch.commands.refine import check_refine_arguments, run_refinement
     from eqsearch.engines import search_memory_bytes
     from eqsearch.problem import make_problem
     from eqsearch.resources import check_memory
@@ -232,6 +235,7 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
 
     _check_counts(args)
     objectives = _objective_names(args.objectives)
+    check_refine_arguments(args, objectives)
     out = _output_directory(args)
     checkpoint = load_checkpoint(args.supernet)
     if checkpoint.get("kind") != "supernet":
@@ -262,6 +266,8 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
         f"--population {args.population} with --generations {args.generations}",
     )
     console = make_console()
+    if args.refine:
+        return run_refinement(args, space, settings, checkpoint, out, console)
     supernet_oracle: AccuracyOracle | None = None
     if args.oracle == "supernet" or args.verify:
         supernet_oracle = _load_supernet_oracle(args, console)

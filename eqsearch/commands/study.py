@@ -1,4 +1,4 @@
-"""``eqsearch study``: the predictor comparison, loss-weight tuning and the paper's ablations."""
+"""``eqsearch study``: predictors, loss-weight tuning, the paper's ablations, strategies."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ STUDIES = {
         "studies.ablations",
         "EQ-Net's ablations (WDR, GPG, per-tensor steps, static QAT, schedules) as a report",
     ),
+    "strategies": (
+        "studies.strategies",
+        "sensitivity ILP (HAWQ-V3), greedy, uniform, random vs NSGA-II + CQAP, all measured",
+    ),
 }
 
 
@@ -38,7 +42,9 @@ def register(commands: argparse._SubParsersAction[Any], *, with_options: bool = 
     X`` accept the same ones), and importing a study imports torch: ``with_options=False``
     adds the sub-commands without them, for a command line that runs no study.
     """
-    study = commands.add_parser("study", help="experiments: predictors, tune-loss, ablations")
+    study = commands.add_parser(
+        "study", help="experiments: predictors, tune-loss, ablations, strategies"
+    )
     studies = study.add_subparsers(dest="study", metavar="STUDY", parser_class=Parser)
     studies.required = True
     for name, (module_name, help_text) in STUDIES.items():

@@ -184,9 +184,21 @@ class ElasticQuantizer(nn.Module):
         raise NotImplementedError
 
     def calibrate(
-        self, weight: torch.Tensor, inputs: torch.Tensor, input_min: float, input_max: float
+        self,
+        weight: torch.Tensor,
+        inputs: torch.Tensor,
+        input_min: float,
+        input_max: float,
+        *,
+        input_weights: torch.Tensor | None = None,
+        seed: int = 0,
     ) -> None:
-        """Initialise every (bits, form) entry from the weight and a sample of inputs."""
+        """Initialise every (bits, form) entry from the weight and a sample of inputs.
+
+        ``input_weights`` weighs the sampled input values (a weighted sample whose weighted
+        means estimate means over all inputs); ``seed`` seeds whatever random subsample of the
+        weight or the inputs it draws.
+        """
         raise NotImplementedError
 
     def inherit(self, from_bits: int, to_bits: int) -> None:

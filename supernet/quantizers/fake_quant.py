@@ -5,9 +5,12 @@ Forward: ``x_hat = s · clamp(round(x / s), qmin − z, qmax − z)`` with the i
 This equals ``torch.fake_quantize_per_*_affine(x, s, z, qmin, qmax)`` and is what a
 QuantizeLinear/DequantizeLinear pair computes, so exported models match exactly.
 
-Backward (LSQ / LSQ+ with straight-through rounding), with ``m`` the in-range mask:
-``∂L/∂x = g·m``; ``∂L/∂s = Σ g·(x_hat − m·x)/s + z·Σ g·(1−m)``; ``∂L/∂β = Σ g·(1−m)``;
-both quantizer gradients multiplied by the LSQ gradient scale.
+Backward (LSQ / LSQ+ with straight-through rounding), with ``m`` the in-range mask of the
+*unrounded* value, ``m = [qmin < x/s + z < qmax]`` (LSQ's clip test, as ``torch.clamp``'s
+gradient in EQ-Net's code; a value in the half-step band past an end point rounds to the end
+point but is clipped): ``∂L/∂x = g·m``; ``∂L/∂s = Σ g·(x_hat − m·x)/s + z·Σ g·(1−m)``
+(``round(x/s) − x/s`` inside, the end point ``qmin`` or ``qmax`` outside);
+``∂L/∂β = Σ g·(1−m)``; both quantizer gradients multiplied by the LSQ gradient scale.
 
 Speed: the textbook chain (divide, round, clamp, multiply, and boolean masks in backward)
 costs many passes and allocations; boolean masks are slow on CPU. Here the forward is one
@@ -79,9 +82,7 @@ class _PerTensorLsq(torch.autograd.Function):
         (grad,) = grads
         x, out = ctx.saved_tensors
         step_value, low, high, zero_point, grad_scale, has_offset = ctx.constants
-        grad_x = torch.ops.aten.hardtanh_backward(
-            grad, x, (low - 0.5) * step_value, (high + 0.5) * step_value
-        )
+        grad_x = torch.ops.aten.hardtanh_backward(grad, x, low * step_value, high * step_value)
         grad_step = grad_offset = None
         if ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2]):
             # the same element order for all four (channels-last activations are not copied)
@@ -99,8 +100,11 @@ class _PerTensorLsq(torch.autograd.Function):
 
 
 class _PerChannelLsq(torch.autograd.Function):
-    # Works on the shifted scale ``x/s + z`` where the grid bounds are the constants
-    # qmin/qmax for every channel, so the in-range mask is one hardtanh_backward.
+    # The forward rounds x·(1/s) and then adds the integer zero point, as
+    # torch.fake_quantize_per_channel_affine does: rounding z + x·(1/s) instead differs where
+    # the float32 addition moves a value across a rounding tie. The backward's mask works on
+    # the shifted scale x·(1/s) + z, where the grid bounds are the constants qmin/qmax for
+    # every channel, so it is one hardtanh_backward.
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -115,26 +119,27 @@ class _PerChannelLsq(torch.autograd.Function):
         shape = (-1,) + (1,) * (x.dim() - 1)
         step_value = step.detach().clamp_min(MIN_STEP)
         step_view = step_value.view(shape)
+        scaled = x * torch.reciprocal(step_value).view(shape)
         if offset is None:
             zero_point = None
-            shifted = x * torch.reciprocal(step_value).view(shape)
-            out = torch.round(shifted).clamp_(qmin, qmax)
+            out = torch.round(scaled).clamp_(qmin, qmax)
         else:
             zero_point = torch.round(-offset.detach() / step_value).clamp_(qmin, qmax)
             zero_view = zero_point.view(shape)
-            shifted = torch.addcmul(zero_view, x, torch.reciprocal(step_value).view(shape))
-            out = torch.round(shifted).clamp_(qmin, qmax).sub_(zero_view)
+            out = torch.round(scaled).add_(zero_view).clamp_(qmin, qmax).sub_(zero_view)
         out.mul_(step_view)
-        ctx.save_for_backward(x, out, shifted, step_value, zero_point)
+        ctx.save_for_backward(x, out, scaled, step_value, zero_point)
         ctx.constants = (qmin, qmax, grad_scale)
         return out
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (grad,) = grads
-        x, out, shifted, step_value, zero_point = ctx.saved_tensors
+        x, out, scaled, step_value, zero_point = ctx.saved_tensors
         qmin, qmax, grad_scale = ctx.constants
-        grad_x = torch.ops.aten.hardtanh_backward(grad, shifted, qmin - 0.5, qmax + 0.5)
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        shifted = scaled if zero_point is None else scaled + zero_point.view(shape)
+        grad_x = torch.ops.aten.hardtanh_backward(grad, shifted, qmin, qmax)
         grad_step = grad_offset = None
         if ctx.needs_input_grad[1] or (zero_point is not None and ctx.needs_input_grad[2]):
             channels = x.shape[0]

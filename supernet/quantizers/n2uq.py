@@ -10,11 +10,11 @@ from torch import nn
 
 from eqsearch.space import Granularity, LayerChoice
 from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
-from supernet.quantizers.clipping import search_step_sizes
+from supernet.quantizers.clipping import search_step_sizes, weighted_sample
 from supernet.quantizers.n2uq_ops import n2uq_activation, n2uq_weight
 
 MAX_SEARCH_VALUES = 1 << 14
-"""Calibration searches run on at most this many (evenly strided) input values."""
+"""Calibration searches run on at most this many random input values (plus exact tails)."""
 
 
 def bits_key(bits: int) -> str:
@@ -136,7 +136,14 @@ class N2uqQuantizer(ElasticQuantizer):
 
     @torch.no_grad()
     def calibrate(
-        self, weight: torch.Tensor, inputs: torch.Tensor, input_min: float, input_max: float
+        self,
+        weight: torch.Tensor,
+        inputs: torch.Tensor,
+        input_min: float,
+        input_max: float,
+        *,
+        input_weights: torch.Tensor | None = None,
+        seed: int = 0,
     ) -> None:
         """Initialise every activation bit width from a sample of the layer's inputs.
 
@@ -150,20 +157,31 @@ class N2uqQuantizer(ElasticQuantizer):
             weight: the layer's latent weight (unused: N2UQ weight scales are not learned).
             inputs: a sample of the layer's input activations (any shape).
             input_min, input_max: the extremes of the full inputs the sample came from.
+            input_weights: weights of the ``inputs`` values (a weighted sample), or None.
+            seed: seeds the random subsample of large inputs.
         """
         del weight
         self._handles.clear()
         input_bits = self.input_bits
         if input_bits:
-            flat = inputs.detach().float().reshape(1, -1)
-            stride = max(1, math.ceil(flat.shape[1] / MAX_SEARCH_VALUES))
-            sample = flat[:, ::stride]
+            generator = torch.Generator().manual_seed(seed)
+            sample, sample_weights = weighted_sample(
+                inputs.detach().float().reshape(1, -1),
+                MAX_SEARCH_VALUES,
+                generator,
+                weights=None if input_weights is None else input_weights.reshape(1, -1),
+            )
             value_range = (
                 torch.tensor([float(input_min)], device=sample.device),
                 torch.tensor([float(input_max)], device=sample.device),
             )
             steps, offsets = search_step_sizes(
-                sample, input_bits, signed=False, symmetric=False, value_range=value_range
+                sample,
+                input_bits,
+                signed=False,
+                symmetric=False,
+                value_range=value_range,
+                weights=sample_weights,
             )
             for row, bits in enumerate(input_bits):
                 key = bits_key(bits)

@@ -144,3 +144,13 @@ def test_predictor_oracle_predicts_in_one_batch(samples) -> None:
     values = oracle.evaluate(batch)
     assert values.dtype == np.float64 and values.shape == (len(batch),)
     np.testing.assert_array_equal(values, predictor.predict(batch))
+
+
+def test_a_loaded_xgboost_predictor_predicts_with_its_thread_count(samples, tmp_path) -> None:
+    space, batch, accuracy = samples
+    predictor = build_predictor("xgboost", space, n_estimators=20, threads=1)
+    predictor.fit(batch[:200], accuracy[:200]).save(tmp_path / "p.json")
+    loaded = load_predictor(tmp_path / "p.json")
+    settings = json.loads(loaded.booster.save_config())["learner"]["generic_param"]
+    assert settings["nthread"] == "1"
+    assert np.array_equal(loaded.predict(batch[200:]), predictor.predict(batch[200:]))

@@ -13,11 +13,13 @@ import pytest
 
 from studies.tune_loss_weights import (
     BEST_CONFIG_NAME,
+    PLOT_NAMES,
     TuneConfig,
     make_objective,
     open_study,
     shared_fp_checkpoint,
     suggest_config,
+    trial_line,
     tune_loss_weights,
 )
 from supernet.train import TrainConfig
@@ -71,6 +73,9 @@ def test_pruned_trials_stop_training_early(tmp_path: Path) -> None:
     assert trial.state == optuna.trial.TrialState.PRUNED
     assert trial.user_attrs["epochs_trained"] == 1  # of 3
     assert list(trial.intermediate_values) == [0]
+    line = trial_line(trial)
+    assert line.startswith("trial 0: pruned after epoch 1 (last probe mean ")
+    assert f"{trial.intermediate_values[0]:.2f}" in line
 
 
 def test_two_objectives_and_best_config(tmp_path: Path) -> None:
@@ -80,6 +85,12 @@ def test_two_objectives_and_best_config(tmp_path: Path) -> None:
     result = tune_loss_weights(tune)
     assert len(result.study.trials) == 2
     assert {"lowest_bits", "highest_bits"} <= set(result.trials.columns)
+    assert [path.name for path in result.plots] == list(PLOT_NAMES)
+    for path in result.plots:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert all(
+        trial_line(t).startswith(f"trial {t.number}: complete (") for t in result.study.trials
+    )
     best = TrainConfig.from_json(tmp_path / BEST_CONFIG_NAME)
     assert best.epochs == BASE.epochs  # the full training length, not the trial's
     assert best.gpg_weight in [t.params["gpg_weight"] for t in result.study.trials]

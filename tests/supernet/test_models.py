@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -159,3 +160,42 @@ def test_set_subnet_on_resnet50_is_fast() -> None:
         timings.append(time.perf_counter() - start)
     # The benchmark target is 1 ms; the test allows slack for a loaded CI machine.
     assert float(np.median(timings)) < 5e-3
+
+
+def test_the_package_exports_what_the_design_promises() -> None:
+    import supernet
+
+    promised = [
+        "build_supernet",
+        "load_supernet",
+        "save_supernet",
+        "TrainConfig",
+        "train_supernet",
+        "calibrate_bn",
+        "SupernetOracle",
+        "export_onnx",
+        "init_quantizers",
+    ]
+    for name in promised:
+        assert name in supernet.__all__ and callable(getattr(supernet, name)), name
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_building_a_supernet_keeps_freed_memory_unless_told_not_to() -> None:
+    import os
+    import subprocess
+
+    script = (
+        "import supernet.runtime as r; from supernet import build_supernet; "
+        "build_supernet('tiny_convnet', num_classes=2, in_channels=1, image_size=8); "
+        "print(r._applied)"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("EQSEARCH_MALLOC_DEFAULTS", None)
+    for value, expected in ((None, "True"), ("1", "False")):
+        if value is not None:
+            env["EQSEARCH_MALLOC_DEFAULTS"] = value
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+        )
+        assert result.stdout.strip().splitlines()[-1] == expected

@@ -47,15 +47,13 @@ def _reference_forward(
 def _reference_lsq_plus(
     x: torch.Tensor, step: torch.Tensor, offset: torch.Tensor, qmin: int, qmax: int
 ) -> torch.Tensor:
-    """The textbook LSQ+ chain with a straight-through round, differentiated by autograd."""
+    """LSQ+ as its paper writes it, differentiated by autograd:
+    ``round(clamp((x − β)/s, qmin, qmax))·s + β`` with a straight-through round."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     s = step.view(shape) if step.numel() > 1 else step
     b = offset.view(shape) if offset.numel() > 1 else offset
-    scaled = (x - b) / s
-    integer = torch.round(scaled).detach()
-    inside = (integer >= qmin) & (integer <= qmax)
-    straight_through = scaled + (integer - scaled).detach()
-    level = torch.where(inside, straight_through, integer.clamp(qmin, qmax))
+    clipped = torch.clamp((x - b) / s, qmin, qmax)
+    level = clipped + (torch.round(clipped) - clipped).detach()
     return level * s + b
 
 
@@ -97,17 +95,65 @@ def test_gradients_match_lsq_plus(
     reference.backward(upstream)
 
     assert torch.allclose(out, reference, atol=1e-6)
-    # input gradient: straight-through inside the clipping range, zero outside
-    zero_point = effective_zero_points(step, offset, qmin, qmax).float()
+    # input gradient: straight-through inside the clipping range of x/s, zero outside
+    zero_point = effective_zero_points(step, offset, qmin, qmax).double()
     view = (-1, 1, 1, 1) if per_channel else (1,)
-    integer = torch.round(x / step.view(view)) + zero_point.view(view)
-    mask = ((integer >= qmin) & (integer <= qmax)).double()
+    shifted = x / step.view(view) + zero_point.view(view)
+    mask = ((shifted > qmin) & (shifted < qmax)).double()
     assert torch.equal(x_ours.grad, upstream * mask)
     assert torch.allclose(x_ours.grad, x_ref.grad)
     assert step_ours.grad is not None
     assert torch.allclose(step_ours.grad, step_ref.grad * grad_scale, rtol=1e-9, atol=1e-9)
     if offset_ours is not None:
         assert torch.allclose(offset_ours.grad, offset_ref.grad * grad_scale, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_half_step_band_past_the_grid_is_clipped(per_channel: bool, symmetric: bool) -> None:
+    """LSQ's clip test is on x/s: values rounding to an end point from outside the range
+    pass no input gradient and give the step the end point's gradient (Q_p, Q_n)."""
+    qmin, qmax, s = -8, 7, 0.25
+    zero = 0 if symmetric else 2
+    # x/s + z just inside the grid, in the half-step band past each end, and far outside
+    shifted = torch.tensor([6.9, 7.2, 7.45, 9.0, -7.9, -8.3, -8.45, -11.0], dtype=torch.float64)
+    x = ((shifted - zero) * s).reshape(1, -1).repeat(2 if per_channel else 1, 1)
+    step = torch.full((x.shape[0],), s, dtype=torch.float64, requires_grad=True)
+    offset = None if symmetric else torch.full_like(step, -zero * s).requires_grad_()
+    x.requires_grad_()
+    lsq_fake_quantize(x, step, offset, qmin, qmax).sum().backward()
+    assert x.grad is not None and step.grad is not None
+    inside = torch.tensor([1.0, 0, 0, 0, 1, 0, 0, 0], dtype=torch.float64)
+    assert torch.equal(x.grad[0], inside)
+    levels = torch.round(shifted).clamp(qmin, qmax)
+    expected = torch.where(inside.bool(), torch.round(shifted) - shifted, levels).sum()
+    assert torch.allclose(step.grad, expected.expand_as(step.grad), atol=1e-12)
+    if offset is not None:
+        assert offset.grad is not None
+        assert torch.allclose(offset.grad, (1 - inside).sum().expand_as(offset.grad))
+
+
+@pytest.mark.parametrize("bits", BITS)
+def test_per_channel_asymmetric_is_bit_exact_with_torch(bits: int) -> None:
+    """Random tensors and values next to rounding ties: every element equals torch's op."""
+    generator = torch.Generator().manual_seed(bits)
+    qmin, qmax = integer_grid(bits, signed=True)
+    channels = 64
+    step = 10 ** (torch.rand(channels, generator=generator) * 3 - 4)
+    zero_point = torch.randint(qmin, qmax + 1, (channels,), generator=generator)
+    offset = -zero_point.float() * step
+    levels = torch.randint(qmin - 4, qmax + 4, (channels, 20_000), generator=generator)
+    ties = (levels.float() + 0.5) * step[:, None]
+    ulps = torch.randint(-3, 4, ties.shape, generator=generator).float()
+    near_ties = torch.nextafter(ties, ties + ulps.sign() * 1.0)
+    near_ties = torch.where(ulps == 0, ties, near_ties)
+    spread = torch.randn(channels, 20_000, generator=generator) * step[:, None] * 2**bits / 3
+    for x in (near_ties, spread):
+        ours = lsq_fake_quantize(x, step, offset, qmin, qmax)
+        zero_points = effective_zero_points(step, offset, qmin, qmax)
+        assert torch.equal(zero_points, zero_point.int())
+        reference = torch.fake_quantize_per_channel_affine(x, step, zero_points, 0, qmin, qmax)
+        assert torch.equal(ours, reference)
 
 
 def test_step_gradient_matches_the_hand_computed_lsq_formula() -> None:
@@ -118,7 +164,7 @@ def test_step_gradient_matches_the_hand_computed_lsq_formula() -> None:
     # d/ds of s·round(x/s) with round frozen is round(x/s) − x/s inside, qmin/qmax outside
     s = 0.2
     expected = sum(
-        (round(v / s) - v / s) if -4 <= round(v / s) <= 3 else min(max(round(v / s), -4), 3)
+        (round(v / s) - v / s) if -4 < v / s < 3 else min(max(round(v / s), -4), 3)
         for v in x.tolist()
     )
     assert step.grad is not None

@@ -259,13 +259,14 @@ def test_uniform_weights_fill_every_level_equally(bits: int) -> None:
         assert torch.allclose(share, torch.full_like(share, 2.0**-bits), rtol=0.02)
 
 
-def test_weight_gradient_is_straight_through_inside_the_clipping_range() -> None:
+def test_weight_gradient_is_straight_through_for_every_weight() -> None:
+    """As the official N2UQ: weights outside ±α (here −3.0 and 2.9) get the gradient too."""
     weight = torch.tensor([[-3.0, -1.0, -0.2, 0.1, 0.5, 2.9]], requires_grad=True)
-    n2uq_weight(weight, 2).sum().backward()
+    upstream = torch.tensor([[0.3, -1.0, 2.0, 0.5, -0.7, 1.1]])
+    n2uq_weight(weight, 2).backward(upstream)
     scale = weight_gamma(2) * weight.detach().abs().mean()  # 1.5 · 1.2833 = 1.925
-    expected = (weight.detach().abs() <= scale).float()
-    assert torch.equal(weight.grad, expected)
-    assert expected.tolist() == [[0.0, 1.0, 1.0, 1.0, 1.0, 0.0]]
+    assert (weight.detach().abs() > scale).sum() == 2
+    assert torch.equal(weight.grad, upstream)
 
 
 def test_registry_forms_and_eager_parameters() -> None:

@@ -1,0 +1,274 @@
+"""``eqsearch strategy``: what users pick instead of NSGA-II (ILP, greedy, uniform, random)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from eqsearch.commands.common import (
+    DEVICE_HELP,
+    EXIT_OK,
+    UsageError,
+    add_force_argument,
+    add_progress_argument,
+    finite_float,
+    make_console,
+    positive_int,
+    print_frame,
+    seed_int,
+    status,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from eqsearch.oracle import AccuracyOracle
+    from eqsearch.pareto import ParetoFront
+    from eqsearch.problem import SearchProblem
+    from eqsearch.strategies import Sensitivities
+    from supernet.elastic import Supernet
+    from supernet.evaluate import EvaluationSet
+
+
+def register(commands: Any) -> None:
+    """Add the ``strategy`` subcommand."""
+    from eqsearch.problem import OBJECTIVE_NAMES
+    from eqsearch.strategies import COSTS, STRATEGIES
+    from eqsearch.targets import TARGETS
+
+    parser = commands.add_parser(
+        "strategy",
+        help="sensitivity ILP (HAWQ-V3), greedy, uniform or random configs as a Pareto front",
+    )
+    add = parser.add_argument
+    add("name", choices=STRATEGIES, help="the strategy")
+    add("--supernet", required=True, help="a supernet.pt checkpoint")
+    add(
+        "--sensitivity",
+        choices=("hessian", "measured"),
+        help="ilp and greedy: HAWQ's Hessian trace × quantization error (default), or the "
+        "measured accuracy drop with one layer lowered; cached beside the checkpoint",
+    )
+    add("--w-bits", type=finite_float, help="budget: average weight bits of the searched layers")
+    add(
+        "--a-bits", type=finite_float, help="budget: average activation bits of the searched layers"
+    )
+    add(
+        "--objectives",
+        default="accuracy,bitops",
+        help=f"comma-separated, from {', '.join(OBJECTIVE_NAMES)} (default accuracy,bitops)",
+    )
+    add("--target", default="any", choices=tuple(TARGETS), help="hardware preset of forms")
+    add(
+        "--sweep",
+        choices=tuple(COSTS),
+        help="ilp and greedy: the cost swept (default: the cost objective's, e.g. bitops)",
+    )
+    add(
+        "--budgets",
+        type=positive_int,
+        help="ilp: budget levels of the sweep (default 20); greedy: its pick at this many "
+        "levels (default: its whole curve)",
+    )
+    add("--count", type=positive_int, help="random: configs drawn (default 100)")
+    add("--seed", type=seed_int, default=0, help="random: seed of the draw; hessian: of the probes")
+    add(
+        "--images",
+        type=positive_int,
+        default=256,
+        help="hessian sensitivity: scoring images the traces use (default 256)",
+    )
+    add(
+        "--probes",
+        type=positive_int,
+        default=16,
+        help="hessian sensitivity: Hutchinson vectors per batch of 64 images (default 16)",
+    )
+    add(
+        "--oracle",
+        default="supernet",
+        choices=("supernet", "predictor"),
+        help="where the front's accuracy comes from: measured on the supernet (default) or "
+        "the predictor beside the checkpoint",
+    )
+    add("--predictor", help="with --oracle predictor: a fitted predictor file")
+    add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
+    add_force_argument(parser, "pareto.{json,csv,png}")
+    add("--device", default="auto", help=DEVICE_HELP)
+    add_progress_argument(parser)
+    parser.set_defaults(handler=_cmd_strategy)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    from eqsearch.strategies import NEEDS_SENSITIVITIES
+
+    needs = args.name in NEEDS_SENSITIVITIES
+    misplaced = [
+        flag
+        for flag, given, applies in (
+            ("--sensitivity", args.sensitivity is not None, needs),
+            ("--sweep", args.sweep is not None, needs),
+            ("--budgets", args.budgets is not None, needs),
+            ("--count", args.count is not None, args.name == "random"),
+            ("--predictor", args.predictor is not None, args.oracle == "predictor"),
+        )
+        if given and not applies
+    ]
+    if misplaced:
+        raise UsageError(
+            f"{', '.join(misplaced)} does not apply to `eqsearch strategy "
+            f"{args.name}` with --oracle {args.oracle}"
+        )
+
+
+def _output_directory(args: argparse.Namespace) -> Path:
+    from eqsearch.files import check_output_directory, check_output_file
+    from eqsearch.pareto import FRONT_FILES
+
+    out = check_output_directory(Path(args.out) if args.out else Path(args.supernet).parent)
+    for name, kind in zip(FRONT_FILES, ("pareto", "table", "image"), strict=True):
+        check_output_file(out / name, kind=kind, force=args.force)
+    return out
+
+
+def _cmd_strategy(args: argparse.Namespace) -> int:
+    from eqsearch.commands.search import (
+        _budget_message,
+        _NoOracle,
+        _objective_names,
+        _predictor_oracle,
+    )
+    from eqsearch.problem import make_problem
+    from eqsearch.space import ElasticSpace
+    from eqsearch.strategies import NEEDS_SENSITIVITIES, require_fixed_architecture
+    from supernet.checkpoint import check_finite_weights, load_checkpoint
+
+    _check_flags(args)
+    objectives = _objective_names(args.objectives)
+    out = _output_directory(args)
+    checkpoint = load_checkpoint(args.supernet)
+    if checkpoint.get("kind") != "supernet":
+        raise UsageError(f"{args.supernet} is a full-precision checkpoint; use a supernet.pt")
+    check_finite_weights(checkpoint["state_dict"], args.supernet)
+    space = ElasticSpace.from_dict(checkpoint["space"])
+    require_fixed_architecture(space, f"the {args.name} strategy")
+    settings: dict[str, Any] = {
+        "objectives": objectives,
+        "w_bits": args.w_bits,
+        "a_bits": args.a_bits,
+        "target": args.target,
+    }
+    try:
+        make_problem(space, _NoOracle(), **settings)
+    except ValueError as error:
+        raise UsageError(_budget_message(error)) from None
+    console = make_console()
+    needs_supernet = args.oracle == "supernet" or args.name in NEEDS_SENSITIVITIES
+    loaded = _load(args, console) if needs_supernet else None
+    oracle: AccuracyOracle
+    if "accuracy" not in objectives:
+        oracle = _NoOracle()
+    elif args.oracle == "supernet":
+        assert loaded is not None
+        oracle = _measuring_oracle(*loaded)
+    else:
+        oracle = _predictor_oracle(args, space)
+    problem = make_problem(space, oracle, **settings)
+    sensitivities = None
+    if args.name in NEEDS_SENSITIVITIES:
+        assert loaded is not None
+        sensitivities = _sensitivities(args, problem, *loaded, console)
+    front = _run(args, problem, sensitivities, console)
+    front = _annotate(front, checkpoint, args)
+    paths = front.write(out)
+    from eqsearch.commands.search import front_table
+
+    print_frame(console, front_table(front), f"{args.name}: {len(front)} configs on the front")
+    measured = front.info.get("evaluated")
+    if args.oracle == "supernet" and measured is not None:
+        console.print(f"{measured} configs measured on the supernet")
+    console.print("wrote " + ", ".join(str(path) for path in paths))
+    return EXIT_OK
+
+
+def _load(args: argparse.Namespace, console: Console) -> tuple[Supernet, EvaluationSet]:
+    from supernet.evaluate import load_for_evaluation
+
+    with status(console, "loading the supernet and its scoring images", not args.no_progress):
+        supernet, _, evaluation = load_for_evaluation(
+            args.supernet, split="holdout", device=args.device
+        )
+    return supernet, evaluation
+
+
+def _measuring_oracle(supernet: Supernet, evaluation: EvaluationSet) -> AccuracyOracle:
+    from supernet.evaluate import supernet_oracle
+
+    return supernet_oracle(supernet, evaluation)
+
+
+def _sensitivities(
+    args: argparse.Namespace,
+    problem: SearchProblem,
+    supernet: Supernet,
+    evaluation: EvaluationSet,
+    console: Console,
+) -> Sensitivities:
+    from supernet.sensitivity import checkpoint_sensitivities
+
+    method = args.sensitivity or "hessian"
+    with status(console, f"{method} sensitivities of every elastic layer", not args.no_progress):
+        cached = checkpoint_sensitivities(
+            args.supernet,
+            method,
+            supernet=supernet,
+            evaluation=evaluation,
+            forms=problem.layout.forms,
+            images=args.images,
+            probes=args.probes,
+            seed=args.seed,
+        )
+    verb = "reused" if cached.reused else "computed and cached"
+    console.print(f"{method} sensitivities {verb}: {cached.path}")
+    return cached.sensitivities
+
+
+def _run(
+    args: argparse.Namespace,
+    problem: SearchProblem,
+    sensitivities: Sensitivities | None,
+    console: Console,
+) -> ParetoFront:
+    from eqsearch.strategies import run_strategy
+
+    what = "measuring its configs on the supernet" if args.oracle == "supernet" else "searching"
+    with status(console, f"{args.name}: {what}", not args.no_progress):
+        try:
+            return run_strategy(
+                args.name,
+                problem,
+                sensitivities=sensitivities,
+                sweep=args.sweep,
+                budgets=args.budgets,
+                count=args.count or 100,
+                seed=args.seed,
+            )
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+
+
+def _annotate(front: ParetoFront, checkpoint: dict[str, Any], args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
+    model = (checkpoint.get("build_info") or {}).get("model", "supernet")
+    budgets = " ".join(
+        f"{flag}≤{value:g}"
+        for flag, value in (("W", args.w_bits), ("A", args.a_bits))
+        if value is not None
+    )
+    method = front.info.get("sensitivity")
+    name = f"{args.name} ({method})" if method else args.name
+    title = f"{model}: {name}, {args.target} target {budgets}".strip()
+    info = {**front.info, "title": title, "supernet": str(args.supernet), "oracle": args.oracle}
+    return replace(front, info=info)
