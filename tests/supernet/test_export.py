@@ -387,7 +387,9 @@ def _check_joint_export(model_name: str, image_size: int, form_text: str, tmp_pa
         _check_qdq_nodes(exported, static, static_config)
         # every input code ORT computes is PyTorch's but for rounding ties (SE convs' biases
         # stay float: see DeployConv2d), and with ties aligned the logits agree to 1e-2
-        agreement, max_diff, ties, others = _tie_aligned_run(exported, static, static_config, images)
+        agreement, max_diff, ties, others = _tie_aligned_run(
+            exported, static, static_config, images
+        )
         assert others == 0, (label, ties, others)
         assert agreement == 100.0 and max_diff <= ALIGNED_MAX_LOGIT_DIFF, (label, max_diff)
         packed = export_packed_weights(supernet, config, tmp_path / f"{path.stem}.npz")
@@ -397,7 +399,10 @@ def _check_joint_export(model_name: str, image_size: int, form_text: str, tmp_pa
             assert np.array_equal(restored[name].integers, quantization.weight_integers.numpy())
 
 
-@pytest.mark.parametrize("form", ("channel-sym-sym", "tensor-asym-asym"))
+@pytest.mark.parametrize(
+    "form",
+    ("channel-sym-sym", pytest.param("tensor-asym-asym", marks=pytest.mark.slow)),
+)
 @pytest.mark.parametrize("model_name", sorted(JOINT_MODELS))
 def test_onnx_export_of_joint_subnets(
     model_name: str, form: str, tmp_path: Path, one_thread: None
