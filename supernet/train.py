@@ -6,7 +6,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import InitVar, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_lo
 from supernet.models import model_entry
 from supernet.oracle import subnet_accuracy
 from supernet.quant_init import init_quantizers
-from supernet.runtime import keep_freed_memory
+from supernet.runtime import keep_freed_memory, one_thread
 
 SCHEDULES = ("joint", "progressive")
 FORM_MODES = ("global", "per_layer")
@@ -768,6 +768,31 @@ def train_supernet(
         ValueError: bad settings, data or files (existing checkpoint without ``resume``).
         TrainingDiverged: a loss became NaN/inf (the previous epoch's checkpoint is kept).
     """
+    # A joint (elastic-architecture) model runs hundreds of small ops per step: on CPU each
+    # op split over threads waits at a barrier for a busy core (a sandwich step of
+    # oqa_mbv3_tiny on 8×8 digits: 140 ms on one thread, 2.1 s on two, on the loaded 2-core
+    # machine; see supernet.runtime.one_thread).
+    joint_on_cpu = model_entry(config.model).joint and resolve_device(config.device).type == "cpu"
+    with one_thread() if joint_on_cpu else nullcontext():
+        return _train_supernet(
+            config,
+            out_dir,
+            resume=resume,
+            progress=progress,
+            on_epoch=on_epoch,
+            stop_after=stop_after,
+        )
+
+
+def _train_supernet(
+    config: TrainConfig,
+    out_dir: str | Path | None,
+    *,
+    resume: bool,
+    progress: bool,
+    on_epoch: Callable[[EpochReport], None] | None,
+    stop_after: int | None,
+) -> TrainResult:
     dist = distributed_context()
     device = resolve_device(config.device)
     if device.type == "cuda" and dist.world_size > 1:
