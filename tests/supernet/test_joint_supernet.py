@@ -370,3 +370,32 @@ def test_fast_oracle_path_scores_joint_subnets_like_the_plain_path() -> None:
         assert fast == plain
     dynamic = [m for m in supernet.modules() if isinstance(m, DynamicQuantConv2d)]
     assert all(layer.active.frozen is None for layer in dynamic)
+
+
+def test_n2uq_runs_on_a_joint_supernet_with_the_active_slices_statistics() -> None:
+    from eqsearch.space_spec import SpaceSpec
+    from supernet.quantizers.n2uq_ops import n2uq_weight
+
+    torch.manual_seed(0)
+    supernet = build_supernet(
+        "oqa_mbv3_tiny",
+        num_classes=5,
+        in_channels=1,
+        image_size=8,
+        space=SpaceSpec(quantizer="n2uq"),
+    )
+    images = torch.randn(12, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    init_quantizers(supernet, images)
+    supernet.eval()
+    config = supernet.space.smallest()
+    supernet.set_subnet(config)
+    layer = supernet.elastic_layers()["stage1.block1.depthwise"]
+    assert isinstance(layer, DynamicQuantConv2d) and layer.active_weight().shape[2] == 3
+    # N2UQ's weight grid comes from the statistics of the weight it quantizes: the active slice
+    expected = n2uq_weight(layer.active_weight(), layer.active.choice.w_bits)
+    torch.testing.assert_close(layer.quantized_weight(), expected)
+    with torch.no_grad():
+        plain = supernet(images)
+        with fast_inference(supernet):
+            fast = supernet(images)
+    torch.testing.assert_close(fast, plain)
