@@ -39,9 +39,12 @@ class JointStudySettings:
             table gives each front's best measured accuracy within each.
         uniform_bits: the uniform W/A bits of the architecture-only fronts.
         arch_form: the one form of the architecture-only fronts (the others search forms).
-        backend: the predictor fitted on the samples that drives every search.
+        backend: the predictor of the joint space that drives every search, fitted on the
+            samples and each family's own measurements.
         population, generations: NSGA-II (pymoo) settings of every search.
-        verify: configs spread over each predicted front measured on the supernet.
+        verify: configs spread over each predicted front measured on the supernet, per search.
+        rounds: refinement rounds after the first search of each family (each refits the
+            predictor on what was measured, then searches again).
         seed: seeds the predictor and the searches.
     """
 
@@ -52,6 +55,7 @@ class JointStudySettings:
     population: int = 60
     generations: int = 100
     verify: int = 10
+    rounds: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -66,6 +70,10 @@ class JointStudySettings:
                 raise ValueError(
                     f"JointStudySettings.{name} must be an integer >= 2; got {value!r}"
                 )
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 0:
+            raise ValueError(
+                f"JointStudySettings.rounds must be an integer >= 0; got {self.rounds!r}"
+            )
 
 
 @dataclass
@@ -158,11 +166,8 @@ def run_joint_study(
         InputError: the checkpoint is not a joint supernet or has no samples.
     """
     from eqsearch import costs
-    from eqsearch.commands.search import verify_front
-    from eqsearch.engines import nsga2
-    from eqsearch.problem import make_problem
     from eqsearch.refine import scoring_evaluation
-    from predictors import PredictorOracle, build_predictor, load_samples
+    from predictors import load_samples
     from supernet.evaluate import supernet_oracle
     from supernet.extract import extract
 
@@ -178,11 +183,7 @@ def run_joint_study(
     if not space.is_joint:
         raise InputError(f"{location} is not a joint (elastic-architecture) supernet")
     configs, accuracies = load_samples(samples_path, space)
-    predictor = build_predictor(chosen.backend, space, seed=chosen.seed)
-    predictor.fit(configs, accuracies)
-    predicted_oracle = PredictorOracle(predictor)
     measured_oracle = CachedOracle(supernet_oracle(supernet, evaluation), space)
-    log(f"{chosen.backend} predictor fitted on {len(configs)} samples")
 
     largest = space.largest()
     largest_arch = tuple(largest.arch_dict.items())
@@ -215,32 +216,22 @@ def run_joint_study(
         )
     outcomes: list[FrontOutcome] = []
     for name, label, family_space, convert in families:
-        problem = make_problem(
-            family_space,
-            ConvertingOracle(predicted_oracle, convert),
-            objectives=("accuracy", "bitops"),
-        )
-        front = nsga2(
-            problem,
-            engine="pymoo",
-            population=chosen.population,
-            generations=chosen.generations,
-            seed=chosen.seed,
-        )
-        verified, _ = verify_front(front, ConvertingOracle(measured_oracle, convert), chosen.verify)
-        assert verified.measured is not None
-        rows = np.flatnonzero(np.isfinite(verified.measured))
-        joint_configs = [convert(verified.batch[int(row)]) for row in rows]
-        outcome = FrontOutcome(
+        outcome = _refined_front(
             name,
             label,
-            np.asarray(costs.bitops(space, joint_configs), dtype=float),
-            verified.measured[rows],
-            verified.column("accuracy")[rows],
-            joint_configs,
+            space,
+            family_space,
+            convert,
+            configs,
+            accuracies,
+            measured_oracle,
+            chosen,
         )
+        outcome.bitops = np.asarray(costs.bitops(space, outcome.configs), dtype=float)
         outcomes.append(outcome)
-        log(f"{label}: {len(rows)} configs measured, best {outcome.measured.max():.2f} %")
+        log(
+            f"{label}: {len(outcome.configs)} configs measured, best {outcome.measured.max():.2f} %"
+        )
 
     top = float(costs.bitops(space, space.uniform(8, 8, form)))
     floor = min(float(outcome.measured.min()) for outcome in outcomes) - 1.0
@@ -254,6 +245,68 @@ def run_joint_study(
     plot = _plot(outcomes, directory / PLOT_NAME, str(supernet.build_info.get("model")), top)
     _write_json(directory / RESULT_NAME, outcomes, reference, n_images, chosen, samples_path)
     return JointStudy(outcomes, reference, n_images, markdown, report, plot)
+
+
+def _refined_front(
+    name: str,
+    label: str,
+    space: ElasticSpace,
+    family_space: ElasticSpace,
+    convert: Callable[[SubnetConfig], SubnetConfig],
+    configs: Sequence[SubnetConfig],
+    accuracies: np.ndarray,
+    measured_oracle: AccuracyOracle,
+    settings: JointStudySettings,
+) -> FrontOutcome:
+    """NSGA-II over one family on a predictor of the joint space, refitted ``rounds`` times
+    on the samples and the family's own measurements (predictor-in-the-loop refinement, as
+    ``eqsearch nsga --refine``): each search measures ``verify`` configs of its predicted
+    front not measured before, spread along it. Returns every measured config."""
+    from eqsearch.engines import nsga2
+    from eqsearch.problem import make_problem
+    from eqsearch.refine import spread_unmeasured
+    from predictors import PredictorOracle, build_predictor
+
+    pool_configs = list(configs)
+    pool_accuracies = [float(value) for value in accuracies]
+    seen: dict[bytes, float] = {}
+    measured: list[float] = []
+    predicted: list[float] = []
+    joint_configs: list[SubnetConfig] = []
+    for round_index in range(settings.rounds + 1):
+        predictor = build_predictor(settings.backend, space, seed=settings.seed)
+        predictor.fit(pool_configs, np.asarray(pool_accuracies))
+        problem = make_problem(
+            family_space,
+            ConvertingOracle(PredictorOracle(predictor), convert),
+            objectives=("accuracy", "bitops"),
+        )
+        front = nsga2(
+            problem,
+            engine="pymoo",
+            population=settings.population,
+            generations=settings.generations,
+            seed=settings.seed + round_index,
+        )
+        chosen = spread_unmeasured(front, seen, settings.verify)
+        if not chosen:
+            break
+        batch = front.batch.take(np.asarray(chosen, dtype=np.int64))
+        converted = [convert(config) for config in batch.configs()]
+        values = np.asarray(measured_oracle.evaluate(converted), dtype=float)
+        guesses = front.column("accuracy")[chosen]
+        for key, config, value, guess in zip(
+            batch.keys(), converted, values.tolist(), guesses.tolist(), strict=True
+        ):
+            seen[key] = value
+            joint_configs.append(config)
+            measured.append(value)
+            predicted.append(guess)
+        pool_configs.extend(converted)
+        pool_accuracies.extend(values.tolist())
+    return FrontOutcome(
+        name, label, np.empty(0), np.asarray(measured), np.asarray(predicted), joint_configs
+    )
 
 
 def _best_within(outcome: FrontOutcome, limit: float) -> float | None:
@@ -294,10 +347,12 @@ def _markdown(
     lines = [
         f"# Joint search against bits-only and architecture-only search ({checkpoint})",
         "",
-        f"One {settings.backend} predictor fitted on {n_samples} measured samples drives "
-        f"NSGA-II (pymoo, population {settings.population}, {settings.generations} "
-        f"generations, seed {settings.seed}) in each family; {settings.verify} configs spread "
-        "over each predicted front are measured on the supernet. B8 = BitOPs of the largest "
+        f"In each family NSGA-II (pymoo, population {settings.population}, "
+        f"{settings.generations} generations) runs on a {settings.backend} predictor of the "
+        f"joint space fitted on {n_samples} measured samples, then {settings.rounds} more "
+        f"times, each after refitting on the family's measurements: {settings.verify} "
+        "configs spread over every predicted front are measured on the supernet, and the "
+        "table and plot use those measurements only. B8 = BitOPs of the largest "
         f"architecture at W8A8 ({reference[1]:.4g}); hypervolume in accuracy points × decades "
         f"of BitOPs up to ({reference[0]:.2f} %, B8).",
         "",
@@ -308,23 +363,39 @@ def _markdown(
     return "\n".join(lines)
 
 
+def non_dominated_rows(accuracy: np.ndarray, bitops: np.ndarray) -> np.ndarray:
+    """Rows of the measured points no other point beats (higher accuracy at no more BitOPs),
+    in increasing BitOPs."""
+    order = np.lexsort((-accuracy, bitops))
+    kept, best = [], -math.inf
+    for row in order:
+        if accuracy[row] > best:
+            kept.append(row)
+            best = accuracy[row]
+    return np.asarray(kept, dtype=np.int64)
+
+
 def _plot(outcomes: Sequence[FrontOutcome], path: Path, model: str, top: float) -> Path:
     figure, axes = plt.subplots(figsize=(7.5, 4.8))
     for outcome in outcomes:
-        order = np.argsort(outcome.bitops)
-        axes.plot(
-            outcome.bitops[order],
-            outcome.measured[order],
+        front = non_dominated_rows(outcome.measured, outcome.bitops)
+        (line,) = axes.plot(
+            outcome.bitops[front],
+            outcome.measured[front],
             marker="o",
             markersize=4,
-            linewidth=1,
+            linewidth=1.2,
+            drawstyle="steps-post",
             label=outcome.label,
+        )
+        axes.scatter(
+            outcome.bitops, outcome.measured, s=8, alpha=0.35, color=line.get_color(), linewidths=0
         )
     axes.axvline(top, color="grey", linewidth=0.6, linestyle=":")
     axes.set_xscale("log")
     axes.set_xlabel("BitOPs per image")
     axes.set_ylabel("measured top-1 accuracy (%)")
-    axes.set_title(f"{model}: joint vs bits-only vs architecture-only (measured)")
+    axes.set_title(f"{model}: measured fronts (lines) and every measured config (dots)")
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=7)
     figure.tight_layout()
@@ -353,6 +424,7 @@ def _write_json(
             "population": settings.population,
             "generations": settings.generations,
             "verify": settings.verify,
+            "rounds": settings.rounds,
             "seed": settings.seed,
         },
         "fronts": [
@@ -391,7 +463,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--out", required=True, help="directory of joint.{md,png,json}")
     add("--population", type=positive_int, default=60, help="NSGA-II population")
     add("--generations", type=positive_int, default=100, help="NSGA-II generations")
-    add("--verify", type=positive_int, default=10, help="configs measured per front")
+    add("--verify", type=positive_int, default=10, help="configs measured per search")
+    add("--rounds", type=int, default=3, help="refinement rounds per family (0: none)")
     add("--seed", type=seed_int, default=0, help="seeds the predictor and the searches")
     add("--device", default="cpu", help="torch device of the measurements")
 
@@ -402,6 +475,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         population=args.population,
         generations=args.generations,
         verify=args.verify,
+        rounds=args.rounds,
         seed=args.seed,
     )
     study = run_joint_study(

@@ -16,6 +16,7 @@ from studies.joint_search import (
     arch_only_space,
     log_hypervolume,
     noise_line,
+    non_dominated_rows,
 )
 from tests.eqsearch.joint_fixtures import TENSORRT, joint_space
 
@@ -75,5 +76,13 @@ def test_settings_are_validated() -> None:
         JointStudySettings(budgets=(0.0,))
     with pytest.raises(ValueError, match=r"JointStudySettings\.verify must be an integer >= 2"):
         JointStudySettings(verify=1)
+    with pytest.raises(ValueError, match=r"JointStudySettings\.rounds must be an integer >= 0"):
+        JointStudySettings(rounds=-1)
     assert math.isclose(JointStudySettings().budgets[-1], 0.4)
     QuantForm.parse(JointStudySettings().arch_form)
+
+
+def test_non_dominated_rows_keep_the_measured_front_in_bitops_order() -> None:
+    accuracy = np.array([70.0, 80.0, 75.0, 80.0, 60.0])
+    bitops = np.array([2e3, 3e3, 4e3, 5e3, 1e3])
+    np.testing.assert_array_equal(non_dominated_rows(accuracy, bitops), [4, 0, 1])
