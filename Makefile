@@ -25,6 +25,7 @@ benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/quant_init_speed.py --rounds 3
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/n2uq_overhead.py --rounds 9
+	$(BIN)/python benchmarks/joint_supernet.py --threads 1
 	$(BIN)/python benchmarks/search_speed.py --repeats 3 --spaces resnet18,oqa_mbv3
 	$(BIN)/python benchmarks/objectives_speed.py --repeats 3
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/predictor_speed.py --repeats 15

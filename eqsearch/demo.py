@@ -17,13 +17,23 @@ if TYPE_CHECKING:
     from eqsearch.pareto import ParetoFront
 
 
+DEMO_MODELS = {"lenet5": "mnist5k", "oqa_mbv3_tiny": "digits"}
+"""The demo's models and the embedded data each trains on: LeNet-5 (bits and forms on a fixed
+architecture) and the OQA MobileNetV3 family's tiny member (the joint architecture × bits
+space)."""
+JOINT_DEMO_BITOPS = 1.5e6
+"""The joint demo's BitOPs budget: about a seventh of the largest architecture's at W8A8
+(1.02e7 on the digits' 8×8 images)."""
+
+
 @dataclass(frozen=True)
 class DemoSettings:
     """Sizes of every demo stage (the defaults take about 5 minutes on a 2-core CPU).
 
     Args:
         seed: seeds training, sampling, predictor fitting and the searches.
-        fp_epochs, epochs: full-precision pretraining and supernet epochs of LeNet-5.
+        model: a key of :data:`DEMO_MODELS` (its dataset comes with it).
+        fp_epochs, epochs: full-precision pretraining and supernet epochs.
         samples: subnets measured on the supernet for the predictors (80 % fit, 20 % held out).
         sample_holdout: training images each sampled (and verified) subnet is scored on; more
             images than the training run holds out give the accuracies a finer grain
@@ -31,12 +41,14 @@ class DemoSettings:
             ~1-point spread. None: the training run's holdout.
         population, generations: NSGA-II settings of both engines.
         w_bits: the average weight-bit budget of the search.
+        bitops: a BitOPs budget of the search instead (None: the ``w_bits`` budget).
         verify: front configs measured on the supernet per engine.
         backends: predictor backends to fit; the one with the best held-out Kendall τ drives
             the searches.
     """
 
     seed: int = 0
+    model: str = "lenet5"
     fp_epochs: int = 10
     epochs: int = 25
     samples: int = 1000
@@ -44,11 +56,18 @@ class DemoSettings:
     population: int = 100
     generations: int = 500
     w_bits: float = 3.0
+    bitops: float | None = None
     verify: int = 12
     backends: tuple[str, ...] = ("mlp", "xgboost")
     train_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.model not in DEMO_MODELS:
+            raise InputError(
+                f"DemoSettings.model must be one of {', '.join(DEMO_MODELS)}; got {self.model!r}"
+            )
+        if self.bitops is not None and not self.bitops > 0:
+            raise InputError(f"DemoSettings.bitops must be positive or None; got {self.bitops!r}")
         for name in ("fp_epochs", "epochs", "samples", "population", "generations", "verify"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -71,6 +90,41 @@ class DemoSettings:
             train_overrides={"holdout": 300, "bn_images": 200, "quant_init_images": 64},
         )
 
+    @classmethod
+    def joint(cls, seed: int = 0, *, quick: bool = False) -> DemoSettings:
+        """The joint demo: ``oqa_mbv3_tiny`` on the embedded 8×8 digits, searched for
+        architecture, per-layer bits and forms under a BitOPs budget (``quick``: tiny sizes
+        for tests)."""
+        overrides = {"batch_size": 32, "lr": 3e-3, "holdout": 400, "bn_images": 200}
+        if quick:
+            return cls(
+                seed=seed,
+                model="oqa_mbv3_tiny",
+                fp_epochs=1,
+                epochs=1,
+                samples=20,
+                sample_holdout=None,
+                population=12,
+                generations=4,
+                bitops=JOINT_DEMO_BITOPS,
+                verify=3,
+                backends=("xgboost",),
+                train_overrides={**overrides, "holdout": 1400, "quant_init_images": 32},
+            )
+        return cls(
+            seed=seed,
+            model="oqa_mbv3_tiny",
+            fp_epochs=10,
+            epochs=12,
+            samples=500,
+            sample_holdout=None,
+            population=60,
+            generations=200,
+            bitops=JOINT_DEMO_BITOPS,
+            verify=12,
+            train_overrides={**overrides, "quant_init_images": 64},
+        )
+
 
 @dataclass
 class DemoResult:
@@ -89,9 +143,10 @@ class DemoResult:
 def run_demo(
     out: str | Path, settings: DemoSettings, *, console: Console, progress: bool = True
 ) -> DemoResult:
-    """The whole pipeline on the embedded MNIST-5k digits, every file under ``out``.
+    """The whole pipeline on embedded digits, every file under ``out``.
 
-    Stages: FP pretraining and supernet training of LeNet-5 (reused when ``out/run`` already
+    Stages: FP pretraining and supernet training of ``settings.model`` on its dataset
+    (:data:`DEMO_MODELS`; reused when ``out/run`` already
     holds the finished checkpoint), measuring ``settings.samples`` subnets on the supernet,
     fitting every predictor backend, NSGA-II with the pymoo and the DEAP engine on the best
     predictor, verifying each front on the supernet, exporting the best verified config to
@@ -122,9 +177,10 @@ def run_demo(
     run_dir = root / "run"
     seconds: dict[str, float] = {}
     checkpoint = run_dir / CHECKPOINT_NAME
+    dataset = DEMO_MODELS[settings.model]
     config = TrainConfig(
-        model="lenet5",
-        dataset="mnist5k",
+        model=settings.model,
+        dataset=dataset,
         fp_epochs=settings.fp_epochs,
         epochs=settings.epochs,
         seed=settings.seed,
@@ -132,7 +188,7 @@ def run_demo(
         **settings.train_overrides,
     )
     started = time.perf_counter()
-    console.rule("1/6 training LeNet-5 on MNIST-5k (FP pretraining, then the supernet)")
+    console.rule(f"1/6 training {settings.model} on {dataset} (FP pretraining, then the supernet)")
     result = train_supernet(config, run_dir, resume=checkpoint.exists(), progress=progress)
     supernet = result.supernet
     space = supernet.space
@@ -179,11 +235,17 @@ def run_demo(
     searches: dict[str, dict[str, Any]] = {}
     fronts: dict[str, ParetoFront] = {}
     oracle = PredictorOracle(predictors[chosen])
-    problem = make_problem(space, oracle, w_bits=settings.w_bits, target="any")
+    if settings.bitops is None:
+        problem = make_problem(space, oracle, w_bits=settings.w_bits, target="any")
+        budget = f"W ≤ {settings.w_bits:g} bits"
+    else:
+        problem = make_problem(space, oracle, bitops=settings.bitops, target="any")
+        budget = f"BitOPs ≤ {settings.bitops:.3g}"
+    searched = "architecture, bits and forms" if space.is_joint else "bits and forms"
     for step, engine in enumerate(ENGINES, start=4):
         console.rule(
-            f"{step}/6 NSGA-II ({engine}): accuracy ({chosen} predictor) vs BitOPs, "
-            f"W ≤ {settings.w_bits:g} bits, verified on the supernet"
+            f"{step}/6 NSGA-II ({engine}) over {searched}: accuracy ({chosen} predictor) vs "
+            f"BitOPs, {budget}, verified on the supernet"
         )
         started = time.perf_counter()
         with generation_bar(
@@ -202,7 +264,7 @@ def run_demo(
             console, f"measuring {settings.verify} front configs on the supernet", progress
         ):
             front, tau = verify_front(front, measured_oracle, settings.verify)
-        title = f"lenet5 / MNIST-5k: NSGA-II ({engine}), {chosen} predictor, W≤{settings.w_bits:g}"
+        title = f"{settings.model} / {dataset}: NSGA-II ({engine}), {chosen} predictor, {budget}"
         front = replace(front, info={**front.info, "title": title})
         front.write(root / engine)
         fronts[engine] = front

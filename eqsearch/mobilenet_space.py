@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from eqsearch.errors import InputError
 from eqsearch.genes import ArchGene, Condition
@@ -29,13 +30,15 @@ class MobileNetV3Layout:
     """The fixed part of a MobileNetV3 supernet and its elastic choice sets.
 
     Defaults are OFA's ``ofa_mbv3_d234_e346_k357_w1.0`` (the space OQA searches): a 3×3
-    stride-2 stem of 16 channels, a first block (depth-wise 3×3, project to 16) without SE,
-    five elastic stages of widths 24, 40, 80, 112, 160 with strides 2, 2, 2, 1, 2 and
-    squeeze-excitation in stages 2, 4 and 5, then a 1×1 expand to 960, global pooling, a
-    1×1 feature mix to 1280 and the classifier.
+    stride-2 stem of 16 channels (h-swish), a first block (depth-wise 3×3, ReLU, project to
+    16) without SE, five elastic stages of widths 24, 40, 80, 112, 160 with strides 2, 2, 2,
+    1, 2, squeeze-excitation in stages 2, 4 and 5 and h-swish in stages 3 to 5 (ReLU before),
+    then a 1×1 expand to 960, global pooling, a 1×1 feature mix to 1280 and the classifier.
 
     Args:
-        stage_widths, stage_strides, stage_se: per elastic stage.
+        stage_widths, stage_strides, stage_se, stage_hswish: per elastic stage (h-swish or
+            ReLU as the stage's activation; the activation does not change the space, only
+            the network built from the layout).
         depths, expands, kernels: the choice sets of every stage's depth and every block's
             expand ratio and depth-wise kernel.
         resolutions: input sizes (one value: fixed, no gene).
@@ -46,6 +49,7 @@ class MobileNetV3Layout:
     stage_widths: tuple[int, ...] = (24, 40, 80, 112, 160)
     stage_strides: tuple[int, ...] = (2, 2, 2, 1, 2)
     stage_se: tuple[bool, ...] = (False, True, False, True, True)
+    stage_hswish: tuple[bool, ...] = (False, False, True, True, True)
     depths: tuple[int, ...] = (2, 3, 4)
     expands: tuple[int, ...] = (3, 4, 6)
     kernels: tuple[int, ...] = (3, 5, 7)
@@ -59,24 +63,104 @@ class MobileNetV3Layout:
 
     def __post_init__(self) -> None:
         stages = len(self.stage_widths)
-        if not stages or len(self.stage_strides) != stages or len(self.stage_se) != stages:
+        per_stage = (self.stage_strides, self.stage_se, self.stage_hswish)
+        if not stages or any(len(values) != stages for values in per_stage):
             raise InputError(
-                "MobileNetV3Layout.stage_widths, stage_strides and stage_se need one entry per "
-                f"stage; got {len(self.stage_widths)}, {len(self.stage_strides)}, "
-                f"{len(self.stage_se)}"
+                "MobileNetV3Layout.stage_widths, stage_strides, stage_se and stage_hswish need "
+                f"one entry per stage; got {len(self.stage_widths)}, {len(self.stage_strides)}, "
+                f"{len(self.stage_se)}, {len(self.stage_hswish)}"
             )
-        for name in ("depths", "expands", "kernels", "resolutions", "stage_widths"):
+        for name in (
+            "depths",
+            "expands",
+            "kernels",
+            "resolutions",
+            "stage_widths",
+            "stem_width",
+            "first_block_width",
+            "final_width",
+            "feature_width",
+            "num_classes",
+            "in_channels",
+        ):
             values = getattr(self, name)
+            if isinstance(values, int) and not isinstance(values, bool):
+                values = (values,)
             if not values or any(
                 isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values
             ):
                 raise InputError(f"MobileNetV3Layout.{name} must hold positive integers")
+        for name in (*ARCHITECTURE_OPTIONS, "resolutions"):
+            object.__setattr__(self, name, tuple(sorted(set(getattr(self, name)))))
         if any(kernel % 2 == 0 for kernel in self.kernels):
             raise InputError(f"MobileNetV3Layout.kernels must be odd; got {self.kernels}")
         if any(stride not in (1, 2) for stride in self.stage_strides):
             raise InputError(
                 f"MobileNetV3Layout.stage_strides must be 1 or 2; got {self.stage_strides}"
             )
+
+    @property
+    def architecture_options(self) -> dict[str, tuple[int, ...]]:
+        """The elastic choice sets by option name (what ``SpaceSpec.architecture`` sets)."""
+        return {name: getattr(self, name) for name in ARCHITECTURE_OPTIONS}
+
+    def with_architecture(self, options: Mapping[str, Sequence[int]]) -> MobileNetV3Layout:
+        """The layout with some choice sets replaced (ValueError naming an unknown option)."""
+        unknown = sorted(set(options) - set(ARCHITECTURE_OPTIONS))
+        if unknown:
+            raise InputError(
+                f"unknown architecture option(s) {', '.join(unknown)}; a MobileNetV3 supernet "
+                f"takes {', '.join(ARCHITECTURE_OPTIONS)}"
+            )
+        changes: dict[str, Any] = {name: tuple(values) for name, values in options.items()}
+        return replace(self, **changes)
+
+    def middle_width(self, in_width: int, expand: int) -> int:
+        """The expanded (hidden) width of a block: ``round_channels(in_width·expand)``."""
+        return round_channels(in_width * expand)
+
+    def squeezed_width(self, middle: int) -> int:
+        """The squeeze-excitation width of a block of hidden width ``middle``."""
+        return round_channels(middle // SE_REDUCTION)
+
+
+ARCHITECTURE_OPTIONS = ("depths", "expands", "kernels")
+"""The architecture choice sets a MobileNetV3 supernet takes as model options."""
+
+FAMILY: dict[str, MobileNetV3Layout] = {
+    "oqa_mbv3": MobileNetV3Layout(),
+    "oqa_mbv3_small": MobileNetV3Layout(
+        stage_widths=(24, 40, 80),
+        stage_strides=(1, 2, 2),
+        stage_se=(False, True, True),
+        stage_hswish=(False, True, True),
+        depths=(1, 2),
+        expands=(3, 6),
+        kernels=(3, 5),
+        resolutions=(32,),
+        final_width=240,
+        feature_width=480,
+        num_classes=10,
+    ),
+    "oqa_mbv3_tiny": MobileNetV3Layout(
+        stage_widths=(16, 24, 32),
+        stage_strides=(2, 2, 1),
+        stage_se=(False, True, True),
+        stage_hswish=(False, True, True),
+        depths=(1, 2),
+        expands=(3, 6),
+        kernels=(3, 5),
+        resolutions=(28,),
+        stem_width=8,
+        first_block_width=8,
+        final_width=96,
+        feature_width=192,
+        num_classes=10,
+        in_channels=1,
+    ),
+}
+"""The registered OFA/OQA MobileNetV3 family: ImageNet size, 32×32 and 28×28 (the data's
+classes, channels and resolution replace the defaults when a model is built)."""
 
 
 def _side(resolution: int, stride: int) -> int:
@@ -176,7 +260,7 @@ def mobilenet_v3_space(
             in_stride = stride
             out_stride = stride * (stage_stride if block == 1 else 1)
             stride = out_stride
-            middle_sizes = {e: round_channels(in_width * e) for e in shape.expands}
+            middle_sizes = {e: shape.middle_width(in_width, e) for e in shape.expands}
             middle = Dim.by(expand.name, middle_sizes)
             layers += [
                 LayerSpec.from_geometry(
@@ -204,7 +288,7 @@ def mobilenet_v3_space(
             if se:
                 squeezed = Dim.by(
                     expand.name,
-                    {e: round_channels(m // SE_REDUCTION) for e, m in middle_sizes.items()},
+                    {e: shape.squeezed_width(m) for e, m in middle_sizes.items()},
                 )
                 layers += [
                     LayerSpec.from_geometry(

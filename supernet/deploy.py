@@ -99,10 +99,16 @@ def quantize_layers(supernet: Supernet, config: SubnetConfig) -> dict[str, Layer
     The integers are read back from the fake-quantized weight the subnet computes with, so
     dequantizing them reproduces that weight bit for bit.
 
+    A joint supernet's config is read from its static network (see
+    :func:`supernet.extract.extract`): one entry per layer that runs.
+
     Raises:
         ValueError: ``config`` is not in the space, or a layer cannot be exported.
     """
     check_exportable(supernet)
+    if supernet.joint:
+        static = _extracted(supernet, config)
+        return quantize_layers(static, _active(static))
     supernet.space.validate(config)
     for (name, _), choice in zip(supernet.elastic_layers().items(), config.choices, strict=True):
         _check_bits(name, choice)
@@ -284,15 +290,19 @@ class DeployConv2d(nn.Module):
         self.bias = None if quantization.bias is None else nn.Parameter(quantization.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(
+        out = F.conv2d(
             self.input_quantizer(x),
             self.weight(),
-            self.bias,
+            None,
             self.stride,
             self.padding,  # type: ignore[arg-type]
             self.dilation,
             self.groups,
         )
+        # The bias as its own Add: ONNX Runtime quantizes the float bias of a Conv between
+        # DequantizeLinear inputs to int32 at (input step × weight step), which at 4 bits moves
+        # outputs by up to half that product (0.01 on an SE conv of a 4-bit MobileNetV3)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
 
 class DeployLinear(nn.Module):
@@ -353,9 +363,16 @@ def build_deploy_model(supernet: Supernet, config: SubnetConfig) -> nn.Module:
     Every elastic layer becomes a :class:`DeployConv2d` / :class:`DeployLinear` (or a plain
     float layer where the choice is full precision); the rest of the network is copied as is.
 
+    A joint supernet's subnet is extracted first (:func:`supernet.extract.extract`): the
+    deploy model has the chosen architecture only.
+
     Raises:
         ValueError: ``config`` is not in the space, or a layer cannot be exported.
     """
+    if supernet.joint:
+        check_exportable(supernet)
+        static = _extracted(supernet, config)
+        return build_deploy_model(static, _active(static))
     quantizations = quantize_layers(supernet, config)
     layers = supernet.elastic_layers()
     # Copy without the elastic layers (their quantizer parameters are large and unused).
@@ -380,3 +397,15 @@ def build_deploy_model(supernet: Supernet, config: SubnetConfig) -> nn.Module:
         _set_submodule(model, name, replacement)
     model.to(next(supernet.parameters()).device)
     return model.eval()
+
+
+def _extracted(supernet: Supernet, config: SubnetConfig) -> Supernet:
+    from supernet.extract import extract
+
+    return extract(supernet, config)
+
+
+def _active(static: Supernet) -> SubnetConfig:
+    config = static.active_subnet()
+    assert config is not None  # extract() sets the config
+    return config

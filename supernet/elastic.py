@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -19,10 +19,19 @@ from eqsearch.space import (
     SubnetConfig,
 )
 from eqsearch.space_spec import SpaceSpec, parse_first_last
+from supernet.dynamic import DynamicConv2d, DynamicQuantConv2d
 from supernet.layers import ElasticQuantConv2d, ElasticQuantLayer, ElasticQuantLinear
 from supernet.models import create_model, model_entry
 from supernet.quantizers import QuantizerSpec, quantizer_class
 from supernet.runtime import keep_freed_memory
+
+
+@runtime_checkable
+class ElasticArchitecture(Protocol):
+    """A model elastic in its architecture: it runs the architecture it is given."""
+
+    def set_arch(self, arch: Mapping[str, int] | None) -> None:
+        """Run ``arch`` (active gene values by name; None: the largest architecture)."""
 
 
 class Supernet(nn.Module):
@@ -48,9 +57,21 @@ class Supernet(nn.Module):
         self._layer_names = tuple(layers)
         self._layer_list = tuple(layers.values())
         self._active: SubnetConfig | None = None
+        self._arch_model: ElasticArchitecture | None = None
+        if space.genes:
+            if not isinstance(model, ElasticArchitecture):
+                raise InputError(
+                    "a joint space needs a model with set_arch(arch) (an elastic architecture)"
+                )
+            self._arch_model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)  # type: ignore[no-any-return]
+
+    @property
+    def joint(self) -> bool:
+        """Whether the supernet is elastic in its architecture too (a joint space)."""
+        return self._arch_model is not None
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Supernet:
         result = super()._apply(fn, *args, **kwargs)
@@ -74,7 +95,12 @@ class Supernet(nn.Module):
         if config is None:
             for layer in self._layer_list:
                 layer.set_choice(None)
+            if self._arch_model is not None:
+                self._arch_model.set_arch(None)
             self._active = None
+            return
+        if self._arch_model is not None:
+            self._set_joint_subnet(config)
             return
         self.space.validate(config)
         handles = [
@@ -82,6 +108,21 @@ class Supernet(nn.Module):
             for layer, choice in zip(self._layer_list, config.choices, strict=True)
         ]
         for layer, choice, handle in zip(self._layer_list, config.choices, handles, strict=True):
+            active = layer.active
+            active.choice, active.handle = choice, handle
+        self._active = config
+
+    def _set_joint_subnet(self, config: SubnetConfig) -> None:
+        """The architecture to the model, each running layer its choice (layers that do not
+        run keep none: they are not called)."""
+        assert self._arch_model is not None
+        choices = self.space.layer_choices(config)  # validates
+        handles = [
+            None if choice is None else layer.quantizer.resolve(choice)
+            for layer, choice in zip(self._layer_list, choices, strict=True)
+        ]
+        self._arch_model.set_arch(config.arch_dict)
+        for layer, choice, handle in zip(self._layer_list, choices, handles, strict=True):
             active = layer.active
             active.choice, active.handle = choice, handle
         self._active = config
@@ -283,6 +324,110 @@ def to_supernet(
     return Supernet(model, space, layers, info)
 
 
+@runtime_checkable
+class JointModel(ElasticArchitecture, Protocol):
+    """A model elastic in its architecture that declares its joint space."""
+
+    def elastic_space(
+        self,
+        *,
+        w_bits: tuple[int, ...],
+        a_bits: tuple[int, ...],
+        granularities: tuple[Granularity, ...],
+        w_symmetries: tuple[bool, ...],
+        a_symmetries: tuple[bool, ...],
+        first_last: tuple[int, int] | None,
+    ) -> ElasticSpace:
+        """The joint space: layer names are module paths, in execution order."""
+
+    def largest_arch(self) -> dict[str, int]:
+        """The value of every gene in the largest architecture."""
+
+
+def to_joint_supernet(
+    model: nn.Module,
+    *,
+    spec: QuantizerSpec | None = None,
+    first_last: str = "8/8",
+    build_info: dict[str, Any] | None = None,
+) -> Supernet:
+    """Make an elastic-architecture model a joint supernet: every layer of its declared space
+    becomes elastic in bits and forms (a :class:`DynamicConv2d` a :class:`DynamicQuantConv2d`
+    that keeps its slicing, a fixed Conv2d/Linear its elastic twin).
+
+    Args:
+        model: a :class:`JointModel` (changed in place).
+        spec, first_last, build_info: as for :func:`to_supernet`; ``build_info`` records the
+            model's architecture choice sets in its space description.
+
+    Raises:
+        ValueError: the model declares no space, or a Conv2d/Linear outside its space.
+    """
+    keep_freed_memory()  # as to_supernet: fake quantization allocates
+    spec = spec or QuantizerSpec()
+    quantizer_class(spec.name)
+    if not isinstance(model, JointModel):
+        raise InputError("to_joint_supernet needs a model that declares its joint space")
+    space = model.elastic_space(
+        w_bits=spec.w_bits,
+        a_bits=spec.a_bits,
+        granularities=spec.granularities,
+        w_symmetries=spec.w_symmetries,
+        a_symmetries=spec.a_symmetries,
+        first_last=parse_first_last(first_last),
+    )
+    names = {layer.name for layer in space.layers}
+    stray = [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and name not in names
+    ]
+    if stray:
+        raise InputError(f"layers outside the declared space: {', '.join(stray[:3])}")
+    layers: dict[str, ElasticQuantLayer] = {}
+    for layer_spec in space.layers:
+        module = model.get_submodule(layer_spec.name)
+        pinned = layer_spec.pinned
+        layer_quantizer = spec if pinned is None else spec.pinned(*pinned)
+        elastic: ElasticQuantLayer
+        if isinstance(module, DynamicConv2d):
+            elastic = DynamicQuantConv2d.from_module(module, layer_quantizer)
+        elif isinstance(module, nn.Conv2d):
+            elastic = ElasticQuantConv2d.from_module(module, layer_quantizer)
+        elif isinstance(module, nn.Linear):
+            elastic = ElasticQuantLinear.from_module(module, layer_quantizer)
+        else:
+            raise InputError(f"layer {layer_spec.name!r} is not a Conv2d or Linear module")
+        _set_submodule(model, layer_spec.name, elastic)
+        layers[layer_spec.name] = elastic
+    use_channels_last(model, layers.values())
+    info = dict(build_info or {})
+    options = getattr(getattr(model, "layout", None), "architecture_options", {})
+    described = SpaceSpec(
+        quantizer=spec.name,
+        w_bits=spec.w_bits,
+        a_bits=spec.a_bits,
+        granularities=tuple(g.value for g in spec.granularities),
+        w_symmetries=spec.w_symmetries,
+        a_symmetries=spec.a_symmetries,
+        first_last=first_last,
+        architecture=tuple(options.items()),
+    )
+    info["space"] = described.to_dict()
+    return Supernet(model, space, layers, info)
+
+
+def use_channels_last(model: nn.Module, layers: Iterable[ElasticQuantLayer]) -> None:
+    """Store a model that asks for it (``memory_format`` channels-last) in that layout, and
+    let its conv layers compute with channels-last operands (see ``layers.channels_last``)."""
+    if getattr(model, "memory_format", None) is not torch.channels_last:
+        return
+    model.to(memory_format=torch.channels_last)
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            layer.channels_last = True
+
+
 def quantizer_spec(space: SpaceSpec) -> QuantizerSpec:
     """The quantizer spec of the elastic layers, forms left at None resolved to what the
     quantizer supports (ValueError for an unknown quantizer)."""
@@ -326,12 +471,12 @@ def build_supernet(
             ``first_last``), set on top of ``space``.
     """
     spec = replace(space or SpaceSpec(), **_space_fields(space_fields))
-    if spec.architecture:
+    entry = model_entry(model_name)
+    if spec.architecture and not entry.joint:
         raise InputError(
             f"model {model_name!r} has a fixed architecture; it takes no architecture choices "
             f"({', '.join(name for name, _ in spec.architecture)})"
         )
-    entry = model_entry(model_name)
     size = entry.image_size if image_size is None else image_size
     model = create_model(
         model_name,
@@ -339,14 +484,19 @@ def build_supernet(
         in_channels=in_channels,
         image_size=size,
         pretrained=pretrained,
+        architecture=spec.architecture_options if entry.joint else None,
     )
-    example = torch.zeros(2, in_channels, size, size)
     build_info = {
         "model": model_name,
         "num_classes": num_classes,
         "in_channels": in_channels,
         "image_size": size,
     }
+    if entry.joint:
+        return to_joint_supernet(
+            model, spec=quantizer_spec(spec), first_last=spec.first_last, build_info=build_info
+        )
+    example = torch.zeros(2, in_channels, size, size)
     return to_supernet(
         model,
         example_input=example,
@@ -386,6 +536,10 @@ def stored_space_spec(build_info: dict[str, Any]) -> SpaceSpec:
 
 def rebuild_supernet(build_info: dict[str, Any]) -> Supernet:
     """Rebuild the architecture described by ``Supernet.build_info`` (weights not loaded)."""
+    if "extracted_from" in build_info:
+        from supernet.extract import rebuild_extracted
+
+        return rebuild_extracted(build_info)
     return build_supernet(
         build_info["model"],
         num_classes=int(build_info["num_classes"]),

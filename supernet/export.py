@@ -175,6 +175,10 @@ def export_onnx(
     large, and low-bit activation grids turn such last-bit differences into whole steps: on
     4-bit subnets the folded export agreed with PyTorch less often, hence the default.
 
+    A joint supernet's subnet is extracted first (:func:`supernet.extract.extract`, BN
+    re-calibrated for it): the file holds the chosen architecture only, and ``fp32_bytes`` is
+    that architecture's.
+
     ``int4_weights=True`` stores the integers of layers with at most 4 weight bits as ONNX INT4
     tensors (two a byte; DequantizeLinear reads INT4 from opset 21), which halves their size
     on disk; the values, and so what the graph computes, stay the same.
@@ -202,6 +206,28 @@ def export_onnx(
 
     from supernet.onnx_graph import INT4_OPSET, count_nodes, fold_batch_norms, store_int4_weights
 
+    if supernet.joint:
+        # the chosen architecture as a static network (BN re-calibrated for it), exported
+        from supernet.extract import extract
+
+        check_exportable(supernet)
+        static = extract(
+            supernet, config, calibration_images=calibration_images, batch_size=batch_size
+        )
+        static_config = static.active_subnet()
+        assert static_config is not None
+        return export_onnx(
+            static,
+            static_config,
+            path,
+            verify_images=verify_images,
+            verify_labels=verify_labels,
+            opset=opset,
+            fold_batch_norm=fold_batch_norm,
+            int4_weights=int4_weights,
+            batch_size=batch_size,
+            min_agreement=min_agreement,
+        )
     path = Path(path)
     _check_output_path(path)
     if opset is None:

@@ -67,7 +67,8 @@ def frozen_weights(supernet: Supernet) -> Iterator[None]:
             handle = layer.active.handle
             if handle is None:
                 continue
-            weight = layer.quantizer.quantize_weight(layer.weight, handle).detach()
+            # the active weight: a dynamic layer's slice for the running architecture
+            weight = layer.quantized_weight().detach()
             layer.active.frozen = FrozenOperands(
                 handle, layer.weight._version, weight, _input_quantizer(layer, handle)
             )

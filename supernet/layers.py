@@ -47,6 +47,8 @@ class ElasticQuantLayer(nn.Module):
     weight: torch.Tensor
     quantizer: ElasticQuantizer
     active: ActiveChoice
+    channels_last = False
+    """Conv layers: compute with channels-last operands (see :func:`channels_last`)."""
 
     def _init_quantization(self, spec: QuantizerSpec) -> None:
         self.quantizer = build_quantizer(self.weight, spec)
@@ -97,6 +99,21 @@ class ElasticQuantLayer(nn.Module):
         return (
             f"{super().extra_repr()}, quantizer={self.quantizer.name}, choice={self.active.choice}"
         )
+
+
+def channels_last(tensor: torch.Tensor) -> torch.Tensor:
+    """A 4-d tensor with channels-last strides (a view where its memory already is NHWC).
+
+    A conv layer whose model is stored channels-last (``layer.channels_last``, e.g. the
+    MobileNetV3 supernets) computes with channels-last operands: fake quantization of a
+    tensor with a size-1 dimension (a 1-channel input, a depth-wise or 1×1 weight) returns it
+    with NCHW strides, the conv's output would then be NCHW too, and oneDNN's NCHW
+    depth-wise convolutions are 2-3x slower on CPUs than channels-last ones.
+    """
+    # ``contiguous(memory_format=channels_last)`` keeps NCHW strides where a size-1 dimension
+    # makes both layouts the same memory (and the conv then picks NCHW); ``to`` sets them,
+    # copying only such small tensors (and NCHW ones), never a channels-last activation
+    return tensor.to(memory_format=torch.channels_last)
 
 
 class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
@@ -164,6 +181,8 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
             if directions is not None:
                 return self._forward_constant_input(x, handle, directions)
         x, weight = self.quantized_operands(x)
+        if self.channels_last:
+            x, weight = channels_last(x), channels_last(weight)
         return self._conv_forward(x, weight, self.bias)
 
     def _forward_constant_input(

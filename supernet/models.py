@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,14 +16,25 @@ from eqsearch.errors import InputError
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered architecture."""
+    """A registered architecture.
+
+    ``architecture`` is None for a fixed architecture; an elastic-architecture model (a joint
+    architecture × quantization supernet) gives its default choice sets by option name, and
+    its ``build`` takes them as the keyword ``architecture``.
+    """
 
     name: str
-    build: Callable[[int, int, int], nn.Module]
+    build: Callable[..., nn.Module]
     image_size: int
     min_image_size: int
     description: str
     torchvision_name: str | None = None
+    architecture: Mapping[str, tuple[int, ...]] | None = None
+
+    @property
+    def joint(self) -> bool:
+        """Whether the model is elastic in its architecture too."""
+        return self.architecture is not None
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -36,14 +47,20 @@ def register_model(
     min_image_size: int,
     description: str,
     torchvision_name: str | None = None,
-) -> Callable[[Callable[[int, int, int], nn.Module]], Callable[[int, int, int], nn.Module]]:
-    """Register ``build(num_classes, in_channels, image_size) -> nn.Module`` under ``name``."""
+    architecture: Mapping[str, Sequence[int]] | None = None,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register ``build(num_classes, in_channels, image_size) -> nn.Module`` under ``name``
+    (an elastic-architecture model: ``build(..., architecture=options)`` and its default
+    ``architecture`` choice sets)."""
 
-    def decorate(
-        build: Callable[[int, int, int], nn.Module],
-    ) -> Callable[[int, int, int], nn.Module]:
+    def decorate(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        options = (
+            None
+            if architecture is None
+            else {key: tuple(values) for key, values in architecture.items()}
+        )
         MODELS[name] = ModelEntry(
-            name, build, image_size, min_image_size, description, torchvision_name
+            name, build, image_size, min_image_size, description, torchvision_name, options
         )
         return build
 
@@ -120,6 +137,7 @@ def create_model(
     in_channels: int = 3,
     image_size: int | None = None,
     pretrained: bool = False,
+    architecture: Mapping[str, Sequence[int]] | None = None,
 ) -> nn.Module:
     """A randomly initialised (or locally cached torchvision-pretrained) full-precision model.
 
@@ -131,6 +149,8 @@ def create_model(
         pretrained: load torchvision's ImageNet weights from the local torch hub cache; never
             downloads. The classifier (and the first conv, for ``in_channels != 3``) are
             re-initialised when their shapes differ.
+        architecture: choice sets of an elastic-architecture model by option name (its
+            defaults where not given); a fixed architecture takes none.
     """
     entry = model_entry(name)
     size = entry.image_size if image_size is None else image_size
@@ -140,7 +160,23 @@ def create_model(
         raise InputError(f"in_channels must be >= 1; got {in_channels}")
     if size < entry.min_image_size:
         raise InputError(f"{name} needs image_size >= {entry.min_image_size}; got {size}")
-    model = entry.build(num_classes, in_channels, size)
+    if entry.architecture is None:
+        if architecture:
+            raise InputError(
+                f"model {name!r} has a fixed architecture; it takes no architecture choices "
+                f"({', '.join(architecture)})"
+            )
+        model = entry.build(num_classes, in_channels, size)
+    else:
+        options: dict[str, Any] = dict(entry.architecture)
+        unknown = sorted(set(architecture or {}) - set(options))
+        if unknown:
+            raise InputError(
+                f"model {name!r} takes the architecture options {', '.join(options)}; got "
+                f"{', '.join(unknown)}"
+            )
+        options.update({key: tuple(values) for key, values in (architecture or {}).items()})
+        model = entry.build(num_classes, in_channels, size, architecture=options)
     if pretrained:
         _load_torchvision_weights(entry, model, num_classes, in_channels)
     return model
@@ -369,3 +405,42 @@ def efficientnet_b0(num_classes: int, in_channels: int, image_size: int) -> nn.M
     stem = model.features[0][0]  # type: ignore[index]
     model.features[0][0] = _replace_first_conv(stem, in_channels)  # type: ignore[index]
     return model
+
+
+# -- the OFA/OQA MobileNetV3 family (elastic in depth, expand ratio and kernel) ------------------
+
+
+def _register_mobilenet_family() -> None:
+    from eqsearch.mobilenet_space import ARCHITECTURE_OPTIONS, FAMILY
+
+    descriptions = {
+        "oqa_mbv3": "OFA/OQA MobileNetV3 supernet: 5 stages, depth 2-4, expand 3/4/6, kernel 3/5/7",
+        "oqa_mbv3_small": "OQA MobileNetV3 family, 32x32: 3 stages, depth 1-2, expand 3/6, "
+        "kernel 3/5",
+        "oqa_mbv3_tiny": "OQA MobileNetV3 family, 28x28: 3 narrow stages, depth 1-2, "
+        "expand 3/6, kernel 3/5",
+    }
+    for name, layout in FAMILY.items():
+
+        def build(
+            num_classes: int,
+            in_channels: int,
+            image_size: int,
+            *,
+            architecture: Mapping[str, Sequence[int]],
+            layout: Any = layout,
+        ) -> nn.Module:
+            from supernet.mobilenet import build_mobilenet
+
+            return build_mobilenet(layout, num_classes, in_channels, image_size, architecture)
+
+        register_model(
+            name,
+            image_size=layout.resolutions[0],
+            min_image_size=16 if name == "oqa_mbv3" else 8,
+            description=descriptions[name],
+            architecture={option: getattr(layout, option) for option in ARCHITECTURE_OPTIONS},
+        )(build)
+
+
+_register_mobilenet_family()

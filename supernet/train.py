@@ -6,7 +6,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import InitVar, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_lo
 from supernet.models import model_entry
 from supernet.oracle import subnet_accuracy
 from supernet.quant_init import init_quantizers
-from supernet.runtime import keep_freed_memory
+from supernet.runtime import keep_freed_memory, one_thread
 
 SCHEDULES = ("joint", "progressive")
 FORM_MODES = ("global", "per_layer")
@@ -345,12 +345,18 @@ def draw_sandwich(
     random_subnets: int = 1,
 ) -> list[SubnetConfig]:
     """The subnets of one step: highest bits (H), ``random_subnets`` random ones (R), lowest
-    bits (L), each with its own randomly drawn form(s)."""
+    bits (L), each with its own randomly drawn form(s).
+
+    In a joint space H is also the largest architecture, L the smallest and every R a random
+    one (each gene uniform over its values, drawn after the bits; the choices of the layers
+    it switches off are dropped: :meth:`ElasticSpace.canonical`). A space without
+    architecture genes draws exactly as before (the same configs for the same generator).
+    """
     w_open = [b for b in space.w_bits if b in open_bits] or [space.w_bits[-1]]
     a_open = [b for b in space.a_bits if b in open_bits] or [space.a_bits[-1]]
     space_forms = space.forms
 
-    def draw(w_choice: Callable[[], int], a_choice: Callable[[], int]) -> SubnetConfig:
+    def draw(w_choice: Callable[[], int], a_choice: Callable[[], int], arch: str) -> SubnetConfig:
         global_form = space_forms[int(rng.integers(len(space_forms)))]
         choices = []
         for layer in space.layers:
@@ -361,7 +367,14 @@ def draw_sandwich(
             )
             bits = layer.pinned or (w_choice(), a_choice())
             choices.append(LayerChoice(bits[0], bits[1], form))
-        return SubnetConfig(tuple(choices))
+        if not space.genes:
+            return SubnetConfig(tuple(choices))
+        if arch == "random":
+            indices = [int(rng.integers(len(gene.values))) for gene in space.genes]
+        else:
+            indices = [0 if arch == "smallest" else len(g.values) - 1 for g in space.genes]
+        values = {gene.name: gene.values[i] for gene, i in zip(space.genes, indices, strict=True)}
+        return space.canonical(SubnetConfig(tuple(choices), tuple(values.items())))
 
     def random_w() -> int:
         return w_open[int(rng.integers(len(w_open)))]
@@ -369,10 +382,22 @@ def draw_sandwich(
     def random_a() -> int:
         return a_open[int(rng.integers(len(a_open)))]
 
-    high = draw(lambda: w_open[-1], lambda: a_open[-1])
-    randoms = [draw(random_w, random_a) for _ in range(random_subnets)]
-    low = draw(lambda: w_open[0], lambda: a_open[0])
+    high = draw(lambda: w_open[-1], lambda: a_open[-1], "largest")
+    randoms = [draw(random_w, random_a, "random") for _ in range(random_subnets)]
+    low = draw(lambda: w_open[0], lambda: a_open[0], "smallest")
     return [high, *randoms, low]
+
+
+def reorder_channels(supernet: Supernet) -> bool:
+    """Sort an elastic-architecture model's channels by importance (OFA), where it can: the
+    widest subnet is unchanged, every narrower width keeps the most important channels.
+    Returns whether the model did. Run on trained full-precision weights, before the
+    quantizers are initialised (their per-channel entries are not permuted)."""
+    reorder = getattr(supernet.model, "reorder_channels", None)
+    if reorder is None:
+        return False
+    reorder()
+    return True
 
 
 # -- the loop -----------------------------------------------------------------------------
@@ -743,6 +768,31 @@ def train_supernet(
         ValueError: bad settings, data or files (existing checkpoint without ``resume``).
         TrainingDiverged: a loss became NaN/inf (the previous epoch's checkpoint is kept).
     """
+    # A joint (elastic-architecture) model runs hundreds of small ops per step: on CPU each
+    # op split over threads waits at a barrier for a busy core (a sandwich step of
+    # oqa_mbv3_tiny on 8×8 digits: 140 ms on one thread, 2.1 s on two, on the loaded 2-core
+    # machine; see supernet.runtime.one_thread).
+    joint_on_cpu = model_entry(config.model).joint and resolve_device(config.device).type == "cpu"
+    with one_thread() if joint_on_cpu else nullcontext():
+        return _train_supernet(
+            config,
+            out_dir,
+            resume=resume,
+            progress=progress,
+            on_epoch=on_epoch,
+            stop_after=stop_after,
+        )
+
+
+def _train_supernet(
+    config: TrainConfig,
+    out_dir: str | Path | None,
+    *,
+    resume: bool,
+    progress: bool,
+    on_epoch: Callable[[EpochReport], None] | None,
+    stop_after: int | None,
+) -> TrainResult:
     dist = distributed_context()
     device = resolve_device(config.device)
     if device.type == "cuda" and dist.world_size > 1:
@@ -806,6 +856,8 @@ def train_supernet(
                 history += _fp_pretrain(
                     supernet, data, config, device, dist, reporter, stored_fp, save_fp
                 )
+            if config.fp_epochs > 0 or config.init:
+                reorder_channels(supernet)
             init_quantizers(supernet, data.calibration_images(config.quant_init_images))
         holdout_images, holdout_labels = data.holdout_tensors()
         calibration = data.calibration_images(config.bn_images)
@@ -852,8 +904,8 @@ def train_supernet(
                 min(b for b in space.w_bits if b in open_bits),
                 min(b for b in space.a_bits if b in open_bits),
             )
-            largest = space.uniform(*high_bits, form)
-            smallest = space.uniform(*low_bits, form)
+            largest = space.uniform(*high_bits, form, arch="largest")
+            smallest = space.uniform(*low_bits, form, arch="smallest")
             entry["acc_largest"] = subnet_accuracy(
                 supernet, largest, holdout_images, holdout_labels, calibration
             )

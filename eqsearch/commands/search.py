@@ -94,6 +94,13 @@ def register(commands: Any) -> None:
     demo.add_argument("--quick", action="store_true", help="tiny settings (seconds; for tests)")
     add_progress_argument(demo)
     demo.add_argument("--seed", type=seed_int, default=0, help="seeds every stage")
+    demo.add_argument(
+        "--model",
+        choices=("lenet5", "oqa_mbv3_tiny"),
+        default="lenet5",
+        help="lenet5 on MNIST-5k (bits and forms), or oqa_mbv3_tiny on the 8×8 digits (the "
+        "joint architecture × bits space under a BitOPs budget)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
 
@@ -360,6 +367,9 @@ def _title(front: ParetoFront, args: argparse.Namespace) -> str:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from eqsearch.demo import DemoSettings, run_demo
 
-    settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)
+    if args.model == "lenet5":
+        settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)
+    else:
+        settings = DemoSettings.joint(args.seed, quick=args.quick)
     run_demo(Path(args.out), settings, console=make_console(), progress=not args.no_progress)
     return EXIT_OK

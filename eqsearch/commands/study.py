@@ -1,4 +1,4 @@
-"""``eqsearch study``: predictors, loss-weight tuning, the paper's ablations, strategies."""
+"""``eqsearch study``: predictors, loss-weight tuning, the paper's ablations, strategies, joint."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ STUDIES = {
         "studies.strategies",
         "sensitivity ILP (HAWQ-V3), greedy, uniform, random vs NSGA-II + CQAP, all measured",
     ),
+    "joint": (
+        "studies.joint_search",
+        "joint architecture × bits front vs bits-only and architecture-only fronts, measured",
+    ),
 }
 
 
@@ -43,7 +47,7 @@ def register(commands: argparse._SubParsersAction[Any], *, with_options: bool = 
     adds the sub-commands without them, for a command line that runs no study.
     """
     study = commands.add_parser(
-        "study", help="experiments: predictors, tune-loss, ablations, strategies"
+        "study", help="experiments: predictors, tune-loss, ablations, strategies, joint"
     )
     studies = study.add_subparsers(dest="study", metavar="STUDY", parser_class=Parser)
     studies.required = True

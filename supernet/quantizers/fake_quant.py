@@ -40,6 +40,14 @@ def integer_zero_point(step: float, offset: float | None, qmin: int, qmax: int) 
     return int(min(max(round(-offset / step), qmin), qmax))
 
 
+def _flat(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``tensor`` as a vector in one fixed element order: NHWC for ``channels_last`` (a view
+    of a channels-last tensor, where ``reshape(-1)`` would copy it), else NCHW."""
+    if channels_last:
+        return tensor.permute(0, 2, 3, 1).reshape(-1)
+    return tensor.reshape(-1)
+
+
 class _PerTensorLsq(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -77,9 +85,11 @@ class _PerTensorLsq(torch.autograd.Function):
         grad_x = torch.ops.aten.hardtanh_backward(grad, x, low * step_value, high * step_value)
         grad_step = grad_offset = None
         if ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2]):
-            flat_grad = grad.reshape(-1)
-            flat_grad_x = grad_x.reshape(-1)
-            inside = torch.dot(flat_grad, out.reshape(-1)) - torch.dot(flat_grad_x, x.reshape(-1))
+            # the same element order for all four (channels-last activations are not copied)
+            nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+            flat_grad = _flat(grad, nhwc)
+            flat_grad_x = _flat(grad_x, nhwc)
+            inside = torch.dot(flat_grad, _flat(out, nhwc)) - torch.dot(flat_grad_x, _flat(x, nhwc))
             grad_step = inside / step_value
             if has_offset:
                 clipped = flat_grad.sum() - flat_grad_x.sum()

@@ -42,6 +42,7 @@ class LsqHandle(NamedTuple):
     a_offset: nn.Parameter | None
     a_bits: int
     a_symmetric: bool
+    w_per_channel: bool = False
 
 
 class QuantParams(NamedTuple):
@@ -152,6 +153,7 @@ class LsqQuantizer(ElasticQuantizer):
             a_offset=None if form.a_symmetric else self.input_offsets[a_key],
             a_bits=choice.a_bits,
             a_symmetric=form.a_symmetric,
+            w_per_channel=form.per_channel,
         )
 
     def input_grid(self, bits: int, symmetric: bool) -> tuple[int, int]:
@@ -162,13 +164,21 @@ class LsqQuantizer(ElasticQuantizer):
         """Fake-quantized weight for ``handle`` (the weight itself when None)."""
         if handle is None:
             return weight
+        log_step: torch.Tensor = handle.w_log_step
+        offset: torch.Tensor | None = handle.w_offset
+        grad_scale = handle.w_grad_scale
+        if weight.numel() != self.weight_numel:
+            # The active part of an elastic-architecture layer (its first output channels,
+            # the centre of its kernel): the shared per-channel entries of those channels, and
+            # LSQ's gradient scale of the shape actually quantized.
+            channels = weight.shape[0]
+            if handle.w_per_channel:
+                log_step = log_step[:channels]
+                offset = None if offset is None else offset[:channels]
+            count = weight.numel() // channels if handle.w_per_channel else weight.numel()
+            grad_scale = 1.0 / math.sqrt(max(1, count) * handle.w_qmax)
         return lsq_fake_quantize(
-            weight,
-            handle.w_log_step.exp(),
-            handle.w_offset,
-            handle.w_qmin,
-            handle.w_qmax,
-            handle.w_grad_scale,
+            weight, log_step.exp(), offset, handle.w_qmin, handle.w_qmax, grad_scale
         )
 
     def quantize_input(self, x: torch.Tensor, handle: LsqHandle | None) -> torch.Tensor:

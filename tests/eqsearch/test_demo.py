@@ -44,3 +44,29 @@ def test_quick_demo_writes_every_file(tmp_path, capsys) -> None:
     assert 0.0 <= export["top1_agreement"] <= 100.0 and export["images"] > 0
     assert export["packed_bytes"] < export["fp32_bytes"]
     assert export["onnx_bytes"] == (out / "export" / "model.onnx").stat().st_size
+
+
+def test_joint_demo_settings() -> None:
+    with pytest.raises(ValueError, match=r"DemoSettings\.model must be one of lenet5, oqa_mbv3"):
+        DemoSettings(model="resnet18")
+    with pytest.raises(ValueError, match=r"DemoSettings\.bitops must be positive"):
+        DemoSettings(bitops=0.0)
+    joint = DemoSettings.joint()
+    assert joint.model == "oqa_mbv3_tiny" and joint.bitops == 1.5e6
+    assert DemoSettings.joint(quick=True).backends == ("xgboost",)
+
+
+@pytest.mark.slow
+def test_quick_joint_demo_searches_architectures_under_the_bitops_budget(tmp_path) -> None:
+    from eqsearch.space import ElasticSpace, SubnetConfig
+    from supernet.checkpoint import load_checkpoint
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "oqa_mbv3_tiny", "--quick", "--out", str(out)]) == 0
+    space = ElasticSpace.from_dict(load_checkpoint(out / "run" / "supernet.pt")["space"])
+    assert space.is_joint
+    data = json.loads((out / "pymoo" / "pareto.json").read_text())
+    configs = [space.validate(SubnetConfig.from_dict(e["config"])) for e in data["configs"]]
+    assert all(entry["bitops"] <= 1.5e6 for entry in data["configs"])
+    assert all(config.arch for config in configs)
+    assert json.loads((out / "summary.json").read_text())["export"]["top1_agreement"] >= 99.5

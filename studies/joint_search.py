@@ -1,0 +1,501 @@
+"""Study: what joint search buys: joint, bits-only and architecture-only fronts on one supernet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from eqsearch.commands.common import positive_int, seed_int
+from eqsearch.errors import InputError
+from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
+from eqsearch.oracle import AccuracyOracle, CachedOracle
+from eqsearch.pareto import hypervolume
+from eqsearch.space import ConfigBatch, ElasticSpace, QuantForm, SubnetConfig
+from studies.report import markdown_table
+
+REPORT_NAME = "joint.md"
+PLOT_NAME = "joint.png"
+RESULT_NAME = "joint.json"
+
+
+@dataclass(frozen=True)
+class JointStudySettings:
+    """What the joint-search study runs.
+
+    Args:
+        budgets: BitOPs budgets as fractions of the largest architecture's W8A8 BitOPs; the
+            table gives each front's best measured accuracy within each.
+        uniform_bits: the uniform W/A bits of the architecture-only fronts.
+        arch_form: the one form of the architecture-only fronts (the others search forms).
+        backend: the predictor of the joint space that drives every search, fitted on the
+            samples and each family's own measurements.
+        population, generations: NSGA-II (pymoo) settings of every search.
+        verify: configs spread over each predicted front measured on the supernet, per search.
+        rounds: refinement rounds after the first search of each family (each refits the
+            predictor on what was measured, then searches again).
+        seed: seeds the predictor and the searches.
+    """
+
+    budgets: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)
+    uniform_bits: tuple[int, ...] = (8, 4, 2)
+    arch_form: str = "channel-sym-sym"
+    backend: str = "xgboost"
+    population: int = 60
+    generations: int = 100
+    verify: int = 10
+    rounds: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.budgets or not all(0.0 < b <= 1.0 for b in self.budgets):
+            raise InputError(f"JointStudySettings.budgets must be in (0, 1]; got {self.budgets}")
+        if not self.uniform_bits:
+            raise InputError("JointStudySettings.uniform_bits must name at least one bit width")
+        QuantForm.parse(self.arch_form)
+        for name in ("population", "generations", "verify"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise InputError(
+                    f"JointStudySettings.{name} must be an integer >= 2; got {value!r}"
+                )
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 0:
+            raise InputError(
+                f"JointStudySettings.rounds must be an integer >= 0; got {self.rounds!r}"
+            )
+
+
+@dataclass
+class FrontOutcome:
+    """One searched family: its verified configs' BitOPs and measured accuracies."""
+
+    name: str
+    label: str
+    bitops: np.ndarray
+    measured: np.ndarray
+    predicted: np.ndarray
+    configs: list[SubnetConfig]
+    hypervolume: float = math.nan
+    best_at: dict[float, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class JointStudy:
+    """The fronts, the reference point and where the report went."""
+
+    outcomes: list[FrontOutcome]
+    reference: tuple[float, float]
+    scoring_images: int
+    markdown: str
+    report: Path
+    plot: Path
+
+
+class ConvertingOracle:
+    """An oracle that scores configs of another space: each is converted to a config of the
+    wrapped oracle's space first (a plain list, never the other space's arrays)."""
+
+    def __init__(
+        self, oracle: AccuracyOracle, convert: Callable[[SubnetConfig], SubnetConfig]
+    ) -> None:
+        self.oracle = oracle
+        self.convert = convert
+
+    def evaluate(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
+        """Accuracy of each config, scored as its converted twin."""
+        listed = configs.configs() if isinstance(configs, ConfigBatch) else list(configs)
+        return np.asarray(self.oracle.evaluate([self.convert(c) for c in listed]), dtype=float)
+
+
+def log_hypervolume(
+    accuracy: np.ndarray, bitops: np.ndarray, reference: tuple[float, float]
+) -> float:
+    """Hypervolume of measured (accuracy, BitOPs) points in accuracy points × decades of
+    BitOPs up to ``reference`` = (accuracy, BitOPs), as the strategies study scores fronts."""
+    if len(accuracy) == 0:
+        return 0.0
+    points = np.column_stack([-np.asarray(accuracy), np.log10(np.asarray(bitops))])
+    return hypervolume(points, (-reference[0], math.log10(reference[1])))
+
+
+def arch_only_space(space: ElasticSpace, bits: int, form: QuantForm) -> ElasticSpace:
+    """The joint space with every searched layer at ``bits``/``bits`` and ``form``: only the
+    architecture is left to search (pinned layers keep their bits)."""
+    return replace(
+        space,
+        w_bits=(bits,),
+        a_bits=(bits,),
+        granularities=(form.w_granularity,),
+        w_symmetries=(form.w_symmetric,),
+        a_symmetries=(form.a_symmetric,),
+    )
+
+
+def run_joint_study(
+    checkpoint: str | Path,
+    out: str | Path,
+    settings: JointStudySettings | None = None,
+    *,
+    samples: str | Path | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> JointStudy:
+    """The joint front against the bits-only and architecture-only ones on one joint supernet.
+
+    One predictor, fitted on the samples, drives NSGA-II over (a) the joint space
+    (architecture, per-layer bits, form), (b) bits and forms on the largest architecture
+    (its extracted static network's space, scored as the joint config it is) and (c) the
+    architecture at each uniform bit width of ``settings.uniform_bits`` in one form. Of
+    every predicted front ``settings.verify`` spread configs are measured on the supernet
+    (same scoring images, same cached oracle); hypervolumes and best accuracies within each
+    BitOPs budget come from those measurements. Writes ``joint.md``, ``joint.png`` and
+    ``joint.json`` into ``out``.
+
+    Raises:
+        InputError: the checkpoint is not a joint supernet or has no samples.
+    """
+    from eqsearch import costs
+    from eqsearch.refine import scoring_evaluation
+    from predictors import load_samples
+    from supernet.evaluate import supernet_oracle
+    from supernet.extract import extract
+
+    chosen = settings or JointStudySettings()
+    location = Path(checkpoint)
+    directory = check_output_directory(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    samples_path = Path(samples) if samples is not None else location.parent / "samples.csv"
+    if not samples_path.is_file():
+        raise InputError(f"samples file not found: {samples_path} (run eqsearch sample first)")
+    supernet, evaluation = scoring_evaluation(location, samples_path, device=device)
+    space = supernet.space
+    if not space.is_joint:
+        raise InputError(f"{location} is not a joint (elastic-architecture) supernet")
+    configs, accuracies = load_samples(samples_path, space)
+    measured_oracle = CachedOracle(supernet_oracle(supernet, evaluation), space)
+
+    largest = space.largest()
+    largest_arch = tuple(largest.arch_dict.items())
+    static_space = extract(supernet, largest).space
+
+    def on_largest(config: SubnetConfig) -> SubnetConfig:
+        return space.canonical(SubnetConfig(config.choices, largest_arch))
+
+    def same(config: SubnetConfig) -> SubnetConfig:
+        return config
+
+    form = QuantForm.parse(chosen.arch_form)
+    families: list[tuple[str, str, ElasticSpace, Callable[[SubnetConfig], SubnetConfig]]] = [
+        ("joint", "joint: architecture + per-layer bits + form", space, same),
+        (
+            "bits-only",
+            "bits-only: per-layer bits + form, largest architecture",
+            static_space,
+            on_largest,
+        ),
+    ]
+    for bits in chosen.uniform_bits:
+        families.append(
+            (
+                f"arch-W{bits}A{bits}",
+                f"architecture-only at W{bits}A{bits} ({chosen.arch_form})",
+                arch_only_space(space, bits, form),
+                same,
+            )
+        )
+    outcomes: list[FrontOutcome] = []
+    for name, label, family_space, convert in families:
+        outcome = _refined_front(
+            name,
+            label,
+            space,
+            family_space,
+            convert,
+            configs,
+            accuracies,
+            measured_oracle,
+            chosen,
+        )
+        outcome.bitops = np.asarray(costs.bitops(space, outcome.configs), dtype=float)
+        outcomes.append(outcome)
+        log(
+            f"{label}: {len(outcome.configs)} configs measured, best {outcome.measured.max():.2f} %"
+        )
+
+    top = float(costs.bitops(space, space.uniform(8, 8, form)))
+    floor = min(float(outcome.measured.min()) for outcome in outcomes) - 1.0
+    reference = (floor, top)
+    for outcome in outcomes:
+        outcome.hypervolume = log_hypervolume(outcome.measured, outcome.bitops, reference)
+        outcome.best_at = {budget: _best_within(outcome, budget * top) for budget in chosen.budgets}
+    n_images = len(evaluation.labels)
+    markdown = _markdown(outcomes, reference, n_images, chosen, len(configs), location)
+    report = atomic_write_text(directory / REPORT_NAME, markdown + "\n")
+    plot = _plot(outcomes, directory / PLOT_NAME, str(supernet.build_info.get("model")), top)
+    _write_json(directory / RESULT_NAME, outcomes, reference, n_images, chosen, samples_path)
+    return JointStudy(outcomes, reference, n_images, markdown, report, plot)
+
+
+def _refined_front(
+    name: str,
+    label: str,
+    space: ElasticSpace,
+    family_space: ElasticSpace,
+    convert: Callable[[SubnetConfig], SubnetConfig],
+    configs: Sequence[SubnetConfig],
+    accuracies: np.ndarray,
+    measured_oracle: AccuracyOracle,
+    settings: JointStudySettings,
+) -> FrontOutcome:
+    """NSGA-II over one family on a predictor of the joint space, refitted ``rounds`` times
+    on the samples and the family's own measurements (predictor-in-the-loop refinement, as
+    ``eqsearch nsga --refine``): each search measures ``verify`` configs of its predicted
+    front not measured before, spread along it. Returns every measured config."""
+    from eqsearch.engines import nsga2
+    from eqsearch.problem import make_problem
+    from eqsearch.refine import spread_unmeasured
+    from predictors import PredictorOracle, build_predictor
+
+    pool_configs = list(configs)
+    pool_accuracies = [float(value) for value in accuracies]
+    seen: dict[bytes, float] = {}
+    measured: list[float] = []
+    predicted: list[float] = []
+    joint_configs: list[SubnetConfig] = []
+    for round_index in range(settings.rounds + 1):
+        predictor = build_predictor(settings.backend, space, seed=settings.seed)
+        predictor.fit(pool_configs, np.asarray(pool_accuracies))
+        problem = make_problem(
+            family_space,
+            ConvertingOracle(PredictorOracle(predictor), convert),
+            objectives=("accuracy", "bitops"),
+        )
+        front = nsga2(
+            problem,
+            engine="pymoo",
+            population=settings.population,
+            generations=settings.generations,
+            seed=settings.seed + round_index,
+        )
+        chosen = spread_unmeasured(front, seen, settings.verify)
+        if not chosen:
+            break
+        batch = front.batch.take(np.asarray(chosen, dtype=np.int64))
+        converted = [convert(config) for config in batch.configs()]
+        values = np.asarray(measured_oracle.evaluate(converted), dtype=float)
+        guesses = front.column("accuracy")[chosen]
+        for key, config, value, guess in zip(
+            batch.keys(), converted, values.tolist(), guesses.tolist(), strict=True
+        ):
+            seen[key] = value
+            joint_configs.append(config)
+            measured.append(value)
+            predicted.append(guess)
+        pool_configs.extend(converted)
+        pool_accuracies.extend(values.tolist())
+    return FrontOutcome(
+        name, label, np.empty(0), np.asarray(measured), np.asarray(predicted), joint_configs
+    )
+
+
+def _best_within(outcome: FrontOutcome, limit: float) -> float | None:
+    fits = outcome.bitops <= limit * (1 + 1e-9)
+    return float(outcome.measured[fits].max()) if fits.any() else None
+
+
+def noise_line(outcomes: Sequence[FrontOutcome], n_images: int) -> str:
+    """The measurement noise of one accuracy: its grain and the binomial standard error of
+    a top-1 estimate on ``n_images`` images at the measured accuracies."""
+    measured = np.concatenate([outcome.measured for outcome in outcomes]) / 100.0
+    errors = 100.0 * np.sqrt(np.clip(measured * (1 - measured), 0, None) / n_images)
+    return (
+        f"Each accuracy is measured once on {n_images} held-out training images (grain "
+        f"{100.0 / n_images:.2f} points; binomial standard error {errors.min():.1f}-"
+        f"{errors.max():.1f} points at these accuracies), one supernet, one seed: differences "
+        "below about two standard errors are noise."
+    )
+
+
+def _markdown(
+    outcomes: Sequence[FrontOutcome],
+    reference: tuple[float, float],
+    n_images: int,
+    settings: JointStudySettings,
+    n_samples: int,
+    checkpoint: Path,
+) -> str:
+    header = ["front", "measured", "hypervolume"]
+    header += [f"best ≤ {budget:g}·B8" for budget in settings.budgets]
+    rows = []
+    for outcome in outcomes:
+        cells = [outcome.label, str(len(outcome.measured)), f"{outcome.hypervolume:.2f}"]
+        for budget in settings.budgets:
+            value = outcome.best_at.get(budget)
+            cells.append("-" if value is None else f"{value:.2f}")
+        rows.append(cells)
+    lines = [
+        f"# Joint search against bits-only and architecture-only search ({checkpoint})",
+        "",
+        f"In each family NSGA-II (pymoo, population {settings.population}, "
+        f"{settings.generations} generations) runs on a {settings.backend} predictor of the "
+        f"joint space fitted on {n_samples} measured samples, then {settings.rounds} more "
+        f"times, each after refitting on the family's measurements: {settings.verify} "
+        "configs spread over every predicted front are measured on the supernet, and the "
+        "table and plot use those measurements only. B8 = BitOPs of the largest "
+        f"architecture at W8A8 ({reference[1]:.4g}); hypervolume in accuracy points × decades "
+        f"of BitOPs up to ({reference[0]:.2f} %, B8).",
+        "",
+        markdown_table(rows, header),
+        "",
+        noise_line(outcomes, n_images),
+    ]
+    return "\n".join(lines)
+
+
+def non_dominated_rows(accuracy: np.ndarray, bitops: np.ndarray) -> np.ndarray:
+    """Rows of the measured points no other point beats (higher accuracy at no more BitOPs),
+    in increasing BitOPs."""
+    order = np.lexsort((-accuracy, bitops))
+    kept, best = [], -math.inf
+    for row in order:
+        if accuracy[row] > best:
+            kept.append(row)
+            best = accuracy[row]
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _plot(outcomes: Sequence[FrontOutcome], path: Path, model: str, top: float) -> Path:
+    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    for outcome in outcomes:
+        front = non_dominated_rows(outcome.measured, outcome.bitops)
+        (line,) = axes.plot(
+            outcome.bitops[front],
+            outcome.measured[front],
+            marker="o",
+            markersize=4,
+            linewidth=1.2,
+            drawstyle="steps-post",
+            label=outcome.label,
+        )
+        axes.scatter(
+            outcome.bitops, outcome.measured, s=8, alpha=0.35, color=line.get_color(), linewidths=0
+        )
+    axes.axvline(top, color="grey", linewidth=0.6, linestyle=":")
+    axes.set_xscale("log")
+    axes.set_xlabel("BitOPs per image")
+    axes.set_ylabel("measured top-1 accuracy (%)")
+    axes.set_title(f"{model}: measured fronts (lines) and every measured config (dots)")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    result = atomic_save_figure(figure, path)
+    plt.close(figure)
+    return result
+
+
+def _write_json(
+    path: Path,
+    outcomes: Sequence[FrontOutcome],
+    reference: tuple[float, float],
+    n_images: int,
+    settings: JointStudySettings,
+    samples: Path,
+) -> Path:
+    data: dict[str, Any] = {
+        "reference": list(reference),
+        "scoring_images": n_images,
+        "samples": str(samples),
+        "settings": {
+            "budgets": list(settings.budgets),
+            "uniform_bits": list(settings.uniform_bits),
+            "arch_form": settings.arch_form,
+            "backend": settings.backend,
+            "population": settings.population,
+            "generations": settings.generations,
+            "verify": settings.verify,
+            "rounds": settings.rounds,
+            "seed": settings.seed,
+        },
+        "fronts": [
+            {
+                "name": outcome.name,
+                "label": outcome.label,
+                "hypervolume": outcome.hypervolume,
+                "best_at": {str(k): v for k, v in outcome.best_at.items()},
+                "points": [
+                    {
+                        "bitops": float(b),
+                        "measured_accuracy": float(m),
+                        "predicted_accuracy": float(p),
+                        "config": config.to_dict(),
+                    }
+                    for b, m, p, config in zip(
+                        outcome.bitops,
+                        outcome.measured,
+                        outcome.predicted,
+                        outcome.configs,
+                        strict=True,
+                    )
+                ],
+            }
+            for outcome in outcomes
+        ],
+    }
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The study's options (shared by ``eqsearch study joint`` and ``python -m``)."""
+    add = parser.add_argument
+    add("--supernet", required=True, help="a trained joint supernet.pt (oqa_mbv3_*)")
+    add("--samples", help="its measured samples (default: samples.csv beside it)")
+    add("--out", required=True, help="directory of joint.{md,png,json}")
+    add("--population", type=positive_int, default=60, help="NSGA-II population")
+    add("--generations", type=positive_int, default=100, help="NSGA-II generations")
+    add("--verify", type=positive_int, default=10, help="configs measured per search")
+    add("--rounds", type=int, default=3, help="refinement rounds per family (0: none)")
+    add("--seed", type=seed_int, default=0, help="seeds the predictor and the searches")
+    add("--device", default="cpu", help="torch device of the measurements")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the study from parsed arguments; prints the report."""
+    settings = JointStudySettings(
+        population=args.population,
+        generations=args.generations,
+        verify=args.verify,
+        rounds=args.rounds,
+        seed=args.seed,
+    )
+    study = run_joint_study(
+        args.supernet, args.out, settings, samples=args.samples, device=args.device
+    )
+    print(study.markdown)
+    print(f"wrote {study.report}, {study.plot}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m studies.joint_search``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    try:
+        return run_from_args(parser.parse_args(argv))
+    except (InputError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
