@@ -214,6 +214,8 @@ def run_joint_study(
                 same,
             )
         )
+    top = float(costs.bitops(space, space.uniform(8, 8, form)))
+    limits = (None, *(budget * top for budget in chosen.budgets))
     outcomes: list[FrontOutcome] = []
     for name, label, family_space, convert in families:
         outcome = _refined_front(
@@ -226,6 +228,7 @@ def run_joint_study(
             accuracies,
             measured_oracle,
             chosen,
+            limits,
         )
         outcome.bitops = np.asarray(costs.bitops(space, outcome.configs), dtype=float)
         outcomes.append(outcome)
@@ -233,7 +236,6 @@ def run_joint_study(
             f"{label}: {len(outcome.configs)} configs measured, best {outcome.measured.max():.2f} %"
         )
 
-    top = float(costs.bitops(space, space.uniform(8, 8, form)))
     floor = min(float(outcome.measured.min()) for outcome in outcomes) - 1.0
     reference = (floor, top)
     for outcome in outcomes:
@@ -257,11 +259,13 @@ def _refined_front(
     accuracies: np.ndarray,
     measured_oracle: AccuracyOracle,
     settings: JointStudySettings,
+    limits: Sequence[float | None],
 ) -> FrontOutcome:
     """NSGA-II over one family on a predictor of the joint space, refitted ``rounds`` times
     on the samples and the family's own measurements (predictor-in-the-loop refinement, as
-    ``eqsearch nsga --refine``): each search measures ``verify`` configs of its predicted
-    front not measured before, spread along it. Returns every measured config."""
+    ``eqsearch nsga --refine``). Each round searches once per BitOPs limit (None: none; a
+    limit the family cannot meet is skipped) and measures ``verify`` configs of each
+    predicted front not measured before, spread along it. Returns every measured config."""
     from eqsearch.engines import nsga2
     from eqsearch.problem import make_problem
     from eqsearch.refine import spread_unmeasured
@@ -276,34 +280,37 @@ def _refined_front(
     for round_index in range(settings.rounds + 1):
         predictor = build_predictor(settings.backend, space, seed=settings.seed)
         predictor.fit(pool_configs, np.asarray(pool_accuracies))
-        problem = make_problem(
-            family_space,
-            ConvertingOracle(PredictorOracle(predictor), convert),
-            objectives=("accuracy", "bitops"),
-        )
-        front = nsga2(
-            problem,
-            engine="pymoo",
-            population=settings.population,
-            generations=settings.generations,
-            seed=settings.seed + round_index,
-        )
-        chosen = spread_unmeasured(front, seen, settings.verify)
-        if not chosen:
-            break
-        batch = front.batch.take(np.asarray(chosen, dtype=np.int64))
-        converted = [convert(config) for config in batch.configs()]
-        values = np.asarray(measured_oracle.evaluate(converted), dtype=float)
-        guesses = front.column("accuracy")[chosen]
-        for key, config, value, guess in zip(
-            batch.keys(), converted, values.tolist(), guesses.tolist(), strict=True
-        ):
-            seen[key] = value
-            joint_configs.append(config)
-            measured.append(value)
-            predicted.append(guess)
-        pool_configs.extend(converted)
-        pool_accuracies.extend(values.tolist())
+        oracle = ConvertingOracle(PredictorOracle(predictor), convert)
+        for limit in limits:
+            try:
+                problem = make_problem(
+                    family_space, oracle, objectives=("accuracy", "bitops"), bitops=limit
+                )
+            except ValueError:  # below the family's smallest BitOPs
+                continue
+            front = nsga2(
+                problem,
+                engine="pymoo",
+                population=settings.population,
+                generations=settings.generations,
+                seed=settings.seed + round_index,
+            )
+            chosen = spread_unmeasured(front, seen, settings.verify)
+            if not chosen:
+                continue
+            batch = front.batch.take(np.asarray(chosen, dtype=np.int64))
+            converted = [convert(config) for config in batch.configs()]
+            values = np.asarray(measured_oracle.evaluate(converted), dtype=float)
+            guesses = front.column("accuracy")[chosen]
+            for key, config, value, guess in zip(
+                batch.keys(), converted, values.tolist(), guesses.tolist(), strict=True
+            ):
+                seen[key] = value
+                joint_configs.append(config)
+                measured.append(value)
+                predicted.append(guess)
+            pool_configs.extend(converted)
+            pool_accuracies.extend(values.tolist())
     return FrontOutcome(
         name, label, np.empty(0), np.asarray(measured), np.asarray(predicted), joint_configs
     )
@@ -348,11 +355,12 @@ def _markdown(
         f"# Joint search against bits-only and architecture-only search ({checkpoint})",
         "",
         f"In each family NSGA-II (pymoo, population {settings.population}, "
-        f"{settings.generations} generations) runs on a {settings.backend} predictor of the "
-        f"joint space fitted on {n_samples} measured samples, then {settings.rounds} more "
-        f"times, each after refitting on the family's measurements: {settings.verify} "
-        "configs spread over every predicted front are measured on the supernet, and the "
-        "table and plot use those measurements only. B8 = BitOPs of the largest "
+        f"{settings.generations} generations) runs without a budget and under each BitOPs "
+        f"budget the family can meet, on a {settings.backend} predictor of the joint space "
+        f"fitted on {n_samples} measured samples, then {settings.rounds} more rounds, each "
+        f"after refitting on the family's measurements: {settings.verify} configs spread over "
+        "every predicted front are measured on the supernet, and the table and plot use "
+        "those measurements only. B8 = BitOPs of the largest "
         f"architecture at W8A8 ({reference[1]:.4g}); hypervolume in accuracy points × decades "
         f"of BitOPs up to ({reference[0]:.2f} %, B8).",
         "",
