@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from eqsearch.space import ElasticSpace, LayerSpec
 
-torch.set_num_threads(2)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on the two cores: one thread each (and in the commands the
+    # tests start), since two threads per worker only wait for each other at every op
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 
 def make_space(**kwargs: object) -> ElasticSpace:
