@@ -13,7 +13,7 @@ from eqsearch.space import SubnetConfig
 from supernet import inference_kernels
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.elastic import Supernet
-from supernet.inference import fast_inference
+from supernet.inference import LayerOutputCache, fast_inference
 from supernet.parallel import can_fork, ordered_map
 
 
@@ -41,6 +41,7 @@ def subnet_accuracy(
     *,
     batch_size: int = 500,
     fast: bool = True,
+    layer_cache: LayerOutputCache | None = None,
 ) -> float:
     """Accuracy of one subnet with freshly re-calibrated BN statistics.
 
@@ -56,6 +57,9 @@ def subnet_accuracy(
         fast: measure in inference mode with each weight quantized once and the inference
             shortcuts of :mod:`supernet.inference` (the same score as ``fast=False``, the
             plain forward passes).
+        layer_cache: with ``fast``, outputs of layers that read the images themselves, kept
+            for the next subnet with the same first-layer choice (see
+            :class:`supernet.inference.LayerOutputCache`; the same numbers).
     """
     was_training = supernet.training
     with ExitStack() as stack:
@@ -63,7 +67,7 @@ def subnet_accuracy(
         stack.enter_context(supernet.using(config))
         if fast:
             stack.enter_context(torch.inference_mode())
-            stack.enter_context(fast_inference(supernet))
+            stack.enter_context(fast_inference(supernet, layer_cache))
         calibrate_bn(supernet, calibration_images, batch_size=batch_size)
         supernet.eval()
         accuracy = top1_accuracy(supernet, images, labels, batch_size=batch_size)
@@ -119,6 +123,7 @@ class SupernetOracle:
         self.progress = progress
         self.workers = workers
         self._cache: dict[SubnetConfig, float] = {}
+        self._layer_cache = LayerOutputCache([images, calibration_images])
         self._device_tensors: tuple[torch.device, tuple[torch.Tensor, ...]] | None = None
 
     def _tensors(self) -> tuple[torch.Tensor, ...]:
@@ -146,6 +151,7 @@ class SupernetOracle:
             labels,
             calibration_images,
             batch_size=self.batch_size,
+            layer_cache=self._layer_cache,
         )
         return accuracy, time.perf_counter() - started
 
