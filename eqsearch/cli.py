@@ -382,9 +382,10 @@ def prefer_passive_openmp() -> None:
     chose a policy (``OMP_WAIT_POLICY``); it takes effect for torch imported after it.
 
     libgomp spins up to 300,000 rounds at every barrier before it sleeps. On a machine whose
-    cores other processes share, a spinning thread holds the core its partner waits for, and
-    a LeNet-5 sandwich step on 2 threads took 440–760 ms instead of 92–138 ms (load 4–5 on
-    2 cores; BENCHMARKS.md). The policy changes no result: the work is divided the same way.
+    cores other processes share, a spinning thread holds the core its partner waits for: a
+    LeNet-5 sandwich step on 2 threads took 240 ms instead of 100 ms at load 6 on 2 cores
+    (``benchmarks/openmp_wait.py``; the demo's training 745 s instead of 131 s). The policy
+    changes no result: the work is divided the same way.
     """
     os.environ.setdefault(OPENMP_WAIT_VARIABLE, "PASSIVE")
 
