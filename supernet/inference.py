@@ -158,6 +158,10 @@ LAYER_CACHE_BYTES = 768 << 20
 """Default memory of a :class:`LayerOutputCache` (per process): LeNet-5's first layer on the
 demo's 5,000 images takes 69 MB per choice, so all eight forms fit."""
 
+LAYER_CACHE_TOTAL_BYTES = 1536 << 20
+"""What the caches of one oracle's worker processes may take together (each its share, at
+most :data:`LAYER_CACHE_BYTES`): 768 MiB each for 2 workers, 96 MiB each for 16."""
+
 
 class LayerOutputCache:
     """Outputs of elastic layers whose input is a batch of fixed image tensors, kept from one

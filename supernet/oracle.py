@@ -13,7 +13,12 @@ from eqsearch.space import SubnetConfig
 from supernet import inference_kernels
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.elastic import Supernet
-from supernet.inference import LayerOutputCache, fast_inference
+from supernet.inference import (
+    LAYER_CACHE_BYTES,
+    LAYER_CACHE_TOTAL_BYTES,
+    LayerOutputCache,
+    fast_inference,
+)
 from supernet.parallel import can_fork, ordered_map
 
 
@@ -84,7 +89,10 @@ class SupernetOracle:
     """``evaluate(configs)``: top-1 accuracy of each subnet on a fixed held-out set.
 
     Every config gets fresh BN statistics from the same calibration images, so the same
-    config always scores the same; results are cached by config.
+    config always scores the same; results are cached by config. On a CPU, the outputs of
+    layers that read the images themselves (the first convolution) are kept for the next
+    subnet with the same choice there (:class:`supernet.inference.LayerOutputCache`, at most
+    ``LAYER_CACHE_BYTES`` per process and ``LAYER_CACHE_TOTAL_BYTES`` over the workers).
 
     Args:
         supernet: a trained supernet.
@@ -123,7 +131,10 @@ class SupernetOracle:
         self.progress = progress
         self.workers = workers
         self._cache: dict[SubnetConfig, float] = {}
-        self._layer_cache = LayerOutputCache([images, calibration_images])
+        self._layer_cache = LayerOutputCache(
+            [images, calibration_images],
+            max_bytes=min(LAYER_CACHE_BYTES, LAYER_CACHE_TOTAL_BYTES // workers),
+        )
         self._device_tensors: tuple[torch.device, tuple[torch.Tensor, ...]] | None = None
 
     def _tensors(self) -> tuple[torch.Tensor, ...]:
