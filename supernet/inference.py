@@ -178,12 +178,14 @@ class LayerOutputCache:
 
     Args:
         images: the tensors whose slices are the layers' inputs (the oracle's calibration and
-            scoring images); the cache holds them, so their memory is never reused.
+            scoring images); the cache holds them, so their memory is never reused. Tensors
+            made in inference mode are left out (they keep no version counter).
         max_bytes: memory of the stored outputs.
     """
 
     def __init__(self, images: Sequence[torch.Tensor], max_bytes: int = LAYER_CACHE_BYTES):
-        self.images = list(images)
+        # inference tensors keep no version counter: a change in place could not be seen
+        self.images = [tensor for tensor in images if not tensor.is_inference()]
         self.max_bytes = max_bytes
         self._versions = [tensor._version for tensor in self.images]
         self._entries: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
@@ -213,9 +215,10 @@ class LayerOutputCache:
         input_key = self._input_key(x)
         if input_key is None:
             return compute(x)
-        versions = tuple(
-            tensor._version for tensor in itertools.chain(layer.parameters(), layer.buffers())
-        )
+        tensors = list(itertools.chain(layer.parameters(), layer.buffers()))
+        if any(tensor.is_inference() for tensor in tensors):
+            return compute(x)
+        versions = tuple(tensor._version for tensor in tensors)
         key = (id(layer), layer.active.choice, layer.training, versions, input_key)
         stored = self._entries.get(key)
         if stored is not None:

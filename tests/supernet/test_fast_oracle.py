@@ -247,3 +247,15 @@ def test_the_layer_cache_serves_no_stale_or_mutated_output(fixed) -> None:
     assert halved == plain
     with torch.no_grad():
         images.mul_(2.0)
+
+
+def test_images_made_in_inference_mode_are_scored_without_the_layer_cache(fixed) -> None:
+    supernet, images, labels, calibration = fixed
+    with torch.inference_mode():
+        frozen_images, frozen_calibration = images.clone(), calibration.clone()
+    oracle = SupernetOracle(
+        supernet, frozen_images, labels, frozen_calibration, batch_size=BATCH_SIZE
+    )
+    names = ["W8A8 cs", "W2A2 cs"]
+    measured = oracle.evaluate([subnet(name) for name in names])
+    assert measured.tolist() == pytest.approx([STORED_SCORES[name] for name in names], abs=0.5)
