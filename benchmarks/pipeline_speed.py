@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,11 @@ def _run(command: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _eqsearch(*arguments: str) -> list[str]:
@@ -74,10 +80,17 @@ def main() -> None:
         demo = args.demo
         if demo is None:
             demo = Path(scratch) / "demo"
+            cpu_before = _children_cpu()
+            load = os.getloadavg()[0]
             seconds = _run(_eqsearch("demo", "--out", str(demo), "--no-progress"))
+            cpu = _children_cpu() - cpu_before
+            load = max(load, os.getloadavg()[0])
             summary = json.loads((demo / "summary.json").read_text())
             stages = ", ".join(f"{k} {v:.1f} s" for k, v in summary["seconds"].items())
-            print(f"eqsearch demo: {seconds:.1f} s as a command ({stages})")
+            print(
+                f"eqsearch demo: {seconds:.1f} s as a command, {cpu:.1f} s of CPU in its "
+                f"processes, load average up to {load:.1f} ({stages})"
+            )
             for backend, metrics in summary["predictors"].items():
                 print(
                     f"  {backend}: held-out Kendall τ {metrics['kendall_tau']:.3f}, "
@@ -98,13 +111,16 @@ def main() -> None:
         imports = statistics.median(
             _run([sys.executable, "-c", IMPORTS]) for _ in range(args.repeats)
         )
-    search, verification = _in_process(checkpoint, args.repeats)
+        search, verification = _in_process(checkpoint, args.repeats)
     print(f"eqsearch nsga --w-bits 3 on the demo's supernet, medians of {args.repeats}:")
     print("| part | seconds |")
     print("|---|---|")
     print(f"| the command | {plain:.2f} |")
     print(f"| the command with --verify 12 | {verified:.2f} |")
-    print(f"| its imports (torch, xgboost, matplotlib, pymoo, ...) | {imports:.2f} |")
+    print(
+        f"| torch, xgboost (with scikit-learn, which the command skips), matplotlib, pymoo, "
+        f"... imported | {imports:.2f} |"
+    )
     print(f"| the search alone (pymoo, 100 × 500, the saved predictor) | {search:.2f} |")
     print(f"| the 12 verifications alone | {verification:.2f} |")
     print(f"| command − search | {plain - search:.2f} |")

@@ -4,7 +4,9 @@ Run: ``python benchmarks/quant_init_speed.py`` (``--rounds N`` fresh processes p
 Every process first calls ``supernet.runtime.keep_freed_memory()`` (as ``train_supernet`` does)
 unless the variant leaves glibc's malloc at its defaults, then times its first
 ``init_quantizers`` call (the one training makes; wall clock and this process's CPU time) and
-the median of three more. Variants:
+the median of three more. The processes run with torch's OpenMP threads as the ``eqsearch``
+command line sets them (``OMP_WAIT_POLICY=PASSIVE`` unless the environment names a policy;
+``OMP_WAIT_POLICY=ACTIVE`` measures libgomp's spinning instead). Variants:
 the library as it is (the clipping search on one thread), and the same with the search on all
 of torch's threads, each with and without the malloc setting. Prints the median over the
 processes of each variant and the machine's load average, which decides the all-threads
@@ -21,6 +23,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from eqsearch.cli import prefer_passive_openmp
 
 VARIANTS = {
     "library (search on one thread), malloc kept": ("one", True),
@@ -58,6 +62,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="fresh processes per variant")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    prefer_passive_openmp()  # before torch is imported here and in the children
     if args.child:
         print(json.dumps(measure(args.child[0], args.child[1] == "1")))
         return

@@ -1,6 +1,8 @@
 """Quantized vs full-precision training step, subnet switching and quantizer initialisation.
 
-Run: ``python benchmarks/quant_overhead.py`` (add ``--compare`` for the reference quantizers).
+Run: ``python benchmarks/quant_overhead.py`` (add ``--compare`` for the reference quantizers,
+``--user-loop`` to time the step as a user's script runs it, without this script's own
+allocator call).
 Prints paired medians measured in one run; the ratio is what BENCHMARKS.md records.
 """
 
@@ -129,13 +131,20 @@ def main() -> None:
         action="store_true",
         help="leave glibc malloc as it is (eqsearch training keeps freed memory by default)",
     )
+    parser.add_argument(
+        "--user-loop",
+        action="store_true",
+        help="as a plain user loop: no allocator call of this script's own (only what "
+        "building the supernet applies)",
+    )
     args = parser.parse_args()
     if args.default_allocator:  # building a supernet would apply the setting otherwise
         os.environ["EQSEARCH_MALLOC_DEFAULTS"] = "1"
-    tuned = keep_freed_memory()
+    tuned = False if args.user_loop else keep_freed_memory()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"allocator keeps freed memory: {tuned}"
+        f"allocator kept by this script: {tuned}"
+        + (" (a plain user loop: only build_supernet's setting)" if args.user_loop else "")
     )
     variants = list(VARIANTS) if args.compare else ["eqsearch"]
     for variant in variants:

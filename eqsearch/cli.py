@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 DEBUG_VARIABLE = "EQSEARCH_DEBUG"
 
+OPENMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
+
 # Modules of eqsearch/commands/ with a `register(commands)` function, in help order.
 COMMAND_MODULES: tuple[str, ...] = ("search", "strategies", "export", "predictors", "study")
 
@@ -376,8 +378,22 @@ def build_parser(*, study_options: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def prefer_passive_openmp() -> None:
+    """Let torch's idle OpenMP threads sleep at once instead of spinning, unless the user
+    chose a policy (``OMP_WAIT_POLICY``); it takes effect for torch imported after it.
+
+    libgomp spins up to 300,000 rounds at every barrier before it sleeps. On a machine whose
+    cores other processes share, a spinning thread holds the core its partner waits for: a
+    LeNet-5 sandwich step on 2 threads took 240 ms instead of 100 ms at load 6 on 2 cores
+    (``benchmarks/openmp_wait.py``; the demo's training 745 s instead of 131 s). The policy
+    changes no result: the work is divided the same way.
+    """
+    os.environ.setdefault(OPENMP_WAIT_VARIABLE, "PASSIVE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 failure, 2 bad input)."""
+    prefer_passive_openmp()  # before any command imports torch
     arguments = list(sys.argv[1:] if argv is None else argv)
     # --debug is taken anywhere on the line, before or after the command
     debug = "--debug" in arguments or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")

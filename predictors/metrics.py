@@ -43,12 +43,36 @@ def spearman(measured: ArrayLike, predicted: ArrayLike) -> float:
     return pearson(stats.rankdata(truth), stats.rankdata(guess))
 
 
-def kendall_tau(measured: ArrayLike, predicted: ArrayLike) -> float:
-    """Kendall's τ-b (ties in either ranking accounted for); NaN when either side is constant."""
-    truth, guess = _pair(measured, predicted)
-    from scipy import stats
+PAIRWISE_KENDALL_MAX = 2048
+"""Up to this many values Kendall's τ is counted over every pair in numpy (a few MB at most);
+above it scipy's O(n log n) count is used."""
 
-    return float(stats.kendalltau(truth, guess).statistic)
+
+def kendall_tau(measured: ArrayLike, predicted: ArrayLike) -> float:
+    """Kendall's τ-b (ties in either ranking accounted for); NaN when either side is constant.
+
+    The same number as ``scipy.stats.kendalltau``: for up to :data:`PAIRWISE_KENDALL_MAX`
+    values from the same integer pair counts and the same float operations, without importing
+    scipy.stats (~0.7 s, most of what verifying a front in a command took besides measuring).
+    """
+    truth, guess = _pair(measured, predicted)
+    if truth.size > PAIRWISE_KENDALL_MAX:
+        from scipy import stats
+
+        return float(stats.kendalltau(truth, guess).statistic)
+    if np.isnan(truth).any() or np.isnan(guess).any():
+        return math.nan
+    upper = np.triu_indices(truth.size, k=1)
+    truth_order = np.sign(truth[:, None] - truth[None, :])[upper].astype(np.int64)
+    guess_order = np.sign(guess[:, None] - guess[None, :])[upper].astype(np.int64)
+    pairs = truth.size * (truth.size - 1) // 2
+    truth_ties = int((truth_order == 0).sum())
+    guess_ties = int((guess_order == 0).sum())
+    if truth_ties == pairs or guess_ties == pairs:
+        return math.nan
+    concordant_minus_discordant = int((truth_order * guess_order).sum())
+    tau = concordant_minus_discordant / np.sqrt(pairs - truth_ties) / np.sqrt(pairs - guess_ties)
+    return float(np.minimum(1.0, max(-1.0, tau)))
 
 
 def rmse(measured: ArrayLike, predicted: ArrayLike) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -153,8 +155,109 @@ def fast_pooling(model: nn.Module) -> Iterator[None]:
             del pool.forward
 
 
+LAYER_CACHE_BYTES = 768 << 20
+"""Default memory of a :class:`LayerOutputCache` (per process): LeNet-5's first layer on the
+demo's 5,000 images takes 69 MB per choice, so all eight forms fit."""
+
+LAYER_CACHE_TOTAL_BYTES = 1536 << 20
+"""What the caches of one oracle's worker processes may take together (each its share, at
+most :data:`LAYER_CACHE_BYTES`): 768 MiB each for 2 workers, 96 MiB each for 16."""
+
+
+class LayerOutputCache:
+    """Outputs of elastic layers whose input is a batch of fixed image tensors, kept from one
+    subnet's measurement to the next.
+
+    A layer that reads the images themselves (the first convolution) computes the same output
+    for every subnet that gives it the same choice: in a space whose first layer is pinned to
+    8 bits that is one output per form, for every subnet measured. Entries are keyed by the
+    layer, its choice and mode, the versions of its parameters and buffers (an optimizer step
+    or ``load_state_dict`` changes them) and the batch's place in the images; images changed
+    in place empty the cache. Each hit returns a copy, so that in-place operations after the
+    layer never reach the stored tensor. Least recently used entries go first beyond
+    ``max_bytes``; only CPU outputs computed without autograd are cached.
+
+    Args:
+        images: the tensors whose slices are the layers' inputs (the oracle's calibration and
+            scoring images); the cache holds them, so their memory is never reused. Tensors
+            made in inference mode are left out (they keep no version counter).
+        max_bytes: memory of the stored outputs.
+    """
+
+    def __init__(self, images: Sequence[torch.Tensor], max_bytes: int = LAYER_CACHE_BYTES):
+        # inference tensors keep no version counter: a change in place could not be seen
+        self.images = [tensor for tensor in images if not tensor.is_inference()]
+        self.max_bytes = max_bytes
+        self._versions = [tensor._version for tensor in self.images]
+        self._entries: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+
+    def _input_key(self, x: torch.Tensor) -> Hashable | None:
+        if x.device.type != "cpu" or torch.is_grad_enabled():  # gradients need the graph
+            return None
+        pointer = x.untyped_storage().data_ptr()
+        for index, tensor in enumerate(self.images):
+            if tensor.device.type == "cpu" and tensor.untyped_storage().data_ptr() == pointer:
+                if tensor._version != self._versions[index]:  # the images were changed
+                    self.clear()
+                    self._versions = [image._version for image in self.images]
+                return (index, x.storage_offset(), tuple(x.shape), tuple(x.stride()), x.dtype)
+        return None
+
+    def clear(self) -> None:
+        """Forget every stored output."""
+        self._entries.clear()
+        self._bytes = 0
+
+    def forward(self, layer: ElasticQuantLayer, x: torch.Tensor) -> torch.Tensor:
+        """``layer(x)``, from the cache where ``x`` is a slice of the images."""
+        compute: Callable[[torch.Tensor], torch.Tensor] = partial(type(layer).forward, layer)
+        input_key = self._input_key(x)
+        if input_key is None:
+            return compute(x)
+        tensors = list(itertools.chain(layer.parameters(), layer.buffers()))
+        if any(tensor.is_inference() for tensor in tensors):
+            return compute(x)
+        versions = tuple(tensor._version for tensor in tensors)
+        key = (id(layer), layer.active.choice, layer.training, versions, input_key)
+        stored = self._entries.get(key)
+        if stored is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return stored.clone()
+        out = compute(x)
+        size = out.numel() * out.element_size()
+        if size <= self.max_bytes:
+            while self._entries and self._bytes + size > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.numel() * evicted.element_size()
+            self._entries[key] = out.clone()
+            self._bytes += size
+        return out
+
+
 @contextmanager
-def fast_inference(supernet: Supernet) -> Iterator[None]:
-    """Inside: :func:`frozen_weights` and :func:`fast_pooling` for the active subnet."""
-    with frozen_weights(supernet), fast_pooling(supernet):
+def cached_layer_outputs(supernet: Supernet, cache: LayerOutputCache) -> Iterator[None]:
+    """Inside: every elastic layer's forward goes through ``cache`` (see
+    :class:`LayerOutputCache`; only inputs that are slices of its images are cached)."""
+    layers = list(supernet.elastic_layers().values())
+    for layer in layers:
+        layer.forward = partial(cache.forward, layer)  # type: ignore[method-assign]
+    try:
         yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
+@contextmanager
+def fast_inference(supernet: Supernet, cache: LayerOutputCache | None = None) -> Iterator[None]:
+    """Inside: :func:`frozen_weights` and :func:`fast_pooling` for the active subnet, and the
+    layer outputs of ``cache`` where one is given."""
+    with frozen_weights(supernet), fast_pooling(supernet):
+        if cache is None:
+            yield
+        else:
+            with cached_layer_outputs(supernet, cache):
+                yield

@@ -14,7 +14,12 @@ from eqsearch.space import SubnetConfig
 from supernet import inference_kernels
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.elastic import Supernet
-from supernet.inference import fast_inference
+from supernet.inference import (
+    LAYER_CACHE_BYTES,
+    LAYER_CACHE_TOTAL_BYTES,
+    LayerOutputCache,
+    fast_inference,
+)
 from supernet.parallel import can_fork, ordered_map
 
 
@@ -42,6 +47,7 @@ def subnet_accuracy(
     *,
     batch_size: int = 500,
     fast: bool = True,
+    layer_cache: LayerOutputCache | None = None,
 ) -> float:
     """Accuracy of one subnet with freshly re-calibrated BN statistics.
 
@@ -57,6 +63,9 @@ def subnet_accuracy(
         fast: measure in inference mode with each weight quantized once and the inference
             shortcuts of :mod:`supernet.inference` (the same score as ``fast=False``, the
             plain forward passes).
+        layer_cache: with ``fast``, outputs of layers that read the images themselves, kept
+            for the next subnet with the same first-layer choice (see
+            :class:`supernet.inference.LayerOutputCache`; the same numbers).
     """
     was_training = supernet.training
     with ExitStack() as stack:
@@ -64,7 +73,7 @@ def subnet_accuracy(
         stack.enter_context(supernet.using(config))
         if fast:
             stack.enter_context(torch.inference_mode())
-            stack.enter_context(fast_inference(supernet))
+            stack.enter_context(fast_inference(supernet, layer_cache))
         calibrate_bn(supernet, calibration_images, batch_size=batch_size)
         supernet.eval()
         accuracy = top1_accuracy(supernet, images, labels, batch_size=batch_size)
@@ -81,7 +90,10 @@ class SupernetOracle:
     """``evaluate(configs)``: top-1 accuracy of each subnet on a fixed held-out set.
 
     Every config gets fresh BN statistics from the same calibration images, so the same
-    config always scores the same; results are cached by config.
+    config always scores the same; results are cached by config. On a CPU, the outputs of
+    layers that read the images themselves (the first convolution) are kept for the next
+    subnet with the same choice there (:class:`supernet.inference.LayerOutputCache`, at most
+    ``LAYER_CACHE_BYTES`` per process and ``LAYER_CACHE_TOTAL_BYTES`` over the workers).
 
     Args:
         supernet: a trained supernet.
@@ -120,6 +132,10 @@ class SupernetOracle:
         self.progress = progress
         self.workers = workers
         self._cache: dict[SubnetConfig, float] = {}
+        self._layer_cache = LayerOutputCache(
+            [images, calibration_images],
+            max_bytes=min(LAYER_CACHE_BYTES, LAYER_CACHE_TOTAL_BYTES // workers),
+        )
         self._device_tensors: tuple[torch.device, tuple[torch.Tensor, ...]] | None = None
 
     def _tensors(self) -> tuple[torch.Tensor, ...]:
@@ -147,6 +163,7 @@ class SupernetOracle:
             labels,
             calibration_images,
             batch_size=self.batch_size,
+            layer_cache=self._layer_cache,
         )
         return accuracy, time.perf_counter() - started
 

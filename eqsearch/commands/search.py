@@ -162,10 +162,12 @@ def predictor_oracle(args: argparse.Namespace, space: ElasticSpace) -> AccuracyO
     against ``space``; a missing or unusable predictor is a usage error."""
     try:
         from predictors import PredictorOracle, find_predictor, load_predictor
+        from predictors.xgb import skip_sklearn_wrappers
     except ImportError as error:  # pragma: no cover - the package ships with eqsearch
         raise UsageError(
             f"the predictors package is unavailable ({error}); use --oracle supernet"
         ) from None
+    skip_sklearn_wrappers()  # this command uses boosters only: 1.7 s less of import
     checkpoint = Path(args.supernet)
     path = Path(args.predictor) if args.predictor else find_predictor(checkpoint.parent)
     if path is None:
@@ -214,7 +216,7 @@ def verify_front(
 ) -> tuple[ParetoFront, float | None]:
     """Measure ``k`` configs spread over the front with ``oracle``; returns the front with
     their measured accuracies and Kendall's τ between predicted and measured (None for k < 2)."""
-    from scipy.stats import kendalltau
+    from predictors.metrics import kendall_tau
 
     indices = front.spread(k)
     measured = oracle.evaluate(front.batch.take(indices))
@@ -222,7 +224,7 @@ def verify_front(
     if len(indices) < 2 or "accuracy" not in front.objective_names:
         return verified, None
     predicted = front.column("accuracy")[indices]
-    tau = float(kendalltau(predicted, measured).statistic)
+    tau = kendall_tau(predicted, measured)  # the order scipy was called in before
     return verified, tau if np.isfinite(tau) else None
 
 

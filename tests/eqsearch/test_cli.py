@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 
 import pytest
@@ -141,6 +142,17 @@ def test_help_and_version_do_not_import_torch() -> None:
     )
     assert "eqsearch 0.1.0" in result.stdout and "--force" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_the_command_line_lets_openmp_threads_sleep_unless_the_user_chose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main(["models"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert main(["models"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_an_unexpected_failure_is_one_line_and_exit_1_unless_debugging(

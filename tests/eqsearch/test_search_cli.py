@@ -96,3 +96,37 @@ def test_cost_only_search_writes_the_front(checkpoint, capsys) -> None:
 
     config = load_config_argument(f"{out / 'pareto.json'}#0", enumerable_space())
     assert str(config.uniform_form) == "tensor-asym-asym"
+
+
+def test_a_search_on_an_xgboost_predictor_imports_neither_sklearn_nor_scipy_stats(
+    checkpoint,
+) -> None:
+    # the cheapest wins of the command's start-up: xgboost without its scikit-learn wrappers
+    # (1.7 s of import on a busy machine), Kendall's τ without scipy.stats (0.7 s)
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from predictors import build_predictor, predictor_filename
+
+    space = enumerable_space()
+    configs = list(space.sample(np.random.default_rng(0), 60))
+    accuracy = np.random.default_rng(1).uniform(90, 99, len(configs))
+    predictor = build_predictor("xgboost", space, n_estimators=10)
+    predictor.fit(configs, accuracy).save(checkpoint.parent / predictor_filename("xgboost"))
+    arguments = [
+        *("nsga", "--supernet", str(checkpoint), "--w-bits", "4", "--population", "12"),
+        *("--generations", "3", "--out", str(checkpoint.parent / "front"), "--no-progress"),
+    ]
+    probe = (
+        "import sys\n"
+        "from eqsearch.cli import main\n"
+        f"code = main({arguments!r})\n"
+        "print(code, 'xgboost' in sys.modules, 'sklearn' in sys.modules, "
+        "'scipy.stats' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.split()[-4:] == ["0", "True", "False", "False"]

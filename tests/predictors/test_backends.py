@@ -154,3 +154,34 @@ def test_a_loaded_xgboost_predictor_predicts_with_its_thread_count(samples, tmp_
     settings = json.loads(loaded.booster.save_config())["learner"]["generic_param"]
     assert settings["nthread"] == "1"
     assert np.array_equal(loaded.predict(batch[200:]), predictor.predict(batch[200:]))
+
+
+def test_a_process_that_skips_sklearn_wrappers_loads_xgboost_without_sklearn(
+    samples, tmp_path
+) -> None:
+    import subprocess
+    import sys
+
+    space, batch, accuracy = samples
+    predictor = build_predictor("xgboost", space, n_estimators=20)
+    predictor.fit(batch[:200], accuracy[:200]).save(tmp_path / "p.json")
+    np.save(tmp_path / "expected.npy", predictor.predict(batch[200:]))
+    (tmp_path / "configs.json").write_text(json.dumps([c.to_dict() for c in batch[200:]]))
+    probe = (
+        "import json, sys\n"
+        "import numpy as np\n"
+        "from eqsearch.space import SubnetConfig\n"
+        "from predictors import load_predictor\n"
+        "from predictors.xgb import skip_sklearn_wrappers\n"
+        "skip_sklearn_wrappers()\n"
+        f"directory = {str(tmp_path)!r}\n"
+        "loaded = load_predictor(directory + '/p.json')\n"
+        "entries = json.load(open(directory + '/configs.json'))\n"
+        "configs = [SubnetConfig.from_dict(entry) for entry in entries]\n"
+        "same = np.array_equal(loaded.predict(configs), np.load(directory + '/expected.npy'))\n"
+        "print(same, 'xgboost' in sys.modules, 'sklearn' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.split() == ["True", "True", "False"]

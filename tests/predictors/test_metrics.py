@@ -31,6 +31,19 @@ def test_correlations_match_scipy_including_ties() -> None:
     )
 
 
+@pytest.mark.parametrize("size", [2, 3, 12, 200, 2048, 2049])
+def test_kendall_tau_is_scipys_number_exactly_with_ties_and_constants(size: int) -> None:
+    rng = np.random.default_rng(size)
+    truth = np.round(rng.normal(97.5, 0.4, size), 1)
+    guess = np.round(truth + rng.normal(0, 0.3, size), 1)
+    for left, right in ((truth, guess), (guess, truth), (truth, -guess), (truth, truth)):
+        assert kendall_tau(left, right) == stats.kendalltau(left, right).statistic
+    assert math.isnan(kendall_tau(truth, np.full(size, 1.0)))
+    with_nan = truth.copy()
+    with_nan[0] = math.nan
+    assert math.isnan(kendall_tau(with_nan, guess))
+
+
 def test_hand_computed_values() -> None:
     truth = [1.0, 2.0, 3.0, 4.0]
     guess = [1.0, 3.0, 2.0, 5.0]

@@ -10,7 +10,7 @@ import torch
 from supernet import build_supernet
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.evaluate import EvaluationSet, uniform_table
-from supernet.inference import fast_inference, frozen_weights
+from supernet.inference import LayerOutputCache, fast_inference, frozen_weights
 from supernet.oracle import SupernetOracle, subnet_accuracy
 from tests.supernet.oracle_fixture import BATCH_SIZE, FORMS, SUBNETS, fixed_setup, subnet
 
@@ -190,3 +190,72 @@ def test_the_uniform_table_scores_every_entry_as_subnet_accuracy(fixed) -> None:
     full_precision = subnet_accuracy(supernet, None, images, labels, calibration)
     assert table.loc["FP32"].tolist() == [full_precision, full_precision]
     assert ticks[-1] == (5, 5) and len(ticks) == 5
+
+
+def test_the_layer_cache_serves_the_first_layer_to_subnets_that_share_its_choice(fixed) -> None:
+    supernet, images, labels, calibration = fixed
+    cache = LayerOutputCache([images, calibration])
+    names = ["W8A8 cs", "W2A2 cs", "mixed 1", "W4A4 ca", "mixed 2"]  # two first-layer choices
+    for name in names:
+        config = subnet(name)
+        plain = subnet_accuracy(
+            supernet, config, images, labels, calibration, batch_size=BATCH_SIZE, fast=False
+        )
+        cached = subnet_accuracy(
+            supernet, config, images, labels, calibration, batch_size=BATCH_SIZE, layer_cache=cache
+        )
+        assert cached == plain == pytest.approx(STORED_SCORES[name], abs=0.5), name
+    # 7 batches (3 calibration, 4 scoring) per subnet; the first of each form computes them
+    assert cache.hits == 7 * (len(names) - 2)
+    for layer in supernet.elastic_layers().values():
+        assert "forward" not in vars(layer)  # the layers' own forward again
+
+
+def test_the_layer_cache_serves_no_stale_or_mutated_output(fixed) -> None:
+    supernet, images, labels, calibration = fixed
+    images, calibration = images.clone(), calibration.clone()
+    cache = LayerOutputCache([images, calibration])
+    config = subnet("W4A4 ca")
+    layer = next(iter(supernet.elastic_layers().values()))
+    supernet.eval()
+    with torch.inference_mode(), supernet.using(config):
+        batch = images[:BATCH_SIZE]
+        first = cache.forward(layer, batch)
+        first.mul_(0.0)  # an in-place op after the layer (a ReLU) changes only its copy
+        assert torch.equal(cache.forward(layer, batch), layer(batch)) and cache.hits == 1
+        assert not torch.equal(cache.forward(layer, images[1 : BATCH_SIZE + 1]), layer(batch))
+        copy = batch.clone()  # not a slice of the images: computed, never stored
+        assert torch.equal(cache.forward(layer, copy), layer(batch)) and cache.hits == 1
+    supernet.train()
+
+    def both_paths() -> tuple[float, float]:
+        arguments = (supernet, config, images, labels, calibration)
+        return (
+            subnet_accuracy(*arguments, batch_size=BATCH_SIZE, layer_cache=cache),
+            subnet_accuracy(*arguments, batch_size=BATCH_SIZE, fast=False),
+        )
+
+    before, _ = both_paths()
+    with torch.no_grad():
+        layer.weight.mul_(0.25)  # an in-place update of the first layer (an optimizer step)
+    changed, plain = both_paths()
+    assert changed == plain != before
+    with torch.no_grad():
+        layer.weight.mul_(4.0)
+        images.mul_(0.5)  # the images themselves change: nothing stored is used
+    halved, plain = both_paths()
+    assert halved == plain
+    with torch.no_grad():
+        images.mul_(2.0)
+
+
+def test_images_made_in_inference_mode_are_scored_without_the_layer_cache(fixed) -> None:
+    supernet, images, labels, calibration = fixed
+    with torch.inference_mode():
+        frozen_images, frozen_calibration = images.clone(), calibration.clone()
+    oracle = SupernetOracle(
+        supernet, frozen_images, labels, frozen_calibration, batch_size=BATCH_SIZE
+    )
+    names = ["W8A8 cs", "W2A2 cs"]
+    measured = oracle.evaluate([subnet(name) for name in names])
+    assert measured.tolist() == pytest.approx([STORED_SCORES[name] for name in names], abs=0.5)
