@@ -125,7 +125,7 @@ def _supernet(model_name: str, image_size: int) -> tuple[Supernet, torch.Tensor,
     supernet = build_supernet(model_name, num_classes=10, in_channels=1, image_size=image_size)
     _train_full_precision(supernet, images, labels, TRAIN_STEPS[model_name])
     init_quantizers(supernet, images[:256])
-    forms = FORMS if model_name in {**FAST_MODELS, **TRAINED_SLOW_MODELS} else DEPLOYED_FORMS
+    forms = DEPLOYED_FORMS if model_name in SLOW_MODELS else FORMS
     _train_quantized(supernet, images, labels, QUANTIZED_TRAIN_ROUNDS.get(model_name, 0), forms)
     return supernet, images, labels
 
@@ -422,14 +422,6 @@ def test_onnx_export_of_joint_subnets(
     _check_joint_export(model_name, JOINT_MODELS[model_name], form, tmp_path)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model_name", sorted(SLOW_JOINT_MODELS))
-def test_onnx_export_of_the_imagenet_joint_model(
-    model_name: str, tmp_path: Path, one_thread: None
-) -> None:
-    _check_joint_export(model_name, SLOW_JOINT_MODELS[model_name], "channel-sym-sym", tmp_path)
-
-
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("model_name", sorted(FAST_MODELS))
 def test_onnx_export_agrees_with_pytorch(model_name: str, form: str, tmp_path: Path) -> None:
@@ -441,19 +433,6 @@ def test_onnx_export_agrees_with_pytorch(model_name: str, form: str, tmp_path: P
 @pytest.mark.parametrize("model_name", sorted(TRAINED_SLOW_MODELS))
 def test_onnx_export_of_deeper_models(model_name: str, form: str, tmp_path: Path) -> None:
     _check_export(model_name, TRAINED_SLOW_MODELS[model_name], form, tmp_path)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("model_name", sorted(SLOW_MODELS))
-def test_onnx_export_of_torchvision_models(model_name: str, tmp_path: Path) -> None:
-    for form in DEPLOYED_FORMS:
-        _check_export(
-            model_name,
-            SLOW_MODELS[model_name],
-            form,
-            tmp_path,
-            tie_aligned=model_name in TIE_ALIGNED_MODELS,
-        )
 
 
 def test_batch_norm_folds_only_where_exact(tmp_path: Path) -> None:
