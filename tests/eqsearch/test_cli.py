@@ -144,13 +144,18 @@ def test_help_and_version_do_not_import_torch() -> None:
     assert result.stdout.strip().splitlines()[-1] == "False"
 
 
-def test_the_command_line_lets_openmp_threads_sleep_unless_the_user_chose(
+def test_openmp_threads_sleep_on_a_busy_machine_unless_the_user_chose(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from eqsearch.cli import prefer_passive_openmp
+
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    assert main(["models"]) == 0
+    prefer_passive_openmp(load=0.4, cores=2)  # quiet: spinning is faster
+    assert "OMP_WAIT_POLICY" not in os.environ
+    prefer_passive_openmp(load=6.0, cores=2)
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    prefer_passive_openmp(load=6.0, cores=2)
     assert main(["models"]) == 0
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
