@@ -310,18 +310,8 @@ def to_supernet(
         unquantized=tuple(unquantized),
     )
     info = dict(build_info or {})
-    described = SpaceSpec(
-        quantizer=spec.name,
-        w_bits=spec.w_bits,
-        a_bits=spec.a_bits,
-        granularities=tuple(g.value for g in spec.granularities),
-        w_symmetries=spec.w_symmetries,
-        a_symmetries=spec.a_symmetries,
-        first_last=first_last,
-        architecture=tuple(info.pop("architecture", {}).items()),
-    )
-    info["space"] = described.to_dict()
-    return Supernet(model, space, layers, info)
+    architecture = info.pop("architecture", {})
+    return _supernet_described(model, space, layers, spec, first_last, architecture, info)
 
 
 @runtime_checkable
@@ -401,8 +391,21 @@ def to_joint_supernet(
         _set_submodule(model, layer_spec.name, elastic)
         layers[layer_spec.name] = elastic
     use_channels_last(model, layers.values())
-    info = dict(build_info or {})
     options = getattr(getattr(model, "layout", None), "architecture_options", {})
+    info = dict(build_info or {})
+    return _supernet_described(model, space, layers, spec, first_last, options, info)
+
+
+def _supernet_described(
+    model: nn.Module,
+    space: ElasticSpace,
+    layers: dict[str, ElasticQuantLayer],
+    spec: QuantizerSpec,
+    first_last: str,
+    architecture: Mapping[str, Any],
+    info: dict[str, Any],
+) -> Supernet:
+    """The supernet, its build info recording the space it was built with (a ``SpaceSpec``)."""
     described = SpaceSpec(
         quantizer=spec.name,
         w_bits=spec.w_bits,
@@ -411,7 +414,7 @@ def to_joint_supernet(
         w_symmetries=spec.w_symmetries,
         a_symmetries=spec.a_symmetries,
         first_last=first_last,
-        architecture=tuple(options.items()),
+        architecture=tuple(architecture.items()),
     )
     info["space"] = described.to_dict()
     return Supernet(model, space, layers, info)
