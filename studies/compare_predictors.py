@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run_from_args(args)
-    except ValueError as error:
+    except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
