@@ -30,6 +30,7 @@ from supernet.export import (
 )
 from supernet.packed import pack_bits, unpack_bits
 from supernet.quantizers import QUANTIZERS, LsqQuantizer
+from supernet.runtime import one_thread as single_thread
 
 FORMS = ("channel-sym-sym", "channel-asym-asym", "tensor-sym-sym", "tensor-asym-asym")
 DEPLOYED_FORMS = ("channel-sym-sym", "tensor-asym-asym")
@@ -366,10 +367,8 @@ def joint_configs(supernet: Supernet, form: QuantForm) -> dict[str, SubnetConfig
 def one_thread():
     """Joint nets run many tiny ops; on the loaded 2-core machine two threads stall each
     other at every op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
 
 
 def _check_joint_export(model_name: str, image_size: int, form_text: str, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from supernet.inference import fast_inference
 from supernet.models import MODELS
 from supernet.oracle import subnet_accuracy
 from supernet.quantizers import QuantizerSpec
+from supernet.runtime import one_thread as single_thread
 from supernet.train import TrainConfig, draw_sandwich, reorder_channels, train_supernet
 
 JOINT_MODELS = sorted(name for name, entry in MODELS.items() if entry.joint)
@@ -36,10 +37,8 @@ SIZES = {"oqa_mbv3": 32, "oqa_mbv3_small": 32, "oqa_mbv3_tiny": 28}
 def one_thread():
     """These nets run hundreds of tiny ops per step; on the shared, loaded 2-core machine two
     threads wait for each other at every op (a step took 15-25x longer than on one thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
 
 
 @cache
