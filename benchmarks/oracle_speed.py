@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from eqsearch.space import SubnetConfig
-from supernet import build_supernet, inference_kernels
+from supernet import build_supernet, lsq_kernels
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.elastic import Supernet
 from supernet.inference import frozen_weights
@@ -125,9 +125,9 @@ def _partial_fast_path(
     """``subnet_accuracy`` with only some shortcuts: inference mode and each weight quantized
     once, the one-pass input kernel only with ``kernel``, torch's max pooling."""
     images, labels, calibration = tensors
-    servable = inference_kernels.servable
+    servable = lsq_kernels.servable
     if not kernel:
-        inference_kernels.servable = lambda x: False  # type: ignore[assignment]
+        lsq_kernels.servable = lambda x: False  # type: ignore[assignment]
     try:
         with (
             preserved_bn_state(net),
@@ -139,7 +139,7 @@ def _partial_fast_path(
             net.eval()
             score = top1_accuracy(net, images, labels, batch_size=BATCH_SIZE)
     finally:
-        inference_kernels.servable = servable
+        lsq_kernels.servable = servable
     net.train()
     return score
 

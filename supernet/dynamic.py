@@ -11,6 +11,7 @@ from torch.nn import functional as F
 from eqsearch.errors import InputError
 from supernet.layers import ElasticQuantLayer, channels_last
 from supernet.quantizers import QuantizerSpec, build_quantizer
+from supernet.quantizers.base import ConvGeometry
 
 
 class ActiveShape:
@@ -226,6 +227,20 @@ class DynamicQuantConv2d(ElasticQuantLayer, DynamicConv2d):
             # changed since (another architecture) takes the plain path
             x, weight = frozen.quantize_input(x), frozen.weight
         else:
+            if x.requires_grad and torch.is_grad_enabled():
+                # training: the quantizer may fuse input, weight and convolution
+                shape = self.shape
+                padding = shape.kernel // 2
+                geometry = ConvGeometry(
+                    self.stride,
+                    (padding, padding),
+                    self.dilation,
+                    shape.out_channels if self.depthwise else 1,
+                    self.channels_last,
+                )
+                return self.quantizer.quantized_conv2d(
+                    x, self.active_weight(), self.active_bias(), handle, geometry
+                )
             x = self.quantizer.quantize_input(x, handle)
             weight = self.quantizer.quantize_weight(self.active_weight(), handle)
         if self.channels_last:

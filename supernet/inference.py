@@ -9,14 +9,13 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from supernet import inference_kernels
+from supernet import lsq_kernels
 from supernet.elastic import Supernet
 from supernet.layers import ElasticQuantLayer, FrozenOperands
-from supernet.quantizers.fake_quant import MIN_STEP, integer_zero_point
+from supernet.quantizers.fake_quant import per_tensor_constants
 from supernet.quantizers.lsq import LsqHandle, LsqQuantizer
 
 
@@ -26,16 +25,15 @@ def _lsq_input_quantizer(
     """The input quantization of an LSQ+ choice with its constants computed once: the
     one-pass kernel where it serves the tensor, the quantizer's own path elsewhere."""
     qmin, qmax = quantizer.input_grid(handle.a_bits, handle.a_symmetric)
-    # The constants _PerTensorLsq.forward derives from the step and offset, in its order.
-    step_value = float(np.float32(max(float(handle.a_log_step.detach().exp()), MIN_STEP)))
-    reciprocal = float(np.float32(1.0) / np.float32(step_value))
-    offset = None if handle.a_offset is None else float(handle.a_offset.detach())
-    zero_point = integer_zero_point(step_value, offset, qmin, qmax)
-    low, high = qmin - zero_point, qmax - zero_point
+    # the constants _PerTensorLsq.forward derives from the step and offset
+    step = handle.a_log_step.detach().exp()
+    constants = per_tensor_constants(step, handle.a_offset, qmin, qmax, step.dtype)
+    step_value, reciprocal = constants.step, constants.reciprocal
+    low, high = constants.low, constants.high
 
     def quantize_input(x: torch.Tensor) -> torch.Tensor:
-        if inference_kernels.servable(x):
-            return inference_kernels.fake_quantize(x, step_value, reciprocal, low, high)
+        if lsq_kernels.servable(x):
+            return lsq_kernels.fake_quantize(x, step_value, reciprocal, low, high)
         return quantizer.quantize_input(x, handle)
 
     return quantize_input
@@ -59,7 +57,7 @@ def frozen_weights(supernet: Supernet) -> Iterator[None]:
     fake quantization of every weight (several tensor passes per layer and batch) is done once
     here by the quantizer's own ``quantize_weight``: the same numbers as the plain path. LSQ+
     inputs go through a one-pass kernel with the same float32 operations
-    (:mod:`supernet.inference_kernels`). A layer takes the plain path where autograd is on,
+    (:mod:`supernet.lsq_kernels`). A layer takes the plain path where autograd is on,
     or when its choice or latent weight changes inside (another ``set_subnet``, an in-place
     update), so gradients are never cut and stale operands never used.
     """

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from eqsearch.errors import InputError
 from eqsearch.space import LayerChoice
 from supernet.quantizers import ElasticQuantizer, QuantizerSpec, build_quantizer
+from supernet.quantizers.base import ConvGeometry
 
 
 class FrozenOperands(NamedTuple):
@@ -176,10 +177,17 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         handle = self.active.handle
-        if handle is not None and not x.requires_grad and torch.is_grad_enabled():
-            directions = getattr(self.quantizer, "input_directions", None)
-            if directions is not None:
-                return self._forward_constant_input(x, handle, directions)
+        if handle is not None and torch.is_grad_enabled():
+            if not x.requires_grad:
+                directions = getattr(self.quantizer, "input_directions", None)
+                if directions is not None:
+                    return self._forward_constant_input(x, handle, directions)
+            elif self.padding_mode == "zeros" and not isinstance(self.padding, str):
+                # training: the quantizer may fuse input, weight and convolution
+                geometry = ConvGeometry(
+                    self.stride, self.padding, self.dilation, self.groups, self.channels_last
+                )
+                return self.quantizer.quantized_conv2d(x, self.weight, self.bias, handle, geometry)
         x, weight = self.quantized_operands(x)
         if self.channels_last:
             x, weight = channels_last(x), channels_last(weight)

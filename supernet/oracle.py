@@ -11,7 +11,7 @@ import torch
 
 from eqsearch.errors import InputError
 from eqsearch.space import SubnetConfig
-from supernet import inference_kernels
+from supernet import lsq_kernels
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.elastic import Supernet
 from supernet.inference import (
@@ -182,7 +182,7 @@ class SupernetOracle:
         device = next(self.supernet.parameters()).device
         results: Iterator[tuple[float, float]]
         if self.workers > 1 and len(configs) > 1 and device.type == "cpu" and can_fork():
-            inference_kernels.warm_up()  # compiled once here, not in every worker
+            lsq_kernels.warm_up()  # compiled once here, not in every worker
             results = ordered_map(self._measure, configs, min(self.workers, len(configs)))
         else:
             results = map(self._measure, configs)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from eqsearch.errors import InputError
 from eqsearch.space import (
@@ -18,6 +19,16 @@ from eqsearch.space import (
     LayerChoice,
     QuantForm,
 )
+
+
+class ConvGeometry(NamedTuple):
+    """The arguments of ``F.conv2d`` besides its tensors (zero padding, as integers)."""
+
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,27 @@ class ElasticQuantizer(nn.Module):
     def quantize_input(self, x: torch.Tensor, handle: Any) -> torch.Tensor:
         """The input activation as ``handle``'s choice quantizes it."""
         raise NotImplementedError
+
+    def quantized_conv2d(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        handle: Any,
+        geometry: ConvGeometry,
+    ) -> torch.Tensor:
+        """``F.conv2d`` of the quantized input and weight (what a conv layer computes).
+
+        Quantizers may fuse the three into one autograd node for training (LSQ+ does); this
+        default composes them.
+        """
+        x, weight = self.quantize_input(x, handle), self.quantize_weight(weight, handle)
+        if geometry.channels_last:
+            x = x.to(memory_format=torch.channels_last)
+            weight = weight.to(memory_format=torch.channels_last)
+        return F.conv2d(
+            x, weight, bias, geometry.stride, geometry.padding, geometry.dilation, geometry.groups
+        )
 
     def calibrate(
         self,

@@ -20,10 +20,12 @@ two-sided mask-multiply) plus two dot products.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+
+from supernet import lsq_kernels
 
 MIN_STEP = 1e-8
 
@@ -48,6 +50,110 @@ def _flat(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return tensor.reshape(-1)
 
 
+class PerTensorConstants(NamedTuple):
+    """The Python numbers a per-tensor fake quantization computes with."""
+
+    step: float
+    reciprocal: float
+    low: int
+    high: int
+    zero_point: int
+
+
+def per_tensor_constants(
+    step: torch.Tensor, offset: torch.Tensor | None, qmin: int, qmax: int, dtype: torch.dtype
+) -> PerTensorConstants:
+    """The step (float32-rounded for float32 tensors), its reciprocal, the shifted grid
+    ``[qmin − z, qmax − z]`` and the integer zero point ``z`` of one per-tensor entry."""
+    step_value = max(float(step.detach().item()), MIN_STEP)
+    if dtype == torch.float64:
+        reciprocal = 1.0 / step_value
+    else:
+        step_value = float(np.float32(step_value))
+        reciprocal = _float32_reciprocal(step_value)
+    zero_point = integer_zero_point(
+        step_value, None if offset is None else float(offset.detach().item()), qmin, qmax
+    )
+    return PerTensorConstants(
+        step_value, reciprocal, qmin - zero_point, qmax - zero_point, zero_point
+    )
+
+
+def per_tensor_forward(x: torch.Tensor, constants: PerTensorConstants) -> torch.Tensor:
+    """``s · clamp(round(x · (1/s)), qmin − z, qmax − z)``: one allocation, three in place."""
+    source = x.detach()
+    if lsq_kernels.servable(source):
+        return lsq_kernels.fake_quantize(
+            source, constants.step, constants.reciprocal, constants.low, constants.high
+        )
+    out = x * constants.reciprocal
+    out.round_()
+    out.clamp_(constants.low, constants.high)
+    out.mul_(constants.step)
+    return out
+
+
+def per_tensor_mask(
+    grad: torch.Tensor, x: torch.Tensor, constants: PerTensorConstants, *, in_place: bool = False
+) -> torch.Tensor:
+    """``grad · m``, ``m`` the in-range mask of the unrounded ``x / s`` (written into ``grad``
+    itself when ``in_place``: only for a gradient buffer nobody else holds)."""
+    low, high = constants.low * constants.step, constants.high * constants.step
+    if in_place:
+        return torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=grad)
+    return torch.ops.aten.hardtanh_backward(grad, x, low, high)
+
+
+def per_tensor_mask_and_sums(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    constants: PerTensorConstants,
+    *,
+    in_place: bool = False,
+    clipped_sum: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The masked gradient ``g·m``, ``Σ g·m·x`` and (with ``clipped_sum``) ``Σ g·(1−m)``.
+
+    ``in_place`` writes ``g·m`` into ``grad`` (only for a buffer nobody else holds): a dense
+    float32 pair of one layout then takes the one-pass kernel (:mod:`supernet.lsq_kernels`).
+    """
+    if in_place and lsq_kernels.mask_servable(grad, x):
+        low, high = constants.low * constants.step, constants.high * constants.step
+        inside, outside = lsq_kernels.mask_gradient(grad, x, low, high)
+        masked_dot = torch.tensor(inside, dtype=grad.dtype)
+        return grad, masked_dot, torch.tensor(outside, dtype=grad.dtype) if clipped_sum else None
+    # the same element order for both (channels-last activations are not copied)
+    nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    grad_sum = _flat(grad, nhwc).sum() if clipped_sum else None
+    grad_x = per_tensor_mask(grad, x, constants, in_place=in_place)
+    flat_grad_x = _flat(grad_x, nhwc)
+    masked_dot = torch.dot(flat_grad_x, _flat(x, nhwc))
+    clipped = None if grad_sum is None else grad_sum - flat_grad_x.sum()
+    return grad_x, masked_dot, clipped
+
+
+def per_tensor_parameter_gradients(
+    grad_dot_out: torch.Tensor,
+    masked_dot: torch.Tensor,
+    clipped: torch.Tensor | None,
+    constants: PerTensorConstants,
+    grad_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (step, offset) gradients of a per-tensor entry, shape ``(1,)`` each.
+
+    Args:
+        grad_dot_out: ``Σ g · x_hat`` (the upstream gradient against the output).
+        masked_dot: ``Σ g·m·x``.
+        clipped: ``Σ g·(1−m)`` for an entry with an offset, else None.
+    """
+    grad_step = (grad_dot_out - masked_dot) / constants.step
+    grad_offset = None
+    if clipped is not None:
+        grad_step = grad_step + constants.zero_point * clipped
+        grad_offset = (clipped * grad_scale).reshape(1)
+    return (grad_step * grad_scale).reshape(1), grad_offset
+
+
 class _PerTensorLsq(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -59,53 +165,113 @@ class _PerTensorLsq(torch.autograd.Function):
         qmax: int,
         grad_scale: float,
     ) -> torch.Tensor:
-        step_value = max(float(step.detach().item()), MIN_STEP)
-        if x.dtype == torch.float64:
-            reciprocal = 1.0 / step_value
-        else:
-            step_value = float(np.float32(step_value))
-            reciprocal = _float32_reciprocal(step_value)
-        zero_point = integer_zero_point(
-            step_value, None if offset is None else float(offset.detach().item()), qmin, qmax
-        )
-        low, high = qmin - zero_point, qmax - zero_point
-        out = x * reciprocal
-        out.round_()
-        out.clamp_(low, high)
-        out.mul_(step_value)
+        constants = per_tensor_constants(step, offset, qmin, qmax, x.dtype)
+        out = per_tensor_forward(x, constants)
         ctx.save_for_backward(x, out)
-        ctx.constants = (step_value, low, high, zero_point, grad_scale, offset is not None)
+        ctx.constants = (constants, grad_scale, offset is not None)
         return out
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (grad,) = grads
         x, out = ctx.saved_tensors
-        step_value, low, high, zero_point, grad_scale, has_offset = ctx.constants
-        grad_x = torch.ops.aten.hardtanh_backward(grad, x, low * step_value, high * step_value)
+        constants, grad_scale, has_offset = ctx.constants
         grad_step = grad_offset = None
-        if ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2]):
-            # the same element order for all four (channels-last activations are not copied)
-            nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-            flat_grad = _flat(grad, nhwc)
-            flat_grad_x = _flat(grad_x, nhwc)
-            inside = torch.dot(flat_grad, _flat(out, nhwc)) - torch.dot(flat_grad_x, _flat(x, nhwc))
-            grad_step = inside / step_value
-            if has_offset:
-                clipped = flat_grad.sum() - flat_grad_x.sum()
-                grad_step = grad_step + zero_point * clipped
-                grad_offset = (clipped * grad_scale).reshape(1)
-            grad_step = (grad_step * grad_scale).reshape(1)
+        if not (ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2])):
+            return per_tensor_mask(grad, x, constants), None, None, None, None, None
+        grad_x, masked_dot, clipped = per_tensor_mask_and_sums(
+            grad, x, constants, clipped_sum=has_offset
+        )
+        nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        grad_step, grad_offset = per_tensor_parameter_gradients(
+            torch.dot(_flat(grad, nhwc), _flat(out, nhwc)),
+            masked_dot,
+            clipped,
+            constants,
+            grad_scale,
+        )
         return grad_x, grad_step, grad_offset, None, None, None
 
 
-class _PerChannelLsq(torch.autograd.Function):
-    # The forward rounds x·(1/s) and then adds the integer zero point, as
-    # torch.fake_quantize_per_channel_affine does: rounding z + x·(1/s) instead differs where
-    # the float32 addition moves a value across a rounding tie. The backward's mask works on
-    # the shifted scale x·(1/s) + z, where the grid bounds are the constants qmin/qmax for
-    # every channel, so it is one hardtanh_backward.
+class PerChannelResult(NamedTuple):
+    """A per-channel fake quantization's output and what its gradients need."""
 
+    out: torch.Tensor
+    scaled: torch.Tensor
+    step: torch.Tensor
+    zero_point: torch.Tensor | None
+
+
+def per_channel_forward(
+    x: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None, qmin: int, qmax: int
+) -> PerChannelResult:
+    """Fake-quantize ``x`` per channel (dim 0): ``s·(clamp(round(x·(1/s)) + z) − z)``.
+
+    The forward rounds x·(1/s) and then adds the integer zero point, as
+    torch.fake_quantize_per_channel_affine does: rounding z + x·(1/s) instead differs where
+    the float32 addition moves a value across a rounding tie.
+    """
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    step_value = step.detach().clamp_min(MIN_STEP)
+    step_view = step_value.view(shape)
+    scaled = x * torch.reciprocal(step_value).view(shape)
+    if offset is None:
+        zero_point = None
+        out = torch.round(scaled).clamp_(qmin, qmax)
+    else:
+        zero_point = torch.round(-offset.detach() / step_value).clamp_(qmin, qmax)
+        zero_view = zero_point.view(shape)
+        out = torch.round(scaled).add_(zero_view).clamp_(qmin, qmax).sub_(zero_view)
+    out.mul_(step_view)
+    return PerChannelResult(out, scaled, step_value, zero_point)
+
+
+def per_channel_mask(
+    grad: torch.Tensor, result: PerChannelResult, qmin: int, qmax: int, *, in_place: bool = False
+) -> torch.Tensor:
+    """``grad · m`` for a per-channel entry. The mask works on the shifted scale
+    ``x·(1/s) + z``, where the grid bounds are the constants qmin/qmax for every channel, so
+    it is one hardtanh_backward (into ``grad`` itself when ``in_place``)."""
+    scaled, zero_point = result.scaled, result.zero_point
+    shape = (-1,) + (1,) * (scaled.dim() - 1)
+    shifted = scaled if zero_point is None else scaled + zero_point.view(shape)
+    if in_place:
+        return torch.ops.aten.hardtanh_backward.grad_input(
+            grad, shifted, qmin, qmax, grad_input=grad
+        )
+    return torch.ops.aten.hardtanh_backward(grad, shifted, qmin, qmax)
+
+
+def per_channel_parameter_gradients(
+    grad_dot_out: torch.Tensor,
+    grad_x: torch.Tensor,
+    x: torch.Tensor,
+    grad_sum: torch.Tensor | None,
+    result: PerChannelResult,
+    grad_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (step, offset) gradients of a per-channel entry, one value per channel.
+
+    Args:
+        grad_dot_out: ``Σ g · x_hat`` per channel.
+        grad_x: the masked gradient ``g · m``.
+        x: the input (contiguous, as ``grad_x``).
+        grad_sum: ``Σ g`` per channel for an entry with an offset, else None.
+    """
+    channels = x.shape[0]
+    flat_grad_x = grad_x.reshape(channels, -1)
+    inside = grad_dot_out - (flat_grad_x * x.reshape(channels, -1)).sum(1)
+    grad_step = inside / result.step
+    grad_offset = None
+    if grad_sum is not None and result.zero_point is not None:
+        clipped = grad_sum - flat_grad_x.sum(1)
+        grad_step += result.zero_point * clipped
+        grad_offset = clipped * grad_scale
+    grad_step *= grad_scale
+    return grad_step, grad_offset
+
+
+class _PerChannelLsq(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
@@ -116,43 +282,29 @@ class _PerChannelLsq(torch.autograd.Function):
         qmax: int,
         grad_scale: float,
     ) -> torch.Tensor:
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        step_value = step.detach().clamp_min(MIN_STEP)
-        step_view = step_value.view(shape)
-        scaled = x * torch.reciprocal(step_value).view(shape)
-        if offset is None:
-            zero_point = None
-            out = torch.round(scaled).clamp_(qmin, qmax)
-        else:
-            zero_point = torch.round(-offset.detach() / step_value).clamp_(qmin, qmax)
-            zero_view = zero_point.view(shape)
-            out = torch.round(scaled).add_(zero_view).clamp_(qmin, qmax).sub_(zero_view)
-        out.mul_(step_view)
-        ctx.save_for_backward(x, out, scaled, step_value, zero_point)
-        ctx.constants = (qmin, qmax, grad_scale)
-        return out
+        result = per_channel_forward(x, step, offset, qmin, qmax)
+        ctx.save_for_backward(x, *(t for t in result if t is not None))
+        ctx.constants = (qmin, qmax, grad_scale, result.zero_point is not None)
+        return result.out
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (grad,) = grads
-        x, out, scaled, step_value, zero_point = ctx.saved_tensors
-        qmin, qmax, grad_scale = ctx.constants
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        shifted = scaled if zero_point is None else scaled + zero_point.view(shape)
-        grad_x = torch.ops.aten.hardtanh_backward(grad, shifted, qmin, qmax)
+        x, out, scaled, step_value, *zero_point = ctx.saved_tensors
+        qmin, qmax, grad_scale, has_offset = ctx.constants
+        result = PerChannelResult(out, scaled, step_value, zero_point[0] if has_offset else None)
+        grad_x = per_channel_mask(grad, result, qmin, qmax)
         grad_step = grad_offset = None
-        if ctx.needs_input_grad[1] or (zero_point is not None and ctx.needs_input_grad[2]):
-            channels = x.shape[0]
-            flat_grad = grad.reshape(channels, -1)
-            flat_grad_x = grad_x.reshape(channels, -1)
-            inside = (flat_grad * out.reshape(channels, -1)).sum(1)
-            inside -= (flat_grad_x * x.reshape(channels, -1)).sum(1)
-            grad_step = inside / step_value
-            if zero_point is not None:
-                clipped = flat_grad.sum(1) - flat_grad_x.sum(1)
-                grad_step += zero_point * clipped
-                grad_offset = clipped * grad_scale
-            grad_step *= grad_scale
+        if ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2]):
+            flat_grad = grad.reshape(x.shape[0], -1)
+            grad_step, grad_offset = per_channel_parameter_gradients(
+                (flat_grad * out.reshape(x.shape[0], -1)).sum(1),
+                grad_x,
+                x,
+                flat_grad.sum(1) if has_offset else None,
+                result,
+                grad_scale,
+            )
         return grad_x, grad_step, grad_offset, None, None, None
 
 

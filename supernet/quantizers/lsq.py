@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from eqsearch.space import Granularity, LayerChoice
-from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
+from supernet.quantizers.base import ConvGeometry, ElasticQuantizer, QuantizerSpec
 from supernet.quantizers.clipping import integer_grid, search_step_sizes, weighted_sample
 from supernet.quantizers.fake_quant import effective_zero_points, lsq_fake_quantize
+from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
 
 MAX_SEARCH_VALUES = 1 << 14
 """Per-tensor clipping searches run on at most this many random values (plus exact tails)."""
@@ -160,23 +161,34 @@ class LsqQuantizer(ElasticQuantizer):
         """The activation grid of (bits, symmetry) given the calibrated input sign."""
         return integer_grid(bits, signed=symmetric and self._input_signed)
 
+    def _weight_entry(
+        self, weight: torch.Tensor, handle: LsqHandle
+    ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """The log steps, offsets and LSQ gradient scale that quantize ``weight``."""
+        log_step: torch.Tensor = handle.w_log_step
+        offset: torch.Tensor | None = handle.w_offset
+        if weight.numel() == self.weight_numel:
+            return log_step, offset, handle.w_grad_scale
+        # The active part of an elastic-architecture layer (its first output channels, the
+        # centre of its kernel): the shared per-channel entries of those channels, and LSQ's
+        # gradient scale of the shape actually quantized.
+        channels = weight.shape[0]
+        if handle.w_per_channel:
+            log_step = log_step[:channels]
+            offset = None if offset is None else offset[:channels]
+        count = weight.numel() // channels if handle.w_per_channel else weight.numel()
+        return log_step, offset, 1.0 / math.sqrt(max(1, count) * handle.w_qmax)
+
+    def _input_grid_and_scale(self, x: torch.Tensor, handle: LsqHandle) -> tuple[int, int, float]:
+        qmin, qmax = self.input_grid(handle.a_bits, handle.a_symmetric)
+        features = x.numel() // max(1, x.shape[0])
+        return qmin, qmax, 1.0 / math.sqrt(max(1, features) * qmax)
+
     def quantize_weight(self, weight: torch.Tensor, handle: LsqHandle | None) -> torch.Tensor:
         """Fake-quantized weight for ``handle`` (the weight itself when None)."""
         if handle is None:
             return weight
-        log_step: torch.Tensor = handle.w_log_step
-        offset: torch.Tensor | None = handle.w_offset
-        grad_scale = handle.w_grad_scale
-        if weight.numel() != self.weight_numel:
-            # The active part of an elastic-architecture layer (its first output channels,
-            # the centre of its kernel): the shared per-channel entries of those channels, and
-            # LSQ's gradient scale of the shape actually quantized.
-            channels = weight.shape[0]
-            if handle.w_per_channel:
-                log_step = log_step[:channels]
-                offset = None if offset is None else offset[:channels]
-            count = weight.numel() // channels if handle.w_per_channel else weight.numel()
-            grad_scale = 1.0 / math.sqrt(max(1, count) * handle.w_qmax)
+        log_step, offset, grad_scale = self._weight_entry(weight, handle)
         return lsq_fake_quantize(
             weight, log_step.exp(), offset, handle.w_qmin, handle.w_qmax, grad_scale
         )
@@ -185,11 +197,28 @@ class LsqQuantizer(ElasticQuantizer):
         """Fake-quantized input activation for ``handle`` (``x`` itself when None)."""
         if handle is None:
             return x
-        qmin, qmax = self.input_grid(handle.a_bits, handle.a_symmetric)
-        features = x.numel() // max(1, x.shape[0])
-        grad_scale = 1.0 / math.sqrt(max(1, features) * qmax)
+        qmin, qmax, grad_scale = self._input_grid_and_scale(x, handle)
         return lsq_fake_quantize(
             x, handle.a_log_step.exp(), handle.a_offset, qmin, qmax, grad_scale
+        )
+
+    def quantized_conv2d(
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        handle: LsqHandle,
+        geometry: ConvGeometry,
+    ) -> torch.Tensor:
+        """``F.conv2d(quantize_input(x), quantize_weight(weight), bias, ...)`` as one autograd
+        node, for training (see :mod:`supernet.quantizers.lsq_conv`)."""
+        log_step, offset, weight_grad_scale = self._weight_entry(weight, handle)
+        qmin, qmax, input_grad_scale = self._input_grid_and_scale(x, handle)
+        grids = LsqGrids(
+            qmin, qmax, input_grad_scale, handle.w_qmin, handle.w_qmax, weight_grad_scale
+        )
+        return lsq_conv2d(
+            x, weight, bias, handle.a_log_step, handle.a_offset, log_step, offset, grids, geometry
         )
 
     def input_directions(
@@ -208,9 +237,7 @@ class LsqQuantizer(ElasticQuantizer):
             ``(x_hat, [(D_k, p_k), ...])``: ``D_k = ∂x_hat/∂p_k`` (with the LSQ gradient scale)
             and ``p_k`` the step (and offset) as the forward reads them, with their graphs.
         """
-        qmin, qmax = self.input_grid(handle.a_bits, handle.a_symmetric)
-        features = x.numel() // max(1, x.shape[0])
-        grad_scale = 1.0 / math.sqrt(max(1, features) * qmax)
+        qmin, qmax, grad_scale = self._input_grid_and_scale(x, handle)
         step = handle.a_log_step.exp()
         with torch.no_grad():
             return self._input_directions(x, step, handle, qmin, qmax, grad_scale)

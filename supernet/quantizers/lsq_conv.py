@@ -1,0 +1,249 @@
+"""A convolution of an LSQ+ fake-quantized input and weight as one autograd Function.
+
+Training computes ``conv(x_hat, w_hat) + b`` with ``x_hat``, ``w_hat`` the fake-quantized input
+and weight (:mod:`supernet.quantizers.fake_quant`), and then needs the LSQ step gradient of
+the input, ``Σ g·x_hat − Σ g·m·x`` over the whole activation (``g`` the gradient at
+``x_hat``). As one Function the backward has both sides of the convolution at hand, and
+since the convolution is bilinear, ``Σ g·x_hat = Σ G·conv(x_hat, w_hat) = Σ g_w·w_hat``
+(``G`` the output gradient, ``g_w`` the gradient at ``w_hat``): the first sum becomes one over
+the weight, a few thousand values instead of a pass over a megabyte-sized activation, and the
+weight's own per-channel step gradient needs the same sums. The clip mask is applied in place
+to the gradient buffers the convolution backward has just made, so the backward allocates
+nothing the convolution does not.
+
+On ResNet-20 at batch 64 this halves the input quantizers' backward (7.9 → 4.2 ms of a 130 ms
+step) and replaces four autograd nodes per layer (input and weight quantizers, their ``exp``)
+by one. The values are those of the separate quantizers; only float32 summation order differs
+(tested against the composed path).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch.nn import functional as F
+
+from supernet.quantizers.base import ConvGeometry
+from supernet.quantizers.fake_quant import (
+    PerChannelResult,
+    PerTensorConstants,
+    per_channel_forward,
+    per_channel_mask,
+    per_channel_parameter_gradients,
+    per_tensor_constants,
+    per_tensor_forward,
+    per_tensor_mask_and_sums,
+    per_tensor_parameter_gradients,
+)
+
+
+class LsqGrids(NamedTuple):
+    """The integer grids and LSQ gradient scales of the input and the weight."""
+
+    input_qmin: int
+    input_qmax: int
+    input_grad_scale: float
+    weight_qmin: int
+    weight_qmax: int
+    weight_grad_scale: float
+
+
+def _weight_forward(
+    weight: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None, grids: LsqGrids
+) -> tuple[torch.Tensor, PerChannelResult | PerTensorConstants]:
+    # the dispatch of lsq_fake_quantize: a one-value step is per tensor
+    if step.numel() == 1:
+        constants = per_tensor_constants(
+            step, offset, grids.weight_qmin, grids.weight_qmax, weight.dtype
+        )
+        return per_tensor_forward(weight, constants), constants
+    result = per_channel_forward(weight, step, offset, grids.weight_qmin, grids.weight_qmax)
+    return result.out, result
+
+
+class _LsqConv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        input_log_step: torch.Tensor,
+        input_offset: torch.Tensor | None,
+        weight_log_step: torch.Tensor,
+        weight_offset: torch.Tensor | None,
+        grids: LsqGrids,
+        geometry: ConvGeometry,
+    ) -> torch.Tensor:
+        input_step = input_log_step.exp()
+        constants = per_tensor_constants(
+            input_step, input_offset, grids.input_qmin, grids.input_qmax, x.dtype
+        )
+        x_hat = per_tensor_forward(x, constants)
+        weight_step = weight_log_step.exp()
+        w_hat, weight_quantization = _weight_forward(weight, weight_step, weight_offset, grids)
+        if geometry.channels_last:  # as the layers' plain path (see supernet.layers)
+            x_hat = x_hat.to(memory_format=torch.channels_last)
+            w_hat = w_hat.to(memory_format=torch.channels_last)
+        out = F.conv2d(
+            x_hat,
+            w_hat,
+            bias,
+            geometry.stride,
+            geometry.padding,
+            geometry.dilation,
+            geometry.groups,
+        )
+        saved = [x, x_hat, weight, w_hat, input_step, weight_step]
+        weight_constants = None
+        if isinstance(weight_quantization, PerChannelResult):
+            saved += [t for t in weight_quantization[1:] if t is not None]
+        else:
+            weight_constants = weight_quantization
+        ctx.save_for_backward(*saved)
+        ctx.constants = (constants, weight_constants, grids, geometry, bias is not None)
+        ctx.offsets = (input_offset is not None, weight_offset is not None)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (grad_out,) = grads
+        x, x_hat, weight, w_hat, input_step, weight_step, *weight_saved = ctx.saved_tensors
+        constants, weight_constants, grids, geometry, has_bias = ctx.constants
+        input_has_offset, weight_has_offset = ctx.offsets
+        needs = ctx.needs_input_grad
+        need_input_params = needs[3] or needs[4]
+        need_weight_params = needs[5] or needs[6]
+        grad_x_hat, grad_w_hat, grad_bias = torch.ops.aten.convolution_backward(
+            grad_out,
+            x_hat,
+            w_hat,
+            [w_hat.shape[0]] if has_bias else None,
+            geometry.stride,
+            geometry.padding,
+            geometry.dilation,
+            False,
+            [0] * len(geometry.stride),
+            geometry.groups,
+            [
+                needs[0] or need_input_params,
+                needs[1] or need_input_params or need_weight_params,
+                needs[2],
+            ],
+        )
+        channels = weight.shape[0]
+        grad_dot_w_hat = None
+        if need_input_params or need_weight_params:
+            # Σ g_w·w_hat, per output channel: the weight's own sums, and in total the
+            # input's Σ g·x_hat (the convolution is bilinear; see the module docstring)
+            flat_grad_w = grad_w_hat.reshape(channels, -1)
+            grad_dot_w_hat = (flat_grad_w * w_hat.reshape(channels, -1)).sum(1)
+        grad_x = grad_input_step = grad_input_offset = None
+        if needs[0] or need_input_params:
+            grad_x, masked_dot, clipped = per_tensor_mask_and_sums(
+                grad_x_hat,
+                x,
+                constants,
+                in_place=True,
+                clipped_sum=input_has_offset and need_input_params,
+            )
+            if need_input_params:
+                assert grad_dot_w_hat is not None
+                grad_input_step, grad_input_offset = per_tensor_parameter_gradients(
+                    grad_dot_w_hat.sum(), masked_dot, clipped, constants, grids.input_grad_scale
+                )
+                grad_input_step = grad_input_step * input_step  # through step = exp(log step)
+        grad_weight = grad_weight_step = grad_weight_offset = None
+        if needs[1] or need_weight_params:
+            if weight_constants is None:  # per channel
+                result = PerChannelResult(
+                    w_hat,
+                    weight_saved[0],
+                    weight_saved[1],
+                    weight_saved[2] if weight_has_offset else None,
+                )
+                grad_sum = grad_w_hat.reshape(channels, -1).sum(1) if weight_has_offset else None
+                grad_weight = per_channel_mask(
+                    grad_w_hat, result, grids.weight_qmin, grids.weight_qmax, in_place=True
+                )
+                if need_weight_params:
+                    assert grad_dot_w_hat is not None
+                    grad_weight_step, grad_weight_offset = per_channel_parameter_gradients(
+                        grad_dot_w_hat,
+                        grad_weight,
+                        weight,
+                        grad_sum,
+                        result,
+                        grids.weight_grad_scale,
+                    )
+            else:
+                grad_weight, masked_dot, clipped = per_tensor_mask_and_sums(
+                    grad_w_hat,
+                    weight,
+                    weight_constants,
+                    in_place=True,
+                    clipped_sum=weight_has_offset and need_weight_params,
+                )
+                if need_weight_params:
+                    assert grad_dot_w_hat is not None
+                    grad_weight_step, grad_weight_offset = per_tensor_parameter_gradients(
+                        grad_dot_w_hat.sum(),
+                        masked_dot,
+                        clipped,
+                        weight_constants,
+                        grids.weight_grad_scale,
+                    )
+            if grad_weight_step is not None:
+                grad_weight_step = grad_weight_step * weight_step
+        return (
+            grad_x if needs[0] else None,
+            grad_weight if needs[1] else None,
+            grad_bias if needs[2] else None,
+            grad_input_step if needs[3] else None,
+            grad_input_offset if needs[4] else None,
+            grad_weight_step if needs[5] else None,
+            grad_weight_offset if needs[6] else None,
+            None,
+            None,
+        )
+
+
+def lsq_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    input_log_step: torch.Tensor,
+    input_offset: torch.Tensor | None,
+    weight_log_step: torch.Tensor,
+    weight_offset: torch.Tensor | None,
+    grids: LsqGrids,
+    geometry: ConvGeometry,
+) -> torch.Tensor:
+    """``F.conv2d`` of the LSQ+ fake-quantized input and weight, as one autograd node.
+
+    Equal to ``F.conv2d(lsq_fake_quantize(x, exp(input_log_step), input_offset, ...),
+    lsq_fake_quantize(weight, exp(weight_log_step), weight_offset, ...), bias, ...)`` in value
+    and, up to float summation order, in every gradient.
+
+    Args:
+        x: the input activation (quantized per tensor).
+        weight: the latent weight (or the active slice of an elastic one).
+        bias: the bias, or None.
+        input_log_step, input_offset: the input entry's log step ``(1,)`` and offset or None.
+        weight_log_step, weight_offset: the weight entry's log steps (one per output channel,
+            or one) and offsets or None.
+        grids: the integer grids and LSQ gradient scales.
+        geometry: stride, zero padding, dilation, groups, and whether to compute channels-last.
+    """
+    return _LsqConv2d.apply(  # type: ignore[no-any-return]
+        x,
+        weight,
+        bias,
+        input_log_step,
+        input_offset,
+        weight_log_step,
+        weight_offset,
+        grids,
+        geometry,
+    )
