@@ -66,6 +66,47 @@ def _masked_gradient_kernel(grad: Any, x: Any, low: Any, high: Any, sums: Any) -
     sums[1] = clipped_sum
 
 
+def _per_channel_kernel(
+    weight: Any, out: Any, scaled: Any, reciprocal: Any, step: Any, zero: Any, qmin: Any, qmax: Any
+) -> None:
+    # per_channel_forward's float32 operations in its order: w·(1/s), round half to even,
+    # + z, clamp to the grid, − z, ·s (NaN stays NaN)
+    for channel in range(weight.shape[0]):
+        inverse, size, zero_point = reciprocal[channel], step[channel], zero[channel]
+        for index in range(weight.shape[1]):
+            value = weight[channel, index] * inverse
+            scaled[channel, index] = value
+            level = np.rint(value) + zero_point
+            if level < qmin:
+                level = qmin
+            elif level > qmax:
+                level = qmax
+            out[channel, index] = (level - zero_point) * size
+
+
+def _per_channel_mask_kernel(
+    grad: Any, weight: Any, out: Any, scaled: Any, zero: Any, qmin: Any, qmax: Any, sums: Any
+) -> None:
+    # per channel: Σ g·out, then the mask of the shifted scale x·(1/s) + z strictly inside
+    # (qmin, qmax) written into grad, Σ g·m·x and Σ g·(1−m), in float64
+    for channel in range(weight.shape[0]):
+        zero_point = zero[channel]
+        grad_dot_out = 0.0
+        inside_sum = 0.0
+        clipped_sum = 0.0
+        for index in range(weight.shape[1]):
+            gradient = grad[channel, index]
+            grad_dot_out += gradient * out[channel, index]
+            shifted = scaled[channel, index] + zero_point
+            kept = gradient if (shifted > qmin) & (shifted < qmax) else np.float32(0.0)
+            grad[channel, index] = kept
+            inside_sum += kept * weight[channel, index]
+            clipped_sum += gradient - kept
+        sums[channel, 0] = grad_dot_out
+        sums[channel, 1] = inside_sum
+        sums[channel, 2] = clipped_sum
+
+
 def _compile(numba: Any) -> None:
     jit = numba.njit(cache=True, nogil=True, boundscheck=False)
     parallel_jit = numba.njit(cache=True, nogil=True, boundscheck=False, parallel=True)
@@ -87,6 +128,10 @@ def _compile(numba: Any) -> None:
         serial=serial,
         parallel=parallel_jit(parallel),
         serial_mask=serial_mask,
+        per_channel=jit(_per_channel_kernel),
+        per_channel_mask=numba.njit(
+            cache=True, nogil=True, boundscheck=False, fastmath={"reassoc"}
+        )(_per_channel_mask_kernel),
     )
 
 
@@ -171,3 +216,79 @@ def mask_gradient(
     # compete with them for those cores (measured slower than the serial loop on 2 cores).
     _compiled["serial_mask"](target, source, *bounds, sums)
     return float(sums[0]), float(sums[1])
+
+
+def _matrix(tensor: torch.Tensor) -> np.ndarray:
+    # (channels, elements per channel) in logical order; a view of a contiguous tensor
+    return tensor.reshape(tensor.shape[0], -1).numpy()
+
+
+def per_channel_servable(weight: torch.Tensor) -> bool:
+    """Whether the per-channel kernels serve ``weight``: a contiguous float32 CPU tensor."""
+    return (
+        weight.dtype == torch.float32
+        and weight.device.type == "cpu"
+        and weight.is_contiguous()
+        and available()
+    )
+
+
+def per_channel_fake_quantize(
+    weight: torch.Tensor,
+    step: torch.Tensor,
+    reciprocal: torch.Tensor,
+    zero_point: torch.Tensor,
+    qmin: int,
+    qmax: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s·(clamp(round(w·(1/s)) + z, qmin, qmax) − z)`` per output channel, in one pass.
+
+    Args:
+        weight: a tensor for which :func:`per_channel_servable` holds (without autograd).
+        step, reciprocal, zero_point: per-channel float32 vectors (the zero point as floats).
+
+    Returns:
+        ``(out, scaled)``: the fake-quantized weight and ``w·(1/s)``, both contiguous.
+    """
+    out = torch.empty_like(weight, memory_format=torch.contiguous_format)
+    scaled = torch.empty_like(out)
+    _compiled["per_channel"](
+        _matrix(weight),
+        _matrix(out),
+        _matrix(scaled),
+        reciprocal.numpy(),
+        step.numpy(),
+        zero_point.numpy(),
+        np.float32(qmin),
+        np.float32(qmax),
+    )
+    return out, scaled
+
+
+def per_channel_mask_gradient(
+    grad: torch.Tensor,
+    weight: torch.Tensor,
+    out: torch.Tensor,
+    scaled: torch.Tensor,
+    zero_point: torch.Tensor,
+    qmin: int,
+    qmax: int,
+) -> np.ndarray:
+    """Mask ``grad`` in place (the per-channel clip test) and return per-channel sums.
+
+    All tensors contiguous float32 of the weight's shape (``zero_point`` one float per
+    channel). Returns a ``(channels, 3)`` float64 array: ``Σ g·out``, ``Σ g·m·w`` and
+    ``Σ g·(1−m)`` per channel (``g`` the gradient before masking).
+    """
+    sums = np.zeros((weight.shape[0], 3))
+    _compiled["per_channel_mask"](
+        _matrix(grad),
+        _matrix(weight),
+        _matrix(out),
+        _matrix(scaled),
+        zero_point.numpy(),
+        np.float32(qmin),
+        np.float32(qmax),
+        sums,
+    )
+    return sums

@@ -209,20 +209,29 @@ def per_channel_forward(
 
     The forward rounds x·(1/s) and then adds the integer zero point, as
     torch.fake_quantize_per_channel_affine does: rounding z + x·(1/s) instead differs where
-    the float32 addition moves a value across a rounding tie.
+    the float32 addition moves a value across a rounding tie. A contiguous float32 tensor
+    takes the one-pass kernel (:mod:`supernet.lsq_kernels`), with the same operations.
     """
     shape = (-1,) + (1,) * (x.dim() - 1)
     step_value = step.detach().clamp_min(MIN_STEP)
-    step_view = step_value.view(shape)
-    scaled = x * torch.reciprocal(step_value).view(shape)
-    if offset is None:
-        zero_point = None
+    reciprocal = torch.reciprocal(step_value)
+    zero_point = None
+    if offset is not None:
+        zero_point = torch.round(-offset.detach() / step_value).clamp_(qmin, qmax)
+    source = x.detach()
+    if lsq_kernels.per_channel_servable(source):
+        zeros = torch.zeros_like(step_value) if zero_point is None else zero_point
+        out, scaled = lsq_kernels.per_channel_fake_quantize(
+            source, step_value, reciprocal, zeros, qmin, qmax
+        )
+        return PerChannelResult(out, scaled, step_value, zero_point)
+    scaled = x * reciprocal.view(shape)
+    if zero_point is None:
         out = torch.round(scaled).clamp_(qmin, qmax)
     else:
-        zero_point = torch.round(-offset.detach() / step_value).clamp_(qmin, qmax)
         zero_view = zero_point.view(shape)
         out = torch.round(scaled).add_(zero_view).clamp_(qmin, qmax).sub_(zero_view)
-    out.mul_(step_view)
+    out.mul_(step_value.view(shape))
     return PerChannelResult(out, scaled, step_value, zero_point)
 
 
@@ -242,11 +251,48 @@ def per_channel_mask(
     return torch.ops.aten.hardtanh_backward(grad, shifted, qmin, qmax)
 
 
+def per_channel_mask_and_sums(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    result: PerChannelResult,
+    qmin: int,
+    qmax: int,
+    *,
+    in_place: bool = False,
+    clipped_sum: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``g·m`` and, per channel, ``Σ g·x_hat``, ``Σ g·m·x`` and (``clipped_sum``)
+    ``Σ g·(1−m)``; ``in_place`` writes ``g·m`` over ``grad`` (a buffer nobody else holds),
+    through the one-pass kernel where the tensors are contiguous float32."""
+    channels = x.shape[0]
+    if in_place:
+        buffer, source = grad.contiguous(), x.detach().contiguous()
+        if all(
+            lsq_kernels.per_channel_servable(t) for t in (buffer, source, result.out, result.scaled)
+        ):
+            zeros = (
+                torch.zeros_like(result.step) if result.zero_point is None else result.zero_point
+            )
+            sums = torch.from_numpy(
+                lsq_kernels.per_channel_mask_gradient(
+                    buffer, source, result.out, result.scaled, zeros, qmin, qmax
+                )
+            ).to(grad.dtype)
+            return buffer, sums[:, 0], sums[:, 1], sums[:, 2] if clipped_sum else None
+    flat_grad = grad.reshape(channels, -1)
+    grad_dot_out = (flat_grad * result.out.reshape(channels, -1)).sum(1)
+    grad_sum = flat_grad.sum(1) if clipped_sum else None
+    grad_x = per_channel_mask(grad, result, qmin, qmax, in_place=in_place)
+    flat_grad_x = grad_x.reshape(channels, -1)
+    masked_dot = (flat_grad_x * x.reshape(channels, -1)).sum(1)
+    clipped = None if grad_sum is None else grad_sum - flat_grad_x.sum(1)
+    return grad_x, grad_dot_out, masked_dot, clipped
+
+
 def per_channel_parameter_gradients(
     grad_dot_out: torch.Tensor,
-    grad_x: torch.Tensor,
-    x: torch.Tensor,
-    grad_sum: torch.Tensor | None,
+    masked_dot: torch.Tensor,
+    clipped: torch.Tensor | None,
     result: PerChannelResult,
     grad_scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -254,17 +300,12 @@ def per_channel_parameter_gradients(
 
     Args:
         grad_dot_out: ``Σ g · x_hat`` per channel.
-        grad_x: the masked gradient ``g · m``.
-        x: the input (contiguous, as ``grad_x``).
-        grad_sum: ``Σ g`` per channel for an entry with an offset, else None.
+        masked_dot: ``Σ g·m·x`` per channel.
+        clipped: ``Σ g·(1−m)`` per channel for an entry with an offset, else None.
     """
-    channels = x.shape[0]
-    flat_grad_x = grad_x.reshape(channels, -1)
-    inside = grad_dot_out - (flat_grad_x * x.reshape(channels, -1)).sum(1)
-    grad_step = inside / result.step
+    grad_step = (grad_dot_out - masked_dot) / result.step
     grad_offset = None
-    if grad_sum is not None and result.zero_point is not None:
-        clipped = grad_sum - flat_grad_x.sum(1)
+    if clipped is not None and result.zero_point is not None:
         grad_step += result.zero_point * clipped
         grad_offset = clipped * grad_scale
     grad_step *= grad_scale
@@ -293,18 +334,14 @@ class _PerChannelLsq(torch.autograd.Function):
         x, out, scaled, step_value, *zero_point = ctx.saved_tensors
         qmin, qmax, grad_scale, has_offset = ctx.constants
         result = PerChannelResult(out, scaled, step_value, zero_point[0] if has_offset else None)
-        grad_x = per_channel_mask(grad, result, qmin, qmax)
-        grad_step = grad_offset = None
-        if ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2]):
-            flat_grad = grad.reshape(x.shape[0], -1)
-            grad_step, grad_offset = per_channel_parameter_gradients(
-                (flat_grad * out.reshape(x.shape[0], -1)).sum(1),
-                grad_x,
-                x,
-                flat_grad.sum(1) if has_offset else None,
-                result,
-                grad_scale,
-            )
+        if not (ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2])):
+            return per_channel_mask(grad, result, qmin, qmax), None, None, None, None, None
+        grad_x, grad_dot_out, masked_dot, clipped = per_channel_mask_and_sums(
+            grad, x, result, qmin, qmax, clipped_sum=has_offset
+        )
+        grad_step, grad_offset = per_channel_parameter_gradients(
+            grad_dot_out, masked_dot, clipped, result, grad_scale
+        )
         return grad_x, grad_step, grad_offset, None, None, None
 
 

@@ -29,7 +29,7 @@ from supernet.quantizers.fake_quant import (
     PerChannelResult,
     PerTensorConstants,
     per_channel_forward,
-    per_channel_mask,
+    per_channel_mask_and_sums,
     per_channel_parameter_gradients,
     per_tensor_constants,
     per_tensor_forward,
@@ -97,8 +97,8 @@ class _LsqConv2d(torch.autograd.Function):
         )
         saved = [x, x_hat, weight, w_hat, input_step, weight_step]
         weight_constants = None
-        if isinstance(weight_quantization, PerChannelResult):
-            saved += [t for t in weight_quantization[1:] if t is not None]
+        if isinstance(weight_quantization, PerChannelResult):  # out in the weight's layout
+            saved += [t for t in weight_quantization if t is not None]
         else:
             weight_constants = weight_quantization
         ctx.save_for_backward(*saved)
@@ -132,13 +132,48 @@ class _LsqConv2d(torch.autograd.Function):
                 needs[2],
             ],
         )
-        channels = weight.shape[0]
+        # the weight first: its sums give the input's Σ g·x_hat = Σ g_w·w_hat in total (the
+        # convolution is bilinear; see the module docstring)
+        grad_weight = grad_weight_step = grad_weight_offset = None
         grad_dot_w_hat = None
-        if need_input_params or need_weight_params:
-            # Σ g_w·w_hat, per output channel: the weight's own sums, and in total the
-            # input's Σ g·x_hat (the convolution is bilinear; see the module docstring)
-            flat_grad_w = grad_w_hat.reshape(channels, -1)
-            grad_dot_w_hat = (flat_grad_w * w_hat.reshape(channels, -1)).sum(1)
+        if needs[1] or need_weight_params or need_input_params:
+            clipped_sum = weight_has_offset and need_weight_params
+            if weight_constants is None:  # per channel
+                result = PerChannelResult(
+                    weight_saved[0],
+                    weight_saved[1],
+                    weight_saved[2],
+                    weight_saved[3] if weight_has_offset else None,
+                )
+                grad_weight, grad_dot, masked_dot, clipped = per_channel_mask_and_sums(
+                    grad_w_hat,
+                    weight,
+                    result,
+                    grids.weight_qmin,
+                    grids.weight_qmax,
+                    in_place=True,
+                    clipped_sum=clipped_sum,
+                )
+                grad_dot_w_hat = grad_dot.sum()
+                if need_weight_params:
+                    grad_weight_step, grad_weight_offset = per_channel_parameter_gradients(
+                        grad_dot, masked_dot, clipped, result, grids.weight_grad_scale
+                    )
+            else:
+                grad_dot_w_hat = torch.dot(grad_w_hat.reshape(-1), w_hat.reshape(-1))
+                grad_weight, masked_dot, clipped = per_tensor_mask_and_sums(
+                    grad_w_hat, weight, weight_constants, in_place=True, clipped_sum=clipped_sum
+                )
+                if need_weight_params:
+                    grad_weight_step, grad_weight_offset = per_tensor_parameter_gradients(
+                        grad_dot_w_hat,
+                        masked_dot,
+                        clipped,
+                        weight_constants,
+                        grids.weight_grad_scale,
+                    )
+            if grad_weight_step is not None:
+                grad_weight_step = grad_weight_step * weight_step  # through exp(log step)
         grad_x = grad_input_step = grad_input_offset = None
         if needs[0] or need_input_params:
             grad_x, masked_dot, clipped = per_tensor_mask_and_sums(
@@ -151,51 +186,9 @@ class _LsqConv2d(torch.autograd.Function):
             if need_input_params:
                 assert grad_dot_w_hat is not None
                 grad_input_step, grad_input_offset = per_tensor_parameter_gradients(
-                    grad_dot_w_hat.sum(), masked_dot, clipped, constants, grids.input_grad_scale
+                    grad_dot_w_hat, masked_dot, clipped, constants, grids.input_grad_scale
                 )
-                grad_input_step = grad_input_step * input_step  # through step = exp(log step)
-        grad_weight = grad_weight_step = grad_weight_offset = None
-        if needs[1] or need_weight_params:
-            if weight_constants is None:  # per channel
-                result = PerChannelResult(
-                    w_hat,
-                    weight_saved[0],
-                    weight_saved[1],
-                    weight_saved[2] if weight_has_offset else None,
-                )
-                grad_sum = grad_w_hat.reshape(channels, -1).sum(1) if weight_has_offset else None
-                grad_weight = per_channel_mask(
-                    grad_w_hat, result, grids.weight_qmin, grids.weight_qmax, in_place=True
-                )
-                if need_weight_params:
-                    assert grad_dot_w_hat is not None
-                    grad_weight_step, grad_weight_offset = per_channel_parameter_gradients(
-                        grad_dot_w_hat,
-                        grad_weight,
-                        weight,
-                        grad_sum,
-                        result,
-                        grids.weight_grad_scale,
-                    )
-            else:
-                grad_weight, masked_dot, clipped = per_tensor_mask_and_sums(
-                    grad_w_hat,
-                    weight,
-                    weight_constants,
-                    in_place=True,
-                    clipped_sum=weight_has_offset and need_weight_params,
-                )
-                if need_weight_params:
-                    assert grad_dot_w_hat is not None
-                    grad_weight_step, grad_weight_offset = per_tensor_parameter_gradients(
-                        grad_dot_w_hat.sum(),
-                        masked_dot,
-                        clipped,
-                        weight_constants,
-                        grids.weight_grad_scale,
-                    )
-            if grad_weight_step is not None:
-                grad_weight_step = grad_weight_step * weight_step
+                grad_input_step = grad_input_step * input_step  # through exp(log step)
         return (
             grad_x if needs[0] else None,
             grad_weight if needs[1] else None,

@@ -93,3 +93,32 @@ def test_the_mask_kernel_takes_only_pairs_of_one_dense_float32_layout() -> None:
     channels_last = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
     assert not lsq_kernels.mask_servable(channels_last, x)  # layouts differ
     assert not lsq_kernels.mask_servable(torch.randn(2, 3, 4, 8)[..., ::2], x)
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_the_per_channel_kernels_equal_the_torch_path(asymmetric, monkeypatch) -> None:
+    from supernet.quantizers import fake_quant
+
+    generator = torch.Generator().manual_seed(4)
+    weight = torch.randn(6, 4, 3, 3, generator=generator)
+    weight.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    step = 0.05 + 0.1 * torch.rand(6, generator=generator)
+    offset = torch.randn(6, generator=generator) * 0.2 if asymmetric else None
+    grad = torch.randn(6, 4, 3, 3, generator=generator)
+    assert lsq_kernels.per_channel_servable(weight)
+    kernel = fake_quant.per_channel_forward(weight, step, offset, -8, 7)
+    kernel_grad, *kernel_sums = fake_quant.per_channel_mask_and_sums(
+        grad.clone(), weight, kernel, -8, 7, in_place=True, clipped_sum=True
+    )
+    monkeypatch.setattr(lsq_kernels, "per_channel_servable", lambda tensor: False)
+    torch_path = fake_quant.per_channel_forward(weight, step, offset, -8, 7)
+    torch_grad, *torch_sums = fake_quant.per_channel_mask_and_sums(
+        grad.clone(), weight, torch_path, -8, 7, in_place=True, clipped_sum=True
+    )
+    for ours, theirs in zip(kernel, torch_path, strict=True):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:  # bit for bit, NaN where the torch path has NaN
+            assert torch.allclose(ours, theirs, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(kernel_grad, torch_grad)
+    for ours, theirs in zip(kernel_sums, torch_sums, strict=True):  # NaN rows alike; float64 sums
+        assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-5, equal_nan=True)
