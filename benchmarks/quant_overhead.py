@@ -3,7 +3,9 @@
 Run: ``python benchmarks/quant_overhead.py`` (add ``--compare`` for the reference quantizers,
 ``--user-loop`` to time the step as a user's script runs it, without this script's own
 allocator call).
-Prints paired medians measured in one run; the ratio is what BENCHMARKS.md records.
+Prints paired medians measured in one run, two ways: *steady* (blocks of consecutive steps of
+one kind, as training runs them; the first step after a switch left out) and *alternating*
+(one FP32 step, then one quantized step); BENCHMARKS.md records both.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
@@ -57,8 +60,20 @@ VARIANTS: dict[str, Callable] = {
 }
 
 
-def step_ratio(rounds: int, batch: int, variant: str) -> tuple[float, float, float]:
-    """Median quantized/FP32 training-step time of resnet20 at 4/4 bits, paired per round."""
+class StepRatios(NamedTuple):
+    """Quantized / FP32 step-time ratios measured two ways in one run."""
+
+    alternating: float
+    """Median of per-round ratios, one FP32 step then one quantized step each round."""
+    steady: float
+    """Median of per-round ratios of block medians: ``block`` FP32 steps, then ``block``
+    quantized ones, the first of each block (the switch) left out — as training runs."""
+    fp_ms: float
+    quantized_ms: float
+
+
+def step_ratio(rounds: int, batch: int, variant: str, block: int = 4) -> StepRatios:
+    """Quantized/FP32 training-step time of resnet20 at 4/4 bits, paired per round."""
     lsq_module.lsq_fake_quantize = VARIANTS[variant]
     fused = LsqQuantizer.quantized_conv2d
     if variant != "eqsearch":  # the reference quantizers, composed with F.conv2d
@@ -79,21 +94,28 @@ def step_ratio(rounds: int, batch: int, variant: str) -> tuple[float, float, flo
         optimizer.step()
         return time.perf_counter() - start
 
+    def steps(subnet: object, count: int) -> list[float]:
+        net.set_subnet(subnet)  # type: ignore[arg-type]
+        return [train_step() for _ in range(count)]
+
     for subnet in (None, config, None, config):
-        net.set_subnet(subnet)
-        train_step()
-    ratios, fp_times, q_times = [], [], []
+        steps(subnet, 1)
+    ratios, steady, fp_times, q_times = [], [], [], []
     for _ in range(rounds):
-        net.set_subnet(None)
-        fp = train_step()
-        net.set_subnet(config)
-        quantized = train_step()
+        (fp,), (quantized,) = steps(None, 1), steps(config, 1)
         ratios.append(quantized / fp)
-        fp_times.append(fp)
-        q_times.append(quantized)
+        fp_block, q_block = steps(None, block)[1:], steps(config, block)[1:]
+        steady.append(statistics.median(q_block) / statistics.median(fp_block))
+        fp_times += [fp, *fp_block]
+        q_times += [quantized, *q_block]
     lsq_module.lsq_fake_quantize = lsq_fake_quantize
     LsqQuantizer.quantized_conv2d = fused  # type: ignore[method-assign]
-    return statistics.median(ratios), statistics.median(fp_times), statistics.median(q_times)
+    return StepRatios(
+        statistics.median(ratios),
+        statistics.median(steady),
+        statistics.median(fp_times) * 1e3,
+        statistics.median(q_times) * 1e3,
+    )
 
 
 def switch_time(repeats: int = 200) -> tuple[float, float]:
@@ -129,7 +151,7 @@ def init_time(repeats: int = 3) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--compare", action="store_true", help="also time reference quantizers")
     parser.add_argument(
@@ -154,11 +176,12 @@ def main() -> None:
     )
     variants = list(VARIANTS) if args.compare else ["eqsearch"]
     for variant in variants:
-        ratio, fp, quantized = step_ratio(args.rounds, args.batch, variant)
+        result = step_ratio(args.rounds, args.batch, variant)
         print(
-            f"resnet20 4/4 train step / FP32 [{variant}]: {ratio:.3f}x "
-            f"(median FP32 {fp * 1e3:.1f} ms, quantized {quantized * 1e3:.1f} ms, "
-            f"batch {args.batch}, {args.rounds} paired rounds)"
+            f"resnet20 4/4 train step / FP32 [{variant}]: steady {result.steady:.3f}x, "
+            f"alternating {result.alternating:.3f}x (median FP32 {result.fp_ms:.1f} ms, "
+            f"quantized {result.quantized_ms:.1f} ms, batch {args.batch}, {args.rounds} rounds "
+            "of one step each then blocks of 4)"
         )
     cold, warm = switch_time()
     print(
