@@ -86,15 +86,18 @@ class _LsqConv2d(torch.autograd.Function):
         if geometry.channels_last:  # as the layers' plain path (see supernet.layers)
             x_hat = x_hat.to(memory_format=torch.channels_last)
             w_hat = w_hat.to(memory_format=torch.channels_last)
-        out = F.conv2d(
-            x_hat,
-            w_hat,
-            bias,
-            geometry.stride,
-            geometry.padding,
-            geometry.dilation,
-            geometry.groups,
-        )
+        # in the operands' own dtype even under autocast: the backward's convolution takes
+        # the saved operands as they are and must match the output gradient's dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = F.conv2d(
+                x_hat,
+                w_hat,
+                bias,
+                geometry.stride,
+                geometry.padding,
+                geometry.dilation,
+                geometry.groups,
+            )
         saved = [x, x_hat, weight, w_hat, input_step, weight_step]
         weight_constants = None
         if isinstance(weight_quantization, PerChannelResult):  # out in the weight's layout

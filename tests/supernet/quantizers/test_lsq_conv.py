@@ -193,3 +193,22 @@ def test_conv_layers_train_through_the_fused_function_with_the_same_gradients(
         for name, grad in grads_plain.items():
             assert torch.allclose(grads_fused[name], grad, rtol=1e-9, atol=1e-11), name
     assert len(calls) == 2  # once per layer, only on the fused runs
+
+
+def test_the_fused_convolution_trains_under_autocast() -> None:
+    """Under autocast the convolution runs in the operands' dtype (float32), so the backward's
+    convolution meets an output gradient of the same dtype; the values equal those without."""
+    torch.manual_seed(3)
+    layer = ElasticQuantConv2d.from_module(torch.nn.Conv2d(4, 6, 3, padding=1), QuantizerSpec())
+    x = torch.randn(2, 4, 8, 8)
+    _calibrated_layer(layer, x)
+    layer.set_choice(LayerChoice(4, 4, QuantForm("channel", True, True)))
+    results = []
+    for enabled in (False, True):
+        layer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = layer(x.clone().requires_grad_())
+        out.float().sum().backward()
+        results.append((out.dtype, layer.weight.grad.clone()))
+    assert results[1][0] == torch.float32
+    assert torch.equal(results[0][1], results[1][1])
