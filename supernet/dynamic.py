@@ -136,16 +136,23 @@ class DynamicConv2d(nn.Conv2d):
             return self.bias
         return self.bias[: self.shape.out_channels]
 
-    def _dynamic_conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def active_geometry(self) -> ConvGeometry:
+        """Stride, zero padding, dilation and groups of the active shape."""
         shape = self.shape
+        padding = shape.kernel // 2
+        groups = shape.out_channels if self.depthwise else 1
+        return ConvGeometry(self.stride, (padding, padding), self.dilation, groups)
+
+    def _dynamic_conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        geometry = self.active_geometry()
         return F.conv2d(
             x,
             weight,
             self.active_bias(),
-            self.stride,
-            shape.kernel // 2,
-            self.dilation,
-            shape.out_channels if self.depthwise else 1,
+            geometry.stride,
+            geometry.padding,
+            geometry.dilation,
+            geometry.groups,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,15 +236,7 @@ class DynamicQuantConv2d(ElasticQuantLayer, DynamicConv2d):
         else:
             if x.requires_grad and torch.is_grad_enabled():
                 # training: the quantizer may fuse input, weight and convolution
-                shape = self.shape
-                padding = shape.kernel // 2
-                geometry = ConvGeometry(
-                    self.stride,
-                    (padding, padding),
-                    self.dilation,
-                    shape.out_channels if self.depthwise else 1,
-                    self.channels_last,
-                )
+                geometry = self.active_geometry()._replace(channels_last=self.channels_last)
                 return self.quantizer.quantized_conv2d(
                     x, self.active_weight(), self.active_bias(), handle, geometry
                 )

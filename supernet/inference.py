@@ -12,28 +12,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from supernet import lsq_kernels
 from supernet.elastic import Supernet
 from supernet.layers import ElasticQuantLayer, FrozenOperands
-from supernet.quantizers.fake_quant import per_tensor_constants
+from supernet.quantizers.fake_quant import per_tensor_constants, per_tensor_forward
 from supernet.quantizers.lsq import LsqHandle, LsqQuantizer
 
 
 def _lsq_input_quantizer(
     quantizer: LsqQuantizer, handle: LsqHandle
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The input quantization of an LSQ+ choice with its constants computed once: the
-    one-pass kernel where it serves the tensor, the quantizer's own path elsewhere."""
+    """The input quantization of an LSQ+ choice with its constants computed once (the
+    one-pass kernel where it serves the tensor; see :func:`per_tensor_forward`)."""
     qmin, qmax = quantizer.input_grid(handle.a_bits, handle.a_symmetric)
-    # the constants _PerTensorLsq.forward derives from the step and offset
     step = handle.a_log_step.detach().exp()
     constants = per_tensor_constants(step, handle.a_offset, qmin, qmax, step.dtype)
-    step_value, reciprocal = constants.step, constants.reciprocal
-    low, high = constants.low, constants.high
 
     def quantize_input(x: torch.Tensor) -> torch.Tensor:
-        if lsq_kernels.servable(x):
-            return lsq_kernels.fake_quantize(x, step_value, reciprocal, low, high)
+        if x.dtype == step.dtype:
+            return per_tensor_forward(x, constants)
         return quantizer.quantize_input(x, handle)
 
     return quantize_input
