@@ -67,16 +67,36 @@ def _masked_gradient_kernel(grad: Any, x: Any, low: Any, high: Any, sums: Any) -
 
 
 def _per_channel_kernel(
-    weight: Any, out: Any, scaled: Any, reciprocal: Any, step: Any, zero: Any, qmin: Any, qmax: Any
+    weight: Any,
+    step: Any,
+    minimum_step: Any,
+    offset: Any,
+    has_offset: Any,
+    qmin: Any,
+    qmax: Any,
+    out: Any,
+    constants: Any,
 ) -> None:
-    # per_channel_forward's float32 operations in its order: w·(1/s), round half to even,
-    # + z, clamp to the grid, − z, ·s (NaN stays NaN)
+    # per_channel_forward's float32 operations in its order: the step clamped to MIN_STEP,
+    # its reciprocal, the zero point round(−β/s) clamped to the grid (0 without an offset);
+    # then w·(1/s), round half to even, + z, clamp to the grid, − z, ·s (NaN stays NaN)
     for channel in range(weight.shape[0]):
-        inverse, size, zero_point = reciprocal[channel], step[channel], zero[channel]
+        size = step[channel]
+        if size < minimum_step:
+            size = minimum_step
+        inverse = np.float32(1.0) / size
+        zero_point = np.float32(0.0)
+        if has_offset:
+            zero_point = np.rint(-offset[channel] / size)
+            if zero_point < qmin:
+                zero_point = qmin
+            elif zero_point > qmax:
+                zero_point = qmax
+        constants[channel, 0] = size
+        constants[channel, 1] = inverse
+        constants[channel, 2] = zero_point
         for index in range(weight.shape[1]):
-            value = weight[channel, index] * inverse
-            scaled[channel, index] = value
-            level = np.rint(value) + zero_point
+            level = np.rint(weight[channel, index] * inverse) + zero_point
             if level < qmin:
                 level = qmin
             elif level > qmax:
@@ -84,27 +104,56 @@ def _per_channel_kernel(
             out[channel, index] = (level - zero_point) * size
 
 
-def _per_channel_mask_kernel(
-    grad: Any, weight: Any, out: Any, scaled: Any, zero: Any, qmin: Any, qmax: Any, sums: Any
+def _per_channel_gradient_kernel(
+    grad: Any,
+    weight: Any,
+    constants: Any,
+    has_offset: Any,
+    qmin: Any,
+    qmax: Any,
+    grad_scale: Any,
+    chain: Any,
+    use_chain: Any,
+    grad_step: Any,
+    grad_offset: Any,
+    total: Any,
 ) -> None:
-    # per channel: Σ g·out, then the mask of the shifted scale x·(1/s) + z strictly inside
-    # (qmin, qmax) written into grad, Σ g·m·x and Σ g·(1−m), in float64
+    # per channel, the forward's values again from the weight and the constants (cheaper than
+    # reading them back from memory): Σ g·out, then the mask of the shifted scale
+    # x·(1/s) + z strictly inside (qmin, qmax) written into grad, Σ g·m·x and Σ g·(1−m), in
+    # float64; from them the step and offset gradients (through exp(log step) with use_chain)
+    grand_total = 0.0
     for channel in range(weight.shape[0]):
-        zero_point = zero[channel]
+        size, inverse = constants[channel, 0], constants[channel, 1]
+        zero_point = constants[channel, 2]
         grad_dot_out = 0.0
         inside_sum = 0.0
         clipped_sum = 0.0
         for index in range(weight.shape[1]):
+            value = weight[channel, index]
+            scaled = value * inverse
+            level = np.rint(scaled) + zero_point
+            if level < qmin:
+                level = qmin
+            elif level > qmax:
+                level = qmax
             gradient = grad[channel, index]
-            grad_dot_out += gradient * out[channel, index]
-            shifted = scaled[channel, index] + zero_point
+            grad_dot_out += gradient * ((level - zero_point) * size)
+            shifted = scaled + zero_point
             kept = gradient if (shifted > qmin) & (shifted < qmax) else np.float32(0.0)
             grad[channel, index] = kept
-            inside_sum += kept * weight[channel, index]
+            inside_sum += kept * value
             clipped_sum += gradient - kept
-        sums[channel, 0] = grad_dot_out
-        sums[channel, 1] = inside_sum
-        sums[channel, 2] = clipped_sum
+        step_gradient = (grad_dot_out - inside_sum) / size
+        if has_offset:
+            step_gradient += zero_point * clipped_sum
+            grad_offset[channel] = clipped_sum * grad_scale
+        step_gradient *= grad_scale
+        if use_chain:
+            step_gradient *= chain[channel]
+        grad_step[channel] = step_gradient
+        grand_total += grad_dot_out
+    total[0] = grand_total
 
 
 def _compile(numba: Any) -> None:
@@ -129,9 +178,9 @@ def _compile(numba: Any) -> None:
         parallel=parallel_jit(parallel),
         serial_mask=serial_mask,
         per_channel=jit(_per_channel_kernel),
-        per_channel_mask=numba.njit(
+        per_channel_gradient=numba.njit(
             cache=True, nogil=True, boundscheck=False, fastmath={"reassoc"}
-        )(_per_channel_mask_kernel),
+        )(_per_channel_gradient_kernel),
     )
 
 
@@ -236,8 +285,8 @@ def per_channel_servable(weight: torch.Tensor) -> bool:
 def per_channel_fake_quantize(
     weight: torch.Tensor,
     step: torch.Tensor,
-    reciprocal: torch.Tensor,
-    zero_point: torch.Tensor,
+    minimum_step: float,
+    offset: torch.Tensor | None,
     qmin: int,
     qmax: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,50 +294,73 @@ def per_channel_fake_quantize(
 
     Args:
         weight: a tensor for which :func:`per_channel_servable` holds (without autograd).
-        step, reciprocal, zero_point: per-channel float32 vectors (the zero point as floats).
+        step: the per-channel float32 steps as learned (clamped to ``minimum_step`` here).
+        offset: the per-channel float32 offsets β, or None (symmetric: zero point 0).
 
     Returns:
-        ``(out, scaled)``: the fake-quantized weight and ``w·(1/s)``, both contiguous.
+        ``(out, constants)``: the fake-quantized weight (contiguous) and a ``(channels, 3)``
+        float32 tensor of each channel's clamped step, its reciprocal and its zero point.
     """
     out = torch.empty_like(weight, memory_format=torch.contiguous_format)
-    scaled = torch.empty_like(out)
+    constants = torch.empty((weight.shape[0], 3), dtype=weight.dtype)
+    steps = step.detach().numpy()
     _compiled["per_channel"](
         _matrix(weight),
-        _matrix(out),
-        _matrix(scaled),
-        reciprocal.numpy(),
-        step.numpy(),
-        zero_point.numpy(),
+        steps,
+        np.float32(minimum_step),
+        steps if offset is None else offset.detach().numpy(),
+        offset is not None,
         np.float32(qmin),
         np.float32(qmax),
+        _matrix(out),
+        constants.numpy(),
     )
-    return out, scaled
+    return out, constants
 
 
-def per_channel_mask_gradient(
+def per_channel_gradients(
     grad: torch.Tensor,
     weight: torch.Tensor,
-    out: torch.Tensor,
-    scaled: torch.Tensor,
-    zero_point: torch.Tensor,
+    constants: torch.Tensor,
+    has_offset: bool,
     qmin: int,
     qmax: int,
-) -> np.ndarray:
-    """Mask ``grad`` in place (the per-channel clip test) and return per-channel sums.
+    grad_scale: float,
+    chain: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """Mask ``grad`` in place (the per-channel clip test) and compute the entry's gradients.
 
-    All tensors contiguous float32 of the weight's shape (``zero_point`` one float per
-    channel). Returns a ``(channels, 3)`` float64 array: ``Σ g·out``, ``Σ g·m·w`` and
-    ``Σ g·(1−m)`` per channel (``g`` the gradient before masking).
+    Args:
+        grad, weight: contiguous float32 tensors of one shape (``grad`` is overwritten with
+            ``grad · m``).
+        constants: :func:`per_channel_fake_quantize`'s per-channel constants.
+        has_offset: whether the entry has offsets (their gradients are computed).
+        grad_scale: LSQ's gradient scale.
+        chain: a per-channel factor for the step gradient (the step itself, for a step
+            learned as its logarithm), or None.
+
+    Returns:
+        ``(grad_step, grad_offset or None, Σ g·out over the whole weight)``: the float32
+        gradients per channel from float64 sums ``Σ g·out``, ``Σ g·m·w`` and ``Σ g·(1−m)``
+        (``g`` the gradient before masking).
     """
-    sums = np.zeros((weight.shape[0], 3))
-    _compiled["per_channel_mask"](
+    channels = weight.shape[0]
+    grad_step = torch.empty(channels, dtype=weight.dtype)
+    grad_offset = torch.empty(channels, dtype=weight.dtype) if has_offset else None
+    step_values = grad_step.numpy()
+    total = np.zeros(1)
+    _compiled["per_channel_gradient"](
         _matrix(grad),
         _matrix(weight),
-        _matrix(out),
-        _matrix(scaled),
-        zero_point.numpy(),
+        constants.numpy(),
+        has_offset,
         np.float32(qmin),
         np.float32(qmax),
-        sums,
+        grad_scale,
+        step_values if chain is None else chain.detach().numpy(),
+        chain is not None,
+        step_values,
+        step_values if grad_offset is None else grad_offset.numpy(),
+        total,
     )
-    return sums
+    return grad_step, grad_offset, float(total[0])

@@ -50,6 +50,10 @@ def _flat(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return tensor.reshape(-1)
 
 
+Sum = float | torch.Tensor
+"""A reduction over a tensor: a Python float from the kernels, a 0-d tensor from torch."""
+
+
 class PerTensorConstants(NamedTuple):
     """The Python numbers a per-tensor fake quantization computes with."""
 
@@ -58,6 +62,8 @@ class PerTensorConstants(NamedTuple):
     low: int
     high: int
     zero_point: int
+    learned_step: float
+    """The step as learned, before clamping and rounding (the chain factor of a log step)."""
 
 
 def per_tensor_constants(
@@ -65,7 +71,8 @@ def per_tensor_constants(
 ) -> PerTensorConstants:
     """The step (float32-rounded for float32 tensors), its reciprocal, the shifted grid
     ``[qmin − z, qmax − z]`` and the integer zero point ``z`` of one per-tensor entry."""
-    step_value = max(float(step.detach().item()), MIN_STEP)
+    learned_step = float(step.detach().item())
+    step_value = max(learned_step, MIN_STEP)
     if dtype == torch.float64:
         reciprocal = 1.0 / step_value
     else:
@@ -75,7 +82,7 @@ def per_tensor_constants(
         step_value, None if offset is None else float(offset.detach().item()), qmin, qmax
     )
     return PerTensorConstants(
-        step_value, reciprocal, qmin - zero_point, qmax - zero_point, zero_point
+        step_value, reciprocal, qmin - zero_point, qmax - zero_point, zero_point, learned_step
     )
 
 
@@ -111,17 +118,18 @@ def per_tensor_mask_and_sums(
     *,
     in_place: bool = False,
     clipped_sum: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+) -> tuple[torch.Tensor, Sum, Sum | None]:
     """The masked gradient ``g·m``, ``Σ g·m·x`` and (with ``clipped_sum``) ``Σ g·(1−m)``.
 
     ``in_place`` writes ``g·m`` into ``grad`` (only for a buffer nobody else holds): a dense
-    float32 pair of one layout then takes the one-pass kernel (:mod:`supernet.lsq_kernels`).
+    float32 pair of one layout then takes the one-pass kernel (:mod:`supernet.lsq_kernels`),
+    whose sums are Python floats (float64); the torch path's are 0-d tensors.
     """
-    if in_place and lsq_kernels.mask_servable(grad, x):
+    source = x.detach()  # a tensor saved for backward still says it requires grad
+    if in_place and lsq_kernels.mask_servable(grad, source):
         low, high = constants.low * constants.step, constants.high * constants.step
-        inside, outside = lsq_kernels.mask_gradient(grad, x, low, high)
-        masked_dot = torch.tensor(inside, dtype=grad.dtype)
-        return grad, masked_dot, torch.tensor(outside, dtype=grad.dtype) if clipped_sum else None
+        inside, outside = lsq_kernels.mask_gradient(grad, source, low, high)
+        return grad, inside, outside if clipped_sum else None
     # the same element order for both (channels-last activations are not copied)
     nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
     grad_sum = _flat(grad, nhwc).sum() if clipped_sum else None
@@ -132,12 +140,22 @@ def per_tensor_mask_and_sums(
     return grad_x, masked_dot, clipped
 
 
+def _parameter_tensor(value: Sum, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a gradient of shape ``(1,)`` in ``like``'s dtype and device."""
+    if isinstance(value, torch.Tensor):
+        return value.reshape(1).to(like.dtype)
+    return torch.tensor([value], dtype=like.dtype, device=like.device)
+
+
 def per_tensor_parameter_gradients(
-    grad_dot_out: torch.Tensor,
-    masked_dot: torch.Tensor,
-    clipped: torch.Tensor | None,
+    grad_dot_out: Sum,
+    masked_dot: Sum,
+    clipped: Sum | None,
     constants: PerTensorConstants,
     grad_scale: float,
+    like: torch.Tensor,
+    *,
+    log_step: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The (step, offset) gradients of a per-tensor entry, shape ``(1,)`` each.
 
@@ -145,13 +163,18 @@ def per_tensor_parameter_gradients(
         grad_dot_out: ``Σ g · x_hat`` (the upstream gradient against the output).
         masked_dot: ``Σ g·m·x``.
         clipped: ``Σ g·(1−m)`` for an entry with an offset, else None.
+        like: a tensor of the gradients' dtype and device.
+        log_step: the step is learned as its logarithm: its gradient goes through ``exp``.
     """
     grad_step = (grad_dot_out - masked_dot) / constants.step
     grad_offset = None
     if clipped is not None:
         grad_step = grad_step + constants.zero_point * clipped
-        grad_offset = (clipped * grad_scale).reshape(1)
-    return (grad_step * grad_scale).reshape(1), grad_offset
+        grad_offset = _parameter_tensor(clipped * grad_scale, like)
+    grad_step = grad_step * grad_scale
+    if log_step:
+        grad_step = grad_step * constants.learned_step
+    return _parameter_tensor(grad_step, like), grad_offset
 
 
 class _PerTensorLsq(torch.autograd.Function):
@@ -189,17 +212,18 @@ class _PerTensorLsq(torch.autograd.Function):
             clipped,
             constants,
             grad_scale,
+            grad,
         )
         return grad_x, grad_step, grad_offset, None, None, None
 
 
 class PerChannelResult(NamedTuple):
-    """A per-channel fake quantization's output and what its gradients need."""
+    """A per-channel fake quantization's output and the constants its gradients need."""
 
     out: torch.Tensor
-    scaled: torch.Tensor
-    step: torch.Tensor
-    zero_point: torch.Tensor | None
+    constants: torch.Tensor
+    """``(channels, 3)``: each channel's clamped step, its reciprocal and its zero point."""
+    has_offset: bool
 
 
 def per_channel_forward(
@@ -209,49 +233,35 @@ def per_channel_forward(
 
     The forward rounds x·(1/s) and then adds the integer zero point, as
     torch.fake_quantize_per_channel_affine does: rounding z + x·(1/s) instead differs where
-    the float32 addition moves a value across a rounding tie. A contiguous float32 tensor
-    takes the one-pass kernel (:mod:`supernet.lsq_kernels`), with the same operations.
+    the float32 addition moves a value across a rounding tie. Contiguous float32 tensors
+    take the one-pass kernel (:mod:`supernet.lsq_kernels`), with the same operations.
     """
+    source = x.detach()
+    if all(
+        lsq_kernels.per_channel_servable(tensor)
+        for tensor in (source, step.detach(), source if offset is None else offset.detach())
+    ):
+        out, constants = lsq_kernels.per_channel_fake_quantize(
+            source, step, MIN_STEP, offset, qmin, qmax
+        )
+        return PerChannelResult(out, constants, offset is not None)
     shape = (-1,) + (1,) * (x.dim() - 1)
     step_value = step.detach().clamp_min(MIN_STEP)
     reciprocal = torch.reciprocal(step_value)
-    zero_point = None
-    if offset is not None:
-        zero_point = torch.round(-offset.detach() / step_value).clamp_(qmin, qmax)
-    source = x.detach()
-    if lsq_kernels.per_channel_servable(source):
-        zeros = torch.zeros_like(step_value) if zero_point is None else zero_point
-        out, scaled = lsq_kernels.per_channel_fake_quantize(
-            source, step_value, reciprocal, zeros, qmin, qmax
-        )
-        return PerChannelResult(out, scaled, step_value, zero_point)
-    scaled = x * reciprocal.view(shape)
-    if zero_point is None:
+    scaled = source * reciprocal.view(shape)
+    if offset is None:
+        zero_point = torch.zeros_like(step_value)
         out = torch.round(scaled).clamp_(qmin, qmax)
     else:
+        zero_point = torch.round(-offset.detach() / step_value).clamp_(qmin, qmax)
         zero_view = zero_point.view(shape)
         out = torch.round(scaled).add_(zero_view).clamp_(qmin, qmax).sub_(zero_view)
     out.mul_(step_value.view(shape))
-    return PerChannelResult(out, scaled, step_value, zero_point)
+    constants = torch.stack((step_value, reciprocal, zero_point), 1)
+    return PerChannelResult(out, constants, offset is not None)
 
 
 def per_channel_mask(
-    grad: torch.Tensor, result: PerChannelResult, qmin: int, qmax: int, *, in_place: bool = False
-) -> torch.Tensor:
-    """``grad · m`` for a per-channel entry. The mask works on the shifted scale
-    ``x·(1/s) + z``, where the grid bounds are the constants qmin/qmax for every channel, so
-    it is one hardtanh_backward (into ``grad`` itself when ``in_place``)."""
-    scaled, zero_point = result.scaled, result.zero_point
-    shape = (-1,) + (1,) * (scaled.dim() - 1)
-    shifted = scaled if zero_point is None else scaled + zero_point.view(shape)
-    if in_place:
-        return torch.ops.aten.hardtanh_backward.grad_input(
-            grad, shifted, qmin, qmax, grad_input=grad
-        )
-    return torch.ops.aten.hardtanh_backward(grad, shifted, qmin, qmax)
-
-
-def per_channel_mask_and_sums(
     grad: torch.Tensor,
     x: torch.Tensor,
     result: PerChannelResult,
@@ -259,57 +269,76 @@ def per_channel_mask_and_sums(
     qmax: int,
     *,
     in_place: bool = False,
-    clipped_sum: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``g·m`` and, per channel, ``Σ g·x_hat``, ``Σ g·m·x`` and (``clipped_sum``)
-    ``Σ g·(1−m)``; ``in_place`` writes ``g·m`` over ``grad`` (a buffer nobody else holds),
-    through the one-pass kernel where the tensors are contiguous float32."""
-    channels = x.shape[0]
+) -> torch.Tensor:
+    """``grad · m`` for a per-channel entry. The mask works on the shifted scale
+    ``x·(1/s) + z``, where the grid bounds are the constants qmin/qmax for every channel, so
+    it is one hardtanh_backward (into ``grad`` itself when ``in_place``)."""
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    shifted = x.detach() * result.constants[:, 1].view(shape)
+    if result.has_offset:
+        shifted += result.constants[:, 2].view(shape)
     if in_place:
-        buffer, source = grad.contiguous(), x.detach().contiguous()
-        if all(
-            lsq_kernels.per_channel_servable(t) for t in (buffer, source, result.out, result.scaled)
-        ):
-            zeros = (
-                torch.zeros_like(result.step) if result.zero_point is None else result.zero_point
+        return torch.ops.aten.hardtanh_backward.grad_input(
+            grad, shifted, qmin, qmax, grad_input=grad
+        )
+    return torch.ops.aten.hardtanh_backward(grad, shifted, qmin, qmax)
+
+
+def per_channel_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    result: PerChannelResult,
+    qmin: int,
+    qmax: int,
+    grad_scale: float,
+    *,
+    in_place: bool = False,
+    chain: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Sum]:
+    """The gradients of a per-channel entry: ``g·m``, the steps', the offsets' (or None)
+    and ``Σ g·x_hat`` over the whole tensor.
+
+    The step gradient per channel is ``(Σ g·x_hat − Σ g·m·x)/s + z·Σ g·(1−m)`` and the
+    offset's ``Σ g·(1−m)``, both times ``grad_scale`` (and the step's times ``chain``, the
+    step itself for a step learned as its logarithm). ``in_place`` writes ``g·m`` over
+    ``grad`` (a buffer nobody else holds). Contiguous float32 tensors take the one-pass
+    kernel, with float64 sums.
+    """
+    source = x.detach()
+    if lsq_kernels.per_channel_servable(source) and result.constants.dtype == torch.float32:
+        if in_place:
+            buffer = grad.contiguous()
+        else:
+            buffer = grad.clone(memory_format=torch.contiguous_format)
+        if buffer.dtype == torch.float32:
+            grad_step, grad_offset, total = lsq_kernels.per_channel_gradients(
+                buffer,
+                source,
+                result.constants,
+                result.has_offset,
+                qmin,
+                qmax,
+                grad_scale,
+                chain,
             )
-            sums = torch.from_numpy(
-                lsq_kernels.per_channel_mask_gradient(
-                    buffer, source, result.out, result.scaled, zeros, qmin, qmax
-                )
-            ).to(grad.dtype)
-            return buffer, sums[:, 0], sums[:, 1], sums[:, 2] if clipped_sum else None
+            return buffer, grad_step, grad_offset, total
+    channels = x.shape[0]
     flat_grad = grad.reshape(channels, -1)
     grad_dot_out = (flat_grad * result.out.reshape(channels, -1)).sum(1)
-    grad_sum = flat_grad.sum(1) if clipped_sum else None
-    grad_x = per_channel_mask(grad, result, qmin, qmax, in_place=in_place)
+    grad_sum = flat_grad.sum(1) if result.has_offset else None
+    grad_x = per_channel_mask(grad, x, result, qmin, qmax, in_place=in_place)
     flat_grad_x = grad_x.reshape(channels, -1)
-    masked_dot = (flat_grad_x * x.reshape(channels, -1)).sum(1)
-    clipped = None if grad_sum is None else grad_sum - flat_grad_x.sum(1)
-    return grad_x, grad_dot_out, masked_dot, clipped
-
-
-def per_channel_parameter_gradients(
-    grad_dot_out: torch.Tensor,
-    masked_dot: torch.Tensor,
-    clipped: torch.Tensor | None,
-    result: PerChannelResult,
-    grad_scale: float,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The (step, offset) gradients of a per-channel entry, one value per channel.
-
-    Args:
-        grad_dot_out: ``Σ g · x_hat`` per channel.
-        masked_dot: ``Σ g·m·x`` per channel.
-        clipped: ``Σ g·(1−m)`` per channel for an entry with an offset, else None.
-    """
-    grad_step = (grad_dot_out - masked_dot) / result.step
+    masked_dot = (flat_grad_x * source.reshape(channels, -1)).sum(1)
+    grad_step = (grad_dot_out - masked_dot) / result.constants[:, 0]
     grad_offset = None
-    if clipped is not None and result.zero_point is not None:
-        grad_step += result.zero_point * clipped
+    if grad_sum is not None:
+        clipped = grad_sum - flat_grad_x.sum(1)
+        grad_step += result.constants[:, 2] * clipped
         grad_offset = clipped * grad_scale
     grad_step *= grad_scale
-    return grad_step, grad_offset
+    if chain is not None:
+        grad_step *= chain.detach()
+    return grad_x, grad_step, grad_offset, grad_dot_out.sum()
 
 
 class _PerChannelLsq(torch.autograd.Function):
@@ -324,23 +353,20 @@ class _PerChannelLsq(torch.autograd.Function):
         grad_scale: float,
     ) -> torch.Tensor:
         result = per_channel_forward(x, step, offset, qmin, qmax)
-        ctx.save_for_backward(x, *(t for t in result if t is not None))
-        ctx.constants = (qmin, qmax, grad_scale, result.zero_point is not None)
+        ctx.save_for_backward(x, result.out, result.constants)
+        ctx.constants = (qmin, qmax, grad_scale, result.has_offset)
         return result.out
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (grad,) = grads
-        x, out, scaled, step_value, *zero_point = ctx.saved_tensors
+        x, out, constants = ctx.saved_tensors
         qmin, qmax, grad_scale, has_offset = ctx.constants
-        result = PerChannelResult(out, scaled, step_value, zero_point[0] if has_offset else None)
+        result = PerChannelResult(out, constants, has_offset)
         if not (ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2])):
-            return per_channel_mask(grad, result, qmin, qmax), None, None, None, None, None
-        grad_x, grad_dot_out, masked_dot, clipped = per_channel_mask_and_sums(
-            grad, x, result, qmin, qmax, clipped_sum=has_offset
-        )
-        grad_step, grad_offset = per_channel_parameter_gradients(
-            grad_dot_out, masked_dot, clipped, result, grad_scale
+            return per_channel_mask(grad, x, result, qmin, qmax), None, None, None, None, None
+        grad_x, grad_step, grad_offset, _ = per_channel_backward(
+            grad, x, result, qmin, qmax, grad_scale
         )
         return grad_x, grad_step, grad_offset, None, None, None
 

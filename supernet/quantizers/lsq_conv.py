@@ -27,10 +27,9 @@ from torch.nn import functional as F
 from supernet.quantizers.base import ConvGeometry
 from supernet.quantizers.fake_quant import (
     PerChannelResult,
-    PerTensorConstants,
+    Sum,
+    per_channel_backward,
     per_channel_forward,
-    per_channel_mask_and_sums,
-    per_channel_parameter_gradients,
     per_tensor_constants,
     per_tensor_forward,
     per_tensor_mask_and_sums,
@@ -49,19 +48,6 @@ class LsqGrids(NamedTuple):
     weight_grad_scale: float
 
 
-def _weight_forward(
-    weight: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None, grids: LsqGrids
-) -> tuple[torch.Tensor, PerChannelResult | PerTensorConstants]:
-    # the dispatch of lsq_fake_quantize: a one-value step is per tensor
-    if step.numel() == 1:
-        constants = per_tensor_constants(
-            step, offset, grids.weight_qmin, grids.weight_qmax, weight.dtype
-        )
-        return per_tensor_forward(weight, constants), constants
-    result = per_channel_forward(weight, step, offset, grids.weight_qmin, grids.weight_qmax)
-    return result.out, result
-
-
 class _LsqConv2d(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -76,13 +62,25 @@ class _LsqConv2d(torch.autograd.Function):
         grids: LsqGrids,
         geometry: ConvGeometry,
     ) -> torch.Tensor:
-        input_step = input_log_step.exp()
         constants = per_tensor_constants(
-            input_step, input_offset, grids.input_qmin, grids.input_qmax, x.dtype
+            input_log_step.exp(), input_offset, grids.input_qmin, grids.input_qmax, x.dtype
         )
         x_hat = per_tensor_forward(x, constants)
         weight_step = weight_log_step.exp()
-        w_hat, weight_quantization = _weight_forward(weight, weight_step, weight_offset, grids)
+        saved = [x, weight]
+        weight_constants = None
+        # the dispatch of lsq_fake_quantize: a one-value step is per tensor
+        if weight_step.numel() == 1:
+            weight_constants = per_tensor_constants(
+                weight_step, weight_offset, grids.weight_qmin, grids.weight_qmax, weight.dtype
+            )
+            w_hat = per_tensor_forward(weight, weight_constants)
+        else:
+            result = per_channel_forward(
+                weight, weight_step, weight_offset, grids.weight_qmin, grids.weight_qmax
+            )
+            w_hat = result.out
+            saved += [weight_step, result.constants]
         if geometry.channels_last:  # as the layers' plain path (see supernet.layers)
             x_hat = x_hat.to(memory_format=torch.channels_last)
             w_hat = w_hat.to(memory_format=torch.channels_last)
@@ -98,13 +96,7 @@ class _LsqConv2d(torch.autograd.Function):
                 geometry.dilation,
                 geometry.groups,
             )
-        saved = [x, x_hat, weight, w_hat, input_step, weight_step]
-        weight_constants = None
-        if isinstance(weight_quantization, PerChannelResult):  # out in the weight's layout
-            saved += [t for t in weight_quantization if t is not None]
-        else:
-            weight_constants = weight_quantization
-        ctx.save_for_backward(*saved)
+        ctx.save_for_backward(x_hat, w_hat, *saved)
         ctx.constants = (constants, weight_constants, grids, geometry, bias is not None)
         ctx.offsets = (input_offset is not None, weight_offset is not None)
         return out
@@ -112,7 +104,7 @@ class _LsqConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (grad_out,) = grads
-        x, x_hat, weight, w_hat, input_step, weight_step, *weight_saved = ctx.saved_tensors
+        x_hat, w_hat, x, weight, *channel_saved = ctx.saved_tensors
         constants, weight_constants, grids, geometry, has_bias = ctx.constants
         input_has_offset, weight_has_offset = ctx.offsets
         needs = ctx.needs_input_grad
@@ -138,34 +130,30 @@ class _LsqConv2d(torch.autograd.Function):
         # the weight first: its sums give the input's Σ g·x_hat = Σ g_w·w_hat in total (the
         # convolution is bilinear; see the module docstring)
         grad_weight = grad_weight_step = grad_weight_offset = None
-        grad_dot_w_hat = None
+        grad_dot_w_hat: Sum | None = None
         if needs[1] or need_weight_params or need_input_params:
-            clipped_sum = weight_has_offset and need_weight_params
             if weight_constants is None:  # per channel
-                result = PerChannelResult(
-                    weight_saved[0],
-                    weight_saved[1],
-                    weight_saved[2],
-                    weight_saved[3] if weight_has_offset else None,
-                )
-                grad_weight, grad_dot, masked_dot, clipped = per_channel_mask_and_sums(
-                    grad_w_hat,
-                    weight,
-                    result,
-                    grids.weight_qmin,
-                    grids.weight_qmax,
-                    in_place=True,
-                    clipped_sum=clipped_sum,
-                )
-                grad_dot_w_hat = grad_dot.sum()
-                if need_weight_params:
-                    grad_weight_step, grad_weight_offset = per_channel_parameter_gradients(
-                        grad_dot, masked_dot, clipped, result, grids.weight_grad_scale
+                weight_step, channel_constants = channel_saved
+                grad_weight, grad_weight_step, grad_weight_offset, grad_dot_w_hat = (
+                    per_channel_backward(
+                        grad_w_hat,
+                        weight,
+                        PerChannelResult(w_hat, channel_constants, weight_has_offset),
+                        grids.weight_qmin,
+                        grids.weight_qmax,
+                        grids.weight_grad_scale,
+                        in_place=True,
+                        chain=weight_step,
                     )
+                )
             else:
                 grad_dot_w_hat = torch.dot(grad_w_hat.reshape(-1), w_hat.reshape(-1))
                 grad_weight, masked_dot, clipped = per_tensor_mask_and_sums(
-                    grad_w_hat, weight, weight_constants, in_place=True, clipped_sum=clipped_sum
+                    grad_w_hat,
+                    weight,
+                    weight_constants,
+                    in_place=True,
+                    clipped_sum=weight_has_offset and need_weight_params,
                 )
                 if need_weight_params:
                     grad_weight_step, grad_weight_offset = per_tensor_parameter_gradients(
@@ -174,9 +162,9 @@ class _LsqConv2d(torch.autograd.Function):
                         clipped,
                         weight_constants,
                         grids.weight_grad_scale,
+                        weight,
+                        log_step=True,
                     )
-            if grad_weight_step is not None:
-                grad_weight_step = grad_weight_step * weight_step  # through exp(log step)
         grad_x = grad_input_step = grad_input_offset = None
         if needs[0] or need_input_params:
             grad_x, masked_dot, clipped = per_tensor_mask_and_sums(
@@ -189,9 +177,14 @@ class _LsqConv2d(torch.autograd.Function):
             if need_input_params:
                 assert grad_dot_w_hat is not None
                 grad_input_step, grad_input_offset = per_tensor_parameter_gradients(
-                    grad_dot_w_hat, masked_dot, clipped, constants, grids.input_grad_scale
+                    grad_dot_w_hat,
+                    masked_dot,
+                    clipped,
+                    constants,
+                    grids.input_grad_scale,
+                    x,
+                    log_step=True,
                 )
-                grad_input_step = grad_input_step * input_step  # through exp(log step)
         return (
             grad_x if needs[0] else None,
             grad_weight if needs[1] else None,
