@@ -20,7 +20,12 @@ from eqsearch.space import (
 )
 from eqsearch.space_spec import SpaceSpec, parse_first_last
 from supernet.dynamic import DynamicConv2d, DynamicQuantConv2d
-from supernet.layers import ElasticQuantConv2d, ElasticQuantLayer, ElasticQuantLinear
+from supernet.layers import (
+    ElasticQuantConv2d,
+    ElasticQuantLayer,
+    ElasticQuantLinear,
+    weights_quantized_together,
+)
 from supernet.models import create_model, model_entry
 from supernet.quantizers import QuantizerSpec, quantizer_class
 from supernet.runtime import keep_freed_memory
@@ -66,7 +71,11 @@ class Supernet(nn.Module):
             self._arch_model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)  # type: ignore[no-any-return]
+        if self._active is None or self._arch_model is not None or not torch.is_grad_enabled():
+            return self.model(x)  # type: ignore[no-any-return]
+        # training a subnet of a fixed architecture: its layers' weights quantized together
+        with weights_quantized_together(self._layer_list):
+            return self.model(x)  # type: ignore[no-any-return]
 
     @property
     def joint(self) -> bool:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
@@ -13,6 +14,7 @@ from eqsearch.errors import InputError
 from eqsearch.space import LayerChoice
 from supernet.quantizers import ElasticQuantizer, QuantizerSpec, build_quantizer
 from supernet.quantizers.base import ConvGeometry
+from supernet.quantizers.lsq_weights import quantize_weights
 
 
 class FrozenOperands(NamedTuple):
@@ -29,14 +31,17 @@ class FrozenOperands(NamedTuple):
 class ActiveChoice:
     """The active choice of a layer, its quantizer handle and any frozen operands (a plain
     mutable holder). Frozen operands are read only while the handle and the latent weight
-    are still the ones they were made from."""
+    are still the ones they were made from. ``quantized_weight`` is set only during one
+    training forward of a supernet that quantized its layers' weights together (see
+    :meth:`supernet.elastic.Supernet.forward`)."""
 
-    __slots__ = ("choice", "frozen", "handle")
+    __slots__ = ("choice", "frozen", "handle", "quantized_weight")
 
     def __init__(self) -> None:
         self.choice: LayerChoice | None = None
         self.handle: Any = None
         self.frozen: FrozenOperands | None = None
+        self.quantized_weight: torch.Tensor | None = None
 
 
 class ElasticQuantLayer(nn.Module):
@@ -187,7 +192,14 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
                 geometry = ConvGeometry(
                     self.stride, self.padding, self.dilation, self.groups, self.channels_last
                 )
-                return self.quantizer.quantized_conv2d(x, self.weight, self.bias, handle, geometry)
+                return self.quantizer.quantized_conv2d(
+                    x,
+                    self.weight,
+                    self.bias,
+                    handle,
+                    geometry,
+                    quantized_weight=self.active.quantized_weight,
+                )
         x, weight = self.quantized_operands(x)
         if self.channels_last:
             x, weight = channels_last(x), channels_last(weight)
@@ -200,7 +212,9 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
         # come from forward convolutions of its derivatives (see LsqQuantizer.input_directions)
         # instead of a backward-data convolution.
         x_hat, pairs = directions(x, handle)
-        weight = self.quantizer.quantize_weight(self.weight, handle)
+        weight = self.active.quantized_weight
+        if weight is None:
+            weight = self.quantizer.quantize_weight(self.weight, handle)
         out = self._conv_forward(x_hat, weight, self.bias)
         frozen = weight.detach()
         for direction, parameter in pairs:
@@ -249,3 +263,39 @@ class ElasticQuantLinear(ElasticQuantLayer, nn.Linear):
 
 
 ELASTIC_LAYER_TYPES = (ElasticQuantConv2d, ElasticQuantLinear)
+
+
+@contextmanager
+def weights_quantized_together(layers: Iterable[ElasticQuantLayer]) -> Iterator[None]:
+    """Inside: the conv layers whose quantizers allow it read their weights quantized by one
+    shared autograd node (:func:`supernet.quantizers.lsq_weights.quantize_weights`), made on
+    entering; for one training forward (the weights must not change inside).
+
+    Values and gradients are those of each layer quantizing its own weight; the step saves a
+    kernel call per layer each way (see :mod:`supernet.quantizers.lsq_weights`).
+    """
+    chosen: list[ElasticQuantLayer] = []
+    entries = []
+    for layer in layers:
+        handle = layer.active.handle
+        if (
+            handle is None
+            or not isinstance(layer, ElasticQuantConv2d)
+            or layer.padding_mode != "zeros"
+            or isinstance(layer.padding, str)
+        ):
+            continue  # not a layer whose training forward reads the quantized weight
+        entry = layer.quantizer.shared_weight_entry(layer.weight, handle)
+        if entry is not None:
+            chosen.append(layer)
+            entries.append(entry)
+    if len(entries) < 2:  # nothing to share
+        yield
+        return
+    for layer, weight in zip(chosen, quantize_weights(entries), strict=True):
+        layer.active.quantized_weight = weight
+    try:
+        yield
+    finally:
+        for layer in chosen:
+            layer.active.quantized_weight = None

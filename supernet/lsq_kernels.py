@@ -13,7 +13,8 @@ over ``torch.get_num_threads()`` slices run by numba's parallel mode, as the N2U
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -68,92 +69,90 @@ def _masked_gradient_kernel(grad: Any, x: Any, low: Any, high: Any, sums: Any) -
 
 def _per_channel_kernel(
     weight: Any,
+    bounds: Any,
     step: Any,
-    minimum_step: Any,
     offset: Any,
     has_offset: Any,
     qmin: Any,
     qmax: Any,
+    minimum_step: Any,
     out: Any,
     constants: Any,
 ) -> None:
-    # per_channel_forward's float32 operations in its order: the step clamped to MIN_STEP,
-    # its reciprocal, the zero point round(−β/s) clamped to the grid (0 without an offset);
-    # then w·(1/s), round half to even, + z, clamp to the grid, − z, ·s (NaN stays NaN)
-    for channel in range(weight.shape[0]):
-        size = step[channel]
+    # per_channel_forward's float32 operations in its order, one row (channel) of the flat
+    # weight at a time: the step clamped to the minimum step, its reciprocal, the zero point
+    # round(−β/s) clamped to the grid (0 without an offset); then w·(1/s), round half to
+    # even, + z, clamp to the grid, − z, ·s (NaN stays NaN)
+    for row in range(bounds.size - 1):
+        size = step[row]
         if size < minimum_step:
             size = minimum_step
         inverse = np.float32(1.0) / size
+        low, high = qmin[row], qmax[row]
         zero_point = np.float32(0.0)
-        if has_offset:
-            zero_point = np.rint(-offset[channel] / size)
-            if zero_point < qmin:
-                zero_point = qmin
-            elif zero_point > qmax:
-                zero_point = qmax
-        constants[channel, 0] = size
-        constants[channel, 1] = inverse
-        constants[channel, 2] = zero_point
-        for index in range(weight.shape[1]):
-            level = np.rint(weight[channel, index] * inverse) + zero_point
-            if level < qmin:
-                level = qmin
-            elif level > qmax:
-                level = qmax
-            out[channel, index] = (level - zero_point) * size
+        if has_offset[row]:
+            zero_point = np.rint(-offset[row] / size)
+            if zero_point < low:
+                zero_point = low
+            elif zero_point > high:
+                zero_point = high
+        constants[row, 0] = size
+        constants[row, 1] = inverse
+        constants[row, 2] = zero_point
+        for index in range(bounds[row], bounds[row + 1]):
+            level = np.rint(weight[index] * inverse) + zero_point
+            if level < low:
+                level = low
+            elif level > high:
+                level = high
+            out[index] = (level - zero_point) * size
 
 
 def _per_channel_gradient_kernel(
     grad: Any,
     weight: Any,
+    bounds: Any,
     constants: Any,
     has_offset: Any,
     qmin: Any,
     qmax: Any,
     grad_scale: Any,
     chain: Any,
-    use_chain: Any,
     grad_step: Any,
     grad_offset: Any,
-    total: Any,
+    totals: Any,
 ) -> None:
-    # per channel, the forward's values again from the weight and the constants (cheaper than
+    # per row, the forward's values again from the weight and the constants (cheaper than
     # reading them back from memory): Σ g·out, then the mask of the shifted scale
     # x·(1/s) + z strictly inside (qmin, qmax) written into grad, Σ g·m·x and Σ g·(1−m), in
-    # float64; from them the step and offset gradients (through exp(log step) with use_chain)
-    grand_total = 0.0
-    for channel in range(weight.shape[0]):
-        size, inverse = constants[channel, 0], constants[channel, 1]
-        zero_point = constants[channel, 2]
+    # float64; from them the step and offset gradients (the step's times its chain factor)
+    for row in range(bounds.size - 1):
+        size, inverse, zero_point = constants[row, 0], constants[row, 1], constants[row, 2]
+        low, high = qmin[row], qmax[row]
         grad_dot_out = 0.0
         inside_sum = 0.0
         clipped_sum = 0.0
-        for index in range(weight.shape[1]):
-            value = weight[channel, index]
+        for index in range(bounds[row], bounds[row + 1]):
+            value = weight[index]
             scaled = value * inverse
             level = np.rint(scaled) + zero_point
-            if level < qmin:
-                level = qmin
-            elif level > qmax:
-                level = qmax
-            gradient = grad[channel, index]
+            if level < low:
+                level = low
+            elif level > high:
+                level = high
+            gradient = grad[index]
             grad_dot_out += gradient * ((level - zero_point) * size)
             shifted = scaled + zero_point
-            kept = gradient if (shifted > qmin) & (shifted < qmax) else np.float32(0.0)
-            grad[channel, index] = kept
+            kept = gradient if (shifted > low) & (shifted < high) else np.float32(0.0)
+            grad[index] = kept
             inside_sum += kept * value
             clipped_sum += gradient - kept
         step_gradient = (grad_dot_out - inside_sum) / size
-        if has_offset:
+        if has_offset[row]:
             step_gradient += zero_point * clipped_sum
-            grad_offset[channel] = clipped_sum * grad_scale
-        step_gradient *= grad_scale
-        if use_chain:
-            step_gradient *= chain[channel]
-        grad_step[channel] = step_gradient
-        grand_total += grad_dot_out
-    total[0] = grand_total
+            grad_offset[row] = clipped_sum * grad_scale[row]
+        grad_step[row] = step_gradient * grad_scale[row] * chain[row]
+        totals[row] = grad_dot_out
 
 
 def _compile(numba: Any) -> None:
@@ -267,9 +266,40 @@ def mask_gradient(
     return float(sums[0]), float(sums[1])
 
 
-def _matrix(tensor: torch.Tensor) -> np.ndarray:
-    # (channels, elements per channel) in logical order; a view of a contiguous tensor
-    return tensor.reshape(tensor.shape[0], -1).numpy()
+class Rows(NamedTuple):
+    """The per-channel rows of one flat weight buffer (one layer's channels, or several
+    layers' one after another) and each row's integer grid."""
+
+    bounds: np.ndarray
+    """int64, ``rows + 1``: row ``r`` is ``flat[bounds[r]:bounds[r + 1]]``."""
+    qmin: np.ndarray
+    qmax: np.ndarray
+    has_offset: np.ndarray
+    """bool per row: the row's entry has a learnable offset (else its zero point is 0)."""
+
+    @property
+    def row_count(self) -> int:
+        """The number of rows."""
+        return int(self.bounds.size - 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def layer_rows(layers: tuple[tuple[int, int, int, int, bool], ...]) -> Rows:
+    """The rows of layers laid out one after another, each given as
+    ``(channels, values per channel, qmin, qmax, has offset)``; cached (read-only arrays)."""
+    lengths = np.concatenate([np.full(layer[0], layer[1], dtype=np.int64) for layer in layers])
+    bounds = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=bounds[1:])
+
+    def per_row(position: int, dtype: Any) -> np.ndarray:
+        values = np.concatenate(
+            [np.full(layer[0], layer[position], dtype=dtype) for layer in layers]
+        )
+        values.setflags(write=False)
+        return values
+
+    bounds.setflags(write=False)
+    return Rows(bounds, per_row(2, np.float32), per_row(3, np.float32), per_row(4, np.bool_))
 
 
 def per_channel_servable(weight: torch.Tensor) -> bool:
@@ -282,85 +312,82 @@ def per_channel_servable(weight: torch.Tensor) -> bool:
     )
 
 
-def per_channel_fake_quantize(
+def quantize_rows(
     weight: torch.Tensor,
+    rows: Rows,
     step: torch.Tensor,
     minimum_step: float,
-    offset: torch.Tensor | None,
-    qmin: int,
-    qmax: int,
+    offset: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``s·(clamp(round(w·(1/s)) + z, qmin, qmax) − z)`` per output channel, in one pass.
+    """``s·(clamp(round(w·(1/s)) + z, qmin, qmax) − z)`` for every row, in one pass.
 
     Args:
-        weight: a tensor for which :func:`per_channel_servable` holds (without autograd).
-        step: the per-channel float32 steps as learned (clamped to ``minimum_step`` here).
-        offset: the per-channel float32 offsets β, or None (symmetric: zero point 0).
+        weight: the flat weight values (contiguous float32, without autograd).
+        rows: their rows and grids.
+        step: each row's float32 step as learned (clamped to ``minimum_step`` here).
+        offset: each row's float32 offset β (read only where the row has one).
 
     Returns:
-        ``(out, constants)``: the fake-quantized weight (contiguous) and a ``(channels, 3)``
-        float32 tensor of each channel's clamped step, its reciprocal and its zero point.
+        ``(out, constants)``: the flat fake-quantized weight and a ``(rows, 3)`` float32
+        tensor of each row's clamped step, its reciprocal and its zero point.
     """
-    out = torch.empty_like(weight, memory_format=torch.contiguous_format)
-    constants = torch.empty((weight.shape[0], 3), dtype=weight.dtype)
-    steps = step.detach().numpy()
+    out = torch.empty_like(weight)
+    constants = torch.empty((rows.row_count, 3), dtype=weight.dtype)
     _compiled["per_channel"](
-        _matrix(weight),
-        steps,
+        weight.numpy(),
+        rows.bounds,
+        step.detach().numpy(),
+        offset.detach().numpy(),
+        rows.has_offset,
+        rows.qmin,
+        rows.qmax,
         np.float32(minimum_step),
-        steps if offset is None else offset.detach().numpy(),
-        offset is not None,
-        np.float32(qmin),
-        np.float32(qmax),
-        _matrix(out),
+        out.numpy(),
         constants.numpy(),
     )
     return out, constants
 
 
-def per_channel_gradients(
+def row_gradients(
     grad: torch.Tensor,
     weight: torch.Tensor,
+    rows: Rows,
     constants: torch.Tensor,
-    has_offset: bool,
-    qmin: int,
-    qmax: int,
-    grad_scale: float,
+    grad_scale: np.ndarray,
     chain: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """Mask ``grad`` in place (the per-channel clip test) and compute the entry's gradients.
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Mask ``grad`` in place (the per-channel clip test) and compute every row's gradients.
 
     Args:
-        grad, weight: contiguous float32 tensors of one shape (``grad`` is overwritten with
-            ``grad · m``).
-        constants: :func:`per_channel_fake_quantize`'s per-channel constants.
-        has_offset: whether the entry has offsets (their gradients are computed).
-        grad_scale: LSQ's gradient scale.
-        chain: a per-channel factor for the step gradient (the step itself, for a step
-            learned as its logarithm), or None.
+        grad, weight: flat contiguous float32 tensors of one size (``grad`` is overwritten
+            with ``grad · m``).
+        rows: their rows and grids; constants: :func:`quantize_rows`'s.
+        grad_scale: LSQ's gradient scale per row (float64).
+        chain: a factor per row for the step gradient (the step itself, for a step learned as
+            its logarithm), or None.
 
     Returns:
-        ``(grad_step, grad_offset or None, Σ g·out over the whole weight)``: the float32
-        gradients per channel from float64 sums ``Σ g·out``, ``Σ g·m·w`` and ``Σ g·(1−m)``
-        (``g`` the gradient before masking).
+        ``(grad_step, grad_offset, totals)``: float32 gradients per row from float64 sums
+        ``Σ g·out``, ``Σ g·m·w`` and ``Σ g·(1−m)`` (``g`` the gradient before masking; a
+        row without an offset leaves its ``grad_offset`` value unset), and each row's
+        ``Σ g·out`` (float64).
     """
-    channels = weight.shape[0]
-    grad_step = torch.empty(channels, dtype=weight.dtype)
-    grad_offset = torch.empty(channels, dtype=weight.dtype) if has_offset else None
-    step_values = grad_step.numpy()
-    total = np.zeros(1)
+    grad_step = torch.empty(rows.row_count, dtype=weight.dtype)
+    grad_offset = torch.empty(rows.row_count, dtype=weight.dtype)
+    totals = np.empty(rows.row_count)
+    factors = np.ones(rows.row_count, np.float32) if chain is None else chain.detach().numpy()
     _compiled["per_channel_gradient"](
-        _matrix(grad),
-        _matrix(weight),
+        grad.numpy(),
+        weight.numpy(),
+        rows.bounds,
         constants.numpy(),
-        has_offset,
-        np.float32(qmin),
-        np.float32(qmax),
+        rows.has_offset,
+        rows.qmin,
+        rows.qmax,
         grad_scale,
-        step_values if chain is None else chain.detach().numpy(),
-        chain is not None,
-        step_values,
-        step_values if grad_offset is None else grad_offset.numpy(),
-        total,
+        factors,
+        grad_step.numpy(),
+        grad_offset.numpy(),
+        totals,
     )
-    return grad_step, grad_offset, float(total[0])
+    return grad_step, grad_offset, totals

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -19,6 +19,9 @@ from eqsearch.space import (
     LayerChoice,
     QuantForm,
 )
+
+if TYPE_CHECKING:
+    from supernet.quantizers.lsq_weights import WeightEntry
 
 
 class ConvGeometry(NamedTuple):
@@ -195,6 +198,12 @@ class ElasticQuantizer(nn.Module):
         """The input activation as ``handle``'s choice quantizes it."""
         raise NotImplementedError
 
+    def shared_weight_entry(self, weight: torch.Tensor, handle: Any) -> WeightEntry | None:
+        """The entry that quantizes ``weight`` under ``handle`` if it may be quantized
+        together with other layers' weights in one node (see
+        :mod:`supernet.quantizers.lsq_weights`); None (this default): on its own."""
+        return None
+
     def quantized_conv2d(
         self,
         x: torch.Tensor,
@@ -202,13 +211,20 @@ class ElasticQuantizer(nn.Module):
         bias: torch.Tensor | None,
         handle: Any,
         geometry: ConvGeometry,
+        *,
+        quantized_weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``F.conv2d`` of the quantized input and weight (what a conv layer computes).
 
         Quantizers may fuse the three into one autograd node for training (LSQ+ does); this
-        default composes them.
+        default composes them. ``quantized_weight``: the weight quantized already (from the
+        node of :meth:`shared_weight_entry`), used as it is.
         """
-        x, weight = self.quantize_input(x, handle), self.quantize_weight(weight, handle)
+        x = self.quantize_input(x, handle)
+        if quantized_weight is None:
+            weight = self.quantize_weight(weight, handle)
+        else:
+            weight = quantized_weight
         if geometry.channels_last:
             x = x.to(memory_format=torch.channels_last)
             weight = weight.to(memory_format=torch.channels_last)

@@ -217,6 +217,12 @@ class _PerTensorLsq(torch.autograd.Function):
         return grad_x, grad_step, grad_offset, None, None, None
 
 
+def _layer_rows(x: torch.Tensor, qmin: int, qmax: int, has_offset: bool) -> lsq_kernels.Rows:
+    """The kernels' rows of one tensor quantized per channel (dim 0)."""
+    channels = x.shape[0]
+    return lsq_kernels.layer_rows(((channels, x.numel() // channels, qmin, qmax, has_offset),))
+
+
 class PerChannelResult(NamedTuple):
     """A per-channel fake quantization's output and the constants its gradients need."""
 
@@ -241,10 +247,14 @@ def per_channel_forward(
         lsq_kernels.per_channel_servable(tensor)
         for tensor in (source, step.detach(), source if offset is None else offset.detach())
     ):
-        out, constants = lsq_kernels.per_channel_fake_quantize(
-            source, step, MIN_STEP, offset, qmin, qmax
+        out, constants = lsq_kernels.quantize_rows(
+            source.reshape(-1),
+            _layer_rows(x, qmin, qmax, offset is not None),
+            step,
+            MIN_STEP,
+            step if offset is None else offset,
         )
-        return PerChannelResult(out, constants, offset is not None)
+        return PerChannelResult(out.view(x.shape), constants, offset is not None)
     shape = (-1,) + (1,) * (x.dim() - 1)
     step_value = step.detach().clamp_min(MIN_STEP)
     reciprocal = torch.reciprocal(step_value)
@@ -311,17 +321,21 @@ def per_channel_backward(
         else:
             buffer = grad.clone(memory_format=torch.contiguous_format)
         if buffer.dtype == torch.float32:
-            grad_step, grad_offset, total = lsq_kernels.per_channel_gradients(
-                buffer,
-                source,
+            channels = x.shape[0]
+            grad_step, offset_values, totals = lsq_kernels.row_gradients(
+                buffer.view(-1),
+                source.view(-1),
+                _layer_rows(x, qmin, qmax, result.has_offset),
                 result.constants,
-                result.has_offset,
-                qmin,
-                qmax,
-                grad_scale,
+                np.full(channels, grad_scale),
                 chain,
             )
-            return buffer, grad_step, grad_offset, total
+            return (
+                buffer,
+                grad_step,
+                offset_values if result.has_offset else None,
+                float(totals.sum()),
+            )
     channels = x.shape[0]
     flat_grad = grad.reshape(channels, -1)
     grad_dot_out = (flat_grad * result.out.reshape(channels, -1)).sum(1)

@@ -13,6 +13,7 @@ from supernet.quantizers.base import ConvGeometry, ElasticQuantizer, QuantizerSp
 from supernet.quantizers.clipping import integer_grid, search_step_sizes, weighted_sample
 from supernet.quantizers.fake_quant import effective_zero_points, lsq_fake_quantize
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
+from supernet.quantizers.lsq_weights import WeightEntry, batchable
 
 MAX_SEARCH_VALUES = 1 << 14
 """Per-tensor clipping searches run on at most this many random values (plus exact tails)."""
@@ -202,6 +203,15 @@ class LsqQuantizer(ElasticQuantizer):
             x, handle.a_log_step.exp(), handle.a_offset, qmin, qmax, grad_scale
         )
 
+    def shared_weight_entry(self, weight: torch.Tensor, handle: LsqHandle) -> WeightEntry | None:
+        """The per-channel entry of ``weight`` (for :mod:`supernet.quantizers.lsq_weights`),
+        or None for a per-tensor entry or tensors its kernel does not take."""
+        if not handle.w_per_channel:
+            return None
+        log_step, offset, grad_scale = self._weight_entry(weight, handle)
+        entry = WeightEntry(weight, log_step, offset, handle.w_qmin, handle.w_qmax, grad_scale)
+        return entry if batchable(entry) else None
+
     def quantized_conv2d(
         self,
         x: torch.Tensor,
@@ -209,14 +219,20 @@ class LsqQuantizer(ElasticQuantizer):
         bias: torch.Tensor | None,
         handle: LsqHandle,
         geometry: ConvGeometry,
+        *,
+        quantized_weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``F.conv2d(quantize_input(x), quantize_weight(weight), bias, ...)`` as one autograd
-        node, for training (see :mod:`supernet.quantizers.lsq_conv`)."""
+        node, for training (see :mod:`supernet.quantizers.lsq_conv`); with
+        ``quantized_weight``, of the input's quantization and the convolution only."""
+        log_step: torch.Tensor | None
         log_step, offset, weight_grad_scale = self._weight_entry(weight, handle)
         qmin, qmax, input_grad_scale = self._input_grid_and_scale(x, handle)
         grids = LsqGrids(
             qmin, qmax, input_grad_scale, handle.w_qmin, handle.w_qmax, weight_grad_scale
         )
+        if quantized_weight is not None:
+            weight, log_step, offset = quantized_weight, None, None
         return lsq_conv2d(
             x, weight, bias, handle.a_log_step, handle.a_offset, log_step, offset, grids, geometry
         )

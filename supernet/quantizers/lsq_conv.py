@@ -48,6 +48,14 @@ class LsqGrids(NamedTuple):
     weight_grad_scale: float
 
 
+def _dot(first: torch.Tensor, second: torch.Tensor) -> Sum:
+    """``Σ first·second``: a Python float on the CPU (the gradient arithmetic after it is
+    then on floats, not on 0-d tensors: each tensor op costs tens of µs between two
+    convolutions), a 0-d tensor elsewhere (no device synchronisation)."""
+    total = torch.dot(first.reshape(-1), second.reshape(-1))
+    return total.item() if total.device.type == "cpu" else total
+
+
 class _LsqConv2d(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -57,7 +65,7 @@ class _LsqConv2d(torch.autograd.Function):
         bias: torch.Tensor | None,
         input_log_step: torch.Tensor,
         input_offset: torch.Tensor | None,
-        weight_log_step: torch.Tensor,
+        weight_log_step: torch.Tensor | None,
         weight_offset: torch.Tensor | None,
         grids: LsqGrids,
         geometry: ConvGeometry,
@@ -66,16 +74,21 @@ class _LsqConv2d(torch.autograd.Function):
             input_log_step.exp(), input_offset, grids.input_qmin, grids.input_qmax, x.dtype
         )
         x_hat = per_tensor_forward(x, constants)
-        weight_step = weight_log_step.exp()
         saved = [x, weight]
         weight_constants = None
-        # the dispatch of lsq_fake_quantize: a one-value step is per tensor
-        if weight_step.numel() == 1:
+        if weight_log_step is None:  # quantized already (see supernet.quantizers.lsq_weights)
+            w_hat = weight
+        elif weight_log_step.numel() == 1:  # lsq_fake_quantize's dispatch: one step per tensor
             weight_constants = per_tensor_constants(
-                weight_step, weight_offset, grids.weight_qmin, grids.weight_qmax, weight.dtype
+                weight_log_step.exp(),
+                weight_offset,
+                grids.weight_qmin,
+                grids.weight_qmax,
+                weight.dtype,
             )
             w_hat = per_tensor_forward(weight, weight_constants)
         else:
+            weight_step = weight_log_step.exp()
             result = per_channel_forward(
                 weight, weight_step, weight_offset, grids.weight_qmin, grids.weight_qmax
             )
@@ -98,6 +111,7 @@ class _LsqConv2d(torch.autograd.Function):
             )
         ctx.save_for_backward(x_hat, w_hat, *saved)
         ctx.constants = (constants, weight_constants, grids, geometry, bias is not None)
+        ctx.weight_quantized = weight_log_step is None
         ctx.offsets = (input_offset is not None, weight_offset is not None)
         return out
 
@@ -131,7 +145,11 @@ class _LsqConv2d(torch.autograd.Function):
         # convolution is bilinear; see the module docstring)
         grad_weight = grad_weight_step = grad_weight_offset = None
         grad_dot_w_hat: Sum | None = None
-        if needs[1] or need_weight_params or need_input_params:
+        if ctx.weight_quantized:  # the weight's quantization has its own node
+            grad_weight = grad_w_hat
+            if need_input_params:
+                grad_dot_w_hat = _dot(grad_w_hat, w_hat)
+        elif needs[1] or need_weight_params or need_input_params:
             if weight_constants is None:  # per channel
                 weight_step, channel_constants = channel_saved
                 grad_weight, grad_weight_step, grad_weight_offset, grad_dot_w_hat = (
@@ -147,7 +165,7 @@ class _LsqConv2d(torch.autograd.Function):
                     )
                 )
             else:
-                grad_dot_w_hat = torch.dot(grad_w_hat.reshape(-1), w_hat.reshape(-1))
+                grad_dot_w_hat = _dot(grad_w_hat, w_hat)
                 grad_weight, masked_dot, clipped = per_tensor_mask_and_sums(
                     grad_w_hat,
                     weight,
@@ -204,7 +222,7 @@ def lsq_conv2d(
     bias: torch.Tensor | None,
     input_log_step: torch.Tensor,
     input_offset: torch.Tensor | None,
-    weight_log_step: torch.Tensor,
+    weight_log_step: torch.Tensor | None,
     weight_offset: torch.Tensor | None,
     grids: LsqGrids,
     geometry: ConvGeometry,
@@ -217,11 +235,14 @@ def lsq_conv2d(
 
     Args:
         x: the input activation (quantized per tensor).
-        weight: the latent weight (or the active slice of an elastic one).
+        weight: the latent weight (or the active slice of an elastic one), or the weight
+            quantized already when ``weight_log_step`` is None.
         bias: the bias, or None.
         input_log_step, input_offset: the input entry's log step ``(1,)`` and offset or None.
         weight_log_step, weight_offset: the weight entry's log steps (one per output channel,
-            or one) and offsets or None.
+            or one) and offsets or None; None, None for a weight quantized already (by
+            :func:`supernet.quantizers.lsq_weights.quantize_weights`, whose node then takes
+            the weight's gradient).
         grids: the integer grids and LSQ gradient scales.
         geometry: stride, zero padding, dilation, groups, and whether to compute channels-last.
     """
