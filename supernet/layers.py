@@ -14,6 +14,7 @@ from eqsearch.errors import InputError
 from eqsearch.space import LayerChoice
 from supernet.quantizers import ElasticQuantizer, QuantizerSpec, build_quantizer
 from supernet.quantizers.base import ConvGeometry
+from supernet.quantizers.direction_conv import direction_conv2d
 from supernet.quantizers.lsq_weights import quantize_weights
 
 
@@ -215,6 +216,10 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
         weight = self.active.quantized_weight
         if weight is None:
             weight = self.quantizer.quantize_weight(self.weight, handle)
+        if self.groups == 1 and self.padding_mode == "zeros" and not isinstance(self.padding, str):
+            # the parameters' gradients from the weight gradient's convolution
+            geometry = ConvGeometry(self.stride, self.padding, self.dilation, 1)
+            return direction_conv2d(x_hat, weight, self.bias, geometry, pairs)
         out = self._conv_forward(x_hat, weight, self.bias)
         frozen = weight.detach()
         for direction, parameter in pairs:

@@ -140,10 +140,15 @@ def per_tensor_mask_and_sums(
     return grad_x, masked_dot, clipped
 
 
+_NUMPY_TYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
 def _parameter_tensor(value: Sum, like: torch.Tensor) -> torch.Tensor:
     """``value`` as a gradient of shape ``(1,)`` in ``like``'s dtype and device."""
     if isinstance(value, torch.Tensor):
         return value.reshape(1).to(like.dtype)
+    if like.device.type == "cpu" and like.dtype in _NUMPY_TYPES:  # the cheapest way there
+        return torch.from_numpy(np.array([value], dtype=_NUMPY_TYPES[like.dtype]))
     return torch.tensor([value], dtype=like.dtype, device=like.device)
 
 

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from eqsearch.space import LayerChoice, QuantForm
+from supernet import layers as layers_module
 from supernet.layers import ElasticQuantConv2d, ElasticQuantLinear
 from supernet.quantizers import QuantizerSpec
 
@@ -74,15 +75,18 @@ def test_repr_names_the_choice() -> None:
     assert "quantizer=lsq" in repr(layer) and "w_bits=3" in repr(layer)
 
 
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
 @pytest.mark.parametrize("a_symmetric", [True, False])
 @pytest.mark.parametrize("signed_input", [True, False])
 def test_constant_input_path_gives_the_same_output_and_gradients(
-    a_symmetric: bool, signed_input: bool, monkeypatch: pytest.MonkeyPatch
+    a_symmetric: bool, signed_input: bool, padding_mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An input without gradient (images) skips the backward-data convolution: the input
-    quantizer's gradients come from forward convolutions of its derivatives instead."""
+    quantizer's gradients come from its derivatives instead, through the weight gradient's
+    convolution (zero padding) or forward convolutions of them (any other)."""
     torch.manual_seed(1)
-    conv = nn.Conv2d(3, 6, 3, stride=2, padding=1, bias=True).double()
+    conv = nn.Conv2d(3, 6, 3, stride=2, padding=1, bias=True, padding_mode=padding_mode)
+    conv = conv.double()
     layer = ElasticQuantConv2d.from_module(conv, QuantizerSpec())
     x = torch.randn(4, 3, 10, 10, dtype=torch.float64) * 2
     if not signed_input:
@@ -100,6 +104,11 @@ def test_constant_input_path_gives_the_same_output_and_gradients(
     monkeypatch.setattr(
         layer.quantizer, "input_directions", lambda *a: calls.append(1) or directions(*a)
     )
+    stacked = []
+    direction_conv = layers_module.direction_conv2d
+    monkeypatch.setattr(
+        layers_module, "direction_conv2d", lambda *a: stacked.append(1) or direction_conv(*a)
+    )
     results = []
     for constant in (True, False):
         layer.zero_grad(set_to_none=True)
@@ -110,6 +119,7 @@ def test_constant_input_path_gives_the_same_output_and_gradients(
         results.append((out.detach(), grads))
     (out_fast, grads_fast), (out_plain, grads_plain) = results
     assert len(calls) == 1  # the constant input took the direction path, the other did not
+    assert len(stacked) == (padding_mode == "zeros")
     assert torch.equal(out_fast, out_plain)
     assert grads_fast.keys() == grads_plain.keys()
     assert len(grads_fast) == 4 + (not a_symmetric)  # weight, bias, w step, a step (+ offset)
