@@ -89,6 +89,8 @@ class ElasticQuantLayer(nn.Module):
         handle = self.active.handle
         if handle is None:
             return x, self.weight
+        if self.active.quantized_weight is not None:  # see weights_quantized_together
+            return self.quantizer.quantize_input(x, handle), self.active.quantized_weight
         frozen = self.active.frozen
         if (
             frozen is not None
@@ -272,9 +274,10 @@ ELASTIC_LAYER_TYPES = (ElasticQuantConv2d, ElasticQuantLinear)
 
 @contextmanager
 def weights_quantized_together(layers: Iterable[ElasticQuantLayer]) -> Iterator[None]:
-    """Inside: the conv layers whose quantizers allow it read their weights quantized by one
-    shared autograd node (:func:`supernet.quantizers.lsq_weights.quantize_weights`), made on
-    entering; for one training forward (the weights must not change inside).
+    """Inside: the conv and linear layers whose quantizers allow it read their weights
+    quantized by one shared autograd node
+    (:func:`supernet.quantizers.lsq_weights.quantize_weights`), made on entering; for one
+    training forward (the weights must not change inside).
 
     Values and gradients are those of each layer quantizing its own weight; the step saves a
     kernel call per layer each way (see :mod:`supernet.quantizers.lsq_weights`).
@@ -283,13 +286,8 @@ def weights_quantized_together(layers: Iterable[ElasticQuantLayer]) -> Iterator[
     entries = []
     for layer in layers:
         handle = layer.active.handle
-        if (
-            handle is None
-            or not isinstance(layer, ElasticQuantConv2d)
-            or layer.padding_mode != "zeros"
-            or isinstance(layer.padding, str)
-        ):
-            continue  # not a layer whose training forward reads the quantized weight
+        if handle is None or not isinstance(layer, ELASTIC_LAYER_TYPES):
+            continue  # full precision, or a layer that reads no quantized_weight
         entry = layer.quantizer.shared_weight_entry(layer.weight, handle)
         if entry is not None:
             chosen.append(layer)

@@ -142,17 +142,17 @@ def test_a_supernet_training_step_quantizes_its_weights_together_with_the_same_g
         F.cross_entropy(logits, labels).backward()
         grads = {n: p.grad.clone() for n, p in supernet.named_parameters() if p.grad is not None}
         results.append((logits.detach(), grads))
-    convs = sum(isinstance(m, torch.nn.Conv2d) for m in supernet.modules())
-    assert calls == [convs - 1]  # once, every conv but the per-tensor one
+    layers = sum(isinstance(m, torch.nn.Conv2d | torch.nn.Linear) for m in supernet.modules())
+    assert calls == [layers - 1]  # once, every layer but the per-tensor one
     (logits_together, grads_together), (logits_alone, grads_alone) = results
     assert torch.equal(logits_together, logits_alone)
     assert grads_together.keys() == grads_alone.keys()
     for name, grad in grads_alone.items():
         assert torch.allclose(grads_together[name], grad, rtol=1e-4, atol=1e-6), name
-    layers = supernet.elastic_layers().values()
-    assert all(layer.active.quantized_weight is None for layer in layers)  # released
+    elastic = supernet.elastic_layers().values()
+    assert all(layer.active.quantized_weight is None for layer in elastic)  # released
     with torch.no_grad():
         supernet(images)
     supernet.set_subnet(None)
     supernet(images)
-    assert calls == [convs - 1]  # not without gradients, not in full precision
+    assert calls == [layers - 1]  # not without gradients, not in full precision
