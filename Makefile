@@ -22,6 +22,8 @@ demo: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/quant_overhead.py --compare
+	$(BIN)/python benchmarks/quant_overhead.py --user-loop
+	$(BIN)/python benchmarks/step_parts.py
 	$(BIN)/python benchmarks/quant_init_speed.py --rounds 3
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/n2uq_overhead.py --rounds 9

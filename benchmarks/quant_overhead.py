@@ -54,7 +54,9 @@ def torch_learnable_fake_quantize(x, step, offset, qmin, qmax, grad_scale=1.0):
 
 
 VARIANTS: dict[str, Callable] = {
-    "eqsearch": lsq_fake_quantize,  # and, for convolutions, the fused LSQ+ convolution
+    # and, in a supernet's training forward, the fused LSQ+ convolution and the weights
+    # quantized together
+    "eqsearch": lsq_fake_quantize,
     "textbook chain": textbook_fake_quantize,
     "torch learnable ops": torch_learnable_fake_quantize,
 }
@@ -76,8 +78,10 @@ def step_ratio(rounds: int, batch: int, variant: str, block: int = 4) -> StepRat
     """Quantized/FP32 training-step time of resnet20 at 4/4 bits, paired per round."""
     lsq_module.lsq_fake_quantize = VARIANTS[variant]
     fused = LsqQuantizer.quantized_conv2d
-    if variant != "eqsearch":  # the reference quantizers, composed with F.conv2d
+    shared = LsqQuantizer.shared_weight_entry
+    if variant != "eqsearch":  # the reference quantizers, composed with F.conv2d, per layer
         LsqQuantizer.quantized_conv2d = ElasticQuantizer.quantized_conv2d  # type: ignore[method-assign]
+        LsqQuantizer.shared_weight_entry = ElasticQuantizer.shared_weight_entry  # type: ignore[method-assign]
     torch.manual_seed(0)
     net = build_supernet("resnet20", num_classes=10)
     images = torch.randn(batch, 3, 32, 32)
@@ -110,6 +114,7 @@ def step_ratio(rounds: int, batch: int, variant: str, block: int = 4) -> StepRat
         q_times += [quantized, *q_block]
     lsq_module.lsq_fake_quantize = lsq_fake_quantize
     LsqQuantizer.quantized_conv2d = fused  # type: ignore[method-assign]
+    LsqQuantizer.shared_weight_entry = shared  # type: ignore[method-assign]
     return StepRatios(
         statistics.median(ratios),
         statistics.median(steady),

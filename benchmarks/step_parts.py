@@ -1,0 +1,177 @@
+"""Where a quantized training step's extra time goes, measured part by part in one process.
+
+Run: ``python benchmarks/step_parts.py``. Prints three figures (BENCHMARKS.md records them):
+
+1. one layer's per-channel weight quantization and its gradients, warm (repeated back to back)
+   and cold (after touching 64 MB, as between two convolutions of a step), best of repeats;
+2. ResNet-20's first layer (its input, the images, takes no gradient), forward + backward:
+   full precision, quantized through the weight gradient's convolution (the library), and
+   quantized with forward convolutions of the input's derivatives (the form before);
+3. the whole W4/A4 step against the FP32 step, with the layers' weights quantized together
+   (the library) and each layer quantizing its own, interleaved in one process (blocks of
+   4 steps of each kind, the first after a switch left out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.nn import functional as F
+
+import supernet.elastic as elastic_module
+from eqsearch.space import QuantForm
+from supernet import build_supernet, init_quantizers
+from supernet.quantizers.fake_quant import per_channel_backward, per_channel_forward
+from supernet.runtime import keep_freed_memory
+
+
+def _best_us(call: Callable[[], object], repeats: int, before: Callable[[], object]) -> float:
+    timings = []
+    for _ in range(repeats):
+        before()
+        start = time.perf_counter()
+        call()
+        timings.append(time.perf_counter() - start)
+    return min(timings) * 1e6  # the best of the repeats, as timeit reports
+
+
+def weight_call_times(repeats: int) -> list[tuple[tuple[int, ...], float, float]]:
+    """(shape, warm µs, cold µs) of one layer's weight quantization forward + backward, the
+    best of ``repeats`` calls each."""
+    flush = torch.empty(16_000_000)
+    rows = []
+    for shape in ((16, 16, 3, 3), (64, 64, 3, 3)):
+        weight = torch.randn(shape) * 0.1
+        step = torch.full((shape[0],), 0.02)
+        grad = torch.randn(shape)
+
+        def both(
+            weight: torch.Tensor = weight, step: torch.Tensor = step, grad: torch.Tensor = grad
+        ) -> None:
+            result = per_channel_forward(weight, step, None, -8, 7)
+            per_channel_backward(grad.clone(), weight, result, -8, 7, 0.01, in_place=True)
+
+        both()
+        warm = _best_us(both, repeats, lambda: None)
+        cold = _best_us(both, repeats, lambda: flush.add_(1.0))
+        rows.append((shape, warm, cold))
+    return rows
+
+
+def first_layer_times(repeats: int) -> dict[str, float]:
+    """Median ms of ResNet-20's first layer forward + backward at batch 64, per variant."""
+    torch.manual_seed(0)
+    net = build_supernet("resnet20", num_classes=10)
+    images = torch.randn(64, 3, 32, 32)
+    init_quantizers(net, images[:32])
+    config = net.space.uniform(4, 4, QuantForm("channel", True, True))
+    layer = net.model.conv1
+    upstream = torch.randn(64, 16, 32, 32)
+
+    def library() -> None:
+        layer(images).backward(upstream)
+
+    def form_before() -> None:
+        # the quantized input plus forward convolutions of its derivatives, as the layer
+        # still computes it for convolutions the stacked form cannot take
+        handle = layer.active.handle
+        x_hat, pairs = layer.quantizer.input_directions(images, handle)
+        weight = layer.quantizer.quantize_weight(layer.weight, handle)
+        out = layer._conv_forward(x_hat, weight, layer.bias)
+        for direction, parameter in pairs:
+            response = layer._conv_forward(direction, weight.detach(), None)
+            out = out + response * (parameter - parameter.detach())
+        out.backward(upstream)
+
+    variants = {"FP32": library, "quantized": library, "quantized, form before": form_before}
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            net.set_subnet(None if name == "FP32" else config)
+            start = time.perf_counter()
+            run()
+            timings[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) * 1e3 for name, values in timings.items()}
+
+
+def step_ratios(rounds: int, block: int = 4) -> dict[str, float]:
+    """Quantized / FP32 step, weights together and per layer, interleaved in one process."""
+    torch.manual_seed(0)
+    net = build_supernet("resnet20", num_classes=10)
+    images = torch.randn(64, 3, 32, 32)
+    labels = torch.randint(0, 10, (64,))
+    init_quantizers(net, images[:32])
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    config = net.space.uniform(4, 4, QuantForm("channel", True, True))
+    together = elastic_module.weights_quantized_together
+    net.train()
+
+    def step() -> float:
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(net(images), labels).backward()
+        optimizer.step()
+        return time.perf_counter() - start
+
+    def steps(kind: str) -> float:
+        net.set_subnet(None if kind == "FP32" else config)
+        elastic_module.weights_quantized_together = (  # type: ignore[assignment]
+            together if kind == "together" else (lambda layers: contextlib.nullcontext())
+        )
+        return statistics.median([step() for _ in range(block)][1:])
+
+    kinds = ("FP32", "together", "per layer")
+    for kind in kinds:
+        steps(kind)
+    results: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for index in range(rounds):
+        for kind in kinds if index % 2 else kinds[::-1]:
+            results[kind].append(steps(kind))
+    elastic_module.weights_quantized_together = together
+
+    def ratio(first: str, second: str) -> float:
+        return statistics.median(
+            a / b for a, b in zip(results[first], results[second], strict=True)
+        )
+
+    return {
+        "together / FP32": ratio("together", "FP32"),
+        "per layer / FP32": ratio("per layer", "FP32"),
+        "together / per layer": ratio("together", "per layer"),
+        "FP32 ms": statistics.median(results["FP32"]) * 1e3,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=60)
+    args = parser.parse_args()
+    keep_freed_memory()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for shape, warm, cold in weight_call_times(args.repeats * 5):
+        print(
+            f"weight {tuple(shape)}: quantization + gradients {warm:.0f} µs warm, "
+            f"{cold:.0f} µs after touching 64 MB"
+        )
+    first = first_layer_times(args.repeats)
+    print(
+        "resnet20 first layer, forward + backward at batch 64: "
+        + ", ".join(f"{name} {value:.2f} ms" for name, value in first.items())
+    )
+    ratios = step_ratios(args.rounds)
+    print(
+        f"resnet20 W4/A4 step, interleaved ({args.rounds} rounds, FP32 "
+        f"{ratios['FP32 ms']:.1f} ms): weights together / FP32 "
+        f"{ratios['together / FP32']:.3f}x, per layer / FP32 {ratios['per layer / FP32']:.3f}x, "
+        f"together / per layer {ratios['together / per layer']:.3f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
