@@ -144,16 +144,7 @@ class DynamicConv2d(nn.Conv2d):
         return ConvGeometry(self.stride, (padding, padding), self.dilation, groups)
 
     def _dynamic_conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        geometry = self.active_geometry()
-        return F.conv2d(
-            x,
-            weight,
-            self.active_bias(),
-            geometry.stride,
-            geometry.padding,
-            geometry.dilation,
-            geometry.groups,
-        )
+        return self.active_geometry().convolve(x, weight, self.active_bias())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._dynamic_conv(x, self.active_weight())

@@ -33,6 +33,36 @@ class ConvGeometry(NamedTuple):
     groups: int
     channels_last: bool = False
 
+    def convolve(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``F.conv2d(x, weight, bias)`` with this geometry (operands taken as they are)."""
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def convolution_backward(
+        self,
+        grad_out: torch.Tensor,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        has_bias: bool,
+        output_mask: list[bool],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The (input, weight, bias) gradients of :meth:`convolve` for the output gradient
+        ``grad_out``: those ``output_mask`` asks for (None in the others' places)."""
+        return torch.ops.aten.convolution_backward(  # type: ignore[no-any-return]
+            grad_out,
+            x,
+            weight,
+            [weight.shape[0]] if has_bias else None,
+            self.stride,
+            self.padding,
+            self.dilation,
+            False,
+            [0] * len(self.stride),
+            self.groups,
+            output_mask,
+        )
+
 
 @dataclass(frozen=True)
 class QuantizerSpec:
@@ -228,9 +258,7 @@ class ElasticQuantizer(nn.Module):
         if geometry.channels_last:
             x = x.to(memory_format=torch.channels_last)
             weight = weight.to(memory_format=torch.channels_last)
-        return F.conv2d(
-            x, weight, bias, geometry.stride, geometry.padding, geometry.dilation, geometry.groups
-        )
+        return geometry.convolve(x, weight, bias)
 
     def calibrate(
         self,

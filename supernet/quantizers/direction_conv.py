@@ -19,8 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 
+from eqsearch.errors import InputError
 from supernet.quantizers.base import ConvGeometry
 
 
@@ -36,15 +36,7 @@ class _DirectionConv2d(torch.autograd.Function):
         *parameters: torch.Tensor,
     ) -> torch.Tensor:
         with torch.autocast(device_type=x_hat.device.type, enabled=False):
-            out = F.conv2d(
-                x_hat,
-                weight,
-                bias,
-                geometry.stride,
-                geometry.padding,
-                geometry.dilation,
-                geometry.groups,
-            )
+            out = geometry.convolve(x_hat, weight, bias)
         ctx.save_for_backward(x_hat, weight, *directions)
         ctx.geometry = geometry
         ctx.has_bias = bias is not None
@@ -59,17 +51,11 @@ class _DirectionConv2d(torch.autograd.Function):
         blocks = 1 + len(directions)
         stacked = torch.cat([x_hat, *directions], dim=1)
         # only the weight gradient is computed; the weight argument gives its shape
-        _, grad_stacked, grad_bias = torch.ops.aten.convolution_backward(
+        _, grad_stacked, grad_bias = geometry.convolution_backward(
             grad_out,
             stacked,
             weight.repeat(1, blocks, 1, 1),
-            [weight.shape[0]] if ctx.has_bias else None,
-            geometry.stride,
-            geometry.padding,
-            geometry.dilation,
-            False,
-            [0] * len(geometry.stride),
-            1,
+            ctx.has_bias,
             [False, True, ctx.has_bias],
         )
         pieces = grad_stacked.chunk(blocks, dim=1)
@@ -102,7 +88,7 @@ def direction_conv2d(
     ``x_hat`` and the directions take no gradient; ``geometry.groups`` must be 1.
     """
     if geometry.groups != 1:
-        raise ValueError(f"direction_conv2d needs geometry.groups == 1; got {geometry.groups}")
+        raise InputError(f"direction_conv2d needs geometry.groups == 1; got {geometry.groups}")
     directions = tuple(direction for direction, _ in pairs)
     return _DirectionConv2d.apply(  # type: ignore[no-any-return]
         x_hat.detach(),

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import torch
-from torch.nn import functional as F
 
 from supernet.quantizers.base import ConvGeometry
 from supernet.quantizers.fake_quant import (
@@ -100,15 +99,7 @@ class _LsqConv2d(torch.autograd.Function):
         # in the operands' own dtype even under autocast: the backward's convolution takes
         # the saved operands as they are and must match the output gradient's dtype
         with torch.autocast(device_type=x.device.type, enabled=False):
-            out = F.conv2d(
-                x_hat,
-                w_hat,
-                bias,
-                geometry.stride,
-                geometry.padding,
-                geometry.dilation,
-                geometry.groups,
-            )
+            out = geometry.convolve(x_hat, w_hat, bias)
         ctx.save_for_backward(x_hat, w_hat, *saved)
         ctx.constants = (constants, weight_constants, grids, geometry, bias is not None)
         ctx.weight_quantized = weight_log_step is None
@@ -124,17 +115,11 @@ class _LsqConv2d(torch.autograd.Function):
         needs = ctx.needs_input_grad
         need_input_params = needs[3] or needs[4]
         need_weight_params = needs[5] or needs[6]
-        grad_x_hat, grad_w_hat, grad_bias = torch.ops.aten.convolution_backward(
+        grad_x_hat, grad_w_hat, grad_bias = geometry.convolution_backward(
             grad_out,
             x_hat,
             w_hat,
-            [w_hat.shape[0]] if has_bias else None,
-            geometry.stride,
-            geometry.padding,
-            geometry.dilation,
-            False,
-            [0] * len(geometry.stride),
-            geometry.groups,
+            has_bias,
             [
                 needs[0] or need_input_params,
                 needs[1] or need_input_params or need_weight_params,
