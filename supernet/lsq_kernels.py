@@ -8,7 +8,11 @@ gradient in place, where torch needs a mask pass and two reductions. The activat
 quantization is memory-bound on CPUs, so passes are what a training step pays for. The kernels
 serve dense float32 CPU tensors; anything else stays on the torch path. Large tensors are split
 over ``torch.get_num_threads()`` slices run by numba's parallel mode, as the N2UQ kernels are
-(see :mod:`supernet.quantizers.n2uq_kernels`).
+(see :mod:`supernet.quantizers.n2uq_kernels`). The per-channel kernels work on the rows of one
+flat buffer (:class:`Rows`): one layer's channels, or the channels of every layer whose weights
+a training step quantizes together (:mod:`supernet.quantizers.lsq_weights`); their backward
+recomputes the forward's values from the weight and three constants per row and returns the
+step and offset gradients.
 """
 
 from __future__ import annotations
