@@ -190,11 +190,8 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
                 directions = getattr(self.quantizer, "input_directions", None)
                 if directions is not None:
                     return self._forward_constant_input(x, handle, directions)
-            elif self.padding_mode == "zeros" and not isinstance(self.padding, str):
+            elif (geometry := self._zero_padded_geometry()) is not None:
                 # training: the quantizer may fuse input, weight and convolution
-                geometry = ConvGeometry(
-                    self.stride, self.padding, self.dilation, self.groups, self.channels_last
-                )
                 return self.quantizer.quantized_conv2d(
                     x,
                     self.weight,
@@ -208,6 +205,15 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
             x, weight = channels_last(x), channels_last(weight)
         return self._conv_forward(x, weight, self.bias)
 
+    def _zero_padded_geometry(self) -> ConvGeometry | None:
+        """The layer's geometry for the training Functions, which pad with zeros given as
+        integers; None for other padding (the layer then runs ``_conv_forward``)."""
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return None
+        return ConvGeometry(
+            self.stride, self.padding, self.dilation, self.groups, self.channels_last
+        )
+
     def _forward_constant_input(
         self, x: torch.Tensor, handle: Any, directions: Any
     ) -> torch.Tensor:
@@ -220,9 +226,9 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
         weight = self.active.quantized_weight
         if weight is None:
             weight = self.quantizer.quantize_weight(self.weight, handle)
-        if self.groups == 1 and self.padding_mode == "zeros" and not isinstance(self.padding, str):
+        geometry = self._zero_padded_geometry()
+        if geometry is not None and geometry.groups == 1:
             # the parameters' gradients from the weight gradient's convolution
-            geometry = ConvGeometry(self.stride, self.padding, self.dilation, 1)
             return direction_conv2d(x_hat, weight, self.bias, geometry, pairs)
         out = self._conv_forward(x_hat, weight, self.bias)
         frozen = weight.detach()

@@ -320,28 +320,29 @@ def per_channel_backward(
     kernel, with float64 sums.
     """
     source = x.detach()
-    if lsq_kernels.per_channel_servable(source) and result.constants.dtype == torch.float32:
+    channels = x.shape[0]
+    if (
+        lsq_kernels.per_channel_servable(source)
+        and grad.dtype == result.constants.dtype == torch.float32
+    ):
         if in_place:
             buffer = grad.contiguous()
         else:
             buffer = grad.clone(memory_format=torch.contiguous_format)
-        if buffer.dtype == torch.float32:
-            channels = x.shape[0]
-            grad_step, offset_values, totals = lsq_kernels.row_gradients(
-                buffer.view(-1),
-                source.view(-1),
-                _layer_rows(x, qmin, qmax, result.has_offset),
-                result.constants,
-                np.full(channels, grad_scale),
-                chain,
-            )
-            return (
-                buffer,
-                grad_step,
-                offset_values if result.has_offset else None,
-                float(totals.sum()),
-            )
-    channels = x.shape[0]
+        grad_step, offset_values, totals = lsq_kernels.row_gradients(
+            buffer.view(-1),
+            source.view(-1),
+            _layer_rows(x, qmin, qmax, result.has_offset),
+            result.constants,
+            np.full(channels, grad_scale),
+            chain,
+        )
+        return (
+            buffer,
+            grad_step,
+            offset_values if result.has_offset else None,
+            float(totals.sum()),
+        )
     flat_grad = grad.reshape(channels, -1)
     grad_dot_out = (flat_grad * result.out.reshape(channels, -1)).sum(1)
     grad_sum = flat_grad.sum(1) if result.has_offset else None

@@ -226,13 +226,15 @@ class LsqQuantizer(ElasticQuantizer):
         node, for training (see :mod:`supernet.quantizers.lsq_conv`); with
         ``quantized_weight``, of the input's quantization and the convolution only."""
         log_step: torch.Tensor | None
-        log_step, offset, weight_grad_scale = self._weight_entry(weight, handle)
+        if quantized_weight is None:
+            log_step, offset, weight_grad_scale = self._weight_entry(weight, handle)
+        else:  # the weight's entry belongs to the node that quantized it
+            weight, log_step, offset = quantized_weight, None, None
+            weight_grad_scale = handle.w_grad_scale
         qmin, qmax, input_grad_scale = self._input_grid_and_scale(x, handle)
         grids = LsqGrids(
             qmin, qmax, input_grad_scale, handle.w_qmin, handle.w_qmax, weight_grad_scale
         )
-        if quantized_weight is not None:
-            weight, log_step, offset = quantized_weight, None, None
         return lsq_conv2d(
             x, weight, bias, handle.a_log_step, handle.a_offset, log_step, offset, grids, geometry
         )
