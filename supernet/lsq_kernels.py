@@ -4,7 +4,8 @@ The torch forward makes four passes over an activation (multiply into a new tens
 clamp, multiply); one compiled loop does the same float32 operations in one pass, three times
 faster (2.2 ms against 7.0 ms for a 500×16×32×32 batch on one thread). The backward's clip
 mask and its two sums (``Σ g·m·x`` and ``Σ g·(1−m)``) are one more pass that writes the masked
-gradient in place, where torch needs a mask pass and two reductions. The activations' fake
+gradient in place, where torch needs a mask pass and two reductions (the fused convolution
+takes it on one thread; on several, torch's passes on all threads are faster). The activations' fake
 quantization is memory-bound on CPUs, so passes are what a training step pays for. The kernels
 serve dense float32 CPU tensors; anything else stays on the torch path. Large tensors are split
 over ``torch.get_num_threads()`` slices run by numba's parallel mode, as the N2UQ kernels are

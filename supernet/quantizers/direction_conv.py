@@ -5,13 +5,16 @@ do: ``∂L/∂p = ⟨g, D⟩`` with ``g`` the gradient at the quantized input ``
 ∂x_hat/∂p`` (:meth:`supernet.quantizers.lsq.LsqQuantizer.input_directions`). Computing ``g``
 means a backward-data convolution into three channels, which oneDNN runs slowly; the layers
 instead used ``⟨G, W * D⟩`` (``G`` the output gradient), a forward convolution of each
-direction plus element-wise passes over the output. Both are one weight gradient: the weight
+direction plus element-wise passes over the output. Both are a weight gradient: the weight
 gradient of a convolution over ``D`` is ``H = G ⋆ D`` and ``⟨G, W * D⟩ = Σ W·H``. So the
-backward stacks ``x_hat`` and the directions as input channels of one weight-gradient
-convolution (which it computes for the weight anyway) and reads each parameter's gradient off
-its block of channels: no forward convolution of a direction, no pass over the output. For
-groups of one input channel block per output (``groups == 1``) only; the layers keep the
-forward-convolution form otherwise.
+backward computes the weight gradient over ``x_hat`` (which the weight needs anyway) and one
+more over each direction, and reads each parameter's gradient off ``Σ W·H``: no forward
+convolution of a direction, no pass over the output. One weight-gradient call per direction,
+not one over the directions stacked as input channels: oneDNN computes a three-channel
+weight gradient (the images') several times faster per channel than a six- or nine-channel
+one (``benchmarks/step_parts.py``: ResNet-20's first layer). For groups of one input channel
+block per output (``groups == 1``) only; the layers keep the forward-convolution form
+otherwise.
 """
 
 from __future__ import annotations
@@ -48,25 +51,20 @@ class _DirectionConv2d(torch.autograd.Function):
         (grad_out,) = grads
         x_hat, weight, *directions = ctx.saved_tensors
         geometry: ConvGeometry = ctx.geometry
-        blocks = 1 + len(directions)
-        stacked = torch.cat([x_hat, *directions], dim=1)
-        # only the weight gradient is computed; the weight argument gives its shape
-        _, grad_stacked, grad_bias = geometry.convolution_backward(
-            grad_out,
-            stacked,
-            weight.repeat(1, blocks, 1, 1),
-            ctx.has_bias,
-            [False, True, ctx.has_bias],
+        _, grad_weight, grad_bias = geometry.convolution_backward(
+            grad_out, x_hat, weight, ctx.has_bias, [False, True, ctx.has_bias]
         )
-        pieces = grad_stacked.chunk(blocks, dim=1)
         flat_weight = weight.reshape(-1)
-        grad_parameters = [
-            torch.dot(piece.reshape(-1), flat_weight).reshape(shape)
-            for piece, shape in zip(pieces[1:], ctx.parameter_shapes, strict=True)
-        ]
+        grad_parameters = []
+        for direction, shape in zip(directions, ctx.parameter_shapes, strict=True):
+            _, grad_direction, _ = geometry.convolution_backward(
+                grad_out, direction, weight, False, [False, True, False]
+            )
+            total = torch.dot(grad_direction.reshape(-1), flat_weight)
+            grad_parameters.append(total.reshape(shape))
         return (
             None,
-            pieces[0].contiguous(),
+            grad_weight,
             grad_bias if ctx.has_bias else None,
             None,
             None,

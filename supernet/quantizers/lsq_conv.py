@@ -27,6 +27,7 @@ from supernet.quantizers.base import ConvGeometry
 from supernet.quantizers.fake_quant import (
     PerChannelResult,
     Sum,
+    as_sum,
     per_channel_backward,
     per_channel_forward,
     per_tensor_constants,
@@ -48,11 +49,8 @@ class LsqGrids(NamedTuple):
 
 
 def _dot(first: torch.Tensor, second: torch.Tensor) -> Sum:
-    """``Σ first·second``: a Python float on the CPU (the gradient arithmetic after it is
-    then on floats, not on 0-d tensors: each tensor op costs tens of µs between two
-    convolutions), a 0-d tensor elsewhere (no device synchronisation)."""
-    total = torch.dot(first.reshape(-1), second.reshape(-1))
-    return total.item() if total.device.type == "cpu" else total
+    """``Σ first·second`` as a :data:`~supernet.quantizers.fake_quant.Sum`."""
+    return as_sum(torch.dot(first.reshape(-1), second.reshape(-1)))
 
 
 class _LsqConv2d(torch.autograd.Function):

@@ -140,6 +140,42 @@ def test_the_fused_convolution_equals_the_separate_quantizers(
     assert grads_plain["x"].eq(0).any() and grads_plain["x"].ne(0).any()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_input_mask_takes_the_kernel_on_one_thread_and_torch_on_several(
+    threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """float32: one torch thread masks the input's gradient with the one-pass kernel, several
+    with torch's ops; both give the composed path's gradients (an asymmetric input, so that
+    the clipped sum is used too)."""
+    from supernet import lsq_kernels
+
+    operands = _operands(torch.float32, True, True, False, False)
+    grids = LsqGrids(0, 15, 0.013, -8, 7, 0.021)
+    geometry = ConvGeometry((2, 2), (1, 1), (1, 1), 1, False)
+    upstream = torch.randn(3, 6, 5, 5, generator=torch.Generator().manual_seed(8))
+    kernel_calls = []
+    mask_gradient = lsq_kernels.mask_gradient
+    monkeypatch.setattr(
+        lsq_kernels, "mask_gradient", lambda *a: kernel_calls.append(1) or mask_gradient(*a)
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _, grads_fused = _value_and_gradients(
+            lambda inputs: lsq_conv2d(*inputs.values(), grids, geometry), operands, upstream
+        )
+    finally:
+        torch.set_num_threads(before)
+    _, grads_plain = _value_and_gradients(
+        lambda inputs: _composed(inputs, grids, geometry), operands, upstream
+    )
+    assert len(kernel_calls) == (1 if threads == 1 else 0)
+    for name, grad in grads_plain.items():
+        scale = float(grad.abs().max()) or 1.0
+        assert torch.allclose(grads_fused[name], grad, rtol=2e-4, atol=2e-5 * scale), name
+    assert grads_fused["input_offset"].abs().item() > 0  # the clipped sum is not trivial
+
+
 def _calibrated_layer(layer: torch.nn.Module, x: torch.Tensor) -> None:
     layer.quantizer.calibrate(layer.weight, x, float(x.min()), float(x.max()))
     with torch.no_grad():
