@@ -39,6 +39,18 @@ class ConvGeometry(NamedTuple):
         """``F.conv2d(x, weight, bias)`` with this geometry (operands taken as they are)."""
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
+    def convolve_as_is(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        """:meth:`convolve` in the operands' own dtype even under autocast (an autograd
+        Function whose backward convolves the saved operands needs an output gradient of
+        their dtype). Autocast is turned off only where it is on: entering its context costs
+        more than a small layer's convolution."""
+        if torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self.convolve(x, weight, bias)
+        return self.convolve(x, weight, bias)
+
     def convolution_backward(
         self,
         grad_out: torch.Tensor,

@@ -38,8 +38,7 @@ class _DirectionConv2d(torch.autograd.Function):
         directions: tuple[torch.Tensor, ...],
         *parameters: torch.Tensor,
     ) -> torch.Tensor:
-        with torch.autocast(device_type=x_hat.device.type, enabled=False):
-            out = geometry.convolve(x_hat, weight, bias)
+        out = geometry.convolve_as_is(x_hat, weight, bias)
         ctx.save_for_backward(x_hat, weight, *directions)
         ctx.geometry = geometry
         ctx.has_bias = bias is not None

@@ -94,10 +94,7 @@ class _LsqConv2d(torch.autograd.Function):
         if geometry.channels_last:  # as the layers' plain path (see supernet.layers)
             x_hat = x_hat.to(memory_format=torch.channels_last)
             w_hat = w_hat.to(memory_format=torch.channels_last)
-        # in the operands' own dtype even under autocast: the backward's convolution takes
-        # the saved operands as they are and must match the output gradient's dtype
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            out = geometry.convolve(x_hat, w_hat, bias)
+        out = geometry.convolve_as_is(x_hat, w_hat, bias)
         ctx.save_for_backward(x_hat, w_hat, *saved)
         ctx.constants = (constants, weight_constants, grids, geometry, bias is not None)
         ctx.weight_quantized = weight_log_step is None
