@@ -4,6 +4,7 @@ Run: ``python benchmarks/step_parts.py``. Prints three figures (BENCHMARKS.md re
 
 1. one layer's per-channel weight quantization and its gradients, warm (repeated back to back)
    and cold (after touching 64 MB, as between two convolutions of a step), best of repeats;
+   and the shared weight node's two kernels over all of ResNet-20's weights (W4, per channel);
 2. ResNet-20's first layer (its input, the images, takes no gradient), forward + backward:
    full precision, quantized through the weight gradient's convolution (the library), and
    quantized with forward convolutions of the input's derivatives (the form before);
@@ -20,12 +21,13 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 import supernet.elastic as elastic_module
 from eqsearch.space import QuantForm
-from supernet import build_supernet, init_quantizers
+from supernet import build_supernet, init_quantizers, lsq_kernels
 from supernet.quantizers.fake_quant import per_channel_backward, per_channel_forward
 from supernet.runtime import keep_freed_memory
 
@@ -61,6 +63,40 @@ def weight_call_times(repeats: int) -> list[tuple[tuple[int, ...], float, float]
         cold = _best_us(both, repeats, lambda: flush.add_(1.0))
         rows.append((shape, warm, cold))
     return rows
+
+
+def shared_kernel_times(repeats: int) -> tuple[int, float, float]:
+    """(values, µs, µs): the per-channel kernels of the shared weight node over ResNet-20's
+    W4 per-channel weights — quantization and gradients — the best of ``repeats`` calls."""
+    torch.manual_seed(0)
+    net = build_supernet("resnet20", num_classes=10)
+    init_quantizers(net, torch.randn(32, 3, 32, 32))
+    net.set_subnet(net.space.uniform(4, 4, QuantForm("channel", True, True)))
+    entries = []
+    for layer in net.elastic_layers().values():
+        entry = layer.quantizer.shared_weight_entry(layer.weight, layer.active.handle)
+        if entry is not None:
+            entries.append(entry)
+    rows = lsq_kernels.layer_rows(
+        tuple(
+            (e.weight.shape[0], e.weight[0].numel(), e.qmin, e.qmax, e.offset is not None)
+            for e in entries
+        )
+    )
+    flat = torch.cat([e.weight.detach().reshape(-1) for e in entries])
+    steps = torch.cat([e.log_step.detach() for e in entries]).exp()
+    scales = np.repeat([e.grad_scale for e in entries], [e.weight.shape[0] for e in entries])
+    _, constants = lsq_kernels.quantize_rows(flat, rows, steps, 1e-8, steps)
+    grad = torch.randn_like(flat)
+    forward = _best_us(
+        lambda: lsq_kernels.quantize_rows(flat, rows, steps, 1e-8, steps), repeats, lambda: None
+    )
+    backward = _best_us(
+        lambda: lsq_kernels.row_gradients(grad.clone(), flat, rows, constants, scales, steps),
+        repeats,
+        lambda: None,
+    )
+    return flat.numel(), forward, backward
 
 
 def first_layer_times(repeats: int) -> dict[str, float]:
@@ -159,6 +195,11 @@ def main() -> None:
             f"weight {tuple(shape)}: quantization + gradients {warm:.0f} µs warm, "
             f"{cold:.0f} µs after touching 64 MB"
         )
+    values, forward, backward = shared_kernel_times(args.repeats * 5)
+    print(
+        f"shared weight node, resnet20's {values} weight values: quantize_rows {forward:.0f} µs, "
+        f"row_gradients {backward:.0f} µs"
+    )
     first = first_layer_times(args.repeats)
     print(
         "resnet20 first layer, forward + backward at batch 64: "
