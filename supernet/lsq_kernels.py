@@ -72,6 +72,45 @@ def _masked_gradient_kernel(grad: Any, x: Any, low: Any, high: Any, sums: Any) -
     sums[1] = clipped_sum
 
 
+def _input_directions_kernel(
+    x: Any,
+    x_hat: Any,
+    step_direction: Any,
+    offset_direction: Any,
+    grid: Any,
+    bounds: Any,
+    with_offset: Any,
+) -> None:
+    # _fake_quantize_kernel's x_hat, and from it the derivatives of x_hat by the step
+    # ((x_hat − m·x)/s + z·(1 − m)) and by the offset (1 − m), times the gradient scale;
+    # m: x strictly inside the clip bounds (NaN inside, as the torch path's comparisons)
+    reciprocal, low, high, step, zero_point, grad_scale = (
+        grid[0],
+        grid[1],
+        grid[2],
+        grid[3],
+        grid[4],
+        grid[5],
+    )
+    low_bound, high_bound = bounds[0], bounds[1]
+    for index in range(x.size):
+        value = x[index]
+        level = np.rint(value * reciprocal)
+        if level < low:
+            level = low
+        elif level > high:
+            level = high
+        quantized = level * step
+        x_hat[index] = quantized
+        clipped = (value <= low_bound) | (value >= high_bound)
+        direction = (quantized - (np.float32(0.0) if clipped else value)) / step
+        if clipped:
+            direction += zero_point
+        step_direction[index] = direction * grad_scale
+        if with_offset:
+            offset_direction[index] = grad_scale if clipped else np.float32(0.0)
+
+
 def _per_channel_kernel(
     weight: Any,
     bounds: Any,
@@ -187,6 +226,7 @@ def _compile(numba: Any) -> None:
         serial=serial,
         parallel=parallel_jit(parallel),
         serial_mask=serial_mask,
+        input_directions=jit(_input_directions_kernel),
         per_channel=jit(_per_channel_kernel),
         per_channel_gradient=numba.njit(
             cache=True, nogil=True, boundscheck=False, fastmath={"reassoc"}
@@ -243,6 +283,49 @@ def fake_quantize(
     else:
         _compiled["serial"](source, target, *arguments)
     return out
+
+
+def input_directions(
+    x: torch.Tensor,
+    step: float,
+    reciprocal: float,
+    low: int,
+    high: int,
+    zero_point: int,
+    grad_scale: float,
+    with_offset: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The fake-quantized ``x`` and its derivatives by the step and (``with_offset``) by the
+    offset, times ``grad_scale``, in one pass (for an input without gradient: the images).
+
+    ``x_hat`` equals :func:`fake_quantize`'s bit for bit; the step's derivative is
+    ``(x_hat − m·x)/s + z·(1 − m)``, the offset's ``1 − m``, with ``m`` the mask of ``x``
+    strictly inside the clip bounds ``[low·s, high·s]`` (rounded to float32).
+
+    Args:
+        x: a tensor for which :func:`servable` holds.
+        step, reciprocal: the float32 step size and its float32 reciprocal.
+        low, high: the grid shifted by the zero point, ``qmin − z`` and ``qmax − z``.
+        zero_point: the integer zero point ``z``.
+        grad_scale: LSQ's gradient scale.
+        with_offset: also return the offset's derivative (else None in its place).
+    """
+    if not available():  # pragma: no cover - callers check servable() first
+        raise RuntimeError("the one-pass kernel needs numba")
+    x_hat, step_direction = torch.empty_like(x), torch.empty_like(x)
+    offset_direction = torch.empty_like(x) if with_offset else None
+    grid = np.array([reciprocal, low, high, step, zero_point, grad_scale], dtype=np.float32)
+    bounds = np.array([low * step, high * step], dtype=np.float32)
+    _compiled["input_directions"](
+        _flat(x),
+        _flat(x_hat),
+        _flat(step_direction),
+        _flat(step_direction if offset_direction is None else offset_direction),
+        grid,
+        bounds,
+        with_offset,
+    )
+    return x_hat, step_direction, offset_direction
 
 
 def mask_servable(grad: torch.Tensor, x: torch.Tensor) -> bool:

@@ -9,9 +9,14 @@ import torch
 from torch import nn
 
 from eqsearch.space import Granularity, LayerChoice
+from supernet import lsq_kernels
 from supernet.quantizers.base import ConvGeometry, ElasticQuantizer, QuantizerSpec
 from supernet.quantizers.clipping import integer_grid, search_step_sizes, weighted_sample
-from supernet.quantizers.fake_quant import effective_zero_points, lsq_fake_quantize
+from supernet.quantizers.fake_quant import (
+    effective_zero_points,
+    lsq_fake_quantize,
+    per_tensor_constants,
+)
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
 from supernet.quantizers.lsq_weights import WeightEntry, batchable
 
@@ -269,6 +274,23 @@ class LsqQuantizer(ElasticQuantizer):
         qmax: int,
         grad_scale: float,
     ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        if lsq_kernels.servable(x):
+            constants = per_tensor_constants(step, handle.a_offset, qmin, qmax, x.dtype)
+            x_hat, step_direction, offset_direction = lsq_kernels.input_directions(
+                x,
+                constants.step,
+                constants.reciprocal,
+                constants.low,
+                constants.high,
+                constants.zero_point,
+                grad_scale,
+                handle.a_offset is not None,
+            )
+            pairs = [(step_direction, step)]
+            if handle.a_offset is not None:
+                assert offset_direction is not None
+                pairs.append((offset_direction, handle.a_offset))
+            return x_hat, pairs
         x_hat = lsq_fake_quantize(x, step.detach(), handle.a_offset, qmin, qmax)
         step_value = float(step.detach().clamp_min(1e-8))
         zero_point = int(effective_zero_points(step.detach(), handle.a_offset, qmin, qmax))
