@@ -10,7 +10,9 @@ Run: ``python benchmarks/step_parts.py``. Prints three figures (BENCHMARKS.md re
    quantized with forward convolutions of the input's derivatives (the form before);
 3. the whole W4/A4 step against the FP32 step, with the layers' weights quantized together
    (the library) and each layer quantizing its own, interleaved in one process (blocks of
-   4 steps of each kind, the first after a switch left out).
+   4 steps of each kind, the first after a switch left out);
+4. the same step with the activations' backward mask on torch's passes (the library on
+   several threads) and on the one-pass kernel (the library on one thread), interleaved.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from torch.nn import functional as F
 
 import supernet.elastic as elastic_module
+import supernet.quantizers.fake_quant as fake_quant_module
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers, lsq_kernels
 from supernet.quantizers.fake_quant import per_channel_backward, per_channel_forward
@@ -154,14 +157,19 @@ def step_ratios(rounds: int, block: int = 4) -> dict[str, float]:
         optimizer.step()
         return time.perf_counter() - start
 
+    kernel_threads = fake_quant_module.MASK_KERNEL_MAX_THREADS
+
     def steps(kind: str) -> float:
         net.set_subnet(None if kind == "FP32" else config)
         elastic_module.weights_quantized_together = (  # type: ignore[assignment]
-            together if kind == "together" else (lambda layers: contextlib.nullcontext())
+            (lambda layers: contextlib.nullcontext()) if kind == "per layer" else together
+        )
+        fake_quant_module.MASK_KERNEL_MAX_THREADS = (
+            torch.get_num_threads() if kind == "mask kernel" else kernel_threads
         )
         return statistics.median([step() for _ in range(block)][1:])
 
-    kinds = ("FP32", "together", "per layer")
+    kinds = ("FP32", "together", "per layer", "mask kernel")
     for kind in kinds:
         steps(kind)
     results: dict[str, list[float]] = {kind: [] for kind in kinds}
@@ -169,6 +177,7 @@ def step_ratios(rounds: int, block: int = 4) -> dict[str, float]:
         for kind in kinds if index % 2 else kinds[::-1]:
             results[kind].append(steps(kind))
     elastic_module.weights_quantized_together = together
+    fake_quant_module.MASK_KERNEL_MAX_THREADS = kernel_threads
 
     def ratio(first: str, second: str) -> float:
         return statistics.median(
@@ -179,6 +188,8 @@ def step_ratios(rounds: int, block: int = 4) -> dict[str, float]:
         "together / FP32": ratio("together", "FP32"),
         "per layer / FP32": ratio("per layer", "FP32"),
         "together / per layer": ratio("together", "per layer"),
+        "mask kernel / FP32": ratio("mask kernel", "FP32"),
+        "library / mask kernel": ratio("together", "mask kernel"),
         "FP32 ms": statistics.median(results["FP32"]) * 1e3,
     }
 
@@ -211,6 +222,13 @@ def main() -> None:
         f"{ratios['FP32 ms']:.1f} ms): weights together / FP32 "
         f"{ratios['together / FP32']:.3f}x, per layer / FP32 {ratios['per layer / FP32']:.3f}x, "
         f"together / per layer {ratios['together / per layer']:.3f}x"
+    )
+    threads = torch.get_num_threads()
+    library_mask = "kernel" if threads <= fake_quant_module.MASK_KERNEL_MAX_THREADS else "torch"
+    print(
+        f"the same, activation mask on the one-pass kernel / FP32 "
+        f"{ratios['mask kernel / FP32']:.3f}x; the library ({threads} threads: {library_mask}) "
+        f"/ mask kernel {ratios['library / mask kernel']:.3f}x"
     )
 
 

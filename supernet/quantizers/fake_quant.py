@@ -118,6 +118,11 @@ def per_tensor_mask(
     return torch.ops.aten.hardtanh_backward(grad, x, low, high)
 
 
+MASK_KERNEL_MAX_THREADS = 1
+"""The most torch threads at which :func:`per_tensor_mask_and_sums` takes the one-pass kernel
+(``benchmarks/step_parts.py`` measures the step both ways)."""
+
+
 def per_tensor_mask_and_sums(
     grad: torch.Tensor,
     x: torch.Tensor,
@@ -136,7 +141,11 @@ def per_tensor_mask_and_sums(
     Python floats on the CPU, 0-d tensors elsewhere (no device synchronisation).
     """
     source = x.detach()  # a tensor saved for backward still says it requires grad
-    if in_place and torch.get_num_threads() == 1 and lsq_kernels.mask_servable(grad, source):
+    if (
+        in_place
+        and torch.get_num_threads() <= MASK_KERNEL_MAX_THREADS
+        and lsq_kernels.mask_servable(grad, source)
+    ):
         low, high = constants.low * constants.step, constants.high * constants.step
         inside, outside = lsq_kernels.mask_gradient(grad, source, low, high)
         return grad, inside, outside if clipped_sum else None
