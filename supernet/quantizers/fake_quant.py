@@ -20,6 +20,7 @@ two-sided mask-multiply) plus two dot products.
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -120,7 +121,23 @@ def per_tensor_mask(
 
 MASK_KERNEL_MAX_THREADS = 1
 """The most torch threads at which :func:`per_tensor_mask_and_sums` takes the one-pass kernel
-(``benchmarks/step_parts.py`` measures the step both ways)."""
+where torch's idle OpenMP threads spin (``benchmarks/step_parts.py`` measures the step both
+ways)."""
+
+OPENMP_WAITS_PASSIVELY = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+"""Whether torch's idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``, as ``eqsearch``
+commands set it), read when this module is imported, as libgomp reads it with torch."""
+
+
+def mask_takes_kernel() -> bool:
+    """Whether the backward mask of a dense float32 activation takes the one-pass kernel.
+
+    On one thread it does (one pass against torch's two). On several, torch's mask pass and
+    reduction run on all its threads where the kernel runs on one: faster while torch's idle
+    threads spin (ResNet-20 W4/A4 step 2–3 % faster on 2 threads), slower where they sleep,
+    since each of torch's passes then wakes them (LeNet-5 4 %, ResNet-20 5 % slower).
+    """
+    return OPENMP_WAITS_PASSIVELY or torch.get_num_threads() <= MASK_KERNEL_MAX_THREADS
 
 
 def per_tensor_mask_and_sums(
@@ -133,19 +150,14 @@ def per_tensor_mask_and_sums(
 ) -> tuple[torch.Tensor, Sum, Sum | None]:
     """The masked gradient ``g·m``, ``Σ g·m·x`` and (with ``clipped_sum``) ``Σ g·(1−m)``.
 
-    ``in_place`` writes ``g·m`` into ``grad`` (only for a buffer nobody else holds). On one
-    thread a dense float32 pair of one layout then takes the one-pass kernel
-    (:mod:`supernet.lsq_kernels`, float64 sums); on several, torch's mask pass and reductions,
-    which run on all of torch's threads where the kernel runs on one (the pass is memory-bound:
-    measured 1–3 % of a ResNet-20 step faster on 2 threads, 1 % slower on one). The sums are
-    Python floats on the CPU, 0-d tensors elsewhere (no device synchronisation).
+    ``in_place`` writes ``g·m`` into ``grad`` (only for a buffer nobody else holds); a dense
+    float32 pair of one layout then takes the one-pass kernel (:mod:`supernet.lsq_kernels`,
+    float64 sums) where :func:`mask_takes_kernel` says so, else torch's mask pass and
+    reductions. The sums are Python floats on the CPU, 0-d tensors elsewhere (no device
+    synchronisation).
     """
     source = x.detach()  # a tensor saved for backward still says it requires grad
-    if (
-        in_place
-        and torch.get_num_threads() <= MASK_KERNEL_MAX_THREADS
-        and lsq_kernels.mask_servable(grad, source)
-    ):
+    if in_place and mask_takes_kernel() and lsq_kernels.mask_servable(grad, source):
         low, high = constants.low * constants.step, constants.high * constants.step
         inside, outside = lsq_kernels.mask_gradient(grad, source, low, high)
         return grad, inside, outside if clipped_sum else None
