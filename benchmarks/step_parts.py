@@ -117,7 +117,7 @@ def first_layer_times(repeats: int) -> dict[str, float]:
 
     def form_before() -> None:
         # the quantized input plus forward convolutions of its derivatives, as the layer
-        # still computes it for convolutions the stacked form cannot take
+        # still computes it for convolutions the direction convolution cannot take
         handle = layer.active.handle
         x_hat, pairs = layer.quantizer.input_directions(images, handle)
         weight = layer.quantizer.quantize_weight(layer.weight, handle)

@@ -219,9 +219,9 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
     ) -> torch.Tensor:
         # An input without gradient (the images): the input quantizer's parameter gradients
         # come from its derivatives (see LsqQuantizer.input_directions) instead of a
-        # backward-data convolution: through the weight gradient's convolution where the
-        # stacked form applies (supernet.quantizers.direction_conv), else through forward
-        # convolutions of them.
+        # backward-data convolution: through weight-gradient convolutions of them where
+        # supernet.quantizers.direction_conv applies (zero padding, one group), else through
+        # forward convolutions of them.
         x_hat, pairs = directions(x, handle)
         weight = self.active.quantized_weight
         if weight is None:
