@@ -2,18 +2,18 @@
 
 The torch forward makes four passes over an activation (multiply into a new tensor, round,
 clamp, multiply); one compiled loop does the same float32 operations in one pass, three times
-faster (2.2 ms against 7.0 ms for a 500×16×32×32 batch on one thread). The backward's clip
-mask and its two sums (``Σ g·m·x`` and ``Σ g·(1−m)``) are one more pass that writes the masked
-gradient in place, where torch needs a mask pass and two reductions (the fused convolution
-takes it on one thread; on several, torch's passes on all threads are faster). The activations' fake
-quantization is memory-bound on CPUs, so passes are what a training step pays for. The kernels
-serve dense float32 CPU tensors; anything else stays on the torch path. Large tensors are split
-over ``torch.get_num_threads()`` slices run by numba's parallel mode, as the N2UQ kernels are
-(see :mod:`supernet.quantizers.n2uq_kernels`). The per-channel kernels work on the rows of one
-flat buffer (:class:`Rows`): one layer's channels, or the channels of every layer whose weights
-a training step quantizes together (:mod:`supernet.quantizers.lsq_weights`); their backward
-recomputes the forward's values from the weight and three constants per row and returns the
-step and offset gradients.
+faster (2.2 ms against 7.0 ms for a 500×16×32×32 batch on one thread). The backward's clip mask
+and its two sums (``Σ g·m·x`` and ``Σ g·(1−m)``) are one more pass that writes the masked
+gradient in place, where torch needs a mask pass and two reductions (on one thread; on several
+spinning ones torch's passes are faster: ``fake_quant.mask_takes_kernel``). The activations'
+fake quantization is memory-bound on CPUs, so passes are what a training step pays for. The
+kernels serve dense float32 CPU tensors; anything else stays on the torch path. Large tensors
+are split over ``torch.get_num_threads()`` slices run by numba's parallel mode, as the N2UQ
+kernels are (see :mod:`supernet.quantizers.n2uq_kernels`). The per-channel kernels work on the
+rows of one flat buffer (:class:`Rows`): one layer's channels, or the channels of every layer
+whose weights a training step quantizes together (:mod:`supernet.quantizers.lsq_weights`);
+their backward recomputes the forward's values from the weight and three constants per row and
+returns the step and offset gradients.
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ class _DirectionConv2d(torch.autograd.Function):
                 [False, True, with_bias],
             )
             block_gradients.extend(grad_group.chunk(len(group), dim=1))
-            grad_bias = group_bias if with_bias else grad_bias
+            if with_bias:
+                grad_bias = group_bias
         grad_weight = block_gradients[0].contiguous()
         flat_weight = weight.reshape(-1)
         grad_parameters = [
@@ -82,7 +83,7 @@ class _DirectionConv2d(torch.autograd.Function):
         return (
             None,
             grad_weight,
-            grad_bias if ctx.has_bias else None,
+            grad_bias,
             None,
             None,
             *grad_parameters,

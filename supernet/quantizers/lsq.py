@@ -16,6 +16,7 @@ from supernet.quantizers.fake_quant import (
     effective_zero_points,
     lsq_fake_quantize,
     per_tensor_constants,
+    per_tensor_forward,
 )
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
 from supernet.quantizers.lsq_weights import WeightEntry, batchable
@@ -274,8 +275,9 @@ class LsqQuantizer(ElasticQuantizer):
         qmax: int,
         grad_scale: float,
     ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        constants = per_tensor_constants(step, handle.a_offset, qmin, qmax, x.dtype)
+        with_offset = handle.a_offset is not None
         if lsq_kernels.servable(x):
-            constants = per_tensor_constants(step, handle.a_offset, qmin, qmax, x.dtype)
             x_hat, step_direction, offset_direction = lsq_kernels.input_directions(
                 x,
                 constants.step,
@@ -284,26 +286,22 @@ class LsqQuantizer(ElasticQuantizer):
                 constants.high,
                 constants.zero_point,
                 grad_scale,
-                handle.a_offset is not None,
+                with_offset,
             )
-            pairs = [(step_direction, step)]
-            if handle.a_offset is not None:
-                assert offset_direction is not None
-                pairs.append((offset_direction, handle.a_offset))
-            return x_hat, pairs
-        x_hat = lsq_fake_quantize(x, step.detach(), handle.a_offset, qmin, qmax)
-        step_value = float(step.detach().clamp_min(1e-8))
-        zero_point = int(effective_zero_points(step.detach(), handle.a_offset, qmin, qmax))
-        low, high = (qmin - zero_point) * step_value, (qmax - zero_point) * step_value
-        outside = ((x <= low) | (x >= high)).to(x.dtype)
-        # ∂x_hat/∂s = (x_hat − m·x)/s + z·(1 − m), m = 1 − outside (the fake_quant backward)
-        step_direction = torch.addcmul(x_hat, x, outside).sub_(x).div_(step_value)
-        if zero_point:
-            step_direction.add_(outside, alpha=zero_point)
-        directions = [(step_direction.mul_(grad_scale), step)]
-        if handle.a_offset is not None:
-            directions.append((outside.mul_(grad_scale), handle.a_offset))
-        return x_hat, directions
+        else:
+            x_hat = per_tensor_forward(x, constants)
+            low, high = constants.low * constants.step, constants.high * constants.step
+            outside = ((x <= low) | (x >= high)).to(x.dtype)
+            # ∂x_hat/∂s = (x_hat − m·x)/s + z·(1 − m), m = 1 − outside (the fake_quant backward)
+            step_direction = torch.addcmul(x_hat, x, outside).sub_(x).div_(constants.step)
+            if constants.zero_point:
+                step_direction.add_(outside, alpha=constants.zero_point)
+            step_direction.mul_(grad_scale)
+            offset_direction = outside.mul_(grad_scale) if with_offset else None
+        pairs = [(step_direction, step)]
+        if handle.a_offset is not None and offset_direction is not None:
+            pairs.append((offset_direction, handle.a_offset))
+        return x_hat, pairs
 
     def parameters_for(self, choice: LayerChoice) -> list[nn.Parameter]:
         """Log step sizes and offsets that ``choice`` reads."""
