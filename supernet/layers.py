@@ -15,6 +15,7 @@ from eqsearch.space import LayerChoice
 from supernet.quantizers import ElasticQuantizer, QuantizerSpec, build_quantizer
 from supernet.quantizers.base import ConvGeometry
 from supernet.quantizers.direction_conv import direction_conv2d
+from supernet.quantizers.integer_conv import WeightLevels
 from supernet.quantizers.lsq_weights import quantize_weights
 
 
@@ -36,13 +37,14 @@ class ActiveChoice:
     training forward of a supernet that quantized its layers' weights together (see
     :meth:`supernet.elastic.Supernet.forward`)."""
 
-    __slots__ = ("choice", "frozen", "handle", "quantized_weight")
+    __slots__ = ("choice", "frozen", "handle", "quantized_weight", "quantized_weight_levels")
 
     def __init__(self) -> None:
         self.choice: LayerChoice | None = None
         self.handle: Any = None
         self.frozen: FrozenOperands | None = None
         self.quantized_weight: torch.Tensor | None = None
+        self.quantized_weight_levels: WeightLevels | None = None
 
 
 class ElasticQuantLayer(nn.Module):
@@ -199,6 +201,7 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
                     handle,
                     geometry,
                     quantized_weight=self.active.quantized_weight,
+                    quantized_weight_levels=self.active.quantized_weight_levels,
                 )
         x, weight = self.quantized_operands(x)
         if self.channels_last:
@@ -303,10 +306,14 @@ def weights_quantized_together(layers: Iterable[ElasticQuantLayer]) -> Iterator[
     if len(entries) < 2:  # nothing to share
         yield
         return
-    for layer, weight in zip(chosen, quantize_weights(entries), strict=True):
+    shared = quantize_weights(entries)
+    for layer, entry, weight, levels in zip(chosen, entries, *shared, strict=True):
         layer.active.quantized_weight = weight
+        # a symmetric weight's levels serve an integer convolution
+        layer.active.quantized_weight_levels = levels if entry.offset is None else None
     try:
         yield
     finally:
         for layer in chosen:
             layer.active.quantized_weight = None
+            layer.active.quantized_weight_levels = None

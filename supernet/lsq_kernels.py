@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from eqsearch.errors import InputError
+
 MIN_ELEMENTS_PER_CHUNK = 1 << 16
 """Smaller slices are not worth a parallel region."""
 
@@ -53,6 +55,21 @@ def _fake_quantize_kernel(
         elif value > high:
             value = high
         out[index] = value * step
+
+
+def _fake_quantize_levels_kernel(
+    x: Any, out: Any, levels: Any, reciprocal: Any, low: Any, high: Any, step: Any
+) -> None:
+    # _fake_quantize_kernel, and each value's grid index level − low (0 … high − low, a
+    # uint8 for grids of at most 256 levels) for the integer convolution
+    for index in range(x.size):
+        value = np.rint(x[index] * reciprocal)
+        if value < low:
+            value = low
+        elif value > high:
+            value = high
+        out[index] = value * step
+        levels[index] = np.uint8(value - low)
 
 
 def _masked_gradient_kernel(grad: Any, x: Any, low: Any, high: Any, sums: Any) -> None:
@@ -122,11 +139,14 @@ def _per_channel_kernel(
     minimum_step: Any,
     out: Any,
     constants: Any,
+    levels: Any,
 ) -> None:
     # per_channel_forward's float32 operations in its order, one row (channel) of the flat
     # weight at a time: the step clamped to the minimum step, its reciprocal, the zero point
     # round(−β/s) clamped to the grid (0 without an offset); then w·(1/s), round half to
-    # even, + z, clamp to the grid, − z, ·s (NaN stays NaN)
+    # even, + z, clamp to the grid, − z, ·s (NaN stays NaN); and level − z as int8 (clamped
+    # to int8: exact for grids within it, which a symmetric weight's integer convolution
+    # reads)
     for row in range(bounds.size - 1):
         size = step[row]
         if size < minimum_step:
@@ -147,13 +167,16 @@ def _per_channel_kernel(
         # (no wraparound test per element) and vectorizes the loop, ten times faster
         begin, end = bounds[row], bounds[row + 1]
         row_weight, row_out = weight[begin:end], out[begin:end]
+        row_levels = levels[begin:end]
         for index in range(end - begin):
             level = np.rint(row_weight[index] * inverse) + zero_point
             if level < low:
                 level = low
             elif level > high:
                 level = high
-            row_out[index] = (level - zero_point) * size
+            shifted = level - zero_point
+            row_out[index] = shifted * size
+            row_levels[index] = np.int8(min(max(shifted, np.float32(-128.0)), np.float32(127.0)))
 
 
 def _per_channel_gradient_kernel(
@@ -222,9 +245,30 @@ def _compile(numba: Any) -> None:
             begin, end = chunk * size // chunks, (chunk + 1) * size // chunks
             serial(x[begin:end], out[begin:end], reciprocal, low, high, step)
 
+    serial_levels = jit(_fake_quantize_levels_kernel)
+
+    def parallel_levels(
+        x: Any,
+        out: Any,
+        levels: Any,
+        reciprocal: Any,
+        low: Any,
+        high: Any,
+        step: Any,
+        chunks: int,
+    ) -> None:
+        size = x.size
+        for chunk in numba.prange(chunks):
+            begin, end = chunk * size // chunks, (chunk + 1) * size // chunks
+            serial_levels(
+                x[begin:end], out[begin:end], levels[begin:end], reciprocal, low, high, step
+            )
+
     _compiled.update(
         serial=serial,
         parallel=parallel_jit(parallel),
+        serial_levels=serial_levels,
+        parallel_levels=parallel_jit(parallel_levels),
         serial_mask=serial_mask,
         input_directions=jit(_input_directions_kernel),
         per_channel=jit(_per_channel_kernel),
@@ -283,6 +327,33 @@ def fake_quantize(
     else:
         _compiled["serial"](source, target, *arguments)
     return out
+
+
+def fake_quantize_levels(
+    x: torch.Tensor, step: float, reciprocal: float, low: int, high: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`fake_quantize`, and each value's grid index ``level − low`` as uint8 (same
+    layout as ``x``), in one pass: the operands of an integer convolution
+    (:mod:`supernet.quantizers.integer_conv`); the grid must have at most 256 levels."""
+    if not available():  # pragma: no cover - callers check servable() first
+        raise RuntimeError("the one-pass kernel needs numba")
+    if high - low > 255:
+        raise InputError(f"a uint8 grid index holds at most 256 levels; got {high - low + 1}")
+    out = torch.empty_like(x)
+    levels = torch.empty_like(x, dtype=torch.uint8)
+    source, target, indices = _flat(x), _flat(out), _flat(levels)
+    arguments = (
+        np.float32(reciprocal),
+        np.float32(low),
+        np.float32(high),
+        np.float32(step),
+    )
+    chunks = max(1, min(torch.get_num_threads(), x.numel() // MIN_ELEMENTS_PER_CHUNK))
+    if chunks > 1:
+        _compiled["parallel_levels"](source, target, indices, *arguments, chunks)
+    else:
+        _compiled["serial_levels"](source, target, indices, *arguments)
+    return out, levels
 
 
 def input_directions(
@@ -412,7 +483,7 @@ def quantize_rows(
     step: torch.Tensor,
     minimum_step: float,
     offset: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``s·(clamp(round(w·(1/s)) + z, qmin, qmax) − z)`` for every row, in one pass.
 
     Args:
@@ -422,11 +493,13 @@ def quantize_rows(
         offset: each row's float32 offset β (read only where the row has one).
 
     Returns:
-        ``(out, constants)``: the flat fake-quantized weight and a ``(rows, 3)`` float32
-        tensor of each row's clamped step, its reciprocal and its zero point.
+        ``(out, constants, levels)``: the flat fake-quantized weight, a ``(rows, 3)`` float32
+        tensor of each row's clamped step, its reciprocal and its zero point, and the flat
+        int8 levels ``out / step`` (clamped to int8; exact for a grid within it).
     """
     out = torch.empty_like(weight)
     constants = torch.empty((rows.row_count, 3), dtype=weight.dtype)
+    levels = torch.empty_like(weight, dtype=torch.int8)
     _compiled["per_channel"](
         weight.numpy(),
         rows.bounds,
@@ -438,8 +511,9 @@ def quantize_rows(
         np.float32(minimum_step),
         out.numpy(),
         constants.numpy(),
+        levels.numpy(),
     )
-    return out, constants
+    return out, constants, levels
 
 
 def row_gradients(

@@ -21,6 +21,7 @@ from eqsearch.space import (
 )
 
 if TYPE_CHECKING:
+    from supernet.quantizers.integer_conv import WeightLevels
     from supernet.quantizers.lsq_weights import WeightEntry
 
 
@@ -255,12 +256,14 @@ class ElasticQuantizer(nn.Module):
         geometry: ConvGeometry,
         *,
         quantized_weight: torch.Tensor | None = None,
+        quantized_weight_levels: WeightLevels | None = None,
     ) -> torch.Tensor:
         """``F.conv2d`` of the quantized input and weight (what a conv layer computes).
 
         Quantizers may fuse the three into one autograd node for training (LSQ+ does); this
         default composes them. ``quantized_weight``: the weight quantized already (from the
-        node of :meth:`shared_weight_entry`), used as it is.
+        node of :meth:`shared_weight_entry`), used as it is, with its channels' constants
+        (clamped step, reciprocal, zero point), which a fused node may compute with.
         """
         x = self.quantize_input(x, handle)
         if quantized_weight is None:

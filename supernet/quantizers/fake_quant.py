@@ -283,7 +283,7 @@ def per_channel_forward(
         lsq_kernels.per_channel_servable(tensor)
         for tensor in (source, step.detach(), source if offset is None else offset.detach())
     ):
-        out, constants = lsq_kernels.quantize_rows(
+        out, constants, _ = lsq_kernels.quantize_rows(
             source.reshape(-1),
             _layer_rows(x, qmin, qmax, offset is not None),
             step,

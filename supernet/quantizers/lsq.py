@@ -18,6 +18,7 @@ from supernet.quantizers.fake_quant import (
     per_tensor_constants,
     per_tensor_forward,
 )
+from supernet.quantizers.integer_conv import WeightLevels
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
 from supernet.quantizers.lsq_weights import WeightEntry, batchable
 
@@ -227,10 +228,12 @@ class LsqQuantizer(ElasticQuantizer):
         geometry: ConvGeometry,
         *,
         quantized_weight: torch.Tensor | None = None,
+        quantized_weight_levels: WeightLevels | None = None,
     ) -> torch.Tensor:
         """``F.conv2d(quantize_input(x), quantize_weight(weight), bias, ...)`` as one autograd
         node, for training (see :mod:`supernet.quantizers.lsq_conv`); with
-        ``quantized_weight``, of the input's quantization and the convolution only."""
+        ``quantized_weight`` (and its channels' constants), of the input's quantization and
+        the convolution only."""
         log_step: torch.Tensor | None
         if quantized_weight is None:
             log_step, offset, weight_grad_scale = self._weight_entry(weight, handle)
@@ -242,7 +245,16 @@ class LsqQuantizer(ElasticQuantizer):
             qmin, qmax, input_grad_scale, handle.w_qmin, handle.w_qmax, weight_grad_scale
         )
         return lsq_conv2d(
-            x, weight, bias, handle.a_log_step, handle.a_offset, log_step, offset, grids, geometry
+            x,
+            weight,
+            bias,
+            handle.a_log_step,
+            handle.a_offset,
+            log_step,
+            offset,
+            grids,
+            geometry,
+            quantized_weight_levels if quantized_weight is not None else None,
         )
 
     def input_directions(

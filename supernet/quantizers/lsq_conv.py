@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from supernet import lsq_kernels
+from supernet.quantizers import integer_conv
 from supernet.quantizers.base import ConvGeometry
 from supernet.quantizers.fake_quant import (
     PerChannelResult,
@@ -66,15 +68,28 @@ class _LsqConv2d(torch.autograd.Function):
         weight_offset: torch.Tensor | None,
         grids: LsqGrids,
         geometry: ConvGeometry,
+        quantized_weight_levels: integer_conv.WeightLevels | None,
     ) -> torch.Tensor:
         constants = per_tensor_constants(
             input_log_step.exp(), input_offset, grids.input_qmin, grids.input_qmax, x.dtype
         )
-        x_hat = per_tensor_forward(x, constants)
+        source = x.detach()
+        # the forward's convolution on the operands' integer grids where it can (see
+        # supernet.quantizers.integer_conv): symmetric weights
+        integer = integer_conv.servable(
+            source,
+            weight.shape,
+            geometry,
+            constants.high - constants.low,
+            grids.weight_qmin,
+            grids.weight_qmax,
+        )
         saved = [x, weight]
         weight_constants = None
+        weight_levels = None
         if weight_log_step is None:  # quantized already (see supernet.quantizers.lsq_weights)
             w_hat = weight
+            weight_levels = quantized_weight_levels
         elif weight_log_step.numel() == 1:  # lsq_fake_quantize's dispatch: one step per tensor
             weight_constants = per_tensor_constants(
                 weight_log_step.exp(),
@@ -84,6 +99,10 @@ class _LsqConv2d(torch.autograd.Function):
                 weight.dtype,
             )
             w_hat = per_tensor_forward(weight, weight_constants)
+            if integer and weight_constants.zero_point == 0:
+                weight_levels = integer_conv.WeightLevels.per_tensor(
+                    w_hat, weight_constants.step, weight_constants.reciprocal
+                )
         else:
             weight_step = weight_log_step.exp()
             result = per_channel_forward(
@@ -91,10 +110,23 @@ class _LsqConv2d(torch.autograd.Function):
             )
             w_hat = result.out
             saved += [weight_step, result.constants]
+            if integer and weight_offset is None:
+                weight_levels = integer_conv.WeightLevels.per_channel(w_hat, result.constants)
+        if integer and weight_levels is not None:
+            x_hat, levels = lsq_kernels.fake_quantize_levels(
+                source, constants.step, constants.reciprocal, constants.low, constants.high
+            )
+            out = integer_conv.integer_conv2d(
+                levels, constants.step, constants.low, weight_levels, bias, geometry
+            )
+        else:
+            x_hat = per_tensor_forward(x, constants)
+            out = None
         if geometry.channels_last:  # as the layers' plain path (see supernet.layers)
             x_hat = x_hat.to(memory_format=torch.channels_last)
             w_hat = w_hat.to(memory_format=torch.channels_last)
-        out = geometry.convolve_as_is(x_hat, w_hat, bias)
+        if out is None:
+            out = geometry.convolve_as_is(x_hat, w_hat, bias)
         ctx.save_for_backward(x_hat, w_hat, *saved)
         ctx.constants = (constants, weight_constants, grids, geometry, bias is not None)
         ctx.weight_quantized = weight_log_step is None
@@ -193,6 +225,7 @@ class _LsqConv2d(torch.autograd.Function):
             grad_weight_offset if needs[6] else None,
             None,
             None,
+            None,
         )
 
 
@@ -206,6 +239,7 @@ def lsq_conv2d(
     weight_offset: torch.Tensor | None,
     grids: LsqGrids,
     geometry: ConvGeometry,
+    quantized_weight_levels: integer_conv.WeightLevels | None = None,
 ) -> torch.Tensor:
     """``F.conv2d`` of the LSQ+ fake-quantized input and weight, as one autograd node.
 
@@ -236,4 +270,5 @@ def lsq_conv2d(
         weight_offset,
         grids,
         geometry,
+        quantized_weight_levels,
     )

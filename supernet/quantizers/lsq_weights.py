@@ -23,6 +23,7 @@ import torch
 
 from supernet import lsq_kernels
 from supernet.quantizers.fake_quant import MIN_STEP
+from supernet.quantizers.integer_conv import WeightLevels
 
 
 class WeightEntry(NamedTuple):
@@ -93,24 +94,35 @@ class _PerChannelLsqWeights(torch.autograd.Function):
                 for present, log_step in zip(layout.has_offset, log_steps, strict=True)
             ]
         )
-        out, constants = lsq_kernels.quantize_rows(
+        out, constants, levels = lsq_kernels.quantize_rows(
             flat, layout.rows, steps, MIN_STEP, offset_values
         )
         ctx.save_for_backward(flat, steps, constants)
         ctx.layout = layout
-        return tuple(
+        # and for each layer's integer convolution, its steps and int8 levels (no gradients)
+        sizes = [shape.numel() for shape in layout.shapes]
+        steps_out = constants[:, 0].contiguous().split([shape[0] for shape in layout.shapes])
+        levels_out = [
             piece.view(shape)
-            for piece, shape in zip(
-                out.split([shape.numel() for shape in layout.shapes]), layout.shapes, strict=True
-            )
+            for piece, shape in zip(levels.split(sizes), layout.shapes, strict=True)
+        ]
+        ctx.mark_non_differentiable(*steps_out, *levels_out)
+        return (
+            *(
+                piece.view(shape)
+                for piece, shape in zip(out.split(sizes), layout.shapes, strict=True)
+            ),
+            *steps_out,
+            *levels_out,
         )
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         flat, steps, constants = ctx.saved_tensors
         layout: _Layout = ctx.layout
-        # a new buffer: the kernel writes the masked gradient over it
-        grad = torch.cat([piece.reshape(-1) for piece in grads])
+        # a new buffer: the kernel writes the masked gradient over it (the constants' rows,
+        # the other outputs, have none)
+        grad = torch.cat([piece.reshape(-1) for piece in grads[: len(layout.shapes)]])
         grad_step, grad_offset, _ = lsq_kernels.row_gradients(
             grad, flat, layout.rows, constants, layout.grad_scale, steps
         )
@@ -129,8 +141,19 @@ class _PerChannelLsqWeights(torch.autograd.Function):
         return (None, *grad_weights, *grad_step.split(channels), *grad_offsets)
 
 
-def quantize_weights(entries: Sequence[WeightEntry]) -> tuple[torch.Tensor, ...]:
-    """Each entry's fake-quantized weight, all from one autograd node.
+class SharedWeights(NamedTuple):
+    """What :func:`quantize_weights` returns, one item per entry in each field."""
+
+    weights: tuple[torch.Tensor, ...]
+    """The fake-quantized weights."""
+    levels: tuple[WeightLevels, ...]
+    """Each weight's channel steps and int8 levels ``weight / step`` (no gradients; exact
+    for an entry without an offset, whose zero points are 0)."""
+
+
+def quantize_weights(entries: Sequence[WeightEntry]) -> SharedWeights:
+    """Each entry's fake-quantized weight and its channels' constants, all from one autograd
+    node.
 
     Equal in value to ``lsq_fake_quantize(weight, exp(log_step), offset, qmin, qmax,
     grad_scale)`` per entry and, up to float summation order, in every gradient.
@@ -140,9 +163,17 @@ def quantize_weights(entries: Sequence[WeightEntry]) -> tuple[torch.Tensor, ...]
     """
     layout = _layout(entries)
     offsets = [entry.offset for entry in entries if entry.offset is not None]
-    return _PerChannelLsqWeights.apply(  # type: ignore[no-any-return]
+    outputs = _PerChannelLsqWeights.apply(
         layout,
         *(entry.weight for entry in entries),
         *(entry.log_step for entry in entries),
         *offsets,
     )
+    count = len(entries)
+    levels = (
+        WeightLevels(steps, weight_levels)
+        for steps, weight_levels in zip(
+            outputs[count : 2 * count], outputs[2 * count :], strict=True
+        )
+    )
+    return SharedWeights(tuple(outputs[:count]), tuple(levels))

@@ -11,7 +11,7 @@ from eqsearch.space import LayerChoice, QuantForm
 from supernet import layers as layers_module
 from supernet import lsq_kernels
 from supernet.layers import ElasticQuantConv2d, ElasticQuantLinear
-from supernet.quantizers import QuantizerSpec
+from supernet.quantizers import QuantizerSpec, integer_conv
 
 
 def test_full_precision_conv_equals_torch() -> None:
@@ -91,6 +91,9 @@ def test_constant_input_path_gives_the_same_output_and_gradients(
     quantizer's gradients come from its derivatives instead, through the weight gradient's
     convolution (zero padding) or forward convolutions of them (any other). float32 images
     get the derivatives from the one-pass kernel, float64 ones from torch's operations."""
+    # both paths' forward convolutions in float (the other path's, on the integer grids,
+    # differs by float32 rounding: tests/supernet/quantizers/test_integer_conv.py)
+    monkeypatch.setattr(integer_conv, "ENABLED", False)
     torch.manual_seed(1)
     conv = nn.Conv2d(3, 6, 3, stride=2, padding=1, bias=True, padding_mode=padding_mode)
     conv = conv.to(dtype)

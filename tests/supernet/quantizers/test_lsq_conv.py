@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from eqsearch.space import LayerChoice, QuantForm
 from supernet.dynamic import DynamicQuantConv2d
 from supernet.layers import ElasticQuantConv2d
-from supernet.quantizers import QuantizerSpec
+from supernet.quantizers import QuantizerSpec, integer_conv
 from supernet.quantizers import lsq_conv as lsq_conv_module
 from supernet.quantizers.base import ConvGeometry, ElasticQuantizer
 from supernet.quantizers.fake_quant import lsq_fake_quantize
@@ -81,6 +81,11 @@ def _composed(
     )
 
 
+def _layout(tensor: torch.Tensor) -> torch.memory_format:
+    channels_last = tensor.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def _value_and_gradients(
     compute, operands: dict[str, torch.Tensor | None], upstream: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -95,13 +100,31 @@ def _value_and_gradients(
     return out.detach(), {name: leaf.grad for name, leaf in leaves.items()}  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("integer", [False, True], ids=["float-conv", "integer-conv"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(
     ("per_channel", "w_symmetric", "a_symmetric", "depthwise", "channels_last", "bias"), CASES
 )
 def test_the_fused_convolution_equals_the_separate_quantizers(
-    dtype, per_channel, w_symmetric, a_symmetric, depthwise, channels_last, bias
+    dtype,
+    per_channel,
+    w_symmetric,
+    a_symmetric,
+    depthwise,
+    channels_last,
+    bias,
+    integer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The same output (exactly with the float convolution; up to float32 rounding where the
+    forward convolves on the integer grids) and the same gradients."""
+    monkeypatch.setattr(integer_conv, "ENABLED", integer)
+    monkeypatch.setattr(integer_conv, "MIN_MULTIPLY_ADDS", 0)  # these are small
+    integer_calls = []
+    convolve = integer_conv.integer_conv2d
+    monkeypatch.setattr(
+        integer_conv, "integer_conv2d", lambda *a: integer_calls.append(1) or convolve(*a)
+    )
     operands = _operands(dtype, per_channel, w_symmetric, a_symmetric, depthwise)
     if not bias:
         operands["bias"] = None
@@ -128,7 +151,14 @@ def test_the_fused_convolution_equals_the_separate_quantizers(
     out_plain, grads_plain = _value_and_gradients(
         lambda inputs: _composed(inputs, grids, geometry), operands, upstream
     )
-    assert torch.equal(out_fused, out_plain)
+    if integer and dtype == torch.float32 and w_symmetric and integer_conv.available():
+        assert integer_calls  # symmetric weights: on the integer grids
+    if integer_calls:
+        assert out_fused.is_contiguous(memory_format=_layout(out_plain))
+        scale = float(out_plain.abs().max())
+        assert torch.allclose(out_fused, out_plain, rtol=0.0, atol=2e-6 * scale)
+    else:
+        assert torch.equal(out_fused, out_plain)
     assert grads_fused.keys() == grads_plain.keys()
     # only float summation order differs: Σ g·x_hat is summed over the weight
     tolerance = {"rtol": 1e-9, "atol": 1e-11} if dtype == torch.float64 else {"rtol": 2e-4}

@@ -59,7 +59,7 @@ def test_weights_quantized_together_equal_each_on_its_own() -> None:
     generator = torch.Generator().manual_seed(3)
     entries = _entries(generator)
     assert all(batchable(entry) for entry in entries)
-    together = quantize_weights(entries)
+    together, _ = quantize_weights(entries)
     alone = [
         lsq_fake_quantize(
             entry.weight,
