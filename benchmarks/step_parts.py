@@ -12,13 +12,18 @@ Run: ``python benchmarks/step_parts.py``. Prints three figures (BENCHMARKS.md re
    (the library) and each layer quantizing its own, interleaved in one process (blocks of
    4 steps of each kind, the first after a switch left out);
 4. the same step with the activations' backward mask on torch's passes (the library on
-   several threads) and on the one-pass kernel (the library on one thread), interleaved.
+   several threads) and on the one-pass kernel (the library on one thread), interleaved;
+5. the same step with the forward's convolutions on the integer grids (the library, where
+   oneDNN's int8 convolution is exact here) and in float32, interleaved;
+6. one convolution, int8 (packing its weight included) against float32, at ResNet-20's 3×3
+   shapes and batch 1–64: where ``integer_conv.MIN_MULTIPLY_ADDS`` comes from.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -31,6 +36,8 @@ import supernet.elastic as elastic_module
 import supernet.quantizers.fake_quant as fake_quant_module
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers, lsq_kernels
+from supernet.quantizers import integer_conv
+from supernet.quantizers.base import ConvGeometry
 from supernet.quantizers.fake_quant import per_channel_backward, per_channel_forward
 from supernet.runtime import keep_freed_memory
 
@@ -158,9 +165,11 @@ def step_ratios(rounds: int, block: int = 4) -> dict[str, float]:
         return time.perf_counter() - start
 
     kernel_threads = fake_quant_module.MASK_KERNEL_MAX_THREADS
+    integer = integer_conv.ENABLED
 
     def steps(kind: str) -> float:
         net.set_subnet(None if kind == "FP32" else config)
+        integer_conv.ENABLED = integer and kind != "float convolutions"
         elastic_module.weights_quantized_together = (  # type: ignore[assignment]
             (lambda layers: contextlib.nullcontext()) if kind == "per layer" else together
         )
@@ -169,7 +178,7 @@ def step_ratios(rounds: int, block: int = 4) -> dict[str, float]:
         )
         return statistics.median([step() for _ in range(block)][1:])
 
-    kinds = ("FP32", "together", "per layer", "mask kernel")
+    kinds = ("FP32", "together", "per layer", "mask kernel", "float convolutions")
     for kind in kinds:
         steps(kind)
     results: dict[str, list[float]] = {kind: [] for kind in kinds}
@@ -178,6 +187,7 @@ def step_ratios(rounds: int, block: int = 4) -> dict[str, float]:
             results[kind].append(steps(kind))
     elastic_module.weights_quantized_together = together
     fake_quant_module.MASK_KERNEL_MAX_THREADS = kernel_threads
+    integer_conv.ENABLED = integer
 
     def ratio(first: str, second: str) -> float:
         return statistics.median(
@@ -190,8 +200,47 @@ def step_ratios(rounds: int, block: int = 4) -> dict[str, float]:
         "together / per layer": ratio("together", "per layer"),
         "mask kernel / FP32": ratio("mask kernel", "FP32"),
         "library / mask kernel": ratio("together", "mask kernel"),
+        "float convolutions / FP32": ratio("float convolutions", "FP32"),
+        "library / float convolutions": ratio("together", "float convolutions"),
         "FP32 ms": statistics.median(results["FP32"]) * 1e3,
     }
+
+
+def convolution_times(repeats: int) -> list[tuple[int, int, int, int, float, float]]:
+    """(batch, channels, size, multiply-adds, µs int8, µs float32): one 3×3 convolution of
+    grid values on ResNet-20's shapes, medians of ``repeats`` calls each."""
+    generator = torch.Generator().manual_seed(0)
+    geometry = ConvGeometry((1, 1), (1, 1), (1, 1), 1, False)
+    rows = []
+    for channels, size in ((16, 32), (64, 8)):
+        weight = integer_conv.WeightLevels(
+            0.01 + 0.02 * torch.rand(channels, generator=generator),
+            torch.randint(-8, 8, (channels, channels, 3, 3), generator=generator).to(torch.int8),
+        )
+        w_hat = weight.levels.float() * weight.steps.view(-1, 1, 1, 1)
+        for batch in (1, 4, 16, 64):
+            levels = torch.randint(0, 16, (batch, channels, size, size), generator=generator)
+            levels = levels.to(torch.uint8)
+            x_hat = (levels.float() - 8) * 0.05
+
+            runs = (
+                functools.partial(
+                    integer_conv.integer_conv2d, levels, 0.05, -8, weight, None, geometry
+                ),
+                functools.partial(F.conv2d, x_hat, w_hat, padding=1),
+            )
+            medians = []
+            for run in runs:
+                run()
+                timings = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    run()
+                    timings.append(time.perf_counter() - start)
+                medians.append(statistics.median(timings) * 1e6)
+            count = integer_conv.multiply_adds(levels, w_hat.shape, geometry)
+            rows.append((batch, channels, size, count, medians[0], medians[1]))
+    return rows
 
 
 def main() -> None:
@@ -230,6 +279,20 @@ def main() -> None:
         f"{ratios['mask kernel / FP32']:.3f}x; the library ({threads} threads: {library_mask}) "
         f"/ mask kernel {ratios['library / mask kernel']:.3f}x"
     )
+    exact = integer_conv.available()
+    print(
+        f"the same, convolutions in float32 / FP32 {ratios['float convolutions / FP32']:.3f}x; "
+        f"the library (int8 convolutions {'exact here' if exact else 'not exact here: off'}) "
+        f"/ float convolutions {ratios['library / float convolutions']:.3f}x"
+    )
+    if exact:
+        for batch, channels, size, count, integer, floating in convolution_times(args.repeats):
+            print(
+                f"3x3 convolution {batch}x{channels}x{size}x{size} ({count / 1e6:.1f}M "
+                f"multiply-adds): int8 {integer:.0f} µs, float32 {floating:.0f} µs, "
+                f"{integer / floating:.2f}x"
+                + (" (the library's choice)" if count >= integer_conv.MIN_MULTIPLY_ADDS else "")
+            )
 
 
 if __name__ == "__main__":
