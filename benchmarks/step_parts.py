@@ -96,7 +96,7 @@ def shared_kernel_times(repeats: int) -> tuple[int, float, float]:
     flat = torch.cat([e.weight.detach().reshape(-1) for e in entries])
     steps = torch.cat([e.log_step.detach() for e in entries]).exp()
     scales = np.repeat([e.grad_scale for e in entries], [e.weight.shape[0] for e in entries])
-    _, constants, _ = lsq_kernels.quantize_rows(flat, rows, steps, 1e-8, steps)
+    constants = lsq_kernels.quantize_rows(flat, rows, steps, 1e-8, steps).constants
     grad = torch.randn_like(flat)
     forward = _best_us(
         lambda: lsq_kernels.quantize_rows(flat, rows, steps, 1e-8, steps), repeats, lambda: None

@@ -59,9 +59,11 @@ def _fake_quantize_kernel(
 
 def _fake_quantize_levels_kernel(
     x: Any, out: Any, levels: Any, reciprocal: Any, low: Any, high: Any, step: Any
-) -> None:
+) -> int:
     # _fake_quantize_kernel, and each value's grid index level − low (0 … high − low, a
-    # uint8 for grids of at most 256 levels) for the integer convolution
+    # uint8 for grids of at most 256 levels) for the integer convolution; returns how many
+    # values were NaN (their index is meaningless: the caller then convolves in float)
+    not_a_number = 0
     for index in range(x.size):
         value = np.rint(x[index] * reciprocal)
         if value < low:
@@ -69,7 +71,9 @@ def _fake_quantize_levels_kernel(
         elif value > high:
             value = high
         out[index] = value * step
-        levels[index] = np.uint8(value - low)
+        not_a_number += value != value
+        levels[index] = np.uint8(value - low) if value == value else np.uint8(0)
+    return not_a_number
 
 
 def _masked_gradient_kernel(grad: Any, x: Any, low: Any, high: Any, sums: Any) -> None:
@@ -140,13 +144,14 @@ def _per_channel_kernel(
     out: Any,
     constants: Any,
     levels: Any,
-) -> None:
+) -> int:
     # per_channel_forward's float32 operations in its order, one row (channel) of the flat
     # weight at a time: the step clamped to the minimum step, its reciprocal, the zero point
     # round(−β/s) clamped to the grid (0 without an offset); then w·(1/s), round half to
     # even, + z, clamp to the grid, − z, ·s (NaN stays NaN); and level − z as int8 (clamped
     # to int8: exact for grids within it, which a symmetric weight's integer convolution
-    # reads)
+    # reads; 0 for NaN, counted and returned: the levels are then meaningless)
+    not_a_number = 0
     for row in range(bounds.size - 1):
         size = step[row]
         if size < minimum_step:
@@ -176,7 +181,11 @@ def _per_channel_kernel(
                 level = high
             shifted = level - zero_point
             row_out[index] = shifted * size
+            not_a_number += shifted != shifted
+            if shifted != shifted:
+                shifted = np.float32(0.0)
             row_levels[index] = np.int8(min(max(shifted, np.float32(-128.0)), np.float32(127.0)))
+    return not_a_number
 
 
 def _per_channel_gradient_kernel(
@@ -255,12 +264,12 @@ def _compile(numba: Any) -> None:
         low: Any,
         high: Any,
         step: Any,
-        chunks: int,
+        counts: Any,
     ) -> None:
-        size = x.size
+        size, chunks = x.size, counts.size
         for chunk in numba.prange(chunks):
             begin, end = chunk * size // chunks, (chunk + 1) * size // chunks
-            serial_levels(
+            counts[chunk] = serial_levels(
                 x[begin:end], out[begin:end], levels[begin:end], reciprocal, low, high, step
             )
 
@@ -331,10 +340,15 @@ def fake_quantize(
 
 def fake_quantize_levels(
     x: torch.Tensor, step: float, reciprocal: float, low: int, high: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """:func:`fake_quantize`, and each value's grid index ``level − low`` as uint8 (same
     layout as ``x``), in one pass: the operands of an integer convolution
-    (:mod:`supernet.quantizers.integer_conv`); the grid must have at most 256 levels."""
+    (:mod:`supernet.quantizers.integer_conv`); the grid must have at most 256 levels.
+
+    Returns:
+        ``(out, levels)``; ``levels`` is None where ``x`` holds a NaN (no grid index
+        represents it: the float convolution then carries it on).
+    """
     if not available():  # pragma: no cover - callers check servable() first
         raise RuntimeError("the one-pass kernel needs numba")
     if high - low > 255:
@@ -350,10 +364,12 @@ def fake_quantize_levels(
     )
     chunks = max(1, min(torch.get_num_threads(), x.numel() // MIN_ELEMENTS_PER_CHUNK))
     if chunks > 1:
-        _compiled["parallel_levels"](source, target, indices, *arguments, chunks)
+        counts = np.zeros(chunks, dtype=np.int64)
+        _compiled["parallel_levels"](source, target, indices, *arguments, counts)
+        not_a_number = int(counts.sum())
     else:
-        _compiled["serial_levels"](source, target, indices, *arguments)
-    return out, levels
+        not_a_number = _compiled["serial_levels"](source, target, indices, *arguments)
+    return out, None if not_a_number else levels
 
 
 def input_directions(
@@ -477,13 +493,27 @@ def per_channel_servable(weight: torch.Tensor) -> bool:
     )
 
 
+class QuantizedRows(NamedTuple):
+    """What :func:`quantize_rows` returns."""
+
+    out: torch.Tensor
+    """The flat fake-quantized values."""
+    constants: torch.Tensor
+    """``(rows, 3)`` float32: each row's clamped step, its reciprocal and its zero point."""
+    levels: torch.Tensor
+    """The flat int8 levels ``out / step`` (clamped to int8: exact for a grid within it and a
+    zero point of 0)."""
+    not_a_number: int
+    """How many values were NaN (their levels are 0, meaningless)."""
+
+
 def quantize_rows(
     weight: torch.Tensor,
     rows: Rows,
     step: torch.Tensor,
     minimum_step: float,
     offset: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> QuantizedRows:
     """``s·(clamp(round(w·(1/s)) + z, qmin, qmax) − z)`` for every row, in one pass.
 
     Args:
@@ -493,14 +523,13 @@ def quantize_rows(
         offset: each row's float32 offset β (read only where the row has one).
 
     Returns:
-        ``(out, constants, levels)``: the flat fake-quantized weight, a ``(rows, 3)`` float32
-        tensor of each row's clamped step, its reciprocal and its zero point, and the flat
-        int8 levels ``out / step`` (clamped to int8; exact for a grid within it).
+        The flat fake-quantized weight, each row's constants, the int8 levels and how many
+        values were NaN (:class:`QuantizedRows`).
     """
     out = torch.empty_like(weight)
     constants = torch.empty((rows.row_count, 3), dtype=weight.dtype)
     levels = torch.empty_like(weight, dtype=torch.int8)
-    _compiled["per_channel"](
+    not_a_number = _compiled["per_channel"](
         weight.numpy(),
         rows.bounds,
         step.detach().numpy(),
@@ -513,7 +542,7 @@ def quantize_rows(
         constants.numpy(),
         levels.numpy(),
     )
-    return out, constants, levels
+    return QuantizedRows(out, constants, levels, not_a_number)
 
 
 def row_gradients(

@@ -283,14 +283,14 @@ def per_channel_forward(
         lsq_kernels.per_channel_servable(tensor)
         for tensor in (source, step.detach(), source if offset is None else offset.detach())
     ):
-        out, constants, _ = lsq_kernels.quantize_rows(
+        rows = lsq_kernels.quantize_rows(
             source.reshape(-1),
             _layer_rows(x, qmin, qmax, offset is not None),
             step,
             MIN_STEP,
             step if offset is None else offset,
         )
-        return PerChannelResult(out.view(x.shape), constants, offset is not None)
+        return PerChannelResult(rows.out.view(x.shape), rows.constants, offset is not None)
     shape = (-1,) + (1,) * (x.dim() - 1)
     step_value = step.detach().clamp_min(MIN_STEP)
     reciprocal = torch.reciprocal(step_value)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -39,20 +40,31 @@ class WeightLevels(NamedTuple):
     """int8, the weight's shape: ``w_hat / step`` of each channel."""
 
     @classmethod
-    def per_channel(cls, weight: torch.Tensor, constants: torch.Tensor) -> WeightLevels:
+    def per_channel(cls, weight: torch.Tensor, constants: torch.Tensor) -> WeightLevels | None:
         """The levels of a symmetric per-channel fake-quantized ``weight`` (``constants``:
         ``(channels, 3)``, each channel's clamped step, its reciprocal and zero point 0):
-        ``w_hat·(1/s)`` lies within a few float32 ulps of the level, so rounding gives it."""
+        ``w_hat·(1/s)`` lies within a few float32 ulps of the level, so rounding gives it.
+        None for a weight holding a NaN."""
         reciprocal = constants[:, 1].view(-1, *([1] * (weight.dim() - 1)))
-        levels = torch.round(weight.detach() * reciprocal).clamp_(-128, 127).to(torch.int8)
-        return cls(constants[:, 0].contiguous(), levels)
+        return cls._of(weight, reciprocal, constants[:, 0].contiguous())
 
     @classmethod
-    def per_tensor(cls, weight: torch.Tensor, step: float, reciprocal: float) -> WeightLevels:
+    def per_tensor(
+        cls, weight: torch.Tensor, step: float, reciprocal: float
+    ) -> WeightLevels | None:
         """The levels of a symmetric per-tensor fake-quantized ``weight`` (its float32 step
-        and reciprocal)."""
-        levels = torch.round(weight.detach() * reciprocal).clamp_(-128, 127).to(torch.int8)
-        return cls(torch.full((weight.shape[0],), step, dtype=torch.float32), levels)
+        and reciprocal); None for a weight holding a NaN."""
+        steps = torch.full((weight.shape[0],), step, dtype=torch.float32)
+        return cls._of(weight, torch.tensor(reciprocal, dtype=torch.float32), steps)
+
+    @classmethod
+    def _of(
+        cls, weight: torch.Tensor, reciprocal: torch.Tensor, steps: torch.Tensor
+    ) -> WeightLevels | None:
+        scaled = torch.round(weight.detach() * reciprocal)
+        if bool(scaled.isnan().any()):
+            return None
+        return cls(steps, scaled.clamp_(-128, 127).to(torch.int8))
 
 
 def _convolve(
@@ -98,22 +110,17 @@ def _convolve(
     )
 
 
-@functools.cache
-def available() -> bool:
-    """Whether this torch build and CPU compute the integer convolution exactly (probed once)."""
-    onednn = getattr(torch.ops, "onednn", None)
-    if onednn is None or not all(
-        hasattr(onednn, name) for name in ("qconv_prepack", "qconv2d_pointwise")
-    ):
-        return False
+def _probe(groups: int) -> bool:
+    # the grids' extremes, 64 input channels a group (dense) or one (depth-wise): the
+    # products' pairs overflow int16 there
     generator = torch.Generator().manual_seed(0)
-    # the grids' extremes, in 64 input channels: the products' pairs overflow int16
-    levels = torch.randint(250, 256, (2, 64, 6, 6), generator=generator).to(torch.uint8)
-    weight_levels = torch.randint(-128, -120, (8, 64, 3, 3), generator=generator)
+    channels = 64 if groups == 1 else 8
+    levels = torch.randint(250, 256, (2, channels, 6, 6), generator=generator).to(torch.uint8)
+    weight_levels = torch.randint(-128, -120, (8, channels // groups, 3, 3), generator=generator)
     weight_levels[::2] = 127
     weight_steps = torch.rand(8, generator=generator) * 0.01 + 0.001
     input_step, zero_point = 0.03125, 3
-    geometry = ConvGeometry((1, 1), (1, 1), (1, 1), 1, False)
+    geometry = ConvGeometry((1, 1), (1, 1), (1, 1), groups, False)
     try:
         out = _convolve(
             levels,
@@ -124,13 +131,36 @@ def available() -> bool:
             None,
             geometry,
         )
-    except (RuntimeError, NotImplementedError):
+    except (RuntimeError, NotImplementedError, TypeError) as error:
+        # the ops exist but refuse (their schema is torch's internal one): say so once
+        warnings.warn(
+            f"the integer convolution is off ({type(error).__name__}: {error}); training "
+            "convolves in float32",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return False
     exact = torch.nn.functional.conv2d(
-        levels.double() - zero_point, weight_levels.double(), padding=1
+        levels.double() - zero_point, weight_levels.double(), padding=1, groups=groups
     ) * (input_step * weight_steps.double().view(1, -1, 1, 1))
     return bool(torch.allclose(out.double(), exact, rtol=1e-6, atol=0.0))
 
+
+@functools.cache
+def available(grouped: bool = False) -> bool:
+    """Whether this torch build and CPU compute the integer convolution exactly, dense or
+    (``grouped``) grouped and depth-wise ones, which take other oneDNN kernels (probed once
+    each)."""
+    onednn = getattr(torch.ops, "onednn", None)
+    if onednn is None or not all(
+        hasattr(onednn, name) for name in ("qconv_prepack", "qconv2d_pointwise")
+    ):
+        return False
+    return _probe(8) and _probe(2) if grouped else _probe(1)
+
+
+MAX_PRODUCTS_PER_OUTPUT = (2**31 - 1) // (255 * 128)
+"""The most products one output sums that int32 holds at the 8-bit grids' extremes."""
 
 MIN_MULTIPLY_ADDS = 1 << 26
 """Smaller convolutions stay in float: oneDNN's int8 call costs 0.1–0.25 ms more than the
@@ -169,9 +199,10 @@ def servable(
         and input_steps <= 255
         and weight_qmin >= -128
         and weight_qmax <= 127
+        and weight_shape[1] * weight_shape[2] * weight_shape[3] <= MAX_PRODUCTS_PER_OUTPUT
         and lsq_kernels.servable(x)
         and multiply_adds(x, weight_shape, geometry) >= MIN_MULTIPLY_ADDS
-        and available()
+        and available(geometry.groups > 1)
     )
 
 
@@ -182,7 +213,7 @@ def integer_conv2d(
     weight: WeightLevels,
     bias: torch.Tensor | None,
     geometry: ConvGeometry,
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """``conv(input_step·(levels + input_low), steps·weight_levels) + bias`` in int8 arithmetic.
 
     Args:
@@ -192,17 +223,27 @@ def integer_conv2d(
 
     Returns:
         The float32 output in the layout of ``levels`` (oneDNN computes channels-last), or
-        channels-last where ``geometry`` says so.
+        channels-last where ``geometry`` says so; None where oneDNN refuses the shapes
+        (with a warning; the caller convolves in float).
     """
-    out = _convolve(
-        levels,
-        input_step,
-        -input_low,
-        weight.levels,
-        weight.steps,
-        None if bias is None else bias.detach(),
-        geometry,
-    )
+    try:
+        out = _convolve(
+            levels,
+            input_step,
+            -input_low,
+            weight.levels,
+            weight.steps,
+            None if bias is None else bias.detach(),
+            geometry,
+        )
+    except RuntimeError as error:
+        warnings.warn(
+            f"the integer convolution refused {tuple(levels.shape)} * "
+            f"{tuple(weight.levels.shape)} ({error}); convolving in float32",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
     if geometry.channels_last or (
         levels.is_contiguous(memory_format=torch.channels_last) and not levels.is_contiguous()
     ):

@@ -112,16 +112,17 @@ class _LsqConv2d(torch.autograd.Function):
             saved += [weight_step, result.constants]
             if integer and weight_offset is None:
                 weight_levels = integer_conv.WeightLevels.per_channel(w_hat, result.constants)
+        out = None
         if integer and weight_levels is not None:
             x_hat, levels = lsq_kernels.fake_quantize_levels(
                 source, constants.step, constants.reciprocal, constants.low, constants.high
             )
-            out = integer_conv.integer_conv2d(
-                levels, constants.step, constants.low, weight_levels, bias, geometry
-            )
+            if levels is not None:  # None: a NaN, which only the float convolution carries
+                out = integer_conv.integer_conv2d(
+                    levels, constants.step, constants.low, weight_levels, bias, geometry
+                )
         else:
             x_hat = per_tensor_forward(x, constants)
-            out = None
         if geometry.channels_last:  # as the layers' plain path (see supernet.layers)
             x_hat = x_hat.to(memory_format=torch.channels_last)
             w_hat = w_hat.to(memory_format=torch.channels_last)

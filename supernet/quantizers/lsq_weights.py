@@ -81,7 +81,9 @@ def _layout(entries: Sequence[WeightEntry]) -> _Layout:
 
 class _PerChannelLsqWeights(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, layout: _Layout, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any, layout: _Layout, not_a_number: list[int], *tensors: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         count = len(layout.shapes)
         weights, log_steps = tensors[:count], tensors[count : 2 * count]
         offsets = iter(tensors[2 * count :])
@@ -94,7 +96,7 @@ class _PerChannelLsqWeights(torch.autograd.Function):
                 for present, log_step in zip(layout.has_offset, log_steps, strict=True)
             ]
         )
-        out, constants, levels = lsq_kernels.quantize_rows(
+        out, constants, levels, not_a_number[0] = lsq_kernels.quantize_rows(
             flat, layout.rows, steps, MIN_STEP, offset_values
         )
         ctx.save_for_backward(flat, steps, constants)
@@ -138,7 +140,7 @@ class _PerChannelLsqWeights(torch.autograd.Function):
             for piece, present in zip(grad_offset.split(channels), layout.has_offset, strict=True)
             if present
         ]
-        return (None, *grad_weights, *grad_step.split(channels), *grad_offsets)
+        return (None, None, *grad_weights, *grad_step.split(channels), *grad_offsets)
 
 
 class SharedWeights(NamedTuple):
@@ -146,9 +148,10 @@ class SharedWeights(NamedTuple):
 
     weights: tuple[torch.Tensor, ...]
     """The fake-quantized weights."""
-    levels: tuple[WeightLevels, ...]
+    levels: tuple[WeightLevels | None, ...]
     """Each weight's channel steps and int8 levels ``weight / step`` (no gradients; exact
-    for an entry without an offset, whose zero points are 0)."""
+    for an entry without an offset, whose zero points are 0); None for all where a weight
+    held a NaN (no level represents it)."""
 
 
 def quantize_weights(entries: Sequence[WeightEntry]) -> SharedWeights:
@@ -163,17 +166,19 @@ def quantize_weights(entries: Sequence[WeightEntry]) -> SharedWeights:
     """
     layout = _layout(entries)
     offsets = [entry.offset for entry in entries if entry.offset is not None]
+    not_a_number = [0]
     outputs = _PerChannelLsqWeights.apply(
         layout,
+        not_a_number,
         *(entry.weight for entry in entries),
         *(entry.log_step for entry in entries),
         *offsets,
     )
     count = len(entries)
-    levels = (
-        WeightLevels(steps, weight_levels)
+    levels = tuple(
+        None if not_a_number[0] else WeightLevels(steps, weight_levels)
         for steps, weight_levels in zip(
             outputs[count : 2 * count], outputs[2 * count :], strict=True
         )
     )
-    return SharedWeights(tuple(outputs[:count]), tuple(levels))
+    return SharedWeights(tuple(outputs[:count]), levels)

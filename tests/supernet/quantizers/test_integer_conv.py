@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -29,7 +30,8 @@ needs_integer_conv = pytest.mark.skipif(
 def _operands(
     generator: torch.Generator, low: int, high: int, w_bits: int, channels: int, groups: int
 ) -> tuple[torch.Tensor, integer_conv.WeightLevels, float]:
-    step = 0.0625 + 0.01 * float(torch.rand(1, generator=generator))
+    # a float32 step, as the library passes one
+    step = float(np.float32(0.0625 + 0.01 * float(torch.rand(1, generator=generator))))
     levels = torch.randint(0, high - low + 1, (3, channels, 7, 7), generator=generator)
     qmax = 2 ** (w_bits - 1) - 1
     weight_levels = torch.randint(-qmax - 1, qmax + 1, (8, channels // groups, 3, 3))
@@ -92,11 +94,16 @@ def test_the_probe_refuses_a_convolution_that_is_not_exact(monkeypatch: pytest.M
         raise RuntimeError("no oneDNN kernel for this CPU")
 
     try:
-        for substitute in (saturating, failing):
+        for grouped in (False, True):
             with monkeypatch.context() as patch:
-                patch.setattr(integer_conv, "_convolve", substitute)
+                patch.setattr(integer_conv, "_convolve", saturating)
                 integer_conv.available.cache_clear()
-                assert not integer_conv.available()
+                assert not integer_conv.available(grouped)
+            with monkeypatch.context() as patch:
+                patch.setattr(integer_conv, "_convolve", failing)
+                integer_conv.available.cache_clear()
+                with pytest.warns(RuntimeWarning, match="integer convolution is off"):
+                    assert not integer_conv.available(grouped)
         with monkeypatch.context() as patch:
             patch.setattr(torch.ops, "onednn", object())
             integer_conv.available.cache_clear()
@@ -111,6 +118,9 @@ def test_the_probe_refuses_a_convolution_that_is_not_exact(monkeypatch: pytest.M
     assert not integer_conv.servable(x, shape, geometry, 15, -129, 127)
     assert not integer_conv.servable(x.double(), shape, geometry, 15, -8, 7)
     assert not integer_conv.servable(x.requires_grad_(), shape, geometry, 15, -8, 7)
+    # more products per output than int32 holds at the grids' extremes
+    wide = torch.Size((3, integer_conv.MAX_PRODUCTS_PER_OUTPUT // 9 + 1, 3, 3))
+    assert not integer_conv.servable(torch.rand(1, wide[1], 5, 5), wide, geometry, 15, -8, 7)
 
 
 @pytest.mark.parametrize(
@@ -203,16 +213,52 @@ def test_the_shared_weight_node_gives_each_weights_exact_levels() -> None:
         entries.append(WeightEntry(weight, log_step, None, qmin, qmax, grad_scale))
     shared = quantize_weights(entries)
     for entry, w_hat, levels in zip(entries, *shared, strict=True):
+        assert levels is not None
         assert levels.levels.dtype == torch.int8 and levels.levels.shape == entry.weight.shape
         assert levels.steps.is_contiguous() and levels.steps.shape == (entry.weight.shape[0],)
         assert int(levels.levels.min()) >= entry.qmin and int(levels.levels.max()) <= entry.qmax
         assert torch.equal(levels.levels.float() * levels.steps.view(-1, 1, 1, 1), w_hat)
-        assert torch.equal(
-            integer_conv.WeightLevels.per_channel(
-                w_hat, torch.stack([levels.steps, 1 / levels.steps, 0 * levels.steps], 1)
-            ).levels,
-            levels.levels,
+        alone = integer_conv.WeightLevels.per_channel(
+            w_hat, torch.stack([levels.steps, 1 / levels.steps, 0 * levels.steps], 1)
         )
+        assert alone is not None and torch.equal(alone.levels, levels.levels)
+    entries[1].weight[0, 0, 0, 0] = float("nan")
+    assert quantize_weights(entries).levels == (None,) * len(entries)
+
+
+@needs_integer_conv
+def test_a_nan_takes_the_float_convolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No grid index represents NaN: an input or weight holding one convolves in float, so
+    the NaN reaches the output (and the loss, where training's finiteness check stops it)."""
+    calls = []
+    convolve = integer_conv.integer_conv2d
+    monkeypatch.setattr(integer_conv, "integer_conv2d", lambda *a: calls.append(1) or convolve(*a))
+    grids = LsqGrids(-8, 7, 0.013, -8, 7, 0.021)
+    geometry = ConvGeometry((1, 1), (1, 1), (1, 1), 1, False)
+    for where in ("input", "weight", None):
+        x = torch.randn(2, 4, 6, 6)
+        weight = torch.randn(5, 4, 3, 3) * 0.3
+        if where == "input":
+            x[1, 2, 3, 3] = float("nan")
+        elif where == "weight":
+            weight[2, 1, 1, 1] = float("nan")
+        out = lsq_conv2d(
+            x.requires_grad_(),
+            weight.requires_grad_(),
+            None,
+            torch.full((1,), -2.0, requires_grad=True),
+            None,
+            torch.full((5,), -3.0, requires_grad=True),
+            None,
+            grids,
+            geometry,
+        )
+        assert bool(out.isnan().any()) == (where is not None)
+    assert calls == [1]  # only the finite operands on the integer grids
+    levels = integer_conv.WeightLevels.per_channel(
+        weight.detach().clone().fill_(float("nan")), torch.ones(5, 3)
+    )
+    assert levels is None
 
 
 def test_fake_quantize_levels_writes_the_grid_indices_beside_the_values() -> None:
@@ -228,3 +274,7 @@ def test_fake_quantize_levels_writes_the_grid_indices_beside_the_values() -> Non
         assert int(levels.min()) == 0 and int(levels.max()) == 15  # clipped at both ends
     with pytest.raises(ValueError, match="256 levels"):
         lsq_kernels.fake_quantize_levels(x, step, reciprocal, -200, 100)
+    x[0, 1, 2, 3] = float("nan")
+    out, levels = lsq_kernels.fake_quantize_levels(x, step, reciprocal, -5, 10)
+    assert levels is None  # no index for NaN
+    assert torch.equal(out.isnan(), x.isnan())

@@ -10,7 +10,8 @@ from torch.nn import functional as F
 
 from eqsearch.space import LayerChoice, QuantForm, SubnetConfig
 from supernet import build_supernet, init_quantizers
-from supernet.quantizers import lsq_weights
+from supernet.layers import ElasticQuantConv2d
+from supernet.quantizers import integer_conv, lsq_weights
 from supernet.quantizers.fake_quant import lsq_fake_quantize
 from supernet.quantizers.lsq_weights import WeightEntry, batchable, quantize_weights
 
@@ -114,9 +115,19 @@ def _config(supernet: torch.nn.Module) -> SubnetConfig:
     return SubnetConfig(tuple(choices))
 
 
+@pytest.mark.parametrize("integer", [False, True], ids=["float-conv", "integer-conv"])
 def test_a_supernet_training_step_quantizes_its_weights_together_with_the_same_gradients(
-    monkeypatch: pytest.MonkeyPatch,
+    integer: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Also with every convolution on the integer grids where this CPU allows it (the shared
+    node's levels against each layer's own)."""
+    monkeypatch.setattr(integer_conv, "ENABLED", integer)
+    monkeypatch.setattr(integer_conv, "MIN_MULTIPLY_ADDS", 0)
+    integer_calls: list[int] = []
+    convolve = integer_conv.integer_conv2d
+    monkeypatch.setattr(
+        integer_conv, "integer_conv2d", lambda *a: integer_calls.append(1) or convolve(*a)
+    )
     torch.manual_seed(0)
     supernet = build_supernet("resnet20", num_classes=10)
     images = torch.randn(4, 3, 32, 32)
@@ -144,6 +155,14 @@ def test_a_supernet_training_step_quantizes_its_weights_together_with_the_same_g
         results.append((logits.detach(), grads))
     layers = sum(isinstance(m, torch.nn.Conv2d | torch.nn.Linear) for m in supernet.modules())
     assert calls == [layers - 1]  # once, every layer but the per-tensor one
+    if integer and integer_conv.available():
+        # the symmetric-weight conv layers but the first (images), both ways
+        assert len(integer_calls) == 2 * sum(
+            isinstance(layer, ElasticQuantConv2d) and layer.choice.form.w_symmetric
+            for layer in list(supernet.elastic_layers().values())[1:]
+        )
+    else:
+        assert integer_calls == []
     (logits_together, grads_together), (logits_alone, grads_alone) = results
     assert torch.equal(logits_together, logits_alone)
     assert grads_together.keys() == grads_alone.keys()
