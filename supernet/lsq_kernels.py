@@ -13,7 +13,9 @@ kernels are (see :mod:`supernet.quantizers.n2uq_kernels`). The per-channel kerne
 rows of one flat buffer (:class:`Rows`): one layer's channels, or the channels of every layer
 whose weights a training step quantizes together (:mod:`supernet.quantizers.lsq_weights`);
 their backward recomputes the forward's values from the weight and three constants per row and
-returns the step and offset gradients.
+returns the step and offset gradients. For the training forward's integer convolution
+(:mod:`supernet.quantizers.integer_conv`) the activation kernel can also write each value's
+uint8 grid index, and the per-channel kernel always writes the int8 levels.
 """
 
 from __future__ import annotations
