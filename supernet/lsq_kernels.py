@@ -312,6 +312,18 @@ def _flat(tensor: torch.Tensor) -> np.ndarray:
     return tensor.as_strided((tensor.numel(),), (1,)).numpy()
 
 
+def _grid_arguments(
+    step: float, reciprocal: float, low: int, high: int
+) -> tuple[np.float32, np.float32, np.float32, np.float32]:
+    # the per-tensor kernels' grid arguments, in their order
+    return np.float32(reciprocal), np.float32(low), np.float32(high), np.float32(step)
+
+
+def _chunks(x: torch.Tensor) -> int:
+    # the slices a per-tensor kernel splits x into: torch's threads, none below the minimum
+    return max(1, min(torch.get_num_threads(), x.numel() // MIN_ELEMENTS_PER_CHUNK))
+
+
 def fake_quantize(
     x: torch.Tensor, step: float, reciprocal: float, low: int, high: int
 ) -> torch.Tensor:
@@ -326,13 +338,8 @@ def fake_quantize(
         raise RuntimeError("the one-pass kernel needs numba")
     out = torch.empty_like(x)
     source, target = _flat(x), _flat(out)
-    arguments = (
-        np.float32(reciprocal),
-        np.float32(low),
-        np.float32(high),
-        np.float32(step),
-    )
-    chunks = max(1, min(torch.get_num_threads(), x.numel() // MIN_ELEMENTS_PER_CHUNK))
+    arguments = _grid_arguments(step, reciprocal, low, high)
+    chunks = _chunks(x)
     if chunks > 1:
         _compiled["parallel"](source, target, *arguments, chunks)
     else:
@@ -358,13 +365,8 @@ def fake_quantize_levels(
     out = torch.empty_like(x)
     levels = torch.empty_like(x, dtype=torch.uint8)
     source, target, indices = _flat(x), _flat(out), _flat(levels)
-    arguments = (
-        np.float32(reciprocal),
-        np.float32(low),
-        np.float32(high),
-        np.float32(step),
-    )
-    chunks = max(1, min(torch.get_num_threads(), x.numel() // MIN_ELEMENTS_PER_CHUNK))
+    arguments = _grid_arguments(step, reciprocal, low, high)
+    chunks = _chunks(x)
     if chunks > 1:
         counts = np.zeros(chunks, dtype=np.int64)
         _compiled["parallel_levels"](source, target, indices, *arguments, counts)

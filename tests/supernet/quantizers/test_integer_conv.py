@@ -148,7 +148,11 @@ CASES = list(itertools.product((True, False), (True, False), (True, False)))
 @needs_integer_conv
 @pytest.mark.parametrize(("per_channel", "a_symmetric", "channels_last"), CASES)
 def test_the_fused_node_on_the_integer_grids_changes_no_gradient(
-    per_channel: bool, a_symmetric: bool, channels_last: bool, monkeypatch: pytest.MonkeyPatch
+    per_channel: bool,
+    a_symmetric: bool,
+    channels_last: bool,
+    integer_calls: list[int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The forward's output moves by float32 rounding, the backward reads the same saved
     operands: every gradient is bit for bit the float path's."""
@@ -167,9 +171,6 @@ def test_the_fused_node_on_the_integer_grids_changes_no_gradient(
     grids = LsqGrids(-8, 7, 0.013, -8, 7, 0.021)
     geometry = ConvGeometry((1, 1), (1, 1), (1, 1), 1, channels_last)
     upstream = torch.randn(2, 7, 8, 8, generator=generator)
-    calls = []
-    convolve = integer_conv.integer_conv2d
-    monkeypatch.setattr(integer_conv, "integer_conv2d", lambda *a: calls.append(1) or convolve(*a))
     results = []
     for integer in (True, False):
         monkeypatch.setattr(integer_conv, "ENABLED", integer)
@@ -177,21 +178,11 @@ def test_the_fused_node_on_the_integer_grids_changes_no_gradient(
             name: None if value is None else value.clone().requires_grad_()
             for name, value in leaves.items()
         }
-        out = lsq_conv2d(
-            inputs["x"],
-            inputs["weight"],
-            inputs["bias"],
-            inputs["input_log_step"],
-            inputs["input_offset"],
-            inputs["weight_log_step"],
-            None,
-            grids,
-            geometry,
-        )
+        out = lsq_conv2d(**inputs, weight_offset=None, grids=grids, geometry=geometry)
         out.backward(upstream)
         grads = {name: value.grad for name, value in inputs.items() if value is not None}
         results.append((out.detach(), grads))
-    assert calls == [1]
+    assert integer_calls == [1]
     (out_integer, grads_integer), (out_float, grads_float) = results
     assert torch.allclose(
         out_integer, out_float, rtol=0.0, atol=2e-6 * float(out_float.abs().max())
@@ -227,12 +218,9 @@ def test_the_shared_weight_node_gives_each_weights_exact_levels() -> None:
 
 
 @needs_integer_conv
-def test_a_nan_takes_the_float_convolution(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_nan_takes_the_float_convolution(integer_calls: list[int]) -> None:
     """No grid index represents NaN: an input or weight holding one convolves in float, so
     the NaN reaches the output (and the loss, where training's finiteness check stops it)."""
-    calls = []
-    convolve = integer_conv.integer_conv2d
-    monkeypatch.setattr(integer_conv, "integer_conv2d", lambda *a: calls.append(1) or convolve(*a))
     grids = LsqGrids(-8, 7, 0.013, -8, 7, 0.021)
     geometry = ConvGeometry((1, 1), (1, 1), (1, 1), 1, False)
     for where in ("input", "weight", None):
@@ -254,7 +242,7 @@ def test_a_nan_takes_the_float_convolution(monkeypatch: pytest.MonkeyPatch) -> N
             geometry,
         )
         assert bool(out.isnan().any()) == (where is not None)
-    assert calls == [1]  # only the finite operands on the integer grids
+    assert integer_calls == [1]  # only the finite operands on the integer grids
     levels = integer_conv.WeightLevels.per_channel(
         weight.detach().clone().fill_(float("nan")), torch.ones(5, 3)
     )

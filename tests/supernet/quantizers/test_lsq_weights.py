@@ -117,17 +117,12 @@ def _config(supernet: torch.nn.Module) -> SubnetConfig:
 
 @pytest.mark.parametrize("integer", [False, True], ids=["float-conv", "integer-conv"])
 def test_a_supernet_training_step_quantizes_its_weights_together_with_the_same_gradients(
-    integer: bool, monkeypatch: pytest.MonkeyPatch
+    integer: bool, integer_calls: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Also with every convolution on the integer grids where this CPU allows it (the shared
     node's levels against each layer's own)."""
     monkeypatch.setattr(integer_conv, "ENABLED", integer)
     monkeypatch.setattr(integer_conv, "MIN_MULTIPLY_ADDS", 0)
-    integer_calls: list[int] = []
-    convolve = integer_conv.integer_conv2d
-    monkeypatch.setattr(
-        integer_conv, "integer_conv2d", lambda *a: integer_calls.append(1) or convolve(*a)
-    )
     torch.manual_seed(0)
     supernet = build_supernet("resnet20", num_classes=10)
     images = torch.randn(4, 3, 32, 32)
