@@ -306,11 +306,9 @@ def weights_quantized_together(layers: Iterable[ElasticQuantLayer]) -> Iterator[
     if len(entries) < 2:  # nothing to share
         yield
         return
-    shared = quantize_weights(entries)
-    for layer, entry, weight, levels in zip(chosen, entries, *shared, strict=True):
+    for layer, weight, levels in zip(chosen, *quantize_weights(entries), strict=True):
         layer.active.quantized_weight = weight
-        # a symmetric weight's levels serve an integer convolution
-        layer.active.quantized_weight_levels = levels if entry.offset is None else None
+        layer.active.quantized_weight_levels = levels
     try:
         yield
     finally:

@@ -262,8 +262,9 @@ class ElasticQuantizer(nn.Module):
 
         Quantizers may fuse the three into one autograd node for training (LSQ+ does); this
         default composes them. ``quantized_weight``: the weight quantized already (from the
-        node of :meth:`shared_weight_entry`), used as it is, with its channels' constants
-        (clamped step, reciprocal, zero point), which a fused node may compute with.
+        node of :meth:`shared_weight_entry`), used as it is, with (for a symmetric one) its
+        levels, which a fused node may convolve on the integer grids; this default ignores
+        them.
         """
         x = self.quantize_input(x, handle)
         if quantized_weight is None:

@@ -232,8 +232,8 @@ class LsqQuantizer(ElasticQuantizer):
     ) -> torch.Tensor:
         """``F.conv2d(quantize_input(x), quantize_weight(weight), bias, ...)`` as one autograd
         node, for training (see :mod:`supernet.quantizers.lsq_conv`); with
-        ``quantized_weight`` (and its channels' constants), of the input's quantization and
-        the convolution only."""
+        ``quantized_weight`` (and, for a symmetric one, its levels, for an integer
+        convolution), of the input's quantization and the convolution only."""
         log_step: torch.Tensor | None
         if quantized_weight is None:
             log_step, offset, weight_grad_scale = self._weight_entry(weight, handle)
@@ -254,7 +254,7 @@ class LsqQuantizer(ElasticQuantizer):
             offset,
             grids,
             geometry,
-            quantized_weight_levels if quantized_weight is not None else None,
+            quantized_weight_levels,
         )
 
     def input_directions(

@@ -246,7 +246,9 @@ def lsq_conv2d(
 
     Equal to ``F.conv2d(lsq_fake_quantize(x, exp(input_log_step), input_offset, ...),
     lsq_fake_quantize(weight, exp(weight_log_step), weight_offset, ...), bias, ...)`` in value
-    and, up to float summation order, in every gradient.
+    (up to float32 rounding where the forward convolves on the integer grids, see
+    :mod:`supernet.quantizers.integer_conv`) and, up to float summation order, in every
+    gradient.
 
     Args:
         x: the input activation (quantized per tensor).
@@ -260,6 +262,8 @@ def lsq_conv2d(
             the weight's gradient).
         grids: the integer grids and LSQ gradient scales.
         geometry: stride, zero padding, dilation, groups, and whether to compute channels-last.
+        quantized_weight_levels: a weight quantized already: its levels where it is symmetric
+            (from the same node), else None.
     """
     return _LsqConv2d.apply(  # type: ignore[no-any-return]
         x,

@@ -149,14 +149,14 @@ class SharedWeights(NamedTuple):
     weights: tuple[torch.Tensor, ...]
     """The fake-quantized weights."""
     levels: tuple[WeightLevels | None, ...]
-    """Each weight's channel steps and int8 levels ``weight / step`` (no gradients; exact
-    for an entry without an offset, whose zero points are 0); None for all where a weight
-    held a NaN (no level represents it)."""
+    """Each symmetric weight's channel steps and int8 levels ``weight / step`` (no
+    gradients), for an integer convolution; None for an entry with an offset (its zero
+    points shift the levels), and for all where a weight held a NaN (no level holds one)."""
 
 
 def quantize_weights(entries: Sequence[WeightEntry]) -> SharedWeights:
-    """Each entry's fake-quantized weight and its channels' constants, all from one autograd
-    node.
+    """Each entry's fake-quantized weight and, for a symmetric one, its levels, all from one
+    autograd node.
 
     Equal in value to ``lsq_fake_quantize(weight, exp(log_step), offset, qmin, qmax,
     grad_scale)`` per entry and, up to float summation order, in every gradient.
@@ -176,9 +176,9 @@ def quantize_weights(entries: Sequence[WeightEntry]) -> SharedWeights:
     )
     count = len(entries)
     levels = tuple(
-        None if not_a_number[0] else WeightLevels(steps, weight_levels)
-        for steps, weight_levels in zip(
-            outputs[count : 2 * count], outputs[2 * count :], strict=True
+        None if not_a_number[0] or entry.offset is not None else WeightLevels(steps, weight_levels)
+        for entry, steps, weight_levels in zip(
+            entries, outputs[count : 2 * count], outputs[2 * count :], strict=True
         )
     )
     return SharedWeights(tuple(outputs[:count]), levels)
