@@ -34,6 +34,13 @@ from eqsearch.commands.common import (
     status,
 )
 from eqsearch.errors import InputError
+from eqsearch.factories import (
+    is_reference,
+    locate_module,
+    parse_reference,
+    trust_factories,
+    trust_scope,
+)
 from eqsearch.space_spec import SPACE_FLAGS
 
 if TYPE_CHECKING:
@@ -42,6 +49,7 @@ if TYPE_CHECKING:
     from supernet.train import TrainConfig as TrainConfigType
 
 DEBUG_VARIABLE = "EQSEARCH_DEBUG"
+TRUST_FLAG = "--trust-model"
 
 OPENMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
 
@@ -220,9 +228,14 @@ def _start_distributed(device: str) -> bool:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from eqsearch.files import check_output_directory
+
+    if args.model is not None and is_reference(args.model):
+        # named here, so trusted; a missing module is named before torch is imported
+        locate_module(parse_reference(args.model, what="model factory"))
+        trust_factories([args.model])
+    check_output_directory(args.out)
     from supernet.train import TrainingDiverged, train_supernet
 
-    check_output_directory(args.out)
     config = _train_config(args)
     distributed = _start_distributed(config.device)
     try:
@@ -337,6 +350,13 @@ def build_parser(*, study_options: bool = True) -> argparse.ArgumentParser:
         action="store_true",
         help=f"print the traceback of an unexpected failure (or set {DEBUG_VARIABLE}=1)",
     )
+    parser.add_argument(
+        TRUST_FLAG,
+        action="append",
+        metavar="MODULE:FUNCTION",
+        help="let checkpoints and config files name this model factory (code they name is "
+        "never run otherwise); taken anywhere on the line, repeatable",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
@@ -410,10 +430,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in arguments or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     arguments = [argument for argument in arguments if argument != "--debug"]
     try:
-        parser = build_parser(study_options="study" in arguments)
-        args = parser.parse_args(arguments)
-        handler: Command = args.handler
-        return handler(args)
+        with trust_scope():
+            arguments = _take_trusted_factories(arguments)
+            parser = build_parser(study_options="study" in arguments)
+            args = parser.parse_args(arguments)
+            handler: Command = args.handler
+            return handler(args)
     except (UsageError, InputError) as error:
         # bad input; any other ValueError is a bug and falls through to the last handler
         print(f"error: {_one_line(error)}", file=sys.stderr)
@@ -437,6 +459,37 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return EXIT_FAILURE
+
+
+def _take_trusted_factories(arguments: list[str]) -> list[str]:
+    """Trust every ``--trust-model REF`` on the line (before or after the command) and
+    return the line without them.
+
+    Raises:
+        UsageError: the flag without a reference, or a malformed reference.
+    """
+    rest: list[str] = []
+    trusted: list[str] = []
+    items = iter(arguments)
+    for argument in items:
+        if argument == "--":
+            rest += [argument, *items]
+            break
+        if argument == TRUST_FLAG:
+            value = next(items, None)
+            if value is None or value.startswith("-"):
+                raise UsageError(f"{TRUST_FLAG} takes a model factory: package.module:function")
+        elif argument.startswith(TRUST_FLAG + "="):
+            value = argument.split("=", 1)[1]
+        else:
+            rest.append(argument)
+            continue
+        try:
+            trusted.append(parse_reference(value, what="model factory").text)
+        except InputError as error:
+            raise UsageError(f"{TRUST_FLAG}: {error}") from None
+    trust_factories(trusted)
+    return rest
 
 
 def _one_line(error: BaseException) -> str:

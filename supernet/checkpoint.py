@@ -15,6 +15,7 @@ from eqsearch.files import atomic_writer
 from eqsearch.space import READABLE_VERSIONS, ElasticSpace
 from supernet.devices import resolve_device
 from supernet.elastic import Supernet, rebuild_supernet
+from supernet.models import check_model_named_by_file
 
 FORMAT_NAME = "eqsearch-supernet"
 FORMAT_VERSION = 1
@@ -173,6 +174,7 @@ def load_supernet(
             "build_info); pass to_supernet(..., build_info={'model': 'package.module:factory', "
             "'num_classes': ..., 'in_channels': ..., 'image_size': ...}) when saving"
         )
+    check_model_named_by_file(build_info["model"], source=str(path))
     try:
         supernet = rebuild_supernet(build_info)
         stored_space = ElasticSpace.from_dict(payload["space"])

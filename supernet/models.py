@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from eqsearch.errors import InputError
+from eqsearch.factories import check_named_by_file, is_reference, load_factory
 
 
 @dataclass(frozen=True)
@@ -73,26 +73,44 @@ ENTRY_POINT_GROUP = "eqsearch.models"
 
 def model_entry(name: str) -> ModelEntry:
     """The model called ``name``: registered, an installed package's entry point, or a factory
-    ``"package.module:function"`` (importable; the module is imported, which runs its code).
+    the caller names (``"package.module:function"`` or ``"path/to/file.py:function"``; its
+    module is imported, which runs its code, and the reference counts as trusted in this
+    process from then on: see :mod:`eqsearch.factories`).
 
     A factory takes ``(num_classes, in_channels, image_size)`` and returns an ``nn.Module``;
     optional attributes ``image_size`` and ``min_image_size`` give its defaults. The name is
-    stored in checkpoints, so a supernet of a user model reloads wherever the module imports.
+    stored in checkpoints; a checkpoint or config file that names a factory is loaded only
+    where the user names it too (:func:`model_entry_named_by_file`).
 
     Raises:
         InputError: unknown name, a module that does not import, or no such factory.
     """
     if name in MODELS:
         return MODELS[name]
-    if ":" in name:
+    if is_reference(name):
         return _factory_entry(name)
     for entry_point in _entry_points():
         if entry_point.name == name:
             return _factory_entry(entry_point.value, name=name)
     raise InputError(
         f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))} (or give a factory "
-        "as package.module:function, or install a package with an eqsearch.models entry point)"
+        "as package.module:function or path/to/file.py:function, or install a package with an "
+        "eqsearch.models entry point)"
     )
+
+
+def check_model_named_by_file(name: Any, *, source: str) -> None:
+    """Refuse a model name read from a file (a checkpoint, a config) that is a factory the
+    user has not named: a file may name registered models and installed packages' entry
+    points, never code of its own choosing.
+
+    Raises:
+        InputError: not a string, or an untrusted ``module:function`` (the line says how to
+            allow it).
+    """
+    if not isinstance(name, str):
+        raise InputError(f"{source}: the model must be a name; got {type(name).__name__}")
+    check_named_by_file(name, source=source, what="model")
 
 
 def _entry_points() -> list[Any]:
@@ -107,27 +125,18 @@ def plugin_models() -> dict[str, str]:
 
 
 def _factory_entry(reference: str, *, name: str | None = None) -> ModelEntry:
-    module_name, _, attribute = reference.partition(":")
-    if not module_name or not attribute.isidentifier():
-        raise InputError(f"a model factory is written package.module:function; got {reference!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise InputError(f"model {reference!r}: cannot import {module_name} ({error})") from None
+    factory = load_factory(reference, what="model factory")
+    attribute = reference.rpartition(":")[2]
     if attribute in MODELS and reference not in MODELS:  # the module registered it by name
         return MODELS[attribute]
-    factory = getattr(module, attribute, None)
-    if not callable(factory):
-        raise InputError(f"model {reference!r}: {module_name} has no function {attribute!r}")
     doc = (factory.__doc__ or "").strip().splitlines()
-    entry = ModelEntry(
+    return ModelEntry(
         name or reference,
         factory,
         int(getattr(factory, "image_size", 32)),
         int(getattr(factory, "min_image_size", 1)),
         doc[0] if doc else f"user model {reference}",
     )
-    return entry
 
 
 def create_model(

@@ -30,7 +30,7 @@ from supernet.data import DATASETS, DataBundle, DataSpec, build_data
 from supernet.devices import resolve_device
 from supernet.elastic import Supernet, build_supernet
 from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_loss, wdr_weights
-from supernet.models import model_entry
+from supernet.models import check_model_named_by_file, model_entry
 from supernet.oracle import subnet_accuracy
 from supernet.quant_init import init_quantizers
 from supernet.runtime import keep_freed_memory, one_thread
@@ -199,9 +199,13 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a dict; unknown keys are an error naming them. Older files spell the
-        space's fields at the top level; they are read into ``space``."""
+    def from_dict(cls, data: dict[str, Any], *, source: str = "a train config") -> TrainConfig:
+        """Build from a dict read from ``source`` (a file); unknown keys are an error naming
+        them. Older files spell the space's fields at the top level; they are read into
+        ``space``. A model factory it names must have been named by the user too
+        (:func:`supernet.models.check_model_named_by_file`)."""
+        if "model" in data:
+            check_model_named_by_file(data["model"], source=source)
         legacy = set(SPACE_FLAGS.values())
         known = {f.name for f in fields(cls)} | legacy
         unknown = sorted(set(data) - known)
@@ -227,7 +231,7 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise InputError(f"train config {path} must hold a JSON object")
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(data, source="this file")
         except (TypeError, ValueError) as error:
             raise InputError(f"train config {path}: {error}") from None
 
@@ -701,8 +705,10 @@ def stored_train_config(checkpoint: dict[str, Any], path: str | Path) -> TrainCo
     data = checkpoint.get("train_config")
     if not isinstance(data, dict):
         raise InputError(f"{path} records no training settings (not written by eqsearch train)")
+    if "model" in data:
+        check_model_named_by_file(data["model"], source=str(path))
     try:
-        return TrainConfig.from_dict(data)
+        return TrainConfig.from_dict(data, source=str(path))
     except (TypeError, ValueError) as error:
         raise InputError(f"{path} records malformed training settings ({error})") from None
 
