@@ -57,6 +57,7 @@ def test_a_resume_restores_both_generators_on_any_number_of_gpus(fake_gpu_genera
     assert fake_gpu_generator == []
 
 
+@pytest.mark.slow
 def test_training_saves_the_generators_and_a_resume_restores_them(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
