@@ -41,6 +41,7 @@ from eqsearch.factories import (
     trust_factories,
     trust_scope,
 )
+from eqsearch.launcher import quiet_native_logs
 from eqsearch.space_spec import SPACE_FLAGS
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ _TRAIN_FLAGS = {
     "epochs": "epochs",
     "fp_epochs": "fp_epochs",
     "init": "init",
+    "init_skip_head": "init_skip_head",
     "pretrained": "pretrained",
     "batch_size": "batch_size",
     "lr": "lr",
@@ -143,6 +145,12 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="full-precision pretraining epochs before the supernet",
     )
     add("--init", help="start from this full-precision checkpoint or state_dict")
+    add(
+        "--init-skip-head",
+        action="store_const",
+        const=True,
+        help="leave the classifier out of --init (weights for another number of classes)",
+    )
     add("--pretrained", action="store_const", const=True, help="torchvision weights (local)")
     add("--batch-size", type=positive_int, help="images per step")
     add("--lr", type=finite_float, help="Adam learning rate (cosine schedule)")
@@ -196,32 +204,46 @@ def _train_config(args: argparse.Namespace) -> TrainConfigType:
     return replace(base, **overrides)
 
 
-def _start_distributed(device: str) -> bool:
+def _start_distributed(device_name: str, *, debug: bool = False) -> bool:
     """Join the torchrun process group when launched by torchrun with several processes.
 
-    Waiting for the peers is bounded (``EQSEARCH_RENDEZVOUS_TIMEOUT``, 300 s by default).
+    The launch's variables are checked first (see ``eqsearch.launcher``); the device is
+    resolved (``cuda:<LOCAL_RANK>``) before the backend is chosen from it: NCCL for CUDA, gloo
+    for the CPU. Waiting for the peers is bounded (``EQSEARCH_RENDEZVOUS_TIMEOUT``, 300 s by
+    default); c10d's own log lines are shown only with ``debug``.
     """
     from datetime import timedelta
 
-    from eqsearch.launcher import check_rendezvous, launch_environment, rendezvous_seconds
+    from eqsearch.launcher import (
+        check_rendezvous,
+        launch_environment,
+        native_stderr_captured,
+        process_group_backend,
+        rendezvous_seconds,
+    )
 
     rank, world = launch_environment()
     if world <= 1:
         return False
     check_rendezvous()
     seconds = rendezvous_seconds()
+    from supernet.devices import resolve_device
+
+    backend = process_group_backend(resolve_device(device_name).type)
     import torch.distributed
 
     if not torch.distributed.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
         try:
-            torch.distributed.init_process_group(
-                backend=backend, timeout=timedelta(seconds=seconds)
-            )
+            with native_stderr_captured(enabled=not debug):
+                torch.distributed.init_process_group(
+                    backend=backend, timeout=timedelta(seconds=seconds)
+                )
         except Exception as error:  # the store and the backends raise several types
+            first = next((line for line in str(error).splitlines() if line.strip()), "")
             raise UsageError(
                 f"rank {rank} of {world} could not join its peers within {seconds:g} s "
-                f"({_one_line(error)[:160]}); are all {world} processes started?"
+                f"({(first.strip() or type(error).__name__)[:160]}); "
+                f"are all {world} processes started?"
             ) from None
     return True
 
@@ -237,7 +259,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from supernet.train import TrainingDiverged, train_supernet
 
     config = _train_config(args)
-    distributed = _start_distributed(config.device)
+    distributed = _start_distributed(config.device, debug=getattr(args, "debug", False))
     try:
         result = train_supernet(config, args.out, resume=args.resume, progress=not args.no_progress)
     except TrainingDiverged as error:
@@ -429,11 +451,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # --debug is taken anywhere on the line, before or after the command
     debug = "--debug" in arguments or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     arguments = [argument for argument in arguments if argument != "--debug"]
+    quiet_native_logs(debug)  # before any command imports torch
     try:
         with trust_scope():
             arguments = _take_trusted_factories(arguments)
             parser = build_parser(study_options="study" in arguments)
             args = parser.parse_args(arguments)
+            args.debug = debug
             handler: Command = args.handler
             return handler(args)
     except (UsageError, InputError) as error:

@@ -19,20 +19,24 @@ from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text, read_json
 from eqsearch.space import ElasticSpace, LayerChoice, SubnetConfig
 from eqsearch.space_spec import SPACE_FLAGS, SpaceSpec
-from supernet.checkpoint import (
-    CheckpointError,
-    check_finite_weights,
-    load_checkpoint,
-    safe_torch_load,
-    save_supernet,
-)
+from supernet.checkpoint import check_finite_weights, load_checkpoint, save_supernet
 from supernet.data import DATASETS, DataBundle, DataSpec, build_data
 from supernet.devices import resolve_device
+from supernet.distributed import (
+    Distributed,
+    all_ranks_true,
+    average_gradients,
+    broadcast_state,
+    distributed_context,
+    shared_accuracy,
+)
 from supernet.elastic import Supernet, build_supernet
+from supernet.initial_weights import load_initial_weights
 from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_loss, wdr_weights
 from supernet.models import check_model_named_by_file, model_entry
 from supernet.oracle import subnet_accuracy
 from supernet.quant_init import init_quantizers
+from supernet.rng_state import restore_training_rng, training_rng_state
 from supernet.runtime import keep_freed_memory, one_thread
 
 SCHEDULES = ("joint", "progressive")
@@ -40,6 +44,9 @@ FORM_MODES = ("global", "per_layer")
 CHECKPOINT_NAME = "supernet.pt"
 FP_CHECKPOINT_NAME = "fp.pt"
 LOG_NAME = "train_log.jsonl"
+SCORING_BATCH = 500
+"""Images per forward when subnets are scored between epochs (it also sets the batches the BN
+statistics are averaged over)."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -58,7 +65,10 @@ class TrainConfig:
             ``from_dict`` (older config files spell them at the top level).
         epochs: quantization-aware epochs of the supernet.
         fp_epochs: full-precision pretraining epochs first (ignored with ``init``).
-        init: a full-precision checkpoint (``fp.pt``) or plain state_dict to start from.
+        init: a full-precision checkpoint (``fp.pt``) or a state_dict to start from (see
+            :func:`supernet.initial_weights.load_initial_weights`).
+        init_skip_head: leave the classifier out of ``init`` (weights for another number of
+            classes).
         pretrained: start from torchvision weights in the local cache.
         batch_size, lr, weight_decay: Adam with a per-iteration cosine schedule.
         grad_clip: clip every gradient element to ±grad_clip (None: no clipping).
@@ -87,6 +97,7 @@ class TrainConfig:
     epochs: int = 10
     fp_epochs: int = 0
     init: str | None = None
+    init_skip_head: bool = False
     pretrained: bool = False
     batch_size: int = 128
     lr: float = 1e-3
@@ -153,6 +164,10 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{name} must be a non-negative integer; got {value!r}")
+        if not isinstance(self.init_skip_head, bool):
+            raise InputError(f"init_skip_head must be true or false; got {self.init_skip_head!r}")
+        if self.init_skip_head and not self.init:
+            raise InputError("init_skip_head leaves the classifier out of init; give init too")
         if self.seed > 2**63 - 1:
             raise InputError(f"seed must be in 0..2**63-1; got {self.seed}")
         if self.image_size is not None and (
@@ -284,48 +299,6 @@ class TrainResult:
     data: DataBundle
 
 
-# -- distributed helpers ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """Rank and world size of this process (1 process when not launched by torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        """Whether this process writes files and prints."""
-        return self.rank == 0
-
-
-def distributed_context() -> Distributed:
-    """The process group's rank and size, or a single process."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return Distributed(torch.distributed.get_rank(), torch.distributed.get_world_size())
-    return Distributed()
-
-
-def _average_gradients(parameters: Sequence[nn.Parameter], world_size: int) -> None:
-    gradients = [p.grad for p in parameters if p.grad is not None]
-    if not gradients:
-        return
-    flat = torch._utils._flatten_dense_tensors(gradients)
-    torch.distributed.all_reduce(flat)
-    flat /= world_size
-    for gradient, synced in zip(
-        gradients, torch._utils._unflatten_dense_tensors(flat, gradients), strict=True
-    ):
-        gradient.copy_(synced)
-
-
-def _broadcast_state(module: nn.Module) -> None:
-    with torch.no_grad():
-        for tensor in list(module.parameters()) + list(module.buffers()):
-            torch.distributed.broadcast(tensor, 0)
-
-
 # -- subnet draws -------------------------------------------------------------------------
 
 
@@ -430,49 +403,6 @@ def _cosine(total_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _load_initial_weights(supernet: Supernet, path: str) -> None:
-    """Full-precision weights from an eqsearch ``fp.pt``/``supernet.pt`` or a plain state_dict."""
-    try:
-        payload = load_checkpoint(path)
-        if payload.get("complete") is False:
-            raise InputError(
-                f"--init {path} is an unfinished pretraining (epoch {payload.get('fp_epoch')} "
-                f"of {(payload.get('train_config') or {}).get('fp_epochs')}); continue its run "
-                "with eqsearch train --resume --out <its directory>"
-            )
-        state = payload["state_dict"]
-        target: nn.Module = supernet
-    except CheckpointError as error:
-        if "not an eqsearch checkpoint" not in str(error):
-            raise
-        state = safe_torch_load(path, what="state_dict")
-        target = supernet.model
-    if not isinstance(state, dict) or not all(
-        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
-    ):
-        raise InputError(f"--init {path} is neither an eqsearch checkpoint nor a state_dict")
-    own = target.state_dict()
-    model_keys = {k for k in own if ".quantizer." not in k}
-    missing = sorted(model_keys - set(state))
-    # Quantizer entries of another quantizer (an LSQ+ fp.pt into an N2UQ run) are not model
-    # weights; init_quantizers initialises the new ones from data anyway.
-    unexpected = sorted(k for k in state if k not in own and ".quantizer." not in k)
-    if missing or unexpected:
-        raise InputError(
-            f"--init {path} does not fit the {supernet.build_info['model']} architecture "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    wrong = sorted(k for k, v in state.items() if k in own and v.shape != own[k].shape)
-    if wrong:
-        raise InputError(
-            f"--init {path} does not fit the {supernet.build_info['model']} architecture "
-            f"({wrong[0]} has shape {tuple(state[wrong[0]].shape)}, the model "
-            f"{tuple(own[wrong[0]].shape)})"
-        )
-    check_finite_weights(state, path)
-    target.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-
-
 class _Progress:
     """Rich progress bars on the main process, nothing elsewhere."""
 
@@ -527,19 +457,20 @@ def _check_finite(
     dist: Distributed | None = None,
     kept: str = "no checkpoint of this run had been written",
 ) -> None:
+    """Raise :class:`TrainingDiverged` when a loss on any rank is not finite.
+
+    The check stays on the losses' device until one read of the answer; every rank must
+    stop together, or the others would wait in the next all-reduce forever.
+    """
+    finite = torch.isfinite(torch.cat([value.detach().reshape(-1) for value in values.values()]))
+    if all_ranks_true(finite.all(), dist or Distributed(device=finite.device)):
+        return
     bad = {name: float(value) for name, value in values.items() if not torch.isfinite(value).all()}
-    if dist is not None and dist.world_size > 1:
-        # Every rank must stop together, or the others would wait in all_reduce forever.
-        flag = torch.tensor([0.0 if bad else 1.0])
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-        if float(flag) == 0.0 and not bad:
-            bad = {"on another rank": float("nan")}
-    if bad:
-        name, value = next(iter(bad.items()))
-        raise TrainingDiverged(
-            f"loss {name} became {value} at epoch {epoch + 1}, step {step + 1}; "
-            f"training stopped: {kept} (try a lower --lr)"
-        )
+    name, value = next(iter(bad.items())) if bad else ("on another rank", float("nan"))
+    raise TrainingDiverged(
+        f"loss {name} became {value} at epoch {epoch + 1}, step {step + 1}; "
+        f"training stopped: {kept} (try a lower --lr)"
+    )
 
 
 def _fp_pretrain(
@@ -570,7 +501,7 @@ def _fp_pretrain(
     if stored is not None:
         history = [entry for entry in stored.get("history", []) if entry.get("phase") == "fp"]
         first_epoch = int(stored.get("fp_epoch", config.fp_epochs))
-        torch.set_rng_state(stored["torch_rng"])
+        restore_training_rng(stored, device)
         if first_epoch < config.fp_epochs:
             optimizer.load_state_dict(stored["optimizer"])
             scheduler.load_state_dict(stored["scheduler"])
@@ -599,7 +530,7 @@ def _fp_pretrain(
             )
             loss.backward()
             if dist.world_size > 1:
-                _average_gradients(parameters, dist.world_size)
+                average_gradients(parameters, dist)
             if config.grad_clip is not None:
                 torch.nn.utils.clip_grad_value_(parameters, config.grad_clip)
             optimizer.step()
@@ -607,8 +538,10 @@ def _fp_pretrain(
             total += float(loss.detach())
             batches += 1
         if dist.world_size > 1:
-            _broadcast_state(supernet)
-        accuracy = subnet_accuracy(supernet, None, holdout_images, holdout_labels, calibration)
+            broadcast_state(supernet)
+        accuracy = _epoch_accuracy(
+            supernet, None, holdout_images, holdout_labels, calibration, dist
+        )
         history.append(
             {
                 "phase": "fp",
@@ -625,7 +558,7 @@ def _fp_pretrain(
                 "history": history,
                 "fp_epoch": epoch + 1,
                 "complete": finished,
-                "torch_rng": torch.get_rng_state(),
+                **training_rng_state(device),
             }
             if not finished:  # a finished fp.pt needs no optimizer state: keep it small
                 fields["optimizer"] = optimizer.state_dict()
@@ -799,10 +732,8 @@ def _train_supernet(
     on_epoch: Callable[[EpochReport], None] | None,
     stop_after: int | None,
 ) -> TrainResult:
-    dist = distributed_context()
-    device = resolve_device(config.device)
-    if device.type == "cuda" and dist.world_size > 1:
-        device = torch.device("cuda", dist.rank % torch.cuda.device_count())
+    device = resolve_device(config.device)  # cuda:<LOCAL_RANK> under torchrun
+    dist = distributed_context(device)
     keep_freed_memory()
     out = Path(out_dir) if out_dir is not None else None
     checkpoint_path = out / CHECKPOINT_NAME if out is not None else None
@@ -835,14 +766,14 @@ def _train_supernet(
             _load_state(supernet, stored, checkpoint_path)
             optimizer.load_state_dict(stored["optimizer"])
             scheduler.load_state_dict(stored["scheduler"])
-            torch.set_rng_state(stored["torch_rng"])
+            restore_training_rng(stored, device)
             history = list(stored.get("history", []))
             start_epoch = int(stored["epoch"])
         else:
             if dist.world_size > 1:
-                _broadcast_state(supernet)
+                broadcast_state(supernet)
             if config.init:
-                _load_initial_weights(supernet, config.init)
+                load_initial_weights(supernet, config.init, skip_head=config.init_skip_head)
             elif config.fp_epochs > 0:
                 save_fp = None
                 if out is not None and dist.is_main:
@@ -900,7 +831,7 @@ def _train_supernet(
                 ),
             )
             if dist.world_size > 1:
-                _broadcast_state(supernet)
+                broadcast_state(supernet)
             form = space.forms[0]
             high_bits = (
                 max(b for b in space.w_bits if b in open_bits),
@@ -912,11 +843,11 @@ def _train_supernet(
             )
             largest = space.uniform(*high_bits, form, arch="largest")
             smallest = space.uniform(*low_bits, form, arch="smallest")
-            entry["acc_largest"] = subnet_accuracy(
-                supernet, largest, holdout_images, holdout_labels, calibration
+            entry["acc_largest"] = _epoch_accuracy(
+                supernet, largest, holdout_images, holdout_labels, calibration, dist
             )
-            entry["acc_smallest"] = subnet_accuracy(
-                supernet, smallest, holdout_images, holdout_labels, calibration
+            entry["acc_smallest"] = _epoch_accuracy(
+                supernet, smallest, holdout_images, holdout_labels, calibration, dist
             )
             entry["open_bits"] = list(open_bits)
             if on_epoch is not None:
@@ -933,7 +864,7 @@ def _train_supernet(
                     epoch=epoch + 1,
                     optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(),
-                    torch_rng=torch.get_rng_state(),
+                    **training_rng_state(device),
                 )
                 _write_log(out / LOG_NAME, history)
             reporter.update(
@@ -947,6 +878,30 @@ def _train_supernet(
     supernet.set_subnet(None)
     supernet.eval()
     return TrainResult(supernet, history, checkpoint_path, data)
+
+
+def _epoch_accuracy(
+    supernet: Supernet,
+    subnet: SubnetConfig | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    calibration: torch.Tensor,
+    dist: Distributed,
+) -> float:
+    """A subnet's held-out accuracy between epochs, the images shared out over the ranks
+    (each re-calibrates BN on every calibration image, then scores its part)."""
+
+    def score(start: int, stop: int) -> float:
+        return subnet_accuracy(
+            supernet,
+            subnet,
+            images[start:stop],
+            labels[start:stop],
+            calibration,
+            batch_size=SCORING_BATCH,
+        )
+
+    return shared_accuracy(score, len(labels), dist, batch_size=SCORING_BATCH)
 
 
 def _subnet_step(
@@ -1051,7 +1006,7 @@ def _train_epoch(
         )
         _check_finite(losses, epoch, step, dist, kept)
         if dist.world_size > 1:
-            _average_gradients(parameters, dist.world_size)
+            average_gradients(parameters, dist)
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_value_(parameters, config.grad_clip)
         optimizer.step()
