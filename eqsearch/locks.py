@@ -143,7 +143,8 @@ def exclusive_writer(path: str | Path, *, what: str = "file", wait: bool = False
         InputError: another process is writing the file or owns its directory.
     """
     location = Path(path)
-    with hold_directory(location.parent, what=f"the directory of {what}", shared=True):
+    directory = f"the directory of {what} {location.name}:"
+    with hold_directory(location.parent, what=directory, shared=True):
         try:
             descriptor = os.open(location, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
             made = True

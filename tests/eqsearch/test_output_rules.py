@@ -480,3 +480,20 @@ def test_strategy_warns_once_when_the_sensitivity_cache_cannot_be_written(
     err = capsys.readouterr().err
     assert err.count("warning: ") == 1 and "Permission denied" in err
     assert not cache.exists() and (tmp_path / "third" / "pareto.json").is_file()
+
+
+@pytest.mark.parametrize("command", ["train", "nsga", "demo"])
+def test_an_out_through_a_dangling_or_looping_link_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], checkpoint: Path, command: str
+) -> None:
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    for out in (tmp_path / "dangling", tmp_path / "dangling" / "run", tmp_path / "loop-a" / "run"):
+        argv = {
+            "train": [*TINY_TRAIN, "--epochs", "1"],
+            "nsga": ["nsga", "--supernet", str(checkpoint), "--no-progress"],
+            "demo": ["demo", "--quick", "--no-progress"],
+        }[command]
+        line = refused(capsys, [*argv, "--out", str(out)], tmp_path)
+        assert "is a symbolic link that leads nowhere" in line
