@@ -126,6 +126,12 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--out", required=True, help="run directory (supernet.pt, fp.pt, train_log.jsonl)")
     add("--config", help="a TrainConfig JSON file; flags override its values")
     add("--resume", action="store_true", help="continue the run stored in --out")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="start a new run over the eqsearch train run in --out (its checkpoints and log "
+        "are replaced; never files that another program wrote)",
+    )
     add_progress_argument(parser)
     add("--model", help="registered model (eqsearch models); default lenet5")
     add("--dataset", help="mnist5k (default), digits, cifar10, imagenet, imagefolder")
@@ -249,27 +255,45 @@ def _start_distributed(device_name: str, *, debug: bool = False) -> bool:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
     from eqsearch.files import check_output_directory
+    from eqsearch.locks import hold_directory
 
     if args.model is not None and is_reference(args.model):
         # named here, so trusted; a missing module is named before torch is imported
         locate_module(parse_reference(args.model, what="model factory"))
         trust_factories([args.model])
+    if args.force and args.resume:
+        raise UsageError("--resume continues the run in --out and --force replaces it; give one")
     check_output_directory(args.out)
     from supernet.train import TrainingDiverged, train_supernet
 
     config = _train_config(args)
-    distributed = _start_distributed(config.device, debug=getattr(args, "debug", False))
-    try:
-        result = train_supernet(config, args.out, resume=args.resume, progress=not args.no_progress)
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    finally:
-        if distributed:
-            import torch.distributed
+    # One run per directory: the main process holds it from here (the other ranks of a
+    # distributed run write nothing).
+    with hold_directory(args.out) if _is_main_process() else nullcontext():
+        if args.force:
+            from supernet.train import previous_run_files
 
-            torch.distributed.destroy_process_group()
+            previous_run_files(args.out)  # refused before any work when not eqsearch train's
+        distributed = _start_distributed(config.device, debug=getattr(args, "debug", False))
+        try:
+            result = train_supernet(
+                config,
+                args.out,
+                resume=args.resume,
+                progress=not args.no_progress,
+                force=args.force,
+            )
+        except TrainingDiverged as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+        finally:
+            if distributed:
+                import torch.distributed
+
+                torch.distributed.destroy_process_group()
     if result.history and (not distributed or _is_main_process()):
         last = result.history[-1]
         console = make_console()

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_write_text, check_output_directory
+from eqsearch.files import (
+    atomic_write_text,
+    check_output_directory,
+    check_outputs,
+    directory_owner,
+    owned_directory,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -140,8 +146,40 @@ class DemoResult:
     export: dict[str, Any] = field(default_factory=dict)
 
 
+DEMO_OWNER = "demo"
+"""How a demo marks its directory (``eqsearch.files.owned_directory``): a rerun reuses it."""
+
+
+def demo_outputs(settings: DemoSettings) -> dict[str, str]:
+    """The files a demo writes under its directory (name → kind, see ``eqsearch.files.KINDS``),
+    besides the training run in ``run/``."""
+    from eqsearch.engines import ENGINES
+    from eqsearch.pareto import FRONT_FILES
+    from predictors import predictor_filename
+
+    outputs = {"run/samples.csv": "samples"}
+    outputs.update({f"run/{predictor_filename(b)}": "predictor" for b in settings.backends})
+    for engine in ENGINES:
+        for name, kind in zip(FRONT_FILES, ("pareto", "table", "image"), strict=True):
+            outputs[f"{engine}/{name}"] = kind
+    outputs.update(
+        {
+            "export/model.onnx": "onnx",
+            "export/weights.npz": "weights",
+            "summary.json": "json",
+            "summary.md": "report",
+        }
+    )
+    return outputs
+
+
 def run_demo(
-    out: str | Path, settings: DemoSettings, *, console: Console, progress: bool = True
+    out: str | Path,
+    settings: DemoSettings,
+    *,
+    console: Console,
+    progress: bool = True,
+    force: bool = False,
 ) -> DemoResult:
     """The whole pipeline on embedded digits, every file under ``out``.
 
@@ -152,7 +190,30 @@ def run_demo(
     predictor, verifying each front on the supernet, exporting the best verified config to
     ONNX (checked in ONNX Runtime) and packed integer weights. Prints rich tables and writes
     ``summary.json`` and ``summary.md``.
+
+    ``out`` is new, empty, or a demo's directory (marked by the demo, which a rerun reuses);
+    ``force`` writes the demo's files into another directory, replacing files of the same
+    kind at their names (never a file of another kind). The directory is locked while the
+    demo runs.
+
+    Raises:
+        InputError: ``out`` is not usable as above (checked before any work), or another
+            process is writing it.
     """
+    root = check_output_directory(out)
+    own = directory_owner(root) == DEMO_OWNER
+    if root.is_dir() and any(root.iterdir()) and not own and not force:
+        raise InputError(
+            f"--out {root} holds files that are not an eqsearch demo's; give a new or empty "
+            "directory, or pass --force to write the demo's files there (a demo directory "
+            "is reused: its trained supernet is kept)"
+        )
+    check_outputs(root, demo_outputs(settings), force=force, owner=DEMO_OWNER)
+    with owned_directory(root, DEMO_OWNER, what="the demo directory"):
+        return _run_stages(root, settings, console, progress)
+
+
+def _run_stages(root: Path, settings: DemoSettings, console: Console, progress: bool) -> DemoResult:
     from eqsearch.commands.common import status
     from eqsearch.commands.search import front_table, generation_bar, verify_front
     from eqsearch.engines import ENGINES, nsga2
@@ -168,12 +229,6 @@ def run_demo(
     )
     from supernet.train import CHECKPOINT_NAME, TrainConfig, train_supernet
 
-    root = check_output_directory(out)
-    if root.is_dir() and any(root.iterdir()) and not (root / "run").is_dir():
-        raise InputError(
-            f"--out {root} holds files that are not an eqsearch demo's; give a new or empty "
-            "directory (a demo directory is reused: its trained supernet is kept)"
-        )
     run_dir = root / "run"
     seconds: dict[str, float] = {}
     checkpoint = run_dir / CHECKPOINT_NAME

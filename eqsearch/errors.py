@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 class InputError(ValueError):
     """Bad input from the user: a value, file or setting that cannot be used as given.
@@ -9,3 +11,15 @@ class InputError(ValueError):
     The command line reports it as one ``error: ...`` line with exit code 2. It is a
     ``ValueError``, so code that catches ``ValueError`` keeps working.
     """
+
+
+_WARNED: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """Tell the user, once per process, about something that did not stop the command (one
+    ``warning: ...`` line on stderr)."""
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    print(f"warning: {message}", file=sys.stderr, flush=True)

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from eqsearch.errors import InputError
+from eqsearch.locks import exclusive_writer as exclusive_writer
+from eqsearch.locks import hold_directory
 
 MAX_JSON_BYTES = 256 << 20
 """Largest JSON file read (a Pareto front, predictor or config); bigger ones are refused."""
@@ -37,6 +39,7 @@ KINDS = {
     "image": "an image",
     "json": "a JSON file",
     "table": "a table",
+    "report": "a report",
 }
 """What :func:`sniff_kind` recognises, with the words error messages use for each."""
 
@@ -224,6 +227,11 @@ def _check_parent(directory: Path, flag: str, target: Path) -> None:
     """The nearest existing ancestor of ``directory`` must be a directory we may write in."""
     existing = directory
     while not existing.exists():
+        if existing.is_symlink():
+            raise InputError(
+                f"{flag} {target}: {existing} is a symbolic link that leads nowhere "
+                "(dangling or a loop)"
+            )
         if existing.parent == existing:
             break
         existing = existing.parent
@@ -282,6 +290,75 @@ def check_output_directory(path: str | Path, *, flag: str = "--out") -> Path:
         raise InputError(f"{flag} {target} exists and is not a directory")
     _check_parent(target, flag, target)
     return target
+
+
+OWNER_NAME = ".eqsearch-owner.json"
+"""The file by which a command marks a directory as its own (``demo``, ``study tune-loss``)."""
+
+
+def directory_owner(directory: str | Path) -> str | None:
+    """The command that marked ``directory`` as its own (see :func:`owned_directory`), or
+    None: no mark, or a file at the mark's name that eqsearch did not write."""
+    try:
+        data = read_json(Path(directory) / OWNER_NAME, limit=1 << 16, what="directory mark")
+    except InputError:
+        return None
+    if not isinstance(data, dict) or data.get("format") != "eqsearch-directory":
+        return None
+    owner = data.get("command")
+    return owner if isinstance(owner, str) else None
+
+
+def check_outputs(
+    directory: str | Path,
+    outputs: dict[str, str],
+    *,
+    force: bool,
+    owner: str | None = None,
+    flag: str = "--out",
+) -> Path:
+    """Check, before any work, that a command may write its files ``outputs`` (name → kind,
+    see :data:`KINDS`) into ``directory``.
+
+    The output rule of every command: an existing file at an output's name is replaced only
+    with ``force``, and never when it holds another kind of eqsearch file. In a directory
+    that ``owner`` marked as its own (:func:`owned_directory`), a rerun continues it, and its
+    files are replaced without ``force`` (still never one of another kind).
+
+    Raises:
+        InputError: see :func:`check_output_directory` and :func:`check_output_file`.
+    """
+    target = check_output_directory(directory, flag=flag)
+    own = owner is not None and directory_owner(target) == owner
+    if owner is not None:
+        outputs = {OWNER_NAME: "json", **outputs}
+    for name, kind in outputs.items():
+        check_output_file(target / name, kind=kind, force=force or own, flag=flag)
+    return target
+
+
+@contextmanager
+def owned_directory(
+    directory: str | Path, owner: str, *, what: str, shared: bool = False
+) -> Iterator[Path]:
+    """Hold ``directory`` (see :func:`eqsearch.locks.hold_directory`) and mark it as
+    ``owner``'s, so that a rerun of ``owner`` recognises it (:func:`directory_owner`).
+
+    A mark this call writes is removed again when the block raises before anything else was
+    written there; with the directories the lock created, nothing is left behind.
+    """
+    with hold_directory(directory, what=what, shared=shared) as location:
+        mark = location / OWNER_NAME
+        written = directory_owner(location) != owner
+        if written:
+            payload = {"format": "eqsearch-directory", "command": owner, "version": 1}
+            atomic_write_text(mark, json.dumps(payload) + "\n")
+        try:
+            yield location
+        except BaseException:
+            if written and [entry.name for entry in location.iterdir()] == [OWNER_NAME]:
+                mark.unlink(missing_ok=True)
+            raise
 
 
 # -- bounded reads -------------------------------------------------------------------------------
@@ -346,41 +423,3 @@ def read_json(path: str | Path, *, limit: int = MAX_JSON_BYTES, what: str = "fil
     """
     data = read_bytes(path, limit=limit, what=what)
     return parse_json(data, what=f"{what} {path}")
-
-
-# -- one writer at a time ------------------------------------------------------------------------
-
-
-@contextmanager
-def exclusive_writer(path: str | Path, *, what: str = "file") -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
-
-    A second process that asks for the same lock is refused at once, so two runs never append
-    to one file. The lock is the kernel's (``flock``): it dies with its process, even after
-    ``kill -9``. Where the platform has no ``flock`` the block runs unlocked.
-
-    Raises:
-        InputError: another process holds the lock.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not a POSIX platform
-        yield
-        return
-    location = Path(path)
-    location.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(location, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(
-                f"another process is writing {what} {location}; wait for it to finish or "
-                "choose another --out"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(descriptor, fcntl.LOCK_UN)
-    finally:
-        os.close(descriptor)

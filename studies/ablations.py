@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
+from eqsearch.commands.common import add_force_argument, add_progress_argument, progress_printer
+from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
+from eqsearch.locks import hold_directory
 from eqsearch.space import Granularity, QuantForm
 from studies.fp_init import shared_fp_checkpoint
 from studies.report import frame_table
@@ -40,6 +42,14 @@ single-config QAT, joint (EQ-Net) vs progressive (OQAT) schedules."""
 DERIVATIONS = ("min", "mean", "max")
 CURVE_FORM = QuantForm("channel", True, True)
 REPORT_NAME = "report.md"
+OUTPUTS = {
+    REPORT_NAME: "report",
+    "tables.json": "json",
+    "wdr_histograms.png": "image",
+    "guidance_curves.png": "image",
+}
+"""The report files of the study (name → kind, see ``eqsearch.files.KINDS``); the trained
+variants in ``runs/`` are continued by a rerun, not replaced."""
 
 
 @dataclass(frozen=True)
@@ -350,10 +360,10 @@ def run_ablations(
     on the test split, and write ``report.md``, ``tables.json`` and the PNG figures.
 
     Variants already trained in ``out_dir/runs/`` by an earlier call with the same settings
-    are reused, so a rerun only regenerates the report.
+    are reused, so a rerun only regenerates the report. A file of another kind at a report's
+    name is refused before any work.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_outputs(out_dir, OUTPUTS, force=True)
     base = config.base
     fp_path = shared_fp_checkpoint(base, out)
     variants = _variants(config)
@@ -509,6 +519,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp-epochs", type=int, help="shared FP pretraining epochs")
     parser.add_argument("--seed", type=int, help="seeds every variant (default: the base's)")
     parser.add_argument("--device", help="auto, cpu, cuda")
+    add_force_argument(parser, "report.md, tables.json and the figures")
+    add_progress_argument(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> AblationConfig:
@@ -529,19 +541,23 @@ def config_from_args(args: argparse.Namespace) -> AblationConfig:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the study from parsed options and print where the report is."""
-    check_output_directory(args.out)
     config = config_from_args(args)
-    report = run_ablations(config, args.out, progress=lambda text: print(text, flush=True))
+    check_outputs(args.out, OUTPUTS, force=args.force)
+    with hold_directory(args.out, what="the study directory"):
+        report = run_ablations(config, args.out, progress=progress_printer(not args.no_progress))
     print(report.markdown)
     print(f"report: {report.path}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m studies.ablations --out runs/ablations``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    raise SystemExit(run_from_args(parser.parse_args(argv)))
+    """``python -m studies.ablations``: ``eqsearch study ablations``."""
+    import sys
+
+    from eqsearch.cli import main as eqsearch_main
+
+    arguments = sys.argv[1:] if argv is None else argv
+    raise SystemExit(eqsearch_main(["study", "ablations", *arguments]))
 
 
 if __name__ == "__main__":

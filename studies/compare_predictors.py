@@ -13,15 +13,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eqsearch.commands.common import parse_option
+from eqsearch.commands.common import (
+    add_force_argument,
+    add_progress_argument,
+    make_console,
+    parse_option,
+    seed_int,
+    status,
+)
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
+from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
+from eqsearch.locks import hold_directory
 from eqsearch.space import ElasticSpace
 from predictors.dataset import kfold_indices, load_samples, read_samples_space
 from predictors.metrics import prediction_metrics
 from predictors.registry import PREDICTORS, build_predictor
 
 METRIC_COLUMNS = ("kendall_tau", "spearman", "pearson", "rmse", "top10")
+OUTPUTS = {"predictors.md": "report", "predictors.png": "image"}
+"""The files the study writes (name → kind, see ``eqsearch.files.KINDS``)."""
 
 
 @dataclass(frozen=True)
@@ -101,15 +111,14 @@ def compare_predictors(
         seed: seeds the folds and the backends.
         options: per-backend hyper-parameters, e.g. ``{"xgboost": {"max_depth": 4}}``.
         out_dir: where to write ``predictors.md`` and ``predictors.png`` (nothing written if
-            None).
+            None; files of another kind at their names are refused before any work).
     """
+    names = check_backends(backends)
+    if out_dir is not None:
+        check_outputs(out_dir, OUTPUTS, force=True)
     chosen_space = space or read_samples_space(samples)
     if chosen_space is None:
         raise InputError(f"no space file beside {samples}; pass the space explicitly")
-    names = list(backends) if backends else list(PREDICTORS)
-    for name in names:
-        if name not in PREDICTORS:
-            raise InputError(f"unknown backend {name!r}; registered: {', '.join(PREDICTORS)}")
     configs, measured = load_samples(samples, chosen_space)
     batch = chosen_space.batch(configs)
     parts = kfold_indices(len(configs), folds, seed=seed)
@@ -148,13 +157,26 @@ def compare_predictors(
     return Comparison(table, predictions, measured, markdown, plot)
 
 
+def check_backends(backends: Sequence[str] | None) -> list[str]:
+    """The backends to compare (every registered one by default).
+
+    Raises:
+        InputError: a name that is not registered.
+    """
+    names = list(backends) if backends else list(PREDICTORS)
+    for name in names:
+        if name not in PREDICTORS:
+            raise InputError(f"unknown backend {name!r}; registered: {', '.join(PREDICTORS)}")
+    return names
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``eqsearch study predictors`` / ``python -m studies.compare_predictors``."""
     add = parser.add_argument
     add("--samples", required=True, help="a samples CSV written by eqsearch sample")
     add("--backends", help="comma-separated backends (default: every registered one)")
     add("--folds", type=int, default=5, help="k of the k-fold cross-validation (default 5)")
-    add("--seed", type=int, default=0, help="seeds the folds and the fits")
+    add("--seed", type=seed_int, default=0, help="seeds the folds and the fits")
     add(
         "--option",
         action="append",
@@ -163,6 +185,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a backend option, e.g. xgboost.max_depth=4 (repeatable)",
     )
     add("--out", help="directory for predictors.md and predictors.png (default: beside samples)")
+    add_force_argument(parser, "predictors.md and predictors.png")
+    add_progress_argument(parser)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -176,34 +200,36 @@ def run_from_args(args: argparse.Namespace) -> int:
                 f"--option takes BACKEND.KEY=VALUE (e.g. xgboost.max_depth=4); got {text!r}"
             )
         options.setdefault(backend, {})[name] = value
+    backends = check_backends(args.backends.split(",") if args.backends else None)
+    if args.folds < 2:
+        raise InputError(f"--folds must be at least 2; got {args.folds}")
     if not Path(args.samples).is_file():
         raise InputError(f"samples file not found: {args.samples}")
-    out = check_output_directory(Path(args.out) if args.out else Path(args.samples).parent)
-    result = compare_predictors(
-        args.samples,
-        backends=args.backends.split(",") if args.backends else None,
-        folds=args.folds,
-        seed=args.seed,
-        options=options or None,
-        out_dir=out,
-    )
+    out = Path(args.out) if args.out else Path(args.samples).parent
+    check_outputs(out, OUTPUTS, force=args.force)
+    console = make_console()
+    with (
+        hold_directory(out, what="the output directory"),
+        status(console, f"cross-validating {len(backends)} backends", not args.no_progress),
+    ):
+        result = compare_predictors(
+            args.samples,
+            backends=backends,
+            folds=args.folds,
+            seed=args.seed,
+            options=options or None,
+            out_dir=out,
+        )
     print(result.markdown)
     print(f"wrote {out / 'predictors.md'} and {result.plot}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m studies.compare_predictors``: bad input exits 2 with one ``error:`` line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m studies.compare_predictors", description=__doc__
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """``python -m studies.compare_predictors``: ``eqsearch study predictors``."""
+    from eqsearch.cli import main as eqsearch_main
+
+    return eqsearch_main(["study", "predictors", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

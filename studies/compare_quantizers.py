@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_write_text
+from eqsearch.files import atomic_write_text, check_outputs
+from eqsearch.locks import hold_directory
 from eqsearch.space import QuantForm
 from supernet.evaluate import evaluate_configs, evaluation_set
 from supernet.oracle import subnet_accuracy
@@ -151,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--force", action="store_true", help="replace an existing table.md")
     args = parser.parse_args(argv)
     config = ComparisonConfig(
         model=args.model,
@@ -160,9 +162,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         epochs=args.epochs,
         seed=args.seed,
     )
-    table = compare_quantizers(config, args.out, progress=args.progress)
-    text = to_markdown(table)
-    atomic_write_text(Path(args.out) / "table.md", text + "\n")
+    check_outputs(args.out, {"table.md": "report"}, force=args.force)
+    with hold_directory(args.out, what="the study directory"):
+        table = compare_quantizers(config, args.out, progress=args.progress)
+        text = to_markdown(table)
+        atomic_write_text(Path(args.out) / "table.md", text + "\n")
     print(text)
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 from pathlib import Path
 
+from eqsearch.locks import exclusive_writer
 from supernet.train import FP_CHECKPOINT_NAME, TrainConfig, train_supernet
 
 
@@ -15,21 +15,16 @@ def shared_fp_checkpoint(base: TrainConfig, out_dir: str | Path) -> Path | None:
 
     Study runs differ only in supernet settings (loss weights, schedules, learning rate), so
     FP pretraining (``base.fp_epochs`` at the base learning rate) is the same for all of them.
-    One process trains it under a file lock; concurrent workers wait and reuse
+    One process trains it while holding ``out_dir/fp.lock``; concurrent workers wait and reuse
     ``out_dir/fp.pt``. Returns None when ``base`` starts from ``init`` or has no FP epochs.
     """
     if base.init or base.fp_epochs == 0:
         return None
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     target = out / FP_CHECKPOINT_NAME
-    with (out / "fp.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not target.exists():
-                with tempfile.TemporaryDirectory(dir=out) as scratch:
-                    train_supernet(base, scratch, progress=False, stop_after=0)
-                    os.replace(Path(scratch) / FP_CHECKPOINT_NAME, target)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_writer(out / "fp.lock", what="the shared pretraining", wait=True):
+        if not target.exists():
+            with tempfile.TemporaryDirectory(dir=out) as scratch:
+                train_supernet(base, scratch, progress=False, stop_after=0)
+                os.replace(Path(scratch) / FP_CHECKPOINT_NAME, target)
     return target

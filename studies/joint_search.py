@@ -17,17 +17,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from eqsearch.commands.common import positive_int, seed_int
+from eqsearch.commands.common import (
+    add_force_argument,
+    add_progress_argument,
+    non_negative_int,
+    positive_int,
+    progress_printer,
+    seed_int,
+)
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
+from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
+from eqsearch.locks import hold_directory
 from eqsearch.oracle import AccuracyOracle, CachedOracle
 from eqsearch.pareto import hypervolume
 from eqsearch.space import ConfigBatch, ElasticSpace, QuantForm, SubnetConfig
+from predictors.registry import backend_class
 from studies.report import markdown_table
 
 REPORT_NAME = "joint.md"
 PLOT_NAME = "joint.png"
 RESULT_NAME = "joint.json"
+OUTPUTS = {REPORT_NAME: "report", PLOT_NAME: "image", RESULT_NAME: "json"}
+"""The files the study writes (name → kind, see ``eqsearch.files.KINDS``)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,7 @@ class JointStudySettings:
         if not self.uniform_bits:
             raise InputError("JointStudySettings.uniform_bits must name at least one bit width")
         QuantForm.parse(self.arch_form)
+        backend_class(self.backend)
         for name in ("population", "generations", "verify"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
@@ -163,7 +175,8 @@ def run_joint_study(
     ``joint.json`` into ``out``.
 
     Raises:
-        InputError: the checkpoint is not a joint supernet or has no samples.
+        InputError: the checkpoint is not a joint supernet or has no samples, or a file of
+            another kind sits at a report's name (checked before any work).
     """
     from eqsearch import costs
     from eqsearch.refine import scoring_evaluation
@@ -173,11 +186,8 @@ def run_joint_study(
 
     chosen = settings or JointStudySettings()
     location = Path(checkpoint)
-    directory = check_output_directory(out)
-    directory.mkdir(parents=True, exist_ok=True)
-    samples_path = Path(samples) if samples is not None else location.parent / "samples.csv"
-    if not samples_path.is_file():
-        raise InputError(f"samples file not found: {samples_path} (run eqsearch sample first)")
+    directory = check_outputs(out, OUTPUTS, force=True)
+    samples_path = study_samples(location, samples)
     supernet, evaluation = scoring_evaluation(location, samples_path, device=device)
     space = supernet.space
     if not space.is_joint:
@@ -247,6 +257,19 @@ def run_joint_study(
     plot = _plot(outcomes, directory / PLOT_NAME, str(supernet.build_info.get("model")), top)
     _write_json(directory / RESULT_NAME, outcomes, reference, n_images, chosen, samples_path)
     return JointStudy(outcomes, reference, n_images, markdown, report, plot)
+
+
+def study_samples(checkpoint: Path, samples: str | Path | None) -> Path:
+    """The samples the study's predictor is fitted on: ``samples``, or ``samples.csv``
+    beside the checkpoint.
+
+    Raises:
+        InputError: the file does not exist.
+    """
+    path = Path(samples) if samples is not None else checkpoint.parent / "samples.csv"
+    if not path.is_file():
+        raise InputError(f"samples file not found: {path} (run eqsearch sample first)")
+    return path
 
 
 def _refined_front(
@@ -472,9 +495,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--population", type=positive_int, default=60, help="NSGA-II population")
     add("--generations", type=positive_int, default=100, help="NSGA-II generations")
     add("--verify", type=positive_int, default=10, help="configs measured per search")
-    add("--rounds", type=int, default=3, help="refinement rounds per family (0: none)")
+    add("--rounds", type=non_negative_int, default=3, help="refinement rounds per family (0: none)")
     add("--seed", type=seed_int, default=0, help="seeds the predictor and the searches")
     add("--device", default="cpu", help="torch device of the measurements")
+    add_force_argument(parser, "joint.{md,png,json}")
+    add_progress_argument(parser)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -486,23 +511,30 @@ def run_from_args(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         seed=args.seed,
     )
-    study = run_joint_study(
-        args.supernet, args.out, settings, samples=args.samples, device=args.device
-    )
+    checkpoint = Path(args.supernet)
+    if not checkpoint.is_file():
+        raise InputError(f"supernet checkpoint not found: {checkpoint}")
+    study_samples(checkpoint, args.samples)
+    check_outputs(args.out, OUTPUTS, force=args.force)
+    with hold_directory(args.out, what="the study directory"):
+        study = run_joint_study(
+            checkpoint,
+            args.out,
+            settings,
+            samples=args.samples,
+            device=args.device,
+            log=progress_printer(not args.no_progress),
+        )
     print(study.markdown)
     print(f"wrote {study.report}, {study.plot}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m studies.joint_search``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    try:
-        return run_from_args(parser.parse_args(argv))
-    except (InputError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """``python -m studies.joint_search``: ``eqsearch study joint``."""
+    from eqsearch.cli import main as eqsearch_main
+
+    return eqsearch_main(["study", "joint", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

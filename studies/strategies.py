@@ -18,9 +18,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from eqsearch.commands.common import positive_int, seed_int
+from eqsearch.commands.common import (
+    add_force_argument,
+    add_progress_argument,
+    positive_int,
+    progress_printer,
+    seed_int,
+)
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
+from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
+from eqsearch.locks import hold_directory
 from eqsearch.oracle import AccuracyOracle, CachedOracle
 from eqsearch.pareto import ParetoFront, hypervolume
 from eqsearch.problem import SearchProblem, make_problem
@@ -33,6 +40,7 @@ from eqsearch.strategies import (
     uniform_search,
 )
 from eqsearch.targets import TARGETS, get_target
+from predictors.registry import backend_class
 from studies.report import markdown_table
 
 FRONT_OBJECTIVES = ("accuracy", "bitops")
@@ -44,6 +52,9 @@ bits front)."""
 REPORT_NAME = "strategies.md"
 PLOT_NAME = "strategies.png"
 RESULT_NAME = "strategies.json"
+OUTPUTS = {REPORT_NAME: "report", PLOT_NAME: "image", RESULT_NAME: "json"}
+"""The report files of the study (name → kind, see ``eqsearch.files.KINDS``); the samples it
+measures into its directory are continued by a rerun, not replaced."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,12 @@ class StrategyStudySettings:
                 )
         if self.population < 2 or self.hessian_probes < 2:
             raise InputError("StrategyStudySettings: population and hessian_probes must be >= 2")
+        rounds = self.refine_rounds
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+            raise InputError(
+                f"StrategyStudySettings.refine_rounds must be an integer >= 0; got {rounds!r}"
+            )
+        backend_class(self.backend)
 
     @property
     def verified(self) -> int:
@@ -172,22 +189,40 @@ def _samples_seconds(samples: Path) -> float:
     return float(frame["seconds"].sum()) if "seconds" in frame.columns else 0.0
 
 
-def _prepare_samples(
-    checkpoint: Path, samples: Path | None, out: Path, settings: StrategyStudySettings
-) -> Path:
-    """The predictor's samples: the given file, the one beside the checkpoint, or
-    ``settings.sample_count`` subnets measured into ``out/samples.csv`` (resumed on a rerun)."""
+def study_samples(checkpoint: Path, samples: Path | None, out: Path) -> tuple[Path, bool]:
+    """Where the predictor's samples come from: (the path, whether the study measures them).
+
+    The given file, the one beside the checkpoint, or ``out/samples.csv``, measured by the
+    study (and resumed on a rerun).
+
+    Raises:
+        InputError: a given file that does not exist, or something other than a samples file
+            at ``out/samples.csv`` (checked before any work).
+    """
     if samples is not None:
         if not samples.is_file():
             raise InputError(f"samples file not found: {samples}")
-        return samples
+        return samples, False
     beside = checkpoint.parent / "samples.csv"
     if beside.is_file():
-        return beside
-    from eqsearch.measure import sample_subnets
+        return beside, False
+    from predictors.dataset import check_samples_target
 
-    target = out / "samples.csv"
-    sample_subnets(checkpoint, target, settings.sample_count, seed=settings.seed, progress=False)
+    return check_samples_target(out / "samples.csv"), True
+
+
+def _prepare_samples(
+    checkpoint: Path, samples: Path | None, out: Path, settings: StrategyStudySettings
+) -> Path:
+    """The predictor's samples (see :func:`study_samples`), measuring
+    ``settings.sample_count`` subnets when the study makes them."""
+    target, measure = study_samples(checkpoint, samples, out)
+    if measure:
+        from eqsearch.measure import sample_subnets
+
+        sample_subnets(
+            checkpoint, target, settings.sample_count, seed=settings.seed, progress=False
+        )
     return target
 
 
@@ -224,8 +259,8 @@ def run_strategy_study(
 
     chosen = settings or StrategyStudySettings()
     location = Path(checkpoint)
-    directory = check_output_directory(out)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = check_outputs(out, OUTPUTS, force=True)
+    study_samples(location, Path(samples) if samples is not None else None, directory)
     samples_path = _prepare_samples(
         location, Path(samples) if samples is not None else None, directory, chosen
     )
@@ -540,6 +575,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--seed", type=seed_int, default=defaults.seed, help="seeds every step")
     add("--device", default="cpu", help="torch device")
+    add_force_argument(parser, "strategies.{md,png,json}")
+    add_progress_argument(parser)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -563,23 +600,27 @@ def run_from_args(args: argparse.Namespace) -> int:
     if not checkpoint.is_file():
         raise InputError(f"supernet checkpoint not found: {checkpoint}")
     out = Path(args.out) if args.out else checkpoint.parent / "strategies"
-    check_output_directory(out)
-    result = run_strategy_study(checkpoint, out, settings, samples=args.samples, device=args.device)
+    check_outputs(out, OUTPUTS, force=args.force)
+    study_samples(checkpoint, Path(args.samples) if args.samples else None, out)
+    with hold_directory(out, what="the study directory"):
+        result = run_strategy_study(
+            checkpoint,
+            out,
+            settings,
+            samples=args.samples,
+            device=args.device,
+            log=progress_printer(not args.no_progress),
+        )
     print(result.markdown)
     print(f"wrote {result.report}, {result.plot} and {out / RESULT_NAME}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m studies.strategies``: bad input exits 2 with one ``error:`` line."""
-    parser = argparse.ArgumentParser(prog="python -m studies.strategies", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    """``python -m studies.strategies``: ``eqsearch study strategies``."""
+    from eqsearch.cli import main as eqsearch_main
+
+    return eqsearch_main(["study", "strategies", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

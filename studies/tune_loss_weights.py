@@ -15,8 +15,15 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from eqsearch.commands.common import (
+    add_force_argument,
+    add_progress_argument,
+    non_negative_int,
+    positive_int,
+    progress_printer,
+)
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
+from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs, owned_directory
 from studies.fp_init import shared_fp_checkpoint as shared_fp
 from studies.probes import ProbeSet, bits_of
 from studies.report import frame_table
@@ -25,6 +32,20 @@ from supernet.train import EpochReport, TrainConfig, train_supernet
 OBJECTIVES = ("single", "two")
 DEFAULT_STUDY_NAME = "eqsearch-loss-weights"
 BEST_CONFIG_NAME = "best_train_config.json"
+OWNER = "study tune-loss"
+"""How the study marks its directory: the workers of one study share it, and each rewrites
+the study's summaries (``eqsearch.files.owned_directory``)."""
+OUTPUTS = {
+    "trials.csv": "table",
+    BEST_CONFIG_NAME: "json",
+    "history.png": "image",
+    "importances.png": "image",
+}
+"""The study's summaries (name → kind, see ``eqsearch.files.KINDS``)."""
+MAX_SAMPLER_SEED = 2**32 - 1
+"""Largest seed of Optuna's samplers."""
+MAX_PROBE_MIXED = 1000
+"""Most mixed configs in the probe set: every probe is scored after every epoch of a trial."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +110,10 @@ class TuneConfig:
             raise InputError(
                 f"trials must be >= 0 and epochs >= 1; got {self.trials}, {self.epochs}"
             )
+        for name, high in (("seed", MAX_SAMPLER_SEED), ("probe_mixed", MAX_PROBE_MIXED)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+                raise InputError(f"{name} must be an integer in 0..{high}; got {value!r}")
         known = set(TrainConfig.__dataclass_fields__)
         for name, _ in self.ranges:
             if name not in known:
@@ -420,8 +445,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line options of ``eqsearch study tune-loss``."""
     parser.add_argument("--out", required=True, help="study directory (tuning.db, trials.csv)")
     parser.add_argument("--config", help="base TrainConfig JSON (default: lenet5 on mnist5k)")
-    parser.add_argument("--trials", type=int, default=20, help="trials this worker runs")
-    parser.add_argument("--epochs", type=int, default=3, help="supernet epochs per trial")
+    parser.add_argument(
+        "--trials", type=non_negative_int, default=20, help="trials this worker runs"
+    )
+    parser.add_argument("--epochs", type=positive_int, default=3, help="supernet epochs per trial")
     parser.add_argument(
         "--objectives",
         default="single",
@@ -432,32 +459,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--study-name", default=DEFAULT_STUDY_NAME, help="workers of one study share this name"
     )
-    parser.add_argument("--seed", type=int, default=0, help="sampler seed (one per worker)")
-    parser.add_argument("--probe-mixed", type=int, default=4, help="mixed configs in the probes")
+    parser.add_argument(
+        "--seed", type=sampler_seed, default=0, help="sampler seed (one per worker)"
+    )
+    parser.add_argument(
+        "--probe-mixed",
+        type=non_negative_int,
+        default=4,
+        help=f"mixed configs in the probes (at most {MAX_PROBE_MIXED})",
+    )
+    add_force_argument(parser, "trials.csv, best_train_config.json and the plots")
+    add_progress_argument(parser)
+
+
+def sampler_seed(text: str) -> int:
+    """``--seed``: an integer in 0..2^32-1 (the range Optuna's samplers take)."""
+    value = non_negative_int(text)
+    if value > MAX_SAMPLER_SEED:
+        raise argparse.ArgumentTypeError(f"a sampler seed must be in 0..2**32-1; got {text}")
+    return value
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """Run the tuning worker from parsed options and print the report."""
-    check_output_directory(args.out)
+    """Run the tuning worker from parsed options and print the report.
+
+    Every value is checked before any work; the study directory is shared (locked shared) by
+    the workers of one study, which rewrite its summaries; elsewhere existing files at the
+    summaries' names are replaced only with ``--force``.
+    """
     base = TrainConfig.from_json(args.config) if args.config else DEFAULT_BASE
+    tune = TuneConfig(
+        base=base,
+        out_dir=args.out,
+        trials=args.trials,
+        epochs=args.epochs,
+        objectives=args.objectives,
+        storage=args.storage,
+        study_name=args.study_name,
+        seed=args.seed,
+        probe_mixed=args.probe_mixed,
+    )
+    storage_url_with_driver(tune.storage_url())
+    check_outputs(args.out, OUTPUTS, force=args.force, owner=OWNER)
+    show = progress_printer(not args.no_progress)
 
     def announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        print(trial_line(trial), flush=True)
+        show(trial_line(trial))
 
-    result = tune_loss_weights(
-        TuneConfig(
-            base=base,
-            out_dir=args.out,
-            trials=args.trials,
-            epochs=args.epochs,
-            objectives=args.objectives,
-            storage=args.storage,
-            study_name=args.study_name,
-            seed=args.seed,
-            probe_mixed=args.probe_mixed,
-        ),
-        callbacks=[announce],
-    )
+    with owned_directory(args.out, OWNER, what="the study directory", shared=True):
+        result = tune_loss_weights(tune, callbacks=[announce])
     print(format_report(result))
     if result.plots:
         print("plots: " + ", ".join(str(path) for path in result.plots))
@@ -465,10 +515,13 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m studies.tune_loss_weights --config train.json --out runs/tune``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    raise SystemExit(run_from_args(parser.parse_args(argv)))
+    """``python -m studies.tune_loss_weights``: ``eqsearch study tune-loss``."""
+    import sys
+
+    from eqsearch.cli import main as eqsearch_main
+
+    arguments = sys.argv[1:] if argv is None else argv
+    raise SystemExit(eqsearch_main(["study", "tune-loss", *arguments]))
 
 
 if __name__ == "__main__":

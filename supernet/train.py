@@ -17,6 +17,7 @@ from torch import nn
 
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text, read_json
+from eqsearch.locks import hold_directory
 from eqsearch.space import ElasticSpace, LayerChoice, SubnetConfig
 from eqsearch.space_spec import SPACE_FLAGS, SpaceSpec
 from supernet.checkpoint import check_finite_weights, load_checkpoint, save_supernet
@@ -153,6 +154,10 @@ class TrainConfig:
             if value is not None
         }
         object.__setattr__(self, "space", replace(space, **changes) if changes else space)
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f"{item.name} must be a finite number; got {value}")
         model_entry(self.model)
         if self.dataset not in DATASETS:
             raise InputError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
@@ -589,14 +594,22 @@ def _stored_run(
     """What a run in ``out`` left: (its supernet checkpoint, its FP checkpoint), each None.
 
     Without ``resume`` a run directory holding either is refused; with it, the newest is
-    returned (a supernet checkpoint wins) after checking its settings equal ``config``.
+    returned (a supernet checkpoint wins) after checking its settings equal ``config``. A
+    training log that no run in ``out`` wrote is never replaced.
     """
     checkpoint_path = out / CHECKPOINT_NAME
     fp_path = out / FP_CHECKPOINT_NAME
+    log_path = out / LOG_NAME
+    if log_path.exists() and not checkpoint_path.exists() and not fp_path.exists():
+        raise InputError(
+            f"{log_path} exists, but {out} holds no run of eqsearch train ({CHECKPOINT_NAME} "
+            "or fp.pt); not replacing it: choose another --out"
+        )
     if not resume:
         if checkpoint_path.exists():
             raise InputError(
-                f"{checkpoint_path} exists; pass --resume to continue it or choose another --out"
+                f"{checkpoint_path} exists; pass --resume to continue it, --force to start "
+                "over, or choose another --out"
             )
         if fp_path.exists() and not config.init and config.fp_epochs > 0:
             raise InputError(
@@ -627,6 +640,26 @@ def _stored_run(
 
 
 _RESUME_KEYS = ("optimizer", "scheduler", "torch_rng", "epoch", "train_config")
+
+
+def previous_run_files(out_dir: str | Path) -> list[Path]:
+    """The files of the ``eqsearch train`` run in ``out_dir`` that a new run (``--force``)
+    replaces: its checkpoints and its log.
+
+    Raises:
+        InputError: a file at a checkpoint's name that ``eqsearch train`` did not write (no
+            training settings recorded in it), or a log beside no checkpoint.
+    """
+    out = Path(out_dir)
+    found = [out / name for name in (CHECKPOINT_NAME, FP_CHECKPOINT_NAME) if (out / name).exists()]
+    for path in found:
+        stored_train_config(load_checkpoint(path), path)
+    log = out / LOG_NAME
+    if log.exists():
+        if not found:
+            raise InputError(f"{log} exists, but {out} holds no run of eqsearch train")
+        found.append(log)
+    return found
 
 
 def stored_train_config(checkpoint: dict[str, Any], path: str | Path) -> TrainConfig:
@@ -688,6 +721,7 @@ def train_supernet(
     progress: bool = True,
     on_epoch: Callable[[EpochReport], None] | None = None,
     stop_after: int | None = None,
+    force: bool = False,
 ) -> TrainResult:
     """Train an elastic supernet and write ``out_dir/supernet.pt`` after every epoch.
 
@@ -702,6 +736,11 @@ def train_supernet(
             entry, the supernet, the data), before the checkpoint is written; it may add
             values to the entry (they are logged) or raise to stop (e.g. Optuna pruning).
         stop_after: return after this many epochs of this call (the checkpoint can be resumed).
+        force: start a new run over the ``eqsearch train`` run in ``out_dir`` (its files are
+            removed once the data and the model are built; see :func:`previous_run_files`).
+
+    While it runs, ``out_dir`` is locked (see ``eqsearch.locks.hold_directory``): a second
+    run into it is refused at once.
 
     Raises:
         ValueError: bad settings, data or files (existing checkpoint without ``resume``).
@@ -712,7 +751,11 @@ def train_supernet(
     # oqa_mbv3_tiny on 8×8 digits: 140 ms on one thread, 2.1 s on two, on the loaded 2-core
     # machine; see supernet.runtime.one_thread).
     joint_on_cpu = model_entry(config.model).joint and resolve_device(config.device).type == "cpu"
-    with one_thread() if joint_on_cpu else nullcontext():
+    main_process = distributed_context().is_main
+    with (
+        hold_directory(out_dir) if out_dir is not None and main_process else nullcontext(),
+        one_thread() if joint_on_cpu else nullcontext(),
+    ):
         return _train_supernet(
             config,
             out_dir,
@@ -720,6 +763,7 @@ def train_supernet(
             progress=progress,
             on_epoch=on_epoch,
             stop_after=stop_after,
+            force=force,
         )
 
 
@@ -731,6 +775,7 @@ def _train_supernet(
     progress: bool,
     on_epoch: Callable[[EpochReport], None] | None,
     stop_after: int | None,
+    force: bool,
 ) -> TrainResult:
     device = resolve_device(config.device)  # cuda:<LOCAL_RANK> under torchrun
     dist = distributed_context(device)
@@ -739,7 +784,10 @@ def _train_supernet(
     checkpoint_path = out / CHECKPOINT_NAME if out is not None else None
     stored: dict[str, Any] | None = None
     stored_fp: dict[str, Any] | None = None
-    if out is not None:
+    replaced: list[Path] = []
+    if out is not None and force and not resume:
+        replaced = previous_run_files(out) if dist.is_main else []
+    elif out is not None:
         stored, stored_fp = _stored_run(out, config, resume)
 
     torch.manual_seed(config.seed)  # weight init and dropout draw from torch's global RNG
@@ -761,6 +809,8 @@ def _train_supernet(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _cosine(config.epochs * steps_per_epoch)
     )
+    for path in replaced:
+        path.unlink()
     with reporter.running():
         if stored is not None:
             _load_state(supernet, stored, checkpoint_path)

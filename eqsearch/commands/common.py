@@ -43,6 +43,17 @@ def add_progress_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def progress_printer(enabled: bool) -> Callable[[str], None]:
+    """Where a long command's progress lines go: printed at once, or nowhere under
+    ``--no-progress``."""
+
+    def show(text: str) -> None:
+        if enabled:
+            print(text, flush=True)
+
+    return show
+
+
 def status(console: Console, text: str, enabled: bool) -> AbstractContextManager[Any]:
     """A spinner with ``text`` while a block runs, or nothing when ``enabled`` is False."""
     return console.status(text) if enabled else nullcontext()

@@ -92,6 +92,7 @@ def register(commands: Any) -> None:
     )
     demo.add_argument("--out", default="eqsearch-demo", help="directory of every demo file")
     demo.add_argument("--quick", action="store_true", help="tiny settings (seconds; for tests)")
+    add_force_argument(demo, "files at the demo's names in a directory that is not a demo's")
     add_progress_argument(demo)
     demo.add_argument("--seed", type=seed_int, default=0, help="seeds every stage")
     demo.add_argument(
@@ -239,17 +240,25 @@ def front_table(front: ParetoFront) -> Any:
 
 
 def _cmd_nsga(args: argparse.Namespace) -> int:
-    from eqsearch.commands.refine import check_refine_arguments, run_refinement
+    from eqsearch.commands.refine import check_refine_arguments
+    from eqsearch.locks import hold_directory
+
+    _check_counts(args)
+    objectives = objective_names(args.objectives)
+    check_refine_arguments(args, objectives)
+    out = _output_directory(args)
+    with hold_directory(out, what="the output directory"):
+        return _nsga(args, objectives, out)
+
+
+def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
+    from eqsearch.commands.refine import run_refinement
     from eqsearch.engines import search_memory_bytes
     from eqsearch.problem import make_problem
     from eqsearch.resources import check_memory
     from eqsearch.space import ElasticSpace
     from supernet.checkpoint import check_finite_weights, load_checkpoint
 
-    _check_counts(args)
-    objectives = objective_names(args.objectives)
-    check_refine_arguments(args, objectives)
-    out = _output_directory(args)
     checkpoint = load_checkpoint(args.supernet)
     if checkpoint.get("kind") != "supernet":
         raise UsageError(f"{args.supernet} is a full-precision checkpoint; search a supernet.pt")
@@ -373,5 +382,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)
     else:
         settings = DemoSettings.joint(args.seed, quick=args.quick)
-    run_demo(Path(args.out), settings, console=make_console(), progress=not args.no_progress)
+    run_demo(
+        Path(args.out),
+        settings,
+        console=make_console(),
+        progress=not args.no_progress,
+        force=args.force,
+    )
     return EXIT_OK

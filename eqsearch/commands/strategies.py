@@ -133,10 +133,20 @@ def _output_directory(args: argparse.Namespace) -> Path:
 
 
 def _cmd_strategy(args: argparse.Namespace) -> int:
+    from eqsearch.commands.search import objective_names
+    from eqsearch.locks import hold_directory
+
+    _check_flags(args)
+    objectives = objective_names(args.objectives)
+    out = _output_directory(args)
+    with hold_directory(out, what="the output directory"):
+        return _strategy(args, objectives, out)
+
+
+def _strategy(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
     from eqsearch.commands.search import (
         NoOracle,
         budget_message,
-        objective_names,
         predictor_oracle,
     )
     from eqsearch.problem import make_problem
@@ -144,9 +154,6 @@ def _cmd_strategy(args: argparse.Namespace) -> int:
     from eqsearch.strategies import NEEDS_SENSITIVITIES, require_fixed_architecture
     from supernet.checkpoint import check_finite_weights, load_checkpoint
 
-    _check_flags(args)
-    objectives = objective_names(args.objectives)
-    out = _output_directory(args)
     checkpoint = load_checkpoint(args.supernet)
     if checkpoint.get("kind") != "supernet":
         raise UsageError(f"{args.supernet} is a full-precision checkpoint; use a supernet.pt")
@@ -229,8 +236,9 @@ def _sensitivities(
             probes=args.probes,
             seed=args.seed,
         )
-    verb = "reused" if cached.reused else "computed and cached"
-    console.print(f"{method} sensitivities {verb}: {cached.path}")
+    if cached.reused or cached.kept:
+        verb = "reused" if cached.reused else "computed and cached"
+        console.print(f"{method} sensitivities {verb}: {cached.path}")
     return cached.sensitivities
 
 

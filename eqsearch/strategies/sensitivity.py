@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, warn
 from eqsearch.files import atomic_write_text, read_json
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, QuantForm
@@ -342,11 +342,13 @@ class CachedSensitivities:
         sensitivities: the values.
         path: the cache file beside the checkpoint.
         reused: True when they were read from it rather than computed.
+        kept: False when computed ones could not be written there (a warning said so).
     """
 
     sensitivities: Sensitivities
     path: Path
     reused: bool
+    kept: bool = True
 
 
 def cache_path(checkpoint: str | Path, method: str, settings: Mapping[str, Any]) -> Path:
@@ -383,5 +385,12 @@ def cached_sensitivities(
     computed = compute()
     computed.check_space(space)
     stored = replace(computed, info={**computed.info, "settings": dict(settings)})
-    stored.write(path)
+    try:
+        stored.write(path)
+    except OSError as error:  # a read-only place, a directory at the cache's name, a full disk
+        warn(
+            f"the {method} sensitivities are not cached: cannot write {path} "
+            f"({error.strerror or error}); a rerun computes them again"
+        )
+        return CachedSensitivities(stored, path, False, kept=False)
     return CachedSensitivities(stored, path, False)
