@@ -13,6 +13,7 @@ from eqsearch.pareto import FrontObjective, ParetoFront, non_dominated
 from eqsearch.resources import check_memory
 from eqsearch.search.operators import genome_keys
 from eqsearch.search.problem import Evaluation, SearchProblem
+from eqsearch.space import IntArray
 
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[int, int], None]
@@ -68,7 +69,7 @@ class Archive:
         self._values: list[FloatArray] = []
         self._violation: list[FloatArray] = []
 
-    def add(self, genomes: npt.NDArray[np.int64], evaluation: Evaluation) -> None:
+    def add(self, genomes: IntArray, evaluation: Evaluation) -> None:
         """Record a population and its evaluation."""
         self._genomes.append(np.asarray(genomes, dtype=np.int8))
         self._values.append(evaluation.values)

@@ -1,4 +1,4 @@
-"""The registry helper, and the contract every registered solver (engines, strategies) keeps."""
+"""The registry helper and the contract of each registry: solvers, objectives, budgets."""
 
 from __future__ import annotations
 
@@ -11,11 +11,20 @@ import eqsearch.engines
 import eqsearch.strategies
 from eqsearch.errors import InputError
 from eqsearch.pareto import ParetoFront, non_dominated
+from eqsearch.problem import (
+    BUDGETS,
+    OBJECTIVES,
+    Budget,
+    Constraint,
+    Objective,
+    Sources,
+    make_problem,
+)
 from eqsearch.registry import Registry
 from eqsearch.search.solvers import SOLVERS, get_solver, register_solver, solver_names
 from eqsearch.strategies import Sensitivities
 
-from .search_fixtures import TENSORRT, enumerable_space, problem_under_budget
+from .search_fixtures import TENSORRT, AnalyticOracle, enumerable_space, problem_under_budget
 
 QUICK: dict[str, Any] = {
     "population": 12,
@@ -142,3 +151,53 @@ def test_registry_helper() -> None:
     with pytest.raises(ValueError, match="a colour needs a non-empty name"):
         colours.add("", 3)
     assert repr(colours) == "Registry('colour': red, green)"
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_every_registered_objective_builds_one_finite_value_per_config(name: str) -> None:
+    space = enumerable_space()
+    objective = OBJECTIVES[name](Sources(space, AnalyticOracle(space)))
+    assert objective.direction in ("min", "max")
+    batch = space.sample(0, 7)
+    values = objective.values(batch)
+    assert values.shape == (7,) and np.isfinite(values).all()
+    assert make_problem(space, AnalyticOracle(space), objectives=(name,)).objective_names == (
+        objective.name,
+    )
+
+
+@pytest.mark.parametrize("name", list(BUDGETS))
+def test_every_registered_budget_is_a_monotone_constraint_the_lowest_subnets_meet(
+    name: str,
+) -> None:
+    space = enumerable_space()
+    budget = BUDGETS[name]
+    top, lowest = space.batch([space.uniform(8, 8)]), space.batch([space.uniform(2, 2)])
+    probe = budget.build(1.0, Sources(space))
+    limit = float(probe.values(lowest)[0])
+    constraint = budget.build(limit, Sources(space))
+    assert constraint.monotone
+    assert constraint.values(top)[0] >= limit
+    problem = make_problem(space, AnalyticOracle(space), **{name: limit})
+    assert [c.name for c in problem.constraints] == [constraint.name]
+    with pytest.raises(InputError, match=f"{name} must be a positive number of {budget.unit}"):
+        make_problem(space, AnalyticOracle(space), **{name: -1.0})
+
+
+def test_make_problem_refuses_an_unknown_budget_and_takes_a_registered_one() -> None:
+    space = enumerable_space()
+    with pytest.raises(InputError, match="budgets must be among w_bits, a_bits, bitops"):
+        make_problem(space, AnalyticOracle(space), w_bit=3.0)
+    BUDGETS.add("b4_bits", Budget("bits", lambda limit, sources: b4_bits(limit)))
+    OBJECTIVES.add("b4", lambda sources: Objective("b4", lambda batch: batch.w_bits[:, 4]))
+    try:
+        problem = make_problem(space, None, objectives=("b4",), b4_bits=4.0)
+        assert problem.objective_names == ("b4",)
+        assert [c.name for c in problem.constraints] == ["b4_bits"]
+    finally:
+        BUDGETS._items.pop("b4_bits")
+        OBJECTIVES._items.pop("b4")
+
+
+def b4_bits(limit: float) -> Constraint:
+    return Constraint("b4_bits", lambda batch: batch.w_bits[:, 4], limit, monotone=True)
