@@ -29,12 +29,12 @@ class Registry(Mapping[str, T]):
         """Register ``item`` as ``name`` and return it.
 
         Raises:
-            ValueError: ``name`` is empty or taken.
+            InputError: ``name`` is empty or taken.
         """
         if not isinstance(name, str) or not name:
-            raise ValueError(f"a {self.kind} needs a non-empty name; got {name!r}")
+            raise InputError(f"a {self.kind} needs a non-empty name; got {name!r}")
         if name in self._items:
-            raise ValueError(f"the {self.kind} {name!r} is already registered")
+            raise InputError(f"the {self.kind} {name!r} is already registered")
         self._items[name] = item
         return item
 

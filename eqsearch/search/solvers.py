@@ -69,7 +69,7 @@ def register_solver(name: str, family: str) -> Callable[[SolverFunction], Solver
     required.
     """
     if family not in FAMILIES:
-        raise ValueError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
+        raise InputError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
 
     def decorate(run: SolverFunction) -> SolverFunction:
         parameters = list(inspect.signature(run).parameters.values())[1:]
