@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-
-from eqsearch.engines.base import Progress, check_settings
-from eqsearch.errors import InputError
+from eqsearch.engines import deap, pymoo
+from eqsearch.engines.base import Progress, search_memory_bytes
 from eqsearch.pareto import ParetoFront
-from eqsearch.problem import SearchProblem
-from eqsearch.resources import check_memory
+from eqsearch.search.problem import SearchProblem
+from eqsearch.search.solvers import get_solver, register_solver, solver_names
 
-ENGINES = ("pymoo", "deap")
+register_solver("pymoo", family="engine")(pymoo.run)
+register_solver("deap", family="engine")(deap.run)
+
+ENGINES = solver_names("engine")
+"""The registered NSGA-II engines (solvers of the ``engine`` family)."""
 
 
 def nsga2(
@@ -28,7 +30,8 @@ def nsga2(
         problem: objectives, constraints and the genome (see :class:`SearchProblem`).
         engine: ``"pymoo"`` (pymoo's compiled sorting and array operators in a vectorised
             loop) or ``"deap"`` (DEAP's ``selNSGA2`` with uniform crossover and integer
-            mutation).
+            mutation); both take sampling, repair and duplicate elimination from
+            :mod:`eqsearch.search.operators`.
         population: individuals per generation; the first population is sampled to meet
             every constraint.
         generations: generations after the first population (each evaluates ``population``
@@ -43,32 +46,10 @@ def nsga2(
     Raises:
         ValueError: an unknown engine, bad settings, or constraints no config can meet.
     """
-    if engine not in ENGINES:
-        raise InputError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
-    check_settings(population, generations, seed)
-    check_memory(
-        search_memory_bytes(problem, population, generations),
-        f"a search of population {population} over {generations} generations",
-    )
-    module = importlib.import_module(f"eqsearch.engines.{engine}")
-    front: ParetoFront = module.run(
+    solver = get_solver(engine, "engine")
+    return solver(
         problem, population=population, generations=generations, seed=seed, progress=progress
     )
-    return front
-
-
-def search_memory_bytes(problem: SearchProblem, population: int, generations: int) -> float:
-    """A generous estimate of a search's peak memory in bytes.
-
-    The archive keeps every evaluated genome (one byte a gene) with its objective values and
-    violation, and building the front copies it a few times; each generation decodes twice
-    the population into per-layer arrays and the oracle's features.
-    """
-    genes = problem.layout.n_genes
-    layers = problem.space.n_layers
-    archive = float(population) * (generations + 1) * (genes + 8 * (len(problem.objectives) + 1))
-    per_config = 8 * genes + 3 * 8 * layers + 128 * layers
-    return 3 * archive + 2 * float(population) * per_config
 
 
 __all__ = ["ENGINES", "nsga2", "search_memory_bytes"]

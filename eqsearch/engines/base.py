@@ -1,4 +1,4 @@
-"""What both NSGA-II engines share: genome hashing, the archive of evaluations, the front."""
+"""What both NSGA-II engines share: checked settings, the archive of evaluations, the front."""
 
 from __future__ import annotations
 
@@ -10,18 +10,14 @@ import numpy.typing as npt
 
 from eqsearch.errors import InputError
 from eqsearch.pareto import FrontObjective, ParetoFront, non_dominated
-from eqsearch.problem import Evaluation, SearchProblem
+from eqsearch.resources import check_memory
+from eqsearch.search.operators import genome_keys
+from eqsearch.search.problem import Evaluation, SearchProblem
 from eqsearch.space import IntArray
 
 FloatArray = npt.NDArray[np.float64]
 Progress = Callable[[int, int], None]
 """Called after each generation with (generations done, generations in all)."""
-
-
-def genome_keys(genomes: IntArray) -> list[bytes]:
-    """One hashable key per genome (genes are small indices: one byte each)."""
-    packed = np.ascontiguousarray(genomes, dtype=np.int8)
-    return [row.tobytes() for row in packed]
 
 
 def first_occurrences(genomes: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.int64]:
@@ -40,6 +36,29 @@ def check_settings(population: int, generations: int, seed: int) -> None:
             raise InputError(f"{name} must be an integer >= {smallest}; got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer; got {seed!r}")
+
+
+def check_search(problem: SearchProblem, population: int, generations: int, seed: int) -> None:
+    """InputError for bad settings, or for a search that would not fit in memory."""
+    check_settings(population, generations, seed)
+    check_memory(
+        search_memory_bytes(problem, population, generations),
+        f"a search of population {population} over {generations} generations",
+    )
+
+
+def search_memory_bytes(problem: SearchProblem, population: int, generations: int) -> float:
+    """A generous estimate of a search's peak memory in bytes.
+
+    The archive keeps every evaluated genome (one byte a gene) with its objective values and
+    violation, and building the front copies it a few times; each generation decodes twice
+    the population into per-layer arrays and the oracle's features.
+    """
+    genes = problem.layout.n_genes
+    layers = problem.space.n_layers
+    archive = float(population) * (generations + 1) * (genes + 8 * (len(problem.objectives) + 1))
+    per_config = 8 * genes + 3 * 8 * layers + 128 * layers
+    return 3 * archive + 2 * float(population) * per_config
 
 
 class Archive:
@@ -117,3 +136,16 @@ def search_info(
         "forms": [str(form) for form in problem.layout.forms],
         "per_layer_forms": problem.layout.per_layer,
     }
+
+
+__all__ = [
+    "Archive",
+    "FloatArray",
+    "Progress",
+    "check_search",
+    "check_settings",
+    "first_occurrences",
+    "genome_keys",
+    "search_info",
+    "search_memory_bytes",
+]

@@ -5,22 +5,21 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from deap import base, tools
-from deap.tools.emo import assignCrowdingDist
 
-from eqsearch.engines.base import Archive, Progress, check_settings, genome_keys, search_info
+from eqsearch.engines.base import Archive, Progress, check_search, search_info
 from eqsearch.pareto import ParetoFront
-from eqsearch.problem import SearchProblem
-from eqsearch.space import GenomeLayout, IntArray
+from eqsearch.search.operators import DuplicateFreeMating, genome_keys
+from eqsearch.search.problem import SearchProblem
+from eqsearch.space import IntArray
+
+if TYPE_CHECKING:  # DEAP is imported by the functions that run it
+    from deap import base
 
 CROSSOVER_PROB = 0.9
 """Probability that a pair of parents is crossed (genes swapped with probability 1/2 each)."""
-
-MAX_MATING_ROUNDS = 20
-"""Rounds of mating to replace offspring that duplicate a parent or each other."""
 
 
 class _Individual(list[int]):
@@ -37,6 +36,8 @@ class _Individual(list[int]):
 
 def _fitness_class(n_objectives: int) -> type[base.Fitness]:
     """A Fitness subclass local to one run (``deap.creator`` would register it globally)."""
+    from deap import base
+
     weights = (-1.0,) * n_objectives  # the problem hands over minimised values
     return type("SearchFitness", (base.Fitness,), {"weights": weights})
 
@@ -74,6 +75,9 @@ def pareto_fronts(individuals: list[_Individual], count: int) -> list[list[_Indi
 def nsga2_select(individuals: list[_Individual], count: int) -> list[_Individual]:
     """DEAP's ``selNSGA2(individuals, count, nd="log")`` on :func:`pareto_fronts`: whole
     fronts, then the least crowded of the last one (DEAP's crowding distance)."""
+    from deap import tools
+    from deap.tools.emo import assignCrowdingDist
+
     if len(individuals[0].fitness.weights) < 2:
         # DEAP's logarithmic sort needs two objectives or more
         chosen: list[_Individual] = tools.selNSGA2(individuals, count, nd="standard")
@@ -163,25 +167,15 @@ def _offspring(
     count: int,
     lower: Sequence[int],
     upper: Sequence[int],
-    layout: GenomeLayout,
+    mating: DuplicateFreeMating,
 ) -> IntArray:
-    """Children that are neither a parent nor each other's duplicates (hashed genomes; in a
-    joint space the canonical genome of each child's subnet)."""
-    taken = {individual.key for individual in population}
-    kept: list[IntArray] = []
-    for _ in range(MAX_MATING_ROUNDS):
-        children = layout.canonical(
-            np.asarray(_vary(rng, population, count - len(kept), lower, upper), dtype=np.int64)
-        )
-        for child, key in zip(children, genome_keys(children), strict=True):
-            if key not in taken and len(kept) < count:
-                taken.add(key)
-                kept.append(child)
-        if len(kept) >= count:
-            break
-    if not kept:
-        return np.zeros((0, len(lower)), dtype=np.int64)
-    return np.stack(kept)
+    """Children that are neither a parent nor each other's duplicates (the shared
+    duplicate-free mating over :func:`_vary`; children of one subnet count as duplicates)."""
+
+    def mate(wanted: int) -> IntArray:
+        return np.asarray(_vary(rng, population, wanted, lower, upper), dtype=np.int64)
+
+    return mating.do(mate, count, {individual.key for individual in population})
 
 
 def run(
@@ -193,14 +187,17 @@ def run(
     progress: Progress | None = None,
 ) -> ParetoFront:
     """NSGA-II with DEAP: ``selNSGA2`` survival (ranks by moocore), tournaments
-    on dominance and crowding, uniform crossover and uniform integer mutation.
+    on dominance and crowding, uniform crossover and uniform integer mutation; the first
+    population and the duplicate-free mating are the shared ones of
+    :mod:`eqsearch.search.operators`.
 
     Every random draw comes from one ``random.Random(seed)``; the Fitness class is created per
     run, so nothing is registered in ``deap.creator``. Each generation's offspring are
     evaluated in one call.
     """
-    check_settings(population, generations, seed)
+    check_search(problem, population, generations, seed)
     rng = random.Random(seed)
+    mating = DuplicateFreeMating(problem.layout)
     fitness_class = _fitness_class(len(problem.objectives))
     lower = problem.layout.lower.tolist()
     upper = problem.layout.upper.tolist()
@@ -225,7 +222,7 @@ def run(
     first = problem.initial_population(np.random.default_rng(rng.getrandbits(64)), population)
     current = select(evaluated(first), population)
     for generation in range(generations):
-        children = _offspring(rng, current, population, lower, upper, problem.layout)
+        children = _offspring(rng, current, population, lower, upper, mating)
         if len(children):
             current = select(current + evaluated(children), population)
         if progress is not None:

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from eqsearch.engines.base import (
-    Archive,
-    FloatArray,
-    Progress,
-    check_settings,
-    genome_keys,
-    search_info,
-)
+from eqsearch.engines.base import Archive, FloatArray, Progress, check_search, search_info
 from eqsearch.pareto import ParetoFront
-from eqsearch.problem import SearchProblem
+from eqsearch.search.operators import DuplicateFreeMating, genome_keys
+from eqsearch.search.problem import SearchProblem
 from eqsearch.space import IntArray
 
 CROSSOVER_ETA = 3.0
@@ -26,8 +19,10 @@ CROSSOVER_PROB_VAR = 0.5
 """pymoo's integer-genome setting: a small distribution index (3) so that rounded SBX and
 polynomial-mutation children still move by whole steps; half the genes crossed."""
 
-MAX_MATING_ROUNDS = 20
-"""Rounds of mating to replace offspring that duplicate a parent or each other."""
+OVERSAMPLE = 2
+"""Children mated per missing one: a third or more of the children repeat a parent once
+rounded, so that mating twice as many as are missing usually takes one round (one call of
+each operator)."""
 
 
 def pareto_ranks(minimised: FloatArray) -> npt.NDArray[np.int64]:
@@ -165,33 +160,16 @@ def unique_offspring(
     count: int,
     lower: FloatArray,
     upper: FloatArray,
-    canonical: Callable[[IntArray], IntArray] = lambda genomes: genomes,
+    mating: DuplicateFreeMating,
 ) -> IntArray:
-    """Offspring that are neither a parent nor each other's duplicates (hashed genomes).
+    """Offspring that are neither a parent nor each other's duplicates (the shared
+    duplicate-free mating over :func:`make_offspring`; children of one subnet count as
+    duplicates)."""
 
-    ``canonical`` maps each child to the canonical genome of its subnet first (a joint
-    space's layout: genes of skipped blocks set to 0), so two children of one subnet count
-    as duplicates.
-    """
-    taken = set(genome_keys(genomes))
-    kept: list[IntArray] = []
-    found = 0
-    for _ in range(MAX_MATING_ROUNDS):
-        # a third or more of the children repeat a parent once rounded: mate twice as many
-        # as are missing, so that one round (one call of each operator) usually suffices
-        wanted = 2 * (count - found)
-        children = canonical(make_offspring(rng, genomes, rank, crowding, wanted, lower, upper))
-        fresh = np.zeros(len(children), dtype=bool)
-        for row, key in enumerate(genome_keys(children)):
-            if key not in taken:
-                taken.add(key)
-                fresh[row] = True
-        fresh &= np.cumsum(fresh) <= count - found
-        kept.append(children[fresh])
-        found += int(fresh.sum())
-        if found >= count:
-            break
-    return np.concatenate(kept)[:count]
+    def mate(wanted: int) -> IntArray:
+        return make_offspring(rng, genomes, rank, crowding, wanted, lower, upper)
+
+    return mating.do(mate, count, set(genome_keys(genomes)))
 
 
 def run(
@@ -205,13 +183,15 @@ def run(
     """NSGA-II with pymoo's operators and sorting, one oracle call per generation.
 
     The loop keeps the population as integer arrays: binary tournament on (rank, crowding),
-    pymoo's SBX and polynomial mutation with rounding, duplicate elimination by hashing
-    genomes, then elitist survival of parents + offspring (feasible configs first, ranked by
-    non-domination and crowding; infeasible ones by their violation).
+    pymoo's SBX and polynomial mutation with rounding, then elitist survival of parents +
+    offspring (feasible configs first, ranked by non-domination and crowding; infeasible
+    ones by their violation). The first population and the duplicate-free mating are the
+    shared ones of :mod:`eqsearch.search.operators`.
     """
-    check_settings(population, generations, seed)
+    check_search(problem, population, generations, seed)
     rng = np.random.default_rng(seed)
     layout = problem.layout
+    mating = DuplicateFreeMating(layout, oversample=OVERSAMPLE)
     lower = layout.lower.astype(np.float64)
     upper = layout.upper.astype(np.float64)
     archive = Archive()
@@ -221,9 +201,7 @@ def run(
     minimised, violation = evaluation.minimised, evaluation.violation
     rank, crowding = rank_population(minimised, violation)
     for generation in range(generations):
-        children = unique_offspring(
-            rng, genomes, rank, crowding, population, lower, upper, layout.canonical
-        )
+        children = unique_offspring(rng, genomes, rank, crowding, population, lower, upper, mating)
         if len(children):
             child_evaluation = problem.evaluate(children)
             archive.add(children, child_evaluation)

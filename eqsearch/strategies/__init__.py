@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from eqsearch.errors import InputError
 from eqsearch.pareto import ParetoFront
-from eqsearch.problem import SearchProblem
+from eqsearch.search.problem import SearchProblem
+from eqsearch.search.solvers import SOLVERS, get_solver, register_solver, solver_names
 from eqsearch.strategies.additive import COSTS, LayerCosts, default_sweep, layer_costs
 from eqsearch.strategies.baselines import (
     random_configs,
@@ -27,9 +28,17 @@ from eqsearch.strategies.sensitivity import (
     require_fixed_architecture,
 )
 
-STRATEGIES = ("ilp", "greedy", "uniform", "random")
-"""Strategy names, as ``eqsearch strategy NAME`` takes them."""
-NEEDS_SENSITIVITIES = ("ilp", "greedy")
+register_solver("ilp", family="strategy")(ilp_search)
+register_solver("greedy", family="strategy")(greedy_search)
+register_solver("uniform", family="strategy")(uniform_search)
+register_solver("random", family="strategy")(random_search)
+
+STRATEGIES = solver_names("strategy")
+"""Strategy names, as ``eqsearch strategy NAME`` takes them (solvers of the ``strategy``
+family)."""
+NEEDS_SENSITIVITIES = tuple(
+    name for name in STRATEGIES if "sensitivities" in SOLVERS[name].required
+)
 
 
 def run_strategy(
@@ -42,7 +51,7 @@ def run_strategy(
     count: int = 100,
     seed: int = 0,
 ) -> ParetoFront:
-    """Run one strategy by name.
+    """Run one strategy by name (the registered solver, given the settings it takes).
 
     Args:
         name: one of :data:`STRATEGIES`.
@@ -57,17 +66,20 @@ def run_strategy(
     Raises:
         ValueError: an unknown name, or missing sensitivities.
     """
-    if name not in STRATEGIES:
-        raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}; got {name!r}")
-    if name in NEEDS_SENSITIVITIES:
-        if sensitivities is None:
-            raise InputError(f"the {name} strategy needs per-layer sensitivities")
-        if name == "ilp":
-            return ilp_search(problem, sensitivities, sweep=sweep, budgets=budgets or 20)
-        return greedy_search(problem, sensitivities, sweep=sweep, budgets=budgets)
-    if name == "uniform":
-        return uniform_search(problem)
-    return random_search(problem, count, seed=seed)
+    solver = get_solver(name, "strategy")
+    if "sensitivities" in solver.required and sensitivities is None:
+        raise InputError(f"the {name} strategy needs per-layer sensitivities")
+    offered = {
+        "sensitivities": sensitivities,
+        "sweep": sweep,
+        "budgets": budgets,
+        "count": count,
+        "seed": seed,
+    }
+    settings = {
+        key: value for key, value in offered.items() if key in solver.settings and value is not None
+    }
+    return solver(problem, **settings)
 
 
 __all__ = [

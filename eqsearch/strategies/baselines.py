@@ -40,7 +40,8 @@ def uniform_search(problem: SearchProblem) -> ParetoFront:
 def random_configs(problem: SearchProblem, count: int, seed: int = 0) -> ConfigBatch:
     """``count`` distinct random configs that meet the budgets, drawn as NSGA-II draws its
     first population (``SearchProblem.initial_population``: bits uniform below a random
-    ceiling per config, over-budget draws repaired by lowering random genes)."""
+    ceiling per config, draws over a monotone budget repaired by lowering random genes, those
+    meeting every constraint kept)."""
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise InputError(f"count must be a positive integer; got {count!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -49,7 +50,7 @@ def random_configs(problem: SearchProblem, count: int, seed: int = 0) -> ConfigB
     return problem.decode(genomes)
 
 
-def random_search(problem: SearchProblem, count: int, *, seed: int = 0) -> ParetoFront:
+def random_search(problem: SearchProblem, count: int = 100, *, seed: int = 0) -> ParetoFront:
     """The ``random`` strategy: :func:`random_configs` evaluated into a front."""
     info = {
         "strategy": "random",
