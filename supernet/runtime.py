@@ -1,4 +1,4 @@
-"""Process-level settings that make CPU training faster."""
+"""Process-level settings: CPU training speed-ups, and the switch that forces the device path."""
 
 from __future__ import annotations
 
@@ -72,3 +72,40 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+DEVICE_PATH_VARIABLE = "EQSEARCH_DEVICE_PATH"
+"""``EQSEARCH_DEVICE_PATH=1`` in the environment forces :func:`device_path` for the process."""
+
+_device_path_forced = os.environ.get(DEVICE_PATH_VARIABLE, "").strip() == "1"
+
+
+def device_path_forced() -> bool:
+    """Whether the device path is forced (see :func:`device_path`)."""
+    return _device_path_forced
+
+
+def host_path(where: torch.Tensor | torch.device) -> bool:
+    """Whether code working on a tensor (or on a device) ``where`` may take its CPU-only
+    shortcuts: the numba kernels, the integer convolution, the shared weight node, Python
+    float constants and sums, the oracle's layer cache, worker processes and strided pooling.
+    False on other devices and wherever the device path is forced, so that a CPU run executes
+    what a GPU runs."""
+    device = where.device if isinstance(where, torch.Tensor) else where
+    return device.type == "cpu" and not _device_path_forced
+
+
+@contextmanager
+def device_path(enabled: bool = True) -> Iterator[None]:
+    """Inside: every CPU shortcut is off (:func:`host_path` is False), so the code runs on the
+    CPU exactly as on a GPU: torch ops only, quantizer constants and gradient sums as
+    tensors, no host synchronisation the GPU would not make. For tests and CI; the previous
+    setting is restored on exit. ``EQSEARCH_DEVICE_PATH=1`` forces it for a whole process.
+    """
+    global _device_path_forced
+    previous = _device_path_forced
+    _device_path_forced = enabled
+    try:
+        yield
+    finally:
+        _device_path_forced = previous

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -23,6 +24,21 @@ from eqsearch.space import (
 if TYPE_CHECKING:
     from supernet.quantizers.integer_conv import WeightLevels
     from supernet.quantizers.lsq_weights import WeightEntry
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a quantizer computes in for a tensor of ``dtype``: at least float32 (a
+    bfloat16 or float16 activation under autocast is quantized from its exact float32 value:
+    its own arithmetic would round the levels and merge thresholds)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def autocast_off(x: torch.Tensor) -> AbstractContextManager[Any]:
+    """A context with autocast off on ``x``'s device where it is on (entering one costs more
+    than a small layer's convolution, so nothing where it is off)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return nullcontext()
 
 
 class ConvGeometry(NamedTuple):
@@ -47,10 +63,8 @@ class ConvGeometry(NamedTuple):
         Function whose backward convolves the saved operands needs an output gradient of
         their dtype). Autocast is turned off only where it is on: entering its context costs
         more than a small layer's convolution."""
-        if torch.is_autocast_enabled(x.device.type):
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                return self.convolve(x, weight, bias)
-        return self.convolve(x, weight, bias)
+        with autocast_off(x):
+            return self.convolve(x, weight, bias)
 
     def convolution_backward(
         self,
@@ -274,7 +288,8 @@ class ElasticQuantizer(nn.Module):
         if geometry.channels_last:
             x = x.to(memory_format=torch.channels_last)
             weight = weight.to(memory_format=torch.channels_last)
-        return geometry.convolve(x, weight, bias)
+        # quantized operands in their own precision, never rounded by autocast
+        return geometry.convolve_as_is(x, weight, bias)
 
     def calibrate(
         self,
