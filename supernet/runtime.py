@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import torch
 
@@ -89,10 +91,11 @@ def host_path(where: torch.Tensor | torch.device) -> bool:
     """Whether code working on a tensor (or on a device) ``where`` may take its CPU-only
     shortcuts: the numba kernels, the integer convolution, the shared weight node, Python
     float constants and sums, the oracle's layer cache, worker processes and strided pooling.
-    False on other devices and wherever the device path is forced, so that a CPU run executes
-    what a GPU runs."""
+    False on other devices, wherever the device path is forced (so that a CPU run executes
+    what a GPU runs) and in code that ``torch.compile`` traces."""
     device = where.device if isinstance(where, torch.Tensor) else where
-    return device.type == "cpu" and not _device_path_forced
+    # what torch.compile traces is the device path: torch ops it can fuse, no numba calls
+    return device.type == "cpu" and not _device_path_forced and not torch.compiler.is_compiling()
 
 
 @contextmanager
@@ -109,3 +112,48 @@ def device_path(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _device_path_forced = previous
+
+
+COMPILE_BACKEND = "inductor"
+"""The ``torch.compile`` backend of :func:`compiled` functions (tests use a lighter one)."""
+
+_compile_enabled = False
+
+
+@contextmanager
+def compiled_quantizers(enabled: bool = True) -> Iterator[None]:
+    """Inside: the quantizers' element-wise device-path work runs as ``torch.compile``d
+    functions (see :func:`compiled`; ``TrainConfig.compile``). The previous setting is
+    restored on exit."""
+    global _compile_enabled
+    previous = _compile_enabled
+    _compile_enabled = enabled
+    try:
+        yield
+    finally:
+        _compile_enabled = previous
+
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def compiled(function: Function) -> Function:
+    """``function``, run as its ``torch.compile``d twin inside :func:`compiled_quantizers`
+    where its first argument (a tensor) is off the host path.
+
+    For the quantizers' chains of element-wise passes (multiply, round, clamp; the backward's
+    clip mask and sums): compiled, each chain is one pass over the activation. Its arguments
+    are tensors only (constants as 0-d tensors), compiled with dynamic shapes: one graph
+    serves every layer and bit width.
+    """
+    twin: list[Callable[..., Any]] = []
+
+    @functools.wraps(function)
+    def call(*args: Any) -> Any:
+        if not _compile_enabled or host_path(args[0]) or torch.compiler.is_compiling():
+            return function(*args)
+        if not twin:
+            twin.append(torch.compile(function, dynamic=True, backend=COMPILE_BACKEND))
+        return twin[0](*args)
+
+    return call  # type: ignore[return-value]

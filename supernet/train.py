@@ -33,7 +33,7 @@ from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_lo
 from supernet.models import model_entry
 from supernet.oracle import subnet_accuracy
 from supernet.quant_init import init_quantizers
-from supernet.runtime import keep_freed_memory, one_thread
+from supernet.runtime import compiled_quantizers, keep_freed_memory, one_thread
 from supernet.train_loop import (
     LaggedLosses,
     autocast,
@@ -801,7 +801,7 @@ def train_supernet(
     # oqa_mbv3_tiny on 8×8 digits: 140 ms on one thread, 2.1 s on two, on the loaded 2-core
     # machine; see supernet.runtime.one_thread).
     joint_on_cpu = model_entry(config.model).joint and resolve_device(config.device).type == "cpu"
-    with one_thread() if joint_on_cpu else nullcontext():
+    with one_thread() if joint_on_cpu else nullcontext(), compiled_quantizers(config.compile):
         return _train_supernet(
             config,
             out_dir,

@@ -19,11 +19,12 @@ integers), the quantized convolutions compute in float32.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
 from supernet.quantizers.base import ConvGeometry
+from supernet.runtime import compiled
 
 LEVEL_DTYPE = torch.bfloat16
 MAX_LEVELS = 256
@@ -72,6 +73,26 @@ def _scales(input_step: torch.Tensor | float, weight_steps: torch.Tensor) -> tor
     return (weight_steps * input_step).view(1, -1, 1, 1)
 
 
+@compiled
+def _scaled(raw: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    return (raw * scales).to(LEVEL_DTYPE)
+
+
+@compiled
+def _scaled_with_bias(raw: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return torch.addcmul(bias.view(1, -1, 1, 1), raw, scales).to(LEVEL_DTYPE)
+
+
+@compiled
+def _scaled_gradient(grad_out: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    return (grad_out.float() * scales).to(LEVEL_DTYPE)
+
+
+@compiled
+def _divided(gradient: torch.Tensor, steps: Any) -> torch.Tensor:
+    return gradient.float() / steps
+
+
 def level_conv2d(
     operands: LevelOperands,
     input_step: torch.Tensor | float,
@@ -87,8 +108,8 @@ def level_conv2d(
     raw = geometry.convolve_as_is(levels, weight_levels, None)
     scales = _scales(input_step, operands.weight_steps)
     if bias is None:
-        return (raw * scales).to(LEVEL_DTYPE)
-    return torch.addcmul(bias.detach().float().view(1, -1, 1, 1), raw, scales).to(LEVEL_DTYPE)
+        return _scaled(raw, scales)
+    return _scaled_with_bias(raw, scales, bias.detach().float())
 
 
 def level_conv2d_backward(
@@ -102,7 +123,7 @@ def level_conv2d_backward(
     """The float32 gradients at ``x_hat``, at ``w_hat`` and of the bias (those
     ``output_mask`` asks for) of :func:`level_conv2d` for the output gradient ``grad_out``."""
     scales = _scales(input_step, operands.weight_steps)
-    scaled = (grad_out.float() * scales).to(LEVEL_DTYPE)
+    scaled = _scaled_gradient(grad_out, scales)
     grad_levels, grad_weight_levels, _ = geometry.convolution_backward(
         scaled,
         operands.levels,
@@ -112,10 +133,10 @@ def level_conv2d_backward(
     )
     grad_x_hat = grad_w_hat = grad_bias = None
     if output_mask[0]:
-        grad_x_hat = grad_levels.float().div_(input_step)
+        grad_x_hat = _divided(grad_levels, input_step)
     if output_mask[1]:
         steps = operands.weight_steps.view((-1,) + (1,) * (grad_weight_levels.dim() - 1))
-        grad_w_hat = grad_weight_levels.float().div_(steps)
+        grad_w_hat = _divided(grad_weight_levels, steps)
     if has_bias and output_mask[2]:
         grad_bias = grad_out.float().sum((0, 2, 3))
     return grad_x_hat, grad_w_hat, grad_bias

@@ -188,18 +188,24 @@ def test_first_layer_weight_gradients_take_one_call_on_the_device_path(
     calls: list[int] = []
     original = direction_conv.ConvGeometry.convolution_backward
 
-    def count(self: Any, *args: Any) -> Any:
-        calls.append(1)
-        return original(self, *args)
+    def count(self: Any, grad_out: torch.Tensor, x: torch.Tensor, *args: Any) -> Any:
+        if x.shape[1] % 3 == 0 and x.shape[1] <= 9:  # the images' blocks (other layers: 8+)
+            calls.append(x.shape[1])
+        return original(self, grad_out, x, *args)
 
     monkeypatch.setattr(direction_conv.ConvGeometry, "convolution_backward", count)
-    supernet, images, _ = _model("lsq")
+    torch.manual_seed(0)
+    supernet = build_supernet("tiny_convnet", num_classes=3, in_channels=3)
+    images = torch.randn(8, 3, 8, 8)
+    supernet.train()
     space = supernet.space
     config = space.uniform(4, 4, QuantForm.parse("channel-asym-asym"))
-    for forced, expected in ((False, 3), (True, 1)):  # image, step and offset directions
+    # three-channel images: one call per block (image, step and offset directions) on the
+    # CPU, all blocks stacked in one call on other devices
+    for forced, expected in ((False, [3, 3, 3]), (True, [9])):
         calls.clear()
         supernet.zero_grad(set_to_none=True)
         with device_path(forced):
             supernet.set_subnet(config)
             supernet(images).sum().backward()
-        assert len(calls) == expected
+        assert calls == expected
