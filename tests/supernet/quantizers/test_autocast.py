@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from supernet import build_supernet, init_quantizers
 from supernet.losses import wdr_weights
 from supernet.quantizers import QUANTIZERS, level_conv, n2uq_ops
-from supernet.quantizers.base import ConvGeometry
+from supernet.quantizers.base import ConvGeometry, autocast_off
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
 from supernet.quantizers.n2uq_ops import n2uq_activation
 from supernet.runtime import device_path
@@ -185,3 +185,19 @@ def test_level_operands_reproduce_the_fake_quantized_weight() -> None:
     with torch.autocast("cpu", dtype=torch.float16):
         assert not level_conv.autocast_levels(x, 16, 16)
     assert F.conv2d is not None
+
+
+def test_quantized_operands_compute_without_tf32_on_cuda() -> None:
+    class OnCuda:  # a tensor's stand-in: only its device is read
+        device = torch.device("cuda")
+
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        with autocast_off(OnCuda()):  # type: ignore[arg-type]
+            assert not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.allow_tf32
+        with autocast_off(torch.zeros(1)):  # the CPU: nothing to turn off
+            assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
