@@ -892,6 +892,8 @@ def _train_supernet(
         parameters = [p for p in supernet.parameters()]
         quantized_weights = wdr_weights(supernet)
         scaler = gradient_scaler(device, config.amp)
+        if scaler is not None and stored is not None and "grad_scaler" in stored:
+            scaler.load_state_dict(stored["grad_scaler"])
         epoch_task = reporter.add("supernet epochs", config.epochs)
         reporter.update(epoch_task, completed=start_epoch)
         last_epoch = config.epochs
@@ -958,6 +960,7 @@ def _train_supernet(
                     optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(),
                     torch_rng=torch.get_rng_state(),
+                    **({} if scaler is None else {"grad_scaler": scaler.state_dict()}),
                 )
                 _write_log(out / LOG_NAME, history)
             reporter.update(
@@ -1016,8 +1019,8 @@ def sandwich_step(
     ``subnets`` is ``[H, R_1, ..., R_k, L]`` (see :func:`draw_sandwich`): H learns from the
     labels, every R from H, L from the last R (or H without R); then the WDR terms of
     ``quantized_weights`` (none: WDR off). Every backward is scaled by ``scaler`` where one
-    is given (float16 autocast). Returns every loss term, detached, unscaled; reads no value
-    back to the host.
+    is given (float16 autocast). Returns every loss term, detached and unscaled; on the
+    device path (:func:`supernet.runtime.host_path`) nothing in it waits for the device.
     """
     if len(subnets) < 2:
         raise InputError("a sandwich step needs at least the highest and the lowest subnet")

@@ -121,3 +121,24 @@ def test_compile_turns_the_compiled_pieces_on(monkeypatch: pytest.MonkeyPatch) -
     assert train_supernet(replace(TINY, compile=True), None, progress=False) is True
     assert train_supernet(TINY, None, progress=False) is False
     assert states == [True, False]
+
+
+@pytest.mark.slow
+def test_the_gradient_scaler_is_checkpointed_and_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = replace(TINY, amp="fp16", device="cpu")
+    train_supernet(config, tmp_path, progress=False)
+    stored = torch.load(tmp_path / "supernet.pt", weights_only=True)
+    assert stored["grad_scaler"]["scale"] == torch.amp.GradScaler("cpu").get_scale()
+    stored["train_config"]["epochs"] = 2  # the run continued for one more epoch
+    torch.save(stored, tmp_path / "supernet.pt")
+    loaded: list[dict[str, Any]] = []
+    load = torch.amp.GradScaler.load_state_dict
+    monkeypatch.setattr(
+        torch.amp.GradScaler,
+        "load_state_dict",
+        lambda self, state: loaded.append(state) or load(self, state),
+    )
+    train_supernet(replace(config, epochs=2), tmp_path, resume=True, progress=False)
+    assert loaded == [stored["grad_scaler"]]
