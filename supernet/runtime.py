@@ -118,6 +118,7 @@ COMPILE_BACKEND = "inductor"
 """The ``torch.compile`` backend of :func:`compiled` functions (tests use a lighter one)."""
 
 _compile_enabled = False
+RECOMPILE_LIMIT = 32
 
 
 @contextmanager
@@ -128,10 +129,16 @@ def compiled_quantizers(enabled: bool = True) -> Iterator[None]:
     global _compile_enabled
     previous = _compile_enabled
     _compile_enabled = enabled
+    # a compiled piece may see a few dtypes and layouts (each a graph of its own)
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    limit = getattr(config, name)
+    setattr(config, name, max(limit, RECOMPILE_LIMIT))
     try:
         yield
     finally:
         _compile_enabled = previous
+        setattr(config, name, limit)
 
 
 Function = TypeVar("Function", bound=Callable[..., Any])

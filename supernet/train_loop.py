@@ -4,13 +4,14 @@ the loss terms read back one step late."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 
 from eqsearch.errors import InputError
+from supernet.quantizers import level_conv
 from supernet.runtime import host_path
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -27,11 +28,17 @@ def check_amp(mode: str) -> None:
 
 
 def autocast(device: torch.device, mode: str) -> AbstractContextManager[Any]:
-    """The autocast context of ``mode`` on ``device`` (nothing for ``none``)."""
+    """The autocast context of ``mode`` on ``device`` (nothing for ``none``); for ``bf16``
+    with the fused LSQ+ convolutions on their levels in bfloat16
+    (:mod:`supernet.quantizers.level_conv`)."""
     check_amp(mode)
     if mode == "none":
         return nullcontext()
-    return torch.autocast(device.type, dtype=_AMP_DTYPES[mode])
+    stack = ExitStack()
+    stack.enter_context(torch.autocast(device.type, dtype=_AMP_DTYPES[mode]))
+    if mode == "bf16":
+        stack.enter_context(level_conv.bfloat16_levels())
+    return stack
 
 
 def gradient_scaler(device: torch.device, mode: str) -> torch.amp.GradScaler | None:

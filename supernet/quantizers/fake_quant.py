@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from supernet import lsq_kernels
+from supernet.quantizers import device_ops
 from supernet.quantizers.base import compute_dtype
-from supernet.runtime import compiled, host_path
+from supernet.runtime import host_path
 
 MIN_STEP = 1e-8
 
@@ -156,30 +157,11 @@ def _device_constants(
     )
 
 
-def _levels(x: torch.Tensor, reciprocal: Any, low: Any, high: Any) -> torch.Tensor:
-    out = x * reciprocal
-    out.round_()
-    out.clamp_(low, high)
-    return out
-
-
-@compiled
-def _device_levels(x: torch.Tensor, reciprocal: Any, low: Any, high: Any) -> torch.Tensor:
-    return _levels(x, reciprocal, low, high)
-
-
-@compiled
-def _device_forward(
-    x: torch.Tensor, reciprocal: Any, low: Any, high: Any, step: Any
-) -> torch.Tensor:
-    return _levels(x, reciprocal, low, high).mul_(step)
-
-
 def per_tensor_levels(x: torch.Tensor, constants: PerTensorConstants) -> torch.Tensor:
     """``clamp(round(x · (1/s)), qmin − z, qmax − z)``: the levels ``x_hat / s`` (torch ops)."""
     if constants.on_host:
-        return _levels(x.detach(), constants.reciprocal, constants.low, constants.high)
-    return _device_levels(x.detach(), constants.reciprocal, constants.low, constants.high)
+        return device_ops.levels(x.detach(), constants.reciprocal, constants.low, constants.high)
+    return device_ops.device_levels(x.detach(), constants.reciprocal, constants.low, constants.high)
 
 
 def per_tensor_forward(x: torch.Tensor, constants: PerTensorConstants) -> torch.Tensor:
@@ -192,23 +174,9 @@ def per_tensor_forward(x: torch.Tensor, constants: PerTensorConstants) -> torch.
         )
     if constants.on_host:
         return per_tensor_levels(x, constants).mul_(constants.step)
-    return _device_forward(
+    return device_ops.device_forward(
         source, constants.reciprocal, constants.low, constants.high, constants.step
     )
-
-
-@compiled
-def _device_mask(grad: torch.Tensor, x: torch.Tensor, low: Any, high: Any) -> torch.Tensor:
-    return grad.masked_fill((x <= low) | (x >= high), 0)
-
-
-@compiled
-def _device_mask_and_sums(
-    grad: torch.Tensor, x: torch.Tensor, low: Any, high: Any
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    # the masked gradient, Σ g·m·x and Σ g·(1 − m)
-    masked = _device_mask(grad, x, low, high)
-    return masked, (masked * x).sum(), grad.sum() - masked.sum()
 
 
 def per_tensor_mask(
@@ -218,7 +186,7 @@ def per_tensor_mask(
     itself when ``in_place``: only for a gradient buffer nobody else holds)."""
     low, high = constants.low * constants.step, constants.high * constants.step
     if isinstance(low, torch.Tensor):  # the device path: hardtanh_backward's test, as tensors
-        return _device_mask(grad, x.detach(), low, high)
+        return device_ops.device_mask(grad, x.detach(), low, high)
     if in_place:
         return torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=grad)
     return torch.ops.aten.hardtanh_backward(grad, x, low, high)
@@ -264,7 +232,7 @@ def per_tensor_mask_and_sums(
     source = x.detach()  # a tensor saved for backward still says it requires grad
     if not constants.on_host:
         low, high = constants.low * constants.step, constants.high * constants.step
-        masked, inside_dot, outside_sum = _device_mask_and_sums(grad, source, low, high)
+        masked, inside_dot, outside_sum = device_ops.device_mask_and_sums(grad, source, low, high)
         return masked, inside_dot, outside_sum if clipped_sum else None
     if (
         in_place

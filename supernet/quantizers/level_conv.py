@@ -1,4 +1,4 @@
-"""A fused LSQ+ convolution under bfloat16 autocast: the operands' integer levels in bfloat16.
+"""A fused LSQ+ convolution under ``--amp bf16``: the operands' integer levels in bfloat16.
 
 Autocast would cast the fake-quantized operands ``x_hat = s·q`` and ``w_hat[c] = s_c·k`` to
 bfloat16, which rounds them off their grids (``s·q`` needs the bits of ``s`` and of ``q``).
@@ -15,10 +15,15 @@ Float16 is not used this way: its 11 significant bits hold the levels too, but t
 largest value (65504), and rescaling them to fit gives up the exact operands' point. Under
 float16 autocast, and for every other quantizer (N2UQ's levels ``α_in·s + α_out·k`` are not
 integers), the quantized convolutions compute in float32.
+
+Training turns this on with ``--amp bf16`` (:func:`bfloat16_levels`); under a plain
+``torch.autocast`` the quantized convolutions compute in float32.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
@@ -32,13 +37,31 @@ MAX_LEVELS = 256
 bfloat16."""
 
 
+_enabled = False
+
+
+@contextmanager
+def bfloat16_levels(enabled: bool = True) -> Iterator[None]:
+    """Inside: fused LSQ+ convolutions under bfloat16 autocast convolve their levels in
+    bfloat16 (see the module docstring); the previous setting is restored on exit."""
+    global _enabled
+    previous = _enabled
+    _enabled = enabled
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
 def autocast_levels(x: torch.Tensor, input_levels: int, weight_levels: int) -> bool:
     """Whether a fused convolution of ``x`` with grids of ``input_levels`` and
-    ``weight_levels`` levels convolves their levels in bfloat16: bfloat16 autocast on ``x``'s
-    device and grids of at most :data:`MAX_LEVELS` levels."""
+    ``weight_levels`` levels convolves their levels in bfloat16: inside
+    :func:`bfloat16_levels`, bfloat16 autocast on ``x``'s device and grids of at most
+    :data:`MAX_LEVELS` levels."""
     device_type = x.device.type
     return (
-        torch.is_autocast_enabled(device_type)
+        _enabled
+        and torch.is_autocast_enabled(device_type)
         and torch.get_autocast_dtype(device_type) == LEVEL_DTYPE
         and input_levels <= MAX_LEVELS
         and weight_levels <= MAX_LEVELS

@@ -139,6 +139,7 @@ def test_the_fused_convolution_convolves_exact_levels_under_bfloat16(
         with (
             device_path(forced),
             torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=bool(amp)),
+            level_conv.bfloat16_levels(),  # as --amp bf16 sets it
         ):
             out = lsq_conv2d(grids=grids, geometry=geometry, **case)
         with device_path(forced):
@@ -179,11 +180,14 @@ def test_level_operands_reproduce_the_fake_quantized_weight() -> None:
     assert torch.equal(weight_levels.float(), levels) and torch.equal(weight_steps, steps)
     x = torch.randn(2, 4, 5, 5)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert level_conv.autocast_levels(x, 256, 256)
-        assert not level_conv.autocast_levels(x, 512, 16)
-    assert not level_conv.autocast_levels(x, 16, 16)
-    with torch.autocast("cpu", dtype=torch.float16):
+        assert not level_conv.autocast_levels(x, 16, 16)  # a plain autocast: float32
+        with level_conv.bfloat16_levels():
+            assert level_conv.autocast_levels(x, 256, 256)
+            assert not level_conv.autocast_levels(x, 512, 16)
+    with level_conv.bfloat16_levels():
         assert not level_conv.autocast_levels(x, 16, 16)
+        with torch.autocast("cpu", dtype=torch.float16):
+            assert not level_conv.autocast_levels(x, 16, 16)
     assert F.conv2d is not None
 
 
