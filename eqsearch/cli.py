@@ -118,6 +118,8 @@ _TRAIN_FLAGS = {
     "seed": "seed",
     "device": "device",
     "workers": "workers",
+    "amp": "amp",
+    "compile": "compile",
 }
 
 
@@ -179,6 +181,13 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=seed_int, help="seeds weights, data order and subnet draws")
     add("--device", help="auto (default: CUDA when available), cpu, cuda or cuda:N")
     add("--workers", type=non_negative_int, help="DataLoader workers for folder datasets")
+    add("--amp", help="mixed precision: none (default), bf16 or fp16 (with a gradient scaler)")
+    add(
+        "--compile",
+        action="store_const",
+        const=True,
+        help="fuse the quantizers' element-wise work with torch.compile (GPUs)",
+    )
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfigType:

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from eqsearch.errors import InputError
 from supernet.layers import ElasticQuantLayer, channels_last
 from supernet.quantizers import QuantizerSpec, build_quantizer
-from supernet.quantizers.base import ConvGeometry
+from supernet.quantizers.base import ConvGeometry, autocast_off
 
 
 class ActiveShape:
@@ -235,7 +235,8 @@ class DynamicQuantConv2d(ElasticQuantLayer, DynamicConv2d):
             weight = self.quantizer.quantize_weight(self.active_weight(), handle)
         if self.channels_last:
             x, weight = channels_last(x), channels_last(weight)
-        return self._dynamic_conv(x, weight)
+        with autocast_off(x):  # quantized operands in their own precision
+            return self._dynamic_conv(x, weight)
 
 
 class DynamicBatchNorm2d(nn.BatchNorm2d):

@@ -16,6 +16,7 @@ from supernet.elastic import Supernet
 from supernet.layers import ElasticQuantLayer, FrozenOperands
 from supernet.quantizers.fake_quant import per_tensor_constants, per_tensor_forward
 from supernet.quantizers.lsq import LsqHandle, LsqQuantizer
+from supernet.runtime import host_path
 
 
 def _lsq_input_quantizer(
@@ -117,7 +118,7 @@ def _strided_max_pool(x: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor | Non
 
 def _fast_pool_forward(pool: nn.MaxPool2d) -> Callable[[torch.Tensor], Any]:
     def forward(x: torch.Tensor) -> Any:
-        if x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad):
+        if host_path(x) and not (torch.is_grad_enabled() and x.requires_grad):
             fast = _strided_max_pool(x, pool)
             if fast is not None:
                 return fast
@@ -188,11 +189,11 @@ class LayerOutputCache:
         self.hits = 0
 
     def _input_key(self, x: torch.Tensor) -> Hashable | None:
-        if x.device.type != "cpu" or torch.is_grad_enabled():  # gradients need the graph
+        if not host_path(x) or torch.is_grad_enabled():  # gradients need the graph
             return None
         pointer = x.untyped_storage().data_ptr()
         for index, tensor in enumerate(self.images):
-            if tensor.device.type == "cpu" and tensor.untyped_storage().data_ptr() == pointer:
+            if host_path(tensor) and tensor.untyped_storage().data_ptr() == pointer:
                 if tensor._version != self._versions[index]:  # the images were changed
                     self.clear()
                     self._versions = [image._version for image in self.images]

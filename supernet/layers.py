@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from eqsearch.errors import InputError
 from eqsearch.space import LayerChoice
 from supernet.quantizers import ElasticQuantizer, QuantizerSpec, build_quantizer
-from supernet.quantizers.base import ConvGeometry
+from supernet.quantizers.base import ConvGeometry, autocast_off
 from supernet.quantizers.direction_conv import direction_conv2d
 from supernet.quantizers.integer_conv import WeightLevels
 from supernet.quantizers.lsq_weights import quantize_weights
@@ -206,7 +206,10 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
         x, weight = self.quantized_operands(x)
         if self.channels_last:
             x, weight = channels_last(x), channels_last(weight)
-        return self._conv_forward(x, weight, self.bias)
+        if handle is None:
+            return self._conv_forward(x, weight, self.bias)
+        with autocast_off(x):  # quantized operands in their own precision
+            return self._conv_forward(x, weight, self.bias)
 
     def _zero_padded_geometry(self) -> ConvGeometry | None:
         """The layer's geometry for the training Functions, which pad with zeros given as
@@ -233,11 +236,12 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
         if geometry is not None and geometry.groups == 1:
             # the parameters' gradients from the weight gradient's convolution
             return direction_conv2d(x_hat, weight, self.bias, geometry, pairs)
-        out = self._conv_forward(x_hat, weight, self.bias)
-        frozen = weight.detach()
-        for direction, parameter in pairs:
-            response = self._conv_forward(direction, frozen, None)
-            out = out + response * (parameter - parameter.detach())
+        with autocast_off(x_hat):
+            out = self._conv_forward(x_hat, weight, self.bias)
+            frozen = weight.detach()
+            for direction, parameter in pairs:
+                response = self._conv_forward(direction, frozen, None)
+                out = out + response * (parameter - parameter.detach())
         return out
 
 
@@ -276,8 +280,11 @@ class ElasticQuantLinear(ElasticQuantLayer, nn.Linear):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.active.handle is None:
+            return F.linear(x, self.weight, self.bias)
         x, weight = self.quantized_operands(x)
-        return F.linear(x, weight, self.bias)
+        with autocast_off(x):  # quantized operands in their own precision
+            return F.linear(x, weight, self.bias)
 
 
 ELASTIC_LAYER_TYPES = (ElasticQuantConv2d, ElasticQuantLinear)

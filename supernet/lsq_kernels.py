@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from eqsearch.errors import InputError
+from supernet.runtime import host_path
 
 MIN_ELEMENTS_PER_CHUNK = 1 << 16
 """Smaller slices are not worth a parallel region."""
@@ -297,10 +298,11 @@ def warm_up() -> None:
 
 def servable(x: torch.Tensor) -> bool:
     """Whether ``x`` can take the compiled path: a float32 CPU tensor without autograd,
-    contiguous or channels-last contiguous."""
+    contiguous or channels-last contiguous, off the forced device path
+    (:func:`supernet.runtime.host_path`)."""
     return (
         x.dtype == torch.float32
-        and x.device.type == "cpu"
+        and host_path(x)
         and not x.requires_grad
         and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
         and available()
@@ -488,10 +490,11 @@ def layer_rows(layers: tuple[tuple[int, int, int, int, bool], ...]) -> Rows:
 
 
 def per_channel_servable(weight: torch.Tensor) -> bool:
-    """Whether the per-channel kernels serve ``weight``: a contiguous float32 CPU tensor."""
+    """Whether the per-channel kernels serve ``weight``: a contiguous float32 CPU tensor, off
+    the forced device path."""
     return (
         weight.dtype == torch.float32
-        and weight.device.type == "cpu"
+        and host_path(weight)
         and weight.is_contiguous()
         and available()
     )

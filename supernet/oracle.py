@@ -21,6 +21,7 @@ from supernet.inference import (
     fast_inference,
 )
 from supernet.parallel import can_fork, ordered_map
+from supernet.runtime import host_path
 
 
 @torch.no_grad()
@@ -181,7 +182,7 @@ class SupernetOracle:
             self.space.validate(config)
         device = next(self.supernet.parameters()).device
         results: Iterator[tuple[float, float]]
-        if self.workers > 1 and len(configs) > 1 and device.type == "cpu" and can_fork():
+        if self.workers > 1 and len(configs) > 1 and host_path(device) and can_fork():
             lsq_kernels.warm_up()  # compiled once here, not in every worker
             results = ordered_map(self._measure, configs, min(self.workers, len(configs)))
         else:

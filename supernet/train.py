@@ -38,7 +38,15 @@ from supernet.models import check_model_named_by_file, model_entry
 from supernet.oracle import subnet_accuracy
 from supernet.quant_init import init_quantizers
 from supernet.rng_state import restore_training_rng, training_rng_state
-from supernet.runtime import keep_freed_memory, one_thread
+from supernet.runtime import compiled_quantizers, keep_freed_memory, one_thread
+from supernet.train_loop import (
+    LaggedLosses,
+    autocast,
+    backward,
+    check_amp,
+    gradient_scaler,
+    optimizer_step,
+)
 
 SCHEDULES = ("joint", "progressive")
 FORM_MODES = ("global", "per_layer")
@@ -88,6 +96,11 @@ class TrainConfig:
         seed: seeds weights, data order and subnet draws.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         workers: DataLoader workers for folder datasets.
+        amp: mixed precision of the training forward: ``none``, ``bf16`` or ``fp16``
+            (autocast; fp16 with a gradient scaler). See the README for what runs in which
+            precision.
+        compile: compile the quantizers' element-wise work with ``torch.compile`` (the
+            device path; see the README).
     """
 
     model: str = "lenet5"
@@ -119,6 +132,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     workers: int = 0
+    amp: str = "none"
+    compile: bool = False
 
     quantizer: InitVar[str | None] = None
     w_bits: InitVar[tuple[int, ...] | None] = None
@@ -208,6 +223,9 @@ class TrainConfig:
             self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")
         ):
             raise InputError(f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+        check_amp(self.amp)
+        if not isinstance(self.compile, bool):
+            raise InputError(f"compile must be true or false; got {self.compile!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples as lists; the space as its own dict under ``space``)."""
@@ -755,6 +773,7 @@ def train_supernet(
     with (
         hold_directory(out_dir) if out_dir is not None and main_process else nullcontext(),
         one_thread() if joint_on_cpu else nullcontext(),
+        compiled_quantizers(config.compile),
     ):
         return _train_supernet(
             config,
@@ -850,6 +869,9 @@ def _train_supernet(
         calibration = data.calibration_images(config.bn_images)
         parameters = [p for p in supernet.parameters()]
         quantized_weights = wdr_weights(supernet)
+        scaler = gradient_scaler(device, config.amp)
+        if scaler is not None and stored is not None and "grad_scaler" in stored:
+            scaler.load_state_dict(stored["grad_scaler"])
         epoch_task = reporter.add("supernet epochs", config.epochs)
         reporter.update(epoch_task, completed=start_epoch)
         last_epoch = config.epochs
@@ -879,6 +901,7 @@ def _train_supernet(
                     dist,
                     stored_fp is not None or (config.fp_epochs > 0 and not config.init),
                 ),
+                scaler,
             )
             if dist.world_size > 1:
                 broadcast_state(supernet)
@@ -915,6 +938,7 @@ def _train_supernet(
                     optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(),
                     **training_rng_state(device),
+                    **({} if scaler is None else {"grad_scaler": scaler.state_dict()}),
                 )
                 _write_log(out / LOG_NAME, history)
             reporter.update(
@@ -961,22 +985,25 @@ def _subnet_step(
     labels: torch.Tensor,
     teacher: torch.Tensor | None,
     config: TrainConfig,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward and backward of one subnet; returns (loss, logits), both detached.
+    """Forward (under ``config.amp``'s autocast) and backward of one subnet; returns (loss,
+    logits), both detached.
 
     Backward runs right away so that each subnet's graph is freed before the next forward.
     """
     supernet.set_subnet(subnet)
-    logits = supernet(images)
-    loss = guided_loss(
-        logits,
-        labels,
-        teacher,
-        mode=config.guidance,
-        weight=config.gpg_weight,
-        smoothing=config.label_smoothing,
-    )
-    loss.backward()
+    with autocast(images.device, config.amp):
+        logits = supernet(images)
+        loss = guided_loss(
+            logits,
+            labels,
+            teacher,
+            mode=config.guidance,
+            weight=config.gpg_weight,
+            smoothing=config.label_smoothing,
+        )
+    backward(loss, scaler)
     return loss.detach(), logits.detach()
 
 
@@ -987,31 +1014,41 @@ def sandwich_step(
     subnets: Sequence[SubnetConfig],
     config: TrainConfig,
     quantized_weights: Sequence[torch.Tensor] = (),
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, torch.Tensor]:
     """Accumulate the gradients of one sandwich step (no optimizer step).
 
     ``subnets`` is ``[H, R_1, ..., R_k, L]`` (see :func:`draw_sandwich`): H learns from the
     labels, every R from H, L from the last R (or H without R); then the WDR terms of
-    ``quantized_weights`` (none: WDR off). Returns every loss term, detached.
+    ``quantized_weights`` (none: WDR off). Every backward is scaled by ``scaler`` where one
+    is given (float16 autocast). Returns every loss term, detached and unscaled; on the
+    device path (:func:`supernet.runtime.host_path`) nothing in it waits for the device.
     """
     if len(subnets) < 2:
         raise InputError("a sandwich step needs at least the highest and the lowest subnet")
     losses: dict[str, torch.Tensor] = {}
     high, *randoms, low = subnets
-    losses["high"], high_logits = _subnet_step(supernet, high, images, labels, None, config)
+    losses["high"], high_logits = _subnet_step(supernet, high, images, labels, None, config, scaler)
     teacher = high_logits
     for index, subnet in enumerate(randoms):
         losses[f"random{index}"], teacher = _subnet_step(
-            supernet, subnet, images, labels, high_logits, config
+            supernet, subnet, images, labels, high_logits, config, scaler
         )
     if low != high:  # a space of one config (a static QAT baseline) trains it once
-        losses["low"], _ = _subnet_step(supernet, low, images, labels, teacher, config)
+        losses["low"], _ = _subnet_step(supernet, low, images, labels, teacher, config, scaler)
     if quantized_weights:
         skew, kurtosis = wdr_loss(quantized_weights, target_kurtosis=config.target_kurtosis)
-        (config.wdr_skew_weight * skew + config.wdr_kurtosis_weight * kurtosis).backward()
+        backward(config.wdr_skew_weight * skew + config.wdr_kurtosis_weight * kurtosis, scaler)
         losses["wdr_skew"] = skew.detach()
         losses["wdr_kurtosis"] = kurtosis.detach()
     return losses
+
+
+def _log_key(name: str) -> str:
+    """The log entry a loss term of :func:`sandwich_step` is averaged into."""
+    if name.startswith("random"):
+        return "loss_random"
+    return f"loss_{name}" if name in ("high", "low") else name
 
 
 def _train_epoch(
@@ -1028,15 +1065,19 @@ def _train_epoch(
     dist: Distributed,
     reporter: _Progress,
     kept: str = "no checkpoint of this run had been written",
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
     """One epoch of sandwich steps; returns the epoch's mean loss terms.
 
-    ``kept`` says what a divergence leaves on disk (for its message).
+    ``kept`` says what a divergence leaves on disk (for its message). The loss terms are
+    read back one step late and summed on the host (:class:`LaggedLosses`): a step reads one
+    value (its finiteness flag), whatever the number of layers.
     """
     space = supernet.space
     supernet.train()
-    sums: dict[str, float] = {}
-    steps = 0
+    losses_read = LaggedLosses.for_device(
+        lambda terms, step: _check_finite(terms, epoch, step, dist, kept), device
+    )
     start = time.perf_counter()
     use_wdr = (config.wdr_skew_weight > 0 or config.wdr_kurtosis_weight > 0) and quantized_weights
     step_task = reporter.add(
@@ -1052,30 +1093,24 @@ def _train_epoch(
         )
         optimizer.zero_grad(set_to_none=True)
         losses = sandwich_step(
-            supernet, images, labels, subnets, config, quantized_weights if use_wdr else []
+            supernet,
+            images,
+            labels,
+            subnets,
+            config,
+            quantized_weights if use_wdr else [],
+            scaler,
         )
-        _check_finite(losses, epoch, step, dist, kept)
+        losses_read.add(losses, step)  # checks the previous step's terms on the device path
         if dist.world_size > 1:
             average_gradients(parameters, dist)
-        if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_value_(parameters, config.grad_clip)
-        optimizer.step()
+        optimizer_step(optimizer, parameters, config.grad_clip, scaler)
         scheduler.step()
-        for name, value in losses.items():
-            key = (
-                "loss_random"
-                if name.startswith("random")
-                else (f"loss_{name}" if name in ("high", "low") else name)
-            )
-            sums[key] = sums.get(key, 0.0) + float(value)
-        steps += 1
         reporter.update(step_task, advance=1)
+    means = losses_read.means(_log_key)  # checks the last step's terms
     reporter.remove(step_task)
     supernet.set_subnet(None)
-    entry: dict[str, Any] = {"phase": "supernet", "epoch": epoch + 1}
-    for key, total in sums.items():
-        divisor = steps * (config.random_subnets if key == "loss_random" else 1)
-        entry[key] = total / max(1, divisor)
+    entry: dict[str, Any] = {"phase": "supernet", "epoch": epoch + 1, **means}
     entry["lr"] = scheduler.get_last_lr()[0]
     entry["seconds"] = time.perf_counter() - start
     return entry

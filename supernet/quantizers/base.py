@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -23,6 +25,44 @@ from eqsearch.space import (
 if TYPE_CHECKING:
     from supernet.quantizers.integer_conv import WeightLevels
     from supernet.quantizers.lsq_weights import WeightEntry
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a quantizer computes in for a tensor of ``dtype``: at least float32 (a
+    bfloat16 or float16 activation under autocast is quantized from its exact float32 value:
+    its own arithmetic would round the levels and merge thresholds)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+@contextmanager
+def _without_tf32() -> Iterator[None]:
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+
+
+def autocast_off(x: torch.Tensor) -> AbstractContextManager[Any]:
+    """A context in which operands on ``x``'s device compute in their own precision:
+    autocast off where it is on, and on CUDA without TF32 (cuDNN's default for float32
+    convolutions, which rounds the operands to 11 significant bits: quantized operands
+    ``s·q`` would leave their grids). Nothing where neither applies (entering a context
+    costs more than a small layer's convolution)."""
+    device_type = x.device.type
+    tf32 = (
+        device_type == "cuda"
+        and torch.backends.cudnn.allow_tf32
+        and not torch.compiler.is_compiling()
+    )
+    if not torch.is_autocast_enabled(device_type):
+        return _without_tf32() if tf32 else nullcontext()
+    stack = ExitStack()
+    stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+    if tf32:
+        stack.enter_context(_without_tf32())
+    return stack
 
 
 class ConvGeometry(NamedTuple):
@@ -47,10 +87,8 @@ class ConvGeometry(NamedTuple):
         Function whose backward convolves the saved operands needs an output gradient of
         their dtype). Autocast is turned off only where it is on: entering its context costs
         more than a small layer's convolution."""
-        if torch.is_autocast_enabled(x.device.type):
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                return self.convolve(x, weight, bias)
-        return self.convolve(x, weight, bias)
+        with autocast_off(x):
+            return self.convolve(x, weight, bias)
 
     def convolution_backward(
         self,
@@ -61,20 +99,22 @@ class ConvGeometry(NamedTuple):
         output_mask: list[bool],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The (input, weight, bias) gradients of :meth:`convolve` for the output gradient
-        ``grad_out``: those ``output_mask`` asks for (None in the others' places)."""
-        return torch.ops.aten.convolution_backward(  # type: ignore[no-any-return]
-            grad_out,
-            x,
-            weight,
-            [weight.shape[0]] if has_bias else None,
-            self.stride,
-            self.padding,
-            self.dilation,
-            False,
-            [0] * len(self.stride),
-            self.groups,
-            output_mask,
-        )
+        ``grad_out``: those ``output_mask`` asks for (None in the others' places), in the
+        operands' own precision (see :func:`autocast_off`)."""
+        with autocast_off(x):
+            return torch.ops.aten.convolution_backward(  # type: ignore[no-any-return]
+                grad_out,
+                x,
+                weight,
+                [weight.shape[0]] if has_bias else None,
+                self.stride,
+                self.padding,
+                self.dilation,
+                False,
+                [0] * len(self.stride),
+                self.groups,
+                output_mask,
+            )
 
 
 @dataclass(frozen=True)
@@ -274,7 +314,8 @@ class ElasticQuantizer(nn.Module):
         if geometry.channels_last:
             x = x.to(memory_format=torch.channels_last)
             weight = weight.to(memory_format=torch.channels_last)
-        return geometry.convolve(x, weight, bias)
+        # quantized operands in their own precision, never rounded by autocast
+        return geometry.convolve_as_is(x, weight, bias)
 
     def calibrate(
         self,

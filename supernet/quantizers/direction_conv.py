@@ -25,6 +25,7 @@ import torch
 
 from eqsearch.errors import InputError
 from supernet.quantizers.base import ConvGeometry
+from supernet.runtime import host_path
 
 CPU_CHANNELS_PER_CALL = 3
 """The most input channels one weight-gradient call takes on the CPU (see the module's
@@ -56,7 +57,7 @@ class _DirectionConv2d(torch.autograd.Function):
         geometry: ConvGeometry = ctx.geometry
         blocks = [x_hat, *directions]
         per_call = len(blocks)
-        if x_hat.device.type == "cpu":
+        if host_path(x_hat):
             per_call = max(1, CPU_CHANNELS_PER_CALL // x_hat.shape[1])
         block_gradients: list[torch.Tensor] = []
         grad_bias = None

@@ -27,6 +27,9 @@ import numpy as np
 import torch
 
 from supernet import lsq_kernels
+from supernet.quantizers import device_ops
+from supernet.quantizers.base import compute_dtype
+from supernet.runtime import host_path
 
 MIN_STEP = 1e-8
 
@@ -52,33 +55,73 @@ def _flat(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 Sum = float | torch.Tensor
-"""A reduction over a tensor: a Python float on the CPU, a 0-d tensor on other devices."""
+"""A reduction over a tensor: a Python float on the host path, a 0-d tensor on the device path
+(:func:`supernet.runtime.host_path`)."""
+
+Level = int | torch.Tensor
+"""A grid bound or zero point: a Python int on the host path, a 0-d tensor on the device path."""
 
 
 def as_sum(total: torch.Tensor) -> Sum:
-    """A 0-d reduction as a :data:`Sum`: a Python float on the CPU (the gradient arithmetic
-    after it is then on floats, not on 0-d tensors: each tensor op costs tens of µs between
-    two convolutions), the tensor itself elsewhere (no device synchronisation)."""
-    return total.item() if total.device.type == "cpu" else total
+    """A 0-d reduction as a :data:`Sum`: a Python float on the host path (the gradient
+    arithmetic after it is then on floats, not on 0-d tensors: each tensor op costs tens of
+    µs between two convolutions), the tensor itself on the device path (no host
+    synchronisation)."""
+    return total.item() if host_path(total) else total
 
 
 class PerTensorConstants(NamedTuple):
-    """The Python numbers a per-tensor fake quantization computes with."""
+    """The numbers a per-tensor fake quantization computes with: Python numbers on the host
+    path, 0-d tensors on the device path (read without a host synchronisation)."""
+
+    step: Sum
+    reciprocal: Sum
+    low: Level
+    high: Level
+    zero_point: Level
+    learned_step: Sum
+    """The step as learned, before clamping and rounding (the chain factor of a log step)."""
+
+    @property
+    def on_host(self) -> bool:
+        """Whether the constants are Python numbers (the host path)."""
+        return not isinstance(self.step, torch.Tensor)
+
+    def numbers(self) -> HostNumbers | None:
+        """The constants as Python numbers (for the CPU kernels), None on the device path."""
+        if not self.on_host:
+            return None
+        return HostNumbers(
+            float(self.step),
+            float(self.reciprocal),
+            int(self.low),
+            int(self.high),
+            int(self.zero_point),
+        )
+
+
+class HostNumbers(NamedTuple):
+    """:class:`PerTensorConstants` on the host path, as the CPU kernels take them."""
 
     step: float
     reciprocal: float
     low: int
     high: int
     zero_point: int
-    learned_step: float
-    """The step as learned, before clamping and rounding (the chain factor of a log step)."""
 
 
 def per_tensor_constants(
     step: torch.Tensor, offset: torch.Tensor | None, qmin: int, qmax: int, dtype: torch.dtype
 ) -> PerTensorConstants:
     """The step (float32-rounded for float32 tensors), its reciprocal, the shifted grid
-    ``[qmin − z, qmax − z]`` and the integer zero point ``z`` of one per-tensor entry."""
+    ``[qmin − z, qmax − z]`` and the integer zero point ``z`` of one per-tensor entry.
+
+    On the host path they are read as Python numbers; on the device path they stay 0-d
+    tensors on the step's device, computed with the same roundings (the zero point in
+    float64, as Python computes it), so both paths quantize alike.
+    """
+    if not host_path(step):
+        return _device_constants(step, offset, qmin, qmax, dtype)
     learned_step = float(step.detach().item())
     step_value = max(learned_step, MIN_STEP)
     if dtype == torch.float64:
@@ -94,18 +137,46 @@ def per_tensor_constants(
     )
 
 
+def _device_constants(
+    step: torch.Tensor, offset: torch.Tensor | None, qmin: int, qmax: int, dtype: torch.dtype
+) -> PerTensorConstants:
+    learned_step = step.detach().reshape(())
+    wide = torch.float64 if dtype == torch.float64 else torch.float32
+    step_value = learned_step.to(wide).clamp_min(MIN_STEP)
+    reciprocal = torch.reciprocal(step_value)
+    if offset is None:  # the bounds as tensors too: compiled functions then take any grid
+        low, high = step_value.new_full((), qmin), step_value.new_full((), qmax)
+        return PerTensorConstants(step_value, reciprocal, low, high, 0, learned_step)
+    zero_point = (
+        torch.round(-offset.detach().reshape(()).double() / step_value.double())
+        .clamp_(qmin, qmax)
+        .to(wide)
+    )
+    return PerTensorConstants(
+        step_value, reciprocal, qmin - zero_point, qmax - zero_point, zero_point, learned_step
+    )
+
+
+def per_tensor_levels(x: torch.Tensor, constants: PerTensorConstants) -> torch.Tensor:
+    """``clamp(round(x · (1/s)), qmin − z, qmax − z)``: the levels ``x_hat / s`` (torch ops)."""
+    if constants.on_host:
+        return device_ops.levels(x.detach(), constants.reciprocal, constants.low, constants.high)
+    return device_ops.device_levels(x.detach(), constants.reciprocal, constants.low, constants.high)
+
+
 def per_tensor_forward(x: torch.Tensor, constants: PerTensorConstants) -> torch.Tensor:
     """``s · clamp(round(x · (1/s)), qmin − z, qmax − z)``: one allocation, three in place."""
     source = x.detach()
-    if lsq_kernels.servable(source):
+    numbers = constants.numbers()
+    if numbers is not None and lsq_kernels.servable(source):
         return lsq_kernels.fake_quantize(
-            source, constants.step, constants.reciprocal, constants.low, constants.high
+            source, numbers.step, numbers.reciprocal, numbers.low, numbers.high
         )
-    out = x * constants.reciprocal
-    out.round_()
-    out.clamp_(constants.low, constants.high)
-    out.mul_(constants.step)
-    return out
+    if constants.on_host:
+        return per_tensor_levels(x, constants).mul_(constants.step)
+    return device_ops.device_forward(
+        source, constants.reciprocal, constants.low, constants.high, constants.step
+    )
 
 
 def per_tensor_mask(
@@ -114,6 +185,8 @@ def per_tensor_mask(
     """``grad · m``, ``m`` the in-range mask of the unrounded ``x / s`` (written into ``grad``
     itself when ``in_place``: only for a gradient buffer nobody else holds)."""
     low, high = constants.low * constants.step, constants.high * constants.step
+    if isinstance(low, torch.Tensor):  # the device path: hardtanh_backward's test, as tensors
+        return device_ops.device_mask(grad, x.detach(), low, high)
     if in_place:
         return torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=grad)
     return torch.ops.aten.hardtanh_backward(grad, x, low, high)
@@ -153,13 +226,22 @@ def per_tensor_mask_and_sums(
     ``in_place`` writes ``g·m`` into ``grad`` (only for a buffer nobody else holds); a dense
     float32 pair of one layout then takes the one-pass kernel (:mod:`supernet.lsq_kernels`,
     float64 sums) where :func:`mask_takes_kernel` says so, else torch's mask pass and
-    reductions. The sums are Python floats on the CPU, 0-d tensors elsewhere (no device
-    synchronisation).
+    reductions. The sums are Python floats on the host path, 0-d tensors on the device path
+    (no host synchronisation).
     """
     source = x.detach()  # a tensor saved for backward still says it requires grad
-    if in_place and mask_takes_kernel() and lsq_kernels.mask_servable(grad, source):
+    if not constants.on_host:
         low, high = constants.low * constants.step, constants.high * constants.step
-        inside, outside = lsq_kernels.mask_gradient(grad, source, low, high)
+        masked, inside_dot, outside_sum = device_ops.device_mask_and_sums(grad, source, low, high)
+        return masked, inside_dot, outside_sum if clipped_sum else None
+    if (
+        in_place
+        and constants.on_host
+        and mask_takes_kernel()
+        and lsq_kernels.mask_servable(grad, source)
+    ):
+        low, high = constants.low * constants.step, constants.high * constants.step
+        inside, outside = lsq_kernels.mask_gradient(grad, source, float(low), float(high))
         return grad, inside, outside if clipped_sum else None
     # the same element order for both (channels-last activations are not copied)
     nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
@@ -438,7 +520,11 @@ def lsq_fake_quantize(
         offset: learnable offset(s) β of the same shape (asymmetric forms), or None.
         qmin, qmax: the integer grid, e.g. ``-8, 7`` for signed 4 bits.
         grad_scale: LSQ gradient scale applied to the step and offset gradients.
+
+    A bfloat16 or float16 ``x`` (under autocast) is quantized from its exact float32 value
+    and the result is float32 (the levels ``s·q`` are not exact in the narrower type).
     """
+    x = x.to(compute_dtype(x.dtype))
     if step.numel() == 1:
         return _PerTensorLsq.apply(x, step, offset, qmin, qmax, grad_scale)  # type: ignore[no-any-return]
     return _PerChannelLsq.apply(x, step, offset, qmin, qmax, grad_scale)  # type: ignore[no-any-return]

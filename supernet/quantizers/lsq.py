@@ -10,7 +10,12 @@ from torch import nn
 
 from eqsearch.space import Granularity, LayerChoice
 from supernet import lsq_kernels
-from supernet.quantizers.base import ConvGeometry, ElasticQuantizer, QuantizerSpec
+from supernet.quantizers.base import (
+    ConvGeometry,
+    ElasticQuantizer,
+    QuantizerSpec,
+    compute_dtype,
+)
 from supernet.quantizers.clipping import integer_grid, search_step_sizes, weighted_sample
 from supernet.quantizers.fake_quant import (
     effective_zero_points,
@@ -276,6 +281,7 @@ class LsqQuantizer(ElasticQuantizer):
         qmin, qmax, grad_scale = self._input_grid_and_scale(x, handle)
         step = handle.a_log_step.exp()
         with torch.no_grad():
+            x = x.to(compute_dtype(x.dtype))
             return self._input_directions(x, step, handle, qmin, qmax, grad_scale)
 
     def _input_directions(
@@ -289,14 +295,15 @@ class LsqQuantizer(ElasticQuantizer):
     ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
         constants = per_tensor_constants(step, handle.a_offset, qmin, qmax, x.dtype)
         with_offset = handle.a_offset is not None
-        if lsq_kernels.servable(x):
+        numbers = constants.numbers()
+        if numbers is not None and lsq_kernels.servable(x):
             x_hat, step_direction, offset_direction = lsq_kernels.input_directions(
                 x,
-                constants.step,
-                constants.reciprocal,
-                constants.low,
-                constants.high,
-                constants.zero_point,
+                numbers.step,
+                numbers.reciprocal,
+                numbers.low,
+                numbers.high,
+                numbers.zero_point,
                 grad_scale,
                 with_offset,
             )
@@ -306,7 +313,9 @@ class LsqQuantizer(ElasticQuantizer):
             outside = ((x <= low) | (x >= high)).to(x.dtype)
             # ∂x_hat/∂s = (x_hat − m·x)/s + z·(1 − m), m = 1 − outside (the fake_quant backward)
             step_direction = torch.addcmul(x_hat, x, outside).sub_(x).div_(constants.step)
-            if constants.zero_point:
+            if isinstance(constants.zero_point, torch.Tensor):  # the device path: no read
+                step_direction.addcmul_(outside, constants.zero_point)
+            elif constants.zero_point:
                 step_direction.add_(outside, alpha=constants.zero_point)
             step_direction.mul_(grad_scale)
             offset_direction = outside.mul_(grad_scale) if with_offset else None

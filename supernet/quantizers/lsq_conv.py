@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 import torch
 
 from supernet import lsq_kernels
-from supernet.quantizers import integer_conv
-from supernet.quantizers.base import ConvGeometry
+from supernet.quantizers import integer_conv, level_conv
+from supernet.quantizers.base import ConvGeometry, compute_dtype
 from supernet.quantizers.fake_quant import (
     PerChannelResult,
     Sum,
@@ -34,6 +34,7 @@ from supernet.quantizers.fake_quant import (
     per_channel_forward,
     per_tensor_constants,
     per_tensor_forward,
+    per_tensor_levels,
     per_tensor_mask_and_sums,
     per_tensor_parameter_gradients,
 )
@@ -70,26 +71,41 @@ class _LsqConv2d(torch.autograd.Function):
         geometry: ConvGeometry,
         quantized_weight_levels: integer_conv.WeightLevels | None,
     ) -> torch.Tensor:
+        saved = [x, weight]
+        ctx.input_dtype = x.dtype
+        x = x.to(compute_dtype(x.dtype))  # under autocast a bfloat16 activation: exact
         constants = per_tensor_constants(
             input_log_step.exp(), input_offset, grids.input_qmin, grids.input_qmax, x.dtype
         )
         source = x.detach()
+        numbers = constants.numbers()
         # the forward's convolution on the operands' integer grids where it can (see
-        # supernet.quantizers.integer_conv): symmetric weights
-        integer = integer_conv.servable(
+        # supernet.quantizers.integer_conv): symmetric weights, on the host path
+        integer = numbers is not None and integer_conv.servable(
             source,
             weight.shape,
             geometry,
-            constants.high - constants.low,
+            grids.input_qmax - grids.input_qmin,
             grids.weight_qmin,
             grids.weight_qmax,
         )
-        saved = [x, weight]
         weight_constants = None
         weight_levels = None
+        # under bfloat16 autocast: the convolution on the levels (supernet.quantizers.level_conv)
+        on_levels = not integer and level_conv.autocast_levels(
+            x,
+            grids.input_qmax - grids.input_qmin + 1,
+            grids.weight_qmax - grids.weight_qmin + 1,
+        )
+        weight_operands: tuple[torch.Tensor, torch.Tensor] | None = None
         if weight_log_step is None:  # quantized already (see supernet.quantizers.lsq_weights)
             w_hat = weight
             weight_levels = quantized_weight_levels
+            if on_levels and weight_levels is not None:
+                weight_operands = (
+                    weight_levels.levels.to(level_conv.LEVEL_DTYPE),
+                    weight_levels.steps,
+                )
         elif weight_log_step.numel() == 1:  # lsq_fake_quantize's dispatch: one step per tensor
             weight_constants = per_tensor_constants(
                 weight_log_step.exp(),
@@ -99,9 +115,14 @@ class _LsqConv2d(torch.autograd.Function):
                 weight.dtype,
             )
             w_hat = per_tensor_forward(weight, weight_constants)
-            if integer and weight_constants.zero_point == 0:
+            if on_levels:
+                weight_operands = level_conv.weight_operands(
+                    w_hat, torch.as_tensor(weight_constants.step), weight_constants.reciprocal
+                )
+            weight_numbers = weight_constants.numbers()
+            if integer and weight_numbers is not None and weight_numbers.zero_point == 0:
                 weight_levels = integer_conv.WeightLevels.per_tensor(
-                    w_hat, weight_constants.step, weight_constants.reciprocal
+                    w_hat, weight_numbers.step, weight_numbers.reciprocal
                 )
         else:
             weight_step = weight_log_step.exp()
@@ -110,50 +131,84 @@ class _LsqConv2d(torch.autograd.Function):
             )
             w_hat = result.out
             saved += [weight_step, result.constants]
+            if on_levels:
+                weight_operands = level_conv.weight_operands(
+                    w_hat, result.constants[:, 0], result.constants[:, 1]
+                )
             if integer and weight_offset is None:
                 weight_levels = integer_conv.WeightLevels.per_channel(w_hat, result.constants)
         out = None
-        if integer and weight_levels is not None:
+        ctx.channel_count = len(saved) - 2
+        ctx.level_step = None
+        if weight_operands is not None:
+            operands = level_conv.LevelOperands(
+                per_tensor_levels(x, constants).to(level_conv.LEVEL_DTYPE), *weight_operands
+            )
+            out = level_conv.level_conv2d(operands, constants.step, bias, geometry)
+            ctx.save_for_backward(operands.levels, w_hat, *saved, *operands[1:])
+            ctx.level_step = constants.step
+        elif integer and numbers is not None and weight_levels is not None:
             x_hat, levels = lsq_kernels.fake_quantize_levels(
-                source, constants.step, constants.reciprocal, constants.low, constants.high
+                source, numbers.step, numbers.reciprocal, numbers.low, numbers.high
             )
             if levels is not None:  # None: a NaN, which only the float convolution carries
                 out = integer_conv.integer_conv2d(
-                    levels, constants.step, constants.low, weight_levels, bias, geometry
+                    levels, numbers.step, numbers.low, weight_levels, bias, geometry
                 )
         else:
             x_hat = per_tensor_forward(x, constants)
-        if geometry.channels_last:  # as the layers' plain path (see supernet.layers)
-            x_hat = x_hat.to(memory_format=torch.channels_last)
-            w_hat = w_hat.to(memory_format=torch.channels_last)
-        if out is None:
-            out = geometry.convolve_as_is(x_hat, w_hat, bias)
-        ctx.save_for_backward(x_hat, w_hat, *saved)
+        if weight_operands is None:
+            if geometry.channels_last:  # as the layers' plain path (see supernet.layers)
+                x_hat = x_hat.to(memory_format=torch.channels_last)
+                w_hat = w_hat.to(memory_format=torch.channels_last)
+            if out is None:
+                out = geometry.convolve_as_is(x_hat, w_hat, bias)
+            ctx.save_for_backward(x_hat, w_hat, *saved)
         ctx.constants = (constants, weight_constants, grids, geometry, bias is not None)
         ctx.weight_quantized = weight_log_step is None
         ctx.offsets = (input_offset is not None, weight_offset is not None)
+        assert out is not None
         return out
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (grad_out,) = grads
-        x_hat, w_hat, x, weight, *channel_saved = ctx.saved_tensors
+        x_hat, w_hat, x, weight, *rest = ctx.saved_tensors
+        channel_saved, level_saved = rest[: ctx.channel_count], rest[ctx.channel_count :]
+        x = x.to(compute_dtype(x.dtype))
         constants, weight_constants, grids, geometry, has_bias = ctx.constants
         input_has_offset, weight_has_offset = ctx.offsets
         needs = ctx.needs_input_grad
         need_input_params = needs[3] or needs[4]
         need_weight_params = needs[5] or needs[6]
-        grad_x_hat, grad_w_hat, grad_bias = geometry.convolution_backward(
-            grad_out,
-            x_hat,
-            w_hat,
-            has_bias,
-            [
-                needs[0] or need_input_params,
-                needs[1] or need_input_params or need_weight_params,
-                needs[2],
-            ],
-        )
+        output_mask = [
+            needs[0] or need_input_params,
+            needs[1] or need_input_params or need_weight_params,
+            needs[2],
+        ]
+        if ctx.level_step is None:
+            grad_x_hat, grad_w_hat, grad_bias = geometry.convolution_backward(
+                grad_out, x_hat, w_hat, has_bias, output_mask
+            )
+        else:  # x_hat holds the input's levels (supernet.quantizers.level_conv)
+            grad_x_hat, grad_w_hat, grad_bias = level_conv.level_conv2d_backward(
+                grad_out,
+                level_conv.LevelOperands(x_hat, *level_saved),
+                ctx.level_step,
+                has_bias,
+                geometry,
+                output_mask,
+            )
+            if grad_bias is not None:
+                grad_bias = grad_bias.to(weight.dtype)
+        # The input step's gradient is Σ g·x_hat − Σ g·m·x, a small difference of two large
+        # sums. In float32 the first may come from the weight's side (see the module
+        # docstring); from bfloat16 convolutions its rounding there differs from the input
+        # side's and the difference would be lost, so it is summed on the input's side, with
+        # the same gradient as the second.
+        input_dot: Sum | None = None
+        if ctx.level_step is not None and need_input_params:
+            input_dot = as_sum((grad_x_hat * x_hat).sum()) * ctx.level_step
         # the weight first: its sums give the input's Σ g·x_hat = Σ g_w·w_hat in total (the
         # convolution is bilinear; see the module docstring)
         grad_weight = grad_weight_step = grad_weight_offset = None
@@ -206,9 +261,11 @@ class _LsqConv2d(torch.autograd.Function):
                 clipped_sum=input_has_offset and need_input_params,
             )
             if need_input_params:
-                assert grad_dot_w_hat is not None
+                if input_dot is None:
+                    input_dot = grad_dot_w_hat
+                assert input_dot is not None
                 grad_input_step, grad_input_offset = per_tensor_parameter_gradients(
-                    grad_dot_w_hat,
+                    input_dot,
                     masked_dot,
                     clipped,
                     constants,
@@ -216,6 +273,8 @@ class _LsqConv2d(torch.autograd.Function):
                     x,
                     log_step=True,
                 )
+        if grad_x is not None:
+            grad_x = grad_x.to(ctx.input_dtype)
         return (
             grad_x if needs[0] else None,
             grad_weight if needs[1] else None,

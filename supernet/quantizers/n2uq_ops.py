@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from supernet.quantizers import n2uq_kernels
+from supernet.quantizers.base import compute_dtype
+from supernet.runtime import host_path
 
 CELLS_PER_BOUNDARY = 4
 """Cells of the CPU lookup grid per boundary: a cell then rarely holds more than one."""
@@ -92,7 +94,7 @@ def _grid_counts(x: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor | No
 
 def boundary_counts(x: torch.Tensor, boundaries: torch.Tensor) -> torch.Tensor:
     """``m = #{B_j ≤ x}`` per element (int32), for sorted ``boundaries`` of ``x``'s dtype."""
-    if x.device.type == "cpu":
+    if host_path(x):
         counts = _grid_counts(x, boundaries)
         if counts is not None:
             return counts
@@ -115,7 +117,10 @@ def _spread_bins(counts: torch.Tensor, bins: int) -> torch.Tensor:
 
 def _bin_sums(spread: torch.Tensor, weights: torch.Tensor, bins: int) -> torch.Tensor:
     lanes = SUM_LANES if spread.numel() % SUM_LANES == 0 else 1
-    sums = torch.bincount(spread, weights=weights, minlength=lanes * bins)
+    if host_path(spread):
+        sums = torch.bincount(spread, weights=weights, minlength=lanes * bins)
+    else:  # CUDA's bincount reads the largest count back to size its output: a host sync
+        sums = weights.new_zeros(lanes * bins).index_add_(0, spread, weights)
     return sums.view(lanes, bins).sum(0)
 
 
@@ -125,12 +130,7 @@ FUSED_KERNELS = True
 
 
 def _fused_kernels_serve(x: torch.Tensor) -> bool:
-    return (
-        FUSED_KERNELS
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and n2uq_kernels.available()
-    )
+    return FUSED_KERNELS and host_path(x) and x.dtype == torch.float32 and n2uq_kernels.available()
 
 
 class _N2uqActivation(torch.autograd.Function):
@@ -242,8 +242,12 @@ def n2uq_activation(
         log_widths: ``log a_i`` of the ``2^b − 1`` interval widths (input units).
 
     Returns:
-        ``α_in·s + α_out·k`` with ``k`` the number of interval midpoints at or below ``u``.
+        ``α_in·s + α_out·k`` with ``k`` the number of interval midpoints at or below ``u``,
+        in at least float32 (a bfloat16 activation under autocast is quantized from its
+        exact float32 value: in its own precision the thresholds would merge and levels
+        vanish).
     """
+    x = x.to(compute_dtype(x.dtype))
     return _N2uqActivation.apply(x, log_in_scale, log_out_scale, start, log_widths)  # type: ignore[no-any-return]
 
 
