@@ -2,7 +2,7 @@
 
 Spaces (``--spaces``): ``resnet18`` (224x224, 19 searched layers, measured once by the
 supernet and cached in ``resnet18_space.json``); ``oqa_mbv3``, the joint architecture x bits
-space of OQA's MobileNetV3 (``eqsearch.mobilenet_space``: 5 stages, depth 2-4, expand 3/4/6,
+space of OQA's MobileNetV3 (``eqsearch.space.mobilenet``: 5 stages, depth 2-4, expand 3/4/6,
 kernel 3/5/7, per-layer bits 2-8; first conv, SE convs and classifier in full precision as OQA
 leaves them: 64 searched layers, 174 genes); ``mbv3_all``, the same with the SE convs searched
 too and the first/last layers pinned to 8/8 (88 searched layers, 222 genes). Times, on one MLP
@@ -51,9 +51,9 @@ W_BITS = 3.0
 
 def load_space(rebuild: bool, name: str = "resnet18") -> ElasticSpace:
     """The resnet18 space (224x224, 1000 classes), measured once by the supernet and cached;
-    or the OQA MobileNetV3 joint space, declared by ``eqsearch.mobilenet_space``."""
+    or the OQA MobileNetV3 joint space, declared by ``eqsearch.space.mobilenet``."""
     if name in ("oqa_mbv3", "mbv3_all"):
-        from eqsearch.mobilenet_space import mobilenet_v3_space
+        from eqsearch.space.mobilenet import mobilenet_v3_space
 
         if name == "mbv3_all":
             return mobilenet_v3_space()

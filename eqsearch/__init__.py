@@ -13,8 +13,6 @@ from eqsearch.costs import (
     weight_compression,
 )
 from eqsearch.engines import nsga2
-from eqsearch.genes import ArchGene, Condition
-from eqsearch.geometry import Dim, LayerGeometry
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import Constraint, Objective, SearchProblem
 from eqsearch.space import (
@@ -29,7 +27,9 @@ from eqsearch.space import (
     QuantForm,
     SubnetConfig,
 )
-from eqsearch.space_spec import SpaceSpec
+from eqsearch.space.genes import ArchGene, Condition
+from eqsearch.space.geometry import Dim, LayerGeometry
+from eqsearch.space.spec import SpaceSpec
 
 __all__ = [
     "ALL_FORMS",

@@ -42,7 +42,7 @@ from eqsearch.factories import (
     trust_scope,
 )
 from eqsearch.launcher import quiet_native_logs
-from eqsearch.space_spec import SPACE_FLAGS
+from eqsearch.space.spec import SPACE_FLAGS
 
 if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace as ElasticSpaceType

@@ -18,7 +18,7 @@ from eqsearch.space import (
     LayerSpec,
     SubnetConfig,
 )
-from eqsearch.space_spec import SpaceSpec, parse_first_last
+from eqsearch.space.spec import SpaceSpec, parse_first_last
 from supernet.dynamic import DynamicConv2d, DynamicQuantConv2d
 from supernet.layers import (
     ElasticQuantConv2d,

@@ -8,7 +8,7 @@ import torch
 
 from eqsearch.errors import InputError
 from eqsearch.space import SubnetConfig
-from eqsearch.space_spec import SpaceSpec
+from eqsearch.space.spec import SpaceSpec
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.elastic import (
     Supernet,

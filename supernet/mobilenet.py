@@ -11,8 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from eqsearch.errors import InputError
-from eqsearch.mobilenet_space import MobileNetV3Layout, mobilenet_v3_space
 from eqsearch.space import ElasticSpace, Granularity
+from eqsearch.space.mobilenet import MobileNetV3Layout, mobilenet_v3_space
 from supernet.dynamic import DynamicBatchNorm2d, DynamicConv2d
 
 ArchValues = Mapping[str, int]
@@ -203,7 +203,7 @@ class MobileNetV3Supernet(nn.Module):
     ``stageK.depth`` run, each block with expand ratio ``stageK.blockJ.expand`` and depth-wise
     kernel ``stageK.blockJ.kernel``; then a 1×1 expand (h-swish), global pooling, a 1×1
     feature mix (h-swish) and the classifier. Module paths are the layer names of
-    :func:`eqsearch.mobilenet_space.mobilenet_v3_space` for the same layout.
+    :func:`eqsearch.space.mobilenet.mobilenet_v3_space` for the same layout.
 
     Args:
         layout: the architecture and its choice sets (classes, channels and resolution too).

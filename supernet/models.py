@@ -420,7 +420,7 @@ def efficientnet_b0(num_classes: int, in_channels: int, image_size: int) -> nn.M
 
 
 def _register_mobilenet_family() -> None:
-    from eqsearch.mobilenet_space import ARCHITECTURE_OPTIONS, FAMILY
+    from eqsearch.space.mobilenet import ARCHITECTURE_OPTIONS, FAMILY
 
     descriptions = {
         "oqa_mbv3": "OFA/OQA MobileNetV3 supernet: 5 stages, depth 2-4, expand 3/4/6, kernel 3/5/7",

@@ -19,7 +19,7 @@ from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text, read_json
 from eqsearch.locks import hold_directory
 from eqsearch.space import ElasticSpace, LayerChoice, SubnetConfig
-from eqsearch.space_spec import SPACE_FLAGS, SpaceSpec
+from eqsearch.space.spec import SPACE_FLAGS, SpaceSpec
 from supernet.checkpoint import check_finite_weights, load_checkpoint, save_supernet
 from supernet.data import DATASETS, DataBundle, DataSpec, build_data
 from supernet.devices import resolve_device

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from eqsearch.genes import ArchGene, Condition
-from eqsearch.geometry import Dim, LayerGeometry
 from eqsearch.problem import SearchProblem, accuracy_objective, bitops_objective
 from eqsearch.space import ConfigBatch, ElasticSpace, LayerSpec, QuantForm, SubnetConfig
+from eqsearch.space.genes import ArchGene, Condition
+from eqsearch.space.geometry import Dim, LayerGeometry
 
 TENSORRT = QuantForm("channel", True, True)
 STAGES = ((8, 16, 2), (16, 24, 2))

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 
 from eqsearch import costs
-from eqsearch.genes import ArchGene, Condition
-from eqsearch.geometry import Dim, LayerGeometry
 from eqsearch.oracle import CachedOracle
 from eqsearch.space import (
     JOINT_SPACE_VERSION,
@@ -19,6 +17,8 @@ from eqsearch.space import (
     LayerSpec,
     SubnetConfig,
 )
+from eqsearch.space.genes import ArchGene, Condition
+from eqsearch.space.geometry import Dim, LayerGeometry
 
 from .joint_fixtures import TENSORRT, JointOracle, joint_problem, joint_space, loop_layer_sizes
 

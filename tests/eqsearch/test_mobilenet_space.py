@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from eqsearch import costs
-from eqsearch.mobilenet_space import MobileNetV3Layout, mobilenet_v3_space, round_channels
+from eqsearch.space.mobilenet import MobileNetV3Layout, mobilenet_v3_space, round_channels
 
 
 def plain_macs_and_params(arch: dict[str, int], resolution: int) -> tuple[int, int]:

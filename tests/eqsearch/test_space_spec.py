@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from eqsearch.space_spec import SPACE_FLAGS, SpaceSpec, parse_first_last
+from eqsearch.space.spec import SPACE_FLAGS, SpaceSpec, parse_first_last
 
 
 def test_round_trips_through_json_and_normalises() -> None:

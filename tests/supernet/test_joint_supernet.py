@@ -372,7 +372,7 @@ def test_fast_oracle_path_scores_joint_subnets_like_the_plain_path() -> None:
 
 
 def test_n2uq_runs_on_a_joint_supernet_with_the_active_slices_statistics() -> None:
-    from eqsearch.space_spec import SpaceSpec
+    from eqsearch.space.spec import SpaceSpec
     from supernet.quantizers.n2uq_ops import n2uq_weight
 
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from eqsearch.space_spec import SpaceSpec
+from eqsearch.space.spec import SpaceSpec
 from supernet import build_supernet
 from supernet.elastic import quantizer_spec, rebuild_supernet
 from supernet.train import TrainConfig

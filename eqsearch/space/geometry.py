@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from eqsearch.errors import InputError
-from eqsearch.genes import ArchGene
+from eqsearch.space.genes import ArchGene
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

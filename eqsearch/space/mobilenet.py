@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from eqsearch.errors import InputError
-from eqsearch.genes import ArchGene, Condition
-from eqsearch.geometry import Dim, LayerGeometry
 from eqsearch.space import ElasticSpace, Granularity, LayerSpec
+from eqsearch.space.genes import ArchGene, Condition
+from eqsearch.space.geometry import Dim, LayerGeometry
 
 SE_REDUCTION = 4
 CHANNEL_DIVISOR = 8
