@@ -327,9 +327,14 @@ def read_text(path: str | Path, *, limit: int = MAX_TEXT_BYTES, what: str = "fil
 
 
 def parse_json(text: str | bytes, *, what: str = "JSON") -> Any:
-    """``json.loads`` with one-line errors for malformed or absurdly nested documents."""
+    """``json.loads`` with one-line errors for malformed or absurdly nested documents; numbers
+    and keys are read by ``eqsearch.numbers.loads_json`` (finite, bounded, no repeated key)."""
+    from eqsearch.numbers import loads_json
+
     try:
-        return json.loads(text)
+        return loads_json(text)
+    except InputError as error:
+        raise InputError(f"{what}: {error}") from None
     except json.JSONDecodeError as error:
         raise InputError(f"{what} is not JSON: {error}") from None
     except RecursionError:

@@ -25,6 +25,7 @@ from eqsearch.genes import (
     implies,
 )
 from eqsearch.geometry import GeometryTables, LayerGeometry
+from eqsearch.numbers import loads_json
 
 FULL_PRECISION_BITS = 32
 """Bit width that stands for "not quantized" (a layer pinned to full precision)."""
@@ -289,7 +290,7 @@ class SubnetConfig:
     def from_json(cls, text: str) -> SubnetConfig:
         """Parse :meth:`to_json` output."""
         try:
-            data = json.loads(text)
+            data = loads_json(text)
         except json.JSONDecodeError as error:
             raise InputError(f"a subnet config must be JSON: {error}") from None
         return cls.from_dict(data)
@@ -1011,7 +1012,7 @@ class ElasticSpace:
     @classmethod
     def from_json(cls, text: str) -> ElasticSpace:
         """Parse :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(loads_json(text))
 
     def describe(self) -> str:
         """One line: layer counts, bits and forms (and architecture genes)."""

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from eqsearch.commands.common import positive_int, seed_int
+from eqsearch.commands.common import non_negative_int, positive_int, seed_int
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
 from eqsearch.oracle import AccuracyOracle, CachedOracle
@@ -472,7 +472,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--population", type=positive_int, default=60, help="NSGA-II population")
     add("--generations", type=positive_int, default=100, help="NSGA-II generations")
     add("--verify", type=positive_int, default=10, help="configs measured per search")
-    add("--rounds", type=int, default=3, help="refinement rounds per family (0: none)")
+    add("--rounds", type=non_negative_int, default=3, help="refinement rounds per family (0: none)")
     add("--seed", type=seed_int, default=0, help="seeds the predictor and the searches")
     add("--device", default="cpu", help="torch device of the measurements")
 

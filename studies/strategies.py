@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from eqsearch.commands.common import positive_int, seed_int
+from eqsearch.commands.common import integer, positive_int, seed_int
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
 from eqsearch.oracle import AccuracyOracle, CachedOracle
@@ -526,7 +526,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--target", default=defaults.target, choices=tuple(TARGETS), help="forms searched")
     add("--budgets", type=positive_int, default=defaults.budgets, help="ILP budget levels")
     add("--per-round", type=positive_int, default=defaults.per_round, help="K of the refinement")
-    add("--refine", type=int, default=defaults.refine_rounds, help="R of the refinement")
+    add("--refine", type=integer, default=defaults.refine_rounds, help="R of the refinement")
     add("--backend", default=defaults.backend, help="predictor of the NSGA-II rows")
     add("--population", type=positive_int, default=defaults.population, help="NSGA-II")
     add("--generations", type=positive_int, default=defaults.generations, help="NSGA-II")
