@@ -165,6 +165,27 @@ def atomic_save_figure(figure: Any, path: str | Path, **savefig_options: Any) ->
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` atomically (see :func:`atomic_writer`).
+
+    A write that fails under torch (a full disk) raises an ``OSError``, the error torch
+    wraps in a ``RuntimeError`` of its zip writer.
+    """
+    import torch
+
+    with atomic_writer(path) as stream:
+        try:
+            torch.save(obj, stream)
+        except RuntimeError as error:
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            if "inline_container" not in str(error) and "StreamWriter" not in str(error):
+                raise
+            reason = str(error).strip().splitlines()[0][:160]
+            raise OSError(f"cannot write {path} ({reason})") from None
+    return Path(path)
+
+
 # -- what a file is ----------------------------------------------------------------------------
 
 
@@ -224,6 +245,11 @@ def _check_parent(directory: Path, flag: str, target: Path) -> None:
     """The nearest existing ancestor of ``directory`` must be a directory we may write in."""
     existing = directory
     while not existing.exists():
+        if existing.is_symlink():
+            raise InputError(
+                f"{flag} {target}: {existing} is a symbolic link that leads nowhere (its "
+                "target is missing, or links loop)"
+            )
         if existing.parent == existing:
             break
         existing = existing.parent
