@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eqsearch.commands.common import parse_option
+from eqsearch.commands.common import parse_option, positive_int, seed_int
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
 from eqsearch.space import ElasticSpace
@@ -110,6 +110,14 @@ def compare_predictors(
     for name in names:
         if name not in PREDICTORS:
             raise InputError(f"unknown backend {name!r}; registered: {', '.join(PREDICTORS)}")
+    unused = sorted(set(options or {}) - set(names))
+    if unused:
+        raise InputError(
+            f"options for the {unused[0]} backend, which this comparison does not run (it runs "
+            f"{', '.join(names)}); drop them or add the backend"
+        )
+    for name in names:  # every backend's options are checked before the first fit
+        build_predictor(name, chosen_space, seed=seed, **dict((options or {}).get(name, {})))
     configs, measured = load_samples(samples, chosen_space)
     batch = chosen_space.batch(configs)
     parts = kfold_indices(len(configs), folds, seed=seed)
@@ -153,8 +161,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--samples", required=True, help="a samples CSV written by eqsearch sample")
     add("--backends", help="comma-separated backends (default: every registered one)")
-    add("--folds", type=int, default=5, help="k of the k-fold cross-validation (default 5)")
-    add("--seed", type=int, default=0, help="seeds the folds and the fits")
+    add(
+        "--folds", type=positive_int, default=5, help="k of the k-fold cross-validation (default 5)"
+    )
+    add("--seed", type=seed_int, default=0, help="seeds the folds and the fits")
     add(
         "--option",
         action="append",
@@ -176,12 +186,13 @@ def run_from_args(args: argparse.Namespace) -> int:
                 f"--option takes BACKEND.KEY=VALUE (e.g. xgboost.max_depth=4); got {text!r}"
             )
         options.setdefault(backend, {})[name] = value
+    backends = [name.strip() for name in args.backends.split(",")] if args.backends else None
     if not Path(args.samples).is_file():
         raise InputError(f"samples file not found: {args.samples}")
     out = check_output_directory(Path(args.out) if args.out else Path(args.samples).parent)
     result = compare_predictors(
         args.samples,
-        backends=args.backends.split(",") if args.backends else None,
+        backends=backends,
         folds=args.folds,
         seed=args.seed,
         options=options or None,
