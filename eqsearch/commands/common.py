@@ -125,18 +125,18 @@ def parse_option(text: str) -> tuple[str, Any]:
 def int_list(text: str) -> tuple[int, ...]:
     """``"2,4,8"`` or ``"2-8"`` → a tuple of ints."""
     values: list[int] = []
-    try:
-        for part in text.split(","):
+    for part in text.split(","):
+        try:
             if "-" in part.strip()[1:]:
                 low, high = part.split("-", 1)
                 bits = range(parse_integer(low.strip()), parse_integer(high.strip()) + 1)
             else:
                 bits = range(parse_integer(part.strip()), parse_integer(part.strip()) + 1)
-            if len(values) + len(bits) > MAX_BIT_WIDTHS:
-                raise ValueError("too many bit widths")
-            values.extend(bits)
-    except ValueError:
-        raise UsageError(f"expected bit widths like '2,4,8' or '2-8'; got {text!r}") from None
+        except NumberError:
+            bits = range(0)
+        if not bits or len(values) + len(bits) > MAX_BIT_WIDTHS:
+            raise UsageError(f"expected bit widths like '2,4,8' or '2-8'; got {text!r}")
+        values.extend(bits)
     return tuple(values)
 
 
