@@ -258,7 +258,6 @@ def _is_main_process() -> bool:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from eqsearch.files import atomic_write_text, check_output_file
-    from supernet.evaluate import PAPER_FORMS, evaluate_configs, load_for_evaluation, uniform_table
 
     if args.config and (args.uniform or args.form is not None):
         given = "--uniform" if args.uniform else "--form"
@@ -267,6 +266,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("--form is empty; give forms such as channel-sym-sym,tensor-asym-asym")
     if args.json:
         check_output_file(args.json, kind="table", force=args.force, flag="--json")
+    from supernet.evaluate import PAPER_FORMS, evaluate_configs, load_for_evaluation, uniform_table
+
     supernet, checkpoint, evaluation = load_for_evaluation(
         args.supernet,
         data_root=args.data_root,
