@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -325,10 +326,16 @@ def _is_main_process() -> bool:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from eqsearch.files import atomic_write_text, check_output_file
-    from supernet.evaluate import PAPER_FORMS, evaluate_configs, load_for_evaluation, uniform_table
 
+    if args.config and (args.uniform or args.form is not None):
+        given = "--uniform" if args.uniform else "--form"
+        raise UsageError(f"--config holds its own bits and forms; drop {given}")
+    if args.form is not None and not args.form.strip():
+        raise UsageError("--form is empty; give forms such as channel-sym-sym,tensor-asym-asym")
     if args.json:
         check_output_file(args.json, kind="table", force=args.force, flag="--json")
+    from supernet.evaluate import PAPER_FORMS, evaluate_configs, load_for_evaluation, uniform_table
+
     supernet, checkpoint, evaluation = load_for_evaluation(
         args.supernet,
         data_root=args.data_root,
@@ -477,8 +484,20 @@ def prefer_passive_openmp(load: float | None = None, cores: int | None = None) -
         os.environ[OPENMP_WAIT_VARIABLE] = "PASSIVE"
 
 
+def print_safely() -> None:
+    """Let standard output and error print any path: characters the terminal's encoding
+    lacks (``PYTHONIOENCODING=ascii``, a C locale) are written as ``\\xf6`` escapes, where
+    Python would fail after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):  # a closed or detached stream
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 failure, 2 bad input)."""
+    print_safely()
     prefer_passive_openmp()  # before any command imports torch
     arguments = list(sys.argv[1:] if argv is None else argv)
     # --debug is taken anywhere on the line, before or after the command

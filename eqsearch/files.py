@@ -168,6 +168,27 @@ def atomic_save_figure(figure: Any, path: str | Path, **savefig_options: Any) ->
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path`` atomically (see :func:`atomic_writer`).
+
+    A write that fails under torch (a full disk) raises an ``OSError``, the error torch
+    wraps in a ``RuntimeError`` of its zip writer.
+    """
+    import torch
+
+    with atomic_writer(path) as stream:
+        try:
+            torch.save(obj, stream)
+        except RuntimeError as error:
+            if isinstance(error.__context__, OSError):
+                raise error.__context__ from None
+            if "inline_container" not in str(error) and "StreamWriter" not in str(error):
+                raise
+            reason = str(error).strip().splitlines()[0][:160]
+            raise OSError(f"cannot write {path} ({reason})") from None
+    return Path(path)
+
+
 # -- what a file is ----------------------------------------------------------------------------
 
 
@@ -404,9 +425,14 @@ def read_text(path: str | Path, *, limit: int = MAX_TEXT_BYTES, what: str = "fil
 
 
 def parse_json(text: str | bytes, *, what: str = "JSON") -> Any:
-    """``json.loads`` with one-line errors for malformed or absurdly nested documents."""
+    """``json.loads`` with one-line errors for malformed or absurdly nested documents; numbers
+    and keys are read by ``eqsearch.numbers.loads_json`` (finite, bounded, no repeated key)."""
+    from eqsearch.numbers import loads_json
+
     try:
-        return json.loads(text)
+        return loads_json(text)
+    except InputError as error:
+        raise InputError(f"{what}: {error}") from None
     except json.JSONDecodeError as error:
         raise InputError(f"{what} is not JSON: {error}") from None
     except RecursionError:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eqsearch.errors import InputError
+from eqsearch.resources import check_memory, configs_memory_bytes
 
 if TYPE_CHECKING:
     from predictors.dataset import SampleRun
@@ -70,9 +71,9 @@ def sample_subnets(
             raise InputError(f"{name} must be a positive number of {what}; got {value!r}")
     checkpoint_path = Path(supernet_path)
     target = Path(out_csv) if out_csv is not None else checkpoint_path.parent / "samples.csv"
-    check_samples_target(shard_path(target, config.shard))
+    check_samples_target(shard_path(target, config.shard), with_source=True)
     if config.shard[1] > 1:
-        check_samples_target(target)
+        check_samples_target(target, with_source=True)
     from supernet.checkpoint import load_supernet
     from supernet.evaluate import checkpoint_data, evaluation_set, supernet_oracle
 
@@ -82,6 +83,9 @@ def sample_subnets(
             f"{checkpoint_path} is a full-precision checkpoint (before quantization-aware "
             "training); sample the run's supernet.pt"
         )
+    space = supernet.space
+    needed = configs_memory_bytes(config.n, space.n_layers, len(space.genes))
+    check_memory(needed, f"--n {config.n}")  # the draw holds every config, before any file
     data = checkpoint_data(checkpoint, data_root=data_root, holdout=holdout)
     stored_bn = int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
     evaluation = evaluation_set(data, split=split, bn_images=bn_images or stored_bn)

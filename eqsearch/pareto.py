@@ -314,6 +314,8 @@ class ParetoFront:
                 f"{path} was searched on another space (fingerprint {fingerprint!r}) than this "
                 f"supernet's ({space.fingerprint}); search this supernet with eqsearch nsga"
             )
+        if data.get("configs") == []:
+            raise InputError(f"{path} is not a valid Pareto front file (it lists no configs)")
         try:
             objectives = tuple(
                 FrontObjective(str(o["name"]), str(o["direction"]), str(o.get("label", o["name"])))

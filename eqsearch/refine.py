@@ -250,16 +250,23 @@ def scoring_evaluation(
 ) -> tuple[Supernet, EvaluationSet]:
     """The supernet of ``checkpoint`` and the images that score configs as the samples
     file's rows were scored (its recorded split, held-out images and BN images; the
-    checkpoint's own holdout where the file records none or is None).
+    checkpoint's own holdout where ``samples_csv`` is None).
 
     Raises:
-        InputError: the samples were measured on another supernet (another file content).
+        InputError: the samples file records no source (its accuracies may come from another
+            supernet), or was measured on another supernet (another file content).
     """
-    from predictors.dataset import checkpoint_sha256, read_samples_source
+    from predictors.dataset import checkpoint_sha256, read_samples_source, source_path
     from supernet.checkpoint import load_supernet
     from supernet.evaluate import checkpoint_data, evaluation_set
 
     found = read_samples_source(samples_csv) if samples_csv is not None else None
+    if samples_csv is not None and found is None:
+        raise InputError(
+            f"{samples_csv} has no {source_path(samples_csv).name} beside it: nothing shows "
+            f"that its accuracies were measured on {checkpoint}, and new measurements join "
+            "them; use samples that eqsearch sample measured on this checkpoint"
+        )
     if found is not None and found[0].supernet_sha256 != checkpoint_sha256(checkpoint):
         raise InputError(
             f"{samples_csv} was measured on another supernet than {checkpoint} (the "

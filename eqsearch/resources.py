@@ -25,12 +25,28 @@ def available_memory_bytes() -> int | None:
         return None
 
 
+CONFIG_BYTES = 1024
+"""Bytes a config held in memory costs beside its per-layer and per-gene arrays (its key,
+its row of costs and objectives, the Python objects that list it)."""
+
+LAYER_BYTES = 256
+"""Bytes a config costs per layer: bits and form indices, a LayerChoice, its JSON text."""
+
+
+def configs_memory_bytes(count: float, n_layers: int, n_genes: int = 0) -> float:
+    """A generous estimate of the memory of ``count`` configs of a space held at once."""
+    return float(count) * (CONFIG_BYTES + LAYER_BYTES * n_layers + 8 * n_genes)
+
+
 def _gigabytes(count: float) -> str:
     return f"{count / 2**30:.1f} GiB" if count >= 2**28 else f"{count / 2**20:.0f} MiB"
 
 
 def check_memory(needed_bytes: float, what: str, *, available: int | None = None) -> None:
     """Refuse work that would need more than :data:`MEMORY_SHARE` of the available memory.
+
+    The one memory guard: every command that sizes an array from its input (a population, a
+    count of configs, budget levels, probes, an MLP's width) calls it before allocating.
 
     Args:
         needed_bytes: an estimate of the work's peak memory.

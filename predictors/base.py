@@ -71,8 +71,12 @@ def parse_options(options_type: type[OptionsT], options: Mapping[str, Any]) -> O
 def check_positive(owner: str, **values: float) -> None:
     """Raise ValueError naming the first field that is not a positive number."""
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise InputError(f"{owner}.{name} must be a positive number; got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 < value < math.inf
+        ):
+            raise InputError(f"{owner}.{name} must be a positive finite number; got {value!r}")
 
 
 def check_fraction(owner: str, **values: float) -> None:

@@ -30,7 +30,9 @@ from eqsearch.files import (
     sniff_kind,
 )
 from eqsearch.launcher import launch_environment
+from eqsearch.numbers import NumberError, parse_integer, parse_number, shown_text
 from eqsearch.oracle import AccuracyOracle
+from eqsearch.resources import check_memory, configs_memory_bytes
 from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, SubnetConfig
 
 SAMPLE_COLUMNS = ("index", "config", "w_bits", "a_bits", "bitops", "w_comp", "accuracy", "seconds")
@@ -39,6 +41,8 @@ activation bits, BitOPs, W-Comp, measured accuracy (%), seconds the oracle took.
 
 REQUIRED_COLUMNS = ("config", "accuracy")
 STRATEGIES = ("spread", "uniform")
+SCORING_SPLITS = ("holdout", "test")
+"""The images a sample is scored on: training images held out, or the test split."""
 FORM_DRAWS = ("global", "per_layer")
 DRAW_CHUNK = 256
 """Configs are drawn in chunks of this size, so the first N of the stream do not depend on N."""
@@ -101,6 +105,23 @@ class SampleSource:
     split: str = "holdout"
     bn_images: int | None = None
     holdout: int | None = None
+
+    def __post_init__(self) -> None:
+        digest = self.supernet_sha256
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise InputError(f"supernet_sha256 must be 64 hex digits; got {shown_text(digest)}")
+        if not isinstance(self.supernet, str):
+            raise InputError(f"supernet must be a path; got {self.supernet!r}")
+        if self.split not in SCORING_SPLITS:
+            raise InputError(
+                f"split must be one of {', '.join(SCORING_SPLITS)}; got {self.split!r}"
+            )
+        for name in ("bn_images", "holdout"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise InputError(f"{name} must be a positive number of images; got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of the fields."""
@@ -240,6 +261,7 @@ def draw_configs(
     """
     if strategy not in STRATEGIES:
         raise InputError(f"strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    check_memory(configs_memory_bytes(n, space.n_layers, len(space.genes)), f"{n} subnets")
     rng = np.random.default_rng(seed)
     seen: set[bytes] = set()
     kept: list[ConfigBatch] = []
@@ -320,6 +342,7 @@ def read_samples_source(samples_csv: str | Path) -> tuple[SampleSource, dict[str
             raise InputError("not a samples source file")
         source = SampleSource(**data["source"])
         settings = dict(data["settings"])
+        SamplingConfig(**settings)  # the draw's n, seed, strategy and forms, checked
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise InputError(f"{sidecar} is not a samples source file ({error})") from None
     return source, settings
@@ -398,21 +421,30 @@ def _recover_rows(path: Path) -> dict[int, dict[str, str]]:
     reader = csv.DictReader(io.StringIO(complete.decode("utf-8", errors="replace")))
     for line, row in enumerate(reader, start=2):
         try:
-            index = int(row["index"])
+            index = parse_integer(row["index"])
         except (TypeError, ValueError):
-            raise InputError(f"{path} line {line}: bad index {row.get('index')!r}") from None
+            raise InputError(
+                f"{path} line {line}: bad index {shown_text(row.get('index'))}"
+            ) from None
         _check_accuracy(row.get("accuracy"), f"{path} line {line}")
-        rows.setdefault(index, row)
+        if index in rows:
+            raise InputError(
+                f"{path} line {line} repeats row index {index} (did two runs write into it?); "
+                "fit-predictor refuses such a file: use another --out"
+            )
+        rows[index] = row
     return rows
 
 
 def _check_accuracy(value: str | None, where: str) -> float:
     """A measured accuracy: a finite percentage in [0, 100]."""
+    if isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "infinity"):
+        raise InputError(f"{where}: accuracy {value!r} is not a percentage in 0..100")
     try:
-        accuracy = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: accuracy {value!r} is not a number") from None
-    if not np.isfinite(accuracy) or not 0.0 <= accuracy <= 100.0:
+        accuracy = parse_number(value)  # type: ignore[arg-type]
+    except NumberError:
+        raise InputError(f"{where}: accuracy {shown_text(value)} is not a number") from None
+    if not 0.0 <= accuracy <= 100.0:
         raise InputError(f"{where}: accuracy {value!r} is not a percentage in 0..100")
     return accuracy
 
@@ -436,12 +468,14 @@ class SampleRun:
     merged: Path | None
 
 
-def check_samples_target(path: str | Path) -> Path:
+def check_samples_target(path: str | Path, *, with_source: bool = False) -> Path:
     """Check before any work that ``path`` can receive samples: missing, empty, or a samples
-    file to resume (never another kind of file).
+    file to resume (never another kind of file, nor one whose rows have no recorded space,
+    or with ``with_source`` no recorded source).
 
     Raises:
-        InputError: ``path`` is a directory or holds something other than samples.
+        InputError: ``path`` is a directory or holds something other than samples, or a
+            samples file without the sidecars that say what measured it.
     """
     target = Path(path)
     if target.exists() and not target.is_file():
@@ -451,6 +485,14 @@ def check_samples_target(path: str | Path) -> Path:
             raise InputError(
                 f"{target} exists and is not a samples file of this version; not touching it"
             )
+        if target.stat().st_size > 0:
+            needed = (space_path(target), source_path(target))[: 2 if with_source else 1]
+            missing = [sidecar.name for sidecar in needed if not sidecar.is_file()]
+            if missing:
+                raise InputError(
+                    f"{target} has no {' or '.join(missing)} beside it: nothing shows which "
+                    "supernet and space measured its rows, so it is not resumed; use another --out"
+                )
         return target
     return check_output_file(target, kind="samples")
 
@@ -486,7 +528,7 @@ def collect_samples(
     """
     started = time.perf_counter()
     path = shard_path(out_csv, config.shard)
-    check_samples_target(path)
+    check_samples_target(path, with_source=source is not None)
     with exclusive_writer(path, what="samples file"):
         run = _collect_locked(oracle, space, Path(out_csv), path, config, progress, source)
     return dataclasses.replace(run, seconds=time.perf_counter() - started)

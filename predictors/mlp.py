@@ -13,7 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_writer
+from eqsearch.files import atomic_torch_save
+from eqsearch.resources import check_memory
 from eqsearch.space import ElasticSpace
 from predictors.base import BasePredictor, check_fraction, check_positive, parse_options
 from predictors.encoding import FeatureArray, feature_count
@@ -63,7 +64,11 @@ class MLPOptions:
             dropout=self.dropout,
             val_fraction=self.val_fraction,
         )
-        if isinstance(self.weight_decay, bool) or not self.weight_decay >= 0:
+        if (
+            isinstance(self.weight_decay, bool)
+            or not isinstance(self.weight_decay, (int, float))
+            or not 0 <= self.weight_decay < float("inf")
+        ):
             raise InputError(f"MLPOptions.weight_decay must be >= 0; got {self.weight_decay!r}")
 
 
@@ -83,8 +88,22 @@ def _torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def network_memory_bytes(n_features: int, options: MLPOptions) -> float:
+    """A generous estimate of an MLP's fitting memory: its float32 weights four times over
+    (the weights, their gradients and AdamW's two moments), plus a batch of activations."""
+    width = float(options.width)
+    weights = n_features * width + (options.hidden_layers - 1) * width * width + width
+    activations = float(options.batch_size) * width * options.hidden_layers * 3
+    return 4.0 * (4 * weights + activations)
+
+
 def _network(n_features: int, options: MLPOptions) -> torch.nn.Sequential:
     from torch import nn
+
+    check_memory(
+        network_memory_bytes(n_features, options),
+        f"an MLP of {options.hidden_layers} hidden layers of width {options.width}",
+    )
 
     layers: list[nn.Module] = []
     width_in = n_features
@@ -189,7 +208,4 @@ class MLPPredictor(BasePredictor):
         self.network = network
 
     def _write(self, payload: dict[str, Any], target: Path) -> None:
-        import torch
-
-        with atomic_writer(target) as stream:
-            torch.save(payload, stream)
+        atomic_torch_save(payload, target)

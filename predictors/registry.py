@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,10 @@ def _read_payload(path: Path) -> Any:
         import torch
 
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # torch warns about a protocol-4 pickle before refusing it
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many types for foreign or unsafe pickles
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             useful = [line for line in lines if "weights_only" not in line] or ["unsafe pickle"]
@@ -109,11 +113,13 @@ def load_predictor(path: str | Path) -> BasePredictor:
         # XGBoost's errors carry a C++ backtrace: its first line says what is wrong
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{location} is a damaged predictor file: {first[:200]}") from None
-    probe = np.asarray(predictor.predict(predictor.space.sample(0, PROBE_CONFIGS)), dtype=float)
-    if not np.isfinite(probe).all() or np.abs(probe).max() > 1e6:
+    with np.errstate(all="ignore"):  # damaged coefficients overflow: refused below
+        probe = np.asarray(predictor.predict(predictor.space.sample(0, PROBE_CONFIGS)), dtype=float)
+        absurd = ~np.isfinite(probe) | (np.abs(probe) > 1e6)
+    if absurd.any():
         raise InputError(
-            f"{location} predicts non-finite or absurd accuracies (e.g. {probe.flat[0]!r}); "
-            "its coefficients are damaged — fit it again"
+            f"{location} predicts non-finite or absurd accuracies (e.g. "
+            f"{float(probe[absurd][0])!r}); its coefficients are damaged — fit it again"
         )
     return predictor
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,9 +30,9 @@ class RidgeOptions:
         if (
             isinstance(self.alpha, bool)
             or not isinstance(self.alpha, (int, float))
-            or self.alpha < 0
+            or not 0 <= self.alpha < math.inf
         ):
-            raise InputError(f"RidgeOptions.alpha must be a number >= 0; got {self.alpha!r}")
+            raise InputError(f"RidgeOptions.alpha must be a finite number >= 0; got {self.alpha!r}")
 
 
 class RidgePredictor(BasePredictor):

@@ -11,6 +11,7 @@ from typing import Any
 
 import matplotlib
 
+from eqsearch.commands.common import non_negative_int, positive_int, seed_int
 from eqsearch.errors import InputError
 
 matplotlib.use("Agg")
@@ -515,9 +516,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="a base TrainConfig JSON (default: lenet5 on mnist5k)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
     parser.add_argument("--bits", default="2,4,8", help="uniform bit widths of the tables")
-    parser.add_argument("--epochs", type=int, help="supernet epochs per variant")
-    parser.add_argument("--fp-epochs", type=int, help="shared FP pretraining epochs")
-    parser.add_argument("--seed", type=int, help="seeds every variant (default: the base's)")
+    parser.add_argument("--epochs", type=positive_int, help="supernet epochs per variant")
+    parser.add_argument("--fp-epochs", type=non_negative_int, help="shared FP pretraining epochs")
+    parser.add_argument("--seed", type=seed_int, help="seeds every variant (default: the base's)")
     parser.add_argument("--device", help="auto, cpu, cuda")
     add_force_argument(parser, "report.md, tables.json and the figures")
     add_progress_argument(parser)

@@ -18,6 +18,7 @@ from eqsearch.commands.common import (
     add_progress_argument,
     make_console,
     parse_option,
+    positive_int,
     seed_int,
     status,
 )
@@ -119,6 +120,14 @@ def compare_predictors(
     chosen_space = space or read_samples_space(samples)
     if chosen_space is None:
         raise InputError(f"no space file beside {samples}; pass the space explicitly")
+    unused = sorted(set(options or {}) - set(names))
+    if unused:
+        raise InputError(
+            f"options for the {unused[0]} backend, which this comparison does not run (it runs "
+            f"{', '.join(names)}); drop them or add the backend"
+        )
+    for name in names:  # every backend's options are checked before the first fit
+        build_predictor(name, chosen_space, seed=seed, **dict((options or {}).get(name, {})))
     configs, measured = load_samples(samples, chosen_space)
     batch = chosen_space.batch(configs)
     parts = kfold_indices(len(configs), folds, seed=seed)
@@ -175,7 +184,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--samples", required=True, help="a samples CSV written by eqsearch sample")
     add("--backends", help="comma-separated backends (default: every registered one)")
-    add("--folds", type=int, default=5, help="k of the k-fold cross-validation (default 5)")
+    add(
+        "--folds", type=positive_int, default=5, help="k of the k-fold cross-validation (default 5)"
+    )
     add("--seed", type=seed_int, default=0, help="seeds the folds and the fits")
     add(
         "--option",

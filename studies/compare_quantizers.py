@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from eqsearch.commands.common import non_negative_int, positive_int, seed_int
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory
@@ -148,9 +149,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", default="lenet5")
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--quantizers", default="lsq,n2uq")
-    parser.add_argument("--fp-epochs", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fp-epochs", type=non_negative_int, default=10)
+    parser.add_argument("--epochs", type=positive_int, default=25)
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--force", action="store_true", help="replace an existing table.md")
     args = parser.parse_args(argv)

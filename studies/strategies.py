@@ -21,6 +21,7 @@ import numpy as np
 from eqsearch.commands.common import (
     add_force_argument,
     add_progress_argument,
+    integer,
     positive_int,
     progress_printer,
     seed_int,
@@ -561,7 +562,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--target", default=defaults.target, choices=tuple(TARGETS), help="forms searched")
     add("--budgets", type=positive_int, default=defaults.budgets, help="ILP budget levels")
     add("--per-round", type=positive_int, default=defaults.per_round, help="K of the refinement")
-    add("--refine", type=int, default=defaults.refine_rounds, help="R of the refinement")
+    add("--refine", type=integer, default=defaults.refine_rounds, help="R of the refinement")
     add("--backend", default=defaults.backend, help="predictor of the NSGA-II rows")
     add("--population", type=positive_int, default=defaults.population, help="NSGA-II")
     add("--generations", type=positive_int, default=defaults.generations, help="NSGA-II")

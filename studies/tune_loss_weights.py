@@ -23,7 +23,13 @@ from eqsearch.commands.common import (
     progress_printer,
 )
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs, owned_directory
+from eqsearch.files import (
+    atomic_save_figure,
+    atomic_write_text,
+    check_outputs,
+    owned_directory,
+)
+from eqsearch.resources import check_memory, configs_memory_bytes
 from studies.fp_init import shared_fp_checkpoint as shared_fp
 from studies.probes import ProbeSet, bits_of
 from studies.report import frame_table
@@ -118,6 +124,8 @@ class TuneConfig:
         for name, _ in self.ranges:
             if name not in known:
                 raise InputError(f"cannot tune {name!r}: not a TrainConfig field")
+        # before the first trial trains: the probes are drawn after its first epoch
+        check_memory(configs_memory_bytes(self.probe_mixed, 1), f"probe_mixed={self.probe_mixed}")
 
     def storage_url(self) -> str:
         """The storage URL (the SQLite file in ``out_dir`` by default)."""

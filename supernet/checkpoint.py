@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import pickletools
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_writer
+from eqsearch.files import atomic_torch_save
 from eqsearch.space import READABLE_VERSIONS, ElasticSpace
 from supernet.devices import resolve_device
 from supernet.elastic import Supernet, rebuild_supernet
@@ -27,9 +28,8 @@ class CheckpointError(InputError):
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` atomically (see ``eqsearch.files.atomic_writer``)."""
-    with atomic_writer(path) as stream:
-        torch.save(obj, stream)
+    """``torch.save`` to ``path`` atomically (see ``eqsearch.files.atomic_torch_save``)."""
+    atomic_torch_save(obj, path)
 
 
 def save_supernet(path: str | Path, supernet: Supernet, **fields: Any) -> None:
@@ -90,7 +90,10 @@ def safe_torch_load(
     if not location.is_file():
         raise CheckpointError(f"{what} not found: {location}")
     try:
-        return torch.load(location, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about a protocol-4 pickle (any pickle.dumps) before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(location, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         if _pickle_needs_code(location):
             raise CheckpointError(

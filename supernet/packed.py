@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_write_bytes
+from eqsearch.files import atomic_write_bytes, parse_json
 from eqsearch.space import SubnetConfig
 from supernet.deploy import LayerQuantization, quantize_layers
 from supernet.elastic import Supernet
@@ -209,11 +209,12 @@ def load_packed_weights(path: str | Path) -> dict[str, PackedLayer]:
     with archive:
         if METADATA_KEY not in archive:
             raise InputError(f"{path} has no {METADATA_KEY} entry; not a packed-weights file")
-        metadata = json.loads(archive[METADATA_KEY].tobytes().decode())
-        if metadata.get("format") != FORMAT_NAME or metadata.get("version") != FORMAT_VERSION:
+        metadata = parse_json(archive[METADATA_KEY].tobytes(), what=f"{path} metadata")
+        expected = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+        if not isinstance(metadata, dict) or any(metadata.get(k) != v for k, v in expected.items()):
             raise InputError(
-                f"{path}: unknown packed-weights format {metadata.get('format')!r} "
-                f"version {metadata.get('version')!r}"
+                f"{path}: not a packed-weights file of format {FORMAT_NAME} version "
+                f"{FORMAT_VERSION}"
             )
         return {meta["name"]: _read_layer(archive, meta) for meta in metadata["layers"]}
 

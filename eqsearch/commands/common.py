@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eqsearch.errors import InputError
+from eqsearch.numbers import NumberError, loads_json, parse_integer, parse_number, shown_text
 
 if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace, SubnetConfig
@@ -70,17 +71,21 @@ DEVICE_HELP = "auto (default: CUDA when available), cpu, cuda or cuda:N"
 MAX_SEED = 2**63 - 1
 """Largest seed (numpy and torch both take it)."""
 
+MAX_BIT_WIDTHS = 64
+"""Most bit widths a list such as ``--w-bits 2-8`` may name."""
 
-def _integer(text: str) -> int:
+
+def integer(text: str) -> int:
+    """Any integer in plain digits (the command checks its range)."""
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
+        return parse_integer(text)
+    except NumberError as error:
+        raise argparse.ArgumentTypeError(error.reason) from None
 
 
 def positive_int(text: str) -> int:
     """An integer >= 1 (counts of images, subnets, ...)."""
-    value = _integer(text)
+    value = integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
     return value
@@ -88,7 +93,7 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0."""
-    value = _integer(text)
+    value = integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {value}")
     return value
@@ -96,21 +101,21 @@ def non_negative_int(text: str) -> int:
 
 def seed_int(text: str) -> int:
     """A seed: an integer in 0..2^63-1."""
-    value = _integer(text)
+    try:
+        value = parse_integer(text)
+    except NumberError:
+        raise argparse.ArgumentTypeError(f"a seed must be in 0..2**63-1; got {text}") from None
     if not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"a seed must be in 0..2**63-1; got {text}")
     return value
 
 
 def finite_float(text: str) -> float:
-    """A finite number (not nan or inf)."""
+    """A finite number (not nan or inf) in plain digits."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number; got {text}")
-    return value
+        return parse_number(text)
+    except NumberError as error:
+        raise argparse.ArgumentTypeError(error.reason) from None
 
 
 def parse_option(text: str) -> tuple[str, Any]:
@@ -120,24 +125,29 @@ def parse_option(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise UsageError(f"--option takes KEY=VALUE (e.g. max_depth=4); got {text!r}")
     try:
-        parsed: Any = json.loads(value)
+        parsed: Any = loads_json(value)
     except (json.JSONDecodeError, RecursionError):
         parsed = value
+    except InputError as error:
+        raise UsageError(f"--option {text}: {error}") from None
     return key.strip(), parsed
 
 
 def int_list(text: str) -> tuple[int, ...]:
     """``"2,4,8"`` or ``"2-8"`` → a tuple of ints."""
     values: list[int] = []
-    try:
-        for part in text.split(","):
+    for part in text.split(","):
+        try:
             if "-" in part.strip()[1:]:
                 low, high = part.split("-", 1)
-                values.extend(range(int(low), int(high) + 1))
+                bits = range(parse_integer(low.strip()), parse_integer(high.strip()) + 1)
             else:
-                values.append(int(part))
-    except ValueError:
-        raise UsageError(f"expected bit widths like '2,4,8' or '2-8'; got {text!r}") from None
+                bits = range(parse_integer(part.strip()), parse_integer(part.strip()) + 1)
+        except NumberError:
+            bits = range(0)
+        if not bits or len(values) + len(bits) > MAX_BIT_WIDTHS:
+            raise UsageError(f"expected bit widths like '2,4,8' or '2-8'; got {text!r}")
+        values.extend(bits)
     return tuple(values)
 
 
@@ -146,8 +156,8 @@ def bits_pair(text: str) -> tuple[int, int]:
     parts = text.split("/")
     try:
         if len(parts) == 2:
-            return int(parts[0]), int(parts[1])
-        return int(text), int(text)
+            return parse_integer(parts[0].strip()), parse_integer(parts[1].strip())
+        return parse_integer(text.strip()), parse_integer(text.strip())
     except ValueError:
         raise UsageError(f"expected W/A bits like '4/4'; got {text!r}") from None
 
@@ -174,16 +184,21 @@ def load_config_argument(reference: str, space: ElasticSpace) -> SubnetConfig:
 
     path, hash_sign, index = reference.partition("#")
     if hash_sign:
-        if not index.isdigit():
+        try:
+            position = parse_integer(index)
+        except NumberError:
+            position = -1
+        if position < 0 or index.startswith(("+", "-")):
             raise UsageError(
-                f"{reference}: the part after # must be a config index 0, 1, 2, ...; got {index!r}"
+                f"{path}#: the part after # must be a config index 0, 1, 2, ...; got "
+                f"{shown_text(index)}"
             )
         front = ParetoFront.from_json(path, space)
-        if int(index) >= len(front):
+        if position >= len(front):
             raise UsageError(
-                f"{path} has {len(front)} configs (#0..#{len(front) - 1}); got #{index}"
+                f"{path} has {len(front)} configs (#0..#{len(front) - 1}); got #{position}"
             )
-        return front.configs[int(index)]
+        return front.configs[position]
     data = read_json(path, what="config file")
     try:
         config = SubnetConfig.from_dict(data)

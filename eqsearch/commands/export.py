@@ -58,8 +58,8 @@ def register(commands: Any) -> None:
     add("--bn-images", type=positive_int, help="BN re-calibration images")
     add(
         "--min-agreement",
-        type=float,
-        default=MIN_AGREEMENT,
+        type=str,
+        default=str(MIN_AGREEMENT),
         help=f"exit 1 when ONNX Runtime agrees on fewer %% of images (default {MIN_AGREEMENT})",
     )
     add_force_argument(export, "--out file")
@@ -72,6 +72,8 @@ def _chosen_config(args: argparse.Namespace, space: ElasticSpace) -> SubnetConfi
 
     if bool(args.config) == bool(args.uniform):
         raise UsageError("give exactly one of --config and --uniform")
+    if args.form is not None and not args.form.strip():
+        raise UsageError("--form is empty; give a form such as channel-sym-sym")
     if args.config:
         if args.form:
             raise UsageError("--form goes with --uniform; a --config file holds its forms")
@@ -89,6 +91,18 @@ def _size(value: int) -> str:
     return f"{value} B"
 
 
+def _percentage(text: str, flag: str) -> float:
+    from eqsearch.numbers import NumberError, parse_number
+
+    try:
+        value = parse_number(text)
+    except NumberError:
+        value = -1.0
+    if not 0.0 <= value <= 100.0:
+        raise UsageError(f"{flag} must be a percentage in 0..100; got {text}")
+    return value
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from eqsearch import costs
     from eqsearch.files import check_output_file
@@ -96,10 +110,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from supernet.deploy import check_exportable
 
     out = Path(args.out)
-    if not 0.0 <= args.min_agreement <= 100.0:  # also refuses nan
-        raise UsageError(
-            f"--min-agreement must be a percentage in 0..100; got {args.min_agreement}"
-        )
+    args.min_agreement = _percentage(args.min_agreement, "--min-agreement")
     if args.format == "weights" and out.suffix != ".npz":
         raise UsageError(f"--format weights writes an .npz file; got --out {args.out}")
     if args.format == "onnx" and out.suffix != ".onnx":

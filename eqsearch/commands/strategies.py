@@ -167,9 +167,10 @@ def _strategy(args: argparse.Namespace, objectives: list[str], out: Path) -> int
         "target": args.target,
     }
     try:
-        make_problem(space, NoOracle(), **settings)
+        probe = make_problem(space, NoOracle(), **settings)
     except ValueError as error:
         raise UsageError(budget_message(error)) from None
+    _check_memory(args, probe)
     console = make_console()
     needs_supernet = args.oracle == "supernet" or args.name in NEEDS_SENSITIVITIES
     loaded = _load(args, console) if needs_supernet else None
@@ -197,6 +198,29 @@ def _strategy(args: argparse.Namespace, objectives: list[str], out: Path) -> int
         console.print(f"{measured} configs measured on the supernet")
     console.print("wrote " + ", ".join(str(path) for path in paths))
     return EXIT_OK
+
+
+def _check_memory(args: argparse.Namespace, problem: SearchProblem) -> None:
+    """Refuse a count, budget sweep or probe count whose arrays would not fit, before any work."""
+    from eqsearch.resources import check_memory, configs_memory_bytes
+    from eqsearch.strategies import NEEDS_SENSITIVITIES
+
+    if args.name == "random":
+        configs, what = args.count or 100, f"--count {args.count or 100}"
+    elif args.budgets is not None:
+        configs = args.budgets * len(problem.layout.forms)
+        what = f"--budgets {args.budgets}"
+    else:
+        configs, what = 0, ""
+    if configs:
+        # the candidates and their genomes; the ILP's levels are floats
+        needed = configs_memory_bytes(configs, problem.space.n_layers, problem.layout.n_genes)
+        check_memory(needed + 8.0 * configs, what)
+    if args.name in NEEDS_SENSITIVITIES and (args.sensitivity or "hessian") == "hessian":
+        # one Python float per probe, batch of scoring images and elastic layer, twice
+        batches = -(-min(args.images, 1 << 20) // 64)
+        samples = 2.0 * batches * args.probes * len(problem.space.elastic_indices)
+        check_memory(64.0 * samples, f"--probes {args.probes} with --images {args.images}")
 
 
 def _load(args: argparse.Namespace, console: Console) -> tuple[Supernet, EvaluationSet]:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from eqsearch.errors import InputError
+from eqsearch.numbers import loads_json
 from eqsearch.space.arrays import ArchChoices
 from eqsearch.space.forms import LayerChoice, QuantForm
 
@@ -102,7 +103,7 @@ class SubnetConfig:
     def from_json(cls, text: str) -> SubnetConfig:
         """Parse :meth:`to_json` output."""
         try:
-            data = json.loads(text)
+            data = loads_json(text)
         except json.JSONDecodeError as error:
             raise InputError(f"a subnet config must be JSON: {error}") from None
         return cls.from_dict(data)

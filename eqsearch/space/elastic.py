@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from eqsearch.errors import InputError
+from eqsearch.numbers import loads_json
 from eqsearch.space.architecture import arch_indices, arch_of, canonical_config, check_architecture
 from eqsearch.space.arrays import FormsMode, IntArray
 from eqsearch.space.batch import ConfigBatch
@@ -470,7 +471,7 @@ class ElasticSpace:
     @classmethod
     def from_json(cls, text: str) -> ElasticSpace:
         """Parse :meth:`to_json` output."""
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(loads_json(text))
 
     def describe(self) -> str:
         """One line: layer counts, bits and forms (and architecture genes)."""

@@ -7,6 +7,7 @@ import numpy as np
 from eqsearch.errors import InputError
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
+from eqsearch.resources import check_memory, configs_memory_bytes
 from eqsearch.space import ConfigBatch
 from eqsearch.strategies.front import candidate_front
 from eqsearch.strategies.sensitivity import require_fixed_architecture
@@ -46,6 +47,8 @@ def random_configs(problem: SearchProblem, count: int, seed: int = 0) -> ConfigB
         raise InputError(f"count must be a positive integer; got {count!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer; got {seed!r}")
+    needed = configs_memory_bytes(count, problem.space.n_layers, problem.layout.n_genes)
+    check_memory(needed, f"{count} random configs")
     genomes = problem.initial_population(np.random.default_rng(seed), int(count))
     return problem.decode(genomes)
 

@@ -28,12 +28,7 @@ def concatenate(batches: Sequence[ConfigBatch]) -> ConfigBatch:
     """One batch of the rows of ``batches`` (of one space), in order."""
     if not batches:
         raise InputError("concatenate needs at least one batch")
-    return ConfigBatch(
-        batches[0].space,
-        np.concatenate([b.w_bits for b in batches]),
-        np.concatenate([b.a_bits for b in batches]),
-        np.concatenate([b.form_index for b in batches]),
-    )
+    return ConfigBatch.concatenate(batches[0].space, batches)
 
 
 def candidate_front(

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from eqsearch.errors import InputError
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
+from eqsearch.resources import check_memory
 from eqsearch.space import ConfigBatch
 from eqsearch.strategies.additive import (
     constraint_costs,
@@ -159,6 +160,7 @@ def budget_levels(smallest: float, largest: float, count: int) -> FloatArray:
         raise InputError(f"budgets must be a positive number of budgets; got {count!r}")
     if count == 1 or largest <= smallest:
         return np.asarray([largest], dtype=np.float64)
+    check_memory(3 * 8.0 * count, f"{count} budget levels")
     if smallest > 0:
         levels: FloatArray = np.geomspace(smallest, largest, count)
     else:

@@ -27,6 +27,10 @@ supernet's measured accuracy drop with one layer lowered, or arrays a caller sup
 FORMAT_NAME = "eqsearch-sensitivities"
 FORMAT_VERSION = 1
 
+MAX_SENSITIVITY = 1e15
+"""Largest magnitude of a sensitivity: sums over every layer stay far inside what the MILP
+solver takes as a finite cost (1e20)."""
+
 
 def require_fixed_architecture(space: ElasticSpace, what: str) -> None:
     """Raise ValueError when ``space`` carries architecture genes.
@@ -47,6 +51,11 @@ def _array(values: npt.ArrayLike, shape: tuple[int, ...], name: str) -> FloatArr
         raise InputError(f"Sensitivities.{name} must have shape {shape}; got {array.shape}")
     if not np.isfinite(array).all():
         raise InputError(f"Sensitivities.{name} must hold finite numbers")
+    if array.size and np.abs(array).max() > MAX_SENSITIVITY:
+        raise InputError(
+            f"Sensitivities.{name} holds absurd values (up to {np.abs(array).max():.3g}; "
+            f"sensitivities are at most {MAX_SENSITIVITY:.0e} in size)"
+        )
     array.setflags(write=False)
     return array
 
@@ -351,14 +360,22 @@ class CachedSensitivities:
     kept: bool = True
 
 
-def cache_path(checkpoint: str | Path, method: str, settings: Mapping[str, Any]) -> Path:
+def cache_path(
+    checkpoint: str | Path,
+    method: str,
+    settings: Mapping[str, Any],
+    *,
+    checkpoint_digest: str | None = None,
+) -> Path:
     """``sensitivities-<method>-<key>.json`` beside the checkpoint, the key a hash of the
-    checkpoint's content, the method and every setting (so another epoch, seed or scoring set
-    is another file, and none overwrites another)."""
+    checkpoint's content (its SHA-256, ``checkpoint_digest`` where already known), the method
+    and every setting (so another epoch, seed or scoring set is another file, and none
+    overwrites another)."""
     from predictors.dataset import checkpoint_sha256
 
     location = Path(checkpoint)
-    identity = {"checkpoint": checkpoint_sha256(location), "method": method, **settings}
+    digest = checkpoint_digest or checkpoint_sha256(location)
+    identity = {"checkpoint": digest, "method": method, **settings}
     text = json.dumps(identity, sort_keys=True, default=str)
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
     return location.parent / f"sensitivities-{method}-{key}.json"
@@ -372,19 +389,34 @@ def cached_sensitivities(
     space: ElasticSpace,
 ) -> CachedSensitivities:
     """The sensitivities cached beside ``checkpoint`` for these settings, else ``compute()``
-    written there (atomically) for the next run.
+    written there (atomically) for the next run. The file records the checkpoint's SHA-256
+    and the settings, and a cache is used only when both are this call's.
 
     Raises:
-        InputError: the cache file exists but is not a sensitivities file of ``space``.
+        InputError: the cache file exists but is not a sensitivities file of ``space``, or
+            records another checkpoint, method or settings (a file renamed or edited).
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    path = cache_path(checkpoint, method, settings)
+    from predictors.dataset import checkpoint_sha256
+
+    digest = checkpoint_sha256(checkpoint)
+    path = cache_path(checkpoint, method, settings, checkpoint_digest=digest)
+    recorded_settings = json.loads(json.dumps(dict(settings), default=str))
+    identity = {"checkpoint_sha256": digest, "settings": recorded_settings}
     if path.is_file():
-        return CachedSensitivities(Sensitivities.read(path, space), path, True)
+        cached = Sensitivities.read(path, space)
+        recorded = {key: cached.info.get(key) for key in identity}
+        if cached.method != method or recorded != identity:
+            raise InputError(
+                f"{path} was not computed for this checkpoint with these settings (it records "
+                "another checkpoint, method or settings than its name stands for); remove it "
+                "to compute the sensitivities again"
+            )
+        return CachedSensitivities(cached, path, True)
     computed = compute()
     computed.check_space(space)
-    stored = replace(computed, info={**computed.info, "settings": dict(settings)})
+    stored = replace(computed, info={**computed.info, **identity})
     try:
         stored.write(path)
     except OSError as error:  # a read-only place, a directory at the cache's name, a full disk

@@ -1,8 +1,10 @@
 """Bad values, hostile files and wrong environments across every command: exit 2, one line.
 
-Every case runs one command against a small trained run and asserts the exit code, a single
-``error:`` line without a traceback, and that no file of the run (nor anything beside it)
-was created, changed or removed. A hang fails the case after a bounded wait.
+Every case runs one command as a user does (``python -m eqsearch ...``, a process of its own,
+on its own copy of a small trained run) and asserts the exit code, a single ``error:`` line
+on stderr as a terminal shows it (no warning or traceback before it), and that no file of
+the run (nor anything beside it) was created, changed or removed. The cases run side by
+side; a hang fails the case after a bounded wait.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import pickle
 import re
 import shlex
 import shutil
-import signal
+import subprocess
+import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -32,6 +37,8 @@ TINY_TRAIN = shlex.split(
     "--a-bits 2,4,8 --holdout 150 --bn-images 150 --quant-init-images 64 --no-progress"
 )
 CASE_SECONDS = 120
+PARALLEL_CASES = max(2, min(4, os.cpu_count() or 2))
+"""Cases run side by side (each is a process of its own, one torch thread each)."""
 
 
 class _Payload:
@@ -162,7 +169,56 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         == 0
     )
     paths["shard"] = shard
+    _add_round_3_files(paths, add)
     return paths
+
+
+def _add_round_3_files(paths: dict[str, Path], add: Callable[[str, bytes | str], Path]) -> None:
+    """Hostile files of the third round: numbers, repeated keys, provenance, caches, links."""
+    run, root = paths["run"], paths["root"]
+    hostile = paths["marker"].parent
+    front_text = paths["pareto"].read_text()
+    front = json.loads(front_text)
+    add("pareto-empty.json", json.dumps({**front, "configs": []}))
+    add("pareto-configs-twice.json", front_text.rstrip()[:-1] + ', "configs": []}\n')
+    add("pareto-huge-integer.json", front_text.rstrip()[:-1] + ', "x": ' + "9" * 5000 + "}\n")
+    add("train-nan-lr.json", '{"model": "tiny_convnet", "dataset": "digits", "lr": NaN}')
+    add("train-long-decay.json", '{"weight_decay": ' + "7" * 350 + ".5}")
+    add("train-huge-epochs.json", '{"epochs": ' + "1" * 5000 + "}")
+    # samples with no sidecars, and a resumable-looking file with a repeated row
+    add("bare.csv", paths["samples"].read_text())
+    lines = paths["samples"].read_text().splitlines()
+    add("again.csv", "\n".join([*lines, lines[-1]]) + "\n")
+    shutil.copy(run / "samples.space.json", hostile / "again.space.json")
+    shutil.copy(run / "samples.source.json", hostile / "again.source.json")
+    # samples whose provenance is missing, or says "calibrate on all images but 5"
+    for name in ("unsourced", "negative-bn"):
+        (hostile / name).mkdir()
+        shutil.copy(paths["samples"], hostile / name / "samples.csv")
+        shutil.copy(run / "samples.space.json", hostile / name / "samples.space.json")
+        paths[name] = hostile / name / "samples.csv"
+    source = json.loads((run / "samples.source.json").read_text())
+    source["source"]["bn_images"] = -5
+    (hostile / "negative-bn" / "samples.source.json").write_text(json.dumps(source))
+    # sensitivity caches: one renamed from another checkpoint's, one with an absurd value
+    for method in ("hessian", "measured"):
+        argv = ["strategy", "ilp", "--supernet", str(paths["checkpoint"]), "--no-progress"]
+        argv += ["--sensitivity", method, "--out", str(root / f"ilp-{method}")]
+        assert main(argv) == 0
+        shutil.rmtree(root / f"ilp-{method}")
+        (cache,) = run.glob(f"sensitivities-{method}-*.json")
+        data = json.loads(cache.read_text())
+        if method == "hessian":
+            data["info"]["checkpoint_sha256"] = "0" * 64
+        else:
+            data["weight"][0][0][0] = 1e308
+        cache.write_text(json.dumps(data))
+    # output paths that lead nowhere
+    os.symlink("nowhere", hostile / "dangling")
+    os.symlink("loop-b", hostile / "loop-a")
+    os.symlink("loop-a", hostile / "loop-b")
+    paths["dangling"] = hostile / "dangling"
+    paths["loop"] = hostile / "loop-a"
 
 
 @dataclass(frozen=True)
@@ -455,6 +511,139 @@ CASES: dict[str, Case] = {
         "nsga --supernet {checkpoint} --predictor {predictor-garbage.json} --out {root}/front",
         "is a damaged predictor file",
     ),
+    # -- round 3 ------------------------------------------------------------------------
+    # wrong results, silently
+    "refine-samples-without-source": Case(
+        "nsga --supernet {checkpoint} --verify 2 --refine 1 --samples {unsourced} "
+        "--population 8 --generations 1 --out {root}/front --no-progress",
+        "has no samples.source.json beside it",
+    ),
+    "refine-source-negative-bn-images": Case(
+        "nsga --supernet {checkpoint} --verify 2 --refine 1 --samples {negative-bn} "
+        "--population 8 --generations 1 --out {root}/front --no-progress",
+        "bn_images must be a positive number of images",
+    ),
+    "strategy-cache-of-another-checkpoint": Case(
+        "strategy ilp --supernet {checkpoint} --out {root}/s --no-progress",
+        "was not computed for this checkpoint with these settings",
+    ),
+    "strategy-cache-absurd-value": Case(
+        "strategy ilp --supernet {checkpoint} --sensitivity measured --out {root}/s --no-progress",
+        "holds absurd values",
+    ),
+    "sample-resume-repeated-row": Case(
+        "sample --supernet {checkpoint} --n 12 --out {again.csv} --no-progress",
+        "repeats row index",
+    ),
+    "sample-adopt-file-without-sidecars": Case(
+        "sample --supernet {checkpoint} --n 12 --out {bare.csv} --no-progress",
+        "has no bare.space.json or bare.source.json beside it",
+    ),
+    # memory without bound
+    "strategy-ilp-budgets-huge": Case(
+        "strategy ilp --supernet {checkpoint} --budgets 1000000000 --out {root}/s", "needs about"
+    ),
+    "strategy-greedy-budgets-huge": Case(
+        "strategy greedy --supernet {checkpoint} --budgets 1000000000 --out {root}/s",
+        "needs about",
+    ),
+    "strategy-random-count-huge": Case(
+        "strategy random --supernet {checkpoint} --count 1000000000000 --out {root}/s",
+        "needs about",
+    ),
+    "strategy-random-count-exponent": Case(
+        "strategy random --supernet {checkpoint} --count 1e12 --out {root}/s",
+        "expected an integer; got '1e12'",
+    ),
+    "sample-n-huge": Case(
+        "sample --supernet {checkpoint} --n 10000000000000 --out {root}/s.csv", "needs about"
+    ),
+    "study-tune-probe-mixed-huge": Case(
+        "study tune-loss --out {root}/tune --trials 1 --epochs 1 --probe-mixed 1000000000",
+        "needs about",
+    ),
+    "fit-mlp-width-huge": Case(
+        "fit-predictor --samples {samples} --backend mlp --option width=1000000000 "
+        "--out {root}/p.pt",
+        "needs about",
+    ),
+    # numbers in files and flags
+    "train-config-nan": Case(
+        "train --config {train-nan-lr.json} --out {root}/new-run", "must be finite; got NaN"
+    ),
+    "train-config-float-overflows": Case(
+        "train --config {train-long-decay.json} --out {root}/new-run", "which overflows"
+    ),
+    "train-config-integer-past-digit-limit": Case(
+        "train --config {train-huge-epochs.json} --out {root}/new-run", "is out of range"
+    ),
+    "eval-front-integer-past-digit-limit": Case(
+        "eval --supernet {checkpoint} --config {pareto-huge-integer.json}#0", "is out of range"
+    ),
+    "eval-front-superscript-index": Case(
+        "eval --supernet {checkpoint} --config {pareto}#²", "must be a config index"
+    ),
+    "eval-front-index-past-digit-limit": Case(
+        "eval --supernet {checkpoint} --config {pareto}#" + "1" * 5000, "must be a config index"
+    ),
+    "eval-front-configs-twice": Case(
+        "eval --supernet {checkpoint} --config {pareto-configs-twice.json}#0",
+        "the key 'configs' appears twice",
+    ),
+    "eval-front-no-configs": Case(
+        "eval --supernet {checkpoint} --config {pareto-empty.json}#0", "lists no configs"
+    ),
+    "fit-option-nan": Case(
+        "fit-predictor --samples {samples} --backend ridge --option alpha=NaN --out {root}/p.json",
+        "must be finite; got NaN",
+    ),
+    "fit-option-infinity": Case(
+        "fit-predictor --samples {samples} --backend ridge --option alpha=-Infinity "
+        "--out {root}/p.json",
+        "must be finite; got -Infinity",
+    ),
+    "fit-option-huge-integer": Case(
+        "fit-predictor --samples {samples} --backend mlp --option "
+        "width=1000000000000000000000000000000 --out {root}/p.pt",
+        "is out of range",
+    ),
+    "nsga-population-arabic-digits": Case(
+        "nsga --supernet {checkpoint} --population ٣٠ --out {root}/front",
+        "expected an integer; got '٣٠'",
+    ),
+    # flags that were silently ignored
+    "eval-config-with-uniform": Case(
+        "eval --supernet {checkpoint} --config {pareto}#0 --uniform 4/4", "drop --uniform"
+    ),
+    "eval-config-with-form": Case(
+        "eval --supernet {checkpoint} --config {pareto}#0 --form channel-sym-sym", "drop --form"
+    ),
+    "eval-form-empty": Case("eval --supernet {checkpoint} --form ''", "--form is empty"),
+    "study-predictors-option-of-a-backend-not-run": Case(
+        "study predictors --samples {samples} --backends ridge --option mlp.epochs=0 "
+        "--out {root}/study",
+        "options for the mlp backend",
+    ),
+    # output paths that lead nowhere
+    "train-out-dangling-link": Case(
+        " ".join(TINY_TRAIN) + " --out {dangling}", "is a symbolic link that leads nowhere"
+    ),
+    "nsga-out-under-a-link-loop": Case(
+        "nsga --supernet {checkpoint} --out {loop}/front", "is a symbolic link that leads nowhere"
+    ),
+    "eval-json-under-a-dangling-link": Case(
+        "eval --supernet {checkpoint} --json {dangling}/t.json",
+        "is a symbolic link that leads nowhere",
+    ),
+    # torch's warning about a protocol-4 pickle never precedes the line
+    "nsga-protocol-4-pickle": Case("nsga --supernet {pickle.pt}", "nothing in it was executed"),
+    "strategy-protocol-4-pickle": Case(
+        "strategy ilp --supernet {pickle.pt} --out {root}/s", "nothing in it was executed"
+    ),
+    "export-protocol-4-pickle": Case(
+        "export --supernet {pickle.pt} --uniform 4/4 --out {root}/m.onnx",
+        "nothing in it was executed",
+    ),
 }
 if not torch.cuda.is_available():
     CASES["eval-device-cuda-without-cuda"] = Case(
@@ -465,24 +654,70 @@ if not torch.cuda.is_available():
 def _snapshot(root: Path) -> dict[str, str]:
     return {
         str(path.relative_to(root)): (
-            hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+            "link"
+            if path.is_symlink()
+            else hashlib.sha256(path.read_bytes()).hexdigest()
+            if path.is_file()
+            else "dir"
         )
         for path in sorted(root.rglob("*"))
     }
 
 
-@pytest.fixture
-def bounded_time() -> Iterator[None]:
-    def hung(signum: int, frame: object) -> None:
-        raise TimeoutError(f"the command did not return within {CASE_SECONDS} s")
+@dataclass(frozen=True)
+class Outcome:
+    """What one case's process did: its exit code, its stderr as a terminal shows it, and
+    whether its copy of the files changed."""
 
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(CASE_SECONDS)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+    code: int
+    err: str
+    changed: bool
+    payload_ran: bool
+
+
+def _command_environment(case: Case) -> dict[str, str]:
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
+        and not key.startswith(("PYTEST_", "EQSEARCH_", "PYTHONWARNINGS"))
+    }
+    environment["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
+    environment["OMP_NUM_THREADS"] = "1"  # the cases run side by side
+    environment["COLUMNS"] = "100"
+    environment.update(case.env)
+    return environment
+
+
+def run_case(name: str, files: dict[str, Path]) -> Outcome:
+    """Run case ``name`` as a user does (``python -m eqsearch ...`` in a process of its own)
+    on its own copy of the fixture files (hard links: a file changed in place or replaced
+    shows in the copy's snapshot)."""
+    case = CASES[name]
+    source = files["root"]
+    root = source.parent / f"case-{name}"
+    if root.exists():
+        shutil.rmtree(root)
+    shutil.copytree(source, root, symlinks=True, copy_function=os.link)
+    copied = {key: root / path.relative_to(source) for key, path in files.items()}
+    argv = shlex.split(re.sub(r"\{([^{}]+)\}", lambda match: str(copied[match[1]]), case.argv))
+    before = _snapshot(root)
+    command = [sys.executable, "-m", "eqsearch", *argv]
+    environment = _command_environment(case)
+    if case.lock is not None:
+        with exclusive_writer(copied[case.lock]):
+            done = subprocess.run(
+                command, env=environment, capture_output=True, text=True, timeout=CASE_SECONDS
+            )
+    else:
+        done = subprocess.run(
+            command, env=environment, capture_output=True, text=True, timeout=CASE_SECONDS
+        )
+    outcome = Outcome(
+        done.returncode, done.stderr, _snapshot(root) != before, copied["marker"].exists()
+    )
+    shutil.rmtree(root)
+    return outcome
 
 
 def test_there_are_enough_cases_from_every_command() -> None:
@@ -501,37 +736,42 @@ def test_there_are_enough_cases_from_every_command() -> None:
     assert len(CASES) >= 60
 
 
+@pytest.fixture(scope="module")
+def outcomes(
+    request: pytest.FixtureRequest, files: dict[str, Path]
+) -> Iterator[dict[str, Future[Outcome]]]:
+    """Every selected case, started at once on a few threads (each case is a process)."""
+    selected = [
+        item.callspec.params["name"]
+        for item in request.session.items
+        if getattr(item, "originalname", "")
+        == "test_bad_input_exits_2_with_one_line_and_touches_nothing"
+    ]
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        selected = []  # xdist spreads the cases over its workers: each runs its own
+    with ThreadPoolExecutor(max_workers=PARALLEL_CASES) as pool:
+        futures = {name: pool.submit(run_case, name, files) for name in selected}
+        yield futures
+        for future in futures.values():
+            future.cancel()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_exits_2_with_one_line_and_touches_nothing(
-    name: str,
-    files: dict[str, Path],
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    bounded_time: None,
+    name: str, files: dict[str, Path], outcomes: dict[str, Future[Outcome]]
 ) -> None:
     case = CASES[name]
-    for variable in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(variable, raising=False)
-    for variable, value in case.env.items():
-        monkeypatch.setenv(variable, value)
-    argv = re.sub(r"\{([^{}]+)\}", lambda match: str(files[match[1]]), case.argv).split()
-    root = files["root"]
-    before = _snapshot(root)
-    capsys.readouterr()
-    if case.lock is not None:
-        with exclusive_writer(files[case.lock]):
-            code = main(argv)
-    else:
-        code = main(argv)
-    err = capsys.readouterr().err
-    assert code == case.code, err
+    future = outcomes.get(name)
+    outcome = future.result() if future is not None else run_case(name, files)
+    err = outcome.err
+    assert outcome.code == case.code, err
     assert "Traceback" not in err and "weights_only=False" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert case.message in lines[0], lines[0]
-    assert _snapshot(root) == before
-    assert not files["marker"].exists()  # no pickle payload ever ran
+    assert not outcome.changed
+    assert not outcome.payload_ran  # no pickle payload ever ran
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -587,3 +827,81 @@ def test_a_full_disk_during_sample_keeps_the_rows_written_before(
     rows = out.read_text().splitlines()[1:]
     assert len(rows) == len({row.split(",")[0] for row in rows}) == 8
     assert rows[: len(kept)] == kept
+
+
+class _FullDiskStream:
+    """A binary file whose writes fail as on a full disk once ``room`` bytes are written."""
+
+    def __init__(self, stream: Any, room: int) -> None:
+        self.stream = stream
+        self.room = room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return int(self.stream.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+    def __enter__(self) -> _FullDiskStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.close()
+
+
+def _full_disk_for_torch(monkeypatch: pytest.MonkeyPatch, room: int = 1000) -> None:
+    """Every binary file eqsearch.files opens for writing fills up after ``room`` bytes."""
+    import eqsearch.files
+
+    real_fdopen = os.fdopen
+
+    def fdopen(descriptor: int, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        stream = real_fdopen(descriptor, mode, *args, **kwargs)
+        return _FullDiskStream(stream, room) if mode == "wb" else stream
+
+    monkeypatch.setattr(eqsearch.files.os, "fdopen", fdopen)
+
+
+def test_a_full_disk_under_torch_save_is_the_os_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eqsearch.files import atomic_torch_save
+
+    _full_disk_for_torch(monkeypatch)
+    with pytest.raises(OSError) as caught:  # not torch's RuntimeError of its zip writer
+        atomic_torch_save({"state_dict": {"w": torch.zeros(4096)}}, tmp_path / "supernet.pt")
+    assert caught.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_saving_an_mlp_predictor_is_one_line(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    out = tmp_path / "predictor.pt"
+    argv = ["fit-predictor", "--samples", str(files["samples"]), "--backend", "mlp"]
+    argv += ["--option", "epochs=2", "--out", str(out), "--no-progress"]
+    _full_disk_for_torch(monkeypatch)
+    code = main(argv)
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err == ["error: No space left on device"], err
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_path_the_terminal_cannot_encode_is_printed_escaped(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "frönt"
+    command = [sys.executable, "-m", "eqsearch", "nsga", "--supernet", str(files["checkpoint"])]
+    command += ["--population", "8", "--generations", "1", "--out", str(out), "--no-progress"]
+    environment = {**_command_environment(Case("nsga", "")), "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run(
+        command, env=environment, capture_output=True, timeout=CASE_SECONDS, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode("ascii", "replace")
+    assert done.stderr == b""
+    assert f"wrote {tmp_path}/fr\\xf6nt/pareto.json".encode() in done.stdout
+    assert (out / "pareto.json").is_file()

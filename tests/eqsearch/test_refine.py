@@ -9,7 +9,7 @@ import pytest
 
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.pareto import non_dominated
-from eqsearch.problem import SearchProblem, make_problem
+from eqsearch.problem import SearchProblem, accuracy_objective, bitops_objective, make_problem
 from eqsearch.refine import LookupOracle, RefineSettings, refine_search, spread_unmeasured
 from eqsearch.space import SubnetConfig
 from tests.eqsearch.search_fixtures import TENSORRT, AnalyticOracle, enumerable_space
@@ -110,3 +110,27 @@ def test_settings_and_inputs_are_validated() -> None:
         refine_search(costs_only, RecordingOracle(), configs, accuracies, RefineSettings())
     with pytest.raises(KeyError):
         LookupOracle(enumerable_space(), {}).evaluate(configs[:1])
+
+
+def test_refinement_runs_on_a_joint_space_and_keeps_each_configs_architecture() -> None:
+    from tests.eqsearch.joint_fixtures import JointOracle, joint_problem
+
+    template = joint_problem()
+    space = template.space
+    truth = JointOracle(space)
+
+    def joint_for(oracle: AccuracyOracle) -> SearchProblem:
+        return SearchProblem(
+            space,
+            [accuracy_objective(oracle), bitops_objective()],
+            forms=template.layout.forms,
+        )
+
+    batch = space.sample(np.random.default_rng(0), 40)
+    settings = RefineSettings(rounds=1, per_round=4, **FAST)  # type: ignore[arg-type]
+    result = refine_search(joint_for, truth, list(batch), truth.evaluate(batch), settings)
+    assert len(result.measured) == 8
+    assert len({config.arch for config in result.measured.configs()}) > 1
+    # the front's accuracies are the measured ones of its configs, architectures included
+    np.testing.assert_allclose(result.front.column("accuracy"), truth.evaluate(result.front.batch))
+    np.testing.assert_allclose(result.accuracies, truth.evaluate(result.measured))

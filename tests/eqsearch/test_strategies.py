@@ -249,6 +249,60 @@ def test_sensitivities_round_trip_and_refuse_another_space(tmp_path: Path) -> No
         Sensitivities.from_arrays(enumerable_space(), np.full((4, 4), np.nan), forms=TENSORRT)
 
 
+def test_a_cache_is_used_only_for_the_checkpoint_and_settings_it_records(tmp_path: Path) -> None:
+    from eqsearch.strategies.sensitivity import cache_path, cached_sensitivities
+
+    space = enumerable_space()
+    computed = random_sensitivities(seed=5)
+    first, second = tmp_path / "a" / "supernet.pt", tmp_path / "b" / "supernet.pt"
+    for checkpoint, content in ((first, b"weights of run a"), (second, b"weights of run b")):
+        checkpoint.parent.mkdir()
+        checkpoint.write_bytes(content)
+    settings = {"images": 64, "forms": [str(TENSORRT)]}
+    calls = []
+
+    def compute() -> Sensitivities:
+        calls.append(1)
+        return computed
+
+    made = cached_sensitivities(first, "given", settings, compute, space)
+    again = cached_sensitivities(first, "given", settings, compute, space)
+    assert (made.reused, again.reused, len(calls)) == (False, True, 1)
+    np.testing.assert_array_equal(again.sensitivities.weight, computed.weight)
+    recorded = json.loads(made.path.read_text())["info"]
+    assert recorded["checkpoint_sha256"] != "" and recorded["settings"] == settings
+    # run a's cache renamed to run b's key, and one edited to other settings: both refused
+    target = cache_path(second, "given", settings)
+    target.write_text(made.path.read_text())
+    with pytest.raises(ValueError, match="was not computed for this checkpoint"):
+        cached_sensitivities(second, "given", settings, compute, space)
+    data = json.loads(made.path.read_text())
+    data["info"]["settings"]["images"] = 256
+    made.path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="was not computed for this checkpoint"):
+        cached_sensitivities(first, "given", settings, compute, space)
+    assert len(calls) == 1
+
+
+def test_absurd_sensitivities_are_refused_before_a_solver_sees_them(tmp_path: Path) -> None:
+    data = random_sensitivities(seed=6).to_dict()
+    data["weight"][0][0][0] = 1e308
+    with pytest.raises(ValueError, match="holds absurd values"):
+        Sensitivities.from_dict(data)
+    with pytest.raises(ValueError, match="holds absurd values"):
+        Sensitivities.from_arrays(enumerable_space(), np.full((4, 4), -1e16), forms=TENSORRT)
+    # the largest accepted values still solve
+    big = Sensitivities.from_arrays(
+        enumerable_space(), np.full((4, 4), 2.5e14) * np.arange(1, 5), forms=TENSORRT
+    )
+    problem = SearchProblem(
+        enumerable_space(),
+        [accuracy_objective(AnalyticOracle(enumerable_space())), bitops_objective()],
+        forms=TENSORRT,
+    )
+    assert len(ilp_configs(problem, big, budgets=3)) >= 1
+
+
 def test_config_sensitivity_sums_the_tables() -> None:
     sensitivities = random_sensitivities(seed=4)
     space = enumerable_space()

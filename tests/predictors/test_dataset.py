@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,64 @@ def test_resuming_refuses_rows_that_are_not_percentages(
     out.write_text("\n".join([*lines[:2], ",".join(fields), *lines[3:]]) + "\n")
     with pytest.raises(InputError, match=r"line 3: accuracy 'nan' is not a percentage"):
         collect_samples(formula_oracle, space, out, SamplingConfig(n=8))
+
+
+def test_resuming_refuses_what_fit_predictor_refuses(
+    space: ElasticSpace, formula_oracle: FormulaOracle, tmp_path: Path
+) -> None:
+    out = tmp_path / "samples.csv"
+    collect_samples(formula_oracle, space, out, SamplingConfig(n=4), source=_source())
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join([*lines, lines[2]]) + "\n")  # a row written twice
+    before = out.read_bytes()
+    with pytest.raises(InputError, match=r"line 6 repeats row index 1"):
+        collect_samples(formula_oracle, space, out, SamplingConfig(n=8), source=_source())
+    assert out.read_bytes() == before
+    with pytest.raises(InputError, match="holds the same config as row 2"):
+        load_samples(out, space)  # what fit-predictor says of the same file
+
+
+def test_a_samples_file_without_its_sidecars_is_not_adopted(
+    space: ElasticSpace, formula_oracle: FormulaOracle, tmp_path: Path
+) -> None:
+    made = tmp_path / "made.csv"
+    collect_samples(formula_oracle, space, made, SamplingConfig(n=4), source=_source())
+    bare = tmp_path / "bare.csv"
+    bare.write_bytes(made.read_bytes())
+    with pytest.raises(InputError, match=r"has no bare\.space\.json or bare\.source\.json"):
+        collect_samples(formula_oracle, space, bare, SamplingConfig(n=8), source=_source())
+    (tmp_path / "bare.space.json").write_bytes((tmp_path / "made.space.json").read_bytes())
+    with pytest.raises(InputError, match=r"has no bare\.source\.json beside it"):
+        collect_samples(formula_oracle, space, bare, SamplingConfig(n=8), source=_source())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "bare.csv",
+        "bare.space.json",
+        "made.csv",
+        "made.source.json",
+        "made.space.json",
+    ]
+
+
+def test_a_samples_source_is_validated(tmp_path: Path) -> None:
+    from predictors.dataset import read_samples_source, source_path
+
+    for field, value, message in (
+        ("bn_images", -5, "bn_images must be a positive number of images"),
+        ("holdout", True, "holdout must be a positive number of images"),
+        ("split", "train", "split must be one of holdout, test"),
+        ("supernet_sha256", "abc", "supernet_sha256 must be 64 hex digits"),
+    ):
+        with pytest.raises(InputError, match=message):
+            dataclasses.replace(_source(), **{field: value})
+    path = tmp_path / "samples.csv"
+    payload = {
+        "format": "eqsearch-samples-source",
+        "source": _source().to_dict(),
+        "settings": {"n": -3, "seed": 0, "strategy": "spread", "forms": "global"},
+    }
+    source_path(path).write_text(json.dumps(payload))
+    with pytest.raises(InputError, match=r"is not a samples source file \(SamplingConfig\.n"):
+        read_samples_source(path)
 
 
 def _source(sha: str = "a" * 64) -> SampleSource:
