@@ -75,16 +75,49 @@ def parse_number(text: str, *, what: str = "") -> float:
     return value
 
 
-def _json_integer(text: str) -> int:
-    return parse_integer(text, what="a number")
+class _Refused:
+    """A number the JSON reader refused, kept until the key that holds it is known."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
 
-def _json_float(text: str) -> float:
-    return parse_number(text, what="a number")
+def _refusing(parse: Any) -> Any:
+    def read(text: str) -> Any:
+        try:
+            return parse(text)
+        except NumberError as error:
+            return _Refused(error.reason)
+
+    return read
 
 
-def _json_constant(text: str) -> float:
-    raise NumberError("a number", f"must be finite; got {text}")
+_json_integer = _refusing(parse_integer)
+_json_float = _refusing(parse_number)
+
+
+def _json_constant(text: str) -> _Refused:
+    return _Refused(f"must be finite; got {text}")
+
+
+def _first_refused(value: Any, where: str) -> tuple[str, _Refused] | None:
+    """The place and reason of the first refused number in a value (arrays searched too)."""
+    if isinstance(value, _Refused):
+        return where, value
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_refused(item, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _raise_refused(found: tuple[str, _Refused] | None) -> None:
+    if found is not None:
+        where, refused = found
+        raise NumberError(where, refused.reason)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -92,21 +125,25 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     for key, value in pairs:
         if key in result:
             raise InputError(f"the key {key!r} appears twice in one object")
+        _raise_refused(_first_refused(value, repr(key)))
         result[key] = value
     return result
 
 
 def loads_json(text: str | bytes) -> Any:
     """``json.loads`` that reads every number with :func:`parse_integer` and
-    :func:`parse_number` and refuses ``NaN``/``Infinity`` and an object with a repeated key.
+    :func:`parse_number` and refuses ``NaN``/``Infinity`` and an object with a repeated key;
+    a refused number is named by the key that holds it (``'lr' must be finite; got NaN``).
 
     Raises:
         InputError: a number or key as above (malformed JSON raises ``json.JSONDecodeError``).
     """
-    return json.loads(
+    value = json.loads(
         text,
         parse_int=_json_integer,
         parse_float=_json_float,
         parse_constant=_json_constant,
         object_pairs_hook=_unique_keys,
     )
+    _raise_refused(_first_refused(value, "a number"))
+    return value

@@ -560,7 +560,7 @@ CASES: dict[str, Case] = {
     ),
     "study-tune-probe-mixed-huge": Case(
         "study tune-loss --out {root}/tune --trials 1 --epochs 1 --probe-mixed 1000000000",
-        "needs about",
+        "probe_mixed must be an integer in 0..1000",
     ),
     "fit-mlp-width-huge": Case(
         "fit-predictor --samples {samples} --backend mlp --option width=1000000000 "

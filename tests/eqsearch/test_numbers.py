@@ -95,8 +95,10 @@ def test_json_numbers_are_finite_and_bounded_and_keys_unique() -> None:
         with pytest.raises(InputError, match=message):
             loads_json(text)
     # the file reader names the file in the same single line
-    with pytest.raises(InputError, match=r"^front\.json: a number must be finite; got NaN$"):
+    with pytest.raises(InputError, match=r"^front\.json: 'x' must be finite; got NaN$"):
         parse_json('{"x": NaN}', what="front.json")
+    with pytest.raises(InputError, match=r"^'a'\[1\] must be finite; got Infinity$"):
+        loads_json('{"a": [0, Infinity]}')
     # malformed JSON is still the decoder's error
     with pytest.raises(json.JSONDecodeError):
         loads_json("{")

@@ -305,7 +305,7 @@ def test_a_config_with_a_non_finite_float_is_refused_up_front(
     line = refused(
         capsys, ["train", "--config", str(config), "--out", str(tmp_path / "r")], tmp_path
     )
-    assert f"{field} must be a finite number" in line
+    assert f"'{field}' must be" in line and "finite" in line
 
 
 @pytest.mark.slow
@@ -404,7 +404,7 @@ def test_a_sample_refusal_leaves_no_file(
     out = tmp_path / "samples" / "new.csv"
     argv = ["sample", "--supernet", str(checkpoint), "--out", str(out), "--no-progress"]
     line = refused(capsys, [*argv, "--n", "10000000000000"], tmp_path)
-    assert "distinct configs" in line
+    assert "--n 10000000000000 needs about" in line
     assert not out.parent.exists()
 
 
