@@ -31,7 +31,7 @@ from supernet.devices import resolve_device
 from supernet.elastic import Supernet, build_supernet
 from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_loss, wdr_weights
 from supernet.models import model_entry
-from supernet.oracle import subnet_accuracy
+from supernet.oracle import measure_accuracy
 from supernet.quant_init import init_quantizers
 from supernet.runtime import keep_freed_memory, one_thread
 
@@ -76,7 +76,8 @@ class TrainConfig:
         holdout: training images held out for scoring subnets.
         seed: seeds weights, data order and subnet draws.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        workers: DataLoader workers for folder datasets.
+        workers: DataLoader workers for folder datasets (None: one per usable core of this
+            rank's share, at most 8; see ``supernet.data.default_loader_workers``).
     """
 
     model: str = "lenet5"
@@ -106,7 +107,7 @@ class TrainConfig:
     holdout: int = 2000
     seed: int = 0
     device: str = "auto"
-    workers: int = 0
+    workers: int | None = None
 
     quantizer: InitVar[str | None] = None
     w_bits: InitVar[tuple[int, ...] | None] = None
@@ -151,6 +152,8 @@ class TrainConfig:
                 raise InputError(f"{name} must be a positive integer; got {value!r}")
         for name in ("fp_epochs", "workers", "seed"):
             value = getattr(self, name)
+            if name == "workers" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{name} must be a non-negative integer; got {value!r}")
         if self.seed > 2**63 - 1:
@@ -570,8 +573,7 @@ def _fp_pretrain(
         if first_epoch < config.fp_epochs:
             optimizer.load_state_dict(stored["optimizer"])
             scheduler.load_state_dict(stored["scheduler"])
-    holdout_images, holdout_labels = data.holdout_tensors()
-    calibration = data.calibration_images(config.bn_images)
+    calibration = data.calibration_source(config.bn_images)
     task = progress.add("FP pretraining", config.fp_epochs)
     progress.update(task, completed=first_epoch)
     for epoch in range(first_epoch, config.fp_epochs):
@@ -581,7 +583,8 @@ def _fp_pretrain(
         for step, (images, labels) in enumerate(
             data.train.batches(epoch, dist.rank, dist.world_size)
         ):
-            images, labels = images.to(device), labels.to(device)
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(supernet(images), labels)
             _check_finite(
@@ -604,7 +607,7 @@ def _fp_pretrain(
             batches += 1
         if dist.world_size > 1:
             _broadcast_state(supernet)
-        accuracy = subnet_accuracy(supernet, None, holdout_images, holdout_labels, calibration)
+        accuracy = measure_accuracy(supernet, None, data.holdout, calibration)
         history.append(
             {
                 "phase": "fp",
@@ -859,8 +862,7 @@ def _train_supernet(
             if config.fp_epochs > 0 or config.init:
                 reorder_channels(supernet)
             init_quantizers(supernet, data.calibration_images(config.quant_init_images))
-        holdout_images, holdout_labels = data.holdout_tensors()
-        calibration = data.calibration_images(config.bn_images)
+        calibration = data.calibration_source(config.bn_images)
         parameters = [p for p in supernet.parameters()]
         quantized_weights = wdr_weights(supernet)
         epoch_task = reporter.add("supernet epochs", config.epochs)
@@ -906,12 +908,8 @@ def _train_supernet(
             )
             largest = space.uniform(*high_bits, form, arch="largest")
             smallest = space.uniform(*low_bits, form, arch="smallest")
-            entry["acc_largest"] = subnet_accuracy(
-                supernet, largest, holdout_images, holdout_labels, calibration
-            )
-            entry["acc_smallest"] = subnet_accuracy(
-                supernet, smallest, holdout_images, holdout_labels, calibration
-            )
+            entry["acc_largest"] = measure_accuracy(supernet, largest, data.holdout, calibration)
+            entry["acc_smallest"] = measure_accuracy(supernet, smallest, data.holdout, calibration)
             entry["open_bits"] = list(open_bits)
             if on_epoch is not None:
                 on_epoch(EpochReport(entry, supernet, data, epoch))
@@ -1032,7 +1030,8 @@ def _train_epoch(
         f"epoch {epoch + 1}", math.ceil(len(data.train) / config.batch_size / dist.world_size)
     )
     for step, (images, labels) in enumerate(data.train.batches(epoch, dist.rank, dist.world_size)):
-        images, labels = images.to(device), labels.to(device)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
         # Subnet draws depend only on (seed, epoch, step): every rank draws the same ones and
         # a resumed run draws what the uninterrupted one would have.
         rng = np.random.default_rng([config.seed, epoch, step])
