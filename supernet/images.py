@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -124,13 +124,79 @@ def dataset_labels(dataset: Dataset[Any]) -> list[int] | None:
     return None
 
 
+class _IndexSampler(Sampler[int]):
+    """The items of the pass under way, set before each pass (read in this process)."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class _Reader:
+    """One DataLoader over a dataset, its worker processes kept (``persistent_workers``) and
+    shared by every source cut from the dataset, one pass at a time."""
+
+    def __init__(self, dataset: Dataset[Any], batch_size: int, workers: int, pin: bool) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.workers = workers
+        self.pin_memory = pin
+        self._sampler = _IndexSampler()
+        self._loader: DataLoader[Any] | None = None
+        self._pid = 0
+        self._busy = False
+
+    def loader(self) -> DataLoader[Any]:
+        """The shared DataLoader (made once per process: a forked child makes its own)."""
+        if self._loader is None or self._pid != os.getpid():
+            self._loader = DataLoader(
+                self.dataset,
+                batch_size=self.batch_size,
+                sampler=self._sampler,
+                num_workers=self.workers,
+                pin_memory=self.pin_memory,
+                persistent_workers=self.workers > 0,
+            )
+            self._pid, self._busy = os.getpid(), False
+        return self._loader
+
+    def read(self, indices: list[int], batch_size: int) -> Iterator[Batch]:
+        """The items at ``indices`` in batches; a pass that starts while another is under way
+        (or with another batch size) gets a DataLoader of its own."""
+        if self._busy or batch_size != self.batch_size:
+            yield from DataLoader(
+                Subset(self.dataset, indices),
+                batch_size=batch_size,
+                num_workers=min(self.workers, 1),
+                pin_memory=self.pin_memory,
+            )
+            return
+        loader = self.loader()
+        self._busy = True
+        try:
+            self._sampler.indices = indices
+            yield from loader
+        finally:
+            self._busy = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_loader"] = None  # worker processes do not travel
+        return state
+
+
 class StreamedImages:
     """Images decoded from a torch Dataset batch by batch (a DataLoader), never all at once.
 
-    The DataLoader is made on the first pass and kept (``persistent_workers``), so later
-    passes — one per measured subnet — start no new worker processes; a forked child makes
-    its own. Batches come in pinned memory when ``pin_memory`` is set, so that their copies to
-    a GPU can be ``non_blocking``.
+    Every source cut from one dataset (:meth:`subset`, :meth:`head`) reads through one
+    DataLoader made on the first pass and kept with its worker processes, so later passes
+    (one per measured subnet) start none. Batches come in pinned memory when
+    ``pin_memory`` is set, so that their copies to a GPU can be ``non_blocking``.
 
     Args:
         dataset: items ``(image tensor, label)``.
@@ -150,15 +216,23 @@ class StreamedImages:
         workers: int = 0,
         pin_memory: bool = False,
         image_shape: tuple[int, int, int],
+        reader: _Reader | None = None,
     ) -> None:
         self.dataset = dataset
         self.indices = list(range(len(dataset))) if indices is None else list(indices)  # type: ignore[arg-type]
         self.batch_size = batch_size
-        self.workers = workers
-        self.pin_memory = pin_memory
         self.image_shape = image_shape
-        self._loader: DataLoader[Any] | None = None
-        self._loader_pid = 0
+        self._reader = reader or _Reader(dataset, batch_size, workers, pin_memory)
+
+    @property
+    def workers(self) -> int:
+        """DataLoader worker processes."""
+        return self._reader.workers
+
+    @property
+    def pin_memory(self) -> bool:
+        """Whether batches come in page-locked memory."""
+        return self._reader.pin_memory
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -168,28 +242,17 @@ class StreamedImages:
             self.dataset,
             indices,
             batch_size=self.batch_size,
-            workers=self.workers,
-            pin_memory=self.pin_memory,
             image_shape=self.image_shape,
+            reader=self._reader,
         )
 
     def loader(self) -> DataLoader[Any]:
-        """The DataLoader of this source (made once per process)."""
-        if self._loader is None or self._loader_pid != os.getpid():
-            workers = min(self.workers, max(1, -(-len(self) // self.batch_size)))
-            self._loader = DataLoader(
-                Subset(self.dataset, self.indices),
-                batch_size=self.batch_size,
-                shuffle=False,
-                num_workers=workers,
-                pin_memory=self.pin_memory,
-                persistent_workers=workers > 0,
-            )
-            self._loader_pid = os.getpid()
-        return self._loader
+        """The DataLoader this source reads through (shared with the sources cut from the
+        same dataset)."""
+        return self._reader.loader()
 
     def batches(self) -> Iterator[Batch]:
-        yield from self.loader()
+        yield from self._reader.read(self.indices, self.batch_size)
 
     def image_batches(self) -> Iterator[torch.Tensor]:
         for images, _ in self.batches():
@@ -214,11 +277,6 @@ class StreamedImages:
     def nbytes(self) -> int:
         channels, height, width = self.image_shape
         return len(self) * (channels * height * width * 4 + 8)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_loader"] = None  # worker processes do not travel
-        return state
 
 
 def in_memory(source: ImageSource) -> bool:

@@ -344,3 +344,20 @@ def test_measurement_copies_batches_to_the_device_without_blocking(
     measure_accuracy(supernet, None, data.holdout, data.calibration_source(64))
     # the calibration images, then the scoring images and their labels
     assert calls[(64, 1, 8, 8)] and calls[(100, 1, 8, 8)] and calls[(100,)]
+
+
+def test_sources_of_one_dataset_share_one_loader_and_a_nested_pass_gets_its_own(
+    folder: Path,
+) -> None:
+    serial = build_data(_spec(folder, workers=0))
+    data = build_data(_spec(folder, workers=2))
+    assert data.holdout.loader() is data.calibration_source(5).loader()  # type: ignore[attr-defined]
+    assert data.holdout.loader() is not data.test.loader()  # type: ignore[attr-defined]
+    outer = data.holdout.batches()
+    first, _ = next(outer)
+    inner = data.calibration_source(12).tensors()  # while the pass over the holdout is open
+    rest = [images for images, _ in outer]
+    assert torch.equal(torch.cat([first, *rest]), serial.holdout_tensors()[0])
+    assert torch.equal(inner[0], serial.calibration_images(12))
+    for _ in range(2):  # the shared loader again, after the nested pass
+        assert torch.equal(data.test_tensors()[0], serial.test_tensors()[0])
