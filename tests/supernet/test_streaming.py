@@ -271,12 +271,14 @@ def test_calib_images_val_images_and_the_hidden_bn_images_alias(
         assert args.bn_images == 9
         args = parser.parse_args([*command, "--supernet", "s.pt", "--val-images", "11"])
         assert args.val_images == 11
-    for command in (["eval"], ["export"], ["sample"], ["nsga"], ["strategy", "ilp"]):
+    for flag in ("--calib-images", "--bn-images"):
+        assert parser.parse_args(["train", "--out", "r", flag, "5"]).bn_images == 5
+    for command in (["train"], ["eval"], ["export"], ["sample"], ["nsga"], ["strategy", "ilp"]):
         with pytest.raises(SystemExit):
             parser.parse_args([*command, "--help"])
         text = capsys.readouterr().out
-        assert "--calib-images" in text and "--val-images" in text
-        assert "--bn-images" not in text
+        assert "--calib-images" in text and "--bn-images" not in text
+        assert ("--val-images" in text) == (command != ["train"])  # train's M is --holdout
 
 
 class _CudaCopies:
