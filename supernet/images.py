@@ -9,6 +9,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from eqsearch.errors import InputError
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -66,7 +68,10 @@ class TensorImages:
         self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 500
     ) -> None:
         if labels is not None and len(labels) != len(images):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+            raise InputError(
+                f"TensorImages needs one label per image; got {len(images)} images and "
+                f"{len(labels)} labels"
+            )
         self.images = images
         self._labels = labels
         self.batch_size = batch_size
