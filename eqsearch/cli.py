@@ -22,6 +22,7 @@ from eqsearch.commands.common import (
     Parser,
     UsageError,
     add_force_argument,
+    add_image_count_arguments,
     add_progress_argument,
     bits_pair,
     finite_float,
@@ -176,12 +177,24 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add("--target-kurtosis", type=finite_float, help="K_T of WDR (1.8)")
     add("--quant-init-images", type=positive_int, help="images that set the initial steps")
     add(
-        "--bn-images", type=positive_int, help="images for BN re-calibration before each evaluation"
+        "--calib-images",
+        dest="bn_images",
+        type=positive_int,
+        help="training images that re-estimate the BN statistics before each scoring (1000)",
     )
-    add("--holdout", type=positive_int, help="training images held out for scoring subnets")
+    add("--bn-images", dest="bn_images", type=positive_int, help=argparse.SUPPRESS)
+    add(
+        "--holdout",
+        type=positive_int,
+        help="training images held out to score subnets each epoch (2000)",
+    )
     add("--seed", type=seed_int, help="seeds weights, data order and subnet draws")
     add("--device", help="auto (default: CUDA when available), cpu, cuda or cuda:N")
-    add("--workers", type=non_negative_int, help="DataLoader workers for folder datasets")
+    add(
+        "--workers",
+        type=non_negative_int,
+        help="DataLoader workers for folder datasets (default: min(8, cores per local rank))",
+    )
     add("--amp", help="mixed precision: none (default), bf16 or fp16 (with a gradient scaler)")
     add(
         "--compile",
@@ -341,18 +354,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         split=args.split,
         bn_images=args.bn_images,
+        val_images=args.val_images,
         device=args.device,
     )
     console = make_console()
     if checkpoint.get("kind") == "fp":
-        from supernet.oracle import subnet_accuracy
+        from supernet.evaluate import supernet_oracle
 
-        accuracy = subnet_accuracy(
-            supernet, None, evaluation.images, evaluation.labels, evaluation.calibration_images
-        )
+        accuracy = supernet_oracle(supernet, evaluation).score(None)
         console.print(
             f"full-precision model (before quantization-aware training): top-1 "
-            f"{accuracy:.2f}% on the {evaluation.split} split ({len(evaluation.labels)} images)"
+            f"{accuracy:.2f}% on the {evaluation.split} split ({len(evaluation.scoring)} images)"
         )
         return EXIT_OK
     forms = _eval_forms(args, supernet.space)
@@ -376,7 +388,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             console,
             frame,
             f"top-1 % of uniform subnets, {evaluation.split} split "
-            f"({len(evaluation.labels)} images)",
+            f"({len(evaluation.scoring)} images)",
         )
     if args.json:
         atomic_write_text(args.json, frame.to_json(orient="index", indent=2) + "\n")
@@ -443,7 +455,9 @@ def build_parser(*, study_options: bool = True) -> argparse.ArgumentParser:
         help="images to score on: the test split (default) or the held-out training images",
     )
     evaluate.add_argument("--data-root", help="override the data root stored in the checkpoint")
-    evaluate.add_argument("--bn-images", type=positive_int, help="BN re-calibration images")
+    add_image_count_arguments(
+        evaluate, "images of --split to score on: a fixed subset (default: all of them)"
+    )
     evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
     evaluate.add_argument("--json", help="also write the table as JSON")
     add_force_argument(evaluate, "--json file")

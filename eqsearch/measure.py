@@ -25,6 +25,7 @@ def sample_subnets(
     split: str = "holdout",
     bn_images: int | None = None,
     holdout: int | None = None,
+    val_images: int | None = None,
     data_root: str | None = None,
     device: str = "cpu",
     workers: int | None = None,
@@ -42,6 +43,8 @@ def sample_subnets(
         bn_images: BN re-calibration images (the checkpoint's training setting by default).
         holdout: training images held out for scoring (the checkpoint's setting by default);
             more images give the accuracies a finer granularity (100/holdout points).
+        val_images: the scoring images (M): with ``split="holdout"`` the same as
+            ``holdout``; with ``"test"`` a fixed subset of the test split (all by default).
         data_root: overrides the data root stored in the checkpoint.
         device: torch device of the supernet.
         workers: processes measuring side by side, one torch thread each (CPU only; see
@@ -63,19 +66,36 @@ def sample_subnets(
     config = SamplingConfig(
         n=n, seed=seed, strategy=strategy, forms=forms, shard=shard or shard_from_environment()
     )
-    for name, value in (("bn_images", bn_images), ("holdout", holdout), ("workers", workers)):
+    for name, value in (
+        ("bn_images", bn_images),
+        ("holdout", holdout),
+        ("val_images", val_images),
+        ("workers", workers),
+    ):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < 1
         ):
             what = "processes" if name == "workers" else "images"
             raise InputError(f"{name} must be a positive number of {what}; got {value!r}")
+    if split == "holdout" and val_images is not None:
+        if holdout is not None and holdout != val_images:
+            raise InputError(
+                f"with the holdout split, val_images and holdout are the same number; got "
+                f"{val_images} and {holdout}"
+            )
+        holdout, val_images = val_images, None
     checkpoint_path = Path(supernet_path)
     target = Path(out_csv) if out_csv is not None else checkpoint_path.parent / "samples.csv"
     check_samples_target(shard_path(target, config.shard), with_source=True)
     if config.shard[1] > 1:
         check_samples_target(target, with_source=True)
     from supernet.checkpoint import load_supernet
-    from supernet.evaluate import checkpoint_data, evaluation_set, supernet_oracle
+    from supernet.evaluate import (
+        checkpoint_data,
+        evaluation_set,
+        stored_bn_images,
+        supernet_oracle,
+    )
 
     supernet, checkpoint = load_supernet(checkpoint_path, map_location=device)
     if checkpoint.get("kind") != "supernet":
@@ -87,8 +107,10 @@ def sample_subnets(
     needed = configs_memory_bytes(config.n, space.n_layers, len(space.genes))
     check_memory(needed, f"--n {config.n}")  # the draw holds every config, before any file
     data = checkpoint_data(checkpoint, data_root=data_root, holdout=holdout)
-    stored_bn = int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
-    evaluation = evaluation_set(data, split=split, bn_images=bn_images or stored_bn)
+    stored_bn = stored_bn_images(checkpoint)
+    evaluation = evaluation_set(
+        data, split=split, bn_images=bn_images or stored_bn, val_images=val_images
+    )
     oracle = supernet_oracle(supernet, evaluation, workers=workers)
     source = SampleSource(
         supernet_sha256=checkpoint_sha256(checkpoint_path),
@@ -96,6 +118,7 @@ def sample_subnets(
         split=split,
         bn_images=bn_images or stored_bn,
         holdout=holdout or int((checkpoint.get("train_config") or {}).get("holdout", 0)) or None,
+        val_images=val_images,
     )
     if callable(progress):
         return collect_samples(

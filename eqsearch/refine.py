@@ -258,7 +258,7 @@ def scoring_evaluation(
     """
     from predictors.dataset import checkpoint_sha256, read_samples_source, source_path
     from supernet.checkpoint import load_supernet
-    from supernet.evaluate import checkpoint_data, evaluation_set
+    from supernet.evaluate import checkpoint_data, evaluation_set, stored_bn_images
 
     found = read_samples_source(samples_csv) if samples_csv is not None else None
     if samples_csv is not None and found is None:
@@ -273,14 +273,15 @@ def scoring_evaluation(
             "checkpoint's content differs); use the samples of this checkpoint"
         )
     supernet, stored = load_supernet(checkpoint, map_location=device)
-    bn_images = int((stored.get("train_config") or {}).get("bn_images", 1000))
-    split, holdout = "holdout", None
+    bn_images = stored_bn_images(stored)
+    split, holdout, val_images = "holdout", None, None
     if found is not None:
         source = found[0]
-        split, holdout = source.split, source.holdout
+        split, holdout, val_images = source.split, source.holdout, source.val_images
         bn_images = source.bn_images or bn_images
     data = checkpoint_data(stored, holdout=holdout)
-    return supernet, evaluation_set(data, split=split, bn_images=bn_images)
+    evaluation = evaluation_set(data, split=split, bn_images=bn_images, val_images=val_images)
+    return supernet, evaluation
 
 
 def samples_scoring_oracle(

@@ -97,7 +97,8 @@ class SampleSource:
     Args:
         supernet_sha256: SHA-256 of the checkpoint file (another epoch is another supernet).
         supernet: the checkpoint's path when sampled (for messages only).
-        split, bn_images, holdout: the scoring images (see ``eqsearch.measure.sample_subnets``).
+        split, bn_images, holdout, val_images: the scoring images (see
+            ``eqsearch.measure.sample_subnets``).
     """
 
     supernet_sha256: str
@@ -105,6 +106,7 @@ class SampleSource:
     split: str = "holdout"
     bn_images: int | None = None
     holdout: int | None = None
+    val_images: int | None = None
 
     def __post_init__(self) -> None:
         digest = self.supernet_sha256
@@ -124,8 +126,11 @@ class SampleSource:
                 raise InputError(f"{name} must be a positive number of images; got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of the fields."""
-        return dataclasses.asdict(self)
+        """JSON-able dict of the fields (``val_images`` only where it is set)."""
+        data = dataclasses.asdict(self)
+        if data["val_images"] is None:
+            del data["val_images"]
+        return data
 
     def same_measurement(self, other: SampleSource) -> bool:
         """Whether rows measured under ``other`` may share a file with these (the path may

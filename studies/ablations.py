@@ -31,7 +31,7 @@ from supernet.data import DataBundle, build_data
 from supernet.elastic import Supernet
 from supernet.evaluate import PAPER_FORMS, evaluate_configs, evaluation_set
 from supernet.losses import standardized_moments
-from supernet.oracle import subnet_accuracy
+from supernet.oracle import measure_accuracy
 from supernet.quantizers.lsq import LsqQuantizer
 from supernet.train import CHECKPOINT_NAME, EpochReport, TrainConfig, train_supernet
 
@@ -137,12 +137,12 @@ def _probe_recorder(bits: Sequence[int], bn_images: int) -> Callable[[EpochRepor
     def record(report: EpochReport) -> None:
         space = report.supernet.space
         form = CURVE_FORM if CURVE_FORM in space.forms else space.forms[0]
-        images, labels = report.data.holdout_tensors()
-        calibration = report.data.calibration_images(bn_images)
+        scoring = report.data.holdout
+        calibration = report.data.calibration_source(bn_images)
         for value in bits:
             if value in space.w_bits and value in space.a_bits:
-                report.entry[f"probe_W{value}A{value}"] = subnet_accuracy(
-                    report.supernet, space.uniform(value, value, form), images, labels, calibration
+                report.entry[f"probe_W{value}A{value}"] = measure_accuracy(
+                    report.supernet, space.uniform(value, value, form), scoring, calibration
                 )
 
     return record
@@ -248,16 +248,12 @@ def per_tensor_table(
             raise InputError("the per-tensor ablation needs the lsq quantizer")
         quantizers.append(layer.quantizer)
     evaluation = evaluation_set(data, split="test", bn_images=bn_images)
-    images, labels, calibration = (
-        evaluation.images,
-        evaluation.labels,
-        evaluation.calibration_images,
-    )
+    scoring, calibration = evaluation.scoring, evaluation.calibration
     table: dict[str, dict[str, float]] = {"learned": {}}
     for value in bits:
         config = supernet.space.uniform(value, value, form)
         column = f"W{value}A{value}"
-        table["learned"][column] = subnet_accuracy(supernet, config, images, labels, calibration)
+        table["learned"][column] = measure_accuracy(supernet, config, scoring, calibration)
         for how in DERIVATIONS:
             learned = [q.weight_step(value, Granularity.TENSOR, True).clone() for q in quantizers]
             try:
@@ -265,7 +261,7 @@ def per_tensor_table(
                     quantizer.set_weight_step(
                         value, Granularity.TENSOR, True, derived_tensor_step(quantizer, value, how)
                     )
-                accuracy = subnet_accuracy(supernet, config, images, labels, calibration)
+                accuracy = measure_accuracy(supernet, config, scoring, calibration)
             finally:
                 for quantizer, step in zip(quantizers, learned, strict=True):
                     quantizer.set_weight_step(value, Granularity.TENSOR, True, step)

@@ -16,7 +16,7 @@ from eqsearch.files import atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory
 from eqsearch.space import QuantForm
 from supernet.evaluate import evaluate_configs, evaluation_set
-from supernet.oracle import subnet_accuracy
+from supernet.oracle import measure_accuracy
 from supernet.train import FP_CHECKPOINT_NAME, TrainConfig, train_supernet
 
 FORM = QuantForm("channel", True, False)
@@ -108,12 +108,8 @@ def compare_quantizers(
         frame = evaluate_configs(result.supernet, evaluation, configs)
         accuracies = frame["accuracy"].tolist()
         column = {f"W{w}/A{a}": acc for (w, a), acc in zip(config.bits, accuracies, strict=True)}
-        column["FP (latent weights)"] = subnet_accuracy(
-            result.supernet,
-            None,
-            evaluation.images,
-            evaluation.labels,
-            evaluation.calibration_images,
+        column["FP (latent weights)"] = measure_accuracy(
+            result.supernet, None, evaluation.scoring, evaluation.calibration
         )
         columns[label] = column
     table = pd.DataFrame(columns)

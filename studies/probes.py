@@ -11,7 +11,7 @@ from eqsearch.space import ElasticSpace, QuantForm, SubnetConfig
 from supernet.data import DataBundle
 from supernet.elastic import Supernet
 from supernet.evaluate import PAPER_FORMS
-from supernet.oracle import subnet_accuracy
+from supernet.oracle import measure_accuracy
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,9 @@ class ProbeSet:
 
     def evaluate(self, supernet: Supernet, data: DataBundle, bn_images: int) -> dict[str, float]:
         """Accuracy of every probe on the held-out slice, each BN-recalibrated."""
-        images, labels = data.holdout_tensors()
-        calibration = data.calibration_images(bn_images)
+        calibration = data.calibration_source(bn_images)
         return {
-            name: subnet_accuracy(supernet, config, images, labels, calibration)
+            name: measure_accuracy(supernet, config, data.holdout, calibration)
             for name, config in zip(self.names, self.configs, strict=True)
         }
 

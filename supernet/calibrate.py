@@ -34,7 +34,9 @@ def calibrate_bn(
     Args:
         model: the network, already switched to the subnet to calibrate.
         images: a tensor of images (split into ``batch_size`` chunks) or an iterable of
-            image batches.
+            image batches (such as an image source's ``image_batches()``, which may stream
+            them from disk); each is copied to the model's device as it comes
+            (``non_blocking``, which overlaps the copy from pinned memory).
         batch_size: chunk size when ``images`` is a tensor.
     """
     norms = _norms(model)
@@ -54,7 +56,7 @@ def calibrate_bn(
     seen = 0
     try:
         for chunk in chunks:
-            model(chunk.to(device))
+            model(chunk.to(device, non_blocking=True))
             seen += len(chunk)
     finally:
         for norm, momentum in momenta.items():

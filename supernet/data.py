@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 
 from eqsearch.errors import InputError
+from supernet.batches import BatchSource, LoaderBatches, TensorBatches
+from supernet.images import Batch, ImageSource, StreamedImages, TensorImages
+from supernet.parallel import default_workers
 
 DATASETS = ("mnist5k", "digits", "cifar10", "imagenet", "imagefolder")
 EMBEDDED = ("mnist5k", "digits")
+SPLITS = ("test", "holdout")
 SPLIT_SEED = 20231001
 """Train/test splits and held-out slices are fixed, independent of the training seed, so that
 every run and every checkpoint evaluates on the same images."""
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+MAX_LOADER_WORKERS = 8
+EVAL_BATCH_BYTES = 64 << 20
+"""An evaluation batch holds at most this many bytes of images by default (and at most 500
+images; a power of two below that): 500 images up to 96×96, 64 at 224×224. On a CPU the
+network's activations for a batch take many times its images (about 6 MB an image for
+tiny_convnet at 224×224)."""
 
 
 @dataclass(frozen=True)
@@ -34,19 +42,23 @@ class DataSpec:
             ``imagenet`` / ``imagefolder`` (``train/`` and ``val/`` class folders under ``root``).
         root: the data root for the non-embedded datasets (never downloaded).
         batch_size: training batch size (per process).
-        eval_batch_size: batch size for evaluation and BN calibration.
+        eval_batch_size: batch size for evaluation and BN calibration (BN statistics are an
+            average over its batches); None: 500, or fewer where 500 images would take more
+            than ``EVAL_BATCH_BYTES`` (64 at 224×224).
         holdout: images of the *training* set held out for scoring subnets (the search oracle).
         image_size: input size for ImageFolder data (224 by default).
-        workers: DataLoader worker processes for folder datasets.
+        workers: DataLoader worker processes for folder datasets; None: one per usable core
+            of this process's share (:func:`default_loader_workers`). The embedded sets are
+            tensors already and use none.
     """
 
     name: str = "mnist5k"
     root: str | None = None
     batch_size: int = 128
-    eval_batch_size: int = 500
+    eval_batch_size: int | None = None
     holdout: int = 2000
     image_size: int | None = None
-    workers: int = 0
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if self.name not in DATASETS:
@@ -55,107 +67,35 @@ class DataSpec:
             raise InputError(f"dataset {self.name!r} reads its files from --data-root; none given")
         for field_name in ("batch_size", "eval_batch_size", "holdout"):
             value = getattr(self, field_name)
-            if not isinstance(value, int) or value < 1:
+            if value is None and field_name == "eval_batch_size":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"DataSpec.{field_name} must be a positive integer; got {value!r}")
-        if self.workers < 0:
-            raise InputError(f"DataSpec.workers must be >= 0; got {self.workers}")
+        if self.workers is not None and (
+            isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0
+        ):
+            raise InputError(f"DataSpec.workers must be None or >= 0; got {self.workers!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of the fields."""
         return asdict(self)
 
+    def loader_workers(self) -> int:
+        """DataLoader worker processes of a folder dataset (``workers`` or the default)."""
+        return default_loader_workers() if self.workers is None else self.workers
 
-class BatchSource(Protocol):
-    """Something that yields ``(images, labels)`` batches for an epoch."""
-
-    def batches(self, epoch: int, rank: int, world_size: int) -> Iterator[Batch]: ...
-
-    def __len__(self) -> int: ...
-
-
-class TensorBatches:
-    """In-memory images with vectorised augmentation (random shifts), sharded over ranks."""
-
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        shift: int = 0,
-        seed: int = 0,
-    ) -> None:
-        self.images = images
-        self.labels = labels
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.shift = shift
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batches(self, epoch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
-        """Batches of one epoch; the order is a function of (seed, epoch) only."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        n = len(self.labels)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        if world_size > 1:
-            # Every rank gets the same number of samples (DistributedSampler's padding).
-            per_rank = math.ceil(n / world_size)
-            order = torch.cat([order, order[: per_rank * world_size - n]])[rank::world_size]
-        for start in range(0, len(order), self.batch_size):
-            index = order[start : start + self.batch_size]
-            images = self.images[index]
-            if self.shift:
-                images = _random_shift(images, self.shift, generator)
-            yield images, self.labels[index]
+    def evaluation_batch_size(self, in_channels: int, image_size: int) -> int:
+        """``eval_batch_size``, or the default for images of this shape (see the field)."""
+        if self.eval_batch_size is not None:
+            return self.eval_batch_size
+        fit = EVAL_BATCH_BYTES // (in_channels * image_size * image_size * 4)
+        return 500 if fit >= 500 else max(1, 1 << (max(1, fit).bit_length() - 1))
 
 
-def _random_shift(images: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to ``shift`` pixels (zero padding), vectorised."""
-    n, _, height, width = images.shape
-    padded = torch.nn.functional.pad(images, (shift, shift, shift, shift))
-    offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=generator)
-    rows = (offsets[:, 0, None] + torch.arange(height)[None, :])[:, None, :, None]
-    cols = (offsets[:, 1, None] + torch.arange(width)[None, :])[:, None, None, :]
-    batch = torch.arange(n)[:, None, None, None]
-    channels = torch.arange(images.shape[1])[None, :, None, None]
-    return padded[batch, channels, rows, cols]
-
-
-class LoaderBatches:
-    """A torch Dataset served through DataLoader, sharded over ranks like DistributedSampler."""
-
-    def __init__(
-        self, dataset: Dataset[Any], batch_size: int, *, shuffle: bool, workers: int, seed: int
-    ) -> None:
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.workers = workers
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def batches(self, epoch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
-        """Batches of one epoch; the order is a function of (seed, epoch) only."""
-        n = len(self)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        if world_size > 1:
-            per_rank = math.ceil(n / world_size)
-            order = torch.cat([order, order[: per_rank * world_size - n]])[rank::world_size]
-        loader = DataLoader(
-            Subset(self.dataset, order.tolist()),
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.workers,
-            generator=torch.Generator().manual_seed(self.seed + epoch),
-        )
-        yield from loader
+def default_loader_workers() -> int:
+    """DataLoader workers by default: one per usable core of this process's share of the
+    machine (the cores divided among torchrun's local ranks), at most ``MAX_LOADER_WORKERS``."""
+    return min(MAX_LOADER_WORKERS, default_workers())
 
 
 @dataclass
@@ -164,10 +104,14 @@ class DataBundle:
 
     Attributes:
         train: augmented training batches.
-        holdout: a fixed slice of the training set without augmentation, for scoring subnets.
-        calibration: training images without augmentation, for BN re-calibration (a fixed
-            order, so a subnet's score is deterministic).
+        train_plain: every training image without augmentation, in order.
         test: the test (validation) split.
+        holdout: a fixed slice of the training set without augmentation, for scoring subnets.
+        calibration: the training images without augmentation in a fixed shuffled order, for
+            BN re-calibration (the first N of them).
+
+    The sources of the embedded sets are tensors; those of folder datasets stream from disk
+    (see :mod:`supernet.images`).
     """
 
     spec: DataSpec
@@ -175,30 +119,78 @@ class DataBundle:
     in_channels: int
     image_size: int
     train: BatchSource
-    holdout: BatchSource
-    calibration: BatchSource
-    test: BatchSource
+    train_plain: ImageSource
+    test: ImageSource
+    holdout: ImageSource
+    calibration: ImageSource
+
+    def scoring(self, split: str = "holdout", count: int | None = None) -> ImageSource:
+        """The images subnets are scored on: the ``test`` split or the ``holdout`` slice.
+
+        ``count`` (M) picks that many: for ``holdout`` a slice of that size (the held-out
+        images of ``DataSpec.holdout = count``), for ``test`` a fixed random subset (in the
+        split's order); None, or as many as there are, takes all of ``test`` and the
+        spec's holdout.
+        """
+        if split not in SPLITS:
+            raise InputError(f"split must be one of {SPLITS}; got {split!r}")
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or count < 1
+        ):
+            raise InputError(
+                f"the number of scoring images must be a positive integer; got {count!r}"
+            )
+        if split == "holdout":
+            if count is None or count == self.spec.holdout:
+                return self.holdout
+            return self.train_plain.subset(_holdout_indices(len(self.train_plain), count).tolist())
+        if count is None or count >= len(self.test):
+            return self.test
+        rng = np.random.default_rng(SPLIT_SEED + 2)
+        return self.test.subset(np.sort(rng.permutation(len(self.test))[:count]).tolist())
+
+    def calibration_source(self, count: int) -> ImageSource:
+        """The first ``count`` calibration images (N; fixed, unaugmented)."""
+        return self.calibration.head(count)
 
     def calibration_images(self, count: int) -> torch.Tensor:
-        """The first ``count`` calibration images (fixed, unaugmented) as one tensor."""
-        images: list[torch.Tensor] = []
-        seen = 0
-        for batch, _ in self.calibration.batches(0, 0, 1):
-            images.append(batch)
-            seen += len(batch)
-            if seen >= count:
-                break
-        return torch.cat(images)[:count]
+        """The first ``count`` calibration images as one tensor (small counts)."""
+        return self.calibration.head(count).tensors()[0]
 
     def holdout_tensors(self) -> Batch:
         """The held-out slice as ``(images, labels)`` tensors."""
-        images, labels = zip(*self.holdout.batches(0, 0, 1), strict=True)
-        return torch.cat(images), torch.cat(labels)
+        return self.holdout.tensors()
 
     def test_tensors(self) -> Batch:
-        """The test split as ``(images, labels)`` tensors (small datasets only)."""
-        images, labels = zip(*self.test.batches(0, 0, 1), strict=True)
-        return torch.cat(images), torch.cat(labels)
+        """The test split as ``(images, labels)`` tensors (small datasets only: a folder's
+        split is decoded whole into memory; :meth:`scoring` streams it)."""
+        return self.test.tensors()
+
+
+def _bundle(
+    spec: DataSpec,
+    train: BatchSource,
+    train_plain: ImageSource,
+    test: ImageSource,
+    *,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+) -> DataBundle:
+    """A bundle whose holdout and calibration are drawn from ``train_plain``."""
+    n_train = len(train_plain)
+    generator = torch.Generator().manual_seed(SPLIT_SEED * 1_000_003)
+    return DataBundle(
+        spec=spec,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        image_size=image_size,
+        train=train,
+        train_plain=train_plain,
+        test=test,
+        holdout=train_plain.subset(_holdout_indices(n_train, spec.holdout).tolist()),
+        calibration=train_plain.subset(torch.randperm(n_train, generator=generator).tolist()),
+    )
 
 
 def _split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -249,28 +241,18 @@ def _embedded(spec: DataSpec, seed: int) -> DataBundle:
     targets = torch.from_numpy(labels)
     train_index, test_index = _split(labels, test_fraction=0.2)
     train_images, train_labels = tensor[train_index], targets[train_index]
-    holdout_index = torch.from_numpy(_holdout_indices(len(train_index), spec.holdout))
     size = tensor.shape[-1]
-    return DataBundle(
-        spec=spec,
+    eval_batch = spec.evaluation_batch_size(1, size)
+    return _bundle(
+        spec,
+        TensorBatches(
+            train_images, train_labels, spec.batch_size, shuffle=True, shift=shift, seed=seed
+        ),
+        TensorImages(train_images, train_labels, eval_batch),
+        TensorImages(tensor[test_index], targets[test_index], eval_batch),
         num_classes=int(labels.max()) + 1,
         in_channels=1,
         image_size=size,
-        train=TensorBatches(
-            train_images, train_labels, spec.batch_size, shuffle=True, shift=shift, seed=seed
-        ),
-        holdout=TensorBatches(
-            train_images[holdout_index],
-            train_labels[holdout_index],
-            spec.eval_batch_size,
-            shuffle=False,
-        ),
-        calibration=TensorBatches(
-            train_images, train_labels, spec.eval_batch_size, shuffle=True, seed=SPLIT_SEED
-        ),
-        test=TensorBatches(
-            tensor[test_index], targets[test_index], spec.eval_batch_size, shuffle=False
-        ),
     )
 
 
@@ -357,7 +339,7 @@ class ArrayImages(Dataset[tuple[Any, int]]):
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
 
 
-def _cifar10(spec: DataSpec, seed: int) -> DataBundle:
+def _cifar10(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
     from torchvision import transforms
 
     root = str(spec.root)
@@ -393,6 +375,7 @@ def _cifar10(spec: DataSpec, seed: int) -> DataBundle:
         ArrayImages(test_images, test_labels, plain),
         10,
         32,
+        pin_memory,
     )
 
 
@@ -422,7 +405,7 @@ def load_image(path: str) -> Any:
         raise UnreadableImageError(f"cannot read the image {path}: {error}") from None
 
 
-def _imagefolder(spec: DataSpec, seed: int) -> DataBundle:
+def _imagefolder(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
     from torchvision import datasets, transforms
 
     root = str(spec.root)
@@ -449,14 +432,44 @@ def _imagefolder(spec: DataSpec, seed: int) -> DataBundle:
         ]
     )
     try:
-        train = datasets.ImageFolder(train_dir, augment, loader=load_image)
-        train_plain = datasets.ImageFolder(train_dir, plain, loader=load_image)
-        test = datasets.ImageFolder(val_dir, plain, loader=load_image)
+        # each tree listed once; the augmented and the plain view share the list
+        train = datasets.ImageFolder(train_dir, loader=load_image)
+        test = datasets.ImageFolder(val_dir, loader=load_image)
     except (FileNotFoundError, RuntimeError) as error:
         raise InputError(f"malformed image folder under {root}: {error}") from None
     if train.classes != test.classes:
         raise InputError(f"train/ and val/ under {root} hold different class folders")
-    return _folder_bundle(spec, seed, train, train_plain, test, len(train.classes), size)
+    return _folder_bundle(
+        spec,
+        seed,
+        TransformedView(train, augment),
+        TransformedView(train, plain),
+        TransformedView(test, plain),
+        len(train.classes),
+        size,
+        pin_memory,
+    )
+
+
+class TransformedView(Dataset[tuple[Any, int]]):
+    """``(transform(image), label)`` of a dataset of ``(image, label)`` items: several views
+    (augmented, plain) of one listing."""
+
+    def __init__(self, dataset: Any, transform: Any) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    @property
+    def targets(self) -> Sequence[int]:
+        """The labels, as the dataset lists them."""
+        return self.dataset.targets  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, label = self.dataset[index]
+        return self.transform(image), label
 
 
 def _folder_bundle(
@@ -467,34 +480,48 @@ def _folder_bundle(
     test: Dataset[Any],
     num_classes: int,
     image_size: int,
+    pin_memory: bool,
 ) -> DataBundle:
-    n_train = len(train)  # type: ignore[arg-type]
-    holdout_index = _holdout_indices(n_train, spec.holdout).tolist()
-    return DataBundle(
-        spec=spec,
+    workers = spec.loader_workers()
+    eval_batch = spec.evaluation_batch_size(3, image_size)
+
+    def streamed(dataset: Dataset[Any]) -> StreamedImages:
+        return StreamedImages(
+            dataset,
+            batch_size=eval_batch,
+            workers=workers,
+            pin_memory=pin_memory,
+            image_shape=(3, image_size, image_size),
+        )
+
+    return _bundle(
+        spec,
+        LoaderBatches(
+            train,
+            spec.batch_size,
+            shuffle=True,
+            workers=workers,
+            seed=seed,
+            pin_memory=pin_memory,
+        ),
+        streamed(train_plain),
+        streamed(test),
         num_classes=num_classes,
         in_channels=3,
         image_size=image_size,
-        train=LoaderBatches(train, spec.batch_size, shuffle=True, workers=spec.workers, seed=seed),
-        holdout=LoaderBatches(
-            Subset(train_plain, holdout_index),
-            spec.eval_batch_size,
-            shuffle=False,
-            workers=spec.workers,
-            seed=0,
-        ),
-        calibration=LoaderBatches(
-            train_plain, spec.eval_batch_size, shuffle=True, workers=spec.workers, seed=SPLIT_SEED
-        ),
-        test=LoaderBatches(test, spec.eval_batch_size, shuffle=False, workers=spec.workers, seed=0),
     )
 
 
-def build_data(spec: DataSpec, *, seed: int = 0) -> DataBundle:
+def build_data(spec: DataSpec, *, seed: int = 0, pin_memory: bool | None = None) -> DataBundle:
     """Load the dataset ``spec`` names; a missing or malformed root is a ValueError saying
-    what was expected. ``seed`` fixes the training order (one permutation per epoch)."""
+    what was expected. ``seed`` fixes the training order (one permutation per epoch).
+
+    ``pin_memory``: folder datasets' batches in page-locked memory, for non-blocking copies
+    to a GPU (None: where CUDA is available).
+    """
     if spec.name in EMBEDDED:
         return _embedded(spec, seed)
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     if spec.name == "cifar10":
-        return _cifar10(spec, seed)
-    return _imagefolder(spec, seed)
+        return _cifar10(spec, seed, pin)
+    return _imagefolder(spec, seed, pin)

@@ -16,7 +16,8 @@ from eqsearch.space import QuantForm, SubnetConfig
 from supernet.checkpoint import load_supernet
 from supernet.data import DataBundle, DataSpec, build_data
 from supernet.elastic import Supernet
-from supernet.oracle import SupernetOracle, subnet_accuracy
+from supernet.images import ImageSource, TensorImages
+from supernet.oracle import SupernetOracle
 from supernet.parallel import default_workers
 
 PAPER_FORMS = (
@@ -28,17 +29,55 @@ PAPER_FORMS = (
 """The four weight/activation forms of EQ-Net's tables: per-channel or per-tensor weights,
 weights and activations both symmetric or both asymmetric."""
 
-SPLITS = ("test", "holdout")
-
 
 @dataclass
 class EvaluationSet:
-    """Images a supernet is scored on, and the images its BN statistics come from."""
+    """Images a supernet is scored on (M), and the images its BN statistics come from (N).
 
-    images: torch.Tensor
-    labels: torch.Tensor
-    calibration_images: torch.Tensor
+    Both are image sources: tensors for the embedded datasets, streamed from disk in
+    batches for folder datasets (see :mod:`supernet.images`).
+    """
+
+    scoring: ImageSource
+    calibration: ImageSource
     split: str
+
+    @classmethod
+    def from_tensors(
+        cls,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        calibration_images: torch.Tensor,
+        split: str,
+        *,
+        batch_size: int = 500,
+    ) -> EvaluationSet:
+        """An evaluation set of tensors in memory, read in batches of ``batch_size``."""
+        return cls(
+            TensorImages(images, labels, batch_size),
+            TensorImages(calibration_images, None, batch_size),
+            split,
+        )
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The scoring images as one tensor (decoded whole where they stream: small sets)."""
+        return self.scoring.tensors()[0]
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """The scoring labels, in order."""
+        return self.scoring.labels()
+
+    @property
+    def calibration_images(self) -> torch.Tensor:
+        """The calibration images as one tensor (decoded whole where they stream)."""
+        return self.calibration.tensors()[0]
+
+
+def stored_bn_images(checkpoint: dict[str, Any]) -> int:
+    """The BN re-calibration images (N) a checkpoint's training used (1000 if unrecorded)."""
+    return int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
 
 
 def checkpoint_data(
@@ -57,13 +96,23 @@ def checkpoint_data(
 
 
 def evaluation_set(
-    data: DataBundle, *, split: str = "test", bn_images: int = 1000
+    data: DataBundle,
+    *,
+    split: str = "test",
+    bn_images: int = 1000,
+    val_images: int | None = None,
 ) -> EvaluationSet:
-    """The images of ``split`` (``test`` or the ``holdout`` slice of the training set)."""
-    if split not in SPLITS:
-        raise InputError(f"split must be one of {SPLITS}; got {split!r}")
-    images, labels = data.test_tensors() if split == "test" else data.holdout_tensors()
-    return EvaluationSet(images, labels, data.calibration_images(bn_images), split)
+    """The images of ``split`` (``test`` or the ``holdout`` slice of the training set) and
+    the calibration images.
+
+    Args:
+        data: the dataset.
+        split: ``test`` or ``holdout``.
+        bn_images: BN re-calibration images (N, the first of the fixed calibration order).
+        val_images: scoring images (M): a fixed subset of the test split, or a held-out
+            slice of this size; None: the whole test split or the spec's holdout.
+    """
+    return EvaluationSet(data.scoring(split, val_images), data.calibration_source(bn_images), split)
 
 
 def load_for_evaluation(
@@ -72,13 +121,16 @@ def load_for_evaluation(
     data_root: str | None = None,
     split: str = "holdout",
     bn_images: int | None = None,
+    val_images: int | None = None,
     device: str = "cpu",
 ) -> tuple[Supernet, dict[str, Any], EvaluationSet]:
-    """Load a checkpoint, its data and the evaluation images in one call."""
+    """Load a checkpoint, its data and the evaluation images in one call (``bn_images``:
+    the checkpoint's training setting by default; see :func:`evaluation_set`)."""
     supernet, checkpoint = load_supernet(path, map_location=device)
     data = checkpoint_data(checkpoint, data_root=data_root)
-    count = bn_images or int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
-    return supernet, checkpoint, evaluation_set(data, split=split, bn_images=count)
+    count = bn_images or stored_bn_images(checkpoint)
+    evaluation = evaluation_set(data, split=split, bn_images=count, val_images=val_images)
+    return supernet, checkpoint, evaluation
 
 
 def supernet_oracle(
@@ -96,11 +148,10 @@ def supernet_oracle(
             other work, one torch thread per process also avoids the waits of intra-op
             threads (see :mod:`supernet.parallel`).
     """
-    return SupernetOracle(
+    return SupernetOracle.from_sources(
         supernet,
-        evaluation.images,
-        evaluation.labels,
-        evaluation.calibration_images,
+        evaluation.scoring,
+        evaluation.calibration,
         progress=progress,
         workers=default_workers() if workers is None else workers,
     )
@@ -155,9 +206,7 @@ def uniform_table(
         f"W{value}/A{value}": {str(form): next(scores) for form in chosen_forms}
         for value in chosen_bits
     }
-    full_precision = subnet_accuracy(
-        supernet, None, evaluation.images, evaluation.labels, evaluation.calibration_images
-    )
+    full_precision = oracle.score(None)
     rows["FP32"] = {str(form): full_precision for form in chosen_forms}
     if progress is not None:
         progress(total, total)

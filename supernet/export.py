@@ -17,6 +17,7 @@ from eqsearch.space import SubnetConfig
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.deploy import build_deploy_model, check_exportable, quantize_layers
 from supernet.elastic import Supernet
+from supernet.images import ImageSource, TensorImages
 from supernet.packed import PackedReport, export_packed_weights, load_packed_weights
 
 DEFAULT_OPSET = 17
@@ -91,12 +92,6 @@ class AgreementError(RuntimeError):
         self.report = report
 
 
-@torch.no_grad()
-def _logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    device = next(model.parameters()).device
-    return torch.cat([model(batch.to(device)).float().cpu() for batch in images.split(batch_size)])
-
-
 def onnx_session(model_bytes: bytes) -> Any:
     """An ONNX Runtime CPU session with its default graph optimizations (as deployed)."""
     import onnxruntime
@@ -114,11 +109,64 @@ def onnx_session(model_bytes: bytes) -> Any:
 def onnx_logits(model_bytes: bytes, images: torch.Tensor, *, batch_size: int = 256) -> np.ndarray:
     """Logits of an exported model in ONNX Runtime for ``images``."""
     session = onnx_session(model_bytes)
-    batches = [
-        session.run([OUTPUT_NAME], {INPUT_NAME: batch.float().cpu().numpy()})[0]
-        for batch in images.split(batch_size)
-    ]
+    batches = [_session_logits(session, batch) for batch in images.split(batch_size)]
     return np.concatenate(batches)
+
+
+def _session_logits(session: Any, images: torch.Tensor) -> np.ndarray:
+    logits: np.ndarray = session.run([OUTPUT_NAME], {INPUT_NAME: images.float().cpu().numpy()})[0]
+    return logits
+
+
+def _as_source(
+    images: torch.Tensor | ImageSource, labels: torch.Tensor | None, batch_size: int
+) -> ImageSource:
+    """Tensors, and sources held in memory, read in chunks of ``batch_size``; streamed
+    sources in their own batches."""
+    if isinstance(images, torch.Tensor):
+        return TensorImages(images, labels, batch_size)
+    if isinstance(images, TensorImages):
+        return TensorImages(images.images, images.labels(), batch_size)
+    return images
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    images: int
+    agreement: float
+    max_diff: float
+    torch_accuracy: float | None
+    onnx_accuracy: float | None
+
+
+@torch.no_grad()
+def _compare(
+    supernet: Supernet, model_bytes: bytes, verify: ImageSource, labelled: bool
+) -> _Comparison:
+    """PyTorch's and ONNX Runtime's logits for every verification batch, compared as they
+    come (the images are never all in memory at once)."""
+    session = onnx_session(model_bytes)
+    device = next(supernet.parameters()).device
+    images = agree = torch_correct = onnx_correct = 0
+    max_diff = 0.0
+    for batch, labels in verify.batches():
+        reference = supernet(batch.to(device, non_blocking=True)).float().cpu().numpy()
+        exported = _session_logits(session, batch)
+        predicted, exported_predicted = reference.argmax(1), exported.argmax(1)
+        agree += int((predicted == exported_predicted).sum())
+        max_diff = max(max_diff, float(np.abs(exported - reference).max()))
+        if labelled:
+            truth = labels.cpu().numpy()
+            torch_correct += int((predicted == truth).sum())
+            onnx_correct += int((exported_predicted == truth).sum())
+        images += len(batch)
+    return _Comparison(
+        images,
+        agree / images * 100.0,
+        max_diff,
+        torch_correct / images * 100.0 if labelled else None,
+        onnx_correct / images * 100.0 if labelled else None,
+    )
 
 
 def _torchscript_export(model: torch.nn.Module, example: torch.Tensor, opset: int) -> bytes:
@@ -146,9 +194,9 @@ def export_onnx(
     config: SubnetConfig,
     path: str | Path,
     *,
-    verify_images: torch.Tensor,
+    verify_images: torch.Tensor | ImageSource,
     verify_labels: torch.Tensor | None = None,
-    calibration_images: torch.Tensor | None = None,
+    calibration_images: torch.Tensor | ImageSource | None = None,
     opset: int | None = None,
     fold_batch_norm: bool = False,
     int4_weights: bool = False,
@@ -187,14 +235,19 @@ def export_onnx(
         supernet: the trained supernet.
         config: the subnet (validated against the space).
         path: the ONNX file to write (atomically).
-        verify_images: held-out images both runtimes classify (also fixes the input size).
-        verify_labels: their labels, to report both accuracies (optional).
-        calibration_images: images for BN re-calibration; None keeps the current statistics.
+        verify_images: held-out images both runtimes classify (also fixes the input size): a
+            tensor, or an image source (with its labels; one that streams from disk is
+            compared batch by batch, never held whole).
+        verify_labels: the labels of a tensor of images, to report both accuracies
+            (optional).
+        calibration_images: images for BN re-calibration (a tensor or an image source);
+            None keeps the current statistics.
         opset: ONNX opset (at least 13; at least 21 with ``int4_weights``). None: 17, or 21
             with ``int4_weights``.
         fold_batch_norm: fold BN into per-channel weight scales where exact (see above).
         int4_weights: INT4 storage for the weights of layers with at most 4 bits.
-        batch_size: batch size of calibration and verification.
+        batch_size: batch size of calibration and verification on tensors (and image
+            sources in memory); a streamed source keeps its own.
         min_agreement: percent of images where ONNX Runtime must pick PyTorch's class; below
             it nothing is written and :class:`AgreementError` is raised (None: no check).
 
@@ -212,7 +265,12 @@ def export_onnx(
 
         check_exportable(supernet)
         static = extract(
-            supernet, config, calibration_images=calibration_images, batch_size=batch_size
+            supernet,
+            config,
+            calibration_images=None
+            if calibration_images is None
+            else _as_source(calibration_images, None, batch_size).image_batches(),
+            batch_size=batch_size,
         )
         static_config = static.active_subnet()
         assert static_config is not None
@@ -241,8 +299,10 @@ def export_onnx(
         raise InputError(f"int4_weights needs opset >= {INT4_OPSET}; got {opset}")
     if len(verify_images) == 0:
         raise InputError("export_onnx needs at least one verification image")
+    labelled = verify_labels is not None or not isinstance(verify_images, torch.Tensor)
     if verify_labels is not None and len(verify_labels) != len(verify_images):
         raise InputError("verify_labels must have one label per verification image")
+    verify = _as_source(verify_images, verify_labels, batch_size)
     check_exportable(supernet)
     supernet.space.validate(config)
     quantizations = quantize_layers(supernet, config)  # fail on unexportable bits first
@@ -257,41 +317,35 @@ def export_onnx(
     try:
         with preserved_bn_state(supernet), supernet.using(config):
             if calibration_images is not None:
-                calibrate_bn(supernet, calibration_images, batch_size=batch_size)
+                calibrate_bn(
+                    supernet, _as_source(calibration_images, None, batch_size).image_batches()
+                )
             supernet.eval()
-            reference = _logits(supernet, verify_images, batch_size)
             deploy = build_deploy_model(supernet, config).cpu()
+            example = verify.head(1).tensors()[0].float().cpu()
+            model_bytes = _torchscript_export(deploy, example, min(opset, TORCHSCRIPT_MAX_OPSET))
+            model = onnx.load_from_string(model_bytes)
+            if opset > TORCHSCRIPT_MAX_OPSET:
+                from onnx import version_converter
+
+                model = version_converter.convert_version(model, opset)
+                # The converter leaves inferred shapes of every intermediate tensor: bulky.
+                del model.graph.value_info[:]
+            folded, kept = fold_batch_norms(model, enabled=fold_batch_norm)
+            stored_int4 = store_int4_weights(model, int4_layers) if int4_layers else 0
+            onnx.checker.check_model(model)
+            model_bytes = model.SerializeToString()
+            comparison = _compare(supernet, model_bytes, verify, labelled)
     finally:
         supernet.train(was_training)
-    example = verify_images[:1].float().cpu()
-    model_bytes = _torchscript_export(deploy, example, min(opset, TORCHSCRIPT_MAX_OPSET))
-    model = onnx.load_from_string(model_bytes)
-    if opset > TORCHSCRIPT_MAX_OPSET:
-        from onnx import version_converter
-
-        model = version_converter.convert_version(model, opset)
-        # The converter leaves inferred shapes of every intermediate tensor: optional, bulky.
-        del model.graph.value_info[:]
-    folded, kept = fold_batch_norms(model, enabled=fold_batch_norm)
-    stored_int4 = store_int4_weights(model, int4_layers) if int4_layers else 0
-    onnx.checker.check_model(model)
-    model_bytes = model.SerializeToString()
-    exported = onnx_logits(model_bytes, verify_images, batch_size=batch_size)
-    reference_np = reference.numpy()
-    agreement = float((exported.argmax(1) == reference_np.argmax(1)).mean() * 100.0)
-    max_diff = float(np.abs(exported - reference_np).max())
-    torch_accuracy = onnx_accuracy = None
-    if verify_labels is not None:
-        labels = verify_labels.cpu().numpy()
-        torch_accuracy = float((reference_np.argmax(1) == labels).mean() * 100.0)
-        onnx_accuracy = float((exported.argmax(1) == labels).mean() * 100.0)
+    agreement = comparison.agreement
     report = ExportReport(
         path=path,
-        images=len(verify_images),
+        images=comparison.images,
         top1_agreement=agreement,
-        max_logit_diff=max_diff,
-        torch_accuracy=torch_accuracy,
-        onnx_accuracy=onnx_accuracy,
+        max_logit_diff=comparison.max_diff,
+        torch_accuracy=comparison.torch_accuracy,
+        onnx_accuracy=comparison.onnx_accuracy,
         onnx_bytes=len(model_bytes),
         fp32_bytes=fp32_parameter_bytes(supernet),
         folded_batch_norms=folded,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ def extract(
     supernet: Supernet,
     config: SubnetConfig,
     *,
-    calibration_images: torch.Tensor | None = None,
+    calibration_images: torch.Tensor | Iterable[torch.Tensor] | None = None,
     batch_size: int = 256,
 ) -> Supernet:
     """The subnet ``config`` of a joint supernet as a static network of its architecture.
@@ -42,8 +43,9 @@ def extract(
     Args:
         supernet: a joint supernet (its space has architecture genes).
         config: a config of its space.
-        calibration_images: re-calibrate the BN statistics for ``config`` first (on the
-            supernet, whose own statistics are restored); None copies the current ones.
+        calibration_images: re-calibrate the BN statistics for ``config`` first, on a tensor
+            or an iterable of image batches (on the supernet, whose own statistics are
+            restored); None copies the current ones.
         batch_size: chunk size of the calibration.
 
     Raises:

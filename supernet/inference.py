@@ -170,7 +170,9 @@ class LayerOutputCache:
     or ``load_state_dict`` changes them) and the batch's place in the images; images changed
     in place empty the cache. Each hit returns a copy, so that in-place operations after the
     layer never reach the stored tensor. Least recently used entries go first beyond
-    ``max_bytes``; only CPU outputs computed without autograd are cached.
+    ``max_bytes``; only CPU outputs computed without autograd are cached. It serves images
+    held in memory: the oracle turns it off for images streamed from disk (every pass brings
+    new tensors, so nothing would be found again).
 
     Args:
         images: the tensors whose slices are the layers' inputs (the oracle's calibration and

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from eqsearch.strategies.sensitivity import (
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.elastic import Supernet
 from supernet.evaluate import EvaluationSet
+from supernet.images import images_or_batches
 from supernet.layers import ElasticQuantLayer
 
 DEFAULT_IMAGES = 256
@@ -208,7 +209,7 @@ def hessian_sensitivities(
     supernet: Supernet,
     images: torch.Tensor,
     labels: torch.Tensor,
-    calibration_images: torch.Tensor,
+    calibration_images: torch.Tensor | Iterable[torch.Tensor],
     *,
     forms: Sequence[QuantForm] | None = None,
     probes: int = DEFAULT_PROBES,
@@ -226,7 +227,8 @@ def hessian_sensitivities(
     Args:
         supernet: a trained supernet of a fixed architecture.
         images, labels: a few hundred training images for the traces and activation errors.
-        calibration_images: BN re-calibration images.
+        calibration_images: BN re-calibration images (a tensor, in batches of 256, or an
+            iterable of batches).
         forms: the forms to tabulate (every form of the space by default).
         probes, batch_size, seed: of :func:`hutchinson_traces`.
     """
@@ -303,22 +305,23 @@ def checkpoint_sensitivities(
     chosen = tuple(forms) if forms is not None else space.forms
     scoring = {
         "split": evaluation.split,
-        "scoring_images": len(evaluation.labels),
-        "bn_images": len(evaluation.calibration_images),
+        "scoring_images": len(evaluation.scoring),
+        "bn_images": len(evaluation.calibration),
         "forms": [str(form) for form in chosen],
     }
     if method == "hessian":
         if isinstance(images, bool) or not isinstance(images, int) or images < 1:
             raise InputError(f"images must be a positive integer; got {images!r}")
-        settings = {**scoring, "images": min(images, len(evaluation.labels))}
+        settings = {**scoring, "images": min(images, len(evaluation.scoring))}
         settings.update(probes=probes, batch_size=DEFAULT_BATCH_SIZE, seed=seed)
 
         def compute() -> Sensitivities:
+            first_images, first_labels = evaluation.scoring.head(images).tensors()
             return hessian_sensitivities(
                 supernet,
-                evaluation.images[:images],
-                evaluation.labels[:images],
-                evaluation.calibration_images,
+                first_images,
+                first_labels,
+                images_or_batches(evaluation.calibration),
                 forms=chosen,
                 probes=probes,
                 seed=seed,

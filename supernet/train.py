@@ -32,10 +32,11 @@ from supernet.distributed import (
     shared_accuracy,
 )
 from supernet.elastic import Supernet, build_supernet
+from supernet.images import ImageSource
 from supernet.initial_weights import load_initial_weights
 from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_loss, wdr_weights
 from supernet.models import check_model_named_by_file, model_entry
-from supernet.oracle import subnet_accuracy
+from supernet.oracle import measure_accuracy
 from supernet.quant_init import init_quantizers
 from supernet.rng_state import restore_training_rng, training_rng_state
 from supernet.runtime import compiled_quantizers, keep_freed_memory, one_thread
@@ -53,7 +54,6 @@ FORM_MODES = ("global", "per_layer")
 CHECKPOINT_NAME = "supernet.pt"
 FP_CHECKPOINT_NAME = "fp.pt"
 LOG_NAME = "train_log.jsonl"
-SCORING_BATCH = 500
 """Images per forward when subnets are scored between epochs (it also sets the batches the BN
 statistics are averaged over)."""
 
@@ -95,7 +95,8 @@ class TrainConfig:
         holdout: training images held out for scoring subnets.
         seed: seeds weights, data order and subnet draws.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        workers: DataLoader workers for folder datasets.
+        workers: DataLoader workers for folder datasets (None: one per usable core of this
+            rank's share, at most 8; see ``supernet.data.default_loader_workers``).
         amp: mixed precision of the training forward: ``none``, ``bf16`` or ``fp16``
             (autocast; fp16 with a gradient scaler). See the README for what runs in which
             precision.
@@ -131,7 +132,7 @@ class TrainConfig:
     holdout: int = 2000
     seed: int = 0
     device: str = "auto"
-    workers: int = 0
+    workers: int | None = None
     amp: str = "none"
     compile: bool = False
 
@@ -182,6 +183,8 @@ class TrainConfig:
                 raise InputError(f"{name} must be a positive integer; got {value!r}")
         for name in ("fp_epochs", "workers", "seed"):
             value = getattr(self, name)
+            if name == "workers" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{name} must be a non-negative integer; got {value!r}")
         if not isinstance(self.init_skip_head, bool):
@@ -528,8 +531,7 @@ def _fp_pretrain(
         if first_epoch < config.fp_epochs:
             optimizer.load_state_dict(stored["optimizer"])
             scheduler.load_state_dict(stored["scheduler"])
-    holdout_images, holdout_labels = data.holdout_tensors()
-    calibration = data.calibration_images(config.bn_images)
+    calibration = data.calibration_source(config.bn_images)
     task = progress.add("FP pretraining", config.fp_epochs)
     progress.update(task, completed=first_epoch)
     for epoch in range(first_epoch, config.fp_epochs):
@@ -539,7 +541,8 @@ def _fp_pretrain(
         for step, (images, labels) in enumerate(
             data.train.batches(epoch, dist.rank, dist.world_size)
         ):
-            images, labels = images.to(device), labels.to(device)
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(supernet(images), labels)
             _check_finite(
@@ -562,9 +565,7 @@ def _fp_pretrain(
             batches += 1
         if dist.world_size > 1:
             broadcast_state(supernet)
-        accuracy = _epoch_accuracy(
-            supernet, None, holdout_images, holdout_labels, calibration, dist
-        )
+        accuracy = _epoch_accuracy(supernet, None, data.holdout, calibration, dist)
         history.append(
             {
                 "phase": "fp",
@@ -865,8 +866,7 @@ def _train_supernet(
             if config.fp_epochs > 0 or config.init:
                 reorder_channels(supernet)
             init_quantizers(supernet, data.calibration_images(config.quant_init_images))
-        holdout_images, holdout_labels = data.holdout_tensors()
-        calibration = data.calibration_images(config.bn_images)
+        calibration = data.calibration_source(config.bn_images)
         parameters = [p for p in supernet.parameters()]
         quantized_weights = wdr_weights(supernet)
         scaler = gradient_scaler(device, config.amp)
@@ -917,10 +917,10 @@ def _train_supernet(
             largest = space.uniform(*high_bits, form, arch="largest")
             smallest = space.uniform(*low_bits, form, arch="smallest")
             entry["acc_largest"] = _epoch_accuracy(
-                supernet, largest, holdout_images, holdout_labels, calibration, dist
+                supernet, largest, data.holdout, calibration, dist
             )
             entry["acc_smallest"] = _epoch_accuracy(
-                supernet, smallest, holdout_images, holdout_labels, calibration, dist
+                supernet, smallest, data.holdout, calibration, dist
             )
             entry["open_bits"] = list(open_bits)
             if on_epoch is not None:
@@ -957,25 +957,19 @@ def _train_supernet(
 def _epoch_accuracy(
     supernet: Supernet,
     subnet: SubnetConfig | None,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    calibration: torch.Tensor,
+    holdout: ImageSource,
+    calibration: ImageSource,
     dist: Distributed,
 ) -> float:
     """A subnet's held-out accuracy between epochs, the images shared out over the ranks
-    (each re-calibrates BN on every calibration image, then scores its part)."""
+    (each re-calibrates BN on every calibration image, then scores its part: whole batches
+    of the held-out source, the batches one process would score)."""
 
     def score(start: int, stop: int) -> float:
-        return subnet_accuracy(
-            supernet,
-            subnet,
-            images[start:stop],
-            labels[start:stop],
-            calibration,
-            batch_size=SCORING_BATCH,
-        )
+        part = holdout if (start, stop) == (0, len(holdout)) else holdout.subset(range(start, stop))
+        return measure_accuracy(supernet, subnet, part, calibration)
 
-    return shared_accuracy(score, len(labels), dist, batch_size=SCORING_BATCH)
+    return shared_accuracy(score, len(holdout), dist, batch_size=holdout.batch_size)
 
 
 def _subnet_step(
@@ -1084,7 +1078,8 @@ def _train_epoch(
         f"epoch {epoch + 1}", math.ceil(len(data.train) / config.batch_size / dist.world_size)
     )
     for step, (images, labels) in enumerate(data.train.batches(epoch, dist.rank, dist.world_size)):
-        images, labels = images.to(device), labels.to(device)
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
         # Subnet draws depend only on (seed, epoch, step): every rank draws the same ones and
         # a resumed run draws what the uninterrupted one would have.
         rng = np.random.default_rng([config.seed, epoch, step])

@@ -37,6 +37,20 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def add_image_count_arguments(parser: argparse.ArgumentParser, val_help: str) -> None:
+    """``--calib-images N`` (BN re-calibration images; ``--bn-images`` is a hidden alias) and
+    ``--val-images M`` (scoring images), EQ-Net's evaluation protocol on every command that
+    scores subnets."""
+    parser.add_argument(
+        "--calib-images",
+        dest="bn_images",
+        type=positive_int,
+        help="training images that re-estimate the BN statistics (default: the checkpoint's)",
+    )
+    parser.add_argument("--bn-images", dest="bn_images", type=positive_int, help=argparse.SUPPRESS)
+    parser.add_argument("--val-images", type=positive_int, help=val_help)
+
+
 def add_progress_argument(parser: argparse.ArgumentParser) -> None:
     """``--no-progress``, the same flag on every command that shows progress."""
     parser.add_argument(

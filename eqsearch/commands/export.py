@@ -14,6 +14,7 @@ from eqsearch.commands.common import (
     EXIT_OK,
     UsageError,
     add_force_argument,
+    add_image_count_arguments,
     add_progress_argument,
     bits_pair,
     load_config_argument,
@@ -55,7 +56,9 @@ def register(commands: Any) -> None:
     )
     add("--split", default="test", choices=("test", "holdout"), help="images to verify on")
     add("--data-root", help="override the data root stored in the checkpoint")
-    add("--bn-images", type=positive_int, help="BN re-calibration images")
+    add_image_count_arguments(
+        export, "images of --split ONNX Runtime is checked on: a fixed subset (default: all)"
+    )
     add(
         "--min-agreement",
         type=str,
@@ -161,21 +164,24 @@ def _export_onnx(
     table: Table,
     console: Any,
 ) -> int:
-    from supernet.evaluate import checkpoint_data, evaluation_set
+    from supernet.evaluate import checkpoint_data, evaluation_set, stored_bn_images
     from supernet.export import AgreementError, export_onnx
 
     data = checkpoint_data(checkpoint, data_root=args.data_root)
-    count = args.bn_images or int((checkpoint.get("train_config") or {}).get("bn_images", 1000))
-    evaluation = evaluation_set(data, split=args.split, bn_images=count)
+    evaluation = evaluation_set(
+        data,
+        split=args.split,
+        bn_images=args.bn_images or stored_bn_images(checkpoint),
+        val_images=args.val_images,
+    )
     with status(console, "exporting and running ONNX Runtime", not args.no_progress):
         try:
             report = export_onnx(
                 supernet,
                 config,
                 out,
-                verify_images=evaluation.images,
-                verify_labels=evaluation.labels,
-                calibration_images=evaluation.calibration_images,
+                verify_images=evaluation.scoring,
+                calibration_images=evaluation.calibration,
                 opset=args.opset,
                 fold_batch_norm=args.fold_bn,
                 int4_weights=args.int4_weights,

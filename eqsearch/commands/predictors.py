@@ -13,6 +13,7 @@ from eqsearch.commands.common import (
     EXIT_OK,
     UsageError,
     add_force_argument,
+    add_image_count_arguments,
     add_progress_argument,
     finite_float,
     make_console,
@@ -47,7 +48,11 @@ def register(commands: Any) -> None:
     add("--form-draw", default="global", help="global (one form per subnet) or per_layer")
     add("--shard", help="i/n: evaluate every n-th subnet from the i-th (default: torchrun rank)")
     add("--split", default="holdout", choices=("holdout", "test"), help="images to score on")
-    add("--bn-images", type=positive_int, help="BN re-calibration images per subnet")
+    add_image_count_arguments(
+        sample,
+        "images to score on: the held-out training images with --split holdout (the same "
+        "as --holdout), a fixed subset of the test split with --split test",
+    )
     add(
         "--holdout",
         type=positive_int,
@@ -113,6 +118,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         split=args.split,
         bn_images=args.bn_images,
         holdout=args.holdout,
+        val_images=args.val_images,
         data_root=args.data_root,
         device=args.device,
         progress=not args.no_progress,

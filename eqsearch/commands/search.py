@@ -15,6 +15,7 @@ from eqsearch.commands.common import (
     EXIT_OK,
     UsageError,
     add_force_argument,
+    add_image_count_arguments,
     add_progress_argument,
     finite_float,
     make_console,
@@ -84,6 +85,11 @@ def register(commands: Any) -> None:
     add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
     add_force_argument(nsga, "pareto.{json,csv,png}")
     add("--device", default="auto", help=f"for --oracle supernet and --verify: {DEVICE_HELP}")
+    add_image_count_arguments(
+        nsga,
+        "for --oracle supernet and --verify: held-out training images that score subnets "
+        "(default: the checkpoint's holdout)",
+    )
     add_progress_argument(nsga)
     nsga.set_defaults(handler=_cmd_nsga)
 
@@ -327,7 +333,11 @@ def _load_supernet_oracle(args: argparse.Namespace, console: Console) -> Accurac
 
     with status(console, "loading the supernet and its evaluation images", not args.no_progress):
         supernet, _, evaluation = load_for_evaluation(
-            args.supernet, split="holdout", device=args.device
+            args.supernet,
+            split="holdout",
+            bn_images=args.bn_images,
+            val_images=args.val_images,
+            device=args.device,
         )
     return supernet_oracle(supernet, evaluation)
 

@@ -11,6 +11,7 @@ from eqsearch.commands.common import (
     EXIT_OK,
     UsageError,
     add_force_argument,
+    add_image_count_arguments,
     add_progress_argument,
     finite_float,
     make_console,
@@ -96,6 +97,11 @@ def register(commands: Any) -> None:
     add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
     add_force_argument(parser, "pareto.{json,csv,png}")
     add("--device", default="auto", help=DEVICE_HELP)
+    add_image_count_arguments(
+        parser,
+        "held-out training images that score subnets and the sensitivities "
+        "(default: the checkpoint's holdout)",
+    )
     add_progress_argument(parser)
     parser.set_defaults(handler=_cmd_strategy)
 
@@ -228,7 +234,11 @@ def _load(args: argparse.Namespace, console: Console) -> tuple[Supernet, Evaluat
 
     with status(console, "loading the supernet and its scoring images", not args.no_progress):
         supernet, _, evaluation = load_for_evaluation(
-            args.supernet, split="holdout", device=args.device
+            args.supernet,
+            split="holdout",
+            bn_images=args.bn_images,
+            val_images=args.val_images,
+            device=args.device,
         )
     return supernet, evaluation
 

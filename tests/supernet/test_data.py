@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from supernet.data import DataSpec, TensorBatches, _random_shift, build_data
+from supernet.batches import _random_shift
+from supernet.data import DataSpec, TensorBatches, build_data
 
 
 @pytest.fixture(scope="module")

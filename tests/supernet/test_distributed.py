@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -204,13 +205,13 @@ def _scoring_rank(rank: int, world_size: int, folder: str) -> None:
 
     torch.set_num_threads(1)
     scored: list[int] = []
-    real = train_module.subnet_accuracy
+    real = train_module.measure_accuracy
 
-    def counting(supernet: object, config: object, images: torch.Tensor, *args, **kwargs):
-        scored.append(len(images))
-        return real(supernet, config, images, *args, **kwargs)  # type: ignore[arg-type]
+    def counting(supernet: object, config: object, scoring: Any, *args, **kwargs):
+        scored.append(len(scoring))
+        return real(supernet, config, scoring, *args, **kwargs)  # type: ignore[arg-type]
 
-    train_module.subnet_accuracy = counting  # type: ignore[assignment]
+    train_module.measure_accuracy = counting  # type: ignore[assignment]
     torch.distributed.init_process_group(
         "gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world_size
     )

@@ -94,7 +94,7 @@ TRAIN_STEPS = {
 def _digits(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first digits (a fixed shuffle), normalised, resized to ``image_size``."""
     bundle = build_data(DataSpec(name="digits", holdout=100))
-    train = list(bundle.calibration.batches(0, 0, 1))
+    train = list(bundle.calibration.batches())
     test_images, test_labels = bundle.test_tensors()
     images = torch.cat([*(x for x, _ in train), test_images])[:VERIFY_IMAGES]
     labels = torch.cat([*(y for _, y in train), test_labels])[:VERIFY_IMAGES]

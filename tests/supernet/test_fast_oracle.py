@@ -176,7 +176,7 @@ def test_with_autograd_on_frozen_operands_are_not_used_and_gradients_reach_the_w
 
 def test_the_uniform_table_scores_every_entry_as_subnet_accuracy(fixed) -> None:
     supernet, images, labels, calibration = fixed
-    evaluation = EvaluationSet(images, labels, calibration, "holdout")
+    evaluation = EvaluationSet.from_tensors(images, labels, calibration, "holdout")
     forms = [FORMS["cs"], FORMS["ta"]]
     ticks: list[tuple[int, int]] = []
     table = uniform_table(
