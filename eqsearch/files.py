@@ -37,6 +37,8 @@ KINDS = {
     "image": "an image",
     "json": "a JSON file",
     "table": "a table",
+    "latency": "a latency table",
+    "probe": "a runtime probe",
 }
 """What :func:`sniff_kind` recognises, with the words error messages use for each."""
 
@@ -44,6 +46,8 @@ _FORMAT_KINDS = {
     "eqsearch-supernet": "checkpoint",
     "eqsearch-predictor": "predictor",
     "eqsearch-pareto": "pareto",
+    "eqsearch-latency": "latency",
+    "eqsearch-runtime-probe": "probe",
 }
 
 

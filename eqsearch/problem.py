@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -14,6 +14,9 @@ from eqsearch import costs
 from eqsearch.errors import InputError
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.space import ConfigBatch, ElasticSpace, GenomeLayout, IntArray, QuantForm
+
+if TYPE_CHECKING:
+    from eqsearch.latency.table import LatencyTable
 
 FloatArray = npt.NDArray[np.float64]
 BatchFunction = Callable[[ConfigBatch], Any]
@@ -157,7 +160,8 @@ COST_OBJECTIVES: dict[str, Callable[[], Objective]] = {
 }
 """Built-in cost objectives by their ``--objectives`` name (``accuracy`` needs an oracle)."""
 
-OBJECTIVE_NAMES = ("accuracy", *COST_OBJECTIVES)
+OBJECTIVE_NAMES = ("accuracy", *COST_OBJECTIVES, "latency")
+"""``latency`` needs a measured latency table (``eqsearch latency build``)."""
 
 
 def weight_bits_budget(limit: float) -> Constraint:
@@ -201,6 +205,15 @@ def size_budget(limit: float) -> Constraint:
 def macs_budget(limit: float) -> Constraint:
     """MACs per image of the architecture ``<= limit`` (the ``--macs`` budget)."""
     return Constraint("macs_budget", lambda batch: costs.macs(batch.space, batch), limit, "MACs")
+
+
+def _require_table(table: LatencyTable | None) -> LatencyTable:
+    if table is None:
+        raise InputError(
+            "latency needs a measured latency table of this space (build one with "
+            "`eqsearch latency build`)"
+        )
+    return table
 
 
 # -- the problem ---------------------------------------------------------------------------
@@ -486,6 +499,8 @@ def make_problem(
     macs: float | None = None,
     target: str = "any",
     forms_per_layer: bool = False,
+    latency: LatencyTable | None = None,
+    latency_ms: float | None = None,
 ) -> SearchProblem:
     """The problem ``eqsearch nsga`` solves, from names and budgets.
 
@@ -496,15 +511,21 @@ def make_problem(
         w_bits, a_bits: average-bit budgets of the searched layers (None: unconstrained).
         bitops, size_bytes, macs: budgets on BitOPs, packed size and (in a joint space, the
             architecture's) MACs per image (None: unconstrained).
-        target: a hardware preset of ``eqsearch.targets`` fixing the allowed forms.
+        target: a hardware preset of ``eqsearch.targets`` fixing the allowed forms (or a
+            runtime probed on this machine: its integer-kernel forms).
         forms_per_layer: with several allowed forms, choose one per layer.
+        latency: a latency table of ``space`` (for the ``latency`` objective and budget).
+        latency_ms: budget on the table's predicted milliseconds per inference.
 
     Raises:
         ValueError: an unknown objective or target, a missing oracle, or a budget below the
             smallest reachable average (the message states that average).
     """
+    from eqsearch.latency.objective import latency_budget, latency_objective
     from eqsearch.targets import get_target
 
+    if latency is not None:
+        latency.check_space(space)
     names = list(dict.fromkeys(objectives))
     if not names:
         raise InputError(f"objectives must name at least one of {', '.join(OBJECTIVE_NAMES)}")
@@ -516,6 +537,8 @@ def make_problem(
             chosen.append(accuracy_objective(oracle))
         elif name in COST_OBJECTIVES:
             chosen.append(COST_OBJECTIVES[name]())
+        elif name == "latency":
+            chosen.append(latency_objective(_require_table(latency)))
         else:
             raise InputError(f"objectives must be among {', '.join(OBJECTIVE_NAMES)}; got {name!r}")
     constraints: list[Constraint] = []
@@ -531,6 +554,12 @@ def make_problem(
         if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
             raise InputError(f"{flag} must be a positive number of {unit}; got {limit!r}")
         constraints.append(budget(float(limit)))
+    if latency_ms is not None:
+        if isinstance(latency_ms, bool) or not isinstance(latency_ms, (int, float)):
+            raise InputError(f"latency_ms must be a positive number of ms; got {latency_ms!r}")
+        if not latency_ms > 0:
+            raise InputError(f"latency_ms must be a positive number of ms; got {latency_ms!r}")
+        constraints.append(latency_budget(_require_table(latency), float(latency_ms)))
     forms = get_target(target).forms_in(space)
     problem = SearchProblem(
         space, chosen, constraints, forms=forms, per_layer_forms=forms_per_layer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from eqsearch.errors import InputError
@@ -200,6 +201,22 @@ class KernelTable:
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"{source} is damaged ({error})") from None
         return cls(key, cells)
+
+
+def save_probe(table: KernelTable, path: str | Path) -> Path:
+    """Write a probe atomically as JSON."""
+    import json
+
+    from eqsearch.files import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(table.to_dict(), indent=1) + "\n")
+
+
+def load_probe(path: str | Path) -> KernelTable:
+    """Read a probe written by :func:`save_probe` (InputError when it is not one)."""
+    from eqsearch.files import read_json
+
+    return KernelTable.from_dict(read_json(path, what="runtime probe"), source=str(path))
 
 
 def _cell(row: Sequence[Any]) -> ProbeCell:

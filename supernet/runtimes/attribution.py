@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from supernet.runtimes.base import ExecNode
+import numpy as np
+import numpy.typing as npt
+
+from supernet.runtimes.base import ExecNode, Profile
 
 
 def module_path(node_name: str) -> str:
@@ -172,3 +176,53 @@ def assign_layers(nodes: Sequence[ExecNode], owners: LayerOwners) -> list[str | 
             reads = [layers[j] for j in readers.get(nodes[i].name, []) if layers[j] is not None]
             layers[i] = reads[0] if reads else None
     return layers
+
+
+@dataclass(frozen=True)
+class LayerProfile:
+    """A profile summed per layer.
+
+    Attributes:
+        layers: the exported graph's layers.
+        times_us: ``(runs, layers)`` µs of each layer's nodes in each profiled run.
+        kernels: per layer, the kernel of its conv or matmul and whether it is an integer one
+            (``("-", False)`` where none was found).
+        unassigned_us: per run, µs of nodes no layer was found for.
+    """
+
+    layers: tuple[str, ...]
+    times_us: npt.NDArray[np.float64]
+    kernels: dict[str, tuple[str, bool]]
+    unassigned_us: npt.NDArray[np.float64]
+
+    @property
+    def median_us(self) -> dict[str, float]:
+        """Each layer's median µs over the runs."""
+        medians = np.median(self.times_us, axis=0) if len(self.times_us) else None
+        return {
+            layer: 0.0 if medians is None else float(medians[i])
+            for i, layer in enumerate(self.layers)
+        }
+
+
+def layer_profile(profile: Profile, owners: LayerOwners) -> LayerProfile:
+    """Sum a runtime profile's node times per layer of the exported graph."""
+    assigned = assign_layers(profile.nodes, owners)
+    column = {layer: i for i, layer in enumerate(owners.layers)}
+    runs = profile.times.shape[0]
+    times = np.zeros((runs, len(owners.layers)), dtype=np.float64)
+    unassigned = np.zeros(runs, dtype=np.float64)
+    best: dict[str, tuple[float, ExecNode]] = {}
+    medians = np.median(profile.times, axis=0) if runs else np.zeros(len(profile.nodes))
+    for i, (node, layer) in enumerate(zip(profile.nodes, assigned, strict=True)):
+        if layer is None or layer not in column:
+            unassigned += profile.times[:, i]
+            continue
+        times[:, column[layer]] += profile.times[:, i]
+        if node.main and (layer not in best or medians[i] > best[layer][0]):
+            best[layer] = (float(medians[i]), node)
+    kernels = {
+        layer: (best[layer][1].kernel, best[layer][1].integer) if layer in best else ("-", False)
+        for layer in owners.layers
+    }
+    return LayerProfile(owners.layers, times, kernels, unassigned)

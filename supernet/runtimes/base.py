@@ -56,12 +56,26 @@ class RuntimeSession(ABC):
         """The first output of one inference (to check what the model computes)."""
 
     @abstractmethod
-    def profile(self, repeats: int) -> Profile:
-        """Run ``repeats`` inferences with per-node profiling (the session must have been
-        opened with ``profiling=True``)."""
+    def record(self) -> None:
+        """Profile the runs from now on (the session must have been opened with
+        ``profiling=True``); earlier runs (warm-up) are left out."""
+
+    @abstractmethod
+    def profile(self) -> Profile:
+        """Per-node times of the runs since :meth:`record` (call once, at the end)."""
 
     def close(self) -> None:  # noqa: B027 - most runtimes free on garbage collection
         """Free the runtime's resources."""
+
+
+def profile_runs(session: RuntimeSession, repeats: int, *, warmup: int = 2) -> Profile:
+    """``warmup`` runs, then ``repeats`` profiled runs of one session."""
+    for _ in range(warmup):
+        session.run()
+    session.record()
+    for _ in range(repeats):
+        session.run()
+    return session.profile()
 
 
 class Runtime(ABC):

@@ -67,6 +67,7 @@ class OnnxRuntimeSession(RuntimeSession):
             self._nodes = _exec_nodes(onnx.load(str(folder / "optimized.onnx")))
         self._feed = {self._session.get_inputs()[0].name: inputs}
         self._runs = 0
+        self._recorded_from = 0
 
     def run(self) -> None:
         self._session.run(None, self._feed)
@@ -77,11 +78,12 @@ class OnnxRuntimeSession(RuntimeSession):
         result: npt.NDArray[np.float32] = self._session.run(None, self._feed)[0]
         return result
 
-    def profile(self, repeats: int) -> Profile:
-        skipped = self._runs
-        for _ in range(repeats):
-            self.run()
+    def record(self) -> None:
+        self._recorded_from = self._runs
+
+    def profile(self) -> Profile:
         events = json.loads(Path(self._session.end_profiling()).read_text())
+        skipped, repeats = self._recorded_from, self._runs - self._recorded_from
         return Profile(self._nodes, _node_times(events, self._nodes, skipped, repeats))
 
     def close(self) -> None:

@@ -52,23 +52,31 @@ class OpenVinoSession(RuntimeSession):
         self._request = self._compiled.create_infer_request()
         self._inputs = inputs
         self._nodes = _exec_nodes(self._compiled.get_runtime_model()) if profiling else ()
+        self._column = {node.name: index for index, node in enumerate(self._nodes)}
+        self._recording = False
+        self._times: list[np.ndarray] = []
 
     def run(self) -> None:
         self._request.infer({0: self._inputs})
+        if self._recording:
+            # the counters describe the request's last inference
+            times = np.zeros(len(self._nodes), dtype=np.float64)
+            for info in self._request.get_profiling_info():
+                index = self._column.get(info.node_name)
+                if index is not None:
+                    times[index] += info.real_time.total_seconds() * 1e6
+            self._times.append(times)
 
     def outputs(self) -> npt.NDArray[np.float32]:
         result = self._request.infer({0: self._inputs})
         return np.asarray(next(iter(result.values())), dtype=np.float32)
 
-    def profile(self, repeats: int) -> Profile:
-        column = {node.name: index for index, node in enumerate(self._nodes)}
-        times = np.zeros((repeats, len(self._nodes)), dtype=np.float64)
-        for run in range(repeats):
-            self.run()
-            for info in self._request.get_profiling_info():
-                index = column.get(info.node_name)
-                if index is not None:
-                    times[run, index] += info.real_time.total_seconds() * 1e6
+    def record(self) -> None:
+        self._recording = True
+        self._times = []
+
+    def profile(self) -> Profile:
+        times = np.array(self._times).reshape(len(self._times), len(self._nodes))
         return Profile(self._nodes, times)
 
     def close(self) -> None:

@@ -16,8 +16,8 @@ from eqsearch.latency.kernels import FULL_BITS, KernelTable, ProbeCell
 from eqsearch.space import ElasticSpace, QuantForm
 from supernet.elastic import Supernet, to_supernet
 from supernet.quantizers import QuantizerSpec
-from supernet.runtimes.attribution import assign_layers
-from supernet.runtimes.base import Profile, Runtime
+from supernet.runtimes.attribution import layer_profile
+from supernet.runtimes.base import Runtime, profile_runs
 from supernet.runtimes.exporting import RuntimeGraph, random_images, runtime_graph
 
 INT4_MAX_BITS = 4
@@ -156,34 +156,16 @@ def _int4_graph(graph: RuntimeGraph, layers: Sequence[str]) -> bytes:
     return model.SerializeToString()  # type: ignore[no-any-return]
 
 
-def _layer_summary(profile: Profile, graph: RuntimeGraph) -> dict[str, tuple[float, str, bool]]:
-    """Per layer: median µs of its nodes, and the kernel and integer flag of its conv."""
-    owners = assign_layers(profile.nodes, graph.owners)
-    medians = np.median(profile.times, axis=0) if len(profile.times) else np.zeros(0)
-    result: dict[str, tuple[float, str, bool]] = {}
-    for layer in graph.owners.layers:
-        columns = [i for i, owner in enumerate(owners) if owner == layer]
-        mains = [i for i in columns if profile.nodes[i].main]
-        total = float(medians[columns].sum()) if columns else 0.0
-        if mains:
-            main = max(mains, key=lambda i: medians[i])
-            node = profile.nodes[main]
-            result[layer] = (total, node.kernel, node.integer)
-        else:
-            result[layer] = (total, "-", False)
-    return result
-
-
 def _measure(
     runtime: Runtime, model: bytes, graph: RuntimeGraph, images: np.ndarray, settings: ProbeSettings
 ) -> dict[str, tuple[float, str, bool]]:
     session = runtime.open(model, images, threads=settings.threads, profiling=True)
     try:
-        for _ in range(2):
-            session.run()
-        return _layer_summary(session.profile(settings.repeats), graph)
+        summary = layer_profile(profile_runs(session, settings.repeats), graph.owners)
     finally:
         session.close()
+    medians = summary.median_us
+    return {layer: (medians[layer], *summary.kernels[layer]) for layer in summary.layers}
 
 
 def run_probe(

@@ -1,0 +1,481 @@
+"""Build a measured latency table of a supernet's space on a runtime (no trained weights needed)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from eqsearch import costs
+from eqsearch.errors import InputError
+from eqsearch.latency.fingerprint import machine_key
+from eqsearch.latency.kernels import KernelTable
+from eqsearch.latency.table import LatencyTable, LayerUnit
+from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, LayerChoice, SubnetConfig
+from supernet.elastic import Supernet
+from supernet.runtimes.attribution import layer_profile
+from supernet.runtimes.base import Runtime, RuntimeSession
+from supernet.runtimes.exporting import RuntimeGraph, input_size, random_images, runtime_graph
+from supernet.runtimes.timing import interleaved_timing
+
+Progress = Callable[[str, int, int], None]
+FloatArray = npt.NDArray[np.float64]
+REFERENCE_BITS = 8
+CHUNK = 24
+"""Sessions held at once while timing (memory: an ImageNet-size network takes ~50 MB each)."""
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How a latency table is measured.
+
+    Args:
+        threads: the runtime's intra-op threads.
+        batch: images per inference.
+        repeats: profiled runs and timed rounds of every measured subnet.
+        holdout: random whole subnets measured to state the table's error (not fitted on).
+        seed: seeds the designed and held-out subnets and the timing order.
+        candidates: random architectures the greedy shape cover picks each subnet from.
+    """
+
+    threads: int = 2
+    batch: int = 1
+    repeats: int = 10
+    holdout: int = 50
+    seed: int = 0
+    candidates: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "batch", "repeats", "candidates"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer; got {value!r}")
+        if isinstance(self.holdout, bool) or not isinstance(self.holdout, int) or self.holdout < 0:
+            raise InputError(f"holdout must be an integer >= 0; got {self.holdout!r}")
+
+
+def layer_roles(supernet: Supernet) -> list[str]:
+    """The probe role of every layer of the space (what kind of kernel it needs)."""
+    modules = supernet.elastic_layers()
+    space = supernet.space
+    roles = []
+    for index, spec in enumerate(space.layers):
+        module = modules.get(spec.name)
+        if spec.kind == "linear":
+            roles.append("classifier" if index == space.n_layers - 1 else "linear")
+            continue
+        geometry = spec.geometry
+        groups = getattr(module, "groups", 1)
+        in_channels = getattr(module, "in_channels", 1)
+        depthwise = (
+            geometry.depthwise if geometry is not None else groups > 1 and groups == in_channels
+        )
+        kernel = getattr(module, "kernel_size", (1, 1))
+        kernel_side = kernel[0] if isinstance(kernel, tuple) else int(kernel)
+        positions = spec.n_inputs // max(1, in_channels)
+        if depthwise:
+            roles.append("depthwise")
+        elif kernel_side == 1 and positions == 1:
+            roles.append("se.reduce" if spec.out_channels < in_channels else "se.expand")
+        elif kernel_side == 1:
+            roles.append("pointwise")
+        else:
+            roles.append("dense")
+    return roles
+
+
+def class_mapping(
+    space: ElasticSpace, roles: Sequence[str], kernels: KernelTable
+) -> tuple[tuple[str, ...], dict[str, dict[tuple[int, int, str], int]]]:
+    """Kernel-class labels and, per role, each reachable (w, a, form)'s class index."""
+    classes: list[str] = []
+    mapping: dict[str, dict[tuple[int, int, str], int]] = {}
+    pairs = {(w, a) for w in space.w_bits for a in space.a_bits}
+    pairs |= {layer.pinned for layer in space.layers if layer.pinned is not None}
+    for role in sorted(set(roles)):
+        entries: dict[tuple[int, int, str], int] = {}
+        for w_bits, a_bits in sorted(pairs):
+            for form in space.forms:
+                label = kernels.class_label(role, form, w_bits, a_bits)
+                if label not in classes:
+                    classes.append(label)
+                entries[(w_bits, a_bits, str(form))] = classes.index(label)
+        mapping[role] = entries
+    return tuple(classes), mapping
+
+
+def _shape_keys(space: ElasticSpace, configs: Sequence[SubnetConfig]) -> npt.NDArray[np.int64]:
+    """``(n, layers, 3)``: each layer's (params, MACs, inputs); zeros where it does not run."""
+    batch = configs if isinstance(configs, ConfigBatch) else space.batch(configs)
+    return np.rint(np.stack([batch.params, batch.macs, batch.inputs], axis=2)).astype(np.int64)
+
+
+def shape_sweep(
+    space: ElasticSpace, choice: LayerChoice, rng: np.random.Generator, candidates: int
+) -> list[SubnetConfig]:
+    """Architectures that together run every layer at every shape it can take (all at one
+    bit choice): the largest first, then greedily the random one covering most shapes not
+    yet covered. Genes that only switch layers on or off stay at their largest value."""
+    largest = space.uniform(choice.w_bits, choice.a_bits, choice.form)
+    if not space.genes:
+        return [largest]
+    shaping = {gene for layer in space.layers if layer.geometry for gene in layer.geometry.genes}
+    genes = space.genes
+    top = np.array([len(gene.values) - 1 for gene in genes])
+    wanted = _reachable_shapes(space, choice, rng, shaping)
+    chosen = [largest]
+    covered = _covered(_shape_keys(space, chosen)[0])
+    wanted -= covered
+    for _ in range(200):
+        if not wanted:
+            break
+        draws = np.where(
+            np.array([gene.name in shaping for gene in genes])[None, :],
+            rng.integers(0, 1 << 30, (candidates, len(genes))) % (top + 1)[None, :],
+            top[None, :],
+        )
+        configs = _configs_of(space, choice, draws)
+        keys = _shape_keys(space, configs)
+        gains = [len(_covered(row) & wanted) for row in keys]
+        best = int(np.argmax(gains))
+        if gains[best] == 0:
+            break
+        chosen.append(configs[best])
+        wanted -= _covered(keys[best])
+    return chosen
+
+
+def _configs_of(
+    space: ElasticSpace, choice: LayerChoice, arch: npt.NDArray[np.int64]
+) -> ConfigBatch:
+    """Canonical configs of gene-index rows, every layer at ``choice``."""
+    shape = (len(arch), space.n_layers)
+    return ConfigBatch.from_arrays(
+        space,
+        np.full(shape, choice.w_bits),
+        np.full(shape, choice.a_bits),
+        np.full(shape, ALL_FORMS.index(choice.form)),
+        arch=arch,
+    )
+
+
+def _covered(keys: npt.NDArray[np.int64]) -> set[tuple[int, int, int, int]]:
+    return {(layer, *map(int, key)) for layer, key in enumerate(keys) if key[0] > 0}
+
+
+def _reachable_shapes(
+    space: ElasticSpace, choice: LayerChoice, rng: np.random.Generator, shaping: set[str]
+) -> set[tuple[int, int, int, int]]:
+    """Every (layer, shape) the space reaches, from each layer's own genes enumerated."""
+    genes = space.genes
+    top = np.array([len(gene.values) - 1 for gene in genes])
+    rows = [top]
+    for layer in space.layers:
+        if layer.geometry is None:
+            continue
+        own = [i for i, gene in enumerate(genes) if gene.name in layer.geometry.genes]
+        grids = np.meshgrid(*[np.arange(len(genes[i].values)) for i in own], indexing="ij")
+        for combination in zip(*(grid.reshape(-1) for grid in grids), strict=True):
+            row = top.copy()
+            row[own] = combination
+            rows.append(row)
+    unique = np.unique(np.array(rows), axis=0)
+    keys = _shape_keys(space, _configs_of(space, choice, unique))
+    reachable: set[tuple[int, int, int, int]] = set()
+    for row in keys:
+        reachable |= _covered(row)
+    return reachable
+
+
+def class_sweep(
+    space: ElasticSpace, roles: Sequence[str], class_map: dict[str, dict[tuple[int, int, str], int]]
+) -> list[SubnetConfig]:
+    """Uniform choices of the largest architecture, one for each distinct assignment of
+    kernel classes to the roles (every class of every role once at least)."""
+    seen: set[tuple[int, ...]] = set()
+    configs = []
+    role_set = sorted(set(roles))
+    for form in space.forms:
+        for w_bits in sorted(space.w_bits, reverse=True):
+            for a_bits in sorted(space.a_bits, reverse=True):
+                signature = tuple(
+                    class_map[role].get((w_bits, a_bits, str(form)), -1) for role in role_set
+                )
+                if signature in seen:
+                    continue
+                seen.add(signature)
+                configs.append(space.uniform(w_bits, a_bits, form))
+    return configs
+
+
+def _export_all(
+    supernet: Supernet,
+    configs: Sequence[SubnetConfig],
+    runtime: Runtime,
+    phase: str,
+    progress: Progress | None,
+) -> list[RuntimeGraph]:
+    graphs = []
+    for done, config in enumerate(configs):
+        graphs.append(runtime_graph(supernet, config, runtime))
+        if progress is not None:
+            progress(phase, done + 1, len(configs))
+    return graphs
+
+
+def _open(
+    runtime: Runtime,
+    supernet: Supernet,
+    graphs: Sequence[RuntimeGraph],
+    settings: LatencySettings,
+    *,
+    profiling: bool,
+) -> list[RuntimeSession]:
+    sessions = []
+    for graph in graphs:
+        images = random_images(supernet, graph.image_size, settings.batch, settings.seed)
+        sessions.append(
+            runtime.open(graph.model, images, threads=settings.threads, profiling=profiling)
+        )
+    return sessions
+
+
+def measure_wall(
+    runtime: Runtime,
+    supernet: Supernet,
+    graphs: Sequence[RuntimeGraph],
+    settings: LatencySettings,
+    *,
+    phase: str = "timing",
+    progress: Progress | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """Median ms per inference and relative spread of each graph, in interleaved rounds
+    (chunks of :data:`CHUNK` sessions at a time)."""
+    medians = np.zeros(len(graphs))
+    spreads = np.zeros(len(graphs))
+    for start in range(0, len(graphs), CHUNK):
+        chunk = graphs[start : start + CHUNK]
+        sessions = _open(runtime, supernet, chunk, settings, profiling=False)
+        try:
+            timing = interleaved_timing(sessions, settings.repeats, seed=settings.seed + start)
+        finally:
+            for session in sessions:
+                session.close()
+        medians[start : start + len(chunk)] = timing.median_ms
+        spreads[start : start + len(chunk)] = timing.spread
+        if progress is not None:
+            progress(phase, start + len(chunk), len(graphs))
+    return medians, spreads
+
+
+def _profile_layers(
+    runtime: Runtime,
+    supernet: Supernet,
+    graphs: Sequence[RuntimeGraph],
+    settings: LatencySettings,
+    progress: Progress | None,
+) -> list[dict[str, float]]:
+    """Per graph, each layer's median ms over interleaved profiled rounds."""
+    results: list[dict[str, float]] = []
+    for start in range(0, len(graphs), CHUNK):
+        chunk = graphs[start : start + CHUNK]
+        sessions = _open(runtime, supernet, chunk, settings, profiling=True)
+        try:
+            for session in sessions:
+                session.run()
+                session.run()
+                session.record()
+            rng = np.random.default_rng(settings.seed + start)
+            for _ in range(settings.repeats):
+                for index in rng.permutation(len(sessions)):
+                    sessions[index].run()
+            for session, graph in zip(sessions, chunk, strict=True):
+                medians = layer_profile(session.profile(), graph.owners).median_us
+                results.append({layer: value / 1e3 for layer, value in medians.items()})
+        finally:
+            for session in sessions:
+                session.close()
+        if progress is not None:
+            progress("profiling layers", start + len(chunk), len(graphs))
+    return results
+
+
+def _spearman(x: FloatArray, y: FloatArray) -> float:
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+def build_latency_table(
+    supernet: Supernet,
+    runtime: Runtime,
+    kernels: KernelTable,
+    settings: LatencySettings,
+    *,
+    progress: Progress | None = None,
+) -> LatencyTable:
+    """Measure ``supernet``'s space on ``runtime`` and return its latency table.
+
+    Designed subnets run every layer at every shape (one bit choice) and every kernel class
+    (the largest architecture); each is exported as ``eqsearch export --runtime`` would and
+    profiled, and each layer's time is the sum of the nodes the runtime runs for it. A
+    layer's time at (shape, class) is its time at the shape × the class's ratio; the sum
+    over layers is calibrated (intercept, slope) on the designed subnets' measured
+    latencies. ``settings.holdout`` random whole subnets are then measured and predicted to
+    state the table's error; they are not fitted on.
+    """
+    started = time.perf_counter()
+    space = supernet.space
+    rng = np.random.default_rng(settings.seed)
+    roles = layer_roles(supernet)
+    classes, class_map = class_mapping(space, roles, kernels)
+    bits = REFERENCE_BITS if REFERENCE_BITS in space.w_bits else max(space.w_bits)
+    a_bits = REFERENCE_BITS if REFERENCE_BITS in space.a_bits else max(space.a_bits)
+    reference = LayerChoice(bits, a_bits, space.forms[0])
+    shapes = shape_sweep(space, reference, rng, settings.candidates)
+    designed = shapes + class_sweep(space, roles, class_map)
+    holdout = (
+        list(space.sample(rng, settings.holdout, forms="per_layer")) if settings.holdout else []
+    )
+    graphs = _export_all(supernet, designed, runtime, "exporting designed subnets", progress)
+    layer_ms = _profile_layers(runtime, supernet, graphs, settings, progress)
+    wall, spread = measure_wall(
+        runtime, supernet, graphs, settings, phase="timing designed subnets", progress=progress
+    )
+    units = _fit_units(space, roles, classes, class_map, designed, len(shapes), layer_ms)
+    table = LatencyTable(
+        key=machine_key(
+            runtime.name,
+            threads=settings.threads,
+            batch=settings.batch,
+            image_size=input_size(supernet, space.largest()),
+        ),
+        space_fingerprint=space.fingerprint,
+        classes=classes,
+        class_map=class_map,
+        units=units,
+    )
+    raw = table.predict(space.batch(designed))
+    intercept, slope = _calibrate(raw, wall)
+    validation: dict[str, float] = {"designed": float(len(designed))}
+    rows: list[dict[str, object]] = []
+    holdout_spread = np.zeros(0)
+    if holdout:
+        held = _export_all(supernet, holdout, runtime, "exporting held-out subnets", progress)
+        measured, holdout_spread = measure_wall(
+            runtime, supernet, held, settings, phase="timing held-out subnets", progress=progress
+        )
+        del held
+        predicted = intercept + slope * table.predict(space.batch(holdout))
+        validation.update(_validation(space, holdout, predicted, measured))
+        rows = [
+            {"config": config.to_dict(), "measured_ms": float(m), "predicted_ms": float(p)}
+            for config, m, p in zip(holdout, measured, predicted, strict=True)
+        ]
+    return LatencyTable(
+        key=table.key,
+        space_fingerprint=table.space_fingerprint,
+        classes=classes,
+        class_map=class_map,
+        units=units,
+        intercept_ms=intercept,
+        slope=slope,
+        spread=float(np.median(np.concatenate([spread, holdout_spread]))),
+        validation=validation,
+        holdout=tuple(rows),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _validation(
+    space: ElasticSpace,
+    configs: Sequence[SubnetConfig],
+    predicted: FloatArray,
+    measured: FloatArray,
+) -> dict[str, float]:
+    relative = np.abs(predicted - measured) / measured
+    batch = space.batch(configs)
+    result = {
+        "n": float(len(configs)),
+        "median_abs_error": float(np.median(relative)),
+        "p90_abs_error": float(np.percentile(relative, 90)),
+        "spearman": _spearman(predicted, measured),
+        "bitops_spearman": _spearman(np.asarray(costs.bitops(space, batch)), measured),
+        "macs_spearman": _spearman(np.asarray(costs.macs(space, batch)), measured),
+    }
+    return result
+
+
+def _calibrate(raw: FloatArray, wall: FloatArray) -> tuple[float, float]:
+    """``wall ≈ intercept + slope · raw`` by least squares (slope kept positive)."""
+    if len(raw) < 2 or np.ptp(raw) == 0:
+        return float(np.median(wall - raw)), 1.0
+    slope, intercept = np.polyfit(raw, wall, 1)
+    if not slope > 0:
+        return float(np.median(wall - raw)), 1.0
+    return float(intercept), float(slope)
+
+
+def _fit_units(
+    space: ElasticSpace,
+    roles: Sequence[str],
+    classes: Sequence[str],
+    class_map: dict[str, dict[tuple[int, int, str], int]],
+    designed: Sequence[SubnetConfig],
+    n_shape_configs: int,
+    layer_ms: Sequence[dict[str, float]],
+) -> tuple[LayerUnit, ...]:
+    keys = _shape_keys(space, designed)
+    batch = space.batch(designed)
+    names = [layer.name for layer in space.layers]
+    units = []
+    ratios_by_role: dict[tuple[str, int], list[float]] = {}
+    pending: list[tuple[int, dict[int, list[float]]]] = []
+    shape_tables: list[tuple[list[tuple[int, int, int]], list[float]]] = []
+    for column, name in enumerate(names):
+        samples: dict[tuple[int, int, int], list[float]] = {}
+        for row in range(n_shape_configs):
+            if batch.active[row, column] and name in layer_ms[row]:
+                key = (
+                    int(keys[row, column, 0]),
+                    int(keys[row, column, 1]),
+                    int(keys[row, column, 2]),
+                )
+                samples.setdefault(key, []).append(layer_ms[row][name])
+        shapes = sorted(samples)
+        times = [float(np.median(samples[key])) for key in shapes]
+        shape_tables.append((shapes, times))
+        base = layer_ms[0].get(name)
+        per_class: dict[int, list[float]] = {}
+        for row in range(len(designed)):
+            if 0 < row < n_shape_configs or not batch.active[row, column]:
+                continue
+            value = layer_ms[row].get(name)
+            if value is None or not base:
+                continue
+            choice = (int(batch.w_bits[row, column]), int(batch.a_bits[row, column]))
+            form = str(ALL_FORMS[int(batch.form_index[row, column])])
+            index = class_map[roles[column]][(*choice, form)]
+            per_class.setdefault(index, []).append(value / base)
+            ratios_by_role.setdefault((roles[column], index), []).append(value / base)
+        pending.append((column, per_class))
+    for (column, per_class), (shapes, times) in zip(pending, shape_tables, strict=True):
+        ratio = []
+        for index in range(len(classes)):
+            if index in per_class:
+                ratio.append(float(np.median(per_class[index])))
+            elif (roles[column], index) in ratios_by_role:
+                ratio.append(float(np.median(ratios_by_role[(roles[column], index)])))
+            else:
+                ratio.append(1.0)
+        if not shapes:
+            raise InputError(f"layer {names[column]!r} never ran in the designed subnets")
+        units.append(
+            LayerUnit(names[column], roles[column], tuple(shapes), tuple(times), tuple(ratio))
+        )
+    return tuple(units)
