@@ -46,11 +46,13 @@ def _constant_value(model: Any, graph: _Graph, name: str) -> np.ndarray | None:
         return value
     from onnx import numpy_helper
 
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output[0] == name:
-            tensor = _attribute(node, "value", None)
-            return None if tensor is None else np.asarray(numpy_helper.to_array(tensor))
-    return None
+    nodes: dict[str, Any] | None = getattr(graph, "constant_nodes", None)
+    if nodes is None:
+        nodes = {node.output[0]: node for node in model.graph.node if node.op_type == "Constant"}
+        graph.constant_nodes = nodes  # type: ignore[attr-defined]
+    node = nodes.get(name)
+    tensor = None if node is None else _attribute(node, "value", None)
+    return None if tensor is None else np.asarray(numpy_helper.to_array(tensor))
 
 
 def inline_aliases(model: Any) -> None:
@@ -104,9 +106,9 @@ def fold_bias_adds(model: Any) -> int:
             conv.input[2] = name
         else:
             conv.input.append(name)
+        # the add's output is read by the same nodes as before; no other add reads this conv
         conv.output[0] = add.output[0]
         model.graph.node.remove(add)
-        graph = _Graph(model.graph)
         moved += 1
     return moved
 
@@ -199,9 +201,11 @@ def fold_batch_norms_widened(model: Any) -> tuple[int, int]:
     """
     norms = [node for node in model.graph.node if node.op_type == "BatchNormalization"]
     folded = 0
+    # each fold reads and renames only its own conv's tensors: one index serves them all
+    graph = _Graph(model.graph)
     for norm in norms:
-        _widen_to_channels(model, _Graph(model.graph), norm)
-        if _fold_one(_Graph(model.graph), norm):
+        _widen_to_channels(model, graph, norm)
+        if _fold_one(graph, norm):
             folded += 1
     prune_unused(model)
     return folded, len(norms) - folded
@@ -291,8 +295,15 @@ def requantize(model: Any) -> tuple[int, int]:
     from onnx import helper
 
     requantized = clips = 0
+    # chains are disjoint (each clamp has one reader), and a rewrite renames only the codes
+    # of its own QuantizeLinear: one index serves every chain
+    graph = _Graph(model.graph)
+    inserted: list[tuple[str, Any]] = []
+    readers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
     for quantize in [node for node in model.graph.node if node.op_type == "QuantizeLinear"]:
-        graph = _Graph(model.graph)
         if graph.constant(quantize.input[0]) is not None:
             continue  # a weight
         chain: list[Any] = []
@@ -332,7 +343,7 @@ def requantize(model: Any) -> tuple[int, int]:
             continue
         codes = quantize.output[0]
         clipped = f"{codes}/clipped"
-        for node in model.graph.node:
+        for node in readers.get(codes, []):
             for index, name in enumerate(node.input):
                 if name == codes:
                     node.input[index] = clipped
@@ -343,11 +354,29 @@ def requantize(model: Any) -> tuple[int, int]:
         clip = helper.make_node(
             "Clip", [codes, *bounds], [clipped], name=f"{quantize.name}/IntegerClip"
         )
-        position = list(model.graph.node).index(quantize) + 1
-        model.graph.node.insert(position, clip)
+        inserted.append((codes, clip))
         clips += 1
+    _insert_after(model, inserted)
     prune_unused(model)
     return requantized, clips
+
+
+def _insert_after(model: Any, pairs: list[tuple[str, Any]]) -> None:
+    """Put each new node right after the node that writes the tensor it is paired with (the
+    graph stays topologically sorted)."""
+    if not pairs:
+        return
+    after = dict(pairs)
+    nodes = []
+    for node in model.graph.node:
+        nodes.append(node)
+        if node.output and node.output[0] in after:
+            nodes.append(after[node.output[0]])
+    copies = [type(node)() for node in nodes]
+    for copy, node in zip(copies, nodes, strict=True):
+        copy.CopyFrom(node)
+    del model.graph.node[:]
+    model.graph.node.extend(copies)
 
 
 def dequantize_unfused_weights(

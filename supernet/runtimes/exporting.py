@@ -12,8 +12,8 @@ from eqsearch.space import SubnetConfig
 from supernet.deploy import build_deploy_model, check_exportable
 from supernet.elastic import Supernet
 from supernet.onnx_fusable import FusableReport, make_fusable
-from supernet.runtimes.attribution import LayerOwners, layer_of_scope
 from supernet.runtime import one_thread
+from supernet.runtimes.attribution import LayerOwners, layer_of_scope
 from supernet.runtimes.base import Runtime
 
 RESOLUTION_GENE = "resolution"
@@ -50,6 +50,34 @@ def random_images(
     return rng.standard_normal((batch, channels, size, size)).astype(np.float32)
 
 
+class Extractions:
+    """A joint supernet's extracted static networks, the last few kept: configs that share an
+    architecture (the choices of one network) extract it once."""
+
+    def __init__(self, supernet: Supernet, keep: int = 2) -> None:
+        self.supernet = supernet
+        self.keep = keep
+        self._networks: dict[tuple[tuple[str, int], ...], Supernet] = {}
+
+    def static(self, config: SubnetConfig) -> tuple[Supernet, SubnetConfig]:
+        """The network of ``config``'s architecture with ``config``'s choices active."""
+        supernet = self.supernet
+        if not supernet.joint:
+            return supernet, supernet.space.validate(config)
+        from supernet.extract import extract
+
+        arch = tuple(sorted(config.arch_dict.items()))
+        static = self._networks.pop(arch, None)
+        if static is None:
+            with one_thread():
+                static = extract(supernet, config)
+        self._networks[arch] = static
+        while len(self._networks) > self.keep:
+            self._networks.pop(next(iter(self._networks)))
+        static.set_subnet(static.space.validate(SubnetConfig(config.choices)))
+        return static, static.space.validate(SubnetConfig(config.choices))
+
+
 @torch.no_grad()
 def runtime_graph(
     supernet: Supernet,
@@ -57,6 +85,7 @@ def runtime_graph(
     runtime: Runtime | None,
     *,
     full_precision: bool = False,
+    extractions: Extractions | None = None,
 ) -> RuntimeGraph:
     """The ONNX graph ``eqsearch export --runtime`` writes for ``config`` (no BN
     re-calibration, no agreement check: what it computes does not change its speed).
@@ -66,23 +95,16 @@ def runtime_graph(
     for an ``oqa_mbv3`` subnet at load 13 on 2 cores).
 
     ``runtime`` None: the plain QDQ export; ``full_precision``: the FP32 network of the same
-    architecture (every layer float, its latent weights).
+    architecture (every layer float, its latent weights). ``extractions`` reuses a joint
+    supernet's extracted networks across calls.
     """
     import onnx
 
     from supernet.export import DEFAULT_OPSET, _torchscript_export
 
-    if supernet.joint:
-        from supernet.extract import extract
-
-        if not full_precision:
-            check_exportable(supernet)
-        with one_thread():
-            static = extract(supernet, config)
-        static_config = static.active_subnet()
-        assert static_config is not None
-    else:
-        static, static_config = supernet, config
+    if supernet.joint and not full_precision:
+        check_exportable(supernet)
+    static, static_config = (extractions or Extractions(supernet, keep=1)).static(config)
     was_training = static.training
     static.eval()
     try:

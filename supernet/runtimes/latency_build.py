@@ -18,7 +18,13 @@ from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, LayerChoice, Su
 from supernet.elastic import Supernet
 from supernet.runtimes.attribution import layer_profile
 from supernet.runtimes.base import Runtime, RuntimeSession
-from supernet.runtimes.exporting import RuntimeGraph, input_size, random_images, runtime_graph
+from supernet.runtimes.exporting import (
+    Extractions,
+    RuntimeGraph,
+    input_size,
+    random_images,
+    runtime_graph,
+)
 from supernet.runtimes.timing import interleaved_timing
 
 Progress = Callable[[str, int, int], None]
@@ -219,8 +225,9 @@ def _export_all(
     progress: Progress | None,
 ) -> list[RuntimeGraph]:
     graphs = []
+    extractions = Extractions(supernet)
     for done, config in enumerate(configs):
-        graphs.append(runtime_graph(supernet, config, runtime))
+        graphs.append(runtime_graph(supernet, config, runtime, extractions=extractions))
         if progress is not None:
             progress(phase, done + 1, len(configs))
     return graphs
@@ -411,14 +418,21 @@ def _validation(
     return result
 
 
+SLOPES = (0.5, 2.0)
+"""A calibration slope outside this range is a fit to noise: the profiled layer times and
+whole-network latencies then differ by their median instead."""
+
+
 def _calibrate(raw: FloatArray, wall: FloatArray) -> tuple[float, float]:
-    """``wall ≈ intercept + slope · raw`` by least squares (slope kept positive)."""
-    if len(raw) < 2 or np.ptp(raw) == 0:
-        return float(np.median(wall - raw)), 1.0
-    slope, intercept = np.polyfit(raw, wall, 1)
-    if not slope > 0:
-        return float(np.median(wall - raw)), 1.0
-    return float(intercept), float(slope)
+    """``wall ≈ intercept + slope · raw``, fitted robustly (Theil–Sen: the median of the
+    pairwise slopes, so that a few subnets timed in a busy second do not tilt it)."""
+    from scipy.stats import theilslopes
+
+    if len(raw) >= 3 and np.ptp(raw) > 0:
+        slope, intercept, _, _ = theilslopes(wall, raw)
+        if SLOPES[0] <= slope <= SLOPES[1]:
+            return float(intercept), float(slope)
+    return float(np.median(wall - raw)), 1.0
 
 
 def _fit_units(
@@ -430,52 +444,76 @@ def _fit_units(
     n_shape_configs: int,
     layer_ms: Sequence[dict[str, float]],
 ) -> tuple[LayerUnit, ...]:
+    """Per layer: the median time at each shape (the shape sweep, reference choice) and each
+    class's median time over the reference class's, both at the largest architecture (the
+    first designed subnet and the class sweep)."""
     keys = _shape_keys(space, designed)
     batch = space.batch(designed)
-    names = [layer.name for layer in space.layers]
-    units = []
-    ratios_by_role: dict[tuple[str, int], list[float]] = {}
-    pending: list[tuple[int, dict[int, list[float]]]] = []
-    shape_tables: list[tuple[list[tuple[int, int, int]], list[float]]] = []
-    for column, name in enumerate(names):
-        samples: dict[tuple[int, int, int], list[float]] = {}
+    largest = [0, *range(n_shape_configs, len(designed))]
+    reference = [
+        class_map[roles[column]][_choice_key(batch, 0, column)] for column in range(space.n_layers)
+    ]
+    per_layer: list[tuple[dict[tuple[int, int, int], list[float]], dict[int, list[float]]]] = []
+    for column, layer in enumerate(space.layers):
+        shapes: dict[tuple[int, int, int], list[float]] = {}
         for row in range(n_shape_configs):
-            if batch.active[row, column] and name in layer_ms[row]:
-                key = (
-                    int(keys[row, column, 0]),
-                    int(keys[row, column, 1]),
-                    int(keys[row, column, 2]),
-                )
-                samples.setdefault(key, []).append(layer_ms[row][name])
-        shapes = sorted(samples)
-        times = [float(np.median(samples[key])) for key in shapes]
-        shape_tables.append((shapes, times))
-        base = layer_ms[0].get(name)
-        per_class: dict[int, list[float]] = {}
-        for row in range(len(designed)):
-            if 0 < row < n_shape_configs or not batch.active[row, column]:
-                continue
-            value = layer_ms[row].get(name)
-            if value is None or not base:
-                continue
-            choice = (int(batch.w_bits[row, column]), int(batch.a_bits[row, column]))
-            form = str(ALL_FORMS[int(batch.form_index[row, column])])
-            index = class_map[roles[column]][(*choice, form)]
-            per_class.setdefault(index, []).append(value / base)
-            ratios_by_role.setdefault((roles[column], index), []).append(value / base)
-        pending.append((column, per_class))
-    for (column, per_class), (shapes, times) in zip(pending, shape_tables, strict=True):
-        ratio = []
+            value = layer_ms[row].get(layer.name)
+            if batch.active[row, column] and value is not None:
+                shapes.setdefault(_key(keys, row, column), []).append(value)
+        by_class: dict[int, list[float]] = {}
+        for row in largest:
+            value = layer_ms[row].get(layer.name)
+            if batch.active[row, column] and value is not None:
+                index = class_map[roles[column]][_choice_key(batch, row, column)]
+                by_class.setdefault(index, []).append(value)
+        if not shapes or reference[column] not in by_class:
+            raise InputError(f"layer {layer.name!r} never ran in the designed subnets")
+        per_layer.append((shapes, by_class))
+    pooled: dict[tuple[str, int], list[float]] = {}
+    ratios: list[dict[int, float]] = []
+    for column, (_, by_class) in enumerate(per_layer):
+        base = float(np.median(by_class[reference[column]]))
+        ratio = {
+            index: float(np.median(values)) / base if base > 0 else 1.0
+            for index, values in by_class.items()
+        }
+        ratio[reference[column]] = 1.0
+        for index, value in ratio.items():
+            pooled.setdefault((roles[column], index), []).append(value)
+        ratios.append(ratio)
+    units = []
+    for column, ((shapes, by_class), ratio) in enumerate(zip(per_layer, ratios, strict=True)):
+        largest_key = _key(keys, 0, column)
+        times = {key: float(np.median(values)) for key, values in shapes.items()}
+        times[largest_key] = float(np.median(by_class[reference[column]]))
+        row = []
         for index in range(len(classes)):
-            if index in per_class:
-                ratio.append(float(np.median(per_class[index])))
-            elif (roles[column], index) in ratios_by_role:
-                ratio.append(float(np.median(ratios_by_role[(roles[column], index)])))
+            if index in ratio:
+                row.append(ratio[index])
+            elif (roles[column], index) in pooled:  # a class this layer never took here
+                row.append(float(np.median(pooled[(roles[column], index)])))
             else:
-                ratio.append(1.0)
-        if not shapes:
-            raise InputError(f"layer {names[column]!r} never ran in the designed subnets")
+                row.append(1.0)
+        ordered = sorted(times)
         units.append(
-            LayerUnit(names[column], roles[column], tuple(shapes), tuple(times), tuple(ratio))
+            LayerUnit(
+                space.layers[column].name,
+                roles[column],
+                tuple(ordered),
+                tuple(times[key] for key in ordered),
+                tuple(row),
+            )
         )
     return tuple(units)
+
+
+def _key(keys: npt.NDArray[np.int64], row: int, column: int) -> tuple[int, int, int]:
+    return (int(keys[row, column, 0]), int(keys[row, column, 1]), int(keys[row, column, 2]))
+
+
+def _choice_key(batch: ConfigBatch, row: int, column: int) -> tuple[int, int, str]:
+    return (
+        int(batch.w_bits[row, column]),
+        int(batch.a_bits[row, column]),
+        str(ALL_FORMS[int(batch.form_index[row, column])]),
+    )

@@ -1,0 +1,173 @@
+"""Latency tables as data: prediction by layer shape × kernel class, files, the search."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from eqsearch import costs
+from eqsearch.engines import nsga2
+from eqsearch.errors import InputError
+from eqsearch.latency import (
+    KernelTable,
+    LatencyTable,
+    MeasurementKey,
+    ProbeCell,
+    latency_budget,
+    latency_objective,
+)
+from eqsearch.latency.table import LayerUnit
+from eqsearch.problem import Objective, SearchProblem, make_problem
+from eqsearch.space import ALL_FORMS, ElasticSpace, QuantForm
+
+from .joint_fixtures import joint_space
+
+KEY = MeasurementKey("Test CPU", 2, "onnxruntime", "1.0", 2, 1, 32)
+
+
+def _classes(space: ElasticSpace) -> tuple[tuple[str, ...], dict]:
+    """Two classes: 8-bit activations (full) and narrower ones (a clip)."""
+    entries = {
+        (w, a, str(form)): 0 if a == 8 else 1
+        for w in (*space.w_bits, 8)
+        for a in (*space.a_bits, 8)
+        for form in ALL_FORMS
+    }
+    return ("full", "clip"), {"dense": entries}
+
+
+def _table(space: ElasticSpace, *, clip_ratio: float = 1.5) -> LatencyTable:
+    """Each layer costs (its MACs / 1e6) ms, ×1.5 with a narrow activation grid."""
+    batch = space.sample(0, 400)
+    classes, class_map = _classes(space)
+    units = []
+    for column, layer in enumerate(space.layers):
+        running = batch.active[:, column]
+        shapes = sorted(
+            {
+                (int(p), int(m), int(i))
+                for p, m, i in zip(
+                    batch.params[running, column],
+                    batch.macs[running, column],
+                    batch.inputs[running, column],
+                    strict=True,
+                )
+            }
+        )
+        units.append(
+            LayerUnit(
+                layer.name,
+                "dense",
+                tuple(shapes),
+                tuple(m / 1e6 for _, m, _ in shapes),
+                (1.0, clip_ratio),
+            )
+        )
+    return LatencyTable(KEY, space.fingerprint, classes, class_map, tuple(units), 0.25, 2.0)
+
+
+def test_prediction_sums_layer_times_by_shape_and_class(space: ElasticSpace) -> None:
+    table = _table(space)
+    configs = [space.uniform(8, 8), space.uniform(4, 8), space.uniform(4, 4)]
+    predicted = table.predict(space.batch(configs))
+    macs = np.array([layer.macs for layer in space.layers], dtype=np.float64) / 1e6
+    pinned = np.array([layer.pinned is not None for layer in space.layers])
+    full = 0.25 + 2.0 * macs.sum()
+    narrow = 0.25 + 2.0 * (macs[pinned].sum() + 1.5 * macs[~pinned].sum())
+    np.testing.assert_allclose(predicted, [full, full, narrow])
+
+
+def test_joint_space_prediction_follows_each_configs_architecture() -> None:
+    space = joint_space()
+    table = _table(space, clip_ratio=1.0)
+    batch = space.sample(1, 50)
+    expected = 0.25 + 2.0 * np.asarray(costs.macs(space, batch)) / 1e6
+    np.testing.assert_allclose(table.predict(batch), expected)
+
+
+def test_a_table_survives_its_file(space: ElasticSpace, tmp_path) -> None:
+    table = _table(space)
+    path = table.save(tmp_path / "latency.json")
+    again = LatencyTable.load(path)
+    batch = space.sample(3, 20)
+    np.testing.assert_allclose(again.predict(batch), table.predict(batch), rtol=1e-6)
+    assert again.key == KEY and again.classes == table.classes
+
+
+def test_a_table_of_another_space_or_shape_is_refused(space: ElasticSpace, tmp_path) -> None:
+    table = _table(space)
+    other = ElasticSpace(space.layers, w_bits=(2, 4), a_bits=(4, 8))
+    with pytest.raises(InputError, match="measured for another space"):
+        table.check_space(other)
+    with pytest.raises(InputError, match="measured for another space"):
+        make_problem(other, objectives=("latency",), latency=table)
+    path = tmp_path / "bad.json"
+    data = table.to_dict()
+    data["units"][0]["shapes"] = [[1, 2, 3]]
+    path.write_text(json.dumps(data))
+    broken = LatencyTable.load(path)
+    with pytest.raises(InputError, match="no measurement of layer 'conv1'"):
+        broken.predict(space.batch([space.uniform(8, 8)]))
+    path.write_text(json.dumps({"format": "eqsearch-latency", "version": 1}))
+    with pytest.raises(InputError, match="is damaged"):
+        LatencyTable.load(path)
+
+
+def test_budget_no_config_meets_states_the_smallest(space: ElasticSpace) -> None:
+    table = _table(space)
+    with pytest.raises(InputError, match=r"latency_budget <= 0.001 cannot be met"):
+        make_problem(space, objectives=("bitops",), latency=table, latency_ms=0.001)
+    with pytest.raises(InputError, match="needs a measured latency table"):
+        make_problem(space, objectives=("latency",))
+
+
+@pytest.mark.parametrize("engine", ["pymoo", "deap"])
+def test_a_measured_latency_objective_drives_both_engines(
+    space: ElasticSpace, engine: str
+) -> None:
+    table = _table(space)
+    accuracy = Objective("accuracy", lambda b: b.w_bits.sum(axis=1) + b.a_bits.sum(axis=1), "max")
+    limit = float(table.predict(space.batch([space.uniform(6, 6)]))[0])
+    problem = SearchProblem(
+        space,
+        [accuracy, latency_objective(table)],
+        [latency_budget(table, limit)],
+        forms=QuantForm(),
+    )
+    front = nsga2(problem, engine=engine, population=20, generations=10, seed=0)
+    predicted = table.predict(front.batch)
+    np.testing.assert_allclose(front.column("latency"), predicted)
+    assert np.all(predicted <= limit + 1e-9)
+    # in this table 8-bit activations are fastest (no clip) and the most accurate: the
+    # front's fastest config is one with every searched layer at A8
+    fastest = front.batch.take([int(np.argmin(front.column("latency")))])
+    assert np.all(fastest.a_bits == 8)
+    assert front.column("latency").min() == pytest.approx(
+        float(table.predict(space.batch([space.uniform(2, 8)]))[0])
+    )
+
+
+def _cell(role: str, form: str, w: int, a: int, storage: str, integer: bool) -> ProbeCell:
+    return ProbeCell(role, form, w, a, storage, "K", integer, 1.0, 2.0)
+
+
+def test_a_probe_tells_which_forms_run_integer_kernels() -> None:
+    cells = [
+        _cell(role, form, w, a, "int8", integer=form.split("-")[1] == "sym")
+        for role in ("dense", "depthwise")
+        for form in ("channel-sym-sym", "channel-asym-sym")
+        for w, a in ((4, 8), (8, 4), (8, 8))
+    ]
+    cells.append(_cell("dense", "channel-sym-sym", 4, 8, "int4", False))
+    probe = KernelTable(KEY, tuple(cells))
+    assert probe.integer_forms() == (QuantForm.parse("channel-sym-sym"),)
+    assert probe.integer("dense", "channel-sym-sym", 4, 4) is True  # both operands measured
+    assert probe.integer("dense", "channel-asym-sym", 4, 4) is False
+    assert probe.integer("dense", "channel-sym-sym", 2, 8) is None
+    assert probe.class_label("dense", "channel-sym-sym", 4, 4) == "channel-sym-sym/int/clip"
+    assert probe.class_label("dense", "channel-asym-sym", 8, 8) == "channel-asym-sym/float/full"
+    assert probe.class_label("dense", "channel-sym-sym", 32, 32) == "fp32"
+    assert not probe.int4_integer("dense")
+    assert KernelTable.from_dict(probe.to_dict()) == probe
