@@ -130,12 +130,12 @@ class ParetoFront:
             if measured.shape != (len(self.batch),):
                 raise InputError("ParetoFront.measured needs one value (or NaN) per config")
             object.__setattr__(self, "measured", measured)
-        extra = {}
+        extra: dict[str, FloatArray] = {}
         for name, column in self.extra.items():
-            values = np.asarray(column, dtype=np.float64).reshape(-1)
-            if values.shape != (len(self.batch),):
+            flat: FloatArray = np.asarray(column, dtype=np.float64).reshape(-1)
+            if flat.shape != (len(self.batch),):
                 raise InputError(f"ParetoFront.extra[{name!r}] needs one value per config")
-            extra[str(name)] = values
+            extra[str(name)] = flat
         object.__setattr__(self, "extra", extra)
 
     @property

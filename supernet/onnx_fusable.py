@@ -238,7 +238,7 @@ def unsigned_activations(model: Any) -> int:
             node.op_type != "DequantizeLinear"
             or len(node.input) < 3
             or node.input[1] != quantize.input[1]
-            or not np.array_equal(_constant_value(model, graph, node.input[2]), zero)
+            or not _equal(_constant_value(model, graph, node.input[2]), zero)
             for node in dequantizers
         ):
             continue
@@ -250,6 +250,10 @@ def unsigned_activations(model: Any) -> int:
         changed += 1
     prune_unused(model)
     return changed
+
+
+def _equal(value: np.ndarray | None, expected: np.ndarray) -> bool:
+    return value is not None and np.array_equal(value, expected)
 
 
 def _interval(model: Any, graph: _Graph, node: Any) -> tuple[float, float] | None:

@@ -198,6 +198,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_table_path(args.supernet or ".", args.runtime)
     if out.suffix != ".json":
         raise UsageError(f"a latency table is a .json file; got --out {out}")
+    from eqsearch.files import check_output_file
+
+    check_output_file(out, kind="latency", force=True)  # never a file of another kind
     probe = _load_probe(args)
     supernet, _ = _supernet(args)
     from supernet.deploy import check_exportable

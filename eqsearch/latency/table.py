@@ -118,7 +118,7 @@ class LatencyTable:
         cached: tuple[IntArray, FloatArray, FloatArray, list[IntArray], IntArray] | None
         cached = self.__dict__.get("_cache")
         if cached is not None:
-            return cached
+            return cached  # type: ignore[no-any-return]
         roles = sorted({unit.role for unit in self.units})
         role_index = np.array([roles.index(unit.role) for unit in self.units], dtype=np.int64)
         lookup = np.full((len(roles), _BITS, _BITS, len(ALL_FORMS)), -1, dtype=np.int64)

@@ -169,7 +169,11 @@ def _configs_of(
 
 
 def _covered(keys: npt.NDArray[np.int64]) -> set[tuple[int, int, int, int]]:
-    return {(layer, *map(int, key)) for layer, key in enumerate(keys) if key[0] > 0}
+    return {
+        (layer, int(key[0]), int(key[1]), int(key[2]))
+        for layer, key in enumerate(keys)
+        if key[0] > 0
+    }
 
 
 def _reachable_shapes(
@@ -486,14 +490,14 @@ def _fit_units(
         largest_key = _key(keys, 0, column)
         times = {key: float(np.median(values)) for key, values in shapes.items()}
         times[largest_key] = float(np.median(by_class[reference[column]]))
-        row = []
+        ratio_row: list[float] = []
         for index in range(len(classes)):
             if index in ratio:
-                row.append(ratio[index])
+                ratio_row.append(ratio[index])
             elif (roles[column], index) in pooled:  # a class this layer never took here
-                row.append(float(np.median(pooled[(roles[column], index)])))
+                ratio_row.append(float(np.median(pooled[(roles[column], index)])))
             else:
-                row.append(1.0)
+                ratio_row.append(1.0)
         ordered = sorted(times)
         units.append(
             LayerUnit(
@@ -501,7 +505,7 @@ def _fit_units(
                 roles[column],
                 tuple(ordered),
                 tuple(times[key] for key in ordered),
-                tuple(row),
+                tuple(ratio_row),
             )
         )
     return tuple(units)

@@ -124,9 +124,7 @@ def test_budget_no_config_meets_states_the_smallest(space: ElasticSpace) -> None
 
 
 @pytest.mark.parametrize("engine", ["pymoo", "deap"])
-def test_a_measured_latency_objective_drives_both_engines(
-    space: ElasticSpace, engine: str
-) -> None:
+def test_a_measured_latency_objective_drives_both_engines(space: ElasticSpace, engine: str) -> None:
     table = _table(space)
     accuracy = Objective("accuracy", lambda b: b.w_bits.sum(axis=1) + b.a_bits.sum(axis=1), "max")
     limit = float(table.predict(space.batch([space.uniform(6, 6)]))[0])

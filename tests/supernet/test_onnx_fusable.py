@@ -9,8 +9,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import helper, numpy_helper
 from onnx import TensorProto as T
+from onnx import helper, numpy_helper
 
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
@@ -215,3 +215,36 @@ def test_onnx_runtime_fuses_the_rewritten_layers_into_integer_kernels() -> None:
     assert kernels["fused"][first] == ("QLinearConv", True)
     assert kernels["fused"][second] == ("QLinearConv", True)
     assert not any(integer for _, integer in kernels["plain"].values())
+
+
+def test_export_for_a_runtime_reports_integer_layers_and_latency_next_to_fp32(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from supernet.export import export_onnx
+
+    monkeypatch.setenv("EQSEARCH_CACHE", str(tmp_path / "cache"))  # no stored probe
+    supernet, images = _tiny()
+    config = supernet.space.uniform(3, 4, QuantForm.parse("channel-sym-sym"))
+    path = tmp_path / "model.onnx"
+    report = export_onnx(
+        supernet,
+        config,
+        path,
+        verify_images=images,
+        calibration_images=images,
+        int4_weights=True,
+        runtime="onnxruntime",
+        threads=1,
+    )
+    measured = report.runtime
+    assert measured is not None and measured.runtime == "onnxruntime"
+    layers = list(supernet.elastic_layers())
+    assert measured.integer_layers == tuple(layers[:2])
+    assert measured.float_layers == tuple(layers[2:])
+    assert measured.kernels[layers[0]] == "QLinearConv"
+    assert measured.latency_ms > 0 and measured.fp32_latency_ms > 0
+    # INT4 runs as DequantizeLinear + float conv: the 3-bit layers keep int8 storage
+    assert report.int4_layers == 0 and report.widened_layers == 2
+    assert report.folded_batch_norms == 3 and report.top1_agreement >= 95.0
+    written = onnx.load(str(path))
+    assert not any(t.data_type == T.INT4 for t in written.graph.initializer)

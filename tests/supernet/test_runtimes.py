@@ -100,12 +100,18 @@ def test_a_latency_table_is_measured_on_a_tiny_space() -> None:
     space = _tiny_supernet().space
     assert [unit.name for unit in table.units] == [layer.name for layer in space.layers]
     assert table.key.threads == 1 and table.key.image_size == 8
-    # the two forms × full and narrow activations: four classes, each measured
+    # the convs run integer kernels, the classifier (float logits) a float one; each in
+    # two forms, with full or narrow (integer-clipped) activations
     assert sorted(table.classes) == sorted(
         f"{form}/{kernel}/{clip}"
         for form in (SYM, ASYM)
-        for kernel, clip in (("int", "full"), ("int", "clip"))
-    ) + [] or {c.split("/")[0] for c in table.classes} == {str(SYM), str(ASYM)}
+        for kernel in ("int", "float")
+        for clip in ("full", "clip")
+    )
+    assert {unit.role for unit in table.units} == {"dense", "classifier"}
+    integer = {index for index, label in enumerate(table.classes) if "/int/" in label}
+    assert set(table.class_map["dense"].values()) == integer
+    assert not set(table.class_map["classifier"].values()) & integer
     assert table.validation["designed"] >= 4 and table.validation["n"] == 4
     assert len(table.holdout) == 4
     predicted = table.predict(space.batch(space.sample(5, 20, forms="per_layer")))
@@ -151,9 +157,7 @@ def test_search_with_a_latency_table_of_another_space_or_an_unmet_budget_exits_2
     save_supernet(checkpoint, _tiny_supernet())
     table = _tiny_table()
     path = table.save(checkpoint.parent / "latency-onnxruntime.json")
-    fastest = table.predict(
-        _tiny_supernet().space.batch([_tiny_supernet().space.uniform(8, 8)])
-    )[0]
+    fastest = table.predict(_tiny_supernet().space.batch([_tiny_supernet().space.uniform(8, 8)]))[0]
     args = ["nsga", "--supernet", str(checkpoint), "--objectives", "bitops,latency"]
     args += ["--population", "8", "--generations", "2", "--no-progress"]
     assert main([*args, "--latency-ms", f"{fastest / 100:.6f}"]) == 2
