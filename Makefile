@@ -36,6 +36,7 @@ benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/sampling_speed.py --subnets 16 --repeats 3
 	$(BIN)/python benchmarks/pipeline_speed.py --repeats 3
 	$(BIN)/python benchmarks/openmp_wait.py --rounds 3
+	$(BIN)/python benchmarks/latency.py --out latency-bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

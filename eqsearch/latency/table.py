@@ -29,6 +29,23 @@ _BITS = FULL_PRECISION_BITS + 1
 
 
 @dataclass(frozen=True)
+class _Arrays:
+    """A table's units as arrays for evaluating whole populations.
+
+    ``macs[l, k]`` is the k-th smallest MAC count measured for layer ``l`` (padded with the
+    largest int64), ``shape_ms[l, k]`` its time; ``lookup`` maps ``((role·B + w)·B + a)·F + f``
+    to a class index (``B`` bit values, ``F`` forms; −1: none).
+    """
+
+    role_base: IntArray
+    lookup: IntArray
+    macs: IntArray
+    shape_ms: FloatArray
+    ratios: FloatArray
+    columns: IntArray
+
+
+@dataclass(frozen=True)
 class LayerUnit:
     """The measured time of one layer of the space (with the nodes the runtime runs for it).
 
@@ -114,70 +131,69 @@ class LatencyTable:
                 "for it with `eqsearch latency build`"
             )
 
-    def _arrays(self) -> tuple[IntArray, FloatArray, FloatArray, list[IntArray], IntArray]:
-        cached: tuple[IntArray, FloatArray, FloatArray, list[IntArray], IntArray] | None
-        cached = self.__dict__.get("_cache")
+    def _arrays(self) -> _Arrays:
+        cached: _Arrays | None = self.__dict__.get("_cache")
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         roles = sorted({unit.role for unit in self.units})
-        role_index = np.array([roles.index(unit.role) for unit in self.units], dtype=np.int64)
-        lookup = np.full((len(roles), _BITS, _BITS, len(ALL_FORMS)), -1, dtype=np.int64)
+        forms = len(ALL_FORMS)
+        lookup = np.full((len(roles), _BITS, _BITS, forms), -1, dtype=np.int64)
         for r, role in enumerate(roles):
             for (w_bits, a_bits, form), index in self.class_map.get(role, {}).items():
                 lookup[r, w_bits, a_bits, ALL_FORMS.index(QuantForm.parse(form))] = index
         width = max(len(unit.shapes) for unit in self.units)
+        macs = np.full((len(self.units), width), np.iinfo(np.int64).max, dtype=np.int64)
         shape_ms = np.zeros((len(self.units), width), dtype=np.float64)
         for row, unit in enumerate(self.units):
-            shape_ms[row, : len(unit.shapes)] = unit.shape_ms
-        ratios = np.array([unit.class_ratio for unit in self.units], dtype=np.float64)
-        shapes = [np.array(unit.shapes, dtype=np.int64).reshape(-1, 3) for unit in self.units]
-        result = (role_index, shape_ms, ratios, shapes, lookup)
+            order = sorted(range(len(unit.shapes)), key=lambda k: unit.shapes[k][1])
+            macs[row, : len(order)] = [unit.shapes[k][1] for k in order]
+            shape_ms[row, : len(order)] = [unit.shape_ms[k] for k in order]
+            if len(set(macs[row, : len(order)].tolist())) != len(order):
+                raise InputError(f"layer {unit.name!r}: two measured shapes with equal MACs")
+        role_index = np.array([roles.index(unit.role) for unit in self.units], dtype=np.int64)
+        result = _Arrays(
+            role_base=role_index * (_BITS * _BITS * forms),
+            lookup=lookup.reshape(-1),
+            macs=macs,
+            shape_ms=shape_ms,
+            ratios=np.array([unit.class_ratio for unit in self.units], dtype=np.float64),
+            columns=np.arange(len(self.units), dtype=np.int64),
+        )
         object.__setattr__(self, "_cache", result)
         return result
 
     def layer_ms(self, batch: ConfigBatch) -> FloatArray:
         """Each layer's predicted time ``(n, layers)`` in ms (0 where a layer does not run),
         before the whole-network calibration."""
-        role_index, shape_ms, ratios, shapes, lookup = self._arrays()
-        n, layers = batch.w_bits.shape
+        arrays = self._arrays()
+        layers = batch.w_bits.shape[1]
         if layers != len(self.units):
             raise InputError("the batch is of another space than the latency table's")
         active = batch.active
-        classes = lookup[
-            role_index[None, :],
-            np.clip(batch.w_bits, 0, FULL_PRECISION_BITS),
-            np.clip(batch.a_bits, 0, FULL_PRECISION_BITS),
-            batch.form_index,
-        ]
+        forms = len(ALL_FORMS)
+        flat = arrays.role_base + (batch.w_bits * _BITS + batch.a_bits) * forms + batch.form_index
+        classes = arrays.lookup[flat]
         if np.any((classes < 0) & active):
             row, column = np.argwhere((classes < 0) & active)[0]
             raise InputError(
                 f"the latency table has no kernel class for layer {self.units[column].name!r} "
                 f"at W{batch.w_bits[row, column]}/A{batch.a_bits[row, column]}"
             )
-        params = np.rint(batch.params).astype(np.int64)
-        macs = np.rint(batch.macs).astype(np.int64)
-        inputs = np.rint(batch.inputs).astype(np.int64)
-        times = np.zeros((n, layers), dtype=np.float64)
-        for column in range(layers):
-            running = active[:, column]
-            if not running.any():
-                continue
-            known = shapes[column]
-            wanted = np.stack(
-                [params[running, column], macs[running, column], inputs[running, column]], axis=1
+        # a layer's measured shapes differ in MACs: its index among them is the count below
+        macs = batch.macs.astype(np.int64)
+        shape = np.zeros(macs.shape, dtype=np.int64)
+        for column in arrays.macs.T[:-1]:  # a few shapes per layer: one pass each
+            shape += macs > column
+        columns = arrays.columns[:layers]
+        missing = active & (arrays.macs[columns, shape] != macs)
+        if missing.any():
+            row, column = np.argwhere(missing)[0]
+            raise InputError(
+                f"the latency table has no measurement of layer "
+                f"{self.units[column].name!r} with {int(macs[row, column])} MACs"
             )
-            match = (wanted[:, None, :] == known[None, :, :]).all(axis=2)
-            found = match.any(axis=1)
-            if not found.all():
-                raise InputError(
-                    f"the latency table has no measurement of layer "
-                    f"{self.units[column].name!r} at the shape (params, MACs, inputs) "
-                    f"{tuple(int(v) for v in wanted[~found][0])}"
-                )
-            shape = match.argmax(axis=1)
-            rows = np.flatnonzero(running)
-            times[rows, column] = shape_ms[column, shape] * ratios[column, classes[rows, column]]
+        ratio = arrays.ratios[columns, np.maximum(classes, 0)]
+        times: FloatArray = np.where(active, arrays.shape_ms[columns, shape] * ratio, 0.0)
         return times
 
     def predict(self, batch: ConfigBatch) -> FloatArray:
