@@ -126,8 +126,9 @@ def cached_table(
 ) -> LatencyTable:
     """The table at ``path`` when it was measured here with these settings for this space;
     else a new one (written there)."""
-    from eqsearch.latency.cache import find_probe
+    from eqsearch.latency.cache import find_probe, probe_path
     from eqsearch.latency.fingerprint import machine_key
+    from eqsearch.latency.kernels import save_probe
     from supernet.runtimes import get_runtime
     from supernet.runtimes.exporting import input_size
     from supernet.runtimes.latency_build import LatencySettings, build_latency_table
@@ -147,12 +148,18 @@ def cached_table(
             log(f"reused {path}")
             return table
     engine = get_runtime(runtime)
-    probe = find_probe(runtime) or run_probe(
-        engine,
-        ProbeSettings(
-            w_bits=space.w_bits, a_bits=space.a_bits, forms=space.forms, int4=False, repeats=3
-        ),
-    )
+    probe = find_probe(runtime)
+    if probe is None:
+        log(f"probing {runtime}")
+        probe = run_probe(
+            engine,
+            ProbeSettings(
+                w_bits=space.w_bits, a_bits=space.a_bits, forms=space.forms, int4=False, repeats=3
+            ),
+        )
+        stored = probe_path(probe)
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        save_probe(probe, stored)
     log(f"measuring {path.name} ({settings.holdout} held-out subnets)")
     table = build_latency_table(
         supernet,

@@ -169,3 +169,31 @@ def test_a_probe_tells_which_forms_run_integer_kernels() -> None:
     assert probe.class_label("dense", "channel-sym-sym", 32, 32) == "fp32"
     assert not probe.int4_integer("dense")
     assert KernelTable.from_dict(probe.to_dict()) == probe
+
+
+@pytest.mark.parametrize("name", ["ilp", "greedy", "uniform"])
+def test_strategies_sweep_and_budget_a_latency_table(name: str) -> None:
+    """A latency table is a sum over layers: the ILP and greedy sweep it like BitOPs, and
+    every strategy keeps its budget."""
+    from eqsearch.strategies import run_strategy
+
+    from .search_fixtures import TENSORRT, AnalyticOracle, enumerable_space
+    from .test_strategies import random_sensitivities
+
+    space = enumerable_space()
+    table = _table(space, clip_ratio=1.3)
+    limit = float(table.predict(space.batch([space.uniform(8, 4, TENSORRT)]))[0])
+    problem = make_problem(
+        space,
+        AnalyticOracle(space),
+        objectives=("accuracy", "latency"),
+        latency=table,
+        latency_ms=limit,
+        target="tensorrt",
+    )
+    front = run_strategy(name, problem, sensitivities=random_sensitivities(), budgets=5)
+    predicted = table.predict(front.batch)
+    np.testing.assert_allclose(front.column("latency"), predicted)
+    assert len(front) >= 1 and np.all(predicted <= limit + 1e-9)
+    if name != "uniform":
+        assert front.info["sweep"] == "latency"
