@@ -149,7 +149,7 @@ def cached_table(
             return table
     engine = get_runtime(runtime)
     probe = find_probe(runtime)
-    if probe is None:
+    if probe is None or not probe.covers(space.w_bits, space.a_bits, space.forms):
         log(f"probing {runtime}")
         probe = run_probe(
             engine,

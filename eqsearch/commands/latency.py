@@ -231,7 +231,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     runtime = get_runtime(args.runtime)
-    if probe is None:
+    if probe is None or not probe.covers(space.w_bits, space.a_bits, space.forms):
+        if args.probe is not None:
+            raise UsageError(f"{args.probe} did not measure every bit width and form of the space")
         probe = _probe_space(console, runtime, space, args)
     with phase_bar(console, not args.no_progress) as bar:
         table = build_latency_table(

@@ -130,6 +130,21 @@ class KernelTable:
         clip = "clip" if a_bits < FULL_BITS else "full"
         return f"{form}/{kernel}/{clip}"
 
+    def covers(
+        self, w_bits: Sequence[int], a_bits: Sequence[int], forms: Sequence[QuantForm]
+    ) -> bool:
+        """Whether every weight and activation bit width of ``forms`` was measured (each with
+        the other operand at 8 bits), for every role measured."""
+        roles = {cell.role for cell in self.cells}
+        wanted = [(w, FULL_BITS) for w in w_bits if w <= FULL_BITS]
+        wanted += [(FULL_BITS, a) for a in a_bits if a <= FULL_BITS]
+        return all(
+            self.cell(role, form, w, a) is not None
+            for role in roles
+            for form in forms
+            for w, a in wanted
+        )
+
     def integer_forms(
         self, roles: Iterable[str] = ("dense", "depthwise", "pointwise")
     ) -> tuple[QuantForm, ...]:

@@ -197,3 +197,14 @@ def test_strategies_sweep_and_budget_a_latency_table(name: str) -> None:
     assert len(front) >= 1 and np.all(predicted <= limit + 1e-9)
     if name != "uniform":
         assert front.info["sweep"] == "latency"
+
+
+def test_a_probe_covers_only_the_widths_and_forms_it_measured() -> None:
+    cells = tuple(
+        _cell("dense", "channel-sym-sym", w, a, "int8", True) for w, a in ((4, 8), (8, 4), (8, 8))
+    )
+    probe = KernelTable(KEY, cells)
+    sym = QuantForm.parse("channel-sym-sym")
+    assert probe.covers((4, 8), (4, 8), (sym,))
+    assert not probe.covers((2, 4, 8), (4, 8), (sym,))
+    assert not probe.covers((4, 8), (4, 8), (sym, QuantForm.parse("tensor-sym-sym")))
