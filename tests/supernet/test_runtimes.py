@@ -152,9 +152,12 @@ def test_latency_build_cli_reuses_its_table_and_refuses_another_fingerprint(
 def test_search_with_a_latency_table_of_another_space_or_an_unmet_budget_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from supernet.data import DataSpec
+
     checkpoint = tmp_path / "run" / "supernet.pt"
     checkpoint.parent.mkdir()
-    save_supernet(checkpoint, _tiny_supernet())
+    data = DataSpec(name="digits", holdout=100).to_dict()
+    save_supernet(checkpoint, _tiny_supernet(), data=data, train_config={"bn_images": 64})
     table = _tiny_table()
     path = table.save(checkpoint.parent / "latency-onnxruntime.json")
     fastest = table.predict(_tiny_supernet().space.batch([_tiny_supernet().space.uniform(8, 8)]))[0]
@@ -172,10 +175,16 @@ def test_search_with_a_latency_table_of_another_space_or_an_unmet_budget_exits_2
     err = capsys.readouterr().err
     assert "measured for another space" in err and err.count("\n") == 1
     assert not (checkpoint.parent / "pareto.json").exists()
-    assert main(args) == 0
+    assert main([*args, "--verify", "2"]) == 0
     front = json.loads((checkpoint.parent / "pareto.json").read_text())
     for entry in front["configs"]:
         assert entry["latency"] == pytest.approx(entry["latency_ms"])
+    # the verified configs were exported and timed on the table's runtime
+    timed = [
+        entry["measured_latency_ms"] for entry in front["configs"] if "measured_latency_ms" in entry
+    ]
+    assert len(timed) == 2 and all(value > 0 for value in timed)
+    assert front["extra_columns"] == ["latency_ms", "measured_latency_ms"]
     assert path.exists()
 
 
@@ -193,3 +202,25 @@ def test_an_unknown_runtime_exits_2_with_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: --runtime must be one of onnxruntime, openvino")
     assert err.count("\n") == 1
+
+
+def test_export_cli_for_a_runtime_prints_its_kernels_and_latency(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from supernet.data import DataSpec
+
+    monkeypatch.setenv("EQSEARCH_CACHE", str(tmp_path / "cache"))
+    checkpoint = tmp_path / "supernet.pt"
+    data = DataSpec(name="digits", holdout=100).to_dict()
+    save_supernet(checkpoint, _tiny_supernet(), data=data, train_config={"bn_images": 64})
+    out = tmp_path / "m.onnx"
+    args = ["export", "--supernet", str(checkpoint), "--uniform", "4/4", "--out", str(out)]
+    args += ["--runtime", "onnxruntime", "--threads", "1", "--min-agreement", "90"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "runtime" in text and "onnxruntime, 1 threads" in text
+    # the first two convs (of three) feed quantized layers: integer kernels
+    assert "layers run as integer kernels / float" in text and "2 / 2" in text
+    assert "× FP32" in text and out.is_file()
+    assert main([*args[:-6], "--runtime", "tvm", "--force"]) == 2
+    assert "--runtime must be one of" in capsys.readouterr().err
