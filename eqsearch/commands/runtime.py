@@ -101,12 +101,13 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     table = _probe(console, runtime, settings, not args.no_progress)
     import pandas as pd
 
-    frame = pd.DataFrame(table.summary()).set_index(["kind", "role"])
+    frame = pd.DataFrame(table.summary()).set_index("role")
+    frame = frame.rename(columns={"vs_fp32": "FP32 time / layer time"})
     title = (
         f"{args.runtime} {table.key.version}, {args.threads} threads, {table.key.cpu}: "
         "integer kernels and float fallbacks (W/A bit pairs)"
     )
-    print_frame(console, frame.reset_index(), title)
+    print_frame(console, frame, title)
     path = out or probe_path(table)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_probe(table, path)

@@ -136,6 +136,10 @@ def test_latency_build_cli_reuses_its_table_and_refuses_another_fingerprint(
     capsys.readouterr()
     assert main(args) == 0
     assert "reused" in capsys.readouterr().out
+    assert main(["latency", "show", str(table)]) == 0
+    shown = capsys.readouterr().out
+    assert "held-out subnets" in shown and "Spearman ρ: BitOPs" in shown
+    assert "kernel classes: channel-sym-sym/" in shown
     before = table.read_bytes()
     assert main([*args[:-7], "--threads", "2", "--repeats", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err
