@@ -9,7 +9,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,80 +22,18 @@ import numpy as np
 from eqsearch.commands.common import non_negative_int, positive_int, seed_int
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
-from eqsearch.latency.table import LatencyTable
-from eqsearch.pareto import hypervolume
-from eqsearch.space import SubnetConfig
-from studies.report import markdown_table
+from studies.latency_search import SearchFront, search_comparison, search_markdown
+from studies.latency_tables import (
+    LatencyStudySettings,
+    ProxyRow,
+    available_runtimes,
+    proxy_markdown,
+    proxy_rows,
+)
 
 REPORT_NAME = "latency.md"
 PLOT_NAME = "latency.png"
 RESULT_NAME = "latency.json"
-SPACES = {"oqa_mbv3": 1000, "resnet18": 1000}
-"""Spaces of part A (untrained: latency depends on the architecture and the choices only)."""
-
-
-@dataclass(frozen=True)
-class LatencyStudySettings:
-    """What the latency study measures.
-
-    Args:
-        spaces: registered models whose spaces part A measures (at ``image_size``).
-        image_size: their input side.
-        runtimes: runtimes measured (those not installed are skipped).
-        threads: every runtime's threads.
-        holdout: random whole subnets measured per latency table.
-        repeats: timed rounds per subnet.
-        search_batch: images per inference when part B measures the trained supernet's picks.
-        population, generations: NSGA-II (pymoo) of every search in part B.
-        verify: picks spread over each front, exported and measured.
-        seed: seeds the tables' subnets and the searches.
-    """
-
-    spaces: tuple[str, ...] = ("oqa_mbv3", "resnet18")
-    image_size: int = 224
-    runtimes: tuple[str, ...] = ("onnxruntime", "openvino")
-    threads: int = 2
-    holdout: int = 50
-    repeats: int = 10
-    search_batch: int = 64
-    population: int = 60
-    generations: int = 100
-    verify: int = 12
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("image_size", "threads", "repeats", "search_batch", "population"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"LatencyStudySettings.{name} must be a positive integer")
-        if self.verify < 2 or self.generations < 1:
-            raise InputError("LatencyStudySettings: verify >= 2 and generations >= 1 needed")
-
-
-@dataclass
-class ProxyRow:
-    """Part A: one space on one runtime."""
-
-    space: str
-    runtime: str
-    table: LatencyTable
-
-    def value(self, name: str) -> float:
-        """A validation statistic of the table (NaN where missing)."""
-        return float(self.table.validation.get(name, math.nan))
-
-
-@dataclass
-class SearchFront:
-    """Part B: one searched front's picks, measured."""
-
-    name: str
-    label: str
-    configs: list[SubnetConfig]
-    accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    latency: dict[str, np.ndarray] = field(default_factory=dict)
-    hypervolume: dict[str, float] = field(default_factory=dict)
-    speedup: dict[str, tuple[float, float, float] | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,291 +45,6 @@ class LatencyStudy:
     markdown: str
     report: Path
     plot: Path
-
-
-def available_runtimes(names: Sequence[str]) -> list[str]:
-    """The runtimes of ``names`` installed here."""
-    from supernet.runtimes import runtime_available
-
-    return [name for name in names if runtime_available(name)]
-
-
-def cached_table(
-    path: Path,
-    supernet: Any,
-    runtime: str,
-    settings: LatencyStudySettings,
-    batch: int,
-    log: Callable[[str], None],
-) -> LatencyTable:
-    """The table at ``path`` when it was measured here with these settings for this space;
-    else a new one (written there)."""
-    from eqsearch.latency.cache import find_probe, probe_path
-    from eqsearch.latency.fingerprint import machine_key
-    from eqsearch.latency.kernels import save_probe
-    from supernet.runtimes import get_runtime
-    from supernet.runtimes.exporting import input_size
-    from supernet.runtimes.latency_build import LatencySettings, build_latency_table
-    from supernet.runtimes.probe import ProbeSettings, run_probe
-
-    space = supernet.space
-    key = machine_key(
-        runtime,
-        threads=settings.threads,
-        batch=batch,
-        image_size=input_size(supernet, space.largest()),
-    )
-    if path.is_file():
-        table = LatencyTable.load(path)
-        same_space = table.space_fingerprint == space.fingerprint
-        if same_space and not table.key.differences(key) and table.validation.get("n"):
-            log(f"reused {path}")
-            return table
-    engine = get_runtime(runtime)
-    probe = find_probe(runtime)
-    if probe is None or not probe.covers(space.w_bits, space.a_bits, space.forms):
-        log(f"probing {runtime}")
-        probe = run_probe(
-            engine,
-            ProbeSettings(
-                w_bits=space.w_bits, a_bits=space.a_bits, forms=space.forms, int4=False, repeats=3
-            ),
-        )
-        stored = probe_path(probe)
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        save_probe(probe, stored)
-    log(f"measuring {path.name} ({settings.holdout} held-out subnets)")
-    table = build_latency_table(
-        supernet,
-        engine,
-        probe,
-        LatencySettings(
-            threads=settings.threads,
-            batch=batch,
-            repeats=settings.repeats,
-            holdout=settings.holdout,
-            seed=settings.seed,
-        ),
-    )
-    table.save(path)
-    return table
-
-
-def proxy_rows(
-    out: Path, settings: LatencyStudySettings, runtimes: Sequence[str], log: Callable[[str], None]
-) -> list[ProxyRow]:
-    """Part A: a latency table per space and runtime, with its held-out subnets' ranks."""
-    from supernet import build_supernet
-
-    rows = []
-    for name in settings.spaces:
-        supernet = build_supernet(
-            name, num_classes=SPACES.get(name, 1000), in_channels=3, image_size=settings.image_size
-        ).eval()
-        for runtime in runtimes:
-            path = out / f"latency-{name}-{settings.image_size}-{runtime}.json"
-            table = cached_table(path, supernet, runtime, settings, 1, log)
-            rows.append(ProxyRow(name, runtime, table))
-        del supernet
-    return rows
-
-
-def _fronts(
-    supernet: Any,
-    oracle: Any,
-    tables: dict[str, LatencyTable],
-    settings: LatencyStudySettings,
-) -> list[SearchFront]:
-    from eqsearch.engines import nsga2
-    from eqsearch.problem import make_problem
-
-    space = supernet.space
-    problems: list[tuple[str, str, tuple[str, str], LatencyTable | None]] = [
-        ("bitops", "searched against BitOPs", ("accuracy", "bitops"), None)
-    ]
-    for runtime, table in tables.items():
-        problems.append(
-            (
-                f"latency-{runtime}",
-                f"searched against {runtime} latency",
-                ("accuracy", "latency"),
-                table,
-            )
-        )
-    fronts = []
-    for name, label, objectives, latency in problems:
-        problem = make_problem(space, oracle, objectives=objectives, latency=latency)
-        front = nsga2(
-            problem,
-            engine="pymoo",
-            population=settings.population,
-            generations=settings.generations,
-            seed=settings.seed,
-        )
-        picks = front.spread(settings.verify)
-        fronts.append(SearchFront(name, label, [front.configs[i] for i in picks]))
-    return fronts
-
-
-def equal_accuracy_speedup(
-    reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray]
-) -> tuple[float, float, float] | None:
-    """How much faster ``candidate``'s picks run than ``reference``'s at equal accuracy:
-    for each reference accuracy, the fastest reference pick at least that accurate over the
-    fastest candidate pick at least that accurate; (median, min, max) over the levels both
-    reach, or None."""
-    accuracy, latency = reference
-    other_accuracy, other_latency = candidate
-    ratios = []
-    for level in np.unique(accuracy):
-        mine = latency[accuracy >= level]
-        theirs = other_latency[other_accuracy >= level]
-        if len(mine) and len(theirs):
-            ratios.append(float(mine.min() / theirs.min()))
-    if not ratios:
-        return None
-    return float(np.median(ratios)), float(min(ratios)), float(max(ratios))
-
-
-def search_comparison(
-    checkpoint: Path,
-    out: Path,
-    settings: LatencyStudySettings,
-    runtimes: Sequence[str],
-    log: Callable[[str], None],
-    *,
-    device: str = "cpu",
-) -> tuple[list[SearchFront], int, float]:
-    """Part B: fronts searched against BitOPs and against each runtime's latency table on a
-    trained supernet; every pick's accuracy measured on the supernet and latency measured on
-    every runtime (all picks timed together in interleaved rounds). Returns the fronts, the
-    scoring images and the median relative spread of the latency measurements."""
-    from eqsearch.oracle import CachedOracle
-    from supernet.evaluate import load_for_evaluation, supernet_oracle
-    from supernet.runtimes import get_runtime
-    from supernet.runtimes.exporting import Extractions, runtime_graph
-    from supernet.runtimes.latency_build import LatencySettings, measure_wall
-
-    supernet, _, evaluation = load_for_evaluation(str(checkpoint), split="holdout", device=device)
-    supernet.eval()
-    space = supernet.space
-    measured = CachedOracle(supernet_oracle(supernet, evaluation), space)
-    oracle = _accuracy_oracle(checkpoint, space, measured, log)
-    tables = {
-        runtime: cached_table(
-            out / f"latency-trained-{runtime}.json",
-            supernet,
-            runtime,
-            settings,
-            settings.search_batch,
-            log,
-        )
-        for runtime in runtimes
-    }
-    fronts = _fronts(supernet, oracle, tables, settings)
-    picks: list[SubnetConfig] = list(dict.fromkeys(c for f in fronts for c in f.configs))
-    accuracy = dict(zip(picks, np.asarray(measured.evaluate(picks), dtype=float), strict=True))
-    spreads = []
-    latency: dict[str, dict[SubnetConfig, float]] = {}
-    for runtime in runtimes:
-        engine = get_runtime(runtime)
-        extractions = Extractions(supernet)
-        graphs = [runtime_graph(supernet, c, engine, extractions=extractions) for c in picks]
-        timing = LatencySettings(
-            threads=settings.threads,
-            batch=settings.search_batch,
-            repeats=max(settings.repeats, 15),
-            seed=settings.seed,
-        )
-        medians, spread = measure_wall(engine, supernet, graphs, timing)
-        latency[runtime] = dict(zip(picks, medians.tolist(), strict=True))
-        spreads.extend(spread.tolist())
-        log(f"measured {len(picks)} picks on {runtime}")
-    for front in fronts:
-        front.accuracy = np.array([accuracy[c] for c in front.configs])
-        front.latency = {r: np.array([latency[r][c] for c in front.configs]) for r in runtimes}
-    for runtime in runtimes:
-        floor = min(float(f.accuracy.min()) for f in fronts) - 1.0
-        ceiling = max(float(f.latency[runtime].max()) for f in fronts) * 1.05
-        for front in fronts:
-            points = np.column_stack([-front.accuracy, front.latency[runtime]])
-            front.hypervolume[runtime] = hypervolume(points, (-floor, ceiling))
-            front.speedup[runtime] = equal_accuracy_speedup(
-                (fronts[0].accuracy, fronts[0].latency[runtime]),
-                (front.accuracy, front.latency[runtime]),
-            )
-    return fronts, len(evaluation.labels), float(np.median(spreads)) if spreads else math.nan
-
-
-def _accuracy_oracle(
-    checkpoint: Path, space: Any, measured: Any, log: Callable[[str], None]
-) -> Any:
-    """The predictor beside the checkpoint (what ``nsga`` uses), else the supernet itself."""
-    from predictors import PredictorOracle, find_predictor, load_predictor
-
-    path = find_predictor(checkpoint.parent)
-    if path is not None:
-        predictor = load_predictor(path)
-        if predictor.space.fingerprint == space.fingerprint:
-            log(f"searching with the predictor {path}")
-            return PredictorOracle(predictor)
-    log("searching with accuracy measured on the supernet (no predictor beside it)")
-    return measured
-
-
-def _proxy_markdown(rows: Sequence[ProxyRow]) -> list[str]:
-    header = [
-        "space",
-        "runtime",
-        "held-out",
-        "ρ BitOPs",
-        "ρ MACs",
-        "ρ latency table",
-        "median |error|",
-        "p90 |error|",
-        "spread",
-        "build",
-    ]
-
-    def rho(value: float) -> str:
-        return "-" if math.isnan(value) else f"{value:.3f}"
-
-    cells = []
-    for row in rows:
-        cells.append(
-            [
-                f"{row.space} @ {row.table.key.image_size}",
-                f"{row.runtime} {row.table.key.version}",
-                f"{row.value('n'):.0f}",
-                rho(row.value("bitops_spearman")),
-                rho(row.value("macs_spearman")),
-                f"**{rho(row.value('spearman'))}**",
-                f"{100 * row.value('median_abs_error'):.1f} %",
-                f"{100 * row.value('p90_abs_error'):.1f} %",
-                f"{100 * row.table.spread:.0f} %",
-                f"{row.table.seconds / 60:.1f} min",
-            ]
-        )
-    return [markdown_table(cells, header)]
-
-
-def _search_markdown(fronts: Sequence[SearchFront], runtimes: Sequence[str]) -> list[str]:
-    header = ["front", "picks", "best accuracy"]
-    for runtime in runtimes:
-        header += [f"hypervolume ({runtime})", f"speed-up vs BitOPs picks ({runtime})"]
-    cells = []
-    for front in fronts:
-        row = [front.label, str(len(front.configs)), f"{front.accuracy.max():.2f} %"]
-        for runtime in runtimes:
-            speedup = front.speedup.get(runtime)
-            row.append(f"{front.hypervolume[runtime]:.2f}")
-            row.append(
-                "-"
-                if speedup is None
-                else f"{speedup[0]:.2f}× (range {speedup[1]:.2f}-{speedup[2]:.2f})"
-            )
-        cells.append(row)
-    return [markdown_table(cells, header)]
 
 
 def _plot(
@@ -471,7 +124,7 @@ def run_latency_study(
         "the latency table's error on them (they are not fitted on), and the median relative "
         "spread (inter-quartile range / median) of the measurements.",
         "",
-        *_proxy_markdown(rows),
+        *proxy_markdown(rows),
     ]
     if fronts:
         lines += [
@@ -486,7 +139,7 @@ def run_latency_study(
             "accuracy points × ms; speed-up: at each accuracy a BitOPs pick reaches, the "
             "fastest BitOPs pick at least that accurate over the fastest pick of the front.",
             "",
-            *_search_markdown(fronts, runtimes),
+            *search_markdown(fronts, runtimes),
         ]
     lines += [
         "",

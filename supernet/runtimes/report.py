@@ -90,7 +90,7 @@ def int4_runs_integer(supernet: Any, layer: str, runtime: str) -> bool:
     role as an integer kernel (no probe: False; INT4 fell back to float on every runtime
     probed so far)."""
     from eqsearch.latency.cache import find_probe
-    from supernet.runtimes.latency_build import layer_roles
+    from supernet.runtimes.design import layer_roles
 
     probe = find_probe(runtime)
     if probe is None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from studies.latency import LatencyStudySettings, equal_accuracy_speedup, run_latency_study
+from studies.latency import LatencyStudySettings, run_latency_study
+from studies.latency_search import equal_accuracy_speedup
 
 
 def test_equal_accuracy_speedup_compares_the_fastest_picks_at_each_accuracy() -> None:
