@@ -299,7 +299,13 @@ def print_table_summary(console: Console, table: LatencyTable) -> None:
     summary.add_row("threads / batch / input", f"{key.threads} / {key.batch} / {key.image_size}")
     summary.add_row("layers / kernel classes", f"{len(table.units)} / {len(table.classes)}")
     summary.add_row("designed subnets measured", f"{table.validation.get('designed', 0):.0f}")
-    summary.add_row("calibration", f"{table.intercept_ms:.3f} ms + {table.slope:.3f} × Σ layers")
+    summary.add_row(
+        "calibration: latency / Σ profiled layers",
+        f"{table.slope:.3f}" + (f" (+ {table.intercept_ms:.3f} ms)" if table.intercept_ms else ""),
+    )
+    designed_error = table.validation.get("designed_median_abs_error")
+    if designed_error is not None:
+        summary.add_row("median |error| on the designed subnets", f"{100 * designed_error:.1f}%")
     summary.add_row("median spread of measurements", f"{100 * table.spread:.1f}%")
     validation = table.validation
     if validation.get("n"):

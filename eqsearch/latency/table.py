@@ -94,6 +94,8 @@ class LatencyTable:
         validation: error statistics on held-out whole subnets (``n``, ``median_abs_error``,
             ``spearman``, ``bitops_spearman``, ``macs_spearman``, ...).
         holdout: the held-out subnets: ``config`` (a dict), ``measured_ms``, ``predicted_ms``.
+        designed: the subnets the table was measured on: ``config``, ``measured_ms`` and
+            ``layers_ms`` (the uncalibrated sum of layer times; the calibration's data).
         seconds: how long the build took.
     """
 
@@ -107,12 +109,14 @@ class LatencyTable:
     spread: float = 0.0
     validation: Mapping[str, float] = field(default_factory=dict)
     holdout: tuple[Mapping[str, Any], ...] = ()
+    designed: tuple[Mapping[str, Any], ...] = ()
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "units", tuple(self.units))
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "holdout", tuple(self.holdout))
+        object.__setattr__(self, "designed", tuple(self.designed))
         if not self.units:
             raise InputError("a LatencyTable needs one unit per layer of its space")
         for unit in self.units:
@@ -236,6 +240,7 @@ class LatencyTable:
             "spread": self.spread,
             "validation": dict(self.validation),
             "holdout": [dict(row) for row in self.holdout],
+            "designed": [dict(row) for row in self.designed],
             "seconds": self.seconds,
         }
 
@@ -277,6 +282,7 @@ class LatencyTable:
                 spread=float(data["spread"]),
                 validation={str(k): float(v) for k, v in dict(data["validation"]).items()},
                 holdout=tuple(dict(row) for row in data.get("holdout", [])),
+                designed=tuple(dict(row) for row in data.get("designed", [])),
                 seconds=float(data.get("seconds", 0.0)),
             )
         except InputError as error:
