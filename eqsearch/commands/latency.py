@@ -59,6 +59,12 @@ def register(commands: Any) -> None:
         default=50,
         help="random whole subnets measured to state the error (default 50)",
     )
+    add(
+        "--calibration",
+        type=non_negative_int,
+        default=12,
+        help="random subnets whose latency calibrates the sum of layer times (default 12)",
+    )
     add("--seed", type=seed_int, default=0, help="seeds the subnets and the timing order")
     add("--probe", help="a runtime probe file (default: this machine's, probed if missing)")
     add("--out", help="the table (default: latency-RUNTIME.json beside the checkpoint)")
@@ -228,6 +234,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         batch=args.batch,
         repeats=args.repeats,
         holdout=args.holdout,
+        calibration=args.calibration,
         seed=args.seed,
     )
     runtime = get_runtime(args.runtime)

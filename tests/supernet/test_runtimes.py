@@ -89,7 +89,7 @@ def _tiny_supernet() -> Supernet:
 
 @cache
 def _tiny_table() -> LatencyTable:
-    settings = LatencySettings(threads=1, repeats=2, holdout=4)
+    settings = LatencySettings(threads=1, repeats=2, holdout=4, calibration=3)
     return build_latency_table(
         _tiny_supernet(), get_runtime("onnxruntime"), _probe("onnxruntime"), settings
     )
@@ -113,6 +113,10 @@ def test_a_latency_table_is_measured_on_a_tiny_space() -> None:
     assert set(table.class_map["dense"].values()) == integer
     assert not set(table.class_map["classifier"].values()) & integer
     assert table.validation["designed"] >= 4 and table.validation["n"] == 4
+    assert table.validation["calibration"] == 3
+    rows = [row for row in table.designed if row["calibration"]]
+    ratios = [row["measured_ms"] / row["layers_ms"] for row in rows]
+    assert len(rows) == 3 and table.slope == pytest.approx(float(np.median(ratios)))
     assert len(table.holdout) == 4
     predicted = table.predict(space.batch(space.sample(5, 20, forms="per_layer")))
     assert np.all(np.isfinite(predicted)) and np.all(predicted > 0)
@@ -129,7 +133,8 @@ def test_latency_build_cli_reuses_its_table_and_refuses_another_fingerprint(
     probe = save_probe(_probe("onnxruntime"), tmp_path / "probe.json")
     table = checkpoint.parent / "latency-onnxruntime.json"
     args = ["latency", "build", "--supernet", str(checkpoint), "--probe", str(probe)]
-    args += ["--threads", "1", "--repeats", "1", "--holdout", "2", "--no-progress"]
+    args += ["--threads", "1", "--repeats", "1", "--holdout", "2", "--calibration", "2"]
+    args += ["--no-progress"]
     assert main(args) == 0
     built = LatencyTable.load(table)
     assert built.key.threads == 1 and built.validation["n"] == 2
@@ -141,7 +146,7 @@ def test_latency_build_cli_reuses_its_table_and_refuses_another_fingerprint(
     assert "held-out subnets" in shown and "Spearman ρ: BitOPs" in shown
     assert "kernel classes: channel-sym-sym/" in shown
     before = table.read_bytes()
-    assert main([*args[:-7], "--threads", "2", "--repeats", "1", "--no-progress"]) == 2
+    assert main([*args[:6], "--threads", "2", "--repeats", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "measured with another threads" in err and "--force" in err
     assert table.read_bytes() == before
