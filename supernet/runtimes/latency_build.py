@@ -37,8 +37,10 @@ from supernet.runtimes.timing import interleaved_timing
 Progress = Callable[[str, int, int], None]
 FloatArray = npt.NDArray[np.float64]
 REFERENCE_BITS = 8
-CHUNK = 24
-"""Sessions held at once while timing (memory: an ImageNet-size network takes ~50 MB each)."""
+CHUNK = 64
+"""Sessions held at once while timing: all held-out subnets in one set of interleaved rounds
+(timed in two sets of 24, OpenVINO's second set measured 2× the first on the busy machine;
+memory: an ImageNet-size network takes ~50 MB a session)."""
 
 
 @dataclass(frozen=True)

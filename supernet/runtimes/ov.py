@@ -33,9 +33,7 @@ class OpenVinoSession(RuntimeSession):
     def __init__(
         self, model: bytes, inputs: npt.NDArray[np.float32], threads: int, profiling: bool
     ) -> None:
-        import openvino
-
-        core = openvino.Core()
+        core = _core()
         with tempfile.TemporaryDirectory(prefix="eqsearch-ov-") as folder:
             path = Path(folder) / "model.onnx"
             path.write_bytes(model)
@@ -82,6 +80,18 @@ class OpenVinoSession(RuntimeSession):
     def close(self) -> None:
         del self._request
         del self._compiled
+
+
+_CORE: list[Any] = []
+
+
+def _core() -> Any:
+    """One ``openvino.Core`` for the process (each would start its own thread pools)."""
+    if not _CORE:
+        import openvino
+
+        _CORE.append(openvino.Core())
+    return _CORE[0]
 
 
 def _rt(op: Any, key: str) -> str:
