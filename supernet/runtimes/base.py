@@ -48,8 +48,9 @@ class RuntimeSession(ABC):
     """A model loaded in a runtime with one fixed input."""
 
     @abstractmethod
-    def run(self) -> None:
-        """One inference on the stored input."""
+    def run(self, *, record: bool = True) -> None:
+        """One inference on the stored input (left out of the profile with ``record=False``,
+        e.g. a run that only warms the caches)."""
 
     @abstractmethod
     def outputs(self) -> npt.NDArray[np.float32]:

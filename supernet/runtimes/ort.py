@@ -67,10 +67,13 @@ class OnnxRuntimeSession(RuntimeSession):
             self._nodes = _exec_nodes(onnx.load(str(folder / "optimized.onnx")))
         self._feed = {self._session.get_inputs()[0].name: inputs}
         self._runs = 0
-        self._recorded_from = 0
+        self._recording = False
+        self._recorded: list[int] = []
 
-    def run(self) -> None:
+    def run(self, *, record: bool = True) -> None:
         self._session.run(None, self._feed)
+        if self._recording and record:
+            self._recorded.append(self._runs)
         self._runs += 1
 
     def outputs(self) -> npt.NDArray[np.float32]:
@@ -79,12 +82,11 @@ class OnnxRuntimeSession(RuntimeSession):
         return result
 
     def record(self) -> None:
-        self._recorded_from = self._runs
+        self._recording = True
 
     def profile(self) -> Profile:
         events = json.loads(Path(self._session.end_profiling()).read_text())
-        skipped, repeats = self._recorded_from, self._runs - self._recorded_from
-        return Profile(self._nodes, _node_times(events, self._nodes, skipped, repeats))
+        return Profile(self._nodes, _node_times(events, self._nodes, self._recorded))
 
     def close(self) -> None:
         del self._session
@@ -110,13 +112,14 @@ def _exec_nodes(model: Any) -> tuple[ExecNode, ...]:
 
 
 def _node_times(
-    events: list[dict[str, Any]], nodes: tuple[ExecNode, ...], skipped: int, repeats: int
+    events: list[dict[str, Any]], nodes: tuple[ExecNode, ...], recorded: list[int]
 ) -> npt.NDArray[np.float64]:
-    runs = sorted(
+    every = sorted(
         (event["ts"], event["ts"] + event["dur"])
         for event in events
         if event.get("cat") == "Session" and event.get("name") == "model_run"
-    )[skipped : skipped + repeats]
+    )
+    runs = [every[index] for index in recorded if index < len(every)]
     column = {node.name: index for index, node in enumerate(nodes)}
     times = np.zeros((len(runs), len(nodes)), dtype=np.float64)
     starts = np.array([start for start, _ in runs], dtype=np.float64)

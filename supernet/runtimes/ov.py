@@ -54,9 +54,9 @@ class OpenVinoSession(RuntimeSession):
         self._recording = False
         self._times: list[np.ndarray] = []
 
-    def run(self) -> None:
+    def run(self, *, record: bool = True) -> None:
         self._request.infer({0: self._inputs})
-        if self._recording:
+        if self._recording and record:
             # the counters describe the request's last inference
             times = np.zeros(len(self._nodes), dtype=np.float64)
             for info in self._request.get_profiling_info():
