@@ -49,8 +49,8 @@ def interleaved_timing(
     always follows the same one. ``warmup`` untimed runs each first, and one untimed run
     before every timed one: the timed run then finds the model's weights in the caches, as a
     deployed model running inference after inference does, however many other models the
-    round visited in between (timed cold, 50 ResNet-18 subnets in one round measured 25 %
-    slower than the same subnets among 29).
+    round visited in between (timed cold, 50 held-out ResNet-18 subnets in one round came out
+    25 % off a table calibrated on rounds of 29).
     """
     for session in sessions:
         for _ in range(warmup):
