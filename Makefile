@@ -37,6 +37,7 @@ benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_speed.py --repeats 3
 	$(BIN)/python benchmarks/openmp_wait.py --rounds 3
 	$(BIN)/python benchmarks/folder_data.py
+	$(BIN)/python benchmarks/latency.py --out latency-bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -57,7 +57,15 @@ TRUST_FLAG = "--trust-model"
 OPENMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
 
 # Modules of eqsearch/commands/ with a `register(commands)` function, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("search", "strategies", "export", "predictors", "study")
+COMMAND_MODULES: tuple[str, ...] = (
+    "search",
+    "strategies",
+    "export",
+    "predictors",
+    "study",
+    "runtime",
+    "latency",
+)
 
 # -- commands ------------------------------------------------------------------------------
 

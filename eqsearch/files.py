@@ -40,6 +40,8 @@ KINDS = {
     "json": "a JSON file",
     "table": "a table",
     "report": "a report",
+    "latency": "a latency table",
+    "probe": "a runtime probe",
 }
 """What :func:`sniff_kind` recognises, with the words error messages use for each."""
 
@@ -47,6 +49,8 @@ _FORMAT_KINDS = {
     "eqsearch-supernet": "checkpoint",
     "eqsearch-predictor": "predictor",
     "eqsearch-pareto": "pareto",
+    "eqsearch-latency": "latency",
+    "eqsearch-runtime-probe": "probe",
 }
 
 

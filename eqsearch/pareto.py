@@ -102,6 +102,9 @@ class ParetoFront:
         reference: uniform-bit configs' objective values by label (``"W4A4"``), for plots.
         measured: accuracy measured on the supernet per config (NaN where not verified).
         info: JSON-able facts about the search (engine, seed, constraints, ...).
+        extra: more columns by name, one value (or NaN) per config: what the search's
+            models predict besides its objectives (``latency_ms``) and what was measured
+            (``measured_latency_ms``).
     """
 
     batch: ConfigBatch
@@ -112,6 +115,7 @@ class ParetoFront:
     reference: Mapping[str, FloatArray] = field(default_factory=dict)
     measured: FloatArray | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, FloatArray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float64).reshape(len(self.batch), -1)
@@ -126,6 +130,13 @@ class ParetoFront:
             if measured.shape != (len(self.batch),):
                 raise InputError("ParetoFront.measured needs one value (or NaN) per config")
             object.__setattr__(self, "measured", measured)
+        extra: dict[str, FloatArray] = {}
+        for name, column in self.extra.items():
+            flat: FloatArray = np.asarray(column, dtype=np.float64).reshape(-1)
+            if flat.shape != (len(self.batch),):
+                raise InputError(f"ParetoFront.extra[{name!r}] needs one value per config")
+            extra[str(name)] = flat
+        object.__setattr__(self, "extra", extra)
 
     @property
     def space(self) -> ElasticSpace:
@@ -188,6 +199,19 @@ class ParetoFront:
         measured[np.asarray(indices, dtype=np.int64)] = np.asarray(accuracies, dtype=np.float64)
         return replace(self, measured=measured)
 
+    def with_column(
+        self, name: str, values: npt.ArrayLike, indices: Sequence[int] | None = None
+    ) -> ParetoFront:
+        """A copy with an extra column: ``values`` for every config, or for the configs at
+        ``indices`` (NaN elsewhere)."""
+        column = np.asarray(self.extra.get(name, np.full(len(self), np.nan)), dtype=np.float64)
+        column = column.copy()
+        if indices is None:
+            column[:] = np.asarray(values, dtype=np.float64).reshape(-1)
+        else:
+            column[np.asarray(indices, dtype=np.int64)] = np.asarray(values, dtype=np.float64)
+        return replace(self, extra={**self.extra, name: column})
+
     # -- tables and files ------------------------------------------------------------------
 
     def cost_columns(self) -> dict[str, FloatArray]:
@@ -205,6 +229,8 @@ class ParetoFront:
         columns["form"] = [str(c.uniform_form or "mixed") for c in self.configs]
         if self.measured is not None:
             columns[MEASURED_COLUMN] = self.measured
+        for name, values in self.extra.items():
+            columns[name] = values
         return pd.DataFrame(columns)
 
     def to_dict(self) -> dict[str, Any]:
@@ -227,6 +253,7 @@ class ParetoFront:
             ],
             "space_fingerprint": self.space.fingerprint,
             "info": dict(self.info),
+            **({"extra_columns": sorted(self.extra)} if self.extra else {}),
             "reference": {label: list(map(float, v)) for label, v in self.reference.items()},
             "configs": records,
         }
@@ -336,13 +363,25 @@ class ParetoFront:
                 str(k): np.asarray(v, dtype=np.float64) for k, v in data["reference"].items()
             }
             info = dict(data.get("info", {}))
+            extra = {
+                str(name): np.asarray([float(entry.get(name, np.nan)) for entry in entries])
+                for name in data.get("extra_columns", [])
+            }
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise InputError(f"{path} is not a valid Pareto front file ({error})") from None
         try:
             batch = space.batch(configs)
         except ValueError as error:
             raise InputError(f"{path}: {error}") from None
-        return cls(batch, objectives, values, reference=reference, measured=measured, info=info)
+        return cls(
+            batch,
+            objectives,
+            values,
+            reference=reference,
+            measured=measured,
+            info=info,
+            extra=extra,
+        )
 
     def plot(self, path: str | Path, *, x: str | None = None, y: str | None = None) -> Path:
         """Save a PNG: every evaluated config, the front, and the uniform-bit references.

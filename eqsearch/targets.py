@@ -71,9 +71,40 @@ TARGETS: dict[str, HardwareTarget] = {
 """The presets by name."""
 
 
+RUNTIME_TARGETS = ("onnxruntime", "openvino")
+"""Targets read from a probe of the runtime on this machine (``eqsearch runtime probe``)."""
+TARGET_NAMES = (*TARGETS, *RUNTIME_TARGETS)
+
+
+def runtime_target(name: str) -> HardwareTarget:
+    """The forms ``name`` ran as integer kernels in its stored probe of this machine.
+
+    Raises:
+        InputError: the runtime is not installed, was not probed here, or ran no form as
+            integer kernels.
+    """
+    from eqsearch.latency.cache import find_probe
+
+    probe = find_probe(name)
+    if probe is None:
+        raise InputError(
+            f"--target {name} reads a probe of {name} on this machine; run `eqsearch runtime "
+            f"probe --runtime {name}` first"
+        )
+    forms = probe.integer_forms()
+    if not forms:
+        raise InputError(f"{name} {probe.key.version} ran no form as integer kernels here")
+    return HardwareTarget(
+        name, f"{name} {probe.key.version} on this CPU: the forms it runs as integer kernels", forms
+    )
+
+
 def get_target(name: str) -> HardwareTarget:
-    """The preset called ``name`` (ValueError naming the presets otherwise)."""
+    """The preset called ``name``, or a probed runtime's forms (ValueError naming the presets
+    otherwise)."""
+    if name in RUNTIME_TARGETS:
+        return runtime_target(name)
     try:
         return TARGETS[name]
     except KeyError:
-        raise InputError(f"target must be one of {', '.join(TARGETS)}; got {name!r}") from None
+        raise InputError(f"target must be one of {', '.join(TARGET_NAMES)}; got {name!r}") from None

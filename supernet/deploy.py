@@ -351,17 +351,31 @@ def _plain_layer(layer: ElasticQuantLayer, quantization: LayerQuantization) -> n
     return plain
 
 
+def _float_layer(name: str, layer: ElasticQuantLayer) -> LayerQuantization:
+    bias: torch.Tensor | None = getattr(layer, "bias", None)
+    return LayerQuantization(
+        name=name,
+        choice=LayerChoice(32, 32),
+        float_weight=layer.weight.detach().float().clone(),
+        bias=None if bias is None else bias.detach().float().clone(),
+    )
+
+
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
 
 
-def build_deploy_model(supernet: Supernet, config: SubnetConfig) -> nn.Module:
+def build_deploy_model(
+    supernet: Supernet, config: SubnetConfig, *, full_precision: bool = False
+) -> nn.Module:
     """A plain eval-mode copy of the subnet ``config`` with its current BN statistics.
 
     Every elastic layer becomes a :class:`DeployConv2d` / :class:`DeployLinear` (or a plain
     float layer where the choice is full precision); the rest of the network is copied as is.
+    ``full_precision=True`` makes every layer a plain float layer with its latent weight:
+    the FP32 network of the same architecture.
 
     A joint supernet's subnet is extracted first (:func:`supernet.extract.extract`): the
     deploy model has the chosen architecture only.
@@ -370,10 +384,17 @@ def build_deploy_model(supernet: Supernet, config: SubnetConfig) -> nn.Module:
         ValueError: ``config`` is not in the space, or a layer cannot be exported.
     """
     if supernet.joint:
-        check_exportable(supernet)
+        if not full_precision:
+            check_exportable(supernet)
         static = _extracted(supernet, config)
-        return build_deploy_model(static, _active(static))
-    quantizations = quantize_layers(supernet, config)
+        return build_deploy_model(static, _active(static), full_precision=full_precision)
+    if full_precision:
+        supernet.space.validate(config)
+        quantizations = {
+            name: _float_layer(name, layer) for name, layer in supernet.elastic_layers().items()
+        }
+    else:
+        quantizations = quantize_layers(supernet, config)
     layers = supernet.elastic_layers()
     # Copy without the elastic layers (their quantizer parameters are large and unused).
     placeholders = {name: nn.Identity() for name in layers}

@@ -6,7 +6,7 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from supernet.deploy import build_deploy_model, check_exportable, quantize_layer
 from supernet.elastic import Supernet
 from supernet.images import ImageSource, TensorImages
 from supernet.packed import PackedReport, export_packed_weights, load_packed_weights
+
+if TYPE_CHECKING:
+    from supernet.runtimes.report import RuntimeReport
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -47,6 +50,10 @@ class ExportReport:
         quantize_nodes, dequantize_nodes: QuantizeLinear / DequantizeLinear nodes in the graph.
         opset: the ONNX opset.
         int4_layers: layers whose weight integers are stored as INT4 (0 unless asked for).
+        runtime: with ``runtime=``, what that runtime ran (integer kernels or float per layer)
+            and the export's latency next to the FP32 export of the same architecture.
+        widened_layers: with ``runtime=`` and ``int4_weights``, layers kept in int8 storage
+            because the runtime does not run INT4 weights as integer kernels.
     """
 
     path: Path
@@ -63,6 +70,8 @@ class ExportReport:
     dequantize_nodes: int
     opset: int
     int4_layers: int = 0
+    runtime: RuntimeReport | None = None
+    widened_layers: int = 0
 
 
 def fp32_parameter_bytes(supernet: Supernet) -> int:
@@ -202,6 +211,8 @@ def export_onnx(
     int4_weights: bool = False,
     batch_size: int = 256,
     min_agreement: float | None = None,
+    runtime: str | None = None,
+    threads: int = 2,
 ) -> ExportReport:
     """Export the subnet ``config`` to ONNX and check it in ONNX Runtime.
 
@@ -250,6 +261,13 @@ def export_onnx(
             sources in memory); a streamed source keeps its own.
         min_agreement: percent of images where ONNX Runtime must pick PyTorch's class; below
             it nothing is written and :class:`AgreementError` is raised (None: no check).
+        runtime: ``onnxruntime`` or ``openvino``: write the graph so that this runtime fuses
+            its layers into integer kernels (:func:`supernet.onnx_fusable.make_fusable`: BN
+            folded into widened int8 weights, uint8 activations, clamps as integer Clips
+            behind each QuantizeLinear; ``fold_batch_norm`` is implied), keep INT4 storage
+            only where the runtime's stored probe ran INT4 weights as integer kernels, and
+            report what the runtime ran and how fast, next to the FP32 export.
+        threads: the runtime's threads for that report.
 
     Raises:
         ValueError: bad arguments, a config outside the space, or a layer whose quantizer,
@@ -257,6 +275,7 @@ def export_onnx(
     """
     import onnx
 
+    from supernet.onnx_fusable import make_fusable
     from supernet.onnx_graph import INT4_OPSET, count_nodes, fold_batch_norms, store_int4_weights
 
     if supernet.joint:
@@ -285,6 +304,8 @@ def export_onnx(
             int4_weights=int4_weights,
             batch_size=batch_size,
             min_agreement=min_agreement,
+            runtime=runtime,
+            threads=threads,
         )
     path = Path(path)
     _check_output_path(path)
@@ -313,6 +334,15 @@ def export_onnx(
         and not quantization.choice.full_precision
         and quantization.choice.w_bits <= INT4_MAX_BITS
     }
+    target = None
+    widened = 0
+    if runtime is not None:
+        from supernet.runtimes import get_runtime
+        from supernet.runtimes.report import int4_runs_integer
+
+        target = get_runtime(runtime)
+        integer4 = {name for name in int4_layers if int4_runs_integer(supernet, name, runtime)}
+        widened, int4_layers = len(int4_layers - integer4), integer4
     was_training = supernet.training
     try:
         with preserved_bn_state(supernet), supernet.using(config):
@@ -331,7 +361,18 @@ def export_onnx(
                 model = version_converter.convert_version(model, opset)
                 # The converter leaves inferred shapes of every intermediate tensor: bulky.
                 del model.graph.value_info[:]
-            folded, kept = fold_batch_norms(model, enabled=fold_batch_norm)
+            if target is not None:
+                from supernet.runtimes.attribution import layer_of_scope
+
+                names = tuple(supernet.elastic_layers())
+                fusable = make_fusable(
+                    model,
+                    lambda node: layer_of_scope(node, names),
+                    float_fallback_weights=target.float_fallback_weights,
+                )
+                folded, kept = fusable.folded_batch_norms, fusable.kept_batch_norms
+            else:
+                folded, kept = fold_batch_norms(model, enabled=fold_batch_norm)
             stored_int4 = store_int4_weights(model, int4_layers) if int4_layers else 0
             onnx.checker.check_model(model)
             model_bytes = model.SerializeToString()
@@ -354,7 +395,17 @@ def export_onnx(
         dequantize_nodes=count_nodes(model, "DequantizeLinear"),
         opset=opset,
         int4_layers=stored_int4,
+        widened_layers=widened,
     )
+    if target is not None:
+        from dataclasses import replace
+
+        from supernet.runtimes.report import runtime_report
+
+        report = replace(
+            report,
+            runtime=runtime_report(supernet, config, target, model, example, threads),
+        )
     if min_agreement is not None and agreement < min_agreement:
         raise AgreementError(
             f"ONNX Runtime agrees with PyTorch on {agreement:.2f}% of the images, below the "

@@ -42,7 +42,7 @@ def register(commands: Any) -> None:
     from eqsearch.commands.refine import add_refine_arguments
     from eqsearch.engines import ENGINES
     from eqsearch.problem import OBJECTIVE_NAMES
-    from eqsearch.targets import TARGETS
+    from eqsearch.targets import TARGET_NAMES
 
     nsga = commands.add_parser(
         "nsga", help="NSGA-II search for mixed-precision configs on the Pareto front"
@@ -56,12 +56,18 @@ def register(commands: Any) -> None:
     add("--bitops", type=finite_float, help="budget: BitOPs per image")
     add("--size", type=finite_float, help="budget: packed model size in bytes")
     add("--macs", type=finite_float, help="budget: MACs per image of a joint space's architecture")
+    add_latency_arguments(nsga)
     add(
         "--objectives",
         default="accuracy,bitops",
         help=f"comma-separated, from {', '.join(OBJECTIVE_NAMES)} (default accuracy,bitops)",
     )
-    add("--target", default="any", choices=tuple(TARGETS), help="hardware preset of forms")
+    add(
+        "--target",
+        default="any",
+        choices=TARGET_NAMES,
+        help="hardware preset of forms, or a runtime probed here (its integer-kernel forms)",
+    )
     add("--forms-per-layer", action="store_true", help="with --target any: a form per layer")
     add("--engine", default="pymoo", choices=ENGINES, help="NSGA-II implementation (default pymoo)")
     add("--predictor", help="a fitted predictor (default: the one saved beside the checkpoint)")
@@ -129,6 +135,18 @@ def objective_names(text: str) -> list[str]:
     return names
 
 
+def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--latency-table`` and ``--latency-ms`` (the ``latency`` objective's table, a budget)."""
+    parser.add_argument(
+        "--latency-table",
+        help="a latency table (eqsearch latency build) for the latency objective and budget "
+        "(default: the one beside the checkpoint)",
+    )
+    parser.add_argument(
+        "--latency-ms", type=finite_float, help="budget: predicted ms per inference (the table's)"
+    )
+
+
 def _check_counts(args: argparse.Namespace) -> None:
     if args.population < 2:
         raise UsageError(f"--population must be at least 2; got {args.population}")
@@ -159,6 +177,7 @@ def budget_message(problem_error: ValueError) -> str:
         ("bitops_budget", "--bitops"),
         ("size_budget", "--size"),
         ("macs_budget", "--macs"),
+        ("latency_budget", "--latency-ms"),
     ):
         text = text.replace(f"the budget {name} <=", flag)
     return text
@@ -240,8 +259,9 @@ def front_table(front: ParetoFront) -> Any:
     frame = front.to_frame()
     columns = [*front.objective_names]
     columns += [c for c in TABLE_COLUMNS if c in frame.columns and c not in columns]
-    if "measured_accuracy" in frame.columns:
-        columns.append("measured_accuracy")
+    for name in ("latency_ms", "measured_accuracy", "measured_latency_ms"):
+        if name in frame.columns and name not in columns:
+            columns.append(name)
     return frame[columns]
 
 
@@ -270,6 +290,7 @@ def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
         raise UsageError(f"{args.supernet} is a full-precision checkpoint; search a supernet.pt")
     check_finite_weights(checkpoint["state_dict"], args.supernet)
     space = ElasticSpace.from_dict(checkpoint["space"])
+    latency = latency_table(args, objectives, space)
     settings: dict[str, Any] = {
         "objectives": objectives,
         "w_bits": args.w_bits,
@@ -279,6 +300,8 @@ def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
         "macs": args.macs,
         "target": args.target,
         "forms_per_layer": args.forms_per_layer,
+        "latency": latency,
+        "latency_ms": args.latency_ms,
     }
     try:
         problem = make_problem(space, NoOracle(), **settings)
@@ -295,6 +318,8 @@ def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
     )
     console = make_console()
     if args.refine:
+        if latency is not None:
+            raise UsageError("--refine does not take a latency objective or budget yet")
         return run_refinement(args, space, settings, checkpoint, out, console)
     supernet_oracle: AccuracyOracle | None = None
     if args.oracle == "supernet" or args.verify:
@@ -309,6 +334,8 @@ def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
     problem = make_problem(space, oracle, **settings)
     front = _search(problem, args, console)
     front = annotate_front(front, checkpoint, args)
+    if latency is not None:
+        front = front.with_column("latency_ms", latency.predict(front.batch))
     tau = None
     if args.verify:
         assert supernet_oracle is not None
@@ -318,6 +345,8 @@ def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
             not args.no_progress,
         ):
             front, tau = verify_front(front, supernet_oracle, args.verify)
+        if latency is not None:
+            front = verify_latency(front, args, latency, console)
     paths = front.write(out)
     print_frame(console, front_table(front), _title(front, args))
     if tau is not None:
@@ -326,6 +355,41 @@ def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
         )
     console.print("wrote " + ", ".join(str(path) for path in paths))
     return EXIT_OK
+
+
+def latency_table(args: argparse.Namespace, objectives: Sequence[str], space: Any) -> Any:
+    """The latency table a search asks for (None without a latency objective or budget)."""
+    from eqsearch.commands.latency import load_latency_table
+
+    needed = "latency" in objectives or args.latency_ms is not None
+    if args.latency_table is not None and not needed:
+        raise UsageError("--latency-table goes with the latency objective or --latency-ms")
+    return load_latency_table(args.latency_table, args.supernet, space, needed=needed)
+
+
+def verify_latency(front: Any, args: argparse.Namespace, table: Any, console: Console) -> Any:
+    """Measure the verified configs' latency on the table's runtime, where the table was
+    measured on this CPU with the installed runtime (else say why not)."""
+    from eqsearch.commands.latency import measure_front_latency
+    from eqsearch.latency.fingerprint import cpu_name, runtime_version
+
+    key = table.key
+    try:
+        here = (cpu_name(), runtime_version(key.runtime))
+    except ValueError:
+        here = (cpu_name(), "")
+    if here != (key.cpu, key.version):
+        console.print(
+            f"latency not measured: the table was measured with {key.runtime} {key.version} "
+            f"on {key.cpu}, this is {here[1] or 'no ' + key.runtime} on {here[0]}"
+        )
+        return front
+    from supernet.checkpoint import load_supernet
+
+    indices = front.spread(args.verify)
+    supernet, _ = load_supernet(args.supernet)
+    with status(console, f"measuring the latency of {len(indices)} configs", not args.no_progress):
+        return measure_front_latency(front, supernet.eval(), table, indices)
 
 
 def _load_supernet_oracle(args: argparse.Namespace, console: Console) -> AccuracyOracle:
@@ -370,6 +434,7 @@ def annotate_front(front: ParetoFront, checkpoint: dict[str, Any], args: argpars
             ("BitOPs", args.bitops),
             ("size", args.size),
             ("MACs", args.macs),
+            ("latency ms", getattr(args, "latency_ms", None)),
         )
         if value is not None
     )

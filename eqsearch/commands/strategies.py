@@ -34,9 +34,11 @@ if TYPE_CHECKING:
 
 def register(commands: Any) -> None:
     """Add the ``strategy`` subcommand."""
+    from eqsearch.commands.search import add_latency_arguments
     from eqsearch.problem import OBJECTIVE_NAMES
-    from eqsearch.strategies import COSTS, STRATEGIES
-    from eqsearch.targets import TARGETS
+    from eqsearch.strategies import STRATEGIES
+    from eqsearch.strategies.additive import SWEEPS
+    from eqsearch.targets import TARGET_NAMES
 
     parser = commands.add_parser(
         "strategy",
@@ -60,10 +62,16 @@ def register(commands: Any) -> None:
         default="accuracy,bitops",
         help=f"comma-separated, from {', '.join(OBJECTIVE_NAMES)} (default accuracy,bitops)",
     )
-    add("--target", default="any", choices=tuple(TARGETS), help="hardware preset of forms")
+    add(
+        "--target",
+        default="any",
+        choices=TARGET_NAMES,
+        help="hardware preset of forms, or a runtime probed here (its integer-kernel forms)",
+    )
+    add_latency_arguments(parser)
     add(
         "--sweep",
-        choices=tuple(COSTS),
+        choices=SWEEPS,
         help="ilp and greedy: the cost swept (default: the cost objective's, e.g. bitops)",
     )
     add(
@@ -153,6 +161,7 @@ def _strategy(args: argparse.Namespace, objectives: list[str], out: Path) -> int
     from eqsearch.commands.search import (
         NoOracle,
         budget_message,
+        latency_table,
         predictor_oracle,
     )
     from eqsearch.problem import make_problem
@@ -171,6 +180,8 @@ def _strategy(args: argparse.Namespace, objectives: list[str], out: Path) -> int
         "w_bits": args.w_bits,
         "a_bits": args.a_bits,
         "target": args.target,
+        "latency": latency_table(args, objectives, space),
+        "latency_ms": args.latency_ms,
     }
     try:
         probe = make_problem(space, NoOracle(), **settings)

@@ -30,6 +30,11 @@ STUDIES = {
         "studies.joint_search",
         "joint architecture × bits front vs bits-only and architecture-only fronts, measured",
     ),
+    "latency": (
+        "studies.latency",
+        "BitOPs, MACs and a measured latency table against a runtime's latency; fronts "
+        "searched against BitOPs vs against latency, every pick exported and timed",
+    ),
 }
 
 
@@ -47,7 +52,7 @@ def register(commands: argparse._SubParsersAction[Any], *, with_options: bool = 
     adds the sub-commands without them, for a command line that runs no study.
     """
     study = commands.add_parser(
-        "study", help="experiments: predictors, tune-loss, ablations, strategies, joint"
+        "study", help="experiments: predictors, tune-loss, ablations, strategies, joint, latency"
     )
     studies = study.add_subparsers(dest="study", metavar="STUDY", parser_class=Parser)
     studies.required = True

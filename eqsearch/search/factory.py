@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from eqsearch.errors import InputError
 from eqsearch.oracle import AccuracyOracle
@@ -27,6 +28,9 @@ from eqsearch.search.problem import SearchProblem
 from eqsearch.space import ElasticSpace
 from eqsearch.targets import get_target
 
+if TYPE_CHECKING:
+    from eqsearch.latency.table import LatencyTable
+
 
 @dataclass(frozen=True)
 class Sources:
@@ -34,12 +38,34 @@ class Sources:
 
     space: ElasticSpace
     oracle: AccuracyOracle | None = None
+    latency: LatencyTable | None = None
 
     def need_oracle(self) -> AccuracyOracle:
         """The oracle; an InputError when there is none."""
         if self.oracle is None:
             raise InputError("the accuracy objective needs an oracle (a predictor or supernet)")
         return self.oracle
+
+    def need_latency(self) -> LatencyTable:
+        """The measured latency table; an InputError when there is none."""
+        if self.latency is None:
+            raise InputError(
+                "latency needs a measured latency table of this space (build one with "
+                "`eqsearch latency build`)"
+            )
+        return self.latency
+
+
+def _latency_objective(sources: Sources) -> Objective:
+    from eqsearch.latency.objective import latency_objective
+
+    return latency_objective(sources.need_latency())
+
+
+def _latency_budget(limit: float, sources: Sources) -> Constraint:
+    from eqsearch.latency.objective import latency_budget
+
+    return latency_budget(sources.need_latency(), limit)
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,7 @@ OBJECTIVES.add("size", lambda sources: size_objective())
 OBJECTIVES.add("w_comp", lambda sources: weight_compression_objective())
 OBJECTIVES.add("a_comp", lambda sources: activation_compression_objective())
 OBJECTIVES.add("macs", lambda sources: macs_objective())
+OBJECTIVES.add("latency", _latency_objective)
 
 OBJECTIVE_NAMES = tuple(OBJECTIVES)
 """The built-in objective names."""
@@ -78,6 +105,7 @@ BUDGETS.add("a_bits", Budget("bits", lambda limit, sources: activation_bits_budg
 BUDGETS.add("bitops", Budget("BitOPs", lambda limit, sources: bitops_budget(limit)))
 BUDGETS.add("size_bytes", Budget("bytes", lambda limit, sources: size_budget(limit)))
 BUDGETS.add("macs", Budget("MACs", lambda limit, sources: macs_budget(limit)))
+BUDGETS.add("latency_ms", Budget("ms", _latency_budget))
 
 
 def make_problem(
@@ -87,6 +115,7 @@ def make_problem(
     objectives: Sequence[str] = ("accuracy", "bitops"),
     target: str = "any",
     forms_per_layer: bool = False,
+    latency: LatencyTable | None = None,
     **budgets: float | None,
 ) -> SearchProblem:
     """The problem ``eqsearch nsga`` solves, from names and budgets.
@@ -97,9 +126,12 @@ def make_problem(
         objectives: names of :data:`OBJECTIVES`.
         target: a hardware preset of ``eqsearch.targets`` fixing the allowed forms.
         forms_per_layer: with several allowed forms, choose one per layer.
+        latency: a latency table measured on a runtime for ``space`` (``eqsearch latency
+            build``), for the ``latency`` objective and the ``latency_ms`` budget.
         **budgets: limits by the names of :data:`BUDGETS` (None: unconstrained):
             ``w_bits``, ``a_bits`` (average bits of the searched layers), ``bitops``,
-            ``size_bytes`` and ``macs`` (of a joint space's architecture) per image.
+            ``size_bytes`` and ``macs`` (of a joint space's architecture) per image,
+            ``latency_ms`` (the latency table's predicted milliseconds per inference).
 
     Raises:
         ValueError: an unknown objective, budget or target, a missing oracle, or a budget
@@ -108,7 +140,9 @@ def make_problem(
     unknown = sorted(set(budgets) - set(BUDGETS))
     if unknown:
         raise InputError(f"budgets must be among {', '.join(BUDGETS)}; got {unknown[0]!r}")
-    sources = Sources(space, oracle)
+    if latency is not None:
+        latency.check_space(space)
+    sources = Sources(space, oracle, latency)
     names = list(dict.fromkeys(objectives))
     if not names:
         raise InputError(f"objectives must name at least one of {', '.join(OBJECTIVES)}")

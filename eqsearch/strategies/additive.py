@@ -33,9 +33,13 @@ SWEEP_FOR_OBJECTIVE = {
     "a_comp": "a_bits",
     "w_bits": "w_bits",
     "a_bits": "a_bits",
+    "latency": "latency",
 }
 """The cost to sweep for a problem's cost objective (W-Comp falls as average weight bits
-rise, with the pinned layers fixed)."""
+rise, with the pinned layers fixed); ``latency`` sweeps the problem's latency objective (a
+measured table: a sum over layers too)."""
+SWEEPS = (*COSTS, "latency")
+"""What ``--sweep`` takes."""
 
 ADDITIVITY_CHECKS = 32
 """Random configs on which a table's sums are compared with the cost itself."""
@@ -171,8 +175,17 @@ def _constraint_table(space: ElasticSpace, form: QuantForm, constraint: Constrai
     return layer_costs(space, form, constraint.fn, constraint.name, limit=constraint.limit)
 
 
-def sweep_costs(space: ElasticSpace, form: QuantForm, sweep: str) -> LayerCosts:
-    """The table of the swept cost (a name of :data:`COSTS`)."""
-    if sweep not in COSTS:
-        raise InputError(f"sweep must be one of {', '.join(COSTS)}; got {sweep!r}")
-    return layer_costs(space, form, COSTS[sweep], sweep)
+def sweep_costs(
+    space: ElasticSpace, form: QuantForm, sweep: str, problem: SearchProblem | None = None
+) -> LayerCosts:
+    """The table of the swept cost: a name of :data:`COSTS`, or of one of ``problem``'s
+    objectives (``latency``)."""
+    objectives = {o.name: o for o in problem.objectives} if problem is not None else {}
+    if sweep in COSTS:
+        return layer_costs(space, form, COSTS[sweep], sweep)
+    if sweep in objectives and objectives[sweep].direction == "min":
+        return layer_costs(space, form, objectives[sweep].fn, sweep)
+    raise InputError(
+        f"sweep must be one of {', '.join(COSTS)} (or latency, with a latency objective); "
+        f"got {sweep!r}"
+    )

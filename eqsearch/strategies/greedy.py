@@ -128,7 +128,7 @@ def greedy_configs(
     batches = []
     for form in problem.layout.forms:
         weight, activation = sensitivities.tables(form)
-        swept = sweep_costs(space, form, swept_name)
+        swept = sweep_costs(space, form, swept_name, problem)
         w_index, a_index = greedy_path(weight, activation, swept, constraint_costs(problem, form))
         curve = index_configs(space, form, w_index, a_index)
         if budgets is not None:

@@ -199,7 +199,7 @@ def ilp_configs(
         weight, activation = sensitivities.tables(form)
         options = (weight[:, :, None] + activation[:, None, :]).reshape(n_elastic, -1)
         budget_tables = constraint_costs(problem, form)
-        swept = sweep_costs(space, form, swept_name)
+        swept = sweep_costs(space, form, swept_name, problem)
         levels = (
             budget_levels(swept.smallest, swept.largest, budgets)
             if isinstance(budgets, (int, np.integer))

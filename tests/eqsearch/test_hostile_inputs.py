@@ -644,6 +644,28 @@ CASES: dict[str, Case] = {
         "export --supernet {pickle.pt} --uniform 4/4 --out {root}/m.onnx",
         "nothing in it was executed",
     ),
+    # 13. runtimes and latency tables
+    "runtime-probe-unknown": Case(
+        "runtime probe --runtime tvm", "--runtime must be one of onnxruntime, openvino"
+    ),
+    "runtime-probe-onto-checkpoint": Case(
+        "runtime probe --runtime onnxruntime --out {checkpoint} --force",
+        "holds an eqsearch checkpoint",
+    ),
+    "latency-build-onto-front": Case(
+        "latency build --supernet {checkpoint} --out {pareto} --force",
+        "holds a Pareto front file",
+    ),
+    "latency-build-pickle": Case(
+        "latency build --supernet {zip-pickle.pt} --out {root}/t.json",
+        "nothing in it was executed",
+    ),
+    "latency-show-front": Case("latency show {pareto}", "is not an eqsearch latency table"),
+    "nsga-latency-table-is-front": Case(
+        "nsga --supernet {checkpoint} --objectives bitops,latency --latency-table {pareto} "
+        "--out {root}/front",
+        "is not an eqsearch latency table",
+    ),
 }
 if not torch.cuda.is_available():
     CASES["eval-device-cuda-without-cuda"] = Case(

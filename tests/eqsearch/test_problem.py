@@ -96,7 +96,7 @@ def test_make_problem_from_names() -> None:
     assert per_layer.layout.n_form_genes == space.n_layers
     assert per_layer.constraints == ()
     with pytest.raises(ValueError, match="objectives must be among accuracy, bitops"):
-        make_problem(space, oracle, objectives=("latency",))
+        make_problem(space, oracle, objectives=("energy",))
     with pytest.raises(ValueError, match="the accuracy objective needs an oracle"):
         make_problem(space, None)
     with pytest.raises(ValueError, match=r"smallest reachable average activation bits is 2\.00"):

@@ -1,0 +1,16 @@
+"""Latency as data: machine fingerprints, what a runtime runs, and measured latency tables."""
+
+from eqsearch.latency.fingerprint import MeasurementKey, machine_key
+from eqsearch.latency.kernels import KernelTable, ProbeCell
+from eqsearch.latency.objective import latency_budget, latency_objective
+from eqsearch.latency.table import LatencyTable
+
+__all__ = [
+    "KernelTable",
+    "LatencyTable",
+    "MeasurementKey",
+    "ProbeCell",
+    "latency_budget",
+    "latency_objective",
+    "machine_key",
+]
