@@ -78,7 +78,7 @@ def test_a_latency_budget_no_config_meets_is_refused_by_name(space: ElasticSpace
     (budget,) = problem.constraints
     # a runtime's latency may fall as bits rise (int8 kernels beside float int4): not repaired
     assert budget.name == "latency_budget" and not budget.monotone
-    with pytest.raises(InputError, match="found by sampling .* none met latency_budget"):
+    with pytest.raises(InputError, match=r"found by sampling .* none met latency_budget"):
         nsga2(problem, population=8, generations=1, seed=0)
     with pytest.raises(InputError, match="needs a measured latency table"):
         make_problem(space, objectives=("latency",))
