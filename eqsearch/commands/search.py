@@ -179,7 +179,7 @@ def budget_message(problem_error: ValueError) -> str:
         ("macs_budget", "--macs"),
         ("latency_budget", "--latency-ms"),
     ):
-        text = text.replace(f"the budget {name} <=", flag)
+        text = text.replace(f"the budget {name} <=", flag).replace(f"{name} <=", flag)
     return text
 
 

@@ -326,7 +326,9 @@ def _validation(
         "bitops_spearman": _spearman(np.asarray(costs.bitops(space, batch)), measured),
         "macs_spearman": _spearman(np.asarray(costs.macs(space, batch)), measured),
     }
-    return result
+    # A rank correlation is undefined on fewer than 3 subnets or constant values: left out
+    # rather than stored as NaN, which no eqsearch JSON file may hold.
+    return {name: value for name, value in result.items() if np.isfinite(value)}
 
 
 def _calibrate(raw: FloatArray, wall: FloatArray) -> tuple[float, float]:
