@@ -34,7 +34,7 @@ def build_table(out: Path, runtime: str, threads: int, holdout: int) -> Path:
     command = [
         sys.executable,
         "-m",
-        "eqsearch.cli",
+        "eqsearch.app.cli",
         "latency",
         "build",
         "--model",
@@ -80,9 +80,8 @@ def search_ratio(path: Path, repeats: int, population: int, generations: int) ->
     import torch
 
     from eqsearch.engines import nsga2
-    from eqsearch.latency import latency_objective
     from eqsearch.latency.table import LatencyTable
-    from eqsearch.problem import Objective, SearchProblem, bitops_objective
+    from eqsearch.problem import Objective, SearchProblem, bitops_objective, latency_objective
     from supernet import build_supernet
 
     torch.set_num_threads(1)

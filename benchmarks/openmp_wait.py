@@ -6,7 +6,7 @@ sandwich steps (H + R + L, Adam) of LeNet-5 on 128 MNIST-sized images with torch
 threads, as ``eqsearch demo`` trains it. Prints the median step per policy, the paired median
 ratio, the load average, and whether both policies left the same weights (they divide the
 work the same way; only how an idle thread waits differs). ``eqsearch`` commands set
-``PASSIVE`` unless the environment names a policy (``eqsearch.cli.prefer_passive_openmp``).
+``PASSIVE`` unless the environment names a policy (``eqsearch.app.cli.prefer_passive_openmp``).
 """
 
 from __future__ import annotations

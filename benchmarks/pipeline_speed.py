@@ -48,7 +48,7 @@ def _eqsearch(*arguments: str) -> list[str]:
 
 def _in_process(checkpoint: Path, repeats: int) -> tuple[float, float]:
     """Median seconds of the search alone and of its 12 verifications alone."""
-    from eqsearch.commands.search import verify_front
+    from eqsearch.app.measure import verify_front
     from eqsearch.engines import nsga2
     from eqsearch.problem import make_problem
     from predictors import PredictorOracle, find_predictor, load_predictor

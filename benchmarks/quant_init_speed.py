@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from eqsearch.cli import prefer_passive_openmp
+from eqsearch.app.cli import prefer_passive_openmp
 
 VARIANTS = {
     "library (search on one thread), malloc kept": ("one", True),

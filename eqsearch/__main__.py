@@ -1,5 +1,5 @@
 """``python -m eqsearch``: the command line (also what ``torchrun -m eqsearch`` runs)."""
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 
 raise SystemExit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -453,3 +454,12 @@ def read_json(path: str | Path, *, limit: int = MAX_JSON_BYTES, what: str = "fil
     """
     data = read_bytes(path, limit=limit, what=what)
     return parse_json(data, what=f"{what} {path}")
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in blocks (the identity of a supernet checkpoint)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

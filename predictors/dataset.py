@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -98,7 +97,7 @@ class SampleSource:
         supernet_sha256: SHA-256 of the checkpoint file (another epoch is another supernet).
         supernet: the checkpoint's path when sampled (for messages only).
         split, bn_images, holdout, val_images: the scoring images (see
-            ``eqsearch.measure.sample_subnets``).
+            ``eqsearch.app.measure.sample_subnets``).
     """
 
     supernet_sha256: str
@@ -136,15 +135,6 @@ class SampleSource:
         """Whether rows measured under ``other`` may share a file with these (the path may
         differ; the supernet's content and the scoring may not)."""
         return dataclasses.replace(other, supernet=self.supernet) == self
-
-
-def checkpoint_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, read in blocks (the identity of a supernet checkpoint)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -519,7 +509,7 @@ def collect_samples(
     completes, the shards are merged into ``out_csv``.
 
     Args:
-        oracle: scores configs (the supernet oracle in ``eqsearch.measure``).
+        oracle: scores configs (the supernet oracle in ``eqsearch.app.measure``).
         space: the space to draw from.
         out_csv: the samples file (shards write beside it, see :func:`shard_path`).
         config: how many configs, drawn how, which shard.

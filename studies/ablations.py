@@ -11,7 +11,7 @@ from typing import Any
 
 import matplotlib
 
-from eqsearch.commands.common import non_negative_int, positive_int, seed_int
+from eqsearch.app.commands.common import non_negative_int, positive_int, seed_int
 from eqsearch.errors import InputError
 
 matplotlib.use("Agg")
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eqsearch.commands.common import add_force_argument, add_progress_argument, progress_printer
+from eqsearch.app.commands.common import add_force_argument, add_progress_argument, progress_printer
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory
 from eqsearch.space import Granularity, QuantForm
@@ -551,7 +551,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m studies.ablations``: ``eqsearch study ablations``."""
     import sys
 
-    from eqsearch.cli import main as eqsearch_main
+    from eqsearch.app.cli import main as eqsearch_main
 
     arguments = sys.argv[1:] if argv is None else argv
     raise SystemExit(eqsearch_main(["study", "ablations", *arguments]))

@@ -13,15 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from eqsearch.commands.common import (
+from eqsearch.app.commands.common import (
     add_force_argument,
     add_progress_argument,
-    make_console,
     parse_option,
     positive_int,
     seed_int,
-    status,
 )
+from eqsearch.app.console import make_console, status
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory
@@ -238,7 +237,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m studies.compare_predictors``: ``eqsearch study predictors``."""
-    from eqsearch.cli import main as eqsearch_main
+    from eqsearch.app.cli import main as eqsearch_main
 
     return eqsearch_main(["study", "predictors", *(sys.argv[1:] if argv is None else argv)])
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eqsearch.commands.common import non_negative_int, positive_int, seed_int
+from eqsearch.app.commands.common import non_negative_int, positive_int, seed_int
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory

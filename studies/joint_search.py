@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from eqsearch.commands.common import (
+from eqsearch.app.commands.common import (
     add_force_argument,
     add_progress_argument,
     non_negative_int,
@@ -179,7 +179,7 @@ def run_joint_study(
             another kind sits at a report's name (checked before any work).
     """
     from eqsearch import costs
-    from eqsearch.refine import scoring_evaluation
+    from eqsearch.app.refine import scoring_evaluation
     from predictors import load_samples
     from supernet.evaluate import supernet_oracle
     from supernet.extract import extract
@@ -289,9 +289,9 @@ def _refined_front(
     ``eqsearch nsga --refine``). Each round searches once per BitOPs limit (None: none; a
     limit the family cannot meet is skipped) and measures ``verify`` configs of each
     predicted front not measured before, spread along it. Returns every measured config."""
+    from eqsearch.app.refine import spread_unmeasured
     from eqsearch.engines import nsga2
     from eqsearch.problem import make_problem
-    from eqsearch.refine import spread_unmeasured
     from predictors import PredictorOracle, build_predictor
 
     pool_configs = list(configs)
@@ -532,7 +532,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m studies.joint_search``: ``eqsearch study joint``."""
-    from eqsearch.cli import main as eqsearch_main
+    from eqsearch.app.cli import main as eqsearch_main
 
     return eqsearch_main(["study", "joint", *(sys.argv[1:] if argv is None else argv)])
 

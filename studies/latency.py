@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from eqsearch.commands.common import non_negative_int, positive_int, seed_int
+from eqsearch.app.commands.common import non_negative_int, positive_int, seed_int
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
 from studies.latency_search import SearchFront, search_comparison, search_markdown

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from eqsearch.commands.common import (
+from eqsearch.app.commands.common import (
     add_force_argument,
     add_progress_argument,
     integer,
@@ -26,13 +26,13 @@ from eqsearch.commands.common import (
     progress_printer,
     seed_int,
 )
+from eqsearch.app.refine import RefineSettings, refine_search, scoring_evaluation
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory
 from eqsearch.oracle import AccuracyOracle, CachedOracle
 from eqsearch.pareto import ParetoFront, hypervolume
 from eqsearch.problem import SearchProblem, make_problem
-from eqsearch.refine import RefineSettings, refine_search, scoring_evaluation
 from eqsearch.strategies import (
     Sensitivities,
     greedy_search,
@@ -219,7 +219,7 @@ def _prepare_samples(
     ``settings.sample_count`` subnets when the study makes them."""
     target, measure = study_samples(checkpoint, samples, out)
     if measure:
-        from eqsearch.measure import sample_subnets
+        from eqsearch.app.measure import sample_subnets
 
         sample_subnets(
             checkpoint, target, settings.sample_count, seed=settings.seed, progress=False
@@ -619,7 +619,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m studies.strategies``: ``eqsearch study strategies``."""
-    from eqsearch.cli import main as eqsearch_main
+    from eqsearch.app.cli import main as eqsearch_main
 
     return eqsearch_main(["study", "strategies", *(sys.argv[1:] if argv is None else argv)])
 

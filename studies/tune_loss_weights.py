@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from eqsearch.commands.common import (
+from eqsearch.app.commands.common import (
     add_force_argument,
     add_progress_argument,
     non_negative_int,
@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m studies.tune_loss_weights``: ``eqsearch study tune-loss``."""
     import sys
 
-    from eqsearch.cli import main as eqsearch_main
+    from eqsearch.app.cli import main as eqsearch_main
 
     arguments = sys.argv[1:] if argv is None else argv
     raise SystemExit(eqsearch_main(["study", "tune-loss", *arguments]))

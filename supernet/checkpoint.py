@@ -15,8 +15,9 @@ from eqsearch.errors import InputError
 from eqsearch.files import atomic_torch_save
 from eqsearch.space import READABLE_VERSIONS, ElasticSpace
 from supernet.devices import resolve_device
-from supernet.elastic import Supernet, rebuild_supernet
+from supernet.elastic import Supernet
 from supernet.models import check_model_named_by_file
+from supernet.rebuild import rebuild_supernet
 
 FORMAT_NAME = "eqsearch-supernet"
 FORMAT_VERSION = 1

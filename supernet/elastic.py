@@ -26,7 +26,7 @@ from supernet.layers import (
     ElasticQuantLinear,
     weights_quantized_together,
 )
-from supernet.models import check_model_named_by_file, create_model, model_entry
+from supernet.models import create_model, model_entry
 from supernet.quantizers import QuantizerSpec, quantizer_class
 from supernet.runtime import keep_freed_memory
 
@@ -543,24 +543,4 @@ def stored_space_spec(build_info: dict[str, Any]) -> SpaceSpec:
         w_symmetries=tuple(quantizer["w_symmetries"]),
         a_symmetries=tuple(quantizer["a_symmetries"]),
         first_last=str(build_info["first_last"]),
-    )
-
-
-def rebuild_supernet(build_info: dict[str, Any]) -> Supernet:
-    """Rebuild the architecture described by ``Supernet.build_info`` (weights not loaded).
-
-    ``build_info`` is read from a file: a model factory it names must have been named by the
-    user in this process (see :func:`supernet.models.check_model_named_by_file`).
-    """
-    check_model_named_by_file(build_info["model"], source="the checkpoint's build_info")
-    if "extracted_from" in build_info:
-        from supernet.extract import rebuild_extracted
-
-        return rebuild_extracted(build_info)
-    return build_supernet(
-        build_info["model"],
-        num_classes=int(build_info["num_classes"]),
-        in_channels=int(build_info["in_channels"]),
-        image_size=int(build_info["image_size"]),
-        space=stored_space_spec(build_info),
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,20 +16,21 @@ from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.deploy import build_deploy_model, check_exportable, quantize_layers
 from supernet.elastic import Supernet
 from supernet.images import ImageSource, TensorImages
+from supernet.onnx_trace import (
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    MIN_OPSET,
+    OUTPUT_NAME,
+    TORCHSCRIPT_MAX_OPSET,
+    trace_onnx,
+)
 from supernet.packed import PackedReport, export_packed_weights, load_packed_weights
 
 if TYPE_CHECKING:
     from supernet.runtimes.report import RuntimeReport
 
-DEFAULT_OPSET = 17
-MIN_OPSET = 13
-"""Per-channel QuantizeLinear/DequantizeLinear (the ``axis`` attribute) needs opset 13."""
-TORCHSCRIPT_MAX_OPSET = 20
-"""Highest opset torch's TorchScript exporter writes; higher ones go through onnx's converter."""
 INT4_MAX_BITS = 4
 """Layers with at most this many weight bits get INT4 storage with ``int4_weights=True``."""
-INPUT_NAME = "images"
-OUTPUT_NAME = "logits"
 
 
 @dataclass(frozen=True)
@@ -176,26 +175,6 @@ def _compare(
         torch_correct / images * 100.0 if labelled else None,
         onnx_correct / images * 100.0 if labelled else None,
     )
-
-
-def _torchscript_export(model: torch.nn.Module, example: torch.Tensor, opset: int) -> bytes:
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
-        # onnxscript and does not run autograd Functions' ONNX symbolics.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            buffer,  # type: ignore[arg-type]
-            dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-            do_constant_folding=True,
-        )
-    return buffer.getvalue()
 
 
 def export_onnx(
@@ -353,7 +332,7 @@ def export_onnx(
             supernet.eval()
             deploy = build_deploy_model(supernet, config).cpu()
             example = verify.head(1).tensors()[0].float().cpu()
-            model_bytes = _torchscript_export(deploy, example, min(opset, TORCHSCRIPT_MAX_OPSET))
+            model_bytes = trace_onnx(deploy, example, min(opset, TORCHSCRIPT_MAX_OPSET))
             model = onnx.load_from_string(model_bytes)
             if opset > TORCHSCRIPT_MAX_OPSET:
                 from onnx import version_converter

@@ -2,7 +2,6 @@
 
 from eqsearch.latency.fingerprint import MeasurementKey, machine_key
 from eqsearch.latency.kernels import KernelTable, ProbeCell
-from eqsearch.latency.objective import latency_budget, latency_objective
 from eqsearch.latency.table import LatencyTable
 
 __all__ = [
@@ -10,7 +9,5 @@ __all__ = [
     "LatencyTable",
     "MeasurementKey",
     "ProbeCell",
-    "latency_budget",
-    "latency_objective",
     "machine_key",
 ]

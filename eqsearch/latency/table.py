@@ -200,6 +200,11 @@ class LatencyTable:
         times: FloatArray = np.where(active, arrays.shape_ms[columns, shape] * ratio, 0.0)
         return times
 
+    @property
+    def runtime(self) -> str:
+        """The runtime the table was measured on."""
+        return self.key.runtime
+
     def predict(self, batch: ConfigBatch) -> FloatArray:
         """Predicted milliseconds per inference of each config of ``batch``."""
         total = self.layer_ms(batch).sum(axis=1)

@@ -19,6 +19,8 @@ from eqsearch.search.objectives import (
     activation_compression_objective,
     bitops_budget,
     bitops_objective,
+    latency_budget,
+    latency_objective,
     macs_budget,
     macs_objective,
     size_budget,
@@ -60,14 +62,10 @@ class Sources:
 
 
 def _latency_objective(sources: Sources) -> Objective:
-    from eqsearch.latency.objective import latency_objective
-
     return latency_objective(sources.need_latency())
 
 
 def _latency_budget(limit: float, sources: Sources) -> Constraint:
-    from eqsearch.latency.objective import latency_budget
-
     return latency_budget(sources.need_latency(), limit)
 
 

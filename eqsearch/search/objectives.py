@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -246,3 +246,27 @@ def macs_budget(limit: float) -> Constraint:
         "MACs",
         monotone=True,
     )
+
+
+class LatencyModel(Protocol):
+    """What the latency objective needs of a table (:class:`eqsearch.latency.LatencyTable`)."""
+
+    @property
+    def runtime(self) -> str:
+        """The runtime the latencies were measured on."""
+        ...
+
+    def predict(self, batch: ConfigBatch) -> FloatArray:
+        """Milliseconds per inference of each config of ``batch``."""
+        ...
+
+
+def latency_objective(table: LatencyModel, name: str = "latency") -> Objective:
+    """Predicted milliseconds per inference from a measured latency table, minimised."""
+    return Objective(name, table.predict, "min", f"latency (ms, {table.runtime})")
+
+
+def latency_budget(table: LatencyModel, limit_ms: float) -> Constraint:
+    """Predicted milliseconds per inference ``<= limit_ms`` (the ``--latency-ms`` budget); not
+    monotone in the bits, so decided by sampling rather than repair."""
+    return Constraint("latency_budget", table.predict, limit_ms, "latency in ms")

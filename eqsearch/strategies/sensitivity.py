@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from eqsearch.errors import InputError, warn
-from eqsearch.files import atomic_write_text, read_json
+from eqsearch.files import atomic_write_text, checkpoint_sha256, read_json
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, QuantForm
 from eqsearch.strategies.front import concatenate
@@ -371,8 +371,6 @@ def cache_path(
     checkpoint's content (its SHA-256, ``checkpoint_digest`` where already known), the method
     and every setting (so another epoch, seed or scoring set is another file, and none
     overwrites another)."""
-    from predictors.dataset import checkpoint_sha256
-
     location = Path(checkpoint)
     digest = checkpoint_digest or checkpoint_sha256(location)
     identity = {"checkpoint": digest, "method": method, **settings}
@@ -398,8 +396,6 @@ def cached_sensitivities(
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    from predictors.dataset import checkpoint_sha256
-
     digest = checkpoint_sha256(checkpoint)
     path = cache_path(checkpoint, method, settings, checkpoint_digest=digest)
     recorded_settings = json.loads(json.dumps(dict(settings), default=str))

@@ -100,7 +100,7 @@ def runtime_graph(
     """
     import onnx
 
-    from supernet.export import DEFAULT_OPSET, _torchscript_export
+    from supernet.onnx_trace import DEFAULT_OPSET, trace_onnx
 
     if supernet.joint and not full_precision:
         check_exportable(supernet)
@@ -114,7 +114,7 @@ def runtime_graph(
     size = input_size(supernet, config)
     example = torch.from_numpy(random_images(supernet, size, 1))
     with one_thread():
-        model = onnx.load_from_string(_torchscript_export(deploy, example, DEFAULT_OPSET))
+        model = onnx.load_from_string(trace_onnx(deploy, example, DEFAULT_OPSET))
     layers = tuple(static.elastic_layers())
     report = None
     if runtime is not None and not full_precision:

@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 
 
@@ -129,7 +129,7 @@ def test_help_and_version_do_not_import_torch() -> None:
 
     probe = (
         "import sys\n"
-        "from eqsearch.cli import main\n"
+        "from eqsearch.app.cli import main\n"
         "for argv in (['--help'], ['nsga', '--help'], ['--version']):\n"
         "    try:\n"
         "        main(argv)\n"
@@ -147,7 +147,7 @@ def test_help_and_version_do_not_import_torch() -> None:
 def test_openmp_threads_sleep_on_a_busy_machine_unless_the_user_chose(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from eqsearch.cli import prefer_passive_openmp
+    from eqsearch.app.cli import prefer_passive_openmp
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     prefer_passive_openmp(load=0.4, cores=2)  # quiet: spinning is faster
@@ -163,7 +163,7 @@ def test_openmp_threads_sleep_on_a_busy_machine_unless_the_user_chose(
 def test_an_unexpected_failure_is_one_line_and_exit_1_unless_debugging(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import eqsearch.cli as cli
+    import eqsearch.app.cli as cli
 
     def broken(args: object) -> int:
         raise TypeError("an internal bug")
@@ -187,7 +187,7 @@ def test_an_unexpected_failure_is_one_line_and_exit_1_unless_debugging(
 def test_only_bad_input_exits_2_a_stray_value_error_is_a_bug(
     error: Exception, code: int, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import eqsearch.cli as cli
+    import eqsearch.app.cli as cli
 
     def failing(args: object) -> int:
         raise error
@@ -202,7 +202,7 @@ def test_only_bad_input_exits_2_a_stray_value_error_is_a_bug(
 def test_every_option_of_every_command_has_help() -> None:
     import argparse
 
-    from eqsearch.cli import build_parser
+    from eqsearch.app.cli import build_parser
 
     missing: list[str] = []
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from eqsearch.cli import main
-from eqsearch.demo import DemoSettings
+from eqsearch.app.cli import main
+from eqsearch.app.demo import DemoSettings
 
 
 def test_demo_settings_validation() -> None:

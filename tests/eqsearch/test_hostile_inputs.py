@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import torch
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.files import exclusive_writer
 
 TINY_TRAIN = shlex.split(
@@ -746,7 +746,7 @@ def test_there_are_enough_cases_from_every_command() -> None:
     commands = {case.argv.split()[0] for case in CASES.values()}
     import argparse
 
-    from eqsearch.cli import build_parser
+    from eqsearch.app.cli import build_parser
 
     subcommands = next(
         action

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from eqsearch import costs
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.space import ElasticSpace, SubnetConfig
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from eqsearch import costs
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 
 from .joint_fixtures import joint_space
 

@@ -10,14 +10,14 @@ import pytest
 from eqsearch import costs
 from eqsearch.engines import nsga2
 from eqsearch.errors import InputError
-from eqsearch.latency import (
-    KernelTable,
-    LatencyTable,
-    ProbeCell,
+from eqsearch.latency import KernelTable, LatencyTable, ProbeCell
+from eqsearch.problem import (
+    Objective,
+    SearchProblem,
     latency_budget,
     latency_objective,
+    make_problem,
 )
-from eqsearch.problem import Objective, SearchProblem, make_problem
 from eqsearch.space import ElasticSpace, QuantForm
 
 from .joint_fixtures import joint_space

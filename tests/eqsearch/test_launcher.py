@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 from eqsearch.launcher import (
     check_rendezvous,

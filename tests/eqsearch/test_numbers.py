@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from eqsearch.commands.common import finite_float, parse_option, positive_int, seed_int
+from eqsearch.app.commands.common import finite_float, parse_option, positive_int, seed_int
 from eqsearch.errors import InputError
 from eqsearch.files import parse_json
 from eqsearch.numbers import MAX_INTEGER, loads_json, parse_integer, parse_number

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 from eqsearch.files import (
     OWNER_NAME,

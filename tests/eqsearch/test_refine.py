@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from eqsearch.app.refine import LookupOracle, RefineSettings, refine_search, spread_unmeasured
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.pareto import non_dominated
 from eqsearch.problem import SearchProblem, accuracy_objective, bitops_objective, make_problem
-from eqsearch.refine import LookupOracle, RefineSettings, refine_search, spread_unmeasured
 from eqsearch.space import SubnetConfig
 from tests.eqsearch.search_fixtures import TENSORRT, AnalyticOracle, enumerable_space
 

@@ -8,7 +8,7 @@ import shlex
 import pytest
 import torch
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 
 from .search_fixtures import enumerable_space
 
@@ -94,7 +94,7 @@ def test_cost_only_search_writes_the_front(checkpoint, capsys) -> None:
     assert data["info"]["engine"] == "deap" and data["info"]["forms"] == ["tensor-asym-asym"]
     assert all(entry["a_bits"] <= 3 for entry in data["configs"])
     # the entries are what `eqsearch eval --config pareto.json#0` reads
-    from eqsearch.commands.common import load_config_argument
+    from eqsearch.app.commands.common import load_config_argument
 
     config = load_config_argument(f"{out / 'pareto.json'}#0", enumerable_space())
     assert str(config.uniform_form) == "tensor-asym-asym"
@@ -123,7 +123,7 @@ def test_a_search_on_an_xgboost_predictor_imports_neither_sklearn_nor_scipy_stat
     ]
     probe = (
         "import sys\n"
-        "from eqsearch.cli import main\n"
+        "from eqsearch.app.cli import main\n"
         f"code = main({arguments!r})\n"
         "print(code, 'xgboost' in sys.modules, 'sklearn' in sys.modules, "
         "'scipy.stats' in sys.modules)\n"

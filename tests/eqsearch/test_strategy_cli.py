@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from eqsearch import costs
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.pareto import read_front
 from eqsearch.space import QuantForm
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 
 
 @pytest.mark.parametrize(

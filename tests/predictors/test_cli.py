@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from eqsearch.cli import main
-from eqsearch.measure import sample_subnets
+from eqsearch.app.cli import main
+from eqsearch.app.measure import sample_subnets
 from predictors import find_predictor, load_predictor, load_samples
 from predictors.dataset import read_samples_space
 

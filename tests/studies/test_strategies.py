@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eqsearch.cli import main as eqsearch_main
+from eqsearch.app.cli import main as eqsearch_main
 from studies.strategies import (
     StrategyStudySettings,
     best_accuracy_at,

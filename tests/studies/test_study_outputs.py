@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eqsearch.cli import build_parser, main
+from eqsearch.app.cli import build_parser, main
 from studies.compare_predictors import OUTPUTS as PREDICTORS_OUTPUTS
 from studies.joint_search import OUTPUTS as JOINT_OUTPUTS
 from studies.strategies import OUTPUTS as STRATEGIES_OUTPUTS

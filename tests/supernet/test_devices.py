@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 from supernet.checkpoint import save_supernet
 from supernet.devices import resolve_device

@@ -13,7 +13,7 @@ import torch
 from onnx import numpy_helper
 from torch.nn import functional as F
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.space import LayerChoice, QuantForm, SubnetConfig
 from supernet import build_supernet, export_onnx, init_quantizers
 from supernet.calibrate import calibrate_bn

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from eqsearch import factories
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 from supernet import build_supernet, init_quantizers
 from supernet.checkpoint import load_supernet, save_supernet
@@ -245,7 +245,7 @@ def test_a_missing_factory_module_is_named_before_torch_loads(tmp_path: Path) ->
     import sys
 
     script = (
-        "import sys; from eqsearch.cli import main; code = main(['train', '--model', "
+        "import sys; from eqsearch.app.cli import main; code = main(['train', '--model', "
         f"'no_such_package.nets:make', '--out', {str(tmp_path / 'run')!r}]); "
         "print(code, 'torch' in sys.modules)"
     )

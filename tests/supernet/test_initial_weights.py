@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 from supernet.elastic import Supernet, build_supernet
 from supernet.initial_weights import load_initial_weights

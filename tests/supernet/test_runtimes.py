@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.latency import LatencyTable
 from eqsearch.latency.kernels import KernelTable, save_probe
 from eqsearch.space import QuantForm

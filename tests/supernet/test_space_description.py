@@ -8,7 +8,8 @@ import pytest
 
 from eqsearch.space.spec import SpaceSpec
 from supernet import build_supernet
-from supernet.elastic import quantizer_spec, rebuild_supernet
+from supernet.elastic import quantizer_spec
+from supernet.rebuild import rebuild_supernet
 from supernet.train import TrainConfig
 
 SPEC = SpaceSpec(w_bits=(2, 4, 8), a_bits=(4, 8), granularities=("channel",), first_last="fp")
@@ -79,7 +80,7 @@ def test_train_config_holds_the_spec_and_reads_older_files() -> None:
 
 
 def test_train_flags_set_the_spec(tmp_path) -> None:
-    from eqsearch.cli import _train_config, build_parser
+    from eqsearch.app.cli import _train_config, build_parser
 
     args = build_parser().parse_args(
         [

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
 from supernet.checkpoint import save_supernet
@@ -261,7 +261,7 @@ def test_embedded_sources_give_the_scores_of_the_tensor_path() -> None:
 def test_calib_images_val_images_and_the_hidden_bn_images_alias(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from eqsearch.cli import build_parser
+    from eqsearch.app.cli import build_parser
 
     parser = build_parser()
     for command in (["eval"], ["export", "--out", "m.onnx"], ["sample"]):

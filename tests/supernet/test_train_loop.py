@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from supernet import runtime
 from supernet.layers import ElasticQuantConv2d
 from supernet.quantizers import level_conv

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.space import ElasticSpace
 from supernet import build_supernet
 from supernet.checkpoint import load_supernet, save_supernet

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eqsearch.cli import main
+from eqsearch.app.cli import main
 from eqsearch.space import LayerChoice, QuantForm
 from supernet import build_supernet, init_quantizers
 from supernet.quantizers import QUANTIZERS, QuantizerSpec, build_quantizer

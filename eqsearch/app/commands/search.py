@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from eqsearch.commands.common import (
+from eqsearch.app.commands.common import (
     DEVICE_HELP,
     EXIT_OK,
     UsageError,
@@ -18,13 +14,22 @@ from eqsearch.commands.common import (
     add_image_count_arguments,
     add_progress_argument,
     finite_float,
-    make_console,
     non_negative_int,
     positive_int,
-    print_frame,
     seed_int,
-    status,
 )
+from eqsearch.app.commands.searching import (
+    NoOracle,
+    add_latency_arguments,
+    annotate_front,
+    budget_message,
+    latency_table,
+    objective_names,
+    predictor_oracle,
+    verify_latency,
+)
+from eqsearch.app.console import front_table, generation_bar, make_console, print_frame, status
+from eqsearch.app.measure import verify_front
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,14 +37,11 @@ if TYPE_CHECKING:
     from eqsearch.oracle import AccuracyOracle
     from eqsearch.pareto import ParetoFront
     from eqsearch.problem import SearchProblem
-    from eqsearch.space import ElasticSpace
-
-TABLE_COLUMNS = ("w_bits", "a_bits", "w_comp", "a_comp", "bitops", "size_bytes", "form")
 
 
 def register(commands: Any) -> None:
     """Add the ``nsga`` and ``demo`` subcommands."""
-    from eqsearch.commands.refine import add_refine_arguments
+    from eqsearch.app.commands.refine import add_refine_arguments
     from eqsearch.engines import ENGINES
     from eqsearch.problem import OBJECTIVE_NAMES
     from eqsearch.targets import TARGET_NAMES
@@ -120,33 +122,6 @@ def register(commands: Any) -> None:
 # -- nsga ----------------------------------------------------------------------------------
 
 
-class NoOracle:
-    """Stands in for the oracle while input is validated (never asked for accuracy)."""
-
-    def evaluate(self, configs: Sequence[Any]) -> Any:
-        raise RuntimeError("the oracle is not loaded yet")
-
-
-def objective_names(text: str) -> list[str]:
-    """The objectives named by ``--objectives`` (comma separated); none is a usage error."""
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise UsageError("--objectives must name at least one objective")
-    return names
-
-
-def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--latency-table`` and ``--latency-ms`` (the ``latency`` objective's table, a budget)."""
-    parser.add_argument(
-        "--latency-table",
-        help="a latency table (eqsearch latency build) for the latency objective and budget "
-        "(default: the one beside the checkpoint)",
-    )
-    parser.add_argument(
-        "--latency-ms", type=finite_float, help="budget: predicted ms per inference (the table's)"
-    )
-
-
 def _check_counts(args: argparse.Namespace) -> None:
     if args.population < 2:
         raise UsageError(f"--population must be at least 2; got {args.population}")
@@ -168,105 +143,8 @@ def _output_directory(args: argparse.Namespace) -> Path:
     return out
 
 
-def budget_message(problem_error: ValueError) -> str:
-    """A problem's budget error in the command line's words (``--w-bits``, ``--bitops``, ...)."""
-    text = str(problem_error)
-    for name, flag in (
-        ("w_bits", "--w-bits"),
-        ("a_bits", "--a-bits"),
-        ("bitops_budget", "--bitops"),
-        ("size_budget", "--size"),
-        ("macs_budget", "--macs"),
-        ("latency_budget", "--latency-ms"),
-    ):
-        text = text.replace(f"the budget {name} <=", flag).replace(f"{name} <=", flag)
-    return text
-
-
-def predictor_oracle(args: argparse.Namespace, space: ElasticSpace) -> AccuracyOracle:
-    """The CQAP oracle of ``--predictor`` (or the one found beside ``--supernet``), checked
-    against ``space``; a missing or unusable predictor is a usage error."""
-    try:
-        from predictors import PredictorOracle, find_predictor, load_predictor
-        from predictors.xgb import skip_sklearn_wrappers
-    except ImportError as error:  # pragma: no cover - the package ships with eqsearch
-        raise UsageError(
-            f"the predictors package is unavailable ({error}); use --oracle supernet"
-        ) from None
-    skip_sklearn_wrappers()  # this command uses boosters only: 1.7 s less of import
-    checkpoint = Path(args.supernet)
-    path = Path(args.predictor) if args.predictor else find_predictor(checkpoint.parent)
-    if path is None:
-        raise UsageError(
-            f"no predictor beside {checkpoint}: make one with `eqsearch sample --supernet "
-            f"{checkpoint}` then `eqsearch fit-predictor --samples "
-            f"{checkpoint.parent / 'samples.csv'} --backend mlp`, or search with --oracle supernet"
-        )
-    predictor = load_predictor(path)
-    if predictor.space.fingerprint != space.fingerprint:
-        raise UsageError(
-            f"{path} was fitted on another space than {checkpoint}'s; fit one on its samples"
-        )
-    # BasePredictor implements the Predictor protocol (its name is a class variable)
-    return PredictorOracle(predictor)
-
-
-@contextmanager
-def generation_bar(
-    console: Console, description: str, total: int, enabled: bool
-) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar over generations; yields the ``progress`` callback of ``nsga2``."""
-    if not enabled or total == 0:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task(description, total=total)
-
-        def advance(done: int, all_generations: int) -> None:
-            bar.update(task, completed=done, total=all_generations)
-
-        yield advance
-
-
-def verify_front(
-    front: ParetoFront, oracle: AccuracyOracle, k: int
-) -> tuple[ParetoFront, float | None]:
-    """Measure ``k`` configs spread over the front with ``oracle``; returns the front with
-    their measured accuracies and Kendall's τ between predicted and measured (None for k < 2)."""
-    from predictors.metrics import kendall_tau
-
-    indices = front.spread(k)
-    measured = oracle.evaluate(front.batch.take(indices))
-    verified = front.with_measured(indices, measured)
-    if len(indices) < 2 or "accuracy" not in front.objective_names:
-        return verified, None
-    predicted = front.column("accuracy")[indices]
-    tau = kendall_tau(predicted, measured)  # the order scipy was called in before
-    return verified, tau if np.isfinite(tau) else None
-
-
-def front_table(front: ParetoFront) -> Any:
-    """The columns of the front worth printing."""
-    frame = front.to_frame()
-    columns = [*front.objective_names]
-    columns += [c for c in TABLE_COLUMNS if c in frame.columns and c not in columns]
-    for name in ("latency_ms", "measured_accuracy", "measured_latency_ms"):
-        if name in frame.columns and name not in columns:
-            columns.append(name)
-    return frame[columns]
-
-
 def _cmd_nsga(args: argparse.Namespace) -> int:
-    from eqsearch.commands.refine import check_refine_arguments
+    from eqsearch.app.commands.refine import check_refine_arguments
     from eqsearch.locks import hold_directory
 
     _check_counts(args)
@@ -278,7 +156,7 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
 
 
 def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
-    from eqsearch.commands.refine import run_refinement
+    from eqsearch.app.commands.refine import run_refinement
     from eqsearch.engines import search_memory_bytes
     from eqsearch.problem import make_problem
     from eqsearch.resources import check_memory
@@ -357,41 +235,6 @@ def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
     return EXIT_OK
 
 
-def latency_table(args: argparse.Namespace, objectives: Sequence[str], space: Any) -> Any:
-    """The latency table a search asks for (None without a latency objective or budget)."""
-    from eqsearch.commands.latency import load_latency_table
-
-    needed = "latency" in objectives or args.latency_ms is not None
-    if args.latency_table is not None and not needed:
-        raise UsageError("--latency-table goes with the latency objective or --latency-ms")
-    return load_latency_table(args.latency_table, args.supernet, space, needed=needed)
-
-
-def verify_latency(front: Any, args: argparse.Namespace, table: Any, console: Console) -> Any:
-    """Measure the verified configs' latency on the table's runtime, where the table was
-    measured on this CPU with the installed runtime (else say why not)."""
-    from eqsearch.commands.latency import measure_front_latency
-    from eqsearch.latency.fingerprint import cpu_name, runtime_version
-
-    key = table.key
-    try:
-        here = (cpu_name(), runtime_version(key.runtime))
-    except ValueError:
-        here = (cpu_name(), "")
-    if here != (key.cpu, key.version):
-        console.print(
-            f"latency not measured: the table was measured with {key.runtime} {key.version} "
-            f"on {key.cpu}, this is {here[1] or 'no ' + key.runtime} on {here[0]}"
-        )
-        return front
-    from supernet.checkpoint import load_supernet
-
-    indices = front.spread(args.verify)
-    supernet, _ = load_supernet(args.supernet)
-    with status(console, f"measuring the latency of {len(indices)} configs", not args.no_progress):
-        return measure_front_latency(front, supernet.eval(), table, indices)
-
-
 def _load_supernet_oracle(args: argparse.Namespace, console: Console) -> AccuracyOracle:
     from supernet.evaluate import load_for_evaluation, supernet_oracle
 
@@ -421,28 +264,6 @@ def _search(problem: SearchProblem, args: argparse.Namespace, console: Console) 
         )
 
 
-def annotate_front(front: ParetoFront, checkpoint: dict[str, Any], args: argparse.Namespace) -> Any:
-    """``front`` with the search's title (model, engine, target, budgets) and sources."""
-    from dataclasses import replace
-
-    model = (checkpoint.get("build_info") or {}).get("model", "supernet")
-    budgets = " ".join(
-        f"{flag}≤{value:g}"
-        for flag, value in (
-            ("W", args.w_bits),
-            ("A", args.a_bits),
-            ("BitOPs", args.bitops),
-            ("size", args.size),
-            ("MACs", args.macs),
-            ("latency ms", getattr(args, "latency_ms", None)),
-        )
-        if value is not None
-    )
-    title = f"{model}: NSGA-II ({args.engine}), {args.target} target {budgets}".strip()
-    info = {**front.info, "title": title, "supernet": str(args.supernet), "oracle": args.oracle}
-    return replace(front, info=info)
-
-
 def _title(front: ParetoFront, args: argparse.Namespace) -> str:
     return f"Pareto front: {len(front)} configs ({front.info.get('title', '')})"
 
@@ -451,7 +272,7 @@ def _title(front: ParetoFront, args: argparse.Namespace) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from eqsearch.demo import DemoSettings, run_demo
+    from eqsearch.app.demo import DemoSettings, run_demo
 
     if args.model == "lenet5":
         settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)

@@ -256,7 +256,8 @@ def scoring_evaluation(
         InputError: the samples file records no source (its accuracies may come from another
             supernet), or was measured on another supernet (another file content).
     """
-    from predictors.dataset import checkpoint_sha256, read_samples_source, source_path
+    from eqsearch.files import checkpoint_sha256
+    from predictors.dataset import read_samples_source, source_path
     from supernet.checkpoint import load_supernet
     from supernet.evaluate import checkpoint_data, evaluation_set, stored_bn_images
 

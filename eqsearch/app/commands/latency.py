@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eqsearch.commands.common import (
+from eqsearch.app.commands.common import (
     EXIT_OK,
     UsageError,
     add_force_argument,
     add_progress_argument,
-    make_console,
     non_negative_int,
     positive_int,
     seed_int,
 )
+from eqsearch.app.console import make_console, phase_bar
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,7 +29,7 @@ TABLE_PREFIX = "latency-"
 
 def register(commands: Any) -> None:
     """Add ``latency`` and its sub-commands ``build`` and ``show``."""
-    from eqsearch.commands.common import Parser
+    from eqsearch.app.commands.common import Parser
 
     latency = commands.add_parser(
         "latency", help="measured latency tables of a space on a runtime (for the search)"
@@ -75,36 +73,6 @@ def register(commands: Any) -> None:
     show = actions.add_parser("show", help="a latency table's settings, error and classes")
     show.add_argument("table", help="a latency table file")
     show.set_defaults(handler=_cmd_show)
-
-
-@contextmanager
-def phase_bar(
-    console: Console, enabled: bool
-) -> Iterator[Callable[[str], Callable[[int, int], None]] | None]:
-    """A rich progress display with one bar per phase; yields ``bar(phase)`` callbacks."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        tasks: dict[str, Any] = {}
-
-        def bar(phase: str) -> Callable[[int, int], None]:
-            def advance(done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = progress.add_task(phase, total=total)
-                progress.update(tasks[phase], completed=done, total=total)
-
-            return advance
-
-        yield bar
 
 
 def default_table_path(supernet: str | Path, runtime: str) -> Path:
@@ -195,7 +163,7 @@ def _check_existing(out: Path, key: Any, fingerprint: str, force: bool) -> Laten
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from eqsearch.commands.runtime import check_runtime
+    from eqsearch.app.commands.runtime import check_runtime
     from eqsearch.latency.fingerprint import machine_key
 
     check_runtime(args.runtime)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eqsearch.commands.common import (
+from eqsearch.app.commands.common import (
     DEVICE_HELP,
     EXIT_OK,
     UsageError,
@@ -14,12 +14,10 @@ from eqsearch.commands.common import (
     add_image_count_arguments,
     add_progress_argument,
     finite_float,
-    make_console,
     positive_int,
-    print_frame,
     seed_int,
-    status,
 )
+from eqsearch.app.console import make_console, print_frame, status
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -34,7 +32,7 @@ if TYPE_CHECKING:
 
 def register(commands: Any) -> None:
     """Add the ``strategy`` subcommand."""
-    from eqsearch.commands.search import add_latency_arguments
+    from eqsearch.app.commands.searching import add_latency_arguments
     from eqsearch.problem import OBJECTIVE_NAMES
     from eqsearch.strategies import STRATEGIES
     from eqsearch.strategies.additive import SWEEPS
@@ -147,7 +145,7 @@ def _output_directory(args: argparse.Namespace) -> Path:
 
 
 def _cmd_strategy(args: argparse.Namespace) -> int:
-    from eqsearch.commands.search import objective_names
+    from eqsearch.app.commands.searching import objective_names
     from eqsearch.locks import hold_directory
 
     _check_flags(args)
@@ -158,7 +156,7 @@ def _cmd_strategy(args: argparse.Namespace) -> int:
 
 
 def _strategy(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
-    from eqsearch.commands.search import (
+    from eqsearch.app.commands.searching import (
         NoOracle,
         budget_message,
         latency_table,
@@ -207,7 +205,7 @@ def _strategy(args: argparse.Namespace, objectives: list[str], out: Path) -> int
     front = _run(args, problem, sensitivities, console)
     front = _annotate(front, checkpoint, args)
     paths = front.write(out)
-    from eqsearch.commands.search import front_table
+    from eqsearch.app.console import front_table
 
     print_frame(console, front_table(front), f"{args.name}: {len(front)} configs on the front")
     measured = front.info.get("evaluated")

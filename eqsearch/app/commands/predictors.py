@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from eqsearch.commands.common import (
+from eqsearch.app.commands.common import (
     DEVICE_HELP,
     EXIT_OK,
     UsageError,
@@ -16,12 +16,11 @@ from eqsearch.commands.common import (
     add_image_count_arguments,
     add_progress_argument,
     finite_float,
-    make_console,
     parse_option,
     positive_int,
     seed_int,
-    status,
 )
+from eqsearch.app.console import make_console, status
 
 if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace
@@ -87,7 +86,7 @@ def register(commands: Any) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from eqsearch.measure import sample_subnets
+    from eqsearch.app.measure import sample_subnets
     from predictors.dataset import merge_samples, parse_shard
 
     console = make_console()

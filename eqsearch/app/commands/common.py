@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
-
-from rich.console import Console
-from rich.table import Table
 
 from eqsearch.errors import InputError
 from eqsearch.numbers import NumberError, loads_json, parse_integer, parse_number, shown_text
@@ -67,17 +62,6 @@ def progress_printer(enabled: bool) -> Callable[[str], None]:
             print(text, flush=True)
 
     return show
-
-
-def status(console: Console, text: str, enabled: bool) -> AbstractContextManager[Any]:
-    """A spinner with ``text`` while a block runs, or nothing when ``enabled`` is False."""
-    return console.status(text) if enabled else nullcontext()
-
-
-def make_console() -> Console:
-    """The console commands print to."""
-    # Piped output (logs, tests) gets wide tables instead of truncated column names.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 DEVICE_HELP = "auto (default: CUDA when available), cpu, cuda or cuda:N"
@@ -224,22 +208,3 @@ def load_config_argument(reference: str, space: ElasticSpace) -> SubnetConfig:
         return space.validate(config)
     except ValueError as error:
         raise UsageError(f"{path}: {error}") from None
-
-
-def format_cell(value: object) -> str:
-    """A table cell: floats with two decimals, large ones in scientific notation."""
-    if isinstance(value, float):
-        return f"{value:.3e}" if abs(value) >= 1e5 else f"{value:.2f}"
-    return str(value)
-
-
-def print_frame(console: Console, frame: Any, title: str) -> None:
-    """Print a pandas DataFrame as a rich table."""
-    table = Table(title=title)
-    table.add_column("")
-    for column in frame.columns:
-        table.add_column(str(column), justify="right")
-    for index, row in frame.iterrows():
-        cells = [format_cell(value) for value in row.tolist()]
-        table.add_row(str(index), *cells)
-    console.print(table)

@@ -6,23 +6,22 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from eqsearch.commands.common import (
+from eqsearch.app.commands.common import (
     EXIT_OK,
     UsageError,
     add_force_argument,
     add_progress_argument,
     int_list,
-    make_console,
     positive_int,
-    print_frame,
 )
+from eqsearch.app.console import make_console, print_frame
 
 RUNTIME_NAMES = ("onnxruntime", "openvino")
 
 
 def register(commands: Any) -> None:
     """Add ``runtime`` and its sub-command ``probe``."""
-    from eqsearch.commands.common import Parser
+    from eqsearch.app.commands.common import Parser
 
     runtime = commands.add_parser(
         "runtime", help="measure what an inference runtime runs: integer kernels or float"
@@ -116,7 +115,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 def _probe(console: Any, runtime: Any, settings: Any, progress: bool) -> Any:
-    from eqsearch.commands.latency import phase_bar
+    from eqsearch.app.console import phase_bar
     from supernet.runtimes.probe import run_probe
 
     with phase_bar(console, progress) as bar:

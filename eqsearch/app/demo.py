@@ -214,10 +214,9 @@ def run_demo(
 
 
 def _run_stages(root: Path, settings: DemoSettings, console: Console, progress: bool) -> DemoResult:
-    from eqsearch.commands.common import status
-    from eqsearch.commands.search import front_table, generation_bar, verify_front
+    from eqsearch.app.console import front_table, generation_bar, status
+    from eqsearch.app.measure import sample_subnets, verify_front
     from eqsearch.engines import ENGINES, nsga2
-    from eqsearch.measure import sample_subnets
     from eqsearch.problem import make_problem
     from predictors import (
         PredictorOracle,
@@ -430,7 +429,7 @@ def _print_metrics(
 def _print_summary(console: Console, demo: DemoResult, front_table: Any) -> None:
     from rich.table import Table
 
-    from eqsearch.commands.common import print_frame
+    from eqsearch.app.console import print_frame
 
     table = Table(title="NSGA-II searches (predictor-driven, verified on the supernet)")
     for column in ("engine", "seconds", "front", "hypervolume", "best acc.", "Kendall τ"):
@@ -496,7 +495,7 @@ def _write_summary(demo: DemoResult, settings: DemoSettings, front_table: Any) -
 
 def _markdown(frame: Any) -> list[str]:
     """A DataFrame as a Markdown table (numbers with four significant digits)."""
-    from eqsearch.commands.common import format_cell
+    from eqsearch.app.console import format_cell
 
     header = ["#", *map(str, frame.columns)]
     rows = [

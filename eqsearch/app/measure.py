@@ -1,4 +1,4 @@
-"""Measuring a trained supernet's subnets into a samples file (supernet oracle + sample files)."""
+"""Measuring a trained supernet's subnets: samples files, and the verification of a front."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from eqsearch.errors import InputError
 from eqsearch.resources import check_memory, configs_memory_bytes
 
 if TYPE_CHECKING:
+    from eqsearch.oracle import AccuracyOracle
+    from eqsearch.pareto import ParetoFront
     from predictors.dataset import SampleRun
 
 
@@ -53,11 +57,11 @@ def sample_subnets(
         progress: a rich progress bar (True, with subnets per second), none (False), or a
             callback (done, total).
     """
+    from eqsearch.files import checkpoint_sha256
     from predictors.dataset import (
         SampleSource,
         SamplingConfig,
         check_samples_target,
-        checkpoint_sha256,
         collect_samples,
         shard_from_environment,
         shard_path,
@@ -158,3 +162,20 @@ def _rate_column() -> Any:
             )
 
     return SubnetRate()
+
+
+def verify_front(
+    front: ParetoFront, oracle: AccuracyOracle, k: int
+) -> tuple[ParetoFront, float | None]:
+    """Measure ``k`` configs spread over the front with ``oracle``; returns the front with
+    their measured accuracies and Kendall's τ between predicted and measured (None for k < 2)."""
+    from predictors.metrics import kendall_tau
+
+    indices = front.spread(k)
+    measured = oracle.evaluate(front.batch.take(indices))
+    verified = front.with_measured(indices, measured)
+    if len(indices) < 2 or "accuracy" not in front.objective_names:
+        return verified, None
+    predicted = front.column("accuracy")[indices]
+    tau = kendall_tau(predicted, measured)  # the order scipy was called in before
+    return verified, tau if np.isfinite(tau) else None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from eqsearch.commands.common import (
+from eqsearch.app.commands.common import (
     DEVICE_HELP,
     EXIT_FAILURE,
     EXIT_OK,
@@ -28,13 +28,11 @@ from eqsearch.commands.common import (
     finite_float,
     int_list,
     load_config_argument,
-    make_console,
     non_negative_int,
     positive_int,
-    print_frame,
     seed_int,
-    status,
 )
+from eqsearch.app.console import make_console, print_frame, status
 from eqsearch.errors import InputError
 from eqsearch.factories import (
     is_reference,
@@ -56,7 +54,7 @@ TRUST_FLAG = "--trust-model"
 
 OPENMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
 
-# Modules of eqsearch/commands/ with a `register(commands)` function, in help order.
+# Modules of eqsearch/app/commands/ with a `register(commands)` function, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
     "search",
     "strategies",
@@ -474,7 +472,7 @@ def build_parser(*, study_options: bool = True) -> argparse.ArgumentParser:
 
     # Command groups that live in their own modules; each adds its subparsers.
     for module_name in COMMAND_MODULES:
-        module = importlib.import_module(f"eqsearch.commands.{module_name}")
+        module = importlib.import_module(f"eqsearch.app.commands.{module_name}")
         if module_name == "study":
             module.register(commands, with_options=study_options)
         else:

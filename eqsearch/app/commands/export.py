@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from eqsearch.commands.common import (
+from eqsearch.app.commands.common import (
     EXIT_FAILURE,
     EXIT_OK,
     UsageError,
@@ -18,10 +18,9 @@ from eqsearch.commands.common import (
     add_progress_argument,
     bits_pair,
     load_config_argument,
-    make_console,
     positive_int,
-    status,
 )
+from eqsearch.app.console import make_console, status
 
 if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace, SubnetConfig
@@ -146,7 +145,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.int4_weights and args.opset is not None and args.opset < 21:
         raise UsageError(f"--int4-weights needs --opset 21 or later; got {args.opset}")
     if args.runtime is not None:
-        from eqsearch.commands.runtime import check_runtime
+        from eqsearch.app.commands.runtime import check_runtime
 
         if args.format != "onnx":
             raise UsageError("--runtime goes with --format onnx")

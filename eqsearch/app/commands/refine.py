@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from eqsearch.commands.common import EXIT_OK, UsageError, print_frame, status
+from eqsearch.app.commands.common import EXIT_OK, UsageError
+from eqsearch.app.console import print_frame, status
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 def add_refine_arguments(parser: argparse.ArgumentParser) -> None:
     """``--refine R`` and ``--samples`` of ``eqsearch nsga``."""
-    from eqsearch.commands.common import non_negative_int
+    from eqsearch.app.commands.common import non_negative_int
 
     parser.add_argument(
         "--refine",
@@ -60,9 +61,10 @@ def run_refinement(
     console: Console,
 ) -> int:
     """Refine, write the measured front, print it and each round's figures."""
-    from eqsearch.commands.search import annotate_front, front_table, predictor_oracle
+    from eqsearch.app.commands.searching import annotate_front, predictor_oracle
+    from eqsearch.app.console import front_table
+    from eqsearch.app.refine import RefineSettings, refine_search, samples_scoring_oracle
     from eqsearch.problem import make_problem
-    from eqsearch.refine import RefineSettings, refine_search, samples_scoring_oracle
     from predictors import load_samples
 
     samples = Path(args.samples) if args.samples else Path(args.supernet).parent / "samples.csv"

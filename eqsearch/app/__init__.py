@@ -1,0 +1,1 @@
+"""The orchestration layer: the command line, its commands, the demo, measurement and refinement."""
