@@ -16,12 +16,12 @@ accuracy predictor and one budget (average weight bits <= 3):
   call per generation (single-objective: accuracy under the budget).
 
 ``--baseline DIR`` also times both engines on resnet18 with the eqsearch of another checkout
-(e.g. ``/work/main``), alternating fresh processes of this code and of that one round by round,
+(e.g. a worktree of main), alternating fresh processes of this code and of that one round by round,
 and prints the ratio of the medians: on a shared machine a figure measured at another time
 says little. Every figure is the median over ``--repeats`` runs. Usage::
 
     python benchmarks/search_speed.py [--repeats 3] [--generations 500] [--skip-stock]
-        [--spaces resnet18,oqa_mbv3] [--baseline /work/main --rounds 5]
+        [--spaces resnet18,oqa_mbv3] [--baseline ../main --rounds 5]
 """
 
 from __future__ import annotations
