@@ -161,45 +161,40 @@ def accuracy_objective(oracle: AccuracyOracle, name: str = "accuracy") -> Object
     return Objective(name, oracle.evaluate, "max", "top-1 accuracy (%)")
 
 
+def _of_space(cost: Callable[[Any, ConfigBatch], Any]) -> BatchFunction:
+    """A cost of ``eqsearch.costs`` as a function of a batch (which knows its space)."""
+    return lambda batch: cost(batch.space, batch)
+
+
 def bitops_objective() -> Objective:
     """BitOPs per image (``Σ MACs·b_w·b_a``), minimised."""
-    return Objective("bitops", lambda batch: costs.bitops(batch.space, batch), "min", "BitOPs")
+    return Objective("bitops", _of_space(costs.bitops), "min", "BitOPs")
 
 
 def size_objective() -> Objective:
     """Packed model size in bytes, minimised."""
-    return Objective(
-        "size_bytes", lambda batch: costs.model_size_bytes(batch.space, batch), "min", "bytes"
-    )
+    return Objective("size_bytes", _of_space(costs.model_size_bytes), "min", "bytes")
 
 
 def weight_compression_objective() -> Objective:
     """W-Comp (``32·Σn / Σ(n·b_w)``), maximised."""
-    return Objective(
-        "w_comp", lambda batch: costs.weight_compression(batch.space, batch), "max", "W-Comp"
-    )
+    return Objective("w_comp", _of_space(costs.weight_compression), "max", "W-Comp")
 
 
 def activation_compression_objective() -> Objective:
     """A-Comp (``32·Σm / Σ(m·b_a)``), maximised."""
-    return Objective(
-        "a_comp", lambda batch: costs.activation_compression(batch.space, batch), "max", "A-Comp"
-    )
+    return Objective("a_comp", _of_space(costs.activation_compression), "max", "A-Comp")
 
 
 def macs_objective() -> Objective:
     """MACs per image of the architecture alone (a joint space's size), minimised."""
-    return Objective("macs", lambda batch: costs.macs(batch.space, batch), "min", "MACs")
+    return Objective("macs", _of_space(costs.macs), "min", "MACs")
 
 
 def weight_bits_budget(limit: float) -> Constraint:
     """Average weight bits of the searched layers ``<= limit`` (the ``--w-bits`` budget)."""
     return Constraint(
-        "w_bits",
-        lambda batch: costs.average_weight_bits(batch.space, batch),
-        limit,
-        "average weight bits",
-        monotone=True,
+        "w_bits", _of_space(costs.average_weight_bits), limit, "average weight bits", monotone=True
     )
 
 
@@ -207,7 +202,7 @@ def activation_bits_budget(limit: float) -> Constraint:
     """Average activation bits of the searched layers ``<= limit`` (the ``--a-bits`` budget)."""
     return Constraint(
         "a_bits",
-        lambda batch: costs.average_activation_bits(batch.space, batch),
+        _of_space(costs.average_activation_bits),
         limit,
         "average activation bits",
         monotone=True,
@@ -217,20 +212,14 @@ def activation_bits_budget(limit: float) -> Constraint:
 def bitops_budget(limit: float) -> Constraint:
     """BitOPs per image ``<= limit`` (the ``--bitops`` budget; named ``bitops_budget``, so
     that BitOPs can be an objective too)."""
-    return Constraint(
-        "bitops_budget",
-        lambda batch: costs.bitops(batch.space, batch),
-        limit,
-        "BitOPs",
-        monotone=True,
-    )
+    return Constraint("bitops_budget", _of_space(costs.bitops), limit, "BitOPs", monotone=True)
 
 
 def size_budget(limit: float) -> Constraint:
     """Packed model size ``<= limit`` bytes (the ``--size`` budget)."""
     return Constraint(
         "size_budget",
-        lambda batch: costs.model_size_bytes(batch.space, batch),
+        _of_space(costs.model_size_bytes),
         limit,
         "model size in bytes",
         monotone=True,
@@ -239,13 +228,7 @@ def size_budget(limit: float) -> Constraint:
 
 def macs_budget(limit: float) -> Constraint:
     """MACs per image of the architecture ``<= limit`` (the ``--macs`` budget)."""
-    return Constraint(
-        "macs_budget",
-        lambda batch: costs.macs(batch.space, batch),
-        limit,
-        "MACs",
-        monotone=True,
-    )
+    return Constraint("macs_budget", _of_space(costs.macs), limit, "MACs", monotone=True)
 
 
 class LatencyModel(Protocol):
