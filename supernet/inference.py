@@ -54,7 +54,7 @@ def frozen_weights(supernet: Supernet) -> Iterator[None]:
     fake quantization of every weight (several tensor passes per layer and batch) is done once
     here by the quantizer's own ``quantize_weight``: the same numbers as the plain path. LSQ+
     inputs go through a one-pass kernel with the same float32 operations
-    (:mod:`supernet.lsq_kernels`). A layer takes the plain path where autograd is on,
+    (:mod:`supernet.quantizers.lsq_kernels`). A layer takes the plain path where autograd is on,
     or when its choice or latent weight changes inside (another ``set_subnet``, an in-place
     update), so gradients are never cut and stale operands never used.
     """

@@ -224,8 +224,8 @@ def per_tensor_mask_and_sums(
     """The masked gradient ``g·m``, ``Σ g·m·x`` and (with ``clipped_sum``) ``Σ g·(1−m)``.
 
     ``in_place`` writes ``g·m`` into ``grad`` (only for a buffer nobody else holds); a dense
-    float32 pair of one layout then takes the one-pass kernel (:mod:`supernet.lsq_kernels`,
-    float64 sums) where :func:`mask_takes_kernel` says so, else torch's mask pass and
+    float32 pair of one layout then takes the one-pass kernel
+    (:mod:`~supernet.quantizers.lsq_kernels`, float64 sums) where :func:`mask_takes_kernel` says so, else torch's mask pass and
     reductions. The sums are Python floats on the host path, 0-d tensors on the device path
     (no host synchronisation).
     """
@@ -358,7 +358,7 @@ def per_channel_forward(
     The forward rounds x·(1/s) and then adds the integer zero point, as
     torch.fake_quantize_per_channel_affine does: rounding z + x·(1/s) instead differs where
     the float32 addition moves a value across a rounding tie. Contiguous float32 tensors
-    take the one-pass kernel (:mod:`supernet.lsq_kernels`), with the same operations.
+    take the one-pass kernel (:mod:`supernet.quantizers.lsq_kernels`), with the same operations.
     """
     source = x.detach()
     if all(
