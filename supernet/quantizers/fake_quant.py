@@ -225,9 +225,9 @@ def per_tensor_mask_and_sums(
 
     ``in_place`` writes ``g·m`` into ``grad`` (only for a buffer nobody else holds); a dense
     float32 pair of one layout then takes the one-pass kernel
-    (:mod:`~supernet.quantizers.lsq_kernels`, float64 sums) where :func:`mask_takes_kernel` says so, else torch's mask pass and
-    reductions. The sums are Python floats on the host path, 0-d tensors on the device path
-    (no host synchronisation).
+    (:mod:`~supernet.quantizers.lsq_kernels`, float64 sums) where :func:`mask_takes_kernel`
+    says so, else torch's mask pass and reductions. The sums are Python floats on the host
+    path, 0-d tensors on the device path (no host synchronisation).
     """
     source = x.detach()  # a tensor saved for backward still says it requires grad
     if not constants.on_host:
