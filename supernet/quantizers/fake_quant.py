@@ -2,8 +2,15 @@
 
 Forward: ``x_hat = s · clamp(round(x / s), qmin − z, qmax − z)`` with the integer zero point
 ``z = clamp(round(−β / s), qmin, qmax)`` (``β`` the learnable offset; symmetric forms have none).
-This equals ``torch.fake_quantize_per_*_affine(x, s, z, qmin, qmax)`` and is what a
-QuantizeLinear/DequantizeLinear pair computes, so exported models match exactly.
+This equals ``torch.fake_quantize_per_*_affine(x, s, z, qmin, qmax)`` bit for bit (both
+multiply by the float32 reciprocal ``1/s``). An exported QuantizeLinear/DequantizeLinear pair
+computes the same formula, but ONNX Runtime divides by ``s``: the two round differently where
+``x/s`` lies within float32 rounding of a rounding tie (``|x/s − (k+½)| ≤ 2^-21·|x/s|``), and
+such a value lands exactly one level apart. On values spread uniformly over an 8-bit grid that is
+2.0e-6 of them (signed grid) and 2.9e-6 (unsigned), averaged over 48 random steps (0 to 1e-5
+for one step, depending on how far the float32 ``1/s`` is from ``1/s``; 0 for a power-of-two
+step); fewer at fewer bits, since the chance grows with ``|x/s|``
+(``tests/supernet/quantizers/test_export_rounding.py`` holds this).
 
 Backward (LSQ / LSQ+ with straight-through rounding), with ``m`` the in-range mask of the
 *unrounded* value, ``m = [qmin < x/s + z < qmax]`` (LSQ's clip test, as ``torch.clamp``'s
