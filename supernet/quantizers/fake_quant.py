@@ -27,6 +27,7 @@ two-sided mask-multiply) plus two dot products.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -47,10 +48,17 @@ def _float32_reciprocal(value: float) -> float:
 
 
 def integer_zero_point(step: float, offset: float | None, qmin: int, qmax: int) -> int:
-    """Integer zero point of a per-tensor (step, offset) pair on the grid [qmin, qmax]."""
+    """Integer zero point of a per-tensor (step, offset) pair on the grid [qmin, qmax].
+
+    ``round(−β/s)`` clamped to the grid (an infinite ratio to its end point); a NaN step or
+    offset gives the zero point 0 clamped to the grid (every output is NaN then anyway).
+    """
     if offset is None:
         return 0
-    return int(min(max(round(-offset / step), qmin), qmax))
+    ratio = -offset / step
+    if math.isnan(ratio):
+        ratio = 0.0
+    return int(round(min(max(ratio, qmin), qmax)))
 
 
 def _flat(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -130,15 +138,16 @@ def per_tensor_constants(
     if not host_path(step):
         return _device_constants(step, offset, qmin, qmax, dtype)
     learned_step = float(step.detach().item())
-    step_value = max(learned_step, MIN_STEP)
+    offset_value = None if offset is None else float(offset.detach().item())
+    step_value = max(learned_step, MIN_STEP)  # NaN stays NaN (max keeps its first argument)
+    if offset_value is not None and math.isnan(offset_value):
+        step_value = math.nan  # (x − β)/s is NaN everywhere: so is every output and gradient
     if dtype == torch.float64:
         reciprocal = 1.0 / step_value
     else:
         step_value = float(np.float32(step_value))
         reciprocal = _float32_reciprocal(step_value)
-    zero_point = integer_zero_point(
-        step_value, None if offset is None else float(offset.detach().item()), qmin, qmax
-    )
+    zero_point = integer_zero_point(step_value, offset_value, qmin, qmax)
     return PerTensorConstants(
         step_value, reciprocal, qmin - zero_point, qmax - zero_point, zero_point, learned_step
     )
@@ -186,14 +195,24 @@ def per_tensor_forward(x: torch.Tensor, constants: PerTensorConstants) -> torch.
     )
 
 
+def _not_a_number(grad: torch.Tensor, in_place: bool) -> torch.Tensor:
+    # The input gradient of a NaN or infinite step (or a NaN offset, which per_tensor_constants
+    # turns into a NaN step): torch's formula, differentiated by autograd, multiplies the mask
+    # by (1/s)·s, which is NaN for such a step.
+    return grad.fill_(math.nan) if in_place else torch.full_like(grad, math.nan)
+
+
 def per_tensor_mask(
     grad: torch.Tensor, x: torch.Tensor, constants: PerTensorConstants, *, in_place: bool = False
 ) -> torch.Tensor:
     """``grad · m``, ``m`` the in-range mask of the unrounded ``x / s`` (written into ``grad``
-    itself when ``in_place``: only for a gradient buffer nobody else holds)."""
+    itself when ``in_place``: only for a gradient buffer nobody else holds); NaN everywhere
+    for a NaN or infinite step, as autograd of ``round(clamp(x/s))·s`` gives."""
     low, high = constants.low * constants.step, constants.high * constants.step
     if isinstance(low, torch.Tensor):  # the device path: hardtanh_backward's test, as tensors
         return device_ops.device_mask(grad, x.detach(), low, high)
+    if not math.isfinite(constants.step):
+        return _not_a_number(grad, in_place)
     if in_place:
         return torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=grad)
     return torch.ops.aten.hardtanh_backward(grad, x, low, high)
@@ -241,6 +260,8 @@ def per_tensor_mask_and_sums(
         low, high = constants.low * constants.step, constants.high * constants.step
         masked, inside_dot, outside_sum = device_ops.device_mask_and_sums(grad, source, low, high)
         return masked, inside_dot, outside_sum if clipped_sum else None
+    if not math.isfinite(constants.step):  # every gradient NaN, as per_tensor_mask says
+        return _not_a_number(grad, in_place), math.nan, math.nan if clipped_sum else None
     if (
         in_place
         and constants.on_host
@@ -413,10 +434,17 @@ def per_channel_mask(
     if result.has_offset:
         shifted += result.constants[:, 2].view(shape)
     if in_place:
-        return torch.ops.aten.hardtanh_backward.grad_input(
+        masked = torch.ops.aten.hardtanh_backward.grad_input(
             grad, shifted, qmin, qmax, grad_input=grad
         )
-    return torch.ops.aten.hardtanh_backward(grad, shifted, qmin, qmax)
+    else:
+        masked = torch.ops.aten.hardtanh_backward(grad, shifted, qmin, qmax)
+    # s − s + z − z: 0, or NaN for a NaN or infinite step or a NaN offset, whose rows'
+    # gradients are then NaN (NaN in, NaN out; autograd of round(clamp(x/s))·s gives NaN for
+    # such a step); a pass over a weight, without a host synchronisation
+    steps, zero_points = result.constants[:, 0], result.constants[:, 2]
+    guard = (steps - steps) + (zero_points - zero_points)
+    return masked.add_(guard.to(masked.dtype).view(shape))
 
 
 def per_channel_backward(
