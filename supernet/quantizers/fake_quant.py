@@ -58,7 +58,7 @@ def integer_zero_point(step: float, offset: float | None, qmin: int, qmax: int) 
     ratio = -offset / step
     if math.isnan(ratio):
         ratio = 0.0
-    return int(round(min(max(ratio, qmin), qmax)))
+    return round(min(max(ratio, qmin), qmax))
 
 
 def _flat(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
