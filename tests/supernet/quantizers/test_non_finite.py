@@ -18,6 +18,7 @@ from supernet.quantizers import QuantizerSpec, integer_conv
 from supernet.quantizers.base import ConvGeometry
 from supernet.quantizers.fake_quant import lsq_fake_quantize
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
+from supernet.quantizers.lsq_weights import WeightEntry, batchable, quantize_weights
 from supernet.runtime import device_path
 
 NAN = float("nan")
@@ -174,3 +175,38 @@ def test_an_infinite_pixel_gives_the_first_layer_a_nan_step_gradient(
     x_hat = _reference(images, step, torch.zeros(1), params.a_qmin, params.a_qmax)
     F.conv2d(x_hat, layer.quantized_weight().detach(), layer.bias, padding=1).sum().backward()
     assert step.grad is not None and step.grad.isnan().all()
+
+
+def test_weights_quantized_together_propagate_a_nan_step() -> None:
+    """The shared weight node (every layer's per-channel weights in one kernel call): a NaN
+    log step makes its channel's weight and step gradients NaN, as the reference ops; the
+    other channels and layers keep theirs."""
+    generator = torch.Generator().manual_seed(6)
+    shapes = [(6, 4, 3, 3), (5, 6, 1, 1)]
+    weights = [torch.randn(*shape, generator=generator) * 0.3 for shape in shapes]
+    log_steps = [torch.log(0.02 + 0.05 * torch.rand(s[0], generator=generator)) for s in shapes]
+    log_steps[0][2] = NAN
+    upstream = [torch.randn(*shape, generator=generator) for shape in shapes]
+    assert all(
+        batchable(WeightEntry(w, s, None, -8, 7, 1.0))
+        for w, s in zip(weights, log_steps, strict=True)
+    )
+
+    def run(together: bool) -> list[torch.Tensor]:
+        leaves = [t.clone().requires_grad_() for t in weights + log_steps]
+        ws, ss = leaves[:2], leaves[2:]
+        if together:
+            entries = [WeightEntry(w, s, None, -8, 7, 1.0) for w, s in zip(ws, ss, strict=True)]
+            outs = quantize_weights(entries).weights
+        else:
+            outs = tuple(
+                _reference(w, s.exp(), torch.zeros_like(s), -8, 7)
+                for w, s in zip(ws, ss, strict=True)
+            )
+        torch.autograd.backward(outs, upstream)
+        return [leaf.grad for leaf in leaves]
+
+    ours, reference = run(True), run(False)
+    for name, mine, theirs in zip(("w0", "w1", "s0", "s1"), ours, reference, strict=True):
+        _assert_same({name: mine}, {name: theirs})
+    assert ours[0][2].isnan().all() and not ours[0][[0, 1, 3, 4, 5]].isnan().any()
