@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 from eqsearch.space import SubnetConfig
-from supernet import build_supernet, lsq_kernels
+from supernet import build_supernet
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.elastic import Supernet
 from supernet.inference import frozen_weights
 from supernet.oracle import SupernetOracle, subnet_accuracy, top1_accuracy
+from supernet.quantizers import lsq_kernels
 from supernet.runtime import keep_freed_memory
 
 BATCH_SIZE = 500

@@ -35,8 +35,8 @@ from torch.nn import functional as F
 import supernet.elastic as elastic_module
 import supernet.quantizers.fake_quant as fake_quant_module
 from eqsearch.space import QuantForm
-from supernet import build_supernet, init_quantizers, lsq_kernels
-from supernet.quantizers import integer_conv
+from supernet import build_supernet, init_quantizers
+from supernet.quantizers import integer_conv, lsq_kernels
 from supernet.quantizers.base import ConvGeometry
 from supernet.quantizers.fake_quant import per_channel_backward, per_channel_forward
 from supernet.runtime import keep_freed_memory

@@ -11,7 +11,6 @@ import torch
 
 from eqsearch.errors import InputError
 from eqsearch.space import SubnetConfig
-from supernet import lsq_kernels
 from supernet.calibrate import calibrate_bn, preserved_bn_state
 from supernet.elastic import Supernet
 from supernet.images import Batch, ImageSource, TensorImages, in_memory, on_device
@@ -22,6 +21,7 @@ from supernet.inference import (
     fast_inference,
 )
 from supernet.parallel import can_fork, ordered_map
+from supernet.quantizers import lsq_kernels
 from supernet.runtime import host_path
 
 

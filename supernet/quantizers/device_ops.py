@@ -41,17 +41,24 @@ def _flat_forward(x: torch.Tensor, reciprocal: Any, low: Any, high: Any, step: A
     return _levels(x, reciprocal, low, high).mul_(step)
 
 
+def _masked(grad: torch.Tensor, x: torch.Tensor, low: Any, high: Any) -> torch.Tensor:
+    # The host path's test: grad where x is strictly inside the bounds, else 0 (NaN x is
+    # outside, as in the CPU kernels and torch's vectorised hardtanh_backward); the 0 is
+    # low − low, NaN where a NaN or infinite step made the bounds NaN, so that such a step's
+    # gradients are NaN everywhere, as autograd of round(clamp(x/s))·s gives. One pass.
+    return torch.where((x > low) & (x < high), grad, low - low)
+
+
 @compiled
 def _flat_mask(grad: torch.Tensor, x: torch.Tensor, low: Any, high: Any) -> torch.Tensor:
-    # hardtanh_backward's test: zero where x is at or beyond a bound (NaN is kept)
-    return grad.masked_fill((x <= low) | (x >= high), 0)
+    return _masked(grad, x, low, high)
 
 
 @compiled
 def _flat_mask_and_sums(
     grad: torch.Tensor, x: torch.Tensor, low: Any, high: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    masked = grad.masked_fill((x <= low) | (x >= high), 0)
+    masked = _masked(grad, x, low, high)
     return masked, (masked * x).sum(), grad.sum() - masked.sum()
 
 

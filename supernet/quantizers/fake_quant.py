@@ -2,8 +2,15 @@
 
 Forward: ``x_hat = s · clamp(round(x / s), qmin − z, qmax − z)`` with the integer zero point
 ``z = clamp(round(−β / s), qmin, qmax)`` (``β`` the learnable offset; symmetric forms have none).
-This equals ``torch.fake_quantize_per_*_affine(x, s, z, qmin, qmax)`` and is what a
-QuantizeLinear/DequantizeLinear pair computes, so exported models match exactly.
+This equals ``torch.fake_quantize_per_*_affine(x, s, z, qmin, qmax)`` bit for bit (both
+multiply by the float32 reciprocal ``1/s``). An exported QuantizeLinear/DequantizeLinear pair
+computes the same formula, but ONNX Runtime divides by ``s``: the two round differently where
+``x/s`` lies within float32 rounding of a rounding tie (``|x/s − (k+½)| ≤ 2^-21·|x/s|``), and
+such a value lands exactly one level apart. On values spread uniformly over an 8-bit grid that is
+2.0e-6 of them (signed grid) and 2.9e-6 (unsigned), averaged over 48 random steps (0 to 1e-5
+for one step, depending on how far the float32 ``1/s`` is from ``1/s``; 0 for a power-of-two
+step); fewer at fewer bits, since the chance grows with ``|x/s|``
+(``tests/supernet/quantizers/test_export_rounding.py`` holds this).
 
 Backward (LSQ / LSQ+ with straight-through rounding), with ``m`` the in-range mask of the
 *unrounded* value, ``m = [qmin < x/s + z < qmax]`` (LSQ's clip test, as ``torch.clamp``'s
@@ -20,14 +27,14 @@ two-sided mask-multiply) plus two dot products.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from supernet import lsq_kernels
-from supernet.quantizers import device_ops
+from supernet.quantizers import device_ops, lsq_kernels
 from supernet.quantizers.base import compute_dtype
 from supernet.runtime import host_path
 
@@ -40,10 +47,17 @@ def _float32_reciprocal(value: float) -> float:
 
 
 def integer_zero_point(step: float, offset: float | None, qmin: int, qmax: int) -> int:
-    """Integer zero point of a per-tensor (step, offset) pair on the grid [qmin, qmax]."""
+    """Integer zero point of a per-tensor (step, offset) pair on the grid [qmin, qmax].
+
+    ``round(−β/s)`` clamped to the grid (an infinite ratio to its end point); a NaN step or
+    offset gives the zero point 0 clamped to the grid (every output is NaN then anyway).
+    """
     if offset is None:
         return 0
-    return int(min(max(round(-offset / step), qmin), qmax))
+    ratio = -offset / step
+    if math.isnan(ratio):
+        ratio = 0.0
+    return round(min(max(ratio, qmin), qmax))
 
 
 def _flat(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -123,15 +137,16 @@ def per_tensor_constants(
     if not host_path(step):
         return _device_constants(step, offset, qmin, qmax, dtype)
     learned_step = float(step.detach().item())
-    step_value = max(learned_step, MIN_STEP)
+    offset_value = None if offset is None else float(offset.detach().item())
+    step_value = max(learned_step, MIN_STEP)  # NaN stays NaN (max keeps its first argument)
+    if offset_value is not None and math.isnan(offset_value):
+        step_value = math.nan  # (x − β)/s is NaN everywhere: so is every output and gradient
     if dtype == torch.float64:
         reciprocal = 1.0 / step_value
     else:
         step_value = float(np.float32(step_value))
         reciprocal = _float32_reciprocal(step_value)
-    zero_point = integer_zero_point(
-        step_value, None if offset is None else float(offset.detach().item()), qmin, qmax
-    )
+    zero_point = integer_zero_point(step_value, offset_value, qmin, qmax)
     return PerTensorConstants(
         step_value, reciprocal, qmin - zero_point, qmax - zero_point, zero_point, learned_step
     )
@@ -179,14 +194,24 @@ def per_tensor_forward(x: torch.Tensor, constants: PerTensorConstants) -> torch.
     )
 
 
+def _not_a_number(grad: torch.Tensor, in_place: bool) -> torch.Tensor:
+    # The input gradient of a NaN or infinite step (or a NaN offset, which per_tensor_constants
+    # turns into a NaN step): torch's formula, differentiated by autograd, multiplies the mask
+    # by (1/s)·s, which is NaN for such a step.
+    return grad.fill_(math.nan) if in_place else torch.full_like(grad, math.nan)
+
+
 def per_tensor_mask(
     grad: torch.Tensor, x: torch.Tensor, constants: PerTensorConstants, *, in_place: bool = False
 ) -> torch.Tensor:
     """``grad · m``, ``m`` the in-range mask of the unrounded ``x / s`` (written into ``grad``
-    itself when ``in_place``: only for a gradient buffer nobody else holds)."""
+    itself when ``in_place``: only for a gradient buffer nobody else holds); NaN everywhere
+    for a NaN or infinite step, as autograd of ``round(clamp(x/s))·s`` gives."""
     low, high = constants.low * constants.step, constants.high * constants.step
     if isinstance(low, torch.Tensor):  # the device path: hardtanh_backward's test, as tensors
         return device_ops.device_mask(grad, x.detach(), low, high)
+    if not math.isfinite(constants.step):
+        return _not_a_number(grad, in_place)
     if in_place:
         return torch.ops.aten.hardtanh_backward.grad_input(grad, x, low, high, grad_input=grad)
     return torch.ops.aten.hardtanh_backward(grad, x, low, high)
@@ -234,6 +259,8 @@ def per_tensor_mask_and_sums(
         low, high = constants.low * constants.step, constants.high * constants.step
         masked, inside_dot, outside_sum = device_ops.device_mask_and_sums(grad, source, low, high)
         return masked, inside_dot, outside_sum if clipped_sum else None
+    if not math.isfinite(constants.step):  # every gradient NaN, as per_tensor_mask says
+        return _not_a_number(grad, in_place), math.nan, math.nan if clipped_sum else None
     if (
         in_place
         and constants.on_host
@@ -406,10 +433,17 @@ def per_channel_mask(
     if result.has_offset:
         shifted += result.constants[:, 2].view(shape)
     if in_place:
-        return torch.ops.aten.hardtanh_backward.grad_input(
+        masked = torch.ops.aten.hardtanh_backward.grad_input(
             grad, shifted, qmin, qmax, grad_input=grad
         )
-    return torch.ops.aten.hardtanh_backward(grad, shifted, qmin, qmax)
+    else:
+        masked = torch.ops.aten.hardtanh_backward(grad, shifted, qmin, qmax)
+    # s − s + z − z: 0, or NaN for a NaN or infinite step or a NaN offset, whose rows'
+    # gradients are then NaN (NaN in, NaN out; autograd of round(clamp(x/s))·s gives NaN for
+    # such a step); a pass over a weight, without a host synchronisation
+    steps, zero_points = result.constants[:, 0], result.constants[:, 2]
+    guard = (steps - steps) + (zero_points - zero_points)
+    return masked.add_(guard.to(masked.dtype).view(shape))
 
 
 def per_channel_backward(

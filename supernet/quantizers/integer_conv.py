@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import torch
 
-from supernet import lsq_kernels
+from supernet.quantizers import lsq_kernels
 from supernet.quantizers.base import ConvGeometry
 
 ENABLED = os.environ.get("EQSEARCH_INTEGER_CONV", "1").strip() != "0"

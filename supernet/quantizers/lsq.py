@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from eqsearch.space import Granularity, LayerChoice
-from supernet import lsq_kernels
+from supernet.quantizers import lsq_kernels
 from supernet.quantizers.base import (
     ConvGeometry,
     ElasticQuantizer,

@@ -23,8 +23,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from supernet import lsq_kernels
-from supernet.quantizers import integer_conv, level_conv
+from supernet.quantizers import integer_conv, level_conv, lsq_kernels
 from supernet.quantizers.base import ConvGeometry, compute_dtype
 from supernet.quantizers.fake_quant import (
     PerChannelResult,

@@ -107,7 +107,8 @@ def _input_directions_kernel(
 ) -> None:
     # _fake_quantize_kernel's x_hat, and from it the derivatives of x_hat by the step
     # ((x_hat − m·x)/s + z·(1 − m)) and by the offset (1 − m), times the gradient scale;
-    # m: x strictly inside the clip bounds (NaN inside, as the torch path's comparisons)
+    # m: x strictly inside the clip bounds (NaN inside, as the torch path's comparisons);
+    # m·x is a product, so an infinite x (m = 0) gives NaN, as the torch path and autograd
     reciprocal, low, high, step, zero_point, grad_scale = (
         grid[0],
         grid[1],
@@ -127,7 +128,8 @@ def _input_directions_kernel(
         quantized = level * step
         x_hat[index] = quantized
         clipped = (value <= low_bound) | (value >= high_bound)
-        direction = (quantized - (np.float32(0.0) if clipped else value)) / step
+        inside = np.float32(0.0) if clipped else np.float32(1.0)
+        direction = (quantized - inside * value) / step
         if clipped:
             direction += zero_point
         step_direction[index] = direction * grad_scale
@@ -208,7 +210,10 @@ def _per_channel_gradient_kernel(
     # per row, the forward's values again from the weight and the constants (cheaper than
     # reading them back from memory): Σ g·out, then the mask of the shifted scale
     # x·(1/s) + z strictly inside (qmin, qmax) written into grad, Σ g·m·x and Σ g·(1−m), in
-    # float64; from them the step and offset gradients (the step's times its chain factor)
+    # float64; from them the step and offset gradients (the step's times its chain factor).
+    # A row whose step is NaN or infinite, or whose zero point is NaN (a NaN offset), gets NaN
+    # gradients throughout: NaN in, NaN out (autograd of round(clamp(x/s))·s multiplies the
+    # mask by (1/s)·s, NaN for such a step).
     for row in range(bounds.size - 1):
         size, inverse, zero_point = constants[row, 0], constants[row, 1], constants[row, 2]
         low, high = qmin[row], qmax[row]
@@ -217,6 +222,13 @@ def _per_channel_gradient_kernel(
         clipped_sum = 0.0
         begin, end = bounds[row], bounds[row + 1]
         row_weight, row_grad = weight[begin:end], grad[begin:end]  # see _per_channel_kernel
+        if not abs(size) < np.inf or zero_point != zero_point:
+            for index in range(end - begin):
+                row_grad[index] = np.nan
+            grad_step[row] = np.nan
+            grad_offset[row] = np.nan
+            totals[row] = np.nan
+            continue
         for index in range(end - begin):
             value = row_weight[index]
             scaled = value * inverse

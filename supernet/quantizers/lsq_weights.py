@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from supernet import lsq_kernels
+from supernet.quantizers import lsq_kernels
 from supernet.quantizers.fake_quant import MIN_STEP
 from supernet.quantizers.integer_conv import WeightLevels
 

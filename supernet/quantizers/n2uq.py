@@ -50,9 +50,10 @@ class N2uqQuantizer(ElasticQuantizer):
     bias on integer hardware, which then sees the unsigned level ``k``.
 
     Weights: per output channel ``α = γ_b·mean|W|``, 2^b uniform levels without a zero level,
-    straight-through gradient; nothing to learn, so the only weight form is per-channel
-    symmetric. Forms it cannot express (per-tensor weights, asymmetric weights, symmetric
-    activations) are refused when the quantizer is built.
+    the official code's straight-through gradient of ``W/α`` (``g/α``); nothing to learn, so
+    the only weight form is per-channel symmetric. Forms it cannot express (per-tensor
+    weights, asymmetric weights, symmetric activations) are refused when the quantizer is
+    built.
     """
 
     name = "n2uq"

@@ -269,21 +269,26 @@ class _N2uqWeight(torch.autograd.Function):
         view = (-1,) + (1,) * (weight.dim() - 1)
         scaled = weight * torch.reciprocal(spacing).view(view)
         half = 2 ** (bits - 1)
+        ctx.save_for_backward(scale)
         return torch.floor(scaled).clamp_(-half, half - 1).add_(0.5).mul_(spacing.view(view))
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, None]:
-        # The official N2UQ passes the straight-through gradient to every weight, clipped or
-        # not: at init 13–23 % of weights lie outside ±α and would otherwise never move.
+        # The official N2UQ passes the straight-through gradient of the normalised weight
+        # W/α to every weight, clipped or not (at init 13–23 % of weights lie outside ±α and
+        # would otherwise never move): ∂L/∂W = g/α per output channel.
         (grad,) = grads
-        return grad, None
+        (scale,) = ctx.saved_tensors
+        view = (-1,) + (1,) * (grad.dim() - 1)
+        return grad / scale.to(grad.dtype).view(view), None
 
 
 def n2uq_weight(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """Per-output-channel N2UQ weight quantization onto 2^b uniform levels without zero.
 
     The scale ``α = γ_b·mean|W|`` per output channel (dim 0) is detached; ``W/α`` is clipped to
-    ±1 and rounded to the levels ``±1/(2^b−1), ±3/(2^b−1), …, ±1``; the gradient is
-    straight-through for every weight, inside the clipping range or not (as the official code).
+    ±1 and rounded to the levels ``±1/(2^b−1), ±3/(2^b−1), …, ±1``. The gradient is the
+    official N2UQ's: straight-through on the normalised weight ``W/α``, so ``∂L/∂W = g/α`` per
+    output channel, inside the clipping range or not.
     """
     return _N2uqWeight.apply(weight, bits)  # type: ignore[no-any-return]

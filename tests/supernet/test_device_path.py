@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from eqsearch.space import QuantForm
-from supernet import build_supernet, init_quantizers, lsq_kernels
+from supernet import build_supernet, init_quantizers
 from supernet.oracle import subnet_accuracy
 from supernet.quantizers import (
     direction_conv,
     fake_quant,
     integer_conv,
+    lsq_kernels,
     lsq_weights,
     n2uq_kernels,
     n2uq_ops,

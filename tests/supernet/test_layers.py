@@ -9,9 +9,8 @@ from torch.nn import functional as F
 
 from eqsearch.space import LayerChoice, QuantForm
 from supernet import layers as layers_module
-from supernet import lsq_kernels
 from supernet.layers import ElasticQuantConv2d, ElasticQuantLinear
-from supernet.quantizers import QuantizerSpec, integer_conv
+from supernet.quantizers import QuantizerSpec, integer_conv, lsq_kernels
 
 
 def test_full_precision_conv_equals_torch() -> None:

@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from supernet import lsq_kernels
-from supernet.quantizers import integer_conv
+from supernet.quantizers import integer_conv, lsq_kernels
 from supernet.quantizers.base import ConvGeometry
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
 from supernet.quantizers.lsq_weights import WeightEntry, quantize_weights

@@ -173,8 +173,7 @@ def test_the_input_mask_takes_the_kernel_on_one_thread_and_torch_on_several(
     """float32: one torch thread, or torch's idle threads sleeping, masks the input's gradient
     with the one-pass kernel, several spinning threads with torch's ops; all give the composed
     path's gradients (an asymmetric input, so that the clipped sum is used too)."""
-    from supernet import lsq_kernels
-    from supernet.quantizers import fake_quant
+    from supernet.quantizers import fake_quant, lsq_kernels
 
     monkeypatch.setattr(fake_quant, "OPENMP_WAITS_PASSIVELY", passive)
 

@@ -266,7 +266,27 @@ def test_weight_gradient_is_straight_through_for_every_weight() -> None:
     n2uq_weight(weight, 2).backward(upstream)
     scale = weight_gamma(2) * weight.detach().abs().mean()  # 1.5 · 1.2833 = 1.925
     assert (weight.detach().abs() > scale).sum() == 2
-    assert torch.equal(weight.grad, upstream)
+    assert weight.grad is not None
+    assert torch.allclose(weight.grad, upstream / scale, rtol=1e-6)
+    assert (weight.grad != 0).all()
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_weight_gradient_scale_is_the_official_one_over_alpha(bits: int) -> None:
+    """The official N2UQ differentiates through W/α (α = γ_b·mean|W| per output channel,
+    detached), so ∂L/∂W = g/α: here α = γ_b·0.05 for channel 0 and γ_b·0.2 for channel 1."""
+    weight = torch.tensor(
+        [[[0.02, -0.08], [0.05, -0.05]], [[0.4, -0.1], [0.1, -0.2]]], requires_grad=True
+    )
+    upstream = torch.tensor([[[1.0, -2.0], [0.5, 0.25]], [[-1.0, 3.0], [2.0, -0.5]]])
+    n2uq_weight(weight, bits).backward(upstream)
+    gamma = (2**bits - 1) / 2 ** (bits - 1)
+    alpha = torch.tensor([gamma * 0.05, gamma * 0.2]).view(2, 1, 1)
+    assert weight.grad is not None
+    torch.testing.assert_close(weight.grad, upstream / alpha, rtol=1e-6, atol=0.0)
+    # a channel with 4× the mean |W| gets a quarter of the gradient per unit upstream
+    per_unit = weight.grad / upstream
+    assert float(per_unit[0].mean() / per_unit[1].mean()) == pytest.approx(4.0, rel=1e-6)
 
 
 def test_registry_forms_and_eager_parameters() -> None:

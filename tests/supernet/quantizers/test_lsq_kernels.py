@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from supernet import lsq_kernels
+from supernet.quantizers import lsq_kernels
 from supernet.quantizers.fake_quant import integer_zero_point, lsq_fake_quantize
 
 
