@@ -146,9 +146,7 @@ def load_for_evaluation(
     the checkpoint's training setting by default; see :func:`evaluation_set`; ``dataset``
     and ``transforms`` as :func:`checkpoint_data` takes them)."""
     supernet, checkpoint = load_supernet(path, map_location=device)
-    data = checkpoint_data(
-        checkpoint, data_root=data_root, dataset=dataset, transforms=transforms
-    )
+    data = checkpoint_data(checkpoint, data_root=data_root, dataset=dataset, transforms=transforms)
     count = bn_images or stored_bn_images(checkpoint)
     evaluation = evaluation_set(data, split=split, bn_images=count, val_images=val_images)
     return supernet, checkpoint, evaluation

@@ -87,10 +87,10 @@ def fit_supernet(
 
     ``config`` gives the training settings (epochs, optimizer, learning rate, warmup, loss
     weights, ``init``, ...; :class:`TrainConfig`); its model, space, dataset, batch size and
-    holdout are taken from the supernet and the loaders. With ``out_dir`` the checkpoints and the log are
-    written there as ``eqsearch train`` writes them (``train_options``: ``resume``,
-    ``force``, ``on_epoch``, ``stop_after``). Returns the trained supernet and its history
-    (the epoch-0 entry first, with ``config.start_eval``).
+    holdout are taken from the supernet and the loaders. With ``out_dir`` the checkpoints
+    and the log are written there as ``eqsearch train`` writes them (``train_options``:
+    ``resume``, ``force``, ``on_epoch``, ``stop_after``). Returns the trained supernet and
+    its history (the epoch-0 entry first, with ``config.start_eval``).
 
     Raises:
         InputError: loaders that are not DataLoaders of ``(images, labels)``.

@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules of training: Adam, AdamW or SGD; cosine or step, warmup."""
+"""Optimizers and learning-rate schedules: Adam, AdamW or SGD; cosine or step after a warmup."""
 
 from __future__ import annotations
 

@@ -44,8 +44,8 @@ from supernet.initial_weights import load_initial_weights
 from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_loss, wdr_weights
 from supernet.models import check_model_named_by_file, model_entry
 from supernet.optim import build_optimizer, build_scheduler, check_optimizer_settings
-from supernet.own_data import steps_per_epoch
 from supernet.oracle import measure_accuracy
+from supernet.own_data import steps_per_epoch
 from supernet.quant_init import init_quantizers
 from supernet.rng_state import restore_training_rng, training_rng_state
 from supernet.runtime import compiled_quantizers, keep_freed_memory, one_thread

@@ -56,7 +56,9 @@ def preset_transforms(name: str, image_size: int, *, channels: int = 3) -> tuple
     to_tensor = ToTensorImage()
     if name == "none":
         return to_tensor, to_tensor
-    mean, std = IMAGENET_MEAN_STD if name == "imagenet" else CIFAR_MEAN_STD
+    three = IMAGENET_MEAN_STD if name == "imagenet" else CIFAR_MEAN_STD
+    mean: tuple[float, ...] = three[0]
+    std: tuple[float, ...] = three[1]
     if channels != 3:
         mean, std = (sum(mean) / 3,) * channels, (sum(std) / 3,) * channels
     normalize = transforms.Normalize(mean, std)

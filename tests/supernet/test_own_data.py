@@ -176,11 +176,36 @@ def test_train_and_eval_take_a_dataset_factory_file(
     factory_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(factory_file.parent)
-    command = (
-        "train --model tiny_convnet --dataset ./mydata.py:make --transforms none --epochs 1 "
-        "--w-bits 2,8 --a-bits 2,8 --holdout 20 --calib-images 30 --quant-init-images 16 "
-        "--batch-size 16 --optimizer sgd --lr 0.01 --no-progress --out run"
-    ).split()
+    command = [
+        "train",
+        "--model",
+        "tiny_convnet",
+        "--dataset",
+        "./mydata.py:make",
+        "--transforms",
+        "none",
+        "--epochs",
+        "1",
+        "--w-bits",
+        "2,8",
+        "--a-bits",
+        "2,8",
+        "--holdout",
+        "20",
+        "--calib-images",
+        "30",
+        "--quant-init-images",
+        "16",
+        "--batch-size",
+        "16",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.01",
+        "--no-progress",
+        "--out",
+        "run",
+    ]
     assert main(command) == 0
     shown = capsys.readouterr().out
     assert "before training (epoch 0): FP " in shown and "W8A8 " in shown and "W2A2 " in shown
