@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from eqsearch.errors import InputError
+from eqsearch.space.spec import SPACE_FLAGS
 from supernet.data import DATALOADERS, SPLIT_SEED, DataBundle, DataSpec
 from supernet.elastic import Supernet, stored_space_spec
 from supernet.images import StreamedImages
@@ -102,10 +103,13 @@ def fit_supernet(
             "the supernet records no model name (build_info['model']); build it with "
             "build_supernet, or give to_supernet a build_info"
         )
+    space = stored_space_spec(supernet.build_info)
     config = replace(
         config or TrainConfig(),
         model=model,
-        space=stored_space_spec(supernet.build_info),
+        space=space,
+        # replace() would otherwise carry the old space's single fields over the new space
+        **{name: getattr(space, name) for name in SPACE_FLAGS.values()},
         dataset=DATALOADERS,
         batch_size=data.spec.batch_size,
         holdout=data.spec.holdout,

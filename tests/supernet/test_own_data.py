@@ -245,3 +245,46 @@ def test_bad_training_values_exit_2_with_one_line(
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("error: ") and message in error
     assert not (tmp_path / "run").exists()
+
+
+def _digit_loaders() -> tuple[torch.utils.data.DataLoader, torch.utils.data.DataLoader]:
+    from sklearn.datasets import load_digits
+    from torch.utils.data import DataLoader, TensorDataset
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
+    labels = torch.tensor(digits.target)
+    train = DataLoader(TensorDataset(images[:300], labels[:300]), batch_size=50, shuffle=True)
+    return train, DataLoader(TensorDataset(images[1500:], labels[1500:]), batch_size=100)
+
+
+def test_fit_supernet_on_loaders_writes_a_run_that_resumes_exactly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from supernet.fit import fit_supernet
+
+    def fresh() -> object:
+        torch.manual_seed(0)
+        return build_supernet(
+            "tiny_convnet",
+            num_classes=10,
+            in_channels=1,
+            image_size=8,
+            w_bits=(2, 8),
+            a_bits=(2, 8),
+        )
+
+    config = TrainConfig(epochs=2, quant_init_images=32, bn_images=100, device="cpu")
+    straight = fit_supernet(fresh(), *_digit_loaders(), config, out_dir=tmp_path / "a")
+    fit_supernet(fresh(), *_digit_loaders(), config, out_dir=tmp_path / "b", stop_after=1)
+    resumed = fit_supernet(fresh(), *_digit_loaders(), config, out_dir=tmp_path / "b", resume=True)
+    for key, value in straight.supernet.state_dict().items():
+        assert torch.equal(resumed.supernet.state_dict()[key], value), key
+    assert [h.get("acc_largest") for h in resumed.history] == [
+        h.get("acc_largest") for h in straight.history
+    ]
+    stored = torch.load(tmp_path / "a" / "supernet.pt", weights_only=True)
+    assert stored["data"]["name"] == "dataloaders" and stored["data"]["holdout"] == 297
+    assert stored["train_config"]["space"]["w_bits"] == [2, 8]
+    assert main(["eval", "--supernet", str(tmp_path / "a" / "supernet.pt")]) == 2
+    assert "trained on DataLoaders given in Python" in capsys.readouterr().err
