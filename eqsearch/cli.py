@@ -205,7 +205,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         help="supernet epochs of linear learning-rate warmup (0)",
     )
-    add("--lr-schedule", help="cosine (default, per step to 0) or step")
+    add("--lr-schedule", help="cosine (default, per step to 0), step or constant")
     add("--lr-step-epochs", type=positive_int, help="epochs between steps of --lr-schedule step")
     add("--lr-gamma", type=finite_float, help="factor of each step of --lr-schedule step (0.1)")
     add(

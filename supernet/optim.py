@@ -11,7 +11,7 @@ import torch
 from eqsearch.errors import InputError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("cosine", "step")
+LR_SCHEDULES = ("cosine", "step", "constant")
 
 
 def check_optimizer_settings(
@@ -101,7 +101,7 @@ def lr_factor(
     ``LinearLR(start_factor=1/warmup_steps)`` — then the schedule, counted from the warmup's
     end: ``cosine`` falls from 1 to 0 over the remaining ``total_steps - warmup_steps`` steps
     (``CosineAnnealingLR``), ``step`` multiplies by ``gamma`` every ``step_size`` steps
-    (``StepLR``).
+    (``StepLR``), ``constant`` stays at 1.
     """
     if schedule not in LR_SCHEDULES:
         raise InputError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {schedule!r}")
@@ -111,6 +111,8 @@ def lr_factor(
     def base(step: int) -> float:
         if schedule == "cosine":
             return 0.5 * (1.0 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
+        if schedule == "constant":
+            return 1.0
         return float(gamma ** (step // size))
 
     if warmup_steps <= 0:

@@ -97,8 +97,8 @@ class TrainConfig:
             ``nesterov``), for the FP pretraining and the supernet.
         warmup_epochs: supernet epochs of linear learning-rate warmup (from lr/steps to lr,
             step by step); the schedule starts after them.
-        lr_schedule: ``cosine`` (per step, to 0 at the end) or ``step`` (× ``lr_gamma`` every
-            ``lr_step_epochs`` epochs); see :func:`supernet.optim.lr_factor`.
+        lr_schedule: ``cosine`` (per step, to 0 at the end), ``step`` (× ``lr_gamma`` every
+            ``lr_step_epochs`` epochs) or ``constant``; see :func:`supernet.optim.lr_factor`.
         start_eval: score FP, the highest and the lowest uniform subnet before the first
             supernet epoch (a ``phase: start`` log entry, epoch 0).
         grad_clip: clip every gradient element to ±grad_clip (None: no clipping).

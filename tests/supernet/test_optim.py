@@ -61,6 +61,11 @@ def test_step_equals_torch_step_lr() -> None:
     assert ours[6] == LR and ours[7] == LR * 0.5 and ours[35] == pytest.approx(LR * 0.5**5)
 
 
+def test_constant_is_the_rate_after_the_warmup() -> None:
+    ours = _our_lrs(12, schedule="constant", total_steps=12, warmup_steps=2)
+    assert ours == pytest.approx([0.05] + [LR] * 11, rel=1e-12)
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "step"])
 def test_warmup_is_linear_then_the_schedule_from_its_end(schedule: str) -> None:
     warmup, total = 5, 30
@@ -126,7 +131,7 @@ def test_train_config_validates_the_optimizer_fields() -> None:
     config = TrainConfig(model="tiny_convnet", dataset="digits", epochs=3)
     for changes, message in [
         ({"optimizer": "rmsprop"}, "optimizer must be one of adam, adamw, sgd"),
-        ({"lr_schedule": "poly"}, "lr_schedule must be one of cosine, step"),
+        ({"lr_schedule": "poly"}, "lr_schedule must be one of cosine, step, constant"),
         ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
         ({"nesterov": True}, "nesterov needs optimizer sgd"),
         ({"optimizer": "sgd", "momentum": 0.0, "nesterov": True}, "nesterov needs"),

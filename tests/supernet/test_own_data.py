@@ -228,7 +228,7 @@ def test_train_and_eval_take_a_dataset_factory_file(
     ("flags", "message"),
     [
         ("--optimizer rmsprop", "optimizer must be one of adam, adamw, sgd"),
-        ("--lr-schedule poly", "lr_schedule must be one of cosine, step"),
+        ("--lr-schedule poly", "lr_schedule must be one of cosine, step, constant"),
         ("--transforms random", "transforms must be one of imagenet, cifar, none"),
         ("--epochs 2 --warmup-epochs 2", "warmup_epochs must be below epochs (2)"),
         ("--nesterov", "nesterov needs optimizer sgd"),
