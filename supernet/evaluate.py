@@ -14,7 +14,7 @@ from eqsearch import costs
 from eqsearch.errors import InputError
 from eqsearch.space import QuantForm, SubnetConfig
 from supernet.checkpoint import load_supernet
-from supernet.data import DataBundle, DataSpec, build_data
+from supernet.data import DataBundle, DataSpec, build_data, check_dataset_named_by_file
 from supernet.elastic import Supernet
 from supernet.images import ImageSource, TensorImages
 from supernet.oracle import SupernetOracle
@@ -81,17 +81,33 @@ def stored_bn_images(checkpoint: dict[str, Any]) -> int:
 
 
 def checkpoint_data(
-    checkpoint: dict[str, Any], *, data_root: str | None = None, holdout: int | None = None
+    checkpoint: dict[str, Any],
+    *,
+    data_root: str | None = None,
+    holdout: int | None = None,
+    dataset: str | None = None,
+    transforms: str | None = None,
 ) -> DataBundle:
-    """The dataset a checkpoint was trained on (``data_root`` overrides the stored root)."""
+    """The dataset a checkpoint was trained on.
+
+    ``data_root``, ``dataset`` (a name or a factory the caller names) and ``transforms``
+    override the stored values. A dataset factory the checkpoint names is run only where the
+    user named it too (``--trust-dataset``; :func:`supernet.data.check_dataset_named_by_file`).
+    """
     stored = dict(checkpoint.get("data") or {})
-    if not stored:
+    if not stored and dataset is None:
         raise InputError("the checkpoint does not record its dataset; it cannot be evaluated")
+    if dataset is not None:
+        stored["name"] = dataset
+    else:
+        check_dataset_named_by_file(stored.get("name"), source="the checkpoint")
     spec = DataSpec(**stored)
     if data_root is not None:
         spec = replace(spec, root=data_root)
     if holdout is not None:
         spec = replace(spec, holdout=holdout)
+    if transforms is not None:
+        spec = replace(spec, transforms=transforms)
     return build_data(spec)
 
 
@@ -123,11 +139,14 @@ def load_for_evaluation(
     bn_images: int | None = None,
     val_images: int | None = None,
     device: str = "cpu",
+    dataset: str | None = None,
+    transforms: str | None = None,
 ) -> tuple[Supernet, dict[str, Any], EvaluationSet]:
     """Load a checkpoint, its data and the evaluation images in one call (``bn_images``:
-    the checkpoint's training setting by default; see :func:`evaluation_set`)."""
+    the checkpoint's training setting by default; see :func:`evaluation_set`; ``dataset``
+    and ``transforms`` as :func:`checkpoint_data` takes them)."""
     supernet, checkpoint = load_supernet(path, map_location=device)
-    data = checkpoint_data(checkpoint, data_root=data_root)
+    data = checkpoint_data(checkpoint, data_root=data_root, dataset=dataset, transforms=transforms)
     count = bn_images or stored_bn_images(checkpoint)
     evaluation = evaluation_set(data, split=split, bn_images=count, val_images=val_images)
     return supernet, checkpoint, evaluation

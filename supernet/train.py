@@ -21,7 +21,14 @@ from eqsearch.locks import hold_directory
 from eqsearch.space import ElasticSpace, LayerChoice, SubnetConfig
 from eqsearch.space.spec import SPACE_FLAGS, SpaceSpec
 from supernet.checkpoint import check_finite_weights, load_checkpoint, save_supernet
-from supernet.data import DATASETS, DataBundle, DataSpec, build_data
+from supernet.data import (
+    DataBundle,
+    DataSpec,
+    build_data,
+    check_data_transforms,
+    check_dataset_name,
+    check_dataset_named_by_file,
+)
 from supernet.devices import resolve_device
 from supernet.distributed import (
     Distributed,
@@ -36,7 +43,9 @@ from supernet.images import ImageSource
 from supernet.initial_weights import load_initial_weights
 from supernet.losses import GUIDANCE_MODES, TARGET_KURTOSIS, guided_loss, wdr_loss, wdr_weights
 from supernet.models import check_model_named_by_file, model_entry
+from supernet.optim import build_optimizer, build_scheduler, check_optimizer_settings
 from supernet.oracle import measure_accuracy
+from supernet.own_data import steps_per_epoch
 from supernet.quant_init import init_quantizers
 from supernet.rng_state import restore_training_rng, training_rng_state
 from supernet.runtime import compiled_quantizers, keep_freed_memory, one_thread
@@ -67,7 +76,10 @@ class TrainConfig:
     """Everything that defines a supernet training run (JSON round-trips through ``to_dict``).
 
     Args:
-        model, dataset, data_root, image_size: architecture and data (see ``supernet.data``).
+        model, dataset, data_root, image_size: architecture and data (see ``supernet.data``;
+            ``dataset`` may be a factory ``package.module:function``).
+        transforms: the image transform preset, ``imagenet``, ``cifar`` or ``none`` (None:
+            the dataset's own; see :class:`supernet.data.DataSpec`).
         space: the elastic space (quantizer, bits, forms, first/last pinning, architecture
             choices; see :class:`SpaceSpec`). ``TrainConfig(w_bits=...)`` and the other
             SpaceSpec field names set single fields of it, also in ``replace`` and
@@ -79,7 +91,16 @@ class TrainConfig:
         init_skip_head: leave the classifier out of ``init`` (weights for another number of
             classes).
         pretrained: start from torchvision weights in the local cache.
-        batch_size, lr, weight_decay: Adam with a per-iteration cosine schedule.
+        batch_size, lr, weight_decay: images per step, the peak learning rate, weight decay
+            (of weight matrices and kernels in the supernet phase).
+        optimizer: ``adam`` (default), ``adamw`` or ``sgd`` (with ``momentum`` and
+            ``nesterov``), for the FP pretraining and the supernet.
+        warmup_epochs: supernet epochs of linear learning-rate warmup (from lr/steps to lr,
+            step by step); the schedule starts after them.
+        lr_schedule: ``cosine`` (per step, to 0 at the end), ``step`` (× ``lr_gamma`` every
+            ``lr_step_epochs`` epochs) or ``constant``; see :func:`supernet.optim.lr_factor`.
+        start_eval: score FP, the highest and the lowest uniform subnet before the first
+            supernet epoch (a ``phase: start`` log entry, epoch 0).
         grad_clip: clip every gradient element to ±grad_clip (None: no clipping).
         schedule: ``joint`` (every bit width from the start, EQ-Net) or ``progressive``
             (OQAT bit inheritance: open lower bit widths stage by stage, each new one's steps
@@ -108,6 +129,7 @@ class TrainConfig:
     dataset: str = "mnist5k"
     data_root: str | None = None
     image_size: int | None = None
+    transforms: str | None = None
     space: SpaceSpec = field(default_factory=SpaceSpec)
     epochs: int = 10
     fp_epochs: int = 0
@@ -118,6 +140,14 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    nesterov: bool = False
+    warmup_epochs: int = 0
+    lr_schedule: str = "cosine"
+    lr_step_epochs: int = 30
+    lr_gamma: float = 0.1
+    start_eval: bool = True
     schedule: str = "joint"
     forms: str = "global"
     guidance: str = "gpg"
@@ -175,8 +205,7 @@ class TrainConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise InputError(f"{item.name} must be a finite number; got {value}")
         model_entry(self.model)
-        if self.dataset not in DATASETS:
-            raise InputError(f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}")
+        check_dataset_name(self.dataset)
         for name in ("epochs", "batch_size", "quant_init_images", "bn_images", "holdout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -229,6 +258,19 @@ class TrainConfig:
         check_amp(self.amp)
         if not isinstance(self.compile, bool):
             raise InputError(f"compile must be true or false; got {self.compile!r}")
+        if not isinstance(self.start_eval, bool):
+            raise InputError(f"start_eval must be true or false; got {self.start_eval!r}")
+        check_optimizer_settings(
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+            warmup_epochs=self.warmup_epochs,
+            lr_schedule=self.lr_schedule,
+            lr_step_epochs=self.lr_step_epochs,
+            lr_gamma=self.lr_gamma,
+            epochs=self.epochs,
+        )
+        check_data_transforms(self.dataset, self.transforms)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples as lists; the space as its own dict under ``space``)."""
@@ -247,6 +289,8 @@ class TrainConfig:
         (:func:`supernet.models.check_model_named_by_file`)."""
         if "model" in data:
             check_model_named_by_file(data["model"], source=source)
+        if "dataset" in data:
+            check_dataset_named_by_file(data["dataset"], source=source)
         legacy = set(SPACE_FLAGS.values())
         known = {f.name for f in fields(cls)} | legacy
         unknown = sorted(set(data) - known)
@@ -289,6 +333,7 @@ class TrainConfig:
             holdout=self.holdout,
             image_size=self.image_size,
             workers=self.workers,
+            transforms=self.transforms,
         )
 
 
@@ -422,13 +467,6 @@ def _parameter_groups(supernet: Supernet, weight_decay: float) -> list[dict[str,
     ]
 
 
-def _cosine(total_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
-
-    return factor
-
-
 class _Progress:
     """Rich progress bars on the main process, nothing elsewhere."""
 
@@ -475,6 +513,11 @@ class _Progress:
         if self._progress is not None and task is not None:
             self._progress.remove_task(task)
 
+    def note(self, text: str) -> None:
+        """Print a line above the bars (nothing without them)."""
+        if self._progress is not None:
+            self._progress.console.print(text)
+
 
 def _check_finite(
     values: dict[str, torch.Tensor],
@@ -517,10 +560,21 @@ def _fp_pretrain(
     """
     supernet.set_subnet(None)
     parameters = [p for n, p in supernet.named_parameters() if ".quantizer." not in n]
-    optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(data.train) / config.batch_size / dist.world_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _cosine(config.fp_epochs * steps_per_epoch)
+    optimizer = build_optimizer(
+        config.optimizer,
+        parameters,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+    )
+    scheduler = build_scheduler(
+        optimizer,
+        config.lr_schedule,
+        epochs=config.fp_epochs,
+        steps_per_epoch=steps_per_epoch(data.train, config.batch_size, dist.world_size),
+        step_epochs=config.lr_step_epochs,
+        gamma=config.lr_gamma,
     )
     history: list[dict[str, Any]] = []
     first_epoch = 0
@@ -741,6 +795,8 @@ def train_supernet(
     on_epoch: Callable[[EpochReport], None] | None = None,
     stop_after: int | None = None,
     force: bool = False,
+    supernet: Supernet | None = None,
+    data: DataBundle | None = None,
 ) -> TrainResult:
     """Train an elastic supernet and write ``out_dir/supernet.pt`` after every epoch.
 
@@ -757,6 +813,10 @@ def train_supernet(
         stop_after: return after this many epochs of this call (the checkpoint can be resumed).
         force: start a new run over the ``eqsearch train`` run in ``out_dir`` (its files are
             removed once the data and the model are built; see :func:`previous_run_files`).
+        supernet: train this supernet instead of building ``config.model`` (its space is
+            its own; ``config.model`` should name what rebuilds it, for checkpoints).
+        data: train on this data instead of loading ``config.dataset`` (e.g.
+            :func:`supernet.fit.loader_data`).
 
     While it runs, ``out_dir`` is locked (see ``eqsearch.locks.hold_directory``): a second
     run into it is refused at once.
@@ -784,6 +844,8 @@ def train_supernet(
             on_epoch=on_epoch,
             stop_after=stop_after,
             force=force,
+            given_supernet=supernet,
+            given_data=data,
         )
 
 
@@ -796,6 +858,8 @@ def _train_supernet(
     on_epoch: Callable[[EpochReport], None] | None,
     stop_after: int | None,
     force: bool,
+    given_supernet: Supernet | None = None,
+    given_data: DataBundle | None = None,
 ) -> TrainResult:
     device = resolve_device(config.device)  # cuda:<LOCAL_RANK> under torchrun
     dist = distributed_context(device)
@@ -811,23 +875,37 @@ def _train_supernet(
         stored, stored_fp = _stored_run(out, config, resume)
 
     torch.manual_seed(config.seed)  # weight init and dropout draw from torch's global RNG
-    data = build_data(config.data_spec(), seed=config.seed)
-    supernet = build_supernet(
-        config.model,
-        num_classes=data.num_classes,
-        in_channels=data.in_channels,
-        image_size=data.image_size,
-        space=config.space,
-        pretrained=config.pretrained,
-    ).to(device)
+    data = build_data(config.data_spec(), seed=config.seed) if given_data is None else given_data
+    if given_supernet is None:
+        given_supernet = build_supernet(
+            config.model,
+            num_classes=data.num_classes,
+            in_channels=data.in_channels,
+            image_size=data.image_size,
+            space=config.space,
+            pretrained=config.pretrained,
+        )
+    supernet = given_supernet.to(device)
     space = supernet.space
     reporter = _Progress(progress and dist.is_main)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    optimizer = torch.optim.Adam(_parameter_groups(supernet, config.weight_decay), lr=config.lr)
-    steps_per_epoch = math.ceil(len(data.train) / config.batch_size / dist.world_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _cosine(config.epochs * steps_per_epoch)
+    optimizer = build_optimizer(
+        config.optimizer,
+        _parameter_groups(supernet, config.weight_decay),
+        lr=config.lr,
+        weight_decay=0.0,  # each group sets its own
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+    )
+    scheduler = build_scheduler(
+        optimizer,
+        config.lr_schedule,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch(data.train, config.batch_size, dist.world_size),
+        warmup_epochs=config.warmup_epochs,
+        step_epochs=config.lr_step_epochs,
+        gamma=config.lr_gamma,
     )
     for path in replaced:
         path.unlink()
@@ -867,6 +945,13 @@ def _train_supernet(
                 reorder_channels(supernet)
             init_quantizers(supernet, data.calibration_images(config.quant_init_images))
         calibration = data.calibration_source(config.bn_images)
+        if stored is None and config.start_eval:
+            start = _start_entry(supernet, data.holdout, calibration, dist)
+            history.append(start)
+            reporter.note(
+                "before training: "
+                + "  ".join(f"{name} {value:.2f}%" for name, value in start_accuracies(start))
+            )
         parameters = [p for p in supernet.parameters()]
         quantized_weights = wdr_weights(supernet)
         scaler = gradient_scaler(device, config.amp)
@@ -952,6 +1037,40 @@ def _train_supernet(
     supernet.set_subnet(None)
     supernet.eval()
     return TrainResult(supernet, history, checkpoint_path, data)
+
+
+def _start_entry(
+    supernet: Supernet, holdout: ImageSource, calibration: ImageSource, dist: Distributed
+) -> dict[str, Any]:
+    """The epoch-0 log entry: held-out accuracy at full precision and of the space's highest
+    and lowest uniform subnets (largest and smallest architecture), before any supernet step."""
+    space = supernet.space
+    form = space.forms[0]
+    high = (max(space.w_bits), max(space.a_bits))
+    low = (min(space.w_bits), min(space.a_bits))
+    start = time.perf_counter()
+    entry: dict[str, Any] = {"phase": "start", "epoch": 0}
+    entry["acc_fp"] = _epoch_accuracy(supernet, None, holdout, calibration, dist)
+    entry["acc_largest"] = _epoch_accuracy(
+        supernet, space.uniform(*high, form, arch="largest"), holdout, calibration, dist
+    )
+    entry["acc_smallest"] = _epoch_accuracy(
+        supernet, space.uniform(*low, form, arch="smallest"), holdout, calibration, dist
+    )
+    entry["bits_largest"] = list(high)
+    entry["bits_smallest"] = list(low)
+    entry["seconds"] = time.perf_counter() - start
+    return entry
+
+
+def start_accuracies(entry: dict[str, Any]) -> list[tuple[str, float]]:
+    """``(label, accuracy)`` of an epoch-0 entry: ``FP``, ``W8A8``, ``W2A2`` (its bits)."""
+    high, low = entry["bits_largest"], entry["bits_smallest"]
+    return [
+        ("FP", float(entry["acc_fp"])),
+        (f"W{high[0]}A{high[1]}", float(entry["acc_largest"])),
+        (f"W{low[0]}A{low[1]}", float(entry["acc_smallest"])),
+    ]
 
 
 def _epoch_accuracy(
@@ -1075,7 +1194,7 @@ def _train_epoch(
     start = time.perf_counter()
     use_wdr = (config.wdr_skew_weight > 0 or config.wdr_kurtosis_weight > 0) and quantized_weights
     step_task = reporter.add(
-        f"epoch {epoch + 1}", math.ceil(len(data.train) / config.batch_size / dist.world_size)
+        f"epoch {epoch + 1}", steps_per_epoch(data.train, config.batch_size, dist.world_size)
     )
     for step, (images, labels) in enumerate(data.train.batches(epoch, dist.rank, dist.world_size)):
         images = images.to(device, non_blocking=True)

@@ -9,7 +9,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 DEBUG_VARIABLE = "EQSEARCH_DEBUG"
 TRUST_FLAG = "--trust-model"
+TRUST_DATASET_FLAG = "--trust-dataset"
 
 OPENMP_WAIT_VARIABLE = "OMP_WAIT_POLICY"
 
@@ -101,6 +102,7 @@ _TRAIN_FLAGS = {
     "dataset": "dataset",
     "data_root": "data_root",
     "image_size": "image_size",
+    "transforms": "transforms",
     **SPACE_FLAGS,  # the space description's fields (TrainConfig.space)
     "epochs": "epochs",
     "fp_epochs": "fp_epochs",
@@ -111,6 +113,14 @@ _TRAIN_FLAGS = {
     "lr": "lr",
     "weight_decay": "weight_decay",
     "grad_clip": "grad_clip",
+    "optimizer": "optimizer",
+    "momentum": "momentum",
+    "nesterov": "nesterov",
+    "warmup_epochs": "warmup_epochs",
+    "lr_schedule": "lr_schedule",
+    "lr_step_epochs": "lr_step_epochs",
+    "lr_gamma": "lr_gamma",
+    "start_eval": "start_eval",
     "schedule": "schedule",
     "form_draw": "forms",
     "guidance": "guidance",
@@ -144,9 +154,18 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_progress_argument(parser)
     add("--model", help="registered model (eqsearch models); default lenet5")
-    add("--dataset", help="mnist5k (default), digits, cifar10, imagenet, imagefolder")
+    add(
+        "--dataset",
+        help="mnist5k (default), digits, cifar10, imagenet, imagefolder, or a factory "
+        "package.module:function or path/to/file.py:function returning (train, val) datasets",
+    )
     add("--data-root", help="directory of cifar10/imagenet/imagefolder data (never downloaded)")
     add("--image-size", type=positive_int, help="input size for ImageFolder data")
+    add(
+        "--transforms",
+        help="image transform preset: imagenet, cifar or none (images as they are; default: "
+        "the dataset's own)",
+    )
     add("--quantizer", help="registered quantizer (lsq)")
     add("--w-bits", type=int_list, help="elastic weight bits, e.g. 2-8 or 2,4,8")
     add("--a-bits", type=int_list, help="elastic activation bits")
@@ -169,8 +188,29 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--pretrained", action="store_const", const=True, help="torchvision weights (local)")
     add("--batch-size", type=positive_int, help="images per step")
-    add("--lr", type=finite_float, help="Adam learning rate (cosine schedule)")
-    add("--weight-decay", type=finite_float, help="Adam weight decay")
+    add("--lr", type=finite_float, help="peak learning rate (1e-3)")
+    add("--weight-decay", type=finite_float, help="weight decay of weight matrices (0)")
+    add("--optimizer", help="adam (default), adamw or sgd")
+    add("--momentum", type=finite_float, help="SGD momentum (0.9)")
+    add(
+        "--nesterov",
+        action="store_const",
+        const=True,
+        help="Nesterov momentum (SGD)",
+    )
+    add(
+        "--warmup-epochs",
+        type=non_negative_int,
+        help="supernet epochs of linear learning-rate warmup (0)",
+    )
+    add("--lr-schedule", help="cosine (default, per step to 0), step or constant")
+    add("--lr-step-epochs", type=positive_int, help="epochs between steps of --lr-schedule step")
+    add("--lr-gamma", type=finite_float, help="factor of each step of --lr-schedule step (0.1)")
+    add(
+        "--start-eval",
+        action=argparse.BooleanOptionalAction,
+        help="score FP and the highest and lowest uniform subnets before training (default on)",
+    )
     add("--grad-clip", type=finite_float, help="clip gradients to ±value")
     add("--schedule", help="joint (EQ-Net) or progressive (OQAT bit inheritance)")
     add("--form-draw", help="global (one form per subnet) or per_layer")
@@ -289,10 +329,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from eqsearch.files import check_output_directory
     from eqsearch.locks import hold_directory
 
-    if args.model is not None and is_reference(args.model):
-        # named here, so trusted; a missing module is named before torch is imported
-        locate_module(parse_reference(args.model, what="model factory"))
-        trust_factories([args.model])
+    _trust_named_factories(args)
     if args.force and args.resume:
         raise UsageError("--resume continues the run in --out and --force replaces it; give one")
     check_output_directory(args.out)
@@ -326,6 +363,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.history and (not distributed or _is_main_process()):
         last = result.history[-1]
         console = make_console()
+        _print_start(console, result.history)
         table = Table(title=f"{config.model} on {config.dataset}: epoch {last['epoch']}")
         table.add_column("metric")
         table.add_column("value", justify="right")
@@ -335,6 +373,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         console.print(table)
         console.print(f"checkpoint: {result.checkpoint}")
     return EXIT_OK
+
+
+def _trust_named_factories(args: argparse.Namespace) -> None:
+    """Trust the ``--model``/``--dataset`` factories named on the line (a file naming them
+    later is then allowed); a missing module is named before torch is imported."""
+    for name, what in ((getattr(args, "model", None), "model"), (args.dataset, "dataset")):
+        if name is not None and is_reference(name):
+            locate_module(parse_reference(name, what=f"{what} factory"))
+            trust_factories([name])
+
+
+def _print_start(console: Any, history: list[dict[str, Any]]) -> None:
+    """The epoch-0 scores of a run's log, on one line (nothing where it has none)."""
+    from supernet.train import start_accuracies
+
+    for entry in history:
+        if entry.get("phase") == "start":
+            scores = "  ".join(f"{name} {value:.2f}%" for name, value in start_accuracies(entry))
+            console.print(f"before training (epoch 0): {scores}")
 
 
 def _is_main_process() -> bool:
@@ -353,6 +410,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("--form is empty; give forms such as channel-sym-sym,tensor-asym-asym")
     if args.json:
         check_output_file(args.json, kind="table", force=args.force, flag="--json")
+    _trust_named_factories(args)
     from supernet.evaluate import PAPER_FORMS, evaluate_configs, load_for_evaluation, uniform_table
 
     supernet, checkpoint, evaluation = load_for_evaluation(
@@ -362,6 +420,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         bn_images=args.bn_images,
         val_images=args.val_images,
         device=args.device,
+        dataset=args.dataset,
+        transforms=args.transforms,
     )
     console = make_console()
     if checkpoint.get("kind") == "fp":
@@ -437,6 +497,12 @@ def build_parser(*, study_options: bool = True) -> argparse.ArgumentParser:
         help="let checkpoints and config files name this model factory (code they name is "
         "never run otherwise); taken anywhere on the line, repeatable",
     )
+    parser.add_argument(
+        TRUST_DATASET_FLAG,
+        action="append",
+        metavar="MODULE:FUNCTION",
+        help="the same for a dataset factory",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
@@ -461,6 +527,14 @@ def build_parser(*, study_options: bool = True) -> argparse.ArgumentParser:
         help="images to score on: the test split (default) or the held-out training images",
     )
     evaluate.add_argument("--data-root", help="override the data root stored in the checkpoint")
+    evaluate.add_argument(
+        "--dataset",
+        help="override the checkpoint's dataset: a registered one or a factory "
+        "package.module:function (e.g. for a run trained on DataLoaders in Python)",
+    )
+    evaluate.add_argument(
+        "--transforms", help="override the checkpoint's transform preset: imagenet, cifar or none"
+    )
     add_image_count_arguments(
         evaluate, "images of --split to score on: a fixed subset (default: all of them)"
     )
@@ -558,8 +632,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _take_trusted_factories(arguments: list[str]) -> list[str]:
-    """Trust every ``--trust-model REF`` on the line (before or after the command) and
-    return the line without them.
+    """Trust every ``--trust-model REF`` and ``--trust-dataset REF`` on the line (before or
+    after the command) and return the line without them.
 
     Raises:
         UsageError: the flag without a reference, or a malformed reference.
@@ -571,19 +645,21 @@ def _take_trusted_factories(arguments: list[str]) -> list[str]:
         if argument == "--":
             rest += [argument, *items]
             break
-        if argument == TRUST_FLAG:
-            value = next(items, None)
-            if value is None or value.startswith("-"):
-                raise UsageError(f"{TRUST_FLAG} takes a model factory: package.module:function")
-        elif argument.startswith(TRUST_FLAG + "="):
-            value = argument.split("=", 1)[1]
-        else:
+        flag = argument.split("=", 1)[0]
+        if flag not in (TRUST_FLAG, TRUST_DATASET_FLAG):
             rest.append(argument)
             continue
+        what = "model factory" if flag == TRUST_FLAG else "dataset factory"
+        if argument == flag:
+            value = next(items, None)
+            if value is None or value.startswith("-"):
+                raise UsageError(f"{flag} takes a {what}: package.module:function")
+        else:
+            value = argument.split("=", 1)[1]
         try:
-            trusted.append(parse_reference(value, what="model factory").text)
+            trusted.append(parse_reference(value, what=what).text)
         except InputError as error:
-            raise UsageError(f"{TRUST_FLAG}: {error}") from None
+            raise UsageError(f"{flag}: {error}") from None
     trust_factories(trusted)
     return rest
 

@@ -50,7 +50,7 @@ def test_train_writes_checkpoint_and_log(trained_run, capsys) -> None:
         line.split('"phase": ')[1].split(",")[0]
         for line in (trained_run / "train_log.jsonl").read_text().splitlines()
     ]
-    assert phases == ['"fp"', '"supernet"']
+    assert phases == ['"fp"', '"start"', '"supernet"']
     assert main(["eval", "--supernet", str(trained_run / "fp.pt")]) == 0
     assert "full-precision model" in capsys.readouterr().out
 

@@ -419,6 +419,21 @@ CASES: dict[str, Case] = {
     "train-image-size-0": Case(
         "train --image-size 0 --out {root}/new-run", "--image-size: must be a positive"
     ),
+    "train-optimizer-unknown": Case(
+        "train --optimizer rmsprop --out {root}/new-run", "optimizer must be one of adam, adamw"
+    ),
+    "train-warmup-as-long-as-training": Case(
+        "train --epochs 2 --warmup-epochs 2 --out {root}/new-run",
+        "warmup_epochs must be below epochs (2)",
+    ),
+    "train-transforms-unknown": Case(
+        "train --dataset imagefolder --data-root {root} --transforms random --out {root}/new-run",
+        "transforms must be one of imagenet, cifar, none",
+    ),
+    "eval-dataset-factory-missing": Case(
+        "eval --supernet {checkpoint} --dataset {root}/nowhere.py:make",
+        "nowhere.py:make': no such file",
+    ),
     "eval-bn-images-0": Case(
         "eval --supernet {checkpoint} --bn-images 0", "--bn-images: must be a positive"
     ),

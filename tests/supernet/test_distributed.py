@@ -230,14 +230,17 @@ def test_two_ranks_share_the_epoch_scoring_and_get_the_one_process_score(tmp_pat
     mp.spawn(_scoring_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     # 600 held-out images in batches of 500: rank 0 scores the first batch, rank 1 the rest,
-    # for the FP model and the largest and smallest subnets
-    assert ranks[0]["scored"] == [500, 500, 500]
-    assert ranks[1]["scored"] == [100, 100, 100]
+    # for the FP model and the largest and smallest subnets (before the supernet epoch and
+    # after it)
+    assert ranks[0]["scored"] == [500] * 6
+    assert ranks[1]["scored"] == [100] * 6
     # every rank logs the same scores (its losses are its own shard's)
     for key in ("acc_fp", "acc_largest", "acc_smallest"):
         values = [[entry.get(key) for entry in rank["history"]] for rank in ranks]
         assert values[0] == values[1], key
-    fp_entry, entry = ranks[0]["history"]
+    fp_entry, start_entry, entry = ranks[0]["history"]
+    assert start_entry["phase"] == "start"
+    assert start_entry["acc_fp"] == fp_entry["acc_fp"]  # the pretrained weights, unchanged
     data = build_data(SCORING.data_spec(), seed=SCORING.seed)
     images, labels = data.holdout_tensors()
     calibration = data.calibration_images(SCORING.bn_images)
