@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -443,6 +444,15 @@ def parse_json(text: str | bytes, *, what: str = "JSON") -> Any:
         raise InputError(f"{what} is nested too deeply to be an eqsearch file") from None
     except UnicodeDecodeError as error:
         raise InputError(f"{what} is not UTF-8 text ({error.reason})") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes in hex, read in blocks (a checkpoint's or predictor's identity)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str | Path, *, limit: int = MAX_JSON_BYTES, what: str = "file") -> Any:

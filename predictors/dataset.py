@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -24,6 +23,7 @@ from eqsearch.files import (
     atomic_write_text,
     check_output_file,
     exclusive_writer,
+    file_sha256,
     parse_json,
     read_json,
     read_text,
@@ -140,11 +140,7 @@ class SampleSource:
 
 def checkpoint_sha256(path: str | Path) -> str:
     """SHA-256 of a file, read in blocks (the identity of a supernet checkpoint)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
