@@ -65,6 +65,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "study",
     "runtime",
     "latency",
+    "inspect",
 )
 
 # -- commands ------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ SPLIT_SEED = 20231001
 """Train/test splits and held-out slices are fixed, independent of the training seed, so that
 every run and every checkpoint evaluates on the same images."""
 
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+"""Per-channel ``(mean, std)`` of image normalisation."""
+
 MAX_LOADER_WORKERS = 8
 EVAL_BATCH_BYTES = 64 << 20
 """An evaluation batch holds at most this many bytes of images by default (and at most 500
@@ -109,6 +112,9 @@ class DataBundle:
         holdout: a fixed slice of the training set without augmentation, for scoring subnets.
         calibration: the training images without augmentation in a fixed shuffled order, for
             BN re-calibration (the first N of them).
+        normalization: the per-channel ``(mean, std)`` the images were normalised with
+            (``(pixel - mean) / std`` on pixels in [0, 1]), which a deployed model's caller must
+            apply too; None where unknown.
 
     The sources of the embedded sets are tensors; those of folder datasets stream from disk
     (see :mod:`supernet.images`).
@@ -123,6 +129,7 @@ class DataBundle:
     test: ImageSource
     holdout: ImageSource
     calibration: ImageSource
+    normalization: Normalization | None = None
 
     def scoring(self, split: str = "holdout", count: int | None = None) -> ImageSource:
         """The images subnets are scored on: the ``test`` split or the ``holdout`` slice.
@@ -176,6 +183,7 @@ def _bundle(
     num_classes: int,
     in_channels: int,
     image_size: int,
+    normalization: Normalization | None = None,
 ) -> DataBundle:
     """A bundle whose holdout and calibration are drawn from ``train_plain``."""
     n_train = len(train_plain)
@@ -190,6 +198,7 @@ def _bundle(
         test=test,
         holdout=train_plain.subset(_holdout_indices(n_train, spec.holdout).tolist()),
         calibration=train_plain.subset(torch.randperm(n_train, generator=generator).tolist()),
+        normalization=normalization,
     )
 
 
@@ -253,6 +262,7 @@ def _embedded(spec: DataSpec, seed: int) -> DataBundle:
         num_classes=int(labels.max()) + 1,
         in_channels=1,
         image_size=size,
+        normalization=((mean,), (std,)),
     )
 
 
@@ -350,7 +360,8 @@ def _cifar10(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
             f"CIFAR-10 not found under {root}: expected {folder} (the python version of "
             "CIFAR-10: data_batch_1..5 and test_batch; eqsearch never downloads)"
         )
-    normalize = transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    normalization = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    normalize = transforms.Normalize(*normalization)
     augment = transforms.Compose(
         [
             transforms.RandomCrop(32, padding=4),
@@ -376,6 +387,7 @@ def _cifar10(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
         10,
         32,
         pin_memory,
+        normalization,
     )
 
 
@@ -414,7 +426,8 @@ def _imagefolder(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
     _require_dir(train_dir, f"{spec.name} training images (class folders)")
     _require_dir(val_dir, f"{spec.name} validation images (class folders)")
     size = spec.image_size or 224
-    normalize = transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    normalization = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    normalize = transforms.Normalize(*normalization)
     augment = transforms.Compose(
         [
             transforms.RandomResizedCrop(size),
@@ -448,6 +461,7 @@ def _imagefolder(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
         len(train.classes),
         size,
         pin_memory,
+        normalization,
     )
 
 
@@ -481,6 +495,7 @@ def _folder_bundle(
     num_classes: int,
     image_size: int,
     pin_memory: bool,
+    normalization: Normalization | None = None,
 ) -> DataBundle:
     workers = spec.loader_workers()
     eval_batch = spec.evaluation_batch_size(3, image_size)
@@ -509,6 +524,7 @@ def _folder_bundle(
         num_classes=num_classes,
         in_channels=3,
         image_size=image_size,
+        normalization=normalization,
     )
 
 
