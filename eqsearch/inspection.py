@@ -103,6 +103,11 @@ def _accuracies(space: Any, history: list[Any]) -> dict[str, float]:
     return found
 
 
+def _of_type(value: Any, kind: type[Any]) -> Any:
+    """``value`` where it is a ``kind`` (a dict or list of a checkpoint), else an empty one."""
+    return value if isinstance(value, kind) else kind()
+
+
 def _checkpoint(location: Path) -> Inspection:
     from eqsearch.space import ElasticSpace
     from supernet.checkpoint import load_checkpoint
@@ -112,10 +117,9 @@ def _checkpoint(location: Path) -> Inspection:
         space = ElasticSpace.from_dict(payload["space"])
     except (InputError, KeyError, TypeError, AttributeError) as error:
         raise InputError(f"{location} holds a malformed space ({error})") from None
-    build = payload.get("build_info") if isinstance(payload.get("build_info"), dict) else {}
-    history = payload.get("history") if isinstance(payload.get("history"), list) else []
-    train_config = payload.get("train_config")
-    train_config = train_config if isinstance(train_config, dict) else {}
+    build = _of_type(payload.get("build_info"), dict)
+    history = _of_type(payload.get("history"), list)
+    train_config = _of_type(payload.get("train_config"), dict)
     state = payload["state_dict"]
     parameters = sum(int(getattr(value, "numel", lambda: 0)()) for value in state.values())
     kind = str(payload.get("kind", "supernet"))
@@ -206,6 +210,7 @@ def _onnx(location: Path) -> Inspection:
     described = describe_onnx(location)
     metadata = described.pop("metadata")
     bits = metadata.get("eqsearch.bits_per_layer")
-    rows = [dict(entry) for entry in bits if isinstance(entry, dict)] if isinstance(bits, list) else []
+    entries = bits if isinstance(bits, list) else []
+    rows = [dict(entry) for entry in entries if isinstance(entry, dict)]
     summary = {**described, "metadata": metadata}
     return Inspection(str(location), "onnx", summary, rows)

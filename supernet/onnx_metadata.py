@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -120,10 +121,8 @@ def _parsed(model: Any) -> dict[str, Any]:
     for entry in model.metadata_props:
         value: Any = entry.value
         if entry.key in JSON_KEYS:
-            try:
+            with contextlib.suppress(json.JSONDecodeError):  # else shown as written
                 value = json.loads(entry.value)
-            except json.JSONDecodeError:
-                pass  # shown as written
         props[entry.key] = value
     return props
 

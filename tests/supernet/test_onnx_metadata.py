@@ -73,11 +73,8 @@ def test_mixed_forms_are_recorded_per_layer(checkpoint: Path, tmp_path: Path) ->
     space = supernet.space
     forms = [QuantForm.parse("channel-sym-sym"), QuantForm.parse("tensor-asym-asym")]
     choices = [
-        choice if index not in space.elastic_indices
-        else LayerChoice(8, 4, forms[position % 2])
-        for position, (index, choice) in enumerate(
-            enumerate(space.uniform(8, 8, forms[0]).choices)
-        )
+        choice if index not in space.elastic_indices else LayerChoice(8, 4, forms[position % 2])
+        for position, (index, choice) in enumerate(enumerate(space.uniform(8, 8, forms[0]).choices))
     ]
     config = tmp_path / "mixed.json"
     config.write_text(SubnetConfig(tuple(choices)).to_json())

@@ -34,7 +34,11 @@ def tiny_checkpoint(directory: Path) -> Path:
     spec = DataSpec(name="digits", holdout=100)
     images = build_data(spec).calibration_images(256)
     supernet = build_supernet(
-        "tiny_convnet", num_classes=10, in_channels=1, image_size=8, w_bits=(2, 4, 8),
+        "tiny_convnet",
+        num_classes=10,
+        in_channels=1,
+        image_size=8,
+        w_bits=(2, 4, 8),
         a_bits=(2, 4, 8),
     )
     init_quantizers(supernet, images)
