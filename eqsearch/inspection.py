@@ -52,6 +52,8 @@ def inspect_file(path: str | Path) -> Inspection:
             looks like), or is damaged.
     """
     location = Path(path)
+    if location.is_dir():
+        raise InputError(f"{location} is a directory; inspect a file in it")
     if not location.is_file():
         raise InputError(f"file not found: {location}")
     kind = sniff_kind(location)

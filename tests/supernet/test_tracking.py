@@ -117,3 +117,21 @@ def test_an_entry_is_sent_once(tmp_path: Path) -> None:
     tracker.log({"phase": "supernet", "epoch": 1, "lr": 0.25})
     tracker.close()
     assert _tensorboard_scalars(tmp_path / "tensorboard") == {"supernet/lr": [(1, 0.5)]}
+
+
+@pytest.mark.slow
+def test_a_resumed_mlflow_run_continues_the_same_run(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    first = RunTracker(["mlflow"], tmp_path, {"seed": 0})
+    first.log({"phase": "supernet", "epoch": 1, "lr": 0.5})
+    first.close(failed=True)  # e.g. interrupted
+    second = RunTracker(["mlflow"], tmp_path, {"seed": 0}, resume=True, skip=[("supernet", 1)])
+    second.log({"phase": "supernet", "epoch": 1, "lr": 9.0})  # logged already: skipped
+    second.log({"phase": "supernet", "epoch": 2, "lr": 0.25})
+    second.close()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("eqsearch").experiment_id])
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "supernet/lr")
+    assert sorted((m.step, m.value) for m in history) == [(1, 0.5), (2, 0.25)]
