@@ -100,6 +100,9 @@ class RunTracker:
         skip: entries logged by an earlier invocation (see :func:`logged_keys`).
         resume: continue the run's latest MLflow run instead of starting one; without it,
             TensorBoard event files of a replaced run (``--force``) are removed first.
+
+    The backends start at the first entry sent: a run refused before its first epoch leaves
+    no tracking files behind.
     """
 
     def __init__(
@@ -111,34 +114,38 @@ class RunTracker:
         skip: Iterable[EntryKey] = (),
         resume: bool = False,
     ) -> None:
-        chosen = set(backends)
-        check_backends(chosen)
+        self.backends = set(backends)
+        check_backends(self.backends)
         self.directory = Path(run_dir)
+        self.settings = dict(settings)
+        self.resume = resume
         self.seen: set[EntryKey] = set(skip)
+        self._started = False
         self._writer: Any = None
         self._client: Any = None
         self._run_id = ""
-        if "tensorboard" in chosen:
+
+    def _start(self) -> None:
+        self._started = True
+        if "tensorboard" in self.backends:
             from torch.utils.tensorboard import SummaryWriter
 
             events = self.directory / TENSORBOARD_DIR
-            if not resume and events.is_dir():
+            if not self.resume and events.is_dir():
                 for old in events.glob("events.out.tfevents.*"):
                     old.unlink()
-            self._writer = SummaryWriter(log_dir=str(self.directory / TENSORBOARD_DIR))
-            self._writer.add_text("settings", f"```\n{json.dumps(settings, indent=2)}\n```")
-        if "mlflow" in chosen:
-            self._start_mlflow(settings, resume)
-
-    @property
-    def active(self) -> bool:
-        """Whether any backend besides the JSONL log is on."""
-        return self._writer is not None or self._client is not None
+            self._writer = SummaryWriter(log_dir=str(events))
+            text = json.dumps(self.settings, indent=2)
+            self._writer.add_text("settings", f"```\n{text}\n```")
+        if "mlflow" in self.backends:
+            self._start_mlflow(self.settings, self.resume)
 
     def _start_mlflow(self, settings: Mapping[str, Any], resume: bool) -> None:
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its store's INFO lines
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient
+
+        # the store's INFO lines (mlflow sets its logger's level when imported)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
         uri = f"sqlite:///{(self.directory / MLFLOW_DB).resolve()}"
         self._client = MlflowClient(tracking_uri=uri)
@@ -171,6 +178,8 @@ class RunTracker:
         if key in self.seen:
             return
         self.seen.add(key)
+        if not self._started:
+            self._start()
         values = scalars(entry)
         if self._writer is not None:
             for name, value in values.items():

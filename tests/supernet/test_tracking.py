@@ -104,6 +104,16 @@ def test_a_missing_package_exits_2_naming_the_extra_before_any_work(
     assert not out.exists()
 
 
+def test_a_run_refused_before_its_first_epoch_leaves_no_tracking_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    arguments = ["--dataset", "cifar10", "--data-root", str(tmp_path / "none")]
+    assert main([*TINY_TRAIN, *arguments, "--out", str(out), "--log", "tensorboard,mlflow"]) == 2
+    assert capsys.readouterr().err.startswith("error: CIFAR-10 data root not found")
+    assert not out.exists()
+
+
 def test_backends_are_parsed_once_each() -> None:
     assert parse_log_backends("tensorboard, jsonl,tensorboard") == ("tensorboard", "jsonl")
     with pytest.raises(InputError, match="--log takes"):
