@@ -446,6 +446,15 @@ def parse_json(text: str | bytes, *, what: str = "JSON") -> Any:
         raise InputError(f"{what} is not UTF-8 text ({error.reason})") from None
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes in hex, read in blocks (a checkpoint's or predictor's identity)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_json(path: str | Path, *, limit: int = MAX_JSON_BYTES, what: str = "file") -> Any:
     """The JSON document in a regular file of at most ``limit`` bytes.
 
@@ -454,12 +463,3 @@ def read_json(path: str | Path, *, limit: int = MAX_JSON_BYTES, what: str = "fil
     """
     data = read_bytes(path, limit=limit, what=what)
     return parse_json(data, what=f"{what} {path}")
-
-
-def checkpoint_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, read in blocks (the identity of a supernet checkpoint)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -11,16 +12,21 @@ from eqsearch.errors import InputError
 from eqsearch.space import ElasticSpace, SubnetConfig
 from predictors.base import Predictor
 
+if TYPE_CHECKING:
+    from predictors.provenance import PredictorSource
+
 
 class PredictorOracle:
     """``evaluate(configs)``: predicted accuracy (percent) of a whole population in one call.
 
     Args:
         predictor: a fitted predictor; its space is the oracle's space.
+        source: the file it was loaded from, which a search records (None: built in memory).
     """
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, source: PredictorSource | None = None) -> None:
         self.predictor = predictor
+        self.source = source
         self.space: ElasticSpace = predictor.space
 
     def evaluate(self, configs: Sequence[SubnetConfig]) -> npt.NDArray[np.float64]:

@@ -19,9 +19,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from eqsearch.app.commands.common import non_negative_int, positive_int, seed_int
+from eqsearch.app.commands.common import (
+    add_force_argument,
+    add_progress_argument,
+    non_negative_int,
+    positive_int,
+    progress_printer,
+    seed_int,
+)
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_save_figure, atomic_write_text, check_output_directory
+from eqsearch.files import (
+    atomic_save_figure,
+    atomic_write_text,
+    check_output_directory,
+    check_outputs,
+)
+from eqsearch.locks import hold_directory
 from studies.latency_search import SearchFront, search_comparison, search_markdown
 from studies.latency_tables import (
     LatencyStudySettings,
@@ -34,6 +47,8 @@ from studies.latency_tables import (
 REPORT_NAME = "latency.md"
 PLOT_NAME = "latency.png"
 RESULT_NAME = "latency.json"
+OUTPUTS = {REPORT_NAME: "report", PLOT_NAME: "image", RESULT_NAME: "json"}
+"""The study's own files (name → kind); the latency tables beside them are a reused cache."""
 
 
 @dataclass
@@ -215,6 +230,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--verify", type=positive_int, default=12, help="part B's picks per front")
     add("--seed", type=seed_int, default=0, help="seeds the subnets and the searches")
     add("--device", default="cpu", help="torch device of the accuracy measurements")
+    add_force_argument(parser, "latency.{md,png,json}")
+    add_progress_argument(parser)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -232,7 +249,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         verify=args.verify,
         seed=args.seed,
     )
-    study = run_latency_study(args.out, settings, supernet=args.supernet, device=args.device)
+    check_outputs(args.out, OUTPUTS, force=args.force)
+    with hold_directory(args.out, what="the study directory"):
+        study = run_latency_study(
+            args.out,
+            settings,
+            supernet=args.supernet,
+            device=args.device,
+            log=progress_printer(not args.no_progress),
+        )
     print(study.markdown)
     print(f"wrote {study.report}, {study.plot}")
     return 0

@@ -18,7 +18,12 @@ from supernet.batches import BatchSource, LoaderBatches, TensorBatches
 from supernet.images import Batch, ImageSource, StreamedImages, TensorImages
 from supernet.own_data import image_shape, load_dataset_factory, number_of_classes
 from supernet.parallel import default_workers
-from supernet.transforms import ToTensorImage, check_transforms, preset_transforms
+from supernet.transforms import (
+    ToTensorImage,
+    check_transforms,
+    preset_normalization,
+    preset_transforms,
+)
 
 DATASETS = ("mnist5k", "digits", "cifar10", "imagenet", "imagefolder")
 EMBEDDED = ("mnist5k", "digits")
@@ -29,6 +34,9 @@ SPLITS = ("test", "holdout")
 SPLIT_SEED = 20231001
 """Train/test splits and held-out slices are fixed, independent of the training seed, so that
 every run and every checkpoint evaluates on the same images."""
+
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+"""Per-channel ``(mean, std)`` of image normalisation."""
 
 MAX_LOADER_WORKERS = 8
 EVAL_BATCH_BYTES = 64 << 20
@@ -173,6 +181,9 @@ class DataBundle:
         holdout: a fixed slice of the training set without augmentation, for scoring subnets.
         calibration: the training images without augmentation in a fixed shuffled order, for
             BN re-calibration (the first N of them).
+        normalization: the per-channel ``(mean, std)`` the images were normalised with
+            (``(pixel - mean) / std`` on pixels in [0, 1]), which a deployed model's caller must
+            apply too; None where unknown.
 
     The sources of the embedded sets are tensors; those of folder datasets stream from disk
     (see :mod:`supernet.images`).
@@ -187,6 +198,7 @@ class DataBundle:
     test: ImageSource
     holdout: ImageSource
     calibration: ImageSource
+    normalization: Normalization | None = None
 
     def scoring(self, split: str = "holdout", count: int | None = None) -> ImageSource:
         """The images subnets are scored on: the ``test`` split or the ``holdout`` slice.
@@ -240,6 +252,7 @@ def _bundle(
     num_classes: int,
     in_channels: int,
     image_size: int,
+    normalization: Normalization | None = None,
 ) -> DataBundle:
     """A bundle whose holdout and calibration are drawn from ``train_plain``."""
     n_train = len(train_plain)
@@ -254,6 +267,7 @@ def _bundle(
         test=test,
         holdout=train_plain.subset(_holdout_indices(n_train, spec.holdout).tolist()),
         calibration=train_plain.subset(torch.randperm(n_train, generator=generator).tolist()),
+        normalization=normalization,
     )
 
 
@@ -322,6 +336,7 @@ def _embedded(spec: DataSpec, seed: int) -> DataBundle:
         num_classes=int(labels.max()) + 1,
         in_channels=1,
         image_size=size,
+        normalization=((mean,), (std,)),
     )
 
 
@@ -420,6 +435,7 @@ def _cifar10(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
     preset = spec.transforms or "cifar"
     size = (spec.image_size or 32) if preset == "imagenet" else 32
     augment, plain = preset_transforms(preset, size)
+    normalization = preset_normalization(preset)
     splits = []
     for names in (CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILES):
         parts = [_cifar10_batch(os.path.join(folder, name)) for name in names]
@@ -436,6 +452,7 @@ def _cifar10(spec: DataSpec, seed: int, pin_memory: bool) -> DataBundle:
         10,
         size,
         pin_memory,
+        normalization=normalization,
     )
 
 
@@ -531,6 +548,7 @@ def _transformed_bundle(
         size,
         pin_memory,
         in_channels=int(channels),
+        normalization=preset_normalization(preset, int(channels)),
     )
 
 
@@ -566,6 +584,7 @@ def _folder_bundle(
     pin_memory: bool,
     *,
     in_channels: int = 3,
+    normalization: Normalization | None = None,
 ) -> DataBundle:
     workers = spec.loader_workers()
     eval_batch = spec.evaluation_batch_size(in_channels, image_size)
@@ -594,6 +613,7 @@ def _folder_bundle(
         num_classes=num_classes,
         in_channels=in_channels,
         image_size=image_size,
+        normalization=normalization,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,6 +193,7 @@ def export_onnx(
     min_agreement: float | None = None,
     runtime: str | None = None,
     threads: int = 2,
+    metadata: Mapping[str, str] | None = None,
 ) -> ExportReport:
     """Export the subnet ``config`` to ONNX and check it in ONNX Runtime.
 
@@ -247,6 +249,10 @@ def export_onnx(
             only where the runtime's stored probe ran INT4 weights as integer kernels, and
             report what the runtime ran and how fast, next to the FP32 export.
         threads: the runtime's threads for that report.
+        metadata: ``metadata_props`` to write beside the subnet's own
+            (:func:`supernet.onnx_metadata.subnet_metadata`: config, bits and form per layer,
+            architecture, eqsearch version), such as
+            :func:`supernet.onnx_metadata.source_metadata`'s; these win on equal keys.
 
     Raises:
         ValueError: bad arguments, a config outside the space, or a layer whose quantizer,
@@ -256,6 +262,7 @@ def export_onnx(
 
     from supernet.onnx_fusable import make_fusable
     from supernet.onnx_graph import INT4_OPSET, count_nodes, fold_batch_norms, store_int4_weights
+    from supernet.onnx_metadata import set_metadata, subnet_metadata
 
     if supernet.joint:
         # the chosen architecture as a static network (BN re-calibrated for it), exported
@@ -285,6 +292,8 @@ def export_onnx(
             min_agreement=min_agreement,
             runtime=runtime,
             threads=threads,
+            # the joint space's layers, bits and architecture, not the extracted network's
+            metadata={**subnet_metadata(supernet.space, config), **(metadata or {})},
         )
     path = Path(path)
     _check_output_path(path)
@@ -304,7 +313,7 @@ def export_onnx(
         raise InputError("verify_labels must have one label per verification image")
     verify = _as_source(verify_images, verify_labels, batch_size)
     check_exportable(supernet)
-    supernet.space.validate(config)
+    props = {**subnet_metadata(supernet.space, config), **(metadata or {})}
     quantizations = quantize_layers(supernet, config)  # fail on unexportable bits first
     int4_layers = {
         name
@@ -353,6 +362,7 @@ def export_onnx(
             else:
                 folded, kept = fold_batch_norms(model, enabled=fold_batch_norm)
             stored_int4 = store_int4_weights(model, int4_layers) if int4_layers else 0
+            set_metadata(model, props)
             onnx.checker.check_model(model)
             model_bytes = model.SerializeToString()
             comparison = _compare(supernet, model_bytes, verify, labelled)

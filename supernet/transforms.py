@@ -37,6 +37,20 @@ class ToTensorImage:
         return functional.to_tensor(image)
 
 
+def preset_normalization(
+    name: str, channels: int = 3
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The per-channel ``(mean, std)`` preset ``name`` normalises with (None for ``none``);
+    other channel counts than three get the mean of the three."""
+    check_transforms(name)
+    if name == "none":
+        return None
+    mean, std = IMAGENET_MEAN_STD if name == "imagenet" else CIFAR_MEAN_STD
+    if channels != 3:
+        return (sum(mean) / 3,) * channels, (sum(std) / 3,) * channels
+    return mean, std
+
+
 def preset_transforms(name: str, image_size: int, *, channels: int = 3) -> tuple[Any, Any]:
     """``(augment, plain)`` of preset ``name`` for square images of ``image_size`` pixels.
 
@@ -56,12 +70,9 @@ def preset_transforms(name: str, image_size: int, *, channels: int = 3) -> tuple
     to_tensor = ToTensorImage()
     if name == "none":
         return to_tensor, to_tensor
-    three = IMAGENET_MEAN_STD if name == "imagenet" else CIFAR_MEAN_STD
-    mean: tuple[float, ...] = three[0]
-    std: tuple[float, ...] = three[1]
-    if channels != 3:
-        mean, std = (sum(mean) / 3,) * channels, (sum(std) / 3,) * channels
-    normalize = transforms.Normalize(mean, std)
+    normalization = preset_normalization(name, channels)
+    assert normalization is not None
+    normalize = transforms.Normalize(*normalization)
     if name == "imagenet":
         augment = transforms.Compose(
             [

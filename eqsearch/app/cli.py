@@ -47,6 +47,7 @@ from eqsearch.space.spec import SPACE_FLAGS
 if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace as ElasticSpaceType
     from eqsearch.space import QuantForm as QuantFormType
+    from supernet.tracking import RunTracker as RunTrackerType
     from supernet.train import TrainConfig as TrainConfigType
 
 DEBUG_VARIABLE = "EQSEARCH_DEBUG"
@@ -64,6 +65,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "study",
     "runtime",
     "latency",
+    "inspect",
 )
 
 # -- commands ------------------------------------------------------------------------------
@@ -153,6 +155,12 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "are replaced; never files that another program wrote)",
     )
     add_progress_argument(parser)
+    add(
+        "--log",
+        metavar="BACKENDS",
+        help="where the per-epoch log goes besides train_log.jsonl: tensorboard, mlflow or "
+        "both, comma-separated, into the run directory (default: jsonl only)",
+    )
     add("--model", help="registered model (eqsearch models); default lenet5")
     add(
         "--dataset",
@@ -332,6 +340,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _trust_named_factories(args)
     if args.force and args.resume:
         raise UsageError("--resume continues the run in --out and --force replaces it; give one")
+    from supernet.tracking import check_log_text
+
+    backends = check_log_text(args.log)  # a missing package is named before any work
     check_output_directory(args.out)
     from supernet.train import TrainingDiverged, train_supernet
 
@@ -344,6 +355,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
             previous_run_files(args.out)  # refused before any work when not eqsearch train's
         distributed = _start_distributed(config.device, debug=getattr(args, "debug", False))
+        tracker = _tracker(backends, args, config) if _is_main_process() else None
+        failed = True
         try:
             result = train_supernet(
                 config,
@@ -351,11 +364,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 progress=not args.no_progress,
                 force=args.force,
+                on_epoch=None if tracker is None else lambda report: tracker.log(report.entry),
             )
+            failed = False
         except TrainingDiverged as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_FAILURE
         finally:
+            if tracker is not None:
+                if not failed:
+                    tracker.log_all(result.history)  # the full-precision epochs among them
+                tracker.close(failed=failed)
             if distributed:
                 import torch.distributed
 
@@ -392,6 +411,21 @@ def _print_start(console: Any, history: list[dict[str, Any]]) -> None:
         if entry.get("phase") == "start":
             scores = "  ".join(f"{name} {value:.2f}%" for name, value in start_accuracies(entry))
             console.print(f"before training (epoch 0): {scores}")
+
+
+def _tracker(
+    backends: tuple[str, ...], args: argparse.Namespace, config: TrainConfigType
+) -> RunTrackerType | None:
+    """The TensorBoard / MLflow tracker of a run (None for the JSONL log alone)."""
+    if set(backends) <= {"jsonl"}:
+        return None
+    from pathlib import Path
+
+    from supernet.tracking import RunTracker, logged_keys
+    from supernet.train import LOG_NAME
+
+    skip = logged_keys(Path(args.out) / LOG_NAME) if args.resume else set()
+    return RunTracker(backends, args.out, config.to_dict(), skip=skip, resume=args.resume)
 
 
 def _is_main_process() -> bool:

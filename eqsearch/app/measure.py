@@ -57,7 +57,7 @@ def sample_subnets(
         progress: a rich progress bar (True, with subnets per second), none (False), or a
             callback (done, total).
     """
-    from eqsearch.files import checkpoint_sha256
+    from eqsearch.files import file_sha256
     from predictors.dataset import (
         SampleSource,
         SamplingConfig,
@@ -117,7 +117,7 @@ def sample_subnets(
     )
     oracle = supernet_oracle(supernet, evaluation, workers=workers)
     source = SampleSource(
-        supernet_sha256=checkpoint_sha256(checkpoint_path),
+        supernet_sha256=file_sha256(checkpoint_path),
         supernet=str(checkpoint_path),
         split=split,
         bn_images=bn_images or stored_bn,

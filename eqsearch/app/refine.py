@@ -256,7 +256,7 @@ def scoring_evaluation(
         InputError: the samples file records no source (its accuracies may come from another
             supernet), or was measured on another supernet (another file content).
     """
-    from eqsearch.files import checkpoint_sha256
+    from eqsearch.files import file_sha256
     from predictors.dataset import read_samples_source, source_path
     from supernet.checkpoint import load_supernet
     from supernet.evaluate import checkpoint_data, evaluation_set, stored_bn_images
@@ -268,7 +268,7 @@ def scoring_evaluation(
             f"that its accuracies were measured on {checkpoint}, and new measurements join "
             "them; use samples that eqsearch sample measured on this checkpoint"
         )
-    if found is not None and found[0].supernet_sha256 != checkpoint_sha256(checkpoint):
+    if found is not None and found[0].supernet_sha256 != file_sha256(checkpoint):
         raise InputError(
             f"{samples_csv} was measured on another supernet than {checkpoint} (the "
             "checkpoint's content differs); use the samples of this checkpoint"

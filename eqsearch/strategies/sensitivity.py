@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from eqsearch.errors import InputError, warn
-from eqsearch.files import atomic_write_text, checkpoint_sha256, read_json
+from eqsearch.files import atomic_write_text, file_sha256, read_json
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, QuantForm
 from eqsearch.strategies.front import concatenate
@@ -372,7 +372,7 @@ def cache_path(
     and every setting (so another epoch, seed or scoring set is another file, and none
     overwrites another)."""
     location = Path(checkpoint)
-    digest = checkpoint_digest or checkpoint_sha256(location)
+    digest = checkpoint_digest or file_sha256(location)
     identity = {"checkpoint": digest, "method": method, **settings}
     text = json.dumps(identity, sort_keys=True, default=str)
     key = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -396,7 +396,7 @@ def cached_sensitivities(
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
-    digest = checkpoint_sha256(checkpoint)
+    digest = file_sha256(checkpoint)
     path = cache_path(checkpoint, method, settings, checkpoint_digest=digest)
     recorded_settings = json.loads(json.dumps(dict(settings), default=str))
     identity = {"checkpoint_sha256": digest, "settings": recorded_settings}

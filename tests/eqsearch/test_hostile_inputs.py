@@ -676,6 +676,12 @@ CASES: dict[str, Case] = {
         "nothing in it was executed",
     ),
     "latency-show-front": Case("latency show {pareto}", "is not an eqsearch latency table"),
+    "inspect-random": Case("inspect {random.pt}", "its contents are unknown"),
+    "inspect-zip-pickle": Case("inspect {zip-pickle.pt}", "nothing in it was executed"),
+    "inspect-notes": Case("inspect {notes.csv}", "is not a checkpoint, a Pareto front"),
+    "inspect-onnx-header-only": Case("inspect {existing.onnx}", "is not an ONNX model"),
+    "inspect-directory": Case("inspect {a-directory.onnx}", "is a directory"),
+    "inspect-deep-json": Case("inspect {deep.json}", "is not a checkpoint, a Pareto front"),
     "nsga-latency-table-is-front": Case(
         "nsga --supernet {checkpoint} --objectives bitops,latency --latency-table {pareto} "
         "--out {root}/front",

@@ -135,9 +135,19 @@ def test_eval_and_export_of_a_joint_config(run: Path) -> None:
     assert main([*export, "--out", str(onnx_path)]) == 0
     import onnx
 
-    nodes = [node.op_type for node in onnx.load(onnx_path).graph.node]
+    model = onnx.load(onnx_path)
+    nodes = [node.op_type for node in model.graph.node]
     # one input quantization per layer the chosen architecture runs
     assert nodes.count("QuantizeLinear") == len(space.active_layers(config))
+    props = {entry.key: entry.value for entry in model.metadata_props}
+    # the joint space's architecture and layer names, not those of the extracted network
+    assert json.loads(props["eqsearch.architecture"]) == space.canonical(config).arch_dict
+    running = [space.layers[index].name for index in space.active_layers(config)]
+    bits = json.loads(props["eqsearch.bits_per_layer"])
+    assert [entry["layer"] for entry in bits] == running
+    assert [entry["w_bits"] for entry in bits] == [
+        choice.w_bits for choice in space.canonical(config).choices
+    ]
     weights = run / "weights.npz"
     assert main([*export, "--out", str(weights), "--format", "weights"]) == 0
     from supernet.export import load_packed_weights

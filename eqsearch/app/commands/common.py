@@ -25,8 +25,32 @@ class UsageError(InputError):
     """Bad command-line input: reported as one ``error: ...`` line with exit code 2."""
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default, where it has one worth showing: not None, not
+    an off switch, and not already said in the help text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is False
+            or default == []
+            or default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors become :class:`UsageError` (exit 2, one line)."""
+    """An argument parser whose errors become :class:`UsageError` (exit 2, one line) and
+    whose ``--help`` shows the defaults (:class:`DefaultsFormatter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)

@@ -194,6 +194,7 @@ def _export_onnx(
 ) -> int:
     from supernet.evaluate import checkpoint_data, evaluation_set, stored_bn_images
     from supernet.export import AgreementError, export_onnx
+    from supernet.onnx_metadata import source_metadata
 
     data = checkpoint_data(checkpoint, data_root=args.data_root)
     evaluation = evaluation_set(
@@ -216,6 +217,7 @@ def _export_onnx(
                 min_agreement=args.min_agreement,
                 runtime=args.runtime,
                 threads=args.threads,
+                metadata=source_metadata(checkpoint, args.supernet, data.normalization),
             )
         except AgreementError as error:
             report, failed = error.report, str(error)

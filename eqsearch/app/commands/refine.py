@@ -61,7 +61,11 @@ def run_refinement(
     console: Console,
 ) -> int:
     """Refine, write the measured front, print it and each round's figures."""
-    from eqsearch.app.commands.searching import annotate_front, predictor_oracle
+    from eqsearch.app.commands.searching import (
+        annotate_front,
+        predictor_oracle,
+        with_predictor_source,
+    )
     from eqsearch.app.console import front_table
     from eqsearch.app.refine import RefineSettings, refine_search, samples_scoring_oracle
     from eqsearch.problem import make_problem
@@ -72,7 +76,8 @@ def run_refinement(
         raise UsageError(
             f"--refine refits the predictor on its samples: {samples} not found (give --samples)"
         )
-    predictor = predictor_oracle(args, space).predictor  # type: ignore[attr-defined]
+    start = predictor_oracle(args, space, console)  # its backend and options are refitted
+    predictor = start.predictor  # type: ignore[attr-defined]
     configs, accuracies = load_samples(samples, space)
     with status(console, "loading the supernet and its scoring images", not args.no_progress):
         measure = samples_scoring_oracle(args.supernet, samples, device=args.device)
@@ -97,7 +102,7 @@ def run_refinement(
         not args.no_progress,
     ):
         result = refine_search(problem_for, measure, configs, accuracies, settings)
-    front = annotate_front(result.front, checkpoint, args)
+    front = with_predictor_source(annotate_front(result.front, checkpoint, args), start)
     title = str(front.info.get("title", "")).replace("NSGA-II", f"NSGA-II refined {args.refine}×")
     front = replace(front, info={**front.info, "title": title, "samples": str(samples)})
     paths = front.write(out)

@@ -27,6 +27,7 @@ from eqsearch.app.commands.searching import (
     objective_names,
     predictor_oracle,
     verify_latency,
+    with_predictor_source,
 )
 from eqsearch.app.console import front_table, generation_bar, make_console, print_frame, status
 from eqsearch.app.measure import verify_front
@@ -208,10 +209,10 @@ def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
         assert supernet_oracle is not None
         oracle = supernet_oracle
     else:
-        oracle = predictor_oracle(args, space)
+        oracle = predictor_oracle(args, space, console)
     problem = make_problem(space, oracle, **settings)
     front = _search(problem, args, console)
-    front = annotate_front(front, checkpoint, args)
+    front = with_predictor_source(annotate_front(front, checkpoint, args), oracle)
     if latency is not None:
         front = front.with_column("latency_ms", latency.predict(front.batch))
     tau = None

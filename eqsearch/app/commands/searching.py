@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,11 +61,19 @@ def budget_message(problem_error: ValueError) -> str:
     return text
 
 
-def predictor_oracle(args: argparse.Namespace, space: ElasticSpace) -> AccuracyOracle:
-    """The CQAP oracle of ``--predictor`` (or the one found beside ``--supernet``), checked
-    against ``space``; a missing or unusable predictor is a usage error."""
+def predictor_oracle(
+    args: argparse.Namespace, space: ElasticSpace, console: Console | None = None
+) -> AccuracyOracle:
+    """The CQAP oracle of ``--predictor`` (or the newest one found beside ``--supernet``),
+    checked against ``space``; a missing or unusable predictor is a usage error.
+
+    The file chosen is printed on ``console`` (path, backend, held-out Kendall τ) and kept as
+    the oracle's ``source`` for ``pareto.json``; a held-out τ below
+    :data:`predictors.provenance.LOW_TAU` is warned about on standard error.
+    """
     try:
         from predictors import PredictorOracle, find_predictor, load_predictor
+        from predictors.provenance import predictor_source
         from predictors.xgb import skip_sklearn_wrappers
     except ImportError as error:  # pragma: no cover - the package ships with eqsearch
         raise UsageError(
@@ -84,8 +93,28 @@ def predictor_oracle(args: argparse.Namespace, space: ElasticSpace) -> AccuracyO
         raise UsageError(
             f"{path} was fitted on another space than {checkpoint}'s; fit one on its samples"
         )
+    source = predictor_source(
+        path, predictor.name, relative_to=None if args.predictor else checkpoint.parent
+    )
+    if console is not None:
+        chosen = "given" if args.predictor else "newest beside the checkpoint"
+        console.print(f"predictor ({chosen}): {source.describe()}")
+    warning = source.warning()
+    if warning is not None:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     # BasePredictor implements the Predictor protocol (its name is a class variable)
-    return PredictorOracle(predictor)
+    return PredictorOracle(predictor, source)
+
+
+def with_predictor_source(front: ParetoFront, oracle: AccuracyOracle) -> ParetoFront:
+    """``front`` with ``info.predictor`` naming the predictor file behind ``oracle`` (path,
+    backend, sha256, held-out τ); unchanged for any other oracle."""
+    from dataclasses import replace
+
+    source = getattr(oracle, "source", None)
+    if source is None:
+        return front
+    return replace(front, info={**front.info, "predictor": source.to_dict()})
 
 
 def latency_table(args: argparse.Namespace, objectives: Sequence[str], space: Any) -> Any:

@@ -161,6 +161,7 @@ def _strategy(args: argparse.Namespace, objectives: list[str], out: Path) -> int
         budget_message,
         latency_table,
         predictor_oracle,
+        with_predictor_source,
     )
     from eqsearch.problem import make_problem
     from eqsearch.space import ElasticSpace
@@ -196,14 +197,14 @@ def _strategy(args: argparse.Namespace, objectives: list[str], out: Path) -> int
         assert loaded is not None
         oracle = _measuring_oracle(*loaded)
     else:
-        oracle = predictor_oracle(args, space)
+        oracle = predictor_oracle(args, space, console)
     problem = make_problem(space, oracle, **settings)
     sensitivities = None
     if args.name in NEEDS_SENSITIVITIES:
         assert loaded is not None
         sensitivities = _sensitivities(args, problem, *loaded, console)
     front = _run(args, problem, sensitivities, console)
-    front = _annotate(front, checkpoint, args)
+    front = with_predictor_source(_annotate(front, checkpoint, args), oracle)
     paths = front.write(out)
     from eqsearch.app.console import front_table
 
