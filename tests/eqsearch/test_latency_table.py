@@ -14,6 +14,7 @@ from eqsearch.latency import KernelTable, LatencyTable, ProbeCell
 from eqsearch.problem import (
     Objective,
     SearchProblem,
+    bitops_objective,
     latency_budget,
     latency_objective,
     make_problem,
@@ -74,7 +75,10 @@ def test_a_table_of_another_space_or_shape_is_refused(space: ElasticSpace, tmp_p
 
 def test_a_latency_budget_no_config_meets_is_refused_by_name(space: ElasticSpace) -> None:
     table = _table(space)
-    problem = make_problem(space, objectives=("bitops",), latency=table, latency_ms=0.001)
+    # refused where the problem is made, before any work
+    with pytest.raises(InputError, match=r"found by sampling .* none met latency_budget"):
+        make_problem(space, objectives=("bitops",), latency=table, latency_ms=0.001)
+    problem = SearchProblem(space, [bitops_objective()], [latency_budget(table, 0.001)])
     (budget,) = problem.constraints
     # a runtime's latency may fall as bits rise (int8 kernels beside float int4): not repaired
     assert budget.name == "latency_budget" and not budget.monotone
