@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from eqsearch.errors import InputError
+from eqsearch.factories import is_reference, locate_module, parse_reference, trust_factories
 from eqsearch.numbers import NumberError, loads_json, parse_integer, parse_number, shown_text
 
 if TYPE_CHECKING:
@@ -232,3 +233,12 @@ def load_config_argument(reference: str, space: ElasticSpace) -> SubnetConfig:
         return space.validate(config)
     except ValueError as error:
         raise UsageError(f"{path}: {error}") from None
+
+
+def trust_named_factories(args: argparse.Namespace) -> None:
+    """Trust the ``--model``/``--dataset`` factories named on the line (a file naming them
+    later is then allowed); a missing module is named before torch is imported."""
+    for name, what in ((getattr(args, "model", None), "model"), (args.dataset, "dataset")):
+        if name is not None and is_reference(name):
+            locate_module(parse_reference(name, what=f"{what} factory"))
+            trust_factories([name])

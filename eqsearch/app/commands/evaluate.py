@@ -1,0 +1,126 @@
+"""``eqsearch eval``: subnets' accuracy on a checkpoint's data (uniform bits by default)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from eqsearch.app.commands.common import (
+    DEVICE_HELP,
+    EXIT_OK,
+    UsageError,
+    add_force_argument,
+    add_image_count_arguments,
+    add_progress_argument,
+    bits_pair,
+    load_config_argument,
+    trust_named_factories,
+)
+from eqsearch.app.console import make_console, print_frame, status
+
+if TYPE_CHECKING:
+    from eqsearch.space import ElasticSpace as ElasticSpaceType
+    from eqsearch.space import QuantForm as QuantFormType
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from eqsearch.files import atomic_write_text, check_output_file
+
+    if args.config and (args.uniform or args.form is not None):
+        given = "--uniform" if args.uniform else "--form"
+        raise UsageError(f"--config holds its own bits and forms; drop {given}")
+    if args.form is not None and not args.form.strip():
+        raise UsageError("--form is empty; give forms such as channel-sym-sym,tensor-asym-asym")
+    if args.json:
+        check_output_file(args.json, kind="table", force=args.force, flag="--json")
+    trust_named_factories(args)
+    from supernet.evaluate import PAPER_FORMS, evaluate_configs, load_for_evaluation, uniform_table
+
+    supernet, checkpoint, evaluation = load_for_evaluation(
+        args.supernet,
+        data_root=args.data_root,
+        split=args.split,
+        bn_images=args.bn_images,
+        val_images=args.val_images,
+        device=args.device,
+        dataset=args.dataset,
+        transforms=args.transforms,
+    )
+    console = make_console()
+    if checkpoint.get("kind") == "fp":
+        from supernet.evaluate import supernet_oracle
+
+        accuracy = supernet_oracle(supernet, evaluation).score(None)
+        console.print(
+            f"full-precision model (before quantization-aware training): top-1 "
+            f"{accuracy:.2f}% on the {evaluation.split} split ({len(evaluation.scoring)} images)"
+        )
+        return EXIT_OK
+    forms = _eval_forms(args, supernet.space)
+    if args.config:
+        configs = [load_config_argument(args.config, supernet.space)]
+        frame = evaluate_configs(supernet, evaluation, configs)
+        print_frame(console, frame, f"{args.config} on the {evaluation.split} split")
+    elif args.uniform:
+        w_bits, a_bits = bits_pair(args.uniform)
+        chosen = forms or [f for f in PAPER_FORMS if f in supernet.space.forms]
+        chosen = chosen or [supernet.space.forms[0]]  # e.g. N2UQ: channel-sym-asym only
+        configs = [supernet.space.uniform(w_bits, a_bits, form) for form in chosen]
+        frame = evaluate_configs(supernet, evaluation, configs)
+        print_frame(console, frame, f"W{w_bits}/A{a_bits} on the {evaluation.split} split")
+    else:
+        with status(
+            console, "evaluating uniform subnets (BN re-calibrated each)", not args.no_progress
+        ):
+            frame = uniform_table(supernet, evaluation, forms=forms)
+        print_frame(
+            console,
+            frame,
+            f"top-1 % of uniform subnets, {evaluation.split} split "
+            f"({len(evaluation.scoring)} images)",
+        )
+    if args.json:
+        atomic_write_text(args.json, frame.to_json(orient="index", indent=2) + "\n")
+    return EXIT_OK
+
+
+def _eval_forms(args: argparse.Namespace, space: ElasticSpaceType) -> list[QuantFormType] | None:
+    from eqsearch.space import QuantForm
+
+    if args.form:
+        return [space.check_form(QuantForm.parse(text)) for text in args.form.split(",")]
+    return None
+
+
+def register(commands: Any) -> None:
+    """Add the ``eval`` subcommand."""
+    evaluate = commands.add_parser(
+        "eval", help="accuracy of subnets (the uniform-bit table by default)"
+    )
+    evaluate.add_argument("--supernet", required=True, help="a supernet.pt checkpoint")
+    evaluate.add_argument("--uniform", help="W/A bits, e.g. 4/4 (every paper form, or --form)")
+    evaluate.add_argument("--config", help="a config JSON file, or pareto.json#INDEX")
+    evaluate.add_argument("--form", help="forms such as channel-sym-sym,tensor-asym-asym")
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        choices=("test", "holdout"),
+        help="images to score on: the test split (default) or the held-out training images",
+    )
+    evaluate.add_argument("--data-root", help="override the data root stored in the checkpoint")
+    evaluate.add_argument(
+        "--dataset",
+        help="override the checkpoint's dataset: a registered one or a factory "
+        "package.module:function (e.g. for a run trained on DataLoaders in Python)",
+    )
+    evaluate.add_argument(
+        "--transforms", help="override the checkpoint's transform preset: imagenet, cifar or none"
+    )
+    add_image_count_arguments(
+        evaluate, "images of --split to score on: a fixed subset (default: all of them)"
+    )
+    evaluate.add_argument("--device", default="auto", help=DEVICE_HELP)
+    evaluate.add_argument("--json", help="also write the table as JSON")
+    add_force_argument(evaluate, "--json file")
+    add_progress_argument(evaluate)
+    evaluate.set_defaults(handler=_cmd_eval)
