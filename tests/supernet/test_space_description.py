@@ -80,7 +80,8 @@ def test_train_config_holds_the_spec_and_reads_older_files() -> None:
 
 
 def test_train_flags_set_the_spec(tmp_path) -> None:
-    from eqsearch.app.cli import _train_config, build_parser
+    from eqsearch.app.cli import build_parser
+    from eqsearch.app.commands.train import _train_config
 
     args = build_parser().parse_args(
         [
