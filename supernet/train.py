@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_write_text, read_json
+from eqsearch.files import atomic_write_text
 from eqsearch.locks import hold_directory
+from eqsearch.settings_files import read_settings
 from eqsearch.space import ElasticSpace, LayerChoice, SubnetConfig
 from eqsearch.space.spec import SPACE_FLAGS, SpaceSpec
 from supernet.checkpoint import check_finite_weights, load_checkpoint, save_supernet
@@ -305,20 +306,27 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> TrainConfig:
-        """Read a JSON file written by :meth:`to_json` (or by the tuning study).
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Read a settings file: JSON (as :meth:`to_json` writes it, or the tuning study), or
+        YAML where the name ends in ``.yaml``/``.yml`` (the same keys; read safely and as
+        strictly as JSON, see :func:`eqsearch.settings_files.read_settings`).
 
         Raises:
-            InputError: the file is missing, too large, not a JSON object, or holds settings
-                that are not valid (the message names the file and the setting).
+            InputError: the file is missing, too large, not a JSON object / YAML mapping, or
+                holds settings that are not valid (the message names the file and the setting).
         """
-        data = read_json(path, limit=1 << 20, what="train config")
+        data = read_settings(path, limit=1 << 20, what="train config")
         if not isinstance(data, dict):
-            raise InputError(f"train config {path} must hold a JSON object")
+            raise InputError(f"train config {path} must hold a JSON object or a YAML mapping")
         try:
             return cls.from_dict(data, source="this file")
         except (TypeError, ValueError) as error:
             raise InputError(f"train config {path}: {error}") from None
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        """Read a JSON file written by :meth:`to_json` (:meth:`from_file` reads YAML too)."""
+        return cls.from_file(path)
 
     def to_json(self, path: str | Path) -> None:
         """Write the config as indented JSON (atomically)."""

@@ -85,7 +85,10 @@ def _symmetries(text: str) -> tuple[bool, ...]:
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--out", required=True, help="run directory (supernet.pt, fp.pt, train_log.jsonl)")
-    add("--config", help="a TrainConfig JSON file; flags override its values")
+    add(
+        "--config",
+        help="a TrainConfig file, JSON or YAML (.yaml/.yml); flags override its values",
+    )
     add("--resume", action="store_true", help="continue the run stored in --out")
     parser.add_argument(
         "--force",
@@ -222,7 +225,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfigType:
                 f"{', '.join('--' + k.replace('_', '-') for k in changed)}"
             )
         return replace(config, device=overrides.get("device", config.device))
-    base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     return replace(base, **overrides)
 
 
