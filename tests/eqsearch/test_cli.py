@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 
 import pytest
+import torch
 
 from eqsearch.app.cli import main
 from eqsearch.errors import InputError
@@ -71,6 +73,41 @@ def test_train_bad_input_exits_2(tmp_path, capsys: pytest.CaptureFixture[str]) -
     assert main(["train", "--w-bits", "two", "--out", str(tmp_path / "y")]) == 2
     assert main(["train", "--schedule", "annealed", "--out", str(tmp_path / "z")]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def test_train_epochs_0_scores_and_stores_the_start(tmp_path, capsys) -> None:
+    out = tmp_path / "start"
+    small = [*TINY_TRAIN, "--lr", "0.01", "--out", str(out)]
+    small[small.index("--epochs") + 1] = "0"
+    small[small.index("--fp-epochs") + 1] = "3"
+    assert main(small) == 0
+    assert "before training (epoch 0)" in capsys.readouterr().out
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["phase"] for entry in log] == ["fp", "fp", "fp", "start"]
+    start = log[-1]
+    assert start["acc_fp"] > 50  # pretrained: the 8/8 score below means something
+    checkpoint = torch.load(out / "supernet.pt", weights_only=True)
+    assert checkpoint["kind"] == "supernet" and checkpoint["epoch"] == 0
+    assert checkpoint["history"] == log
+    # eval scores the stored start as the run did (the first form, the held-out images)
+    table = tmp_path / "w8a8.json"
+    argv = ["eval", "--supernet", str(out / "supernet.pt"), "--split", "holdout"]
+    assert main([*argv, "--uniform", "8/8", "--json", str(table), "--no-progress"]) == 0
+    scores = {row["form"]: row["accuracy"] for row in json.loads(table.read_text()).values()}
+    assert scores["channel-sym-sym"] == pytest.approx(start["acc_largest"])
+    # resuming it has no epoch left to run: the checkpoint stays as it is
+    before = (out / "supernet.pt").read_bytes()
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "supernet.pt").read_bytes() == before
+    # nothing to start from: refused in one line
+    capsys.readouterr()
+    alone = [*TINY_TRAIN, "--out", str(tmp_path / "nothing")]
+    alone[alone.index("--epochs") + 1] = "0"
+    alone[alone.index("--fp-epochs") + 1] = "0"
+    assert main(alone) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: epochs 0 trains no supernet") and err.count("\n") == 1
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_eval_table_uniform_and_config(trained_run, tmp_path, capsys) -> None:

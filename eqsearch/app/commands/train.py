@@ -178,7 +178,12 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="activation symmetries: sym,asym (default: every one the quantizer supports)",
     )
     add("--first-last", help="first/last layers: pinned bits such as 8/8, fp or elastic")
-    add("--epochs", type=positive_int, help="supernet epochs")
+    add(
+        "--epochs",
+        type=non_negative_int,
+        help="supernet epochs; 0 scores and stores the start (--init, --pretrained or "
+        "--fp-epochs) without a supernet step",
+    )
     add(
         "--fp-epochs",
         type=non_negative_int,
