@@ -452,7 +452,9 @@ pretraining (shared by all trials) for 10 epochs."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line options of ``eqsearch study tune-loss``."""
     parser.add_argument("--out", required=True, help="study directory (tuning.db, trials.csv)")
-    parser.add_argument("--config", help="base TrainConfig, JSON or YAML (default: lenet5 on mnist5k)")
+    parser.add_argument(
+        "--config", help="base TrainConfig, JSON or YAML (default: lenet5 on mnist5k)"
+    )
     parser.add_argument(
         "--trials", type=non_negative_int, default=20, help="trials this worker runs"
     )

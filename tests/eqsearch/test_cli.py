@@ -110,6 +110,47 @@ def test_train_epochs_0_scores_and_stores_the_start(tmp_path, capsys) -> None:
     assert not (tmp_path / "nothing").exists()
 
 
+def test_eval_model_scores_a_plain_state_dict_at_full_precision(tmp_path, capsys) -> None:
+    from supernet.checkpoint import load_supernet
+    from supernet.evaluate import checkpoint_data
+
+    out = tmp_path / "fp"
+    small = [*TINY_TRAIN, "--lr", "0.01", "--no-start-eval", "--out", str(out)]
+    small[small.index("--fp-epochs") + 1] = "3"
+    assert main(small) == 0
+    supernet, checkpoint = load_supernet(out / "fp.pt")
+    model = supernet.model.eval()
+    # the user's file: torchvision-style keys (no quantizers), nested and prefixed by DDP
+    state = {k: v for k, v in model.state_dict().items() if ".quantizer." not in k}
+    plain = tmp_path / "weights.pth"
+    torch.save({"model": {f"module.{key}": value for key, value in state.items()}}, plain)
+    cut = tmp_path / "cut.pth"
+    torch.save(dict(list(state.items())[1:]), cut)
+    correct = seen = 0
+    with torch.no_grad():
+        for images, labels in checkpoint_data(checkpoint).scoring("test", None).batches():
+            correct += int((model(images).argmax(dim=1) == labels).sum())
+            seen += len(labels)
+    capsys.readouterr()
+    table = tmp_path / "fp.json"
+    argv = ["eval", "--supernet", str(plain), "--model", "tiny_convnet", "--dataset", "digits"]
+    assert main([*argv, "--json", str(table)]) == 0
+    assert "full-precision weights" in capsys.readouterr().out
+    scores = json.loads(table.read_text())
+    assert scores["accuracy"] == pytest.approx(100.0 * correct / seen)
+    assert scores["accuracy"] > 50
+    assert 0 < scores["accuracy_bn_recalibrated"] <= 100
+    for extra, message in [
+        (["--uniform", "8/8"], "drop --uniform"),
+        (["--supernet", str(cut)], "--supernet " + str(cut) + " does not fit the tiny_convnet"),
+    ]:
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert main(argv[:-2]) == 2
+    assert "give --dataset" in capsys.readouterr().err
+
+
 def test_eval_table_uniform_and_config(trained_run, tmp_path, capsys) -> None:
     checkpoint = str(trained_run / "supernet.pt")
     assert main(["eval", "--supernet", checkpoint, "--json", str(tmp_path / "t.json")]) == 0
