@@ -368,6 +368,14 @@ CASES: dict[str, Case] = {
     "train-init-zip-pickle": Case(
         "train --init {zip-pickle.pt} --out {root}/new-run", "nothing in it was executed"
     ),
+    "eval-weights-zip-pickle": Case(
+        "eval --supernet {zip-pickle.pt} --model tiny_convnet --dataset digits",
+        "nothing in it was executed",
+    ),
+    "eval-weights-wrong-shapes": Case(
+        "eval --supernet {wrong-shapes.pt} --model tiny_convnet --dataset digits",
+        "does not fit the tiny_convnet architecture",
+    ),
     "train-init-wrong-shapes": Case(
         "train --model tiny_convnet --dataset digits --init {wrong-shapes.pt} --out {root}/new-run",
         "does not fit the tiny_convnet architecture",
