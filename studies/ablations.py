@@ -509,7 +509,9 @@ def format_report(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line options of ``eqsearch study ablations``."""
     parser.add_argument("--out", required=True, help="study directory (runs/, report.md, PNGs)")
-    parser.add_argument("--config", help="a base TrainConfig JSON (default: lenet5 on mnist5k)")
+    parser.add_argument(
+        "--config", help="a base TrainConfig, JSON or YAML (default: lenet5 on mnist5k)"
+    )
     parser.add_argument("--parts", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
     parser.add_argument("--bits", default="2,4,8", help="uniform bit widths of the tables")
     parser.add_argument("--epochs", type=positive_int, help="supernet epochs per variant")
@@ -522,7 +524,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> AblationConfig:
     """An :class:`AblationConfig` from parsed options (ValueError on bad values)."""
-    base = TrainConfig.from_json(args.config) if args.config else AblationConfig().base
+    base = TrainConfig.from_file(args.config) if args.config else AblationConfig().base
     overrides = {
         name: getattr(args, name)
         for name in ("epochs", "fp_epochs", "seed", "device")

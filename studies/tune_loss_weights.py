@@ -452,7 +452,9 @@ pretraining (shared by all trials) for 10 epochs."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The command-line options of ``eqsearch study tune-loss``."""
     parser.add_argument("--out", required=True, help="study directory (tuning.db, trials.csv)")
-    parser.add_argument("--config", help="base TrainConfig JSON (default: lenet5 on mnist5k)")
+    parser.add_argument(
+        "--config", help="base TrainConfig, JSON or YAML (default: lenet5 on mnist5k)"
+    )
     parser.add_argument(
         "--trials", type=non_negative_int, default=20, help="trials this worker runs"
     )
@@ -495,7 +497,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     the workers of one study, which rewrite its summaries; elsewhere existing files at the
     summaries' names are replaced only with ``--force``.
     """
-    base = TrainConfig.from_json(args.config) if args.config else DEFAULT_BASE
+    base = TrainConfig.from_file(args.config) if args.config else DEFAULT_BASE
     tune = TuneConfig(
         base=base,
         out_dir=args.out,

@@ -152,6 +152,61 @@ def load_for_evaluation(
     return supernet, checkpoint, evaluation
 
 
+def load_weights_for_evaluation(
+    path: str | Path,
+    *,
+    model: str,
+    dataset: str,
+    data_root: str | None = None,
+    split: str = "test",
+    bn_images: int | None = None,
+    val_images: int | None = None,
+    device: str = "cpu",
+    transforms: str | None = None,
+) -> tuple[Supernet, EvaluationSet]:
+    """A supernet of ``model`` for ``dataset`` holding the full-precision weights in ``path``
+    (a torchvision-style state_dict or an eqsearch checkpoint, read as ``train --init`` reads
+    it: :func:`supernet.initial_weights.load_initial_weights`), and the evaluation images.
+
+    Its quantizers are never used: score it with ``subnet=None`` (:func:`fp_accuracy`, or the
+    oracle's ``score(None)`` with BN re-calibrated). ``bn_images``: 1000 by default.
+
+    Raises:
+        InputError: the model, the data or the file (one line naming the key that does not fit).
+    """
+    from supernet.devices import resolve_device
+    from supernet.elastic import build_supernet
+    from supernet.initial_weights import load_initial_weights
+
+    target = resolve_device(device)
+    data = checkpoint_data({}, data_root=data_root, dataset=dataset, transforms=transforms)
+    supernet = build_supernet(
+        model,
+        num_classes=data.num_classes,
+        in_channels=data.in_channels,
+        image_size=data.image_size,
+    )
+    load_initial_weights(supernet, path, flag="--supernet")
+    supernet.to(target).eval()
+    evaluation = evaluation_set(
+        data, split=split, bn_images=bn_images or 1000, val_images=val_images
+    )
+    return supernet, evaluation
+
+
+def fp_accuracy(supernet: Supernet, scoring: ImageSource) -> float:
+    """Top-1 in percent at full precision with the weights' own BN statistics (nothing
+    re-calibrated, nothing quantized)."""
+    from supernet.oracle import batches_top1
+
+    was_training = supernet.training
+    with supernet.using(None), torch.inference_mode():
+        supernet.eval()
+        accuracy = batches_top1(supernet, scoring.batches())
+    supernet.train(was_training)
+    return accuracy
+
+
 def supernet_oracle(
     supernet: Supernet,
     evaluation: EvaluationSet,

@@ -21,7 +21,9 @@ PREFIXES = ("module.", "_orig_mod.", "model.")
 ``self.model``); each is removed while every key carries it and the model's own keys do not."""
 
 
-def load_initial_weights(supernet: Supernet, path: str | Path, *, skip_head: bool = False) -> None:
+def load_initial_weights(
+    supernet: Supernet, path: str | Path, *, skip_head: bool = False, flag: str = "--init"
+) -> None:
     """Load full-precision weights into ``supernet`` (its quantizers are left as they are).
 
     Reads an eqsearch ``fp.pt``/``supernet.pt``, or a state_dict of the supernet's model as
@@ -35,6 +37,7 @@ def load_initial_weights(supernet: Supernet, path: str | Path, *, skip_head: boo
         path: the file.
         skip_head: leave the classifier (the last layer with a weight matrix) as initialised,
             for weights trained on another number of classes (ImageNet's 1000).
+        flag: the option that named the file, for the messages (``eval --supernet``).
 
     Raises:
         InputError: one line naming the file and the first key that does not fit (missing,
@@ -47,13 +50,13 @@ def load_initial_weights(supernet: Supernet, path: str | Path, *, skip_head: boo
         payload = load_checkpoint(path)  # the checks of an eqsearch checkpoint
         if payload.get("complete") is False:
             raise InputError(
-                f"--init {name} is an unfinished pretraining (epoch {payload.get('fp_epoch')} "
+                f"{flag} {name} is an unfinished pretraining (epoch {payload.get('fp_epoch')} "
                 f"of {(payload.get('train_config') or {}).get('fp_epochs')}); continue its run "
                 "with eqsearch train --resume --out <its directory>"
             )
         state, target = payload["state_dict"], supernet
     else:
-        state, target = _unwrap(payload, name), supernet.model
+        state, target = _unwrap(payload, f"{flag} {name}"), supernet.model
     own = target.state_dict()
     state = _strip_prefixes(state, own)
     model = supernet.build_info.get("model", "the model")
@@ -71,7 +74,7 @@ def load_initial_weights(supernet: Supernet, path: str | Path, *, skip_head: boo
     unexpected = sorted(key for key in state if key not in own and ".quantizer." not in key)
     if missing or unexpected:
         raise InputError(
-            f"--init {name} does not fit the {model} architecture "
+            f"{flag} {name} does not fit the {model} architecture "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     wrong = [key for key, value in state.items() if key in own and value.shape != own[key].shape]
@@ -79,18 +82,18 @@ def load_initial_weights(supernet: Supernet, path: str | Path, *, skip_head: boo
         key = wrong[0]
         hint = (
             "; --init-skip-head leaves out a classifier trained on another number of classes"
-            if not skip_head and key in _head_keys(target, 0)
+            if not skip_head and flag == "--init" and key in _head_keys(target, 0)
             else ""
         )
         raise InputError(
-            f"--init {name} does not fit the {model} architecture ({key} has shape "
+            f"{flag} {name} does not fit the {model} architecture ({key} has shape "
             f"{tuple(state[key].shape)}, the model {tuple(own[key].shape)}){hint}"
         )
     check_finite_weights(state, name)
     target.load_state_dict({key: value for key, value in state.items() if key in own}, strict=False)
 
 
-def _unwrap(payload: Any, name: str) -> dict[str, torch.Tensor]:
+def _unwrap(payload: Any, named: str) -> dict[str, torch.Tensor]:
     """The state_dict inside ``payload`` (itself, or nested under a :data:`WRAPPER_KEYS` key)."""
     for _ in range(MAX_NESTING + 1):
         if _is_state_dict(payload):
@@ -104,7 +107,7 @@ def _unwrap(payload: Any, name: str) -> dict[str, torch.Tensor]:
             break
         payload = inner
     raise InputError(
-        f"--init {name} is neither an eqsearch checkpoint nor a state_dict (a dict of tensors, "
+        f"{named} is neither an eqsearch checkpoint nor a state_dict (a dict of tensors, "
         f"or one under {', '.join(repr(key) for key in WRAPPER_KEYS)})"
     )
 

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_write_text, read_json
+from eqsearch.files import atomic_write_text
 from eqsearch.locks import hold_directory
+from eqsearch.settings_files import read_settings
 from eqsearch.space import ElasticSpace, LayerChoice, SubnetConfig
 from eqsearch.space.spec import SPACE_FLAGS, SpaceSpec
 from supernet.checkpoint import check_finite_weights, load_checkpoint, save_supernet
@@ -84,7 +85,9 @@ class TrainConfig:
             choices; see :class:`SpaceSpec`). ``TrainConfig(w_bits=...)`` and the other
             SpaceSpec field names set single fields of it, also in ``replace`` and
             ``from_dict`` (older config files spell them at the top level).
-        epochs: quantization-aware epochs of the supernet.
+        epochs: quantization-aware epochs of the supernet; 0 stores (and with ``start_eval``
+            scores) the supernet as it starts from ``init``, ``pretrained`` or the FP
+            pretraining, its quantizers initialised, without a supernet step.
         fp_epochs: full-precision pretraining epochs first (ignored with ``init``).
         init: a full-precision checkpoint (``fp.pt``) or a state_dict to start from (see
             :func:`supernet.initial_weights.load_initial_weights`).
@@ -206,16 +209,21 @@ class TrainConfig:
                 raise InputError(f"{item.name} must be a finite number; got {value}")
         model_entry(self.model)
         check_dataset_name(self.dataset)
-        for name in ("epochs", "batch_size", "quant_init_images", "bn_images", "holdout"):
+        for name in ("batch_size", "quant_init_images", "bn_images", "holdout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer; got {value!r}")
-        for name in ("fp_epochs", "workers", "seed"):
+        for name in ("epochs", "fp_epochs", "workers", "seed"):
             value = getattr(self, name)
             if name == "workers" and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{name} must be a non-negative integer; got {value!r}")
+        if self.epochs == 0 and not (self.init or self.pretrained or self.fp_epochs > 0):
+            raise InputError(
+                "epochs 0 trains no supernet: it scores and stores a start (init, pretrained "
+                "or fp_epochs); give one of them or epochs >= 1"
+            )
         if not isinstance(self.init_skip_head, bool):
             raise InputError(f"init_skip_head must be true or false; got {self.init_skip_head!r}")
         if self.init_skip_head and not self.init:
@@ -305,20 +313,27 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> TrainConfig:
-        """Read a JSON file written by :meth:`to_json` (or by the tuning study).
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """Read a settings file: JSON (as :meth:`to_json` writes it, or the tuning study), or
+        YAML where the name ends in ``.yaml``/``.yml`` (the same keys; read safely and as
+        strictly as JSON, see :func:`eqsearch.settings_files.read_settings`).
 
         Raises:
-            InputError: the file is missing, too large, not a JSON object, or holds settings
-                that are not valid (the message names the file and the setting).
+            InputError: the file is missing, too large, not a JSON object / YAML mapping, or
+                holds settings that are not valid (the message names the file and the setting).
         """
-        data = read_json(path, limit=1 << 20, what="train config")
+        data = read_settings(path, limit=1 << 20, what="train config")
         if not isinstance(data, dict):
-            raise InputError(f"train config {path} must hold a JSON object")
+            raise InputError(f"train config {path} must hold a JSON object or a YAML mapping")
         try:
             return cls.from_dict(data, source="this file")
         except (TypeError, ValueError) as error:
             raise InputError(f"train config {path}: {error}") from None
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        """Read a JSON file written by :meth:`to_json` (:meth:`from_file` reads YAML too)."""
+        return cls.from_file(path)
 
     def to_json(self, path: str | Path) -> None:
         """Write the config as indented JSON (atomically)."""
@@ -957,6 +972,27 @@ def _train_supernet(
         scaler = gradient_scaler(device, config.amp)
         if scaler is not None and stored is not None and "grad_scaler" in stored:
             scaler.load_state_dict(stored["grad_scaler"])
+
+        def save_checkpoint(epoch: int) -> None:
+            """``supernet.pt`` and the log after ``epoch`` supernet epochs (main process)."""
+            assert out is not None and checkpoint_path is not None
+            save_supernet(
+                checkpoint_path,
+                supernet,
+                kind="supernet",
+                train_config=config.to_dict(),
+                data=config.data_spec().to_dict(),
+                history=history,
+                epoch=epoch,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                **training_rng_state(device),
+                **({} if scaler is None else {"grad_scaler": scaler.state_dict()}),
+            )
+            _write_log(out / LOG_NAME, history)
+
+        if stored is None and config.epochs == 0 and out is not None and dist.is_main:
+            save_checkpoint(0)  # the start as it is: evaluated, exported or searched like any
         epoch_task = reporter.add("supernet epochs", config.epochs)
         reporter.update(epoch_task, completed=start_epoch)
         last_epoch = config.epochs
@@ -1012,20 +1048,7 @@ def _train_supernet(
                 on_epoch(EpochReport(entry, supernet, data, epoch))
             history.append(entry)
             if out is not None and dist.is_main:
-                save_supernet(
-                    checkpoint_path,  # type: ignore[arg-type]
-                    supernet,
-                    kind="supernet",
-                    train_config=config.to_dict(),
-                    data=config.data_spec().to_dict(),
-                    history=history,
-                    epoch=epoch + 1,
-                    optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(),
-                    **training_rng_state(device),
-                    **({} if scaler is None else {"grad_scaler": scaler.state_dict()}),
-                )
-                _write_log(out / LOG_NAME, history)
+                save_checkpoint(epoch + 1)
             reporter.update(
                 epoch_task,
                 advance=1,

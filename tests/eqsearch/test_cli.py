@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 
 import pytest
+import torch
 
 from eqsearch.app.cli import main
 from eqsearch.errors import InputError
@@ -71,6 +73,82 @@ def test_train_bad_input_exits_2(tmp_path, capsys: pytest.CaptureFixture[str]) -
     assert main(["train", "--w-bits", "two", "--out", str(tmp_path / "y")]) == 2
     assert main(["train", "--schedule", "annealed", "--out", str(tmp_path / "z")]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def test_train_epochs_0_scores_and_stores_the_start(tmp_path, capsys) -> None:
+    out = tmp_path / "start"
+    small = [*TINY_TRAIN, "--lr", "0.01", "--out", str(out)]
+    small[small.index("--epochs") + 1] = "0"
+    small[small.index("--fp-epochs") + 1] = "3"
+    assert main(small) == 0
+    assert "before training (epoch 0)" in capsys.readouterr().out
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["phase"] for entry in log] == ["fp", "fp", "fp", "start"]
+    start = log[-1]
+    assert start["acc_fp"] > 50  # pretrained: the 8/8 score below means something
+    checkpoint = torch.load(out / "supernet.pt", weights_only=True)
+    assert checkpoint["kind"] == "supernet" and checkpoint["epoch"] == 0
+    assert checkpoint["history"] == log
+    # eval scores the stored start as the run did (the first form, the held-out images)
+    table = tmp_path / "w8a8.json"
+    argv = ["eval", "--supernet", str(out / "supernet.pt"), "--split", "holdout"]
+    assert main([*argv, "--uniform", "8/8", "--json", str(table), "--no-progress"]) == 0
+    scores = {row["form"]: row["accuracy"] for row in json.loads(table.read_text()).values()}
+    assert scores["channel-sym-sym"] == pytest.approx(start["acc_largest"])
+    # resuming it has no epoch left to run: the checkpoint stays as it is
+    before = (out / "supernet.pt").read_bytes()
+    assert main(["train", "--resume", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "supernet.pt").read_bytes() == before
+    # nothing to start from: refused in one line
+    capsys.readouterr()
+    alone = [*TINY_TRAIN, "--out", str(tmp_path / "nothing")]
+    alone[alone.index("--epochs") + 1] = "0"
+    alone[alone.index("--fp-epochs") + 1] = "0"
+    assert main(alone) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: epochs 0 trains no supernet") and err.count("\n") == 1
+    assert not (tmp_path / "nothing").exists()
+
+
+def test_eval_model_scores_a_plain_state_dict_at_full_precision(tmp_path, capsys) -> None:
+    from supernet.checkpoint import load_supernet
+    from supernet.evaluate import checkpoint_data
+
+    out = tmp_path / "fp"
+    small = [*TINY_TRAIN, "--lr", "0.01", "--no-start-eval", "--out", str(out)]
+    small[small.index("--fp-epochs") + 1] = "3"
+    assert main(small) == 0
+    supernet, checkpoint = load_supernet(out / "fp.pt")
+    model = supernet.model.eval()
+    # the user's file: torchvision-style keys (no quantizers), nested and prefixed by DDP
+    state = {k: v for k, v in model.state_dict().items() if ".quantizer." not in k}
+    plain = tmp_path / "weights.pth"
+    torch.save({"model": {f"module.{key}": value for key, value in state.items()}}, plain)
+    cut = tmp_path / "cut.pth"
+    torch.save(dict(list(state.items())[1:]), cut)
+    correct = seen = 0
+    with torch.no_grad():
+        for images, labels in checkpoint_data(checkpoint).scoring("test", None).batches():
+            correct += int((model(images).argmax(dim=1) == labels).sum())
+            seen += len(labels)
+    capsys.readouterr()
+    table = tmp_path / "fp.json"
+    argv = ["eval", "--supernet", str(plain), "--model", "tiny_convnet", "--dataset", "digits"]
+    assert main([*argv, "--json", str(table)]) == 0
+    assert "full-precision weights" in capsys.readouterr().out
+    scores = json.loads(table.read_text())
+    assert scores["accuracy"] == pytest.approx(100.0 * correct / seen)
+    assert scores["accuracy"] > 50
+    assert 0 < scores["accuracy_bn_recalibrated"] <= 100
+    for extra, message in [
+        (["--uniform", "8/8"], "drop --uniform"),
+        (["--supernet", str(cut)], "--supernet " + str(cut) + " does not fit the tiny_convnet"),
+    ]:
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert main(argv[:-2]) == 2
+    assert "give --dataset" in capsys.readouterr().err
 
 
 def test_eval_table_uniform_and_config(trained_run, tmp_path, capsys) -> None:

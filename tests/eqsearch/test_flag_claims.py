@@ -57,3 +57,39 @@ def test_help_shows_defaults_once_and_never_none(commands) -> None:
         text = " ".join(parser.format_help().split())
         assert "(default: None)" not in text and "(default: False)" not in text, name
         assert "(default: [])" not in text, name
+
+
+def _help_entries(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each option's help entry, whitespace collapsed, by its first option string."""
+    entries = re.split(r"\n  (?=-)", parser.format_help().split("options:", 1)[1])
+    return {entry.split()[0].rstrip(","): " ".join(entry.split()) for entry in entries if entry}
+
+
+def test_train_help_shows_each_train_config_default_as_the_flag_takes_it(commands) -> None:
+    from eqsearch.app.commands.train import _TRAIN_FLAGS, _train_config
+    from supernet.train import TrainConfig
+
+    parser = commands["train"]
+    entries = _help_entries(parser)
+    default = TrainConfig()
+    shown = 0
+    for action in parser._actions:
+        field = _TRAIN_FLAGS.get(action.dest)
+        if field is None or action.help is argparse.SUPPRESS:
+            continue
+        assert action.default is None, action.dest  # a config file fills what no flag gives
+        value = getattr(default, field)
+        entry = entries[action.option_strings[0]]
+        if value is None or value is False:  # absent, or an off switch: the help says so
+            assert "(default: None)" not in entry and "(default: False)" not in entry
+            continue
+        found = re.search(r"\(default: ([^()]+)\)$", entry)
+        assert found is not None, entry
+        text = found[1]
+        shown += 1
+        if value is True:
+            assert text == "on", entry
+            continue
+        args = parser.parse_args(["--out", "run", action.option_strings[0], text])
+        assert getattr(_train_config(args), field) == value, entry
+    assert shown >= 30

@@ -185,6 +185,10 @@ def _add_round_3_files(paths: dict[str, Path], add: Callable[[str, bytes | str],
     add("train-nan-lr.json", '{"model": "tiny_convnet", "dataset": "digits", "lr": NaN}')
     add("train-long-decay.json", '{"weight_decay": ' + "7" * 350 + ".5}")
     add("train-huge-epochs.json", '{"epochs": ' + "1" * 5000 + "}")
+    add("train-twice.yaml", "model: tiny_convnet\nepochs: 1\nepochs: 2\n")
+    add("train-nan.yaml", "model: tiny_convnet\ndataset: digits\nlr: .nan\n")
+    tag = "!!python/object/apply:os.system"
+    add("train-python.yaml", f"epochs: {tag} ['touch {paths['marker']}']\n")
     # samples with no sidecars, and a resumable-looking file with a repeated row
     add("bare.csv", paths["samples"].read_text())
     lines = paths["samples"].read_text().splitlines()
@@ -363,6 +367,14 @@ CASES: dict[str, Case] = {
     ),
     "train-init-zip-pickle": Case(
         "train --init {zip-pickle.pt} --out {root}/new-run", "nothing in it was executed"
+    ),
+    "eval-weights-zip-pickle": Case(
+        "eval --supernet {zip-pickle.pt} --model tiny_convnet --dataset digits",
+        "nothing in it was executed",
+    ),
+    "eval-weights-wrong-shapes": Case(
+        "eval --supernet {wrong-shapes.pt} --model tiny_convnet --dataset digits",
+        "does not fit the tiny_convnet architecture",
     ),
     "train-init-wrong-shapes": Case(
         "train --model tiny_convnet --dataset digits --init {wrong-shapes.pt} --out {root}/new-run",
@@ -591,6 +603,16 @@ CASES: dict[str, Case] = {
     ),
     "train-config-integer-past-digit-limit": Case(
         "train --config {train-huge-epochs.json} --out {root}/new-run", "is out of range"
+    ),
+    "train-yaml-repeated-key": Case(
+        "train --config {train-twice.yaml} --out {root}/new-run", "the key 'epochs' appears twice"
+    ),
+    "train-yaml-nan": Case(
+        "train --config {train-nan.yaml} --out {root}/new-run", "'lr' must be finite; got .nan"
+    ),
+    "train-yaml-python-tag": Case(
+        "train --config {train-python.yaml} --out {root}/new-run",
+        "the tag !!python/object/apply:os.system (line 1) is not read",
     ),
     "eval-front-integer-past-digit-limit": Case(
         "eval --supernet {checkpoint} --config {pareto-huge-integer.json}#0", "is out of range"

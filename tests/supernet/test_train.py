@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from eqsearch.errors import InputError
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
 from supernet.checkpoint import load_checkpoint
@@ -51,6 +53,27 @@ def test_train_config_validation_and_json(tmp_path: Path) -> None:
         TrainConfig.from_dict({"epochs": 3, "learning_rate": 0.1})
     with pytest.raises(ValueError, match="w_bits"):
         replace(TINY, w_bits=(1, 2))
+
+
+def test_the_same_config_in_yaml_equals_the_json_one(tmp_path: Path) -> None:
+    json_path = tmp_path / "train.json"
+    TINY.to_json(json_path)
+    yaml_path = tmp_path / "train.yaml"
+    yaml_path.write_text(
+        "model: tiny_convnet\ndataset: digits\nepochs: 2\nbatch_size: 128\nseed: 3\n"
+        "holdout: 200\nbn_images: 200\nquant_init_images: 64\nlr: 1e-3\n"
+        "w_bits: [2, 4, 8]\na_bits: [2, 4, 8]\n"
+    )
+    assert TrainConfig.from_file(yaml_path) == TrainConfig.from_file(json_path) == TINY
+    dumped = tmp_path / "dumped.yml"
+    dumped.write_text(yaml.safe_dump(replace(TINY, lr=2.5e-5, grad_clip=None).to_dict()))
+    assert TrainConfig.from_file(dumped) == replace(TINY, lr=2.5e-5, grad_clip=None)
+    yaml_path.write_text("model: tiny_convnet\nepochs: 2\nepochs: 3\n")
+    with pytest.raises(InputError, match="'epochs' appears twice"):
+        TrainConfig.from_file(yaml_path)
+    yaml_path.write_text("- epochs\n")
+    with pytest.raises(InputError, match="must hold a JSON object or a YAML mapping"):
+        TrainConfig.from_file(yaml_path)
 
 
 def test_sandwich_draws() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import TYPE_CHECKING, Any
 
 from eqsearch.app.commands.common import (
@@ -34,6 +35,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, kind="table", force=args.force, flag="--json")
     trust_named_factories(args)
+    if args.model is not None:
+        return _eval_weights(args)
     from supernet.evaluate import PAPER_FORMS, evaluate_configs, load_for_evaluation, uniform_table
 
     supernet, checkpoint, evaluation = load_for_evaluation(
@@ -84,6 +87,45 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _eval_weights(args: argparse.Namespace) -> int:
+    """``eval --model``: a plain full-precision state_dict scored on ``--dataset``, with its
+    own BN statistics and with them re-calibrated; nothing is quantized."""
+    for flag, value in (("--uniform", args.uniform), ("--config", args.config)):
+        if value:
+            raise UsageError(f"--model scores full-precision weights only; drop {flag}")
+    if args.form is not None:
+        raise UsageError("--model scores full-precision weights only; drop --form")
+    if args.dataset is None:
+        raise UsageError("--model reads weights that record no data; give --dataset")
+    from eqsearch.files import atomic_write_text
+    from supernet.evaluate import fp_accuracy, load_weights_for_evaluation, supernet_oracle
+
+    supernet, evaluation = load_weights_for_evaluation(
+        args.supernet,
+        model=args.model,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        split=args.split,
+        bn_images=args.bn_images,
+        val_images=args.val_images,
+        device=args.device,
+        transforms=args.transforms,
+    )
+    own = fp_accuracy(supernet, evaluation.scoring)
+    recalibrated = supernet_oracle(supernet, evaluation).score(None)
+    console = make_console()
+    console.print(
+        f"full-precision weights {args.supernet} ({args.model}) on the {evaluation.split} "
+        f"split ({len(evaluation.scoring)} images): top-1 {own:.2f}% with their own BN "
+        f"statistics, {recalibrated:.2f}% with BN re-calibrated on "
+        f"{len(evaluation.calibration)} training images"
+    )
+    if args.json:
+        result = {"accuracy": own, "accuracy_bn_recalibrated": recalibrated}
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+    return EXIT_OK
+
+
 def _eval_forms(args: argparse.Namespace, space: ElasticSpaceType) -> list[QuantFormType] | None:
     from eqsearch.space import QuantForm
 
@@ -97,7 +139,17 @@ def register(commands: Any) -> None:
     evaluate = commands.add_parser(
         "eval", help="accuracy of subnets (the uniform-bit table by default)"
     )
-    evaluate.add_argument("--supernet", required=True, help="a supernet.pt checkpoint")
+    evaluate.add_argument(
+        "--supernet",
+        required=True,
+        help="a supernet.pt or fp.pt checkpoint, or with --model a plain full-precision "
+        "state_dict (torchvision-style, as train --init reads it)",
+    )
+    evaluate.add_argument(
+        "--model",
+        help="score --supernet as full-precision weights of this registered model or factory "
+        "on --dataset (nothing quantized)",
+    )
     evaluate.add_argument("--uniform", help="W/A bits, e.g. 4/4 (every paper form, or --form)")
     evaluate.add_argument("--config", help="a config JSON file, or pareto.json#INDEX")
     evaluate.add_argument("--form", help="forms such as channel-sym-sym,tensor-asym-asym")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ from rich.table import Table
 from eqsearch.app.commands.common import (
     EXIT_FAILURE,
     EXIT_OK,
+    DefaultsFormatter,
     UsageError,
     add_progress_argument,
     finite_float,
@@ -74,6 +76,43 @@ _TRAIN_FLAGS = {
 }
 
 
+_SYMMETRY_NAMES = {True: "sym", False: "asym"}
+
+
+@functools.cache
+def config_default_text(dest: str) -> str | None:
+    """TrainConfig's default of the train flag with destination ``dest``, spelled as the flag
+    takes it (``2,3,4``, ``0.001``, ``on``); None where there is none to show (not a
+    TrainConfig field, None, or an off switch)."""
+    field = _TRAIN_FLAGS.get(dest)
+    if field is None:
+        return None
+    from supernet.train import TrainConfig
+
+    value = getattr(TrainConfig(), field)
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "on"
+    if isinstance(value, tuple):
+        return ",".join(_SYMMETRY_NAMES[v] if isinstance(v, bool) else str(v) for v in value)
+    if isinstance(value, float):
+        return format(value, "g")
+    return str(value)
+
+
+class _TrainHelpFormatter(DefaultsFormatter):
+    """``train --help`` with TrainConfig's defaults: the flags default to None so that a
+    config file can set what no flag gives, and the help shows what a run then uses."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        shown = config_default_text(action.dest) if action.option_strings else None
+        if not text or text is argparse.SUPPRESS or shown is None:
+            return text
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 def _symmetries(text: str) -> tuple[bool, ...]:
     mapping = {"sym": True, "asym": False}
     parts = [p.strip() for p in text.split(",")]
@@ -85,7 +124,10 @@ def _symmetries(text: str) -> tuple[bool, ...]:
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--out", required=True, help="run directory (supernet.pt, fp.pt, train_log.jsonl)")
-    add("--config", help="a TrainConfig JSON file; flags override its values")
+    add(
+        "--config",
+        help="a TrainConfig file, JSON or YAML (.yaml/.yml); flags override its values",
+    )
     add("--resume", action="store_true", help="continue the run stored in --out")
     parser.add_argument(
         "--force",
@@ -100,10 +142,14 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="where the per-epoch log goes besides train_log.jsonl: tensorboard, mlflow or "
         "both, comma-separated, into the run directory (default: jsonl only)",
     )
-    add("--model", help="registered model (eqsearch models); default lenet5")
+    add(
+        "--model",
+        help="registered model (eqsearch models) or a factory package.module:function or "
+        "path/to/file.py:function",
+    )
     add(
         "--dataset",
-        help="mnist5k (default), digits, cifar10, imagenet, imagefolder, or a factory "
+        help="mnist5k, digits, cifar10, imagenet, imagefolder, or a factory "
         "package.module:function or path/to/file.py:function returning (train, val) datasets",
     )
     add("--data-root", help="directory of cifar10/imagenet/imagefolder data (never downloaded)")
@@ -113,14 +159,31 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="image transform preset: imagenet, cifar or none (images as they are; default: "
         "the dataset's own)",
     )
-    add("--quantizer", help="registered quantizer (lsq)")
+    add("--quantizer", help="registered quantizer: lsq or n2uq")
     add("--w-bits", type=int_list, help="elastic weight bits, e.g. 2-8 or 2,4,8")
     add("--a-bits", type=int_list, help="elastic activation bits")
-    add("--granularity", type=lambda t: tuple(t.split(",")), help="channel,tensor")
-    add("--w-symmetry", type=_symmetries, help="weight symmetries: sym,asym")
-    add("--a-symmetry", type=_symmetries, help="activation symmetries: sym,asym")
-    add("--first-last", help="first/last layers: 8/8 (default), fp or elastic")
-    add("--epochs", type=positive_int, help="supernet epochs")
+    add(
+        "--granularity",
+        type=lambda t: tuple(t.split(",")),
+        help="weight granularities: channel,tensor (default: every one the quantizer supports)",
+    )
+    add(
+        "--w-symmetry",
+        type=_symmetries,
+        help="weight symmetries: sym,asym (default: every one the quantizer supports)",
+    )
+    add(
+        "--a-symmetry",
+        type=_symmetries,
+        help="activation symmetries: sym,asym (default: every one the quantizer supports)",
+    )
+    add("--first-last", help="first/last layers: pinned bits such as 8/8, fp or elastic")
+    add(
+        "--epochs",
+        type=non_negative_int,
+        help="supernet epochs; 0 scores and stores the start (--init, --pretrained or "
+        "--fp-epochs) without a supernet step",
+    )
     add(
         "--fp-epochs",
         type=non_negative_int,
@@ -135,10 +198,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--pretrained", action="store_const", const=True, help="torchvision weights (local)")
     add("--batch-size", type=positive_int, help="images per step")
-    add("--lr", type=finite_float, help="peak learning rate (1e-3)")
-    add("--weight-decay", type=finite_float, help="weight decay of weight matrices (0)")
-    add("--optimizer", help="adam (default), adamw or sgd")
-    add("--momentum", type=finite_float, help="SGD momentum (0.9)")
+    add("--lr", type=finite_float, help="peak learning rate")
+    add("--weight-decay", type=finite_float, help="weight decay of weight matrices")
+    add("--optimizer", help="adam, adamw or sgd")
+    add("--momentum", type=finite_float, help="SGD momentum")
     add(
         "--nesterov",
         action="store_const",
@@ -148,47 +211,47 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--warmup-epochs",
         type=non_negative_int,
-        help="supernet epochs of linear learning-rate warmup (0)",
+        help="supernet epochs of linear learning-rate warmup",
     )
-    add("--lr-schedule", help="cosine (default, per step to 0), step or constant")
+    add("--lr-schedule", help="cosine (per step to 0), step or constant")
     add("--lr-step-epochs", type=positive_int, help="epochs between steps of --lr-schedule step")
-    add("--lr-gamma", type=finite_float, help="factor of each step of --lr-schedule step (0.1)")
+    add("--lr-gamma", type=finite_float, help="factor of each step of --lr-schedule step")
     add(
         "--start-eval",
         action=argparse.BooleanOptionalAction,
-        help="score FP and the highest and lowest uniform subnets before training (default on)",
+        help="score FP and the highest and lowest uniform subnets before training",
     )
     add("--grad-clip", type=finite_float, help="clip gradients to ±value")
     add("--schedule", help="joint (EQ-Net) or progressive (OQAT bit inheritance)")
     add("--form-draw", help="global (one form per subnet) or per_layer")
-    add("--guidance", help="gpg (default), hard or smooth labels")
+    add("--guidance", help="gpg, hard or smooth labels")
     add("--gpg-lambda", type=finite_float, help="λ of GPG: weight of the KL term")
     add("--label-smoothing", type=finite_float, help="of --guidance smooth")
     add("--random-subnets", type=non_negative_int, help="random subnets per sandwich step")
     add("--wdr-skew", type=finite_float, help="weight of WDR's skewness term")
     add("--wdr-kurtosis", type=finite_float, help="weight of WDR's kurtosis term")
-    add("--target-kurtosis", type=finite_float, help="K_T of WDR (1.8)")
+    add("--target-kurtosis", type=finite_float, help="K_T of WDR")
     add("--quant-init-images", type=positive_int, help="images that set the initial steps")
     add(
         "--calib-images",
         dest="bn_images",
         type=positive_int,
-        help="training images that re-estimate the BN statistics before each scoring (1000)",
+        help="training images that re-estimate the BN statistics before each scoring",
     )
     add("--bn-images", dest="bn_images", type=positive_int, help=argparse.SUPPRESS)
     add(
         "--holdout",
         type=positive_int,
-        help="training images held out to score subnets each epoch (2000)",
+        help="training images held out to score subnets each epoch",
     )
     add("--seed", type=seed_int, help="seeds weights, data order and subnet draws")
-    add("--device", help="auto (default: CUDA when available), cpu, cuda or cuda:N")
+    add("--device", help="auto (CUDA when available), cpu, cuda or cuda:N")
     add(
         "--workers",
         type=non_negative_int,
         help="DataLoader workers for folder datasets (default: min(8, cores per local rank))",
     )
-    add("--amp", help="mixed precision: none (default), bf16 or fp16 (with a gradient scaler)")
+    add("--amp", help="mixed precision: none, bf16, or fp16 with a gradient scaler")
     add(
         "--compile",
         action="store_const",
@@ -222,7 +285,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfigType:
                 f"{', '.join('--' + k.replace('_', '-') for k in changed)}"
             )
         return replace(config, device=overrides.get("device", config.device))
-    base = TrainConfig.from_json(args.config) if args.config else TrainConfig()
+    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     return replace(base, **overrides)
 
 
@@ -366,6 +429,8 @@ def _is_main_process() -> bool:
 
 def register(commands: Any) -> None:
     """Add the ``train`` subcommand."""
-    train = commands.add_parser("train", help="train an elastic supernet")
+    train = commands.add_parser(
+        "train", help="train an elastic supernet", formatter_class=_TrainHelpFormatter
+    )
     _add_train_arguments(train)
     train.set_defaults(handler=_cmd_train)
