@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from eqsearch.strategies import (
 )
 from eqsearch.targets import TARGETS, get_target
 from predictors.registry import backend_class
+from studies.entry import study_main
 from studies.report import markdown_table
 
 FRONT_OBJECTIVES = ("accuracy", "bitops")
@@ -619,9 +619,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m studies.strategies``: ``eqsearch study strategies``."""
-    from eqsearch.app.cli import main as eqsearch_main
-
-    return eqsearch_main(["study", "strategies", *(sys.argv[1:] if argv is None else argv)])
+    return study_main("strategies", argv)
 
 
 if __name__ == "__main__":
