@@ -213,14 +213,8 @@ class DynamicQuantConv2d(ElasticQuantLayer, DynamicConv2d):
         handle = self.active.handle
         if handle is None:
             return self._dynamic_conv(x, self.active_weight())
-        frozen = self.active.frozen
-        if (
-            frozen is not None
-            and frozen.handle is handle
-            and frozen.weight_version == self.weight._version
-            and not torch.is_grad_enabled()
-            and tuple(frozen.weight.shape) == self._active_weight_shape()
-        ):
+        frozen = self.active.frozen_for(self.weight)
+        if frozen is not None and tuple(frozen.weight.shape) == self._active_weight_shape():
             # operands frozen for this shape (supernet.inference.frozen_weights); a shape
             # changed since (another architecture) takes the plain path
             x, weight = frozen.quantize_input(x), frozen.weight

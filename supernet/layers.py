@@ -46,6 +46,19 @@ class ActiveChoice:
         self.quantized_weight: torch.Tensor | None = None
         self.quantized_weight_levels: WeightLevels | None = None
 
+    def frozen_for(self, weight: torch.Tensor) -> FrozenOperands | None:
+        """The frozen operands while they still hold: made for the active handle from this
+        version of ``weight``, read outside autograd; None otherwise."""
+        frozen = self.frozen
+        if (
+            frozen is not None
+            and frozen.handle is self.handle
+            and frozen.weight_version == weight._version
+            and not torch.is_grad_enabled()
+        ):
+            return frozen
+        return None
+
 
 class ElasticQuantLayer(nn.Module):
     """Shared behaviour of the elastic layers: the quantizer and the active choice.
@@ -93,13 +106,8 @@ class ElasticQuantLayer(nn.Module):
             return x, self.weight
         if self.active.quantized_weight is not None:  # see weights_quantized_together
             return self.quantizer.quantize_input(x, handle), self.active.quantized_weight
-        frozen = self.active.frozen
-        if (
-            frozen is not None
-            and frozen.handle is handle
-            and frozen.weight_version == self.weight._version
-            and not torch.is_grad_enabled()
-        ):
+        frozen = self.active.frozen_for(self.weight)
+        if frozen is not None:
             return frozen.quantize_input(x), frozen.weight
         return (
             self.quantizer.quantize_input(x, handle),
