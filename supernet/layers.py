@@ -120,6 +120,22 @@ class ElasticQuantLayer(nn.Module):
         )
 
 
+def conv_arguments(conv: nn.Conv2d) -> tuple[Any, ...]:
+    """``conv``'s positional ``nn.Conv2d`` arguments (channels, kernel, stride, padding,
+    dilation, groups, bias, padding mode): a twin with its geometry takes them."""
+    return (
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+    )
+
+
 def channels_last(tensor: torch.Tensor) -> torch.Tensor:
     """A 4-d tensor with channels-last strides (a view where its memory already is NHWC).
 
@@ -173,18 +189,7 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
     def from_module(cls, conv: nn.Conv2d, spec: QuantizerSpec) -> ElasticQuantConv2d:
         """An elastic twin of ``conv`` with a copy of its parameters."""
         layer = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,  # type: ignore[arg-type]
-            conv.stride,  # type: ignore[arg-type]
-            conv.padding,  # type: ignore[arg-type]
-            conv.dilation,  # type: ignore[arg-type]
-            conv.groups,
-            conv.bias is not None,
-            conv.padding_mode,
-            spec=spec,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
+            *conv_arguments(conv), spec=spec, device=conv.weight.device, dtype=conv.weight.dtype
         )
         with torch.no_grad():
             layer.weight.copy_(conv.weight)
