@@ -26,7 +26,7 @@ from eqsearch.app.commands.common import (
     seed_int,
 )
 from eqsearch.app.refine import RefineSettings, refine_search, scoring_evaluation
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory
 from eqsearch.oracle import AccuracyOracle, CachedOracle
@@ -92,19 +92,18 @@ class StrategyStudySettings:
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise InputError(f"target must be one of {', '.join(TARGETS)}; got {self.target!r}")
-        for name in (
-            "budgets",
-            "per_round",
-            "population",
-            "hessian_images",
-            "hessian_probes",
-            "sample_count",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(
-                    f"StrategyStudySettings.{name} must be a positive integer; got {value!r}"
-                )
+        require_positive_integers(
+            self,
+            (
+                "budgets",
+                "per_round",
+                "population",
+                "hessian_images",
+                "hessian_probes",
+                "sample_count",
+            ),
+            "StrategyStudySettings.",
+        )
         if self.population < 2 or self.hessian_probes < 2:
             raise InputError("StrategyStudySettings: population and hessian_probes must be >= 2")
         rounds = self.refine_rounds

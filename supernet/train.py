@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.files import atomic_write_text, read_json
 from eqsearch.locks import hold_directory
 from eqsearch.space import ElasticSpace, LayerChoice, SubnetConfig
@@ -206,10 +206,9 @@ class TrainConfig:
                 raise InputError(f"{item.name} must be a finite number; got {value}")
         model_entry(self.model)
         check_dataset_name(self.dataset)
-        for name in ("epochs", "batch_size", "quant_init_images", "bn_images", "holdout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer; got {value!r}")
+        require_positive_integers(
+            self, ("epochs", "batch_size", "quant_init_images", "bn_images", "holdout")
+        )
         for name in ("fp_epochs", "workers", "seed"):
             value = getattr(self, name)
             if name == "workers" and value is None:
