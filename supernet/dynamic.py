@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from eqsearch.errors import InputError
 from supernet.layers import ElasticQuantLayer, channels_last
-from supernet.quantizers import QuantizerSpec, build_quantizer
+from supernet.quantizers import QuantizerSpec
 from supernet.quantizers.base import ConvGeometry, autocast_off
 
 
@@ -192,11 +192,7 @@ class DynamicQuantConv2d(ElasticQuantLayer, DynamicConv2d):
             bias=conv.bias is not None,
             spec=spec,
         ).to(device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None and layer.bias is not None:
-                layer.bias.copy_(conv.bias)
-        layer.quantizer = build_quantizer(layer.weight, spec)
+        layer._copy_parameters(conv, spec)
         layer.set_shape(conv.active_in, conv.active_out, conv.active_kernel)
         return layer
 

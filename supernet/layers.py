@@ -76,6 +76,15 @@ class ElasticQuantLayer(nn.Module):
         self.quantizer = build_quantizer(self.weight, spec)
         self.active = ActiveChoice()
 
+    def _copy_parameters(self, module: Any, spec: QuantizerSpec) -> None:
+        """Take ``module``'s weight (and bias) and a quantizer built by ``spec`` for it."""
+        bias = getattr(self, "bias", None)
+        with torch.no_grad():
+            self.weight.copy_(module.weight)
+            if module.bias is not None and bias is not None:
+                bias.copy_(module.bias)
+        self.quantizer = build_quantizer(self.weight, spec)
+
     @property
     def choice(self) -> LayerChoice | None:
         """The active choice; None means full precision."""
@@ -191,11 +200,7 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
         layer = cls(
             *conv_arguments(conv), spec=spec, device=conv.weight.device, dtype=conv.weight.dtype
         )
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None and layer.bias is not None:
-                layer.bias.copy_(conv.bias)
-        layer.quantizer = build_quantizer(layer.weight, spec)
+        layer._copy_parameters(conv, spec)
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -285,11 +290,7 @@ class ElasticQuantLinear(ElasticQuantLayer, nn.Linear):
             device=linear.weight.device,
             dtype=linear.weight.dtype,
         )
-        with torch.no_grad():
-            layer.weight.copy_(linear.weight)
-            if linear.bias is not None and layer.bias is not None:
-                layer.bias.copy_(linear.bias)
-        layer.quantizer = build_quantizer(layer.weight, spec)
+        layer._copy_parameters(linear, spec)
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
