@@ -541,6 +541,38 @@ def _check_finite(
     )
 
 
+def _optimizer_and_schedule(
+    config: TrainConfig,
+    parameters: Any,
+    data: DataBundle,
+    dist: Distributed,
+    *,
+    weight_decay: float,
+    epochs: int,
+    warmup_epochs: int = 0,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The configured optimizer over ``parameters`` and its per-step learning-rate schedule
+    over ``epochs`` epochs of this rank's batches."""
+    optimizer = build_optimizer(
+        config.optimizer,
+        parameters,
+        lr=config.lr,
+        weight_decay=weight_decay,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+    )
+    scheduler = build_scheduler(
+        optimizer,
+        config.lr_schedule,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch(data.train, config.batch_size, dist.world_size),
+        warmup_epochs=warmup_epochs,
+        step_epochs=config.lr_step_epochs,
+        gamma=config.lr_gamma,
+    )
+    return optimizer, scheduler
+
+
 def _fp_pretrain(
     supernet: Supernet,
     data: DataBundle,
@@ -559,21 +591,8 @@ def _fp_pretrain(
     """
     supernet.set_subnet(None)
     parameters = [p for n, p in supernet.named_parameters() if ".quantizer." not in n]
-    optimizer = build_optimizer(
-        config.optimizer,
-        parameters,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-    )
-    scheduler = build_scheduler(
-        optimizer,
-        config.lr_schedule,
-        epochs=config.fp_epochs,
-        steps_per_epoch=steps_per_epoch(data.train, config.batch_size, dist.world_size),
-        step_epochs=config.lr_step_epochs,
-        gamma=config.lr_gamma,
+    optimizer, scheduler = _optimizer_and_schedule(
+        config, parameters, data, dist, weight_decay=config.weight_decay, epochs=config.fp_epochs
     )
     history: list[dict[str, Any]] = []
     first_epoch = 0
@@ -889,22 +908,14 @@ def _train_supernet(
     reporter = _Progress(progress and dist.is_main)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    optimizer = build_optimizer(
-        config.optimizer,
+    optimizer, scheduler = _optimizer_and_schedule(
+        config,
         _parameter_groups(supernet, config.weight_decay),
-        lr=config.lr,
+        data,
+        dist,
         weight_decay=0.0,  # each group sets its own
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-    )
-    scheduler = build_scheduler(
-        optimizer,
-        config.lr_schedule,
         epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch(data.train, config.batch_size, dist.world_size),
         warmup_epochs=config.warmup_epochs,
-        step_epochs=config.lr_step_epochs,
-        gamma=config.lr_gamma,
     )
     for path in replaced:
         path.unlink()
