@@ -166,6 +166,17 @@ class QuantizerSpec:
             )
         )
 
+    @property
+    def space_choices(self) -> dict[str, tuple[Any, ...]]:
+        """The bit widths and forms, as the keyword arguments of an elastic space."""
+        return {
+            "w_bits": self.w_bits,
+            "a_bits": self.a_bits,
+            "granularities": self.granularities,
+            "w_symmetries": self.w_symmetries,
+            "a_symmetries": self.a_symmetries,
+        }
+
     def pinned(self, w_bits: int, a_bits: int) -> QuantizerSpec:
         """The same forms at fixed bits (a pinned layer)."""
         return QuantizerSpec(
