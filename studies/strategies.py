@@ -461,32 +461,23 @@ def _markdown(
     return "\n".join(lines)
 
 
+def _step(axis: Any, costs: np.ndarray, accuracy: np.ndarray, style: str, label: str) -> None:
+    """A front as a staircase over its costs, in increasing cost."""
+    order = np.argsort(costs)
+    axis.step(
+        costs[order], accuracy[order], style, where="post", marker="o", markersize=3, label=label
+    )
+
+
 def _plot(outcomes: Sequence[StrategyOutcome], path: Path, model: str) -> Path:
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)
     styles = ["-", "--", "-.", ":"]
     for index, outcome in enumerate(outcomes):
         style = styles[index % len(styles)]
-        order = np.argsort(outcome.front.column("bitops"))
-        left.step(
-            outcome.front.column("bitops")[order],
-            outcome.front.column("accuracy")[order],
-            style,
-            where="post",
-            marker="o",
-            markersize=3,
-            label=outcome.label,
-        )
-        w_bits = outcome.weight_front.cost_columns()["w_bits"]
-        order = np.argsort(w_bits)
-        right.step(
-            w_bits[order],
-            outcome.weight_front.column("accuracy")[order],
-            style,
-            where="post",
-            marker="o",
-            markersize=3,
-            label=outcome.label,
-        )
+        front, weight_front = outcome.front, outcome.weight_front
+        _step(left, front.column("bitops"), front.column("accuracy"), style, outcome.label)
+        w_bits = weight_front.cost_columns()["w_bits"]
+        _step(right, w_bits, weight_front.column("accuracy"), style, outcome.label)
     left.set_xscale("log")
     left.set_xlabel("BitOPs")
     right.set_xlabel("average weight bits (searched layers)")
