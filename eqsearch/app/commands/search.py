@@ -20,7 +20,10 @@ from eqsearch.app.commands.common import (
 )
 from eqsearch.app.commands.searching import (
     NoOracle,
+    add_bits_budget_arguments,
+    add_front_output_arguments,
     add_latency_arguments,
+    add_objective_arguments,
     annotate_front,
     budget_message,
     front_output_directory,
@@ -47,33 +50,18 @@ def register(commands: Any) -> None:
     """Add the ``nsga`` and ``demo`` subcommands."""
     from eqsearch.app.commands.refine import add_refine_arguments
     from eqsearch.engines import ENGINES
-    from eqsearch.problem import OBJECTIVE_NAMES
-    from eqsearch.targets import TARGET_NAMES
 
     nsga = commands.add_parser(
         "nsga", help="NSGA-II search for mixed-precision configs on the Pareto front"
     )
     add = nsga.add_argument
     add("--supernet", required=True, help="a supernet.pt checkpoint")
-    add("--w-bits", type=finite_float, help="budget: average weight bits of the searched layers")
-    add(
-        "--a-bits", type=finite_float, help="budget: average activation bits of the searched layers"
-    )
+    add_bits_budget_arguments(nsga)
     add("--bitops", type=finite_float, help="budget: BitOPs per image")
     add("--size", type=finite_float, help="budget: packed model size in bytes")
     add("--macs", type=finite_float, help="budget: MACs per image of a joint space's architecture")
     add_latency_arguments(nsga)
-    add(
-        "--objectives",
-        default="accuracy,bitops",
-        help=f"comma-separated, from {', '.join(OBJECTIVE_NAMES)} (default accuracy,bitops)",
-    )
-    add(
-        "--target",
-        default="any",
-        choices=TARGET_NAMES,
-        help="hardware preset of forms, or a runtime probed here (its integer-kernel forms)",
-    )
+    add_objective_arguments(nsga)
     add("--forms-per-layer", action="store_true", help="with --target any: a form per layer")
     add("--engine", default="pymoo", choices=ENGINES, help="NSGA-II implementation (default pymoo)")
     add("--predictor", help="a fitted predictor (default: the one saved beside the checkpoint)")
@@ -94,8 +82,7 @@ def register(commands: Any) -> None:
         help="measure K front configs on the supernet",
     )
     add_refine_arguments(nsga)
-    add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
-    add_force_argument(nsga, "pareto.{json,csv,png}")
+    add_front_output_arguments(nsga)
     add("--device", default="auto", help=f"for --oracle supernet and --verify: {DEVICE_HELP}")
     add_image_count_arguments(
         nsga,

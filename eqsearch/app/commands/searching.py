@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eqsearch.app.commands.common import UsageError, finite_float
+from eqsearch.app.commands.common import UsageError, add_force_argument, finite_float
 from eqsearch.app.console import status
 
 if TYPE_CHECKING:
@@ -34,6 +34,41 @@ def objective_names(text: str) -> list[str]:
     if not names:
         raise UsageError("--objectives must name at least one objective")
     return names
+
+
+def add_bits_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--w-bits`` and ``--a-bits``: budgets on the searched layers' average bits."""
+    add = parser.add_argument
+    add("--w-bits", type=finite_float, help="budget: average weight bits of the searched layers")
+    add(
+        "--a-bits", type=finite_float, help="budget: average activation bits of the searched layers"
+    )
+
+
+def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--objectives`` and ``--target`` (the hardware preset of forms)."""
+    from eqsearch.problem import OBJECTIVE_NAMES
+    from eqsearch.targets import TARGET_NAMES
+
+    parser.add_argument(
+        "--objectives",
+        default="accuracy,bitops",
+        help=f"comma-separated, from {', '.join(OBJECTIVE_NAMES)} (default accuracy,bitops)",
+    )
+    parser.add_argument(
+        "--target",
+        default="any",
+        choices=TARGET_NAMES,
+        help="hardware preset of forms, or a runtime probed here (its integer-kernel forms)",
+    )
+
+
+def add_front_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out`` and ``--force`` for the front's files (see :func:`front_output_directory`)."""
+    parser.add_argument(
+        "--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)"
+    )
+    add_force_argument(parser, "pareto.{json,csv,png}")
 
 
 def add_latency_arguments(parser: argparse.ArgumentParser) -> None:

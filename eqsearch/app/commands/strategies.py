@@ -10,10 +10,8 @@ from eqsearch.app.commands.common import (
     DEVICE_HELP,
     EXIT_OK,
     UsageError,
-    add_force_argument,
     add_image_count_arguments,
     add_progress_argument,
-    finite_float,
     positive_int,
     seed_int,
 )
@@ -32,11 +30,14 @@ if TYPE_CHECKING:
 
 def register(commands: Any) -> None:
     """Add the ``strategy`` subcommand."""
-    from eqsearch.app.commands.searching import add_latency_arguments
-    from eqsearch.problem import OBJECTIVE_NAMES
+    from eqsearch.app.commands.searching import (
+        add_bits_budget_arguments,
+        add_front_output_arguments,
+        add_latency_arguments,
+        add_objective_arguments,
+    )
     from eqsearch.strategies import STRATEGIES
     from eqsearch.strategies.additive import SWEEPS
-    from eqsearch.targets import TARGET_NAMES
 
     parser = commands.add_parser(
         "strategy",
@@ -51,21 +52,8 @@ def register(commands: Any) -> None:
         help="ilp and greedy: HAWQ's Hessian trace × quantization error (default), or the "
         "measured accuracy drop with one layer lowered; cached beside the checkpoint",
     )
-    add("--w-bits", type=finite_float, help="budget: average weight bits of the searched layers")
-    add(
-        "--a-bits", type=finite_float, help="budget: average activation bits of the searched layers"
-    )
-    add(
-        "--objectives",
-        default="accuracy,bitops",
-        help=f"comma-separated, from {', '.join(OBJECTIVE_NAMES)} (default accuracy,bitops)",
-    )
-    add(
-        "--target",
-        default="any",
-        choices=TARGET_NAMES,
-        help="hardware preset of forms, or a runtime probed here (its integer-kernel forms)",
-    )
+    add_bits_budget_arguments(parser)
+    add_objective_arguments(parser)
     add_latency_arguments(parser)
     add(
         "--sweep",
@@ -100,8 +88,7 @@ def register(commands: Any) -> None:
         "the predictor beside the checkpoint",
     )
     add("--predictor", help="with --oracle predictor: a fitted predictor file")
-    add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
-    add_force_argument(parser, "pareto.{json,csv,png}")
+    add_front_output_arguments(parser)
     add("--device", default="auto", help=DEVICE_HELP)
     add_image_count_arguments(
         parser,
