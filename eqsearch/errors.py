@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 
 class InputError(ValueError):
@@ -23,3 +24,16 @@ def warn(message: str) -> None:
         return
     _WARNED.add(message)
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def require_positive_integers(owner: object, names: Iterable[str], prefix: str = "") -> None:
+    """Refuse the first of ``owner``'s attributes ``names`` that is not an integer >= 1 (a
+    ``bool`` is not one), as ``<prefix><name> must be a positive integer; got <value>``.
+
+    Raises:
+        InputError: naming the attribute and its value.
+    """
+    for name in names:
+        value = getattr(owner, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{prefix}{name} must be a positive integer; got {value!r}")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.files import atomic_torch_save
 from eqsearch.resources import check_memory
 from eqsearch.space import ElasticSpace
@@ -54,10 +54,9 @@ class MLPOptions:
     def __post_init__(self) -> None:
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise InputError(f"MLPOptions.threads must be an integer >= 0; got {self.threads!r}")
-        for name in ("hidden_layers", "width", "epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"MLPOptions.{name} must be a positive integer; got {value!r}")
+        require_positive_integers(
+            self, ("hidden_layers", "width", "epochs", "batch_size", "patience"), "MLPOptions."
+        )
         check_positive("MLPOptions", lr=self.lr)
         check_fraction(
             "MLPOptions",

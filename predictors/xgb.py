@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.space import ElasticSpace
 from predictors.base import BasePredictor, check_positive, parse_options
 from predictors.encoding import FeatureArray
@@ -84,10 +84,7 @@ class XGBoostOptions:
                 f"XGBoostOptions.objective must be one of {', '.join(OBJECTIVES)}; "
                 f"got {self.objective!r}"
             )
-        for name in ("n_estimators", "max_depth"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"XGBoostOptions.{name} must be a positive integer; got {value!r}")
+        require_positive_integers(self, ("n_estimators", "max_depth"), "XGBoostOptions.")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise InputError(
                 f"XGBoostOptions.threads must be an integer >= 0; got {self.threads!r}"

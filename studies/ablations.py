@@ -24,6 +24,7 @@ from eqsearch.app.commands.common import add_force_argument, add_progress_argume
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory
 from eqsearch.space import Granularity, QuantForm
+from studies.entry import study_main
 from studies.fp_init import shared_fp_checkpoint
 from studies.report import frame_table
 from supernet.checkpoint import load_checkpoint, load_supernet
@@ -551,12 +552,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m studies.ablations``: ``eqsearch study ablations``."""
-    import sys
-
-    from eqsearch.app.cli import main as eqsearch_main
-
-    arguments = sys.argv[1:] if argv is None else argv
-    raise SystemExit(eqsearch_main(["study", "ablations", *arguments]))
+    raise SystemExit(study_main("ablations", argv))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from eqsearch.space import ElasticSpace
 from predictors.dataset import kfold_indices, load_samples, read_samples_space
 from predictors.metrics import prediction_metrics
 from predictors.registry import PREDICTORS, build_predictor
+from studies.entry import study_main
 
 METRIC_COLUMNS = ("kendall_tau", "spearman", "pearson", "rmse", "top10")
 OUTPUTS = {"predictors.md": "report", "predictors.png": "image"}
@@ -237,9 +237,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m studies.compare_predictors``: ``eqsearch study predictors``."""
-    from eqsearch.app.cli import main as eqsearch_main
-
-    return eqsearch_main(["study", "predictors", *(sys.argv[1:] if argv is None else argv)])
+    return study_main("predictors", argv)
 
 
 if __name__ == "__main__":

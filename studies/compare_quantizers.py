@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from eqsearch.app.commands.common import non_negative_int, positive_int, seed_int
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.files import atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory
 from eqsearch.space import QuantForm
@@ -49,10 +49,7 @@ class ComparisonConfig:
     def __post_init__(self) -> None:
         if not self.quantizers:
             raise InputError("quantizers must name at least one registered quantizer")
-        for name in ("fp_epochs", "epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer; got {value!r}")
+        require_positive_integers(self, ("fp_epochs", "epochs"))
         if not self.bits or any(len(pair) != 2 for pair in self.bits):
             raise InputError(f"bits must be (weight, activation) pairs; got {self.bits!r}")
 

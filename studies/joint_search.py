@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from eqsearch.oracle import AccuracyOracle, CachedOracle
 from eqsearch.pareto import hypervolume
 from eqsearch.space import ConfigBatch, ElasticSpace, QuantForm, SubnetConfig
 from predictors.registry import backend_class
+from studies.entry import study_main
 from studies.report import markdown_table
 
 REPORT_NAME = "joint.md"
@@ -532,9 +532,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m studies.joint_search``: ``eqsearch study joint``."""
-    from eqsearch.app.cli import main as eqsearch_main
-
-    return eqsearch_main(["study", "joint", *(sys.argv[1:] if argv is None else argv)])
+    return study_main("joint", argv)
 
 
 if __name__ == "__main__":

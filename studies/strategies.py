@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from eqsearch.app.commands.common import (
     seed_int,
 )
 from eqsearch.app.refine import RefineSettings, refine_search, scoring_evaluation
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory
 from eqsearch.oracle import AccuracyOracle, CachedOracle
@@ -42,6 +41,7 @@ from eqsearch.strategies import (
 )
 from eqsearch.targets import TARGETS, get_target
 from predictors.registry import backend_class
+from studies.entry import study_main
 from studies.report import markdown_table
 
 FRONT_OBJECTIVES = ("accuracy", "bitops")
@@ -92,19 +92,18 @@ class StrategyStudySettings:
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise InputError(f"target must be one of {', '.join(TARGETS)}; got {self.target!r}")
-        for name in (
-            "budgets",
-            "per_round",
-            "population",
-            "hessian_images",
-            "hessian_probes",
-            "sample_count",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(
-                    f"StrategyStudySettings.{name} must be a positive integer; got {value!r}"
-                )
+        require_positive_integers(
+            self,
+            (
+                "budgets",
+                "per_round",
+                "population",
+                "hessian_images",
+                "hessian_probes",
+                "sample_count",
+            ),
+            "StrategyStudySettings.",
+        )
         if self.population < 2 or self.hessian_probes < 2:
             raise InputError("StrategyStudySettings: population and hessian_probes must be >= 2")
         rounds = self.refine_rounds
@@ -462,32 +461,23 @@ def _markdown(
     return "\n".join(lines)
 
 
+def _step(axis: Any, costs: np.ndarray, accuracy: np.ndarray, style: str, label: str) -> None:
+    """A front as a staircase over its costs, in increasing cost."""
+    order = np.argsort(costs)
+    axis.step(
+        costs[order], accuracy[order], style, where="post", marker="o", markersize=3, label=label
+    )
+
+
 def _plot(outcomes: Sequence[StrategyOutcome], path: Path, model: str) -> Path:
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)
     styles = ["-", "--", "-.", ":"]
     for index, outcome in enumerate(outcomes):
         style = styles[index % len(styles)]
-        order = np.argsort(outcome.front.column("bitops"))
-        left.step(
-            outcome.front.column("bitops")[order],
-            outcome.front.column("accuracy")[order],
-            style,
-            where="post",
-            marker="o",
-            markersize=3,
-            label=outcome.label,
-        )
-        w_bits = outcome.weight_front.cost_columns()["w_bits"]
-        order = np.argsort(w_bits)
-        right.step(
-            w_bits[order],
-            outcome.weight_front.column("accuracy")[order],
-            style,
-            where="post",
-            marker="o",
-            markersize=3,
-            label=outcome.label,
-        )
+        front, weight_front = outcome.front, outcome.weight_front
+        _step(left, front.column("bitops"), front.column("accuracy"), style, outcome.label)
+        w_bits = weight_front.cost_columns()["w_bits"]
+        _step(right, w_bits, weight_front.column("accuracy"), style, outcome.label)
     left.set_xscale("log")
     left.set_xlabel("BitOPs")
     right.set_xlabel("average weight bits (searched layers)")
@@ -619,9 +609,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m studies.strategies``: ``eqsearch study strategies``."""
-    from eqsearch.app.cli import main as eqsearch_main
-
-    return eqsearch_main(["study", "strategies", *(sys.argv[1:] if argv is None else argv)])
+    return study_main("strategies", argv)
 
 
 if __name__ == "__main__":

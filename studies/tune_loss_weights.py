@@ -30,6 +30,7 @@ from eqsearch.files import (
     owned_directory,
 )
 from eqsearch.resources import check_memory, configs_memory_bytes
+from studies.entry import study_main
 from studies.fp_init import shared_fp_checkpoint as shared_fp
 from studies.probes import ProbeSet, bits_of
 from studies.report import frame_table
@@ -526,12 +527,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m studies.tune_loss_weights``: ``eqsearch study tune-loss``."""
-    import sys
-
-    from eqsearch.app.cli import main as eqsearch_main
-
-    arguments = sys.argv[1:] if argv is None else argv
-    raise SystemExit(eqsearch_main(["study", "tune-loss", *arguments]))
+    raise SystemExit(study_main("tune-loss", argv))
 
 
 if __name__ == "__main__":

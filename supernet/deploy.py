@@ -13,7 +13,12 @@ from torch.nn import functional as F
 from eqsearch.errors import InputError
 from eqsearch.space import Granularity, LayerChoice, SubnetConfig
 from supernet.elastic import Supernet
-from supernet.layers import ElasticQuantConv2d, ElasticQuantLayer, ElasticQuantLinear
+from supernet.layers import (
+    ElasticQuantConv2d,
+    ElasticQuantLayer,
+    ElasticQuantLinear,
+    conv_arguments,
+)
 from supernet.quantizers.lsq import LsqQuantizer
 
 EXPORTABLE_QUANTIZERS = ("lsq",)
@@ -330,17 +335,7 @@ def _input_quantizer(quantization: LayerQuantization) -> InputQuantizer:
 def _plain_layer(layer: ElasticQuantLayer, quantization: LayerQuantization) -> nn.Module:
     plain: nn.Module
     if isinstance(layer, ElasticQuantConv2d):
-        plain = nn.Conv2d(
-            layer.in_channels,
-            layer.out_channels,
-            layer.kernel_size,  # type: ignore[arg-type]
-            layer.stride,  # type: ignore[arg-type]
-            layer.padding,  # type: ignore[arg-type]
-            layer.dilation,  # type: ignore[arg-type]
-            layer.groups,
-            layer.bias is not None,
-            layer.padding_mode,
-        )
+        plain = nn.Conv2d(*conv_arguments(layer))
     else:
         assert isinstance(layer, ElasticQuantLinear)
         plain = nn.Linear(layer.in_features, layer.out_features, layer.bias is not None)

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from eqsearch.errors import InputError
 from supernet.layers import ElasticQuantLayer, channels_last
-from supernet.quantizers import QuantizerSpec, build_quantizer
+from supernet.quantizers import QuantizerSpec
 from supernet.quantizers.base import ConvGeometry, autocast_off
 
 
@@ -192,11 +192,7 @@ class DynamicQuantConv2d(ElasticQuantLayer, DynamicConv2d):
             bias=conv.bias is not None,
             spec=spec,
         ).to(device=conv.weight.device, dtype=conv.weight.dtype)
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None and layer.bias is not None:
-                layer.bias.copy_(conv.bias)
-        layer.quantizer = build_quantizer(layer.weight, spec)
+        layer._copy_parameters(conv, spec)
         layer.set_shape(conv.active_in, conv.active_out, conv.active_kernel)
         return layer
 
@@ -213,14 +209,8 @@ class DynamicQuantConv2d(ElasticQuantLayer, DynamicConv2d):
         handle = self.active.handle
         if handle is None:
             return self._dynamic_conv(x, self.active_weight())
-        frozen = self.active.frozen
-        if (
-            frozen is not None
-            and frozen.handle is handle
-            and frozen.weight_version == self.weight._version
-            and not torch.is_grad_enabled()
-            and tuple(frozen.weight.shape) == self._active_weight_shape()
-        ):
+        frozen = self.active.frozen_for(self.weight)
+        if frozen is not None and tuple(frozen.weight.shape) == self._active_weight_shape():
             # operands frozen for this shape (supernet.inference.frozen_weights); a shape
             # changed since (another architecture) takes the plain path
             x, weight = frozen.quantize_input(x), frozen.weight

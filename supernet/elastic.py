@@ -310,13 +310,7 @@ def to_supernet(
         layers[name] = elastic
         layer_specs.append(LayerSpec(name=name, pinned=layer_pin, **measured[name]))
     space = ElasticSpace(
-        layers=tuple(layer_specs),
-        w_bits=spec.w_bits,
-        a_bits=spec.a_bits,
-        granularities=spec.granularities,
-        w_symmetries=spec.w_symmetries,
-        a_symmetries=spec.a_symmetries,
-        unquantized=tuple(unquantized),
+        layers=tuple(layer_specs), unquantized=tuple(unquantized), **spec.space_choices
     )
     info = dict(build_info or {})
     architecture = info.pop("architecture", {})
@@ -367,14 +361,7 @@ def to_joint_supernet(
     quantizer_class(spec.name)
     if not isinstance(model, JointModel):
         raise InputError("to_joint_supernet needs a model that declares its joint space")
-    space = model.elastic_space(
-        w_bits=spec.w_bits,
-        a_bits=spec.a_bits,
-        granularities=spec.granularities,
-        w_symmetries=spec.w_symmetries,
-        a_symmetries=spec.a_symmetries,
-        first_last=parse_first_last(first_last),
-    )
+    space = model.elastic_space(first_last=parse_first_last(first_last), **spec.space_choices)
     names = {layer.name for layer in space.layers}
     stray = [
         name

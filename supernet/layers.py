@@ -46,6 +46,19 @@ class ActiveChoice:
         self.quantized_weight: torch.Tensor | None = None
         self.quantized_weight_levels: WeightLevels | None = None
 
+    def frozen_for(self, weight: torch.Tensor) -> FrozenOperands | None:
+        """The frozen operands while they still hold: made for the active handle from this
+        version of ``weight``, read outside autograd; None otherwise."""
+        frozen = self.frozen
+        if (
+            frozen is not None
+            and frozen.handle is self.handle
+            and frozen.weight_version == weight._version
+            and not torch.is_grad_enabled()
+        ):
+            return frozen
+        return None
+
 
 class ElasticQuantLayer(nn.Module):
     """Shared behaviour of the elastic layers: the quantizer and the active choice.
@@ -62,6 +75,15 @@ class ElasticQuantLayer(nn.Module):
     def _init_quantization(self, spec: QuantizerSpec) -> None:
         self.quantizer = build_quantizer(self.weight, spec)
         self.active = ActiveChoice()
+
+    def _copy_parameters(self, module: Any, spec: QuantizerSpec) -> None:
+        """Take ``module``'s weight (and bias) and a quantizer built by ``spec`` for it."""
+        bias = getattr(self, "bias", None)
+        with torch.no_grad():
+            self.weight.copy_(module.weight)
+            if module.bias is not None and bias is not None:
+                bias.copy_(module.bias)
+        self.quantizer = build_quantizer(self.weight, spec)
 
     @property
     def choice(self) -> LayerChoice | None:
@@ -93,13 +115,8 @@ class ElasticQuantLayer(nn.Module):
             return x, self.weight
         if self.active.quantized_weight is not None:  # see weights_quantized_together
             return self.quantizer.quantize_input(x, handle), self.active.quantized_weight
-        frozen = self.active.frozen
-        if (
-            frozen is not None
-            and frozen.handle is handle
-            and frozen.weight_version == self.weight._version
-            and not torch.is_grad_enabled()
-        ):
+        frozen = self.active.frozen_for(self.weight)
+        if frozen is not None:
             return frozen.quantize_input(x), frozen.weight
         return (
             self.quantizer.quantize_input(x, handle),
@@ -110,6 +127,22 @@ class ElasticQuantLayer(nn.Module):
         return (
             f"{super().extra_repr()}, quantizer={self.quantizer.name}, choice={self.active.choice}"
         )
+
+
+def conv_arguments(conv: nn.Conv2d) -> tuple[Any, ...]:
+    """``conv``'s positional ``nn.Conv2d`` arguments (channels, kernel, stride, padding,
+    dilation, groups, bias, padding mode): a twin with its geometry takes them."""
+    return (
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+    )
 
 
 def channels_last(tensor: torch.Tensor) -> torch.Tensor:
@@ -165,24 +198,9 @@ class ElasticQuantConv2d(ElasticQuantLayer, nn.Conv2d):
     def from_module(cls, conv: nn.Conv2d, spec: QuantizerSpec) -> ElasticQuantConv2d:
         """An elastic twin of ``conv`` with a copy of its parameters."""
         layer = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,  # type: ignore[arg-type]
-            conv.stride,  # type: ignore[arg-type]
-            conv.padding,  # type: ignore[arg-type]
-            conv.dilation,  # type: ignore[arg-type]
-            conv.groups,
-            conv.bias is not None,
-            conv.padding_mode,
-            spec=spec,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
+            *conv_arguments(conv), spec=spec, device=conv.weight.device, dtype=conv.weight.dtype
         )
-        with torch.no_grad():
-            layer.weight.copy_(conv.weight)
-            if conv.bias is not None and layer.bias is not None:
-                layer.bias.copy_(conv.bias)
-        layer.quantizer = build_quantizer(layer.weight, spec)
+        layer._copy_parameters(conv, spec)
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -272,11 +290,7 @@ class ElasticQuantLinear(ElasticQuantLayer, nn.Linear):
             device=linear.weight.device,
             dtype=linear.weight.dtype,
         )
-        with torch.no_grad():
-            layer.weight.copy_(linear.weight)
-            if linear.bias is not None and layer.bias is not None:
-                layer.bias.copy_(linear.bias)
-        layer.quantizer = build_quantizer(layer.weight, spec)
+        layer._copy_parameters(linear, spec)
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -350,70 +350,48 @@ def _replace_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     )
 
 
-@register_model(
-    "resnet18",
-    image_size=224,
-    min_image_size=32,
-    description="torchvision ResNet-18",
-    torchvision_name="resnet18",
-)
-def resnet18(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """torchvision's ResNet-18."""
-    import torchvision
-
-    model = torchvision.models.resnet18(num_classes=num_classes)
+def _first_conv_attribute(model: Any, in_channels: int) -> None:
     model.conv1 = _replace_first_conv(model.conv1, in_channels)
-    return model
 
 
-@register_model(
-    "resnet50",
-    image_size=224,
-    min_image_size=32,
-    description="torchvision ResNet-50",
-    torchvision_name="resnet50",
+def _first_conv_in_features(model: Any, in_channels: int) -> None:
+    model.features[0][0] = _replace_first_conv(model.features[0][0], in_channels)
+
+
+def _register_torchvision(
+    name: str, title: str, description: str, adapt_stem: Callable[[Any, int], None]
+) -> None:
+    """Register torchvision's ``name`` with its first convolution taking ``in_channels``."""
+
+    def build(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+        import torchvision
+
+        model = getattr(torchvision.models, name)(num_classes=num_classes)
+        adapt_stem(model, in_channels)
+        return model
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = f"torchvision's {title}."
+    register_model(
+        name,
+        image_size=224,
+        min_image_size=32,
+        description=description,
+        torchvision_name=name,
+    )(build)
+
+
+_register_torchvision("resnet18", "ResNet-18", "torchvision ResNet-18", _first_conv_attribute)
+_register_torchvision("resnet50", "ResNet-50", "torchvision ResNet-50", _first_conv_attribute)
+_register_torchvision(
+    "mobilenet_v2", "MobileNetV2", "torchvision MobileNetV2", _first_conv_in_features
 )
-def resnet50(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """torchvision's ResNet-50."""
-    import torchvision
-
-    model = torchvision.models.resnet50(num_classes=num_classes)
-    model.conv1 = _replace_first_conv(model.conv1, in_channels)
-    return model
-
-
-@register_model(
-    "mobilenet_v2",
-    image_size=224,
-    min_image_size=32,
-    description="torchvision MobileNetV2",
-    torchvision_name="mobilenet_v2",
-)
-def mobilenet_v2(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """torchvision's MobileNetV2."""
-    import torchvision
-
-    model = torchvision.models.mobilenet_v2(num_classes=num_classes)
-    stem = model.features[0][0]  # type: ignore[index]
-    model.features[0][0] = _replace_first_conv(stem, in_channels)  # type: ignore[index]
-    return model
-
-
-@register_model(
+_register_torchvision(
     "efficientnet_b0",
-    image_size=224,
-    min_image_size=32,
-    description="torchvision EfficientNet-B0 (SiLU: signed activations)",
-    torchvision_name="efficientnet_b0",
+    "EfficientNet-B0",
+    "torchvision EfficientNet-B0 (SiLU: signed activations)",
+    _first_conv_in_features,
 )
-def efficientnet_b0(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
-    """torchvision's EfficientNet-B0."""
-    import torchvision
-
-    model = torchvision.models.efficientnet_b0(num_classes=num_classes)
-    stem = model.features[0][0]  # type: ignore[index]
-    model.features[0][0] = _replace_first_conv(stem, in_channels)  # type: ignore[index]
-    return model
 
 
 # -- the OFA/OQA MobileNetV3 family (elastic in depth, expand ratio and kernel) ------------------

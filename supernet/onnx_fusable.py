@@ -55,6 +55,25 @@ def _constant_value(model: Any, graph: _Graph, name: str) -> np.ndarray | None:
     return None if tensor is None else np.asarray(numpy_helper.to_array(tensor))
 
 
+def _weight_codes(
+    model: Any, graph: _Graph, weight: str
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """The ``DequantizeLinear`` that produces ``weight`` with its constant integers, scale and
+    zero point (None where it has none), where one and only one node reads it; None otherwise."""
+    dequantize = graph.producers.get(weight)
+    if dequantize is None or dequantize.op_type != "DequantizeLinear":
+        return None
+    if graph.uses[dequantize.output[0]] != 1:
+        return None
+    integers = graph.constant(dequantize.input[0])
+    scale = graph.constant(dequantize.input[1])
+    has_zero = len(dequantize.input) > 2 and dequantize.input[2] != ""
+    zero = _constant_value(model, graph, dequantize.input[2]) if has_zero else None
+    if integers is None or scale is None or (has_zero and zero is None):
+        return None
+    return dequantize, integers, scale, zero
+
+
 def inline_aliases(model: Any) -> None:
     """Read initializers directly instead of through ``Identity`` nodes (in place)."""
     graph = _Graph(model.graph)
@@ -126,21 +145,16 @@ def _widen_to_channels(model: Any, graph: _Graph, norm: Any) -> None:
     conv = graph.producers.get(norm.input[0])
     if conv is None or conv.op_type != "Conv" or graph.uses[conv.output[0]] != 1:
         return
-    dequantize = graph.producers.get(conv.input[1])
-    if dequantize is None or dequantize.op_type != "DequantizeLinear":
+    read = _weight_codes(model, graph, conv.input[1])
+    if read is None:
         return
-    if graph.uses[dequantize.output[0]] != 1:
-        return
-    integers = graph.constant(dequantize.input[0])
-    scale = graph.constant(dequantize.input[1])
-    has_zero = len(dequantize.input) > 2 and dequantize.input[2] != ""
-    zero = _constant_value(model, graph, dequantize.input[2]) if has_zero else None
+    dequantize, integers, scale, zero = read
     gamma, beta, mean, var = (graph.constant(name) for name in norm.input[1:5])
     has_bias = len(conv.input) > 2 and conv.input[2] != ""
     bias = graph.constant(conv.input[2]) if has_bias else None
-    if integers is None or scale is None or gamma is None or var is None or mean is None:
+    if gamma is None or var is None or mean is None:
         return
-    if (has_zero and zero is None) or (has_bias and bias is None) or beta is None:
+    if (has_bias and bias is None) or beta is None:
         return
     channels = integers.shape[0]
     per_tensor = scale.ndim == 0 or _attribute(dequantize, "axis", 1) != 0
@@ -406,18 +420,11 @@ def dequantize_unfused_weights(
         readers = consumers.get(node.output[0], [])
         if len(readers) == 1 and readers[0].op_type == "QuantizeLinear":
             continue
-        dequantize = graph.producers.get(node.input[1])
         layer = layer_of_node(node.name)
-        if dequantize is None or dequantize.op_type != "DequantizeLinear" or layer is None:
+        read = _weight_codes(model, graph, node.input[1])
+        if read is None or layer is None:
             continue
-        if graph.uses[dequantize.output[0]] != 1:
-            continue
-        integers = graph.constant(dequantize.input[0])
-        scale = graph.constant(dequantize.input[1])
-        has_zero = len(dequantize.input) > 2 and dequantize.input[2] != ""
-        zero = _constant_value(model, graph, dequantize.input[2]) if has_zero else None
-        if integers is None or scale is None or (has_zero and zero is None):
-            continue
+        dequantize, integers, scale, zero = read
         view = [1] * integers.ndim
         if scale.size > 1:
             view[int(_attribute(dequantize, "axis", 1))] = -1

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.files import atomic_write_text
 from eqsearch.locks import hold_directory
 from eqsearch.settings_files import read_settings
@@ -209,10 +209,7 @@ class TrainConfig:
                 raise InputError(f"{item.name} must be a finite number; got {value}")
         model_entry(self.model)
         check_dataset_name(self.dataset)
-        for name in ("batch_size", "quant_init_images", "bn_images", "holdout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer; got {value!r}")
+        require_positive_integers(self, ("batch_size", "quant_init_images", "bn_images", "holdout"))
         for name in ("epochs", "fp_epochs", "workers", "seed"):
             value = getattr(self, name)
             if name == "workers" and value is None:
@@ -557,6 +554,38 @@ def _check_finite(
     )
 
 
+def _optimizer_and_schedule(
+    config: TrainConfig,
+    parameters: Any,
+    data: DataBundle,
+    dist: Distributed,
+    *,
+    weight_decay: float,
+    epochs: int,
+    warmup_epochs: int = 0,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The configured optimizer over ``parameters`` and its per-step learning-rate schedule
+    over ``epochs`` epochs of this rank's batches."""
+    optimizer = build_optimizer(
+        config.optimizer,
+        parameters,
+        lr=config.lr,
+        weight_decay=weight_decay,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+    )
+    scheduler = build_scheduler(
+        optimizer,
+        config.lr_schedule,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch(data.train, config.batch_size, dist.world_size),
+        warmup_epochs=warmup_epochs,
+        step_epochs=config.lr_step_epochs,
+        gamma=config.lr_gamma,
+    )
+    return optimizer, scheduler
+
+
 def _fp_pretrain(
     supernet: Supernet,
     data: DataBundle,
@@ -575,21 +604,8 @@ def _fp_pretrain(
     """
     supernet.set_subnet(None)
     parameters = [p for n, p in supernet.named_parameters() if ".quantizer." not in n]
-    optimizer = build_optimizer(
-        config.optimizer,
-        parameters,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-    )
-    scheduler = build_scheduler(
-        optimizer,
-        config.lr_schedule,
-        epochs=config.fp_epochs,
-        steps_per_epoch=steps_per_epoch(data.train, config.batch_size, dist.world_size),
-        step_epochs=config.lr_step_epochs,
-        gamma=config.lr_gamma,
+    optimizer, scheduler = _optimizer_and_schedule(
+        config, parameters, data, dist, weight_decay=config.weight_decay, epochs=config.fp_epochs
     )
     history: list[dict[str, Any]] = []
     first_epoch = 0
@@ -905,22 +921,14 @@ def _train_supernet(
     reporter = _Progress(progress and dist.is_main)
     history: list[dict[str, Any]] = []
     start_epoch = 0
-    optimizer = build_optimizer(
-        config.optimizer,
+    optimizer, scheduler = _optimizer_and_schedule(
+        config,
         _parameter_groups(supernet, config.weight_decay),
-        lr=config.lr,
+        data,
+        dist,
         weight_decay=0.0,  # each group sets its own
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-    )
-    scheduler = build_scheduler(
-        optimizer,
-        config.lr_schedule,
         epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch(data.train, config.batch_size, dist.world_size),
         warmup_epochs=config.warmup_epochs,
-        step_epochs=config.lr_step_epochs,
-        gamma=config.lr_gamma,
     )
     for path in replaced:
         path.unlink()

@@ -47,6 +47,19 @@ def print_frame(console: Console, frame: Any, title: str) -> None:
 TABLE_COLUMNS = ("w_bits", "a_bits", "w_comp", "a_comp", "bitops", "size_bytes", "form")
 
 
+def _progress(console: Console) -> Any:
+    """A rich progress display that stays on screen: description, bar, done of total, time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
 @contextmanager
 def generation_bar(
     console: Console, description: str, total: int, enabled: bool
@@ -55,16 +68,7 @@ def generation_bar(
     if not enabled or total == 0:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
+    with _progress(console) as bar:
         task = bar.add_task(description, total=total)
 
         def advance(done: int, all_generations: int) -> None:
@@ -92,15 +96,7 @@ def phase_bar(
     if not enabled:
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
+    with _progress(console) as progress:
         tasks: dict[str, Any] = {}
 
         def bar(phase: str) -> Callable[[int, int], None]:

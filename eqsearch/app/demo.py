@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.files import (
     atomic_write_text,
     check_output_directory,
@@ -74,10 +74,11 @@ class DemoSettings:
             )
         if self.bitops is not None and not self.bitops > 0:
             raise InputError(f"DemoSettings.bitops must be positive or None; got {self.bitops!r}")
-        for name in ("fp_epochs", "epochs", "samples", "population", "generations", "verify"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"DemoSettings.{name} must be a positive integer; got {value!r}")
+        require_positive_integers(
+            self,
+            ("fp_epochs", "epochs", "samples", "population", "generations", "verify"),
+            "DemoSettings.",
+        )
         if self.samples < 10:
             raise InputError(f"DemoSettings.samples must be >= 10; got {self.samples}")
 

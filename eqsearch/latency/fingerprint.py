@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from typing import Any
 
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, require_positive_integers
 
 RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 """Runtime name → the Python distribution whose version the measurements depend on."""
@@ -65,10 +65,9 @@ class MeasurementKey:
     image_size: int
 
     def __post_init__(self) -> None:
-        for name in ("cores", "threads", "batch", "image_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"MeasurementKey.{name} must be a positive integer; got {value!r}")
+        require_positive_integers(
+            self, ("cores", "threads", "batch", "image_size"), "MeasurementKey."
+        )
         for name in ("cpu", "runtime", "version"):
             if not isinstance(getattr(self, name), str):
                 raise InputError(f"MeasurementKey.{name} must be a string")

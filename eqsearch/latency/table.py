@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from eqsearch.errors import InputError
 from eqsearch.latency.fingerprint import MeasurementKey
@@ -20,9 +19,8 @@ from eqsearch.space import (
     QuantForm,
     SubnetConfig,
 )
+from eqsearch.space.arrays import FloatArray, IntArray
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 LATENCY_FORMAT = "eqsearch-latency"
 LATENCY_VERSION = 1
 _BITS = FULL_PRECISION_BITS + 1

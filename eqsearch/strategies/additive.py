@@ -12,9 +12,8 @@ from eqsearch import costs
 from eqsearch.errors import InputError
 from eqsearch.problem import Constraint, SearchProblem
 from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, QuantForm
+from eqsearch.space.arrays import FloatArray, IntArray
 
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 CostFunction = Callable[[ConfigBatch], npt.ArrayLike]
 
 COSTS: dict[str, CostFunction] = {

@@ -12,6 +12,7 @@ from eqsearch.errors import InputError
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
 from eqsearch.space import ConfigBatch
+from eqsearch.space.arrays import IntArray
 from eqsearch.strategies.additive import (
     LayerCosts,
     constraint_costs,
@@ -22,9 +23,6 @@ from eqsearch.strategies.additive import (
 from eqsearch.strategies.front import candidate_front, concatenate
 from eqsearch.strategies.ilp import budget_levels
 from eqsearch.strategies.sensitivity import Sensitivities, require_fixed_architecture
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 SAVING_TOLERANCE = 1e-12
 """A step must save more than this (in units of the costs' spans) to be taken."""

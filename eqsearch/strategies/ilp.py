@@ -16,6 +16,7 @@ from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem
 from eqsearch.resources import check_memory
 from eqsearch.space import ConfigBatch
+from eqsearch.space.arrays import FloatArray, IntArray
 from eqsearch.strategies.additive import (
     constraint_costs,
     default_sweep,
@@ -24,9 +25,6 @@ from eqsearch.strategies.additive import (
 )
 from eqsearch.strategies.front import candidate_front, concatenate
 from eqsearch.strategies.sensitivity import Sensitivities, require_fixed_architecture
-
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 
 TIME_LIMIT_SECONDS = 120.0
 """Per integer program; the programs here (one binary per layer and bit pair) take

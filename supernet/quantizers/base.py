@@ -166,6 +166,17 @@ class QuantizerSpec:
             )
         )
 
+    @property
+    def space_choices(self) -> dict[str, tuple[Any, ...]]:
+        """The bit widths and forms, as the keyword arguments of an elastic space."""
+        return {
+            "w_bits": self.w_bits,
+            "a_bits": self.a_bits,
+            "granularities": self.granularities,
+            "w_symmetries": self.w_symmetries,
+            "a_symmetries": self.a_symmetries,
+        }
+
     def pinned(self, w_bits: int, a_bits: int) -> QuantizerSpec:
         """The same forms at fixed bits (a pinned layer)."""
         return QuantizerSpec(
@@ -216,6 +227,11 @@ class ElasticQuantizer(nn.Module):
             for form in spec.forms
             if (w == FULL_PRECISION_BITS) == (a == FULL_PRECISION_BITS)
         )
+        self._handles: dict[LayerChoice, Any] = {}
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> ElasticQuantizer:
+        self._handles.clear()  # parameters may be new objects after a device/dtype move
+        return super()._apply(fn, *args, **kwargs)  # type: ignore[no-any-return]
 
     @property
     def weight_bits(self) -> list[int]:
@@ -272,6 +288,22 @@ class ElasticQuantizer(nn.Module):
     def resolve(self, choice: LayerChoice) -> Any:
         """A handle for ``choice`` (None when it is full precision)."""
         raise NotImplementedError
+
+    def _build_handle(self, choice: LayerChoice) -> Any:
+        """A new handle for the checked ``choice`` (see :meth:`_cached_handle`)."""
+        raise NotImplementedError
+
+    def _cached_handle(self, choice: LayerChoice) -> Any:
+        """The handle :meth:`_build_handle` makes for ``choice``, checked and built once per
+        choice (``set_subnet`` is on hot paths); forgotten when the parameters move."""
+        try:
+            return self._handles[choice]
+        except KeyError:
+            pass
+        self.check(choice)
+        handle = self._build_handle(choice)
+        self._handles[choice] = handle
+        return handle
 
     def quantize_weight(self, weight: torch.Tensor, handle: Any) -> torch.Tensor:
         """The weight as ``handle``'s choice quantizes it (fake-quantized, float)."""

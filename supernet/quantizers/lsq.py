@@ -123,15 +123,10 @@ class LsqQuantizer(ElasticQuantizer):
         self.register_buffer("input_signed", torch.tensor(False))
         self.register_buffer("calibrated", torch.tensor(False))
         self._input_signed = False
-        self._handles: dict[LayerChoice, LsqHandle | None] = {}
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args)
         self._input_signed = bool(self.input_signed)
-
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> LsqQuantizer:
-        self._handles.clear()  # parameters may be new objects after a device/dtype move
-        return super()._apply(fn, *args, **kwargs)  # type: ignore[no-any-return]
 
     # -- choices -----------------------------------------------------------------------
 
@@ -141,13 +136,7 @@ class LsqQuantizer(ElasticQuantizer):
 
     def resolve(self, choice: LayerChoice) -> LsqHandle | None:
         """Look up the parameters of ``choice`` (cached: ``set_subnet`` is on hot paths)."""
-        try:
-            return self._handles[choice]
-        except KeyError:
-            pass
-        self.check(choice)
-        handle = self._build_handle(choice)
-        self._handles[choice] = handle
+        handle: LsqHandle | None = self._cached_handle(choice)
         return handle
 
     def _build_handle(self, choice: LayerChoice) -> LsqHandle | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -77,33 +77,25 @@ class N2uqQuantizer(ElasticQuantizer):
             self.input_starts[key] = nn.Parameter(torch.zeros(1))
             self.input_log_widths[key] = nn.Parameter(torch.zeros(interval_count(bits)))
         self.register_buffer("calibrated", torch.tensor(False))
-        self._handles: dict[LayerChoice, N2uqHandle | None] = {}
-
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> N2uqQuantizer:
-        self._handles.clear()  # parameters may be new objects after a device/dtype move
-        return super()._apply(fn, *args, **kwargs)  # type: ignore[no-any-return]
 
     # -- choices -----------------------------------------------------------------------
 
     def resolve(self, choice: LayerChoice) -> N2uqHandle | None:
         """Look up the parameters of ``choice`` (cached: ``set_subnet`` is on hot paths)."""
-        try:
-            return self._handles[choice]
-        except KeyError:
-            pass
-        self.check(choice)
-        handle = None
-        if not choice.full_precision:
-            key = bits_key(choice.a_bits)
-            handle = N2uqHandle(
-                w_bits=choice.w_bits,
-                log_in_scale=self.input_log_scales[key],
-                log_out_scale=self.output_log_scales[key],
-                start=self.input_starts[key],
-                log_widths=self.input_log_widths[key],
-            )
-        self._handles[choice] = handle
+        handle: N2uqHandle | None = self._cached_handle(choice)
         return handle
+
+    def _build_handle(self, choice: LayerChoice) -> N2uqHandle | None:
+        if choice.full_precision:
+            return None
+        key = bits_key(choice.a_bits)
+        return N2uqHandle(
+            w_bits=choice.w_bits,
+            log_in_scale=self.input_log_scales[key],
+            log_out_scale=self.output_log_scales[key],
+            start=self.input_starts[key],
+            log_widths=self.input_log_widths[key],
+        )
 
     def quantize_weight(self, weight: torch.Tensor, handle: N2uqHandle | None) -> torch.Tensor:
         """Entropy-preserving weight quantization for ``handle`` (the weight itself when None)."""

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from eqsearch import costs
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.latency.fingerprint import machine_key
 from eqsearch.latency.kernels import KernelTable
 from eqsearch.latency.table import LatencyTable, LayerUnit
@@ -67,10 +67,7 @@ class LatencySettings:
     candidates: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("threads", "batch", "repeats", "candidates"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer; got {value!r}")
+        require_positive_integers(self, ("threads", "batch", "repeats", "candidates"))
         for name in ("holdout", "calibration"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

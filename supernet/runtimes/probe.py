@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.latency.fingerprint import machine_key
 from eqsearch.latency.kernels import FULL_BITS, KernelTable, ProbeCell
 from eqsearch.space import ElasticSpace, QuantForm
@@ -91,10 +91,9 @@ class ProbeSettings:
     repeats: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("channels", "image_size", "in_channels", "threads", "repeats"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"ProbeSettings.{name} must be a positive integer; got {value!r}")
+        require_positive_integers(
+            self, ("channels", "image_size", "in_channels", "threads", "repeats"), "ProbeSettings."
+        )
         for name in ("w_bits", "a_bits"):
             bits = tuple(sorted(set(getattr(self, name))))
             if not bits or any(not 2 <= b <= FULL_BITS for b in bits):

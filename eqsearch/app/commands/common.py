@@ -57,6 +57,17 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def add_command_group(
+    commands: Any, name: str, help: str, *, dest: str = "action", metavar: str = "ACTION"
+) -> Any:
+    """Add the command ``name`` whose sub-commands, one of them required, go to ``dest``;
+    returns the sub-command parsers' ``add_parser`` holder."""
+    group = commands.add_parser(name, help=help)
+    actions = group.add_subparsers(dest=dest, metavar=metavar, parser_class=Parser)
+    actions.required = True
+    return actions
+
+
 def add_image_count_arguments(parser: argparse.ArgumentParser, val_help: str) -> None:
     """``--calib-images N`` (BN re-calibration images; ``--bn-images`` is a hidden alias) and
     ``--val-images M`` (scoring images), EQ-Net's evaluation protocol on every command that

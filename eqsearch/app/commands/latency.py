@@ -29,13 +29,11 @@ TABLE_PREFIX = "latency-"
 
 def register(commands: Any) -> None:
     """Add ``latency`` and its sub-commands ``build`` and ``show``."""
-    from eqsearch.app.commands.common import Parser
+    from eqsearch.app.commands.common import add_command_group
 
-    latency = commands.add_parser(
-        "latency", help="measured latency tables of a space on a runtime (for the search)"
+    actions = add_command_group(
+        commands, "latency", "measured latency tables of a space on a runtime (for the search)"
     )
-    actions = latency.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
-    actions.required = True
     build = actions.add_parser(
         "build",
         help="measure every layer at every shape and kernel class, then held-out whole "

@@ -21,13 +21,11 @@ RUNTIME_NAMES = ("onnxruntime", "openvino")
 
 def register(commands: Any) -> None:
     """Add ``runtime`` and its sub-command ``probe``."""
-    from eqsearch.app.commands.common import Parser
+    from eqsearch.app.commands.common import add_command_group
 
-    runtime = commands.add_parser(
-        "runtime", help="measure what an inference runtime runs: integer kernels or float"
+    actions = add_command_group(
+        commands, "runtime", "measure what an inference runtime runs: integer kernels or float"
     )
-    actions = runtime.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
-    actions.required = True
     probe = actions.add_parser(
         "probe",
         help="export one layer of every kind at every bit width and form, run it, and read "

@@ -20,12 +20,18 @@ from eqsearch.app.commands.common import (
 )
 from eqsearch.app.commands.searching import (
     NoOracle,
+    add_bits_budget_arguments,
+    add_front_output_arguments,
     add_latency_arguments,
+    add_objective_arguments,
     annotate_front,
     budget_message,
+    front_output_directory,
     latency_table,
+    load_holdout_supernet,
     objective_names,
     predictor_oracle,
+    read_supernet_checkpoint,
     verify_latency,
     with_predictor_source,
 )
@@ -44,33 +50,18 @@ def register(commands: Any) -> None:
     """Add the ``nsga`` and ``demo`` subcommands."""
     from eqsearch.app.commands.refine import add_refine_arguments
     from eqsearch.engines import ENGINES
-    from eqsearch.problem import OBJECTIVE_NAMES
-    from eqsearch.targets import TARGET_NAMES
 
     nsga = commands.add_parser(
         "nsga", help="NSGA-II search for mixed-precision configs on the Pareto front"
     )
     add = nsga.add_argument
     add("--supernet", required=True, help="a supernet.pt checkpoint")
-    add("--w-bits", type=finite_float, help="budget: average weight bits of the searched layers")
-    add(
-        "--a-bits", type=finite_float, help="budget: average activation bits of the searched layers"
-    )
+    add_bits_budget_arguments(nsga)
     add("--bitops", type=finite_float, help="budget: BitOPs per image")
     add("--size", type=finite_float, help="budget: packed model size in bytes")
     add("--macs", type=finite_float, help="budget: MACs per image of a joint space's architecture")
     add_latency_arguments(nsga)
-    add(
-        "--objectives",
-        default="accuracy,bitops",
-        help=f"comma-separated, from {', '.join(OBJECTIVE_NAMES)} (default accuracy,bitops)",
-    )
-    add(
-        "--target",
-        default="any",
-        choices=TARGET_NAMES,
-        help="hardware preset of forms, or a runtime probed here (its integer-kernel forms)",
-    )
+    add_objective_arguments(nsga)
     add("--forms-per-layer", action="store_true", help="with --target any: a form per layer")
     add("--engine", default="pymoo", choices=ENGINES, help="NSGA-II implementation (default pymoo)")
     add("--predictor", help="a fitted predictor (default: the one saved beside the checkpoint)")
@@ -91,8 +82,7 @@ def register(commands: Any) -> None:
         help="measure K front configs on the supernet",
     )
     add_refine_arguments(nsga)
-    add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
-    add_force_argument(nsga, "pareto.{json,csv,png}")
+    add_front_output_arguments(nsga)
     add("--device", default="auto", help=f"for --oracle supernet and --verify: {DEVICE_HELP}")
     add_image_count_arguments(
         nsga,
@@ -134,16 +124,6 @@ def _check_counts(args: argparse.Namespace) -> None:
         raise UsageError(f"--verify must be >= 0; got {args.verify}")
 
 
-def _output_directory(args: argparse.Namespace) -> Path:
-    from eqsearch.files import check_output_directory, check_output_file
-    from eqsearch.pareto import FRONT_FILES
-
-    out = check_output_directory(Path(args.out) if args.out else Path(args.supernet).parent)
-    for name, kind in zip(FRONT_FILES, ("pareto", "table", "image"), strict=True):
-        check_output_file(out / name, kind=kind, force=args.force)
-    return out
-
-
 def _cmd_nsga(args: argparse.Namespace) -> int:
     from eqsearch.app.commands.refine import check_refine_arguments
     from eqsearch.locks import hold_directory
@@ -151,7 +131,7 @@ def _cmd_nsga(args: argparse.Namespace) -> int:
     _check_counts(args)
     objectives = objective_names(args.objectives)
     check_refine_arguments(args, objectives)
-    out = _output_directory(args)
+    out = front_output_directory(args)
     with hold_directory(out, what="the output directory"):
         return _nsga(args, objectives, out)
 
@@ -161,14 +141,8 @@ def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
     from eqsearch.engines import search_memory_bytes
     from eqsearch.problem import make_problem
     from eqsearch.resources import check_memory
-    from eqsearch.space import ElasticSpace
-    from supernet.checkpoint import check_finite_weights, load_checkpoint
 
-    checkpoint = load_checkpoint(args.supernet)
-    if checkpoint.get("kind") != "supernet":
-        raise UsageError(f"{args.supernet} is a full-precision checkpoint; search a supernet.pt")
-    check_finite_weights(checkpoint["state_dict"], args.supernet)
-    space = ElasticSpace.from_dict(checkpoint["space"])
+    checkpoint, space = read_supernet_checkpoint(args, "search a supernet.pt")
     latency = latency_table(args, objectives, space)
     settings: dict[str, Any] = {
         "objectives": objectives,
@@ -237,17 +211,9 @@ def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
 
 
 def _load_supernet_oracle(args: argparse.Namespace, console: Console) -> AccuracyOracle:
-    from supernet.evaluate import load_for_evaluation, supernet_oracle
+    from supernet.evaluate import supernet_oracle
 
-    with status(console, "loading the supernet and its evaluation images", not args.no_progress):
-        supernet, _, evaluation = load_for_evaluation(
-            args.supernet,
-            split="holdout",
-            bn_images=args.bn_images,
-            val_images=args.val_images,
-            device=args.device,
-        )
-    return supernet_oracle(supernet, evaluation)
+    return supernet_oracle(*load_holdout_supernet(args, console, "evaluation images"))
 
 
 def _search(problem: SearchProblem, args: argparse.Namespace, console: Console) -> ParetoFront:

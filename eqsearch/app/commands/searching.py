@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eqsearch.app.commands.common import UsageError, finite_float
+from eqsearch.app.commands.common import UsageError, add_force_argument, finite_float
 from eqsearch.app.console import status
 
 if TYPE_CHECKING:
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from eqsearch.oracle import AccuracyOracle
     from eqsearch.pareto import ParetoFront
     from eqsearch.space import ElasticSpace
+    from supernet.elastic import Supernet
+    from supernet.evaluate import EvaluationSet
 
 
 class NoOracle:
@@ -34,6 +36,41 @@ def objective_names(text: str) -> list[str]:
     return names
 
 
+def add_bits_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--w-bits`` and ``--a-bits``: budgets on the searched layers' average bits."""
+    add = parser.add_argument
+    add("--w-bits", type=finite_float, help="budget: average weight bits of the searched layers")
+    add(
+        "--a-bits", type=finite_float, help="budget: average activation bits of the searched layers"
+    )
+
+
+def add_objective_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--objectives`` and ``--target`` (the hardware preset of forms)."""
+    from eqsearch.problem import OBJECTIVE_NAMES
+    from eqsearch.targets import TARGET_NAMES
+
+    parser.add_argument(
+        "--objectives",
+        default="accuracy,bitops",
+        help=f"comma-separated, from {', '.join(OBJECTIVE_NAMES)} (default accuracy,bitops)",
+    )
+    parser.add_argument(
+        "--target",
+        default="any",
+        choices=TARGET_NAMES,
+        help="hardware preset of forms, or a runtime probed here (its integer-kernel forms)",
+    )
+
+
+def add_front_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out`` and ``--force`` for the front's files (see :func:`front_output_directory`)."""
+    parser.add_argument(
+        "--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)"
+    )
+    add_force_argument(parser, "pareto.{json,csv,png}")
+
+
 def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     """``--latency-table`` and ``--latency-ms`` (the ``latency`` objective's table, a budget)."""
     parser.add_argument(
@@ -44,6 +81,51 @@ def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--latency-ms", type=finite_float, help="budget: predicted ms per inference (the table's)"
     )
+
+
+def front_output_directory(args: argparse.Namespace) -> Path:
+    """``--out`` (default: the checkpoint's folder), refused where its front files may not be
+    written (``--force``)."""
+    from eqsearch.files import check_output_directory, check_output_file
+    from eqsearch.pareto import FRONT_FILES
+
+    out = check_output_directory(Path(args.out) if args.out else Path(args.supernet).parent)
+    for name, kind in zip(FRONT_FILES, ("pareto", "table", "image"), strict=True):
+        check_output_file(out / name, kind=kind, force=args.force)
+    return out
+
+
+def read_supernet_checkpoint(
+    args: argparse.Namespace, remedy: str
+) -> tuple[dict[str, Any], ElasticSpace]:
+    """``--supernet``'s checkpoint with finite weights, and its space; a full-precision
+    checkpoint is a usage error that ends with ``remedy``."""
+    from eqsearch.space import ElasticSpace
+    from supernet.checkpoint import check_finite_weights, load_checkpoint
+
+    checkpoint = load_checkpoint(args.supernet)
+    if checkpoint.get("kind") != "supernet":
+        raise UsageError(f"{args.supernet} is a full-precision checkpoint; {remedy}")
+    check_finite_weights(checkpoint["state_dict"], args.supernet)
+    return checkpoint, ElasticSpace.from_dict(checkpoint["space"])
+
+
+def load_holdout_supernet(
+    args: argparse.Namespace, console: Console, images: str
+) -> tuple[Supernet, EvaluationSet]:
+    """``--supernet`` and its held-out scoring images (``--bn-images``, ``--val-images``,
+    ``--device``), under a status line naming the ``images``."""
+    from supernet.evaluate import load_for_evaluation
+
+    with status(console, f"loading the supernet and its {images}", not args.no_progress):
+        supernet, _, evaluation = load_for_evaluation(
+            args.supernet,
+            split="holdout",
+            bn_images=args.bn_images,
+            val_images=args.val_images,
+            device=args.device,
+        )
+    return supernet, evaluation
 
 
 def budget_message(problem_error: ValueError) -> str:

@@ -10,10 +10,8 @@ from eqsearch.app.commands.common import (
     DEVICE_HELP,
     EXIT_OK,
     UsageError,
-    add_force_argument,
     add_image_count_arguments,
     add_progress_argument,
-    finite_float,
     positive_int,
     seed_int,
 )
@@ -32,11 +30,14 @@ if TYPE_CHECKING:
 
 def register(commands: Any) -> None:
     """Add the ``strategy`` subcommand."""
-    from eqsearch.app.commands.searching import add_latency_arguments
-    from eqsearch.problem import OBJECTIVE_NAMES
+    from eqsearch.app.commands.searching import (
+        add_bits_budget_arguments,
+        add_front_output_arguments,
+        add_latency_arguments,
+        add_objective_arguments,
+    )
     from eqsearch.strategies import STRATEGIES
     from eqsearch.strategies.additive import SWEEPS
-    from eqsearch.targets import TARGET_NAMES
 
     parser = commands.add_parser(
         "strategy",
@@ -51,21 +52,8 @@ def register(commands: Any) -> None:
         help="ilp and greedy: HAWQ's Hessian trace × quantization error (default), or the "
         "measured accuracy drop with one layer lowered; cached beside the checkpoint",
     )
-    add("--w-bits", type=finite_float, help="budget: average weight bits of the searched layers")
-    add(
-        "--a-bits", type=finite_float, help="budget: average activation bits of the searched layers"
-    )
-    add(
-        "--objectives",
-        default="accuracy,bitops",
-        help=f"comma-separated, from {', '.join(OBJECTIVE_NAMES)} (default accuracy,bitops)",
-    )
-    add(
-        "--target",
-        default="any",
-        choices=TARGET_NAMES,
-        help="hardware preset of forms, or a runtime probed here (its integer-kernel forms)",
-    )
+    add_bits_budget_arguments(parser)
+    add_objective_arguments(parser)
     add_latency_arguments(parser)
     add(
         "--sweep",
@@ -100,8 +88,7 @@ def register(commands: Any) -> None:
         "the predictor beside the checkpoint",
     )
     add("--predictor", help="with --oracle predictor: a fitted predictor file")
-    add("--out", help="directory of pareto.{json,csv,png} (default: the checkpoint's)")
-    add_force_argument(parser, "pareto.{json,csv,png}")
+    add_front_output_arguments(parser)
     add("--device", default="auto", help=DEVICE_HELP)
     add_image_count_arguments(
         parser,
@@ -134,23 +121,13 @@ def _check_flags(args: argparse.Namespace) -> None:
         )
 
 
-def _output_directory(args: argparse.Namespace) -> Path:
-    from eqsearch.files import check_output_directory, check_output_file
-    from eqsearch.pareto import FRONT_FILES
-
-    out = check_output_directory(Path(args.out) if args.out else Path(args.supernet).parent)
-    for name, kind in zip(FRONT_FILES, ("pareto", "table", "image"), strict=True):
-        check_output_file(out / name, kind=kind, force=args.force)
-    return out
-
-
 def _cmd_strategy(args: argparse.Namespace) -> int:
-    from eqsearch.app.commands.searching import objective_names
+    from eqsearch.app.commands.searching import front_output_directory, objective_names
     from eqsearch.locks import hold_directory
 
     _check_flags(args)
     objectives = objective_names(args.objectives)
-    out = _output_directory(args)
+    out = front_output_directory(args)
     with hold_directory(out, what="the output directory"):
         return _strategy(args, objectives, out)
 
@@ -160,19 +137,15 @@ def _strategy(args: argparse.Namespace, objectives: list[str], out: Path) -> int
         NoOracle,
         budget_message,
         latency_table,
+        load_holdout_supernet,
         predictor_oracle,
+        read_supernet_checkpoint,
         with_predictor_source,
     )
     from eqsearch.problem import make_problem
-    from eqsearch.space import ElasticSpace
     from eqsearch.strategies import NEEDS_SENSITIVITIES, require_fixed_architecture
-    from supernet.checkpoint import check_finite_weights, load_checkpoint
 
-    checkpoint = load_checkpoint(args.supernet)
-    if checkpoint.get("kind") != "supernet":
-        raise UsageError(f"{args.supernet} is a full-precision checkpoint; use a supernet.pt")
-    check_finite_weights(checkpoint["state_dict"], args.supernet)
-    space = ElasticSpace.from_dict(checkpoint["space"])
+    checkpoint, space = read_supernet_checkpoint(args, "use a supernet.pt")
     require_fixed_architecture(space, f"the {args.name} strategy")
     settings: dict[str, Any] = {
         "objectives": objectives,
@@ -189,7 +162,7 @@ def _strategy(args: argparse.Namespace, objectives: list[str], out: Path) -> int
     _check_memory(args, probe)
     console = make_console()
     needs_supernet = args.oracle == "supernet" or args.name in NEEDS_SENSITIVITIES
-    loaded = _load(args, console) if needs_supernet else None
+    loaded = load_holdout_supernet(args, console, "scoring images") if needs_supernet else None
     oracle: AccuracyOracle
     if "accuracy" not in objectives:
         oracle = NoOracle()
@@ -237,20 +210,6 @@ def _check_memory(args: argparse.Namespace, problem: SearchProblem) -> None:
         batches = -(-min(args.images, 1 << 20) // 64)
         samples = 2.0 * batches * args.probes * len(problem.space.elastic_indices)
         check_memory(64.0 * samples, f"--probes {args.probes} with --images {args.images}")
-
-
-def _load(args: argparse.Namespace, console: Console) -> tuple[Supernet, EvaluationSet]:
-    from supernet.evaluate import load_for_evaluation
-
-    with status(console, "loading the supernet and its scoring images", not args.no_progress):
-        supernet, _, evaluation = load_for_evaluation(
-            args.supernet,
-            split="holdout",
-            bn_images=args.bn_images,
-            val_images=args.val_images,
-            device=args.device,
-        )
-    return supernet, evaluation
 
 
 def _measuring_oracle(supernet: Supernet, evaluation: EvaluationSet) -> AccuracyOracle:

@@ -9,7 +9,7 @@ import importlib.util
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from eqsearch.app.commands.common import Parser
+from eqsearch.app.commands.common import add_command_group
 
 GROUP = "eqsearch.studies"
 """Entry-point group of the studies: name → a module with ``add_arguments(parser)`` and
@@ -55,9 +55,13 @@ def register(commands: argparse._SubParsersAction[Any], *, with_options: bool = 
     adds the sub-commands without them, for a command line that runs no study.
     """
     studies_found = installed_studies()
-    study = commands.add_parser("study", help=f"experiments: {', '.join(studies_found)}")
-    studies = study.add_subparsers(dest="study", metavar="STUDY", parser_class=Parser)
-    studies.required = True
+    studies = add_command_group(
+        commands,
+        "study",
+        f"experiments: {', '.join(studies_found)}",
+        dest="study",
+        metavar="STUDY",
+    )
     for name, point in studies_found.items():
         parser = studies.add_parser(name, help=_summary(point.value))
         if with_options:
