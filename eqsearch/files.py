@@ -234,6 +234,8 @@ def sniff_kind(path: str | Path) -> str | None:
     if location.suffix == ".onnx" and head[:1] == b"\x08":
         return "onnx"
     text = head.decode("utf-8", errors="replace").lstrip()
+    if "\ufffd" in text[:-3]:  # bytes that are not UTF-8 text (the read may cut the last one)
+        return None
     if text.startswith("index,config,"):
         return "samples"
     if text.startswith("{"):

@@ -76,6 +76,8 @@ def test_sniff_kind_tells_the_files_of_eqsearch_apart(tmp_path: Path) -> None:
         "plot.png": b"\x89PNG\r\n\x1a\n....",
         "model.onnx": b"\x08\x07\x12\x07pytorch",
         "notes.csv": b"a,b\n1,2\n",
+        "binary.json": b'{"' + bytes(range(128, 256)) * 8,  # opens like JSON, is not text
+        "accented.json": '{"café": 1}'.encode(),
     }
     for name, data in files.items():
         if data is not None:
@@ -96,6 +98,8 @@ def test_sniff_kind_tells_the_files_of_eqsearch_apart(tmp_path: Path) -> None:
         "plot.png": "image",
         "model.onnx": "onnx",
         "notes.csv": None,
+        "binary.json": None,
+        "accented.json": "json",
         "weights.npz": "weights",
     }
     assert {name: sniff_kind(tmp_path / name) for name in expected} == expected

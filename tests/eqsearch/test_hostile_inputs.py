@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import pickle
+import random
 import re
 import shlex
 import shutil
@@ -95,7 +96,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         return path
 
     paths["marker"] = hostile / "PAYLOAD-RAN"
-    add("random.pt", os.urandom(4096))
+    add("random.pt", b"{" + random.Random(0).randbytes(4095))  # binary, even opening as JSON
     add("pickle.pt", pickle.dumps(_Payload(paths["marker"])))
     torch.save({"state_dict": _Payload(paths["marker"])}, hostile / "zip-pickle.pt")
     paths["zip-pickle.pt"] = hostile / "zip-pickle.pt"
