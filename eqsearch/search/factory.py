@@ -6,8 +6,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from eqsearch.errors import InputError
 from eqsearch.oracle import AccuracyOracle
 from eqsearch.registry import Registry
@@ -28,7 +26,6 @@ from eqsearch.search.objectives import (
     weight_bits_budget,
     weight_compression_objective,
 )
-from eqsearch.search.operators import first_population
 from eqsearch.search.problem import SearchProblem
 from eqsearch.space import ElasticSpace
 from eqsearch.targets import get_target
@@ -165,7 +162,4 @@ def make_problem(
         space, chosen, constraints, forms=forms, per_layer_forms=forms_per_layer
     )
     problem.check_feasible()
-    if any(not constraint.monotone for constraint in constraints):
-        # a budget repair cannot steer is decided by sampling: refuse it now, before the work
-        first_population(problem, np.random.default_rng(0), 1)
     return problem

@@ -122,13 +122,19 @@ class SearchProblem:
         return Evaluation(batch, values, values * self.signs, self.violation(batch))
 
     def check_feasible(self) -> None:
-        """Raise ValueError when a monotone budget cannot be met.
+        """Raise InputError when the budgets cannot be met, before any search.
 
-        Checks the lowest-bit subnets of the smallest architecture (one per allowed form): a
-        monotone budget they exceed cannot be met by lowering bits or shrinking the
-        architecture. The message states the smallest reachable value. Constraints that are
-        not monotone are decided by sampling (:meth:`initial_population`).
+        A monotone budget is checked on the lowest-bit subnets of the smallest architecture
+        (one per allowed form): one they exceed cannot be met by lowering bits or shrinking
+        the architecture, and the message states the smallest reachable value. Constraints
+        that are not monotone are decided by sampling, as the first population is (see
+        :func:`eqsearch.search.operators.first_population`).
         """
+        self._check_monotone_budgets()
+        if any(not constraint.monotone for constraint in self.constraints):
+            first_population(self, np.random.default_rng(0), 1)
+
+    def _check_monotone_budgets(self) -> None:
         budgets = [constraint for constraint in self.constraints if constraint.monotone]
         if not budgets:
             return
@@ -166,7 +172,7 @@ class SearchProblem:
         """
         if n < 1:
             raise InputError(f"the population size must be >= 1; got {n}")
-        self.check_feasible()
+        self._check_monotone_budgets()  # the sampling below decides the others
         return first_population(self, rng, n)
 
     def reference_genomes(self) -> IntArray:
