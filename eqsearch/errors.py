@@ -11,7 +11,26 @@ class InputError(ValueError):
 
     The command line reports it as one ``error: ...`` line with exit code 2. It is a
     ``ValueError``, so code that catches ``ValueError`` keeps working.
+
+    An error about one field of a request or config names it: ``field`` is the field's
+    name and ``{field}`` in the message stands where it is named, so that each caller can
+    call the field its own way (:meth:`naming`: the command line names its flag).
+
+    >>> error = InputError("{field} must be at least 2; got 1", field="population")
+    >>> str(error), error.naming("--population")
+    ('population must be at least 2; got 1', '--population must be at least 2; got 1')
     """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        self.template = message
+        super().__init__(message.replace("{field}", field) if field is not None else message)
+
+    def naming(self, name: str) -> str:
+        """The message with the field called ``name`` (its text unchanged without a field)."""
+        if self.field is None:
+            return str(self)
+        return self.template.replace("{field}", name)
 
 
 _WARNED: set[str] = set()

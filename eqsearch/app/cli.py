@@ -168,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in arguments or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     arguments = [argument for argument in arguments if argument != "--debug"]
     quiet_native_logs(debug)  # before any command imports torch
+    parser: argparse.ArgumentParser | None = None
+    args: argparse.Namespace | None = None
     try:
         with trust_scope():
             arguments = _take_trusted_factories(arguments)
@@ -178,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return handler(args)
     except (UsageError, InputError) as error:
         # bad input; any other ValueError is a bug and falls through to the last handler
-        print(f"error: {_one_line(error)}", file=sys.stderr)
+        print(f"error: {_one_line(_in_flags(error, parser, args))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -234,7 +236,40 @@ def _take_trusted_factories(arguments: list[str]) -> list[str]:
     return rest
 
 
-def _one_line(error: BaseException) -> str:
+def _in_flags(
+    error: InputError, parser: argparse.ArgumentParser | None, args: argparse.Namespace | None
+) -> str:
+    """The error's message with the field it concerns called by the command's flag (the
+    option whose destination is the field, or the command's ``field_flags`` default)."""
+    if error.field is None or parser is None or args is None:
+        return str(error)
+    flags: dict[str, str] = dict(getattr(args, "field_flags", None) or {})
+    command = _command_parser(parser, args)
+    for action in command._actions if command is not None else ():
+        long_options = [option for option in action.option_strings if option.startswith("--")]
+        if long_options and action.help != argparse.SUPPRESS:
+            flags.setdefault(action.dest, long_options[0])
+    flag = flags.get(error.field)
+    return error.naming(flag) if flag is not None else str(error)
+
+
+def _command_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser | None:
+    """The (sub-)command parser whose handler ``args`` holds."""
+    handler = getattr(args, "handler", None)
+    pending = [parser]
+    while pending:
+        current = pending.pop()
+        if current is not parser and current._defaults.get("handler") is handler:
+            return current
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+    return None
+
+
+def _one_line(error: BaseException | str) -> str:
     """The error's message on one line (multi-line messages of libraries are joined)."""
     text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
     return text or type(error).__name__
