@@ -4,7 +4,7 @@ Run: ``python benchmarks/gpu_oracle.py --device cuda --calib-images 5000 --val-i
 (``benchmarks/gpu_suite.sh`` runs it). Writes a synthetic ImageFolder (random JPEGs, 10
 classes: ``train/`` holds the calibration images, ``val/`` the scoring ones) under ``--root``
 once, reads it as ``eqsearch`` reads folder data (resize 256, centre crop 224), and times
-:class:`supernet.oracle.SupernetOracle` on ``--subnets`` random subnets after one untimed
+:class:`supernet.evaluation.oracle.SupernetOracle` on ``--subnets`` random subnets after one untimed
 subnet. ``--folder-only`` writes the folder and stops (e.g. for a torchrun train step).
 """
 
@@ -75,8 +75,8 @@ def main() -> int:
         return 0
 
     from supernet import build_supernet
-    from supernet.data import DataSpec, build_data
-    from supernet.evaluate import evaluation_set, supernet_oracle
+    from supernet.data.datasets import DataSpec, build_data
+    from supernet.evaluation.evaluate import evaluation_set, supernet_oracle
 
     spec = DataSpec(
         name="imagefolder",

@@ -28,11 +28,11 @@ import torch
 
 from eqsearch.space import QuantForm
 from supernet import build_supernet, runtime
-from supernet.host_reads import counting_host_reads
-from supernet.losses import guided_loss, wdr_weights
 from supernet.runtime import compiled_quantizers, device_path
-from supernet.train import TrainConfig, _check_finite, draw_sandwich, sandwich_step
-from supernet.train_loop import LaggedLosses, autocast, gradient_scaler, optimizer_step
+from supernet.training.host_reads import counting_host_reads
+from supernet.training.losses import guided_loss, wdr_weights
+from supernet.training.train import TrainConfig, _check_finite, draw_sandwich, sandwich_step
+from supernet.training.train_loop import LaggedLosses, autocast, gradient_scaler, optimizer_step
 
 
 def _row(figure: str, value: str, detail: str) -> None:

@@ -23,9 +23,9 @@ from torch.nn import functional as F
 
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
-from supernet.models import create_model
+from supernet.networks.models import create_model
 from supernet.runtime import keep_freed_memory
-from supernet.train import TrainConfig, draw_sandwich, sandwich_step
+from supernet.training.train import TrainConfig, draw_sandwich, sandwich_step
 
 MODEL = "oqa_mbv3"
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from supernet import build_supernet, init_quantizers
-from supernet.elastic import Supernet
+from supernet.networks.elastic import Supernet
 from supernet.runtime import keep_freed_memory
-from supernet.train import TrainConfig, draw_sandwich, sandwich_step
+from supernet.training.train import TrainConfig, draw_sandwich, sandwich_step
 
 FORM_OPTIONS = {"granularities": ("channel",), "w_symmetries": (True,), "a_symmetries": (False,)}
 

@@ -23,10 +23,10 @@ import torch
 
 from eqsearch.space import SubnetConfig
 from supernet import build_supernet
-from supernet.calibrate import calibrate_bn, preserved_bn_state
-from supernet.elastic import Supernet
-from supernet.inference import frozen_weights
-from supernet.oracle import SupernetOracle, subnet_accuracy, top1_accuracy
+from supernet.evaluation.inference import frozen_weights
+from supernet.evaluation.oracle import SupernetOracle, subnet_accuracy, top1_accuracy
+from supernet.networks.calibrate import calibrate_bn, preserved_bn_state
+from supernet.networks.elastic import Supernet
 from supernet.quantizers import lsq_kernels
 from supernet.runtime import keep_freed_memory
 

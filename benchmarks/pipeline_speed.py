@@ -27,7 +27,7 @@ from pathlib import Path
 
 IMPORTS = (
     "import torch, xgboost, matplotlib.pyplot, eqsearch.engines.pymoo, predictors, "
-    "supernet.checkpoint"
+    "supernet.files.checkpoint"
 )
 
 
@@ -52,7 +52,7 @@ def _in_process(checkpoint: Path, repeats: int) -> tuple[float, float]:
     from eqsearch.engines import nsga2
     from eqsearch.problem import make_problem
     from predictors import PredictorOracle, find_predictor, load_predictor
-    from supernet.evaluate import load_for_evaluation, supernet_oracle
+    from supernet.evaluation.evaluate import load_for_evaluation, supernet_oracle
 
     predictor_path = find_predictor(checkpoint.parent)
     assert predictor_path is not None, f"no predictor beside {checkpoint}"

@@ -12,7 +12,7 @@ with torch's default threads (what ``eqsearch sample`` did before it had workers
   ``eqsearch sample``'s default).
 
 Every way keeps its oracles from one repeat to the next, and each starts with the first-layer
-outputs of every form stored (``supernet.inference.LayerOutputCache``), as a sampling run
+outputs of every form stored (``supernet.evaluation.inference.LayerOutputCache``), as a sampling run
 of hundreds of subnets has them after its first few.
 """
 
@@ -31,7 +31,7 @@ import torch
 
 from eqsearch.space import SubnetConfig
 from supernet import build_supernet
-from supernet.oracle import SupernetOracle
+from supernet.evaluation.oracle import SupernetOracle
 from supernet.parallel import usable_cores
 from supernet.runtime import keep_freed_memory
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-import supernet.elastic as elastic_module
+import supernet.networks.elastic as elastic_module
 import supernet.quantizers.fake_quant as fake_quant_module
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers

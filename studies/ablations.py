@@ -27,14 +27,14 @@ from eqsearch.space import Granularity, QuantForm
 from studies.entry import study_main
 from studies.fp_init import shared_fp_checkpoint
 from studies.report import frame_table
-from supernet.checkpoint import load_checkpoint, load_supernet
-from supernet.data import DataBundle, build_data
-from supernet.elastic import Supernet
-from supernet.evaluate import PAPER_FORMS, evaluate_configs, evaluation_set
-from supernet.losses import standardized_moments
-from supernet.oracle import measure_accuracy
+from supernet.data.datasets import DataBundle, build_data
+from supernet.evaluation.evaluate import PAPER_FORMS, evaluate_configs, evaluation_set
+from supernet.evaluation.oracle import measure_accuracy
+from supernet.files.checkpoint import load_checkpoint, load_supernet
+from supernet.networks.elastic import Supernet
 from supernet.quantizers.lsq import LsqQuantizer
-from supernet.train import CHECKPOINT_NAME, EpochReport, TrainConfig, train_supernet
+from supernet.training.losses import standardized_moments
+from supernet.training.train import CHECKPOINT_NAME, EpochReport, TrainConfig, train_supernet
 
 PARTS = ("wdr", "guidance", "per_tensor", "static", "schedule")
 """The ablations: WDR terms (Table 3, Fig. 2), GPG vs label guidance (Fig. 3), per-tensor

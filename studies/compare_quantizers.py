@@ -15,9 +15,9 @@ from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.files import atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory
 from eqsearch.space import QuantForm
-from supernet.evaluate import evaluate_configs, evaluation_set
-from supernet.oracle import measure_accuracy
-from supernet.train import FP_CHECKPOINT_NAME, TrainConfig, train_supernet
+from supernet.evaluation.evaluate import evaluate_configs, evaluation_set
+from supernet.evaluation.oracle import measure_accuracy
+from supernet.training.train import FP_CHECKPOINT_NAME, TrainConfig, train_supernet
 
 FORM = QuantForm("channel", True, False)
 """The one form both quantizers express: N2UQ's (per-channel symmetric weights, asymmetric

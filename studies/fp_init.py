@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from eqsearch.locks import exclusive_writer
-from supernet.train import FP_CHECKPOINT_NAME, TrainConfig, train_supernet
+from supernet.training.train import FP_CHECKPOINT_NAME, TrainConfig, train_supernet
 
 
 def shared_fp_checkpoint(base: TrainConfig, out_dir: str | Path) -> Path | None:

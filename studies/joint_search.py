@@ -181,8 +181,8 @@ def run_joint_study(
     from eqsearch import costs
     from eqsearch.app.refine import scoring_evaluation
     from predictors import load_samples
-    from supernet.evaluate import supernet_oracle
-    from supernet.extract import extract
+    from supernet.evaluation.evaluate import supernet_oracle
+    from supernet.networks.extract import extract
 
     chosen = settings or JointStudySettings()
     location = Path(checkpoint)

@@ -101,10 +101,10 @@ def search_comparison(
     every runtime (all picks timed together in interleaved rounds). Returns the fronts, the
     scoring images and the median relative spread of the latency measurements."""
     from eqsearch.oracle import CachedOracle
-    from supernet.evaluate import load_for_evaluation, supernet_oracle
-    from supernet.runtimes import get_runtime
-    from supernet.runtimes.exporting import Extractions, runtime_graph
-    from supernet.runtimes.latency_build import LatencySettings, measure_wall
+    from supernet.deployment.runtimes import get_runtime
+    from supernet.deployment.runtimes.exporting import Extractions, runtime_graph
+    from supernet.deployment.runtimes.latency_build import LatencySettings, measure_wall
+    from supernet.evaluation.evaluate import load_for_evaluation, supernet_oracle
 
     supernet, _, evaluation = load_for_evaluation(str(checkpoint), split="holdout", device=device)
     supernet.eval()

@@ -69,7 +69,7 @@ class ProxyRow:
 
 def available_runtimes(names: Sequence[str]) -> list[str]:
     """The runtimes of ``names`` installed here."""
-    from supernet.runtimes import runtime_available
+    from supernet.deployment.runtimes import runtime_available
 
     return [name for name in names if runtime_available(name)]
 
@@ -87,10 +87,10 @@ def cached_table(
     from eqsearch.latency.cache import find_probe, probe_path
     from eqsearch.latency.fingerprint import machine_key
     from eqsearch.latency.kernels import save_probe
-    from supernet.runtimes import get_runtime
-    from supernet.runtimes.exporting import input_size
-    from supernet.runtimes.latency_build import LatencySettings, build_latency_table
-    from supernet.runtimes.probe import ProbeSettings, run_probe
+    from supernet.deployment.runtimes import get_runtime
+    from supernet.deployment.runtimes.exporting import input_size
+    from supernet.deployment.runtimes.latency_build import LatencySettings, build_latency_table
+    from supernet.deployment.runtimes.probe import ProbeSettings, run_probe
 
     space = supernet.space
     key = machine_key(

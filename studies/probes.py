@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from eqsearch.space import ElasticSpace, QuantForm, SubnetConfig
-from supernet.data import DataBundle
-from supernet.elastic import Supernet
-from supernet.evaluate import PAPER_FORMS
-from supernet.oracle import measure_accuracy
+from supernet.data.datasets import DataBundle
+from supernet.evaluation.evaluate import PAPER_FORMS
+from supernet.evaluation.oracle import measure_accuracy
+from supernet.networks.elastic import Supernet
 
 
 @dataclass(frozen=True)

@@ -254,8 +254,8 @@ def run_strategy_study(
         device: torch device.
         log: receives one line per finished step.
     """
-    from supernet.evaluate import supernet_oracle
-    from supernet.sensitivity import checkpoint_sensitivities
+    from supernet.evaluation.evaluate import supernet_oracle
+    from supernet.evaluation.sensitivity import checkpoint_sensitivities
 
     chosen = settings or StrategyStudySettings()
     location = Path(checkpoint)

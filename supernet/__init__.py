@@ -1,16 +1,16 @@
 """Elastic quantization supernets: build, quantize, train, calibrate, evaluate, export."""
 
-from supernet.calibrate import calibrate_bn
-from supernet.checkpoint import load_supernet, save_supernet
-from supernet.elastic import Supernet, build_supernet, to_supernet
-from supernet.export import export_onnx
-from supernet.layers import ElasticQuantConv2d, ElasticQuantLayer, ElasticQuantLinear
-from supernet.models import MODELS, create_model
-from supernet.oracle import SupernetOracle
-from supernet.quant_init import init_quantizers
+from supernet.deployment.export import export_onnx
+from supernet.evaluation.oracle import SupernetOracle
+from supernet.files.checkpoint import load_supernet, save_supernet
+from supernet.networks.calibrate import calibrate_bn
+from supernet.networks.elastic import Supernet, build_supernet, to_supernet
+from supernet.networks.layers import ElasticQuantConv2d, ElasticQuantLayer, ElasticQuantLinear
+from supernet.networks.models import MODELS, create_model
+from supernet.networks.rebuild import rebuild_supernet
 from supernet.quantizers import QUANTIZERS, QuantizerSpec
-from supernet.rebuild import rebuild_supernet
-from supernet.train import TrainConfig, train_supernet
+from supernet.training.quant_init import init_quantizers
+from supernet.training.train import TrainConfig, train_supernet
 
 __all__ = [
     "MODELS",

@@ -57,7 +57,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from supernet.models import MODELS, plugin_models
+    from supernet.networks.models import MODELS, plugin_models
     from supernet.quantizers import QUANTIZERS
 
     table = Table(title="Registered models")

@@ -227,7 +227,7 @@ def _run_stages(root: Path, settings: DemoSettings, console: Console, progress: 
         predictor_filename,
         split_indices,
     )
-    from supernet.train import CHECKPOINT_NAME, TrainConfig, train_supernet
+    from supernet.training.train import CHECKPOINT_NAME, TrainConfig, train_supernet
 
     run_dir = root / "run"
     seconds: dict[str, float] = {}
@@ -280,8 +280,8 @@ def _run_stages(root: Path, settings: DemoSettings, console: Console, progress: 
     seconds["predictors"] = time.perf_counter() - started
     _print_metrics(console, metrics, chosen, len(train_rows), len(test_rows))
 
-    from supernet.checkpoint import load_checkpoint
-    from supernet.evaluate import checkpoint_data, evaluation_set, supernet_oracle
+    from supernet.evaluation.evaluate import checkpoint_data, evaluation_set, supernet_oracle
+    from supernet.files.checkpoint import load_checkpoint
 
     # Verify on the images the samples were scored on, so predicted and measured compare.
     scoring_data = checkpoint_data(load_checkpoint(checkpoint), holdout=settings.sample_holdout)
@@ -349,8 +349,8 @@ def _export_best(
     ONNX Runtime on the test images, and packed integer weights); returns the figures."""
     import numpy as np
 
-    from supernet.export import export_onnx
-    from supernet.packed import export_packed_weights
+    from supernet.deployment.export import export_onnx
+    from supernet.deployment.packed import export_packed_weights
 
     measured = front.measured if front.measured is not None else np.full(len(front), np.nan)
     index = int(np.nanargmax(measured)) if np.isfinite(measured).any() else 0

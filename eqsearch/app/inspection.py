@@ -43,7 +43,7 @@ def inspect_file(path: str | Path) -> Inspection:
     """Describe a ``supernet.pt`` / ``fp.pt`` checkpoint, a ``pareto.json`` or an exported
     ``.onnx`` model, without running anything it holds.
 
-    A checkpoint is read through :func:`supernet.checkpoint.load_checkpoint`
+    A checkpoint is read through :func:`supernet.files.checkpoint.load_checkpoint`
     (``torch.load(weights_only=True)``): no model is built, so no model factory it names is
     imported.
 
@@ -112,7 +112,7 @@ def _of_type(value: Any, kind: type[Any]) -> Any:
 
 def _checkpoint(location: Path) -> Inspection:
     from eqsearch.space import ElasticSpace
-    from supernet.checkpoint import load_checkpoint
+    from supernet.files.checkpoint import load_checkpoint
 
     payload = load_checkpoint(location)
     try:
@@ -207,7 +207,7 @@ def _front(location: Path) -> Inspection:
 
 
 def _onnx(location: Path) -> Inspection:
-    from supernet.onnx_metadata import describe_onnx
+    from supernet.deployment.onnx_metadata import describe_onnx
 
     described = describe_onnx(location)
     metadata = described.pop("metadata")

@@ -52,7 +52,8 @@ def sample_subnets(
         data_root: overrides the data root stored in the checkpoint.
         device: torch device of the supernet.
         workers: processes measuring side by side, one torch thread each (CPU only; see
-            ``supernet.evaluate.supernet_oracle`` for the default). Rows are still written in
+            ``supernet.evaluation.evaluate.supernet_oracle`` for the default). Rows are still
+            written in
             index order, one fsync'd row at a time.
         progress: a rich progress bar (True, with subnets per second), none (False), or a
             callback (done, total).
@@ -93,13 +94,13 @@ def sample_subnets(
     check_samples_target(shard_path(target, config.shard), with_source=True)
     if config.shard[1] > 1:
         check_samples_target(target, with_source=True)
-    from supernet.checkpoint import load_supernet
-    from supernet.evaluate import (
+    from supernet.evaluation.evaluate import (
         checkpoint_data,
         evaluation_set,
         stored_bn_images,
         supernet_oracle,
     )
+    from supernet.files.checkpoint import load_supernet
 
     supernet, checkpoint = load_supernet(checkpoint_path, map_location=device)
     if checkpoint.get("kind") != "supernet":

@@ -20,8 +20,8 @@ from eqsearch.space import ConfigBatch, ElasticSpace, SubnetConfig
 from eqsearch.strategies.front import candidate_front, concatenate
 
 if TYPE_CHECKING:
-    from supernet.elastic import Supernet
-    from supernet.evaluate import EvaluationSet
+    from supernet.evaluation.evaluate import EvaluationSet
+    from supernet.networks.elastic import Supernet
 
 FloatArray = npt.NDArray[np.float64]
 ProblemFactory = Callable[[AccuracyOracle], SearchProblem]
@@ -258,8 +258,8 @@ def scoring_evaluation(
     """
     from eqsearch.files import file_sha256
     from predictors.dataset import read_samples_source, source_path
-    from supernet.checkpoint import load_supernet
-    from supernet.evaluate import checkpoint_data, evaluation_set, stored_bn_images
+    from supernet.evaluation.evaluate import checkpoint_data, evaluation_set, stored_bn_images
+    from supernet.files.checkpoint import load_supernet
 
     found = read_samples_source(samples_csv) if samples_csv is not None else None
     if samples_csv is not None and found is None:
@@ -290,6 +290,6 @@ def samples_scoring_oracle(
 ) -> AccuracyOracle:
     """The supernet as an oracle scoring like the samples file (see
     :func:`scoring_evaluation`), so that what it measures can join those samples."""
-    from supernet.evaluate import supernet_oracle
+    from supernet.evaluation.evaluate import supernet_oracle
 
     return supernet_oracle(*scoring_evaluation(checkpoint, samples_csv, device=device))

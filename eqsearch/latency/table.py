@@ -77,7 +77,8 @@ class LayerUnit:
 class LatencyTable:
     """Predicted latency (ms per inference) of every subnet of one space on one machine.
 
-    Built by ``eqsearch latency build`` from measurements (``supernet.runtimes``); a pure data
+    Built by ``eqsearch latency build`` from measurements (``supernet.deployment.runtimes``); a
+    pure data
     object here: the search evaluates it on whole populations in a few array gathers.
 
     Args:

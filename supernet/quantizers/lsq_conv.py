@@ -157,7 +157,7 @@ class _LsqConv2d(torch.autograd.Function):
         else:
             x_hat = per_tensor_forward(x, constants)
         if weight_operands is None:
-            if geometry.channels_last:  # as the layers' plain path (see supernet.layers)
+            if geometry.channels_last:  # as the layers' plain path (see supernet.networks.layers)
                 x_hat = x_hat.to(memory_format=torch.channels_last)
                 w_hat = w_hat.to(memory_format=torch.channels_last)
             if out is None:

@@ -111,8 +111,8 @@ def test_train_epochs_0_scores_and_stores_the_start(tmp_path, capsys) -> None:
 
 
 def test_eval_model_scores_a_plain_state_dict_at_full_precision(tmp_path, capsys) -> None:
-    from supernet.checkpoint import load_supernet
-    from supernet.evaluate import checkpoint_data
+    from supernet.evaluation.evaluate import checkpoint_data
+    from supernet.files.checkpoint import load_supernet
 
     out = tmp_path / "fp"
     small = [*TINY_TRAIN, "--lr", "0.01", "--no-start-eval", "--out", str(out)]
@@ -179,7 +179,7 @@ def test_eval_table_uniform_and_config(trained_run, tmp_path, capsys) -> None:
         == 0
     )
     assert "tensor-asym-asym" in capsys.readouterr().out
-    from supernet.checkpoint import load_supernet
+    from supernet.files.checkpoint import load_supernet
 
     supernet, _ = load_supernet(checkpoint)
     config_path = tmp_path / "cfg.json"

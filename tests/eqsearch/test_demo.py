@@ -59,7 +59,7 @@ def test_joint_demo_settings() -> None:
 @pytest.mark.slow
 def test_quick_joint_demo_searches_architectures_under_the_bitops_budget(tmp_path) -> None:
     from eqsearch.space import ElasticSpace, SubnetConfig
-    from supernet.checkpoint import load_checkpoint
+    from supernet.files.checkpoint import load_checkpoint
 
     out = tmp_path / "demo"
     assert main(["demo", "--model", "oqa_mbv3_tiny", "--quick", "--out", str(out)]) == 0

@@ -64,7 +64,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _space(run: Path) -> ElasticSpace:
-    from supernet.checkpoint import load_checkpoint
+    from supernet.files.checkpoint import load_checkpoint
 
     return ElasticSpace.from_dict(load_checkpoint(run / "supernet.pt")["space"])
 
@@ -150,6 +150,6 @@ def test_eval_and_export_of_a_joint_config(run: Path) -> None:
     ]
     weights = run / "weights.npz"
     assert main([*export, "--out", str(weights), "--format", "weights"]) == 0
-    from supernet.export import load_packed_weights
+    from supernet.deployment.export import load_packed_weights
 
     assert len(load_packed_weights(weights)) == len(space.active_layers(config))

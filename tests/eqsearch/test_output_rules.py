@@ -64,8 +64,8 @@ def refused(capsys: pytest.CaptureFixture[str], argv: list[str], root: Path | No
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny_convnet supernet on the 8×8 digits, quantizers initialised, untrained."""
     from supernet import build_supernet, init_quantizers
-    from supernet.checkpoint import save_supernet
-    from supernet.data import DataSpec, build_data
+    from supernet.data.datasets import DataSpec, build_data
+    from supernet.files.checkpoint import save_supernet
 
     spec = DataSpec("digits", holdout=120, eval_batch_size=120)
     data = build_data(spec, seed=0)
@@ -267,7 +267,7 @@ def test_train_force_replaces_only_a_run_of_eqsearch_train(
 def test_train_force_starts_over_in_a_run_directory(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], checkpoint: Path
 ) -> None:
-    from supernet.checkpoint import load_checkpoint
+    from supernet.files.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
     run.mkdir()

@@ -20,8 +20,8 @@ TENSORRT = QuantForm("channel", True, True)
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny_convnet supernet on the 8×8 digits, quantizers initialised, untrained."""
     from supernet import build_supernet, init_quantizers
-    from supernet.checkpoint import save_supernet
-    from supernet.data import DataSpec, build_data
+    from supernet.data.datasets import DataSpec, build_data
+    from supernet.files.checkpoint import save_supernet
 
     spec = DataSpec("digits", holdout=120, eval_batch_size=120)
     data = build_data(spec, seed=0)
@@ -61,7 +61,7 @@ def _run(checkpoint: Path, out: Path, *arguments: str) -> int:
 def test_ilp_writes_a_front_and_caches_its_sensitivities(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from supernet.checkpoint import load_supernet
+    from supernet.files.checkpoint import load_supernet
 
     out = tmp_path / "ilp"
     arguments = ("ilp", "--budgets", "4", "--probes", "2", "--images", "64")
@@ -89,7 +89,7 @@ def test_ilp_writes_a_front_and_caches_its_sensitivities(
 def test_greedy_on_measured_sensitivities_reports_measured_accuracies(
     checkpoint: Path, tmp_path: Path
 ) -> None:
-    from supernet.evaluate import load_for_evaluation, supernet_oracle
+    from supernet.evaluation.evaluate import load_for_evaluation, supernet_oracle
 
     out = tmp_path / "greedy"
     assert _run(checkpoint, out, "greedy", "--sensitivity", "measured", "--w-bits", "6") == 0
@@ -109,7 +109,7 @@ def test_greedy_on_measured_sensitivities_reports_measured_accuracies(
     ],
 )
 def test_uniform_and_random(checkpoint: Path, tmp_path: Path, arguments, expected) -> None:  # type: ignore[no-untyped-def]
-    from supernet.checkpoint import load_supernet
+    from supernet.files.checkpoint import load_supernet
 
     assert _run(checkpoint, tmp_path, *arguments) == 0
     front = read_front(tmp_path, load_supernet(checkpoint)[0].space)
@@ -158,7 +158,7 @@ def fitted(checkpoint: Path) -> Path:
 def test_nsga_refine_writes_the_measured_front(
     checkpoint: Path, fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from supernet.evaluate import load_for_evaluation, supernet_oracle
+    from supernet.evaluation.evaluate import load_for_evaluation, supernet_oracle
 
     capsys.readouterr()
     arguments = ["nsga", "--supernet", str(checkpoint), "--refine", "2", "--verify", "3"]

@@ -44,8 +44,8 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from supernet import build_supernet, init_quantizers
-    from supernet.checkpoint import save_supernet
-    from supernet.data import DataSpec, build_data
+    from supernet.data.datasets import DataSpec, build_data
+    from supernet.files.checkpoint import save_supernet
 
     spec = DataSpec("digits", holdout=200, eval_batch_size=200)
     data = build_data(spec, seed=0)

@@ -18,11 +18,11 @@ from studies.ablations import (
     per_tensor_table,
     run_ablations,
 )
-from supernet.data import DataSpec, build_data
-from supernet.elastic import build_supernet
-from supernet.oracle import subnet_accuracy
-from supernet.quant_init import init_quantizers
-from supernet.train import TrainConfig
+from supernet.data.datasets import DataSpec, build_data
+from supernet.evaluation.oracle import subnet_accuracy
+from supernet.networks.elastic import build_supernet
+from supernet.training.quant_init import init_quantizers
+from supernet.training.train import TrainConfig
 
 TINY = TrainConfig(
     model="tiny_convnet",

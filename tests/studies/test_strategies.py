@@ -37,7 +37,7 @@ def test_every_strategy_is_measured_counted_and_reported(
     checkpoint: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    from supernet.evaluate import load_for_evaluation, supernet_oracle
+    from supernet.evaluation.evaluate import load_for_evaluation, supernet_oracle
 
     lines: list[str] = []
     study = run_strategy_study(checkpoint, tmp_path, TINY, log=lines.append)

@@ -13,8 +13,8 @@ import torch
 
 from eqsearch.space import LayerChoice, QuantForm, SubnetConfig
 from supernet import build_supernet
-from supernet.calibrate import calibrate_bn, preserved_bn_state
-from supernet.elastic import Supernet
+from supernet.networks.calibrate import calibrate_bn, preserved_bn_state
+from supernet.networks.elastic import Supernet
 
 BATCH_SIZE = 64
 """Calibration batches of 64, 64 and 22 images: the per-batch averaging is exercised."""

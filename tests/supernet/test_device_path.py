@@ -16,7 +16,7 @@ import torch
 
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
-from supernet.oracle import subnet_accuracy
+from supernet.evaluation.oracle import subnet_accuracy
 from supernet.quantizers import (
     direction_conv,
     fake_quant,
@@ -27,7 +27,7 @@ from supernet.quantizers import (
     n2uq_ops,
 )
 from supernet.runtime import device_path, device_path_forced, host_path
-from supernet.train import TrainConfig, draw_sandwich, sandwich_step
+from supernet.training.train import TrainConfig, draw_sandwich, sandwich_step
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = TrainConfig(model="tiny_convnet", dataset="digits", w_bits=(2, 4, 8), a_bits=(2, 4, 8))
@@ -83,7 +83,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     for module, name in SHORTCUTS:
         monkeypatch.setattr(module, name, wrap(module, name))
     # the layers import quantize_weights by name
-    monkeypatch.setattr("supernet.layers.quantize_weights", lsq_weights.quantize_weights)
+    monkeypatch.setattr("supernet.networks.layers.quantize_weights", lsq_weights.quantize_weights)
     sums = fake_quant.as_sum
     monkeypatch.setattr(
         fake_quant,

@@ -11,9 +11,9 @@ import torch
 
 from eqsearch.app.cli import main
 from eqsearch.errors import InputError
-from supernet.checkpoint import save_supernet
 from supernet.devices import resolve_device
-from supernet.elastic import build_supernet
+from supernet.files.checkpoint import save_supernet
+from supernet.networks.elastic import build_supernet
 
 LAUNCH = {
     "WORLD_SIZE": "2",

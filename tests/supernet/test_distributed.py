@@ -17,17 +17,17 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from supernet.checkpoint import load_checkpoint, load_supernet
-from supernet.data import build_data
-from supernet.distributed import (
+from supernet.data.datasets import build_data
+from supernet.evaluation.oracle import subnet_accuracy
+from supernet.files.checkpoint import load_checkpoint, load_supernet
+from supernet.training.distributed import (
     Distributed,
     average_gradients,
     broadcast_state,
     scoring_share,
     shared_accuracy,
 )
-from supernet.oracle import subnet_accuracy
-from supernet.train import TrainConfig, TrainingDiverged, _check_finite, train_supernet
+from supernet.training.train import TrainConfig, TrainingDiverged, _check_finite, train_supernet
 
 CONFIG = TrainConfig(
     model="tiny_convnet",
@@ -201,7 +201,7 @@ def _scoring_rank(rank: int, world_size: int, folder: str) -> None:
     """Train with ``SCORING`` on one of ``world_size`` ranks, recording the sizes it scores."""
     import json
 
-    import supernet.train as train_module
+    import supernet.training.train as train_module
 
     torch.set_num_threads(1)
     scored: list[int] = []

@@ -16,19 +16,19 @@ from torch.nn import functional as F
 from eqsearch.app.cli import main
 from eqsearch.space import LayerChoice, QuantForm, SubnetConfig
 from supernet import build_supernet, export_onnx, init_quantizers
-from supernet.calibrate import calibrate_bn
-from supernet.checkpoint import save_supernet
-from supernet.data import DataSpec, build_data
-from supernet.deploy import quantize_layers
-from supernet.elastic import Supernet
-from supernet.export import (
+from supernet.data.datasets import DataSpec, build_data
+from supernet.deployment.deploy import quantize_layers
+from supernet.deployment.export import (
     AgreementError,
     export_packed_weights,
     fp32_parameter_bytes,
     load_packed_weights,
     onnx_session,
 )
-from supernet.packed import pack_bits, unpack_bits
+from supernet.deployment.packed import pack_bits, unpack_bits
+from supernet.files.checkpoint import save_supernet
+from supernet.networks.calibrate import calibrate_bn
+from supernet.networks.elastic import Supernet
 from supernet.quantizers import QUANTIZERS, LsqQuantizer
 from supernet.runtime import one_thread as single_thread
 
@@ -376,7 +376,7 @@ def one_thread():
 
 
 def _check_joint_export(model_name: str, image_size: int, form_text: str, tmp_path: Path) -> None:
-    from supernet.extract import extract
+    from supernet.networks.extract import extract
 
     supernet, images, labels = _supernet(model_name, image_size)
     for label, config in joint_configs(supernet, QuantForm.parse(form_text)).items():
@@ -691,7 +691,7 @@ def test_cli_bad_input_exits_2_without_writing(
 
 
 def test_every_registered_model_has_an_export_test() -> None:
-    from supernet.models import MODELS
+    from supernet.networks.models import MODELS
 
     tested = (
         set(FAST_MODELS)

@@ -17,9 +17,9 @@ from eqsearch import factories
 from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 from supernet import build_supernet, init_quantizers
-from supernet.checkpoint import load_supernet, save_supernet
-from supernet.data import DataSpec, build_data
-from supernet.train import TrainConfig
+from supernet.data.datasets import DataSpec, build_data
+from supernet.files.checkpoint import load_supernet, save_supernet
+from supernet.training.train import TrainConfig
 
 _NAMES = itertools.count()
 
@@ -65,7 +65,7 @@ def _marker_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str
     (tmp_path / f"{name}.py").write_text(
         "from pathlib import Path\n"
         f"Path({str(marker)!r}).write_text('imported')\n"
-        "from supernet.models import tiny_convnet\n"
+        "from supernet.networks.models import tiny_convnet\n"
         "def factory(num_classes, in_channels, image_size):\n"
         "    return tiny_convnet(num_classes, in_channels, image_size)\n"
         "factory.image_size = 8\n"
@@ -219,7 +219,7 @@ def test_a_factory_is_found_by_file_path_and_in_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = (
-        "from supernet.models import tiny_convnet\n"
+        "from supernet.networks.models import tiny_convnet\n"
         "def make(num_classes, in_channels, image_size):\n"
         "    return tiny_convnet(num_classes, in_channels, image_size)\n"
     )

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from supernet import build_supernet
-from supernet.calibrate import calibrate_bn, preserved_bn_state
-from supernet.evaluate import EvaluationSet, uniform_table
-from supernet.inference import LayerOutputCache, fast_inference, frozen_weights
-from supernet.oracle import SupernetOracle, subnet_accuracy
+from supernet.evaluation.evaluate import EvaluationSet, uniform_table
+from supernet.evaluation.inference import LayerOutputCache, fast_inference, frozen_weights
+from supernet.evaluation.oracle import SupernetOracle, subnet_accuracy
+from supernet.networks.calibrate import calibrate_bn, preserved_bn_state
 from tests.supernet.oracle_fixture import BATCH_SIZE, FORMS, SUBNETS, fixed_setup, subnet
 
 STORED_SCORES = {

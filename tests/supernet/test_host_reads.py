@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from supernet import build_supernet
-from supernet.host_reads import counting_host_reads
-from supernet.losses import wdr_weights
 from supernet.runtime import device_path, one_thread
-from supernet.train import TrainConfig, _check_finite, draw_sandwich, sandwich_step
-from supernet.train_loop import LaggedLosses, optimizer_step
+from supernet.training.host_reads import counting_host_reads
+from supernet.training.losses import wdr_weights
+from supernet.training.train import TrainConfig, _check_finite, draw_sandwich, sandwich_step
+from supernet.training.train_loop import LaggedLosses, optimizer_step
 
 MAX_READS_PER_STEP = 5
 

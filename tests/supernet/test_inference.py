@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from supernet.inference import _strided_max_pool, fast_pooling
+from supernet.evaluation.inference import _strided_max_pool, fast_pooling
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ import torchvision
 
 from eqsearch.app.cli import main
 from eqsearch.errors import InputError
-from supernet.elastic import Supernet, build_supernet
-from supernet.initial_weights import load_initial_weights
-from supernet.models import create_model
+from supernet.files.initial_weights import load_initial_weights
+from supernet.networks.elastic import Supernet, build_supernet
+from supernet.networks.models import create_model
 
 State = dict[str, torch.Tensor]
 

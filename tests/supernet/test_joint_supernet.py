@@ -16,17 +16,17 @@ from torch.nn import functional as F
 from eqsearch import costs
 from eqsearch.space import LayerChoice, QuantForm, SubnetConfig
 from supernet import build_supernet, init_quantizers
-from supernet.calibrate import calibrate_bn
-from supernet.checkpoint import load_supernet, save_supernet
-from supernet.dynamic import DynamicBatchNorm2d, DynamicConv2d, DynamicQuantConv2d
-from supernet.elastic import Supernet
-from supernet.extract import extract
-from supernet.inference import fast_inference
-from supernet.models import MODELS
-from supernet.oracle import subnet_accuracy
+from supernet.evaluation.inference import fast_inference
+from supernet.evaluation.oracle import subnet_accuracy
+from supernet.files.checkpoint import load_supernet, save_supernet
+from supernet.networks.calibrate import calibrate_bn
+from supernet.networks.dynamic import DynamicBatchNorm2d, DynamicConv2d, DynamicQuantConv2d
+from supernet.networks.elastic import Supernet
+from supernet.networks.extract import extract
+from supernet.networks.models import MODELS
 from supernet.quantizers import QuantizerSpec
 from supernet.runtime import one_thread as single_thread
-from supernet.train import TrainConfig, draw_sandwich, reorder_channels, train_supernet
+from supernet.training.train import TrainConfig, draw_sandwich, reorder_channels, train_supernet
 
 JOINT_MODELS = sorted(name for name, entry in MODELS.items() if entry.joint)
 SIZES = {"oqa_mbv3": 32, "oqa_mbv3_small": 32, "oqa_mbv3_tiny": 28}

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from supernet.losses import distillation_kl, gpg_loss, guided_loss, standardized_moments, wdr_loss
+from supernet.training.losses import (
+    distillation_kl,
+    gpg_loss,
+    guided_loss,
+    standardized_moments,
+    wdr_loss,
+)
 
 
 def test_moments_of_known_distributions() -> None:
@@ -128,7 +134,7 @@ def test_moments_use_the_population_standard_deviation() -> None:
 
 def test_wdr_leaves_the_first_layer_out_as_eq_net() -> None:
     from supernet import build_supernet
-    from supernet.losses import wdr_weights
+    from supernet.training.losses import wdr_weights
 
     supernet = build_supernet("lenet5", num_classes=10, in_channels=1, image_size=28)
     layers = list(supernet.elastic_layers().values())

@@ -11,8 +11,8 @@ import torch
 
 from eqsearch.space import LayerChoice, QuantForm, SubnetConfig
 from supernet import MODELS, build_supernet, init_quantizers
-from supernet.elastic import parse_first_last
-from supernet.models import create_model
+from supernet.networks.elastic import parse_first_last
+from supernet.networks.models import create_model
 
 SMALL_SIZES = {"tiny_convnet": 8, "lenet5": 28, "resnet20": 16}
 

@@ -14,16 +14,16 @@ from onnx import helper, numpy_helper
 
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
-from supernet.calibrate import calibrate_bn
-from supernet.elastic import Supernet
-from supernet.onnx_fusable import (
+from supernet.deployment.onnx_fusable import (
     fold_batch_norms_widened,
     requantize,
     unsigned_activations,
 )
-from supernet.onnx_graph import INT4_OPSET, store_int4_weights
-from supernet.runtimes import get_runtime
-from supernet.runtimes.exporting import runtime_graph
+from supernet.deployment.onnx_graph import INT4_OPSET, store_int4_weights
+from supernet.deployment.runtimes import get_runtime
+from supernet.deployment.runtimes.exporting import runtime_graph
+from supernet.networks.calibrate import calibrate_bn
+from supernet.networks.elastic import Supernet
 
 NO_OPTIMIZATION = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
 ALL_OPTIMIZATIONS = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -199,9 +199,9 @@ def test_onnx_runtime_fuses_the_rewritten_layers_into_integer_kernels() -> None:
     runtime = get_runtime("onnxruntime")
     fused = runtime_graph(supernet, config, runtime)
     plain = runtime_graph(supernet, config, None)
-    from supernet.runtimes.attribution import layer_profile
-    from supernet.runtimes.base import profile_runs
-    from supernet.runtimes.exporting import random_images
+    from supernet.deployment.runtimes.attribution import layer_profile
+    from supernet.deployment.runtimes.base import profile_runs
+    from supernet.deployment.runtimes.exporting import random_images
 
     images = random_images(supernet, 8, 1)
     kernels = {}
@@ -220,7 +220,7 @@ def test_onnx_runtime_fuses_the_rewritten_layers_into_integer_kernels() -> None:
 def test_export_for_a_runtime_reports_integer_layers_and_latency_next_to_fp32(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from supernet.export import export_onnx
+    from supernet.deployment.export import export_onnx
 
     monkeypatch.setenv("EQSEARCH_CACHE", str(tmp_path / "cache"))  # no stored probe
     supernet, images = _tiny()

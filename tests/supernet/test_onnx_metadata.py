@@ -14,9 +14,9 @@ from eqsearch import __version__
 from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 from eqsearch.space import LayerChoice, QuantForm, SubnetConfig
-from supernet.checkpoint import load_supernet
-from supernet.data import DataSpec, build_data
-from supernet.onnx_metadata import read_metadata
+from supernet.data.datasets import DataSpec, build_data
+from supernet.deployment.onnx_metadata import read_metadata
+from supernet.files.checkpoint import load_supernet
 
 from .tiny_run import tiny_checkpoint
 

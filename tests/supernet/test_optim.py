@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from supernet.checkpoint import load_checkpoint
-from supernet.data import build_data
-from supernet.optim import build_optimizer, build_scheduler, lr_factor
-from supernet.train import TrainConfig, train_supernet
+from supernet.data.datasets import build_data
+from supernet.files.checkpoint import load_checkpoint
+from supernet.training.optim import build_optimizer, build_scheduler, lr_factor
+from supernet.training.train import TrainConfig, train_supernet
 
 LR = 0.1
 

@@ -14,10 +14,10 @@ import torch
 from eqsearch.app.cli import main
 from eqsearch.factories import trust_factories, trust_scope
 from supernet import build_supernet, init_quantizers
-from supernet.data import DataSpec, build_data
-from supernet.evaluate import checkpoint_data
-from supernet.oracle import measure_accuracy
-from supernet.train import TrainConfig, train_supernet
+from supernet.data.datasets import DataSpec, build_data
+from supernet.evaluation.evaluate import checkpoint_data
+from supernet.evaluation.oracle import measure_accuracy
+from supernet.training.train import TrainConfig, train_supernet
 
 FACTORY = """
 import pathlib
@@ -261,7 +261,7 @@ def _digit_loaders() -> tuple[torch.utils.data.DataLoader, torch.utils.data.Data
 def test_fit_supernet_on_loaders_writes_a_run_that_resumes_exactly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from supernet.fit import fit_supernet
+    from supernet.training.fit import fit_supernet
 
     def fresh() -> object:
         torch.manual_seed(0)

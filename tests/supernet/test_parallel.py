@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from supernet import build_supernet, init_quantizers
-from supernet.oracle import SupernetOracle
+from supernet.evaluation.oracle import SupernetOracle
 from supernet.parallel import can_fork, ordered_map
 
 pytestmark = pytest.mark.skipif(not can_fork(), reason="needs the fork start method")

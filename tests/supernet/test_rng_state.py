@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from supernet.rng_state import restore_training_rng, training_rng_state
+from supernet.training.rng_state import restore_training_rng, training_rng_state
 
 
 @pytest.fixture
@@ -61,9 +61,9 @@ def test_a_resume_restores_both_generators_on_any_number_of_gpus(fake_gpu_genera
 def test_training_saves_the_generators_and_a_resume_restores_them(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import supernet.train as train_module
-    from supernet.checkpoint import load_checkpoint
-    from supernet.train import TrainConfig, train_supernet
+    import supernet.training.train as train_module
+    from supernet.files.checkpoint import load_checkpoint
+    from supernet.training.train import TrainConfig, train_supernet
 
     config = TrainConfig(
         model="tiny_convnet",

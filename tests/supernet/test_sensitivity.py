@@ -10,13 +10,13 @@ from torch.nn import functional as F
 
 from eqsearch.space import LayerChoice, QuantForm
 from supernet import init_quantizers, to_supernet
-from supernet.elastic import Supernet
-from supernet.sensitivity import (
+from supernet.evaluation.sensitivity import (
     activation_errors,
     hessian_sensitivities,
     hutchinson_traces,
     weight_errors,
 )
+from supernet.networks.elastic import Supernet
 
 TENSOR_SYM = QuantForm("tensor", True, True)
 CHANNEL_ASYM = QuantForm("channel", False, False)

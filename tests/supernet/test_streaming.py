@@ -13,11 +13,11 @@ import torch
 from eqsearch.app.cli import main
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
-from supernet.checkpoint import save_supernet
-from supernet.data import DataSpec, build_data
-from supernet.evaluate import EvaluationSet, evaluation_set
-from supernet.images import StreamedImages, TensorImages, on_device
-from supernet.oracle import SupernetOracle, measure_accuracy, subnet_accuracy
+from supernet.data.datasets import DataSpec, build_data
+from supernet.data.images import StreamedImages, TensorImages, on_device
+from supernet.evaluation.evaluate import EvaluationSet, evaluation_set
+from supernet.evaluation.oracle import SupernetOracle, measure_accuracy, subnet_accuracy
+from supernet.files.checkpoint import save_supernet
 
 SIZE = 16
 BATCH = 8
@@ -198,7 +198,7 @@ def test_pinned_batches_for_cuda_and_a_worker_default_from_the_cores(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import supernet.parallel
-    from supernet.train import TrainConfig
+    from supernet.training.train import TrainConfig
 
     pinned = build_data(_spec(folder, workers=None), pin_memory=True)
     assert pinned.train._get_loader().pin_memory  # type: ignore[attr-defined]
@@ -285,12 +285,14 @@ class _CudaCopies:
     """The oracle sees a CUDA supernet; its copies to the "GPU" land on the CPU."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, free: int) -> None:
-        import supernet.oracle
+        import supernet.evaluation.oracle
 
         self.copied: list[int] = []
-        monkeypatch.setattr(supernet.oracle, "_device_of", lambda _: torch.device("cuda"))
+        monkeypatch.setattr(
+            supernet.evaluation.oracle, "_device_of", lambda _: torch.device("cuda")
+        )
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
-        monkeypatch.setattr(supernet.oracle, "on_device", self._copy)
+        monkeypatch.setattr(supernet.evaluation.oracle, "on_device", self._copy)
 
     def _copy(self, source: Any, device: torch.device) -> TensorImages:
         assert device.type == "cuda"

@@ -10,7 +10,7 @@ import pytest
 
 from eqsearch.app.cli import main
 from eqsearch.errors import InputError
-from supernet.tracking import RunTracker, parse_log_backends, scalars
+from supernet.training.tracking import RunTracker, parse_log_backends, scalars
 
 TINY_TRAIN = shlex.split(
     "train --model tiny_convnet --dataset digits --epochs 1 --fp-epochs 1 --w-bits 2,8 "

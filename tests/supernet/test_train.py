@@ -14,9 +14,9 @@ import yaml
 from eqsearch.errors import InputError
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
-from supernet.checkpoint import load_checkpoint
+from supernet.files.checkpoint import load_checkpoint
 from supernet.quantizers.lsq import weight_key
-from supernet.train import (
+from supernet.training.train import (
     TrainConfig,
     TrainingDiverged,
     draw_sandwich,
@@ -230,7 +230,7 @@ def test_a_run_killed_before_its_first_supernet_epoch_resumes_from_fp_pt(
 ) -> None:
     config = replace(TINY, fp_epochs=2, epochs=1)
     straight = train_supernet(config, tmp_path / "straight", progress=False)
-    import supernet.train as train_module
+    import supernet.training.train as train_module
 
     real_save = train_module.save_supernet
 
@@ -263,7 +263,7 @@ def test_a_run_killed_before_its_first_supernet_epoch_resumes_from_fp_pt(
 
 
 def test_init_refuses_an_unfinished_pretraining(tmp_path: Path, monkeypatch) -> None:
-    import supernet.train as train_module
+    import supernet.training.train as train_module
 
     real_save = train_module.save_supernet
 

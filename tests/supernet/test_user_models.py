@@ -12,9 +12,9 @@ import torch
 from eqsearch.app.cli import main
 from eqsearch.space import ElasticSpace
 from supernet import build_supernet
-from supernet.checkpoint import load_supernet, save_supernet
-from supernet.elastic import UnquantizedLayersWarning
-from supernet.models import model_entry
+from supernet.files.checkpoint import load_supernet, save_supernet
+from supernet.networks.elastic import UnquantizedLayersWarning
+from supernet.networks.models import model_entry
 
 SHARED = "tests.supernet.user_models:shared_block_net"
 ATTENTION = "tests.supernet.user_models:attention_net"
@@ -97,7 +97,7 @@ def test_bad_model_references_exit_2(
 
 
 def test_a_checkpoint_without_a_model_reference_says_how_to_save_one(tmp_path: Path) -> None:
-    from supernet.elastic import to_supernet
+    from supernet.networks.elastic import to_supernet
     from tests.supernet.user_models import shared_block_net
 
     supernet = to_supernet(shared_block_net(10, 1, 8), example_input=torch.zeros(2, 1, 8, 8))

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from supernet import build_supernet, init_quantizers
-from supernet.checkpoint import save_supernet
-from supernet.data import DataSpec, build_data
+from supernet.data.datasets import DataSpec, build_data
+from supernet.files.checkpoint import save_supernet
 
 HISTORY = [
     {"phase": "fp", "epoch": 1, "loss": 1.2, "acc_fp": 71.5, "seconds": 0.5},

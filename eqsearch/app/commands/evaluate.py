@@ -37,7 +37,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     trust_named_factories(args)
     if args.model is not None:
         return _eval_weights(args)
-    from supernet.evaluate import PAPER_FORMS, evaluate_configs, load_for_evaluation, uniform_table
+    from supernet.evaluation.evaluate import (
+        PAPER_FORMS,
+        evaluate_configs,
+        load_for_evaluation,
+        uniform_table,
+    )
 
     supernet, checkpoint, evaluation = load_for_evaluation(
         args.supernet,
@@ -51,7 +56,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     console = make_console()
     if checkpoint.get("kind") == "fp":
-        from supernet.evaluate import supernet_oracle
+        from supernet.evaluation.evaluate import supernet_oracle
 
         accuracy = supernet_oracle(supernet, evaluation).score(None)
         console.print(
@@ -98,7 +103,11 @@ def _eval_weights(args: argparse.Namespace) -> int:
     if args.dataset is None:
         raise UsageError("--model reads weights that record no data; give --dataset")
     from eqsearch.files import atomic_write_text
-    from supernet.evaluate import fp_accuracy, load_weights_for_evaluation, supernet_oracle
+    from supernet.evaluation.evaluate import (
+        fp_accuracy,
+        load_weights_for_evaluation,
+        supernet_oracle,
+    )
 
     supernet, evaluation = load_weights_for_evaluation(
         args.supernet,

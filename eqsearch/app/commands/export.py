@@ -131,8 +131,8 @@ def _runtime_rows(table: Table, report: Any) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from eqsearch import costs
     from eqsearch.files import check_output_file
-    from supernet.checkpoint import load_supernet
-    from supernet.deploy import check_exportable
+    from supernet.deployment.deploy import check_exportable
+    from supernet.files.checkpoint import load_supernet
 
     out = Path(args.out)
     args.min_agreement = _percentage(args.min_agreement, "--min-agreement")
@@ -168,7 +168,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         "avg activation bits", f"{costs.average_activation_bits(supernet.space, config):.2f}"
     )
     if args.format == "weights":
-        from supernet.export import export_packed_weights
+        from supernet.deployment.export import export_packed_weights
 
         packed = export_packed_weights(supernet, config, out)
         table.add_row("layers (quantized)", f"{packed.layers} ({packed.quantized_layers})")
@@ -192,9 +192,9 @@ def _export_onnx(
     table: Table,
     console: Any,
 ) -> int:
-    from supernet.evaluate import checkpoint_data, evaluation_set, stored_bn_images
-    from supernet.export import AgreementError, export_onnx
-    from supernet.onnx_metadata import source_metadata
+    from supernet.deployment.export import AgreementError, export_onnx
+    from supernet.deployment.onnx_metadata import source_metadata
+    from supernet.evaluation.evaluate import checkpoint_data, evaluation_set, stored_bn_images
 
     data = checkpoint_data(checkpoint, data_root=args.data_root)
     evaluation = evaluation_set(

@@ -128,7 +128,7 @@ def _supernet(args: argparse.Namespace) -> tuple[Any, Path | None]:
     for flag, value in (("--image-size", args.image_size),):
         if value is not None:
             raise UsageError(f"{flag} goes with --model; a checkpoint holds its own")
-    from supernet.checkpoint import load_supernet
+    from supernet.files.checkpoint import load_supernet
 
     if not Path(args.supernet).is_file():
         raise UsageError(f"checkpoint not found: {args.supernet}")
@@ -175,8 +175,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
     check_output_file(out, kind="latency", force=True)  # never a file of another kind
     probe = _load_probe(args)
     supernet, _ = _supernet(args)
-    from supernet.deploy import check_exportable
-    from supernet.runtimes.exporting import input_size
+    from supernet.deployment.deploy import check_exportable
+    from supernet.deployment.runtimes.exporting import input_size
 
     check_exportable(supernet)
     space = supernet.space
@@ -192,8 +192,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         console.print(f"reused {out}: measured with the same CPU, runtime and settings")
         print_table_summary(console, existing)
         return EXIT_OK
-    from supernet.runtimes import get_runtime
-    from supernet.runtimes.latency_build import LatencySettings, build_latency_table
+    from supernet.deployment.runtimes import get_runtime
+    from supernet.deployment.runtimes.latency_build import LatencySettings, build_latency_table
 
     settings = LatencySettings(
         threads=args.threads,
@@ -242,7 +242,7 @@ def _probe_space(
     """Probe the runtime on the space's bit widths and forms, and keep it in the cache."""
     from eqsearch.latency.cache import probe_path
     from eqsearch.latency.kernels import save_probe
-    from supernet.runtimes.probe import ProbeSettings, run_probe
+    from supernet.deployment.runtimes.probe import ProbeSettings, run_probe
 
     settings = ProbeSettings(
         w_bits=tuple(b for b in space.w_bits if b <= 8),
@@ -314,9 +314,9 @@ def measure_front_latency(
 ) -> ParetoFront:
     """``front`` with ``measured_latency_ms`` of the configs at ``indices``: each exported
     for the table's runtime and timed in interleaved rounds with the table's settings."""
-    from supernet.runtimes import get_runtime
-    from supernet.runtimes.exporting import runtime_graph
-    from supernet.runtimes.latency_build import LatencySettings, measure_wall
+    from supernet.deployment.runtimes import get_runtime
+    from supernet.deployment.runtimes.exporting import runtime_graph
+    from supernet.deployment.runtimes.latency_build import LatencySettings, measure_wall
 
     runtime = get_runtime(table.key.runtime)
     settings = LatencySettings(threads=table.key.threads, batch=table.key.batch, repeats=repeats)

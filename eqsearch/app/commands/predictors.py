@@ -148,7 +148,7 @@ def _samples_space(args: argparse.Namespace) -> ElasticSpace:
                 f"no space file beside {args.samples} and no supernet.pt there; give --supernet"
             )
     from eqsearch.space import ElasticSpace
-    from supernet.checkpoint import load_checkpoint
+    from supernet.files.checkpoint import load_checkpoint
 
     return ElasticSpace.from_dict(load_checkpoint(checkpoint)["space"])
 

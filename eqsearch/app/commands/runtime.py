@@ -81,8 +81,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         check_output_file(out, kind="probe", force=args.force)
     from eqsearch.latency.cache import probe_path
     from eqsearch.latency.kernels import save_probe
-    from supernet.runtimes import get_runtime
-    from supernet.runtimes.probe import ProbeSettings
+    from supernet.deployment.runtimes import get_runtime
+    from supernet.deployment.runtimes.probe import ProbeSettings
 
     settings = ProbeSettings(
         w_bits=int_list(args.w_bits),
@@ -114,7 +114,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _probe(console: Any, runtime: Any, settings: Any, progress: bool) -> Any:
     from eqsearch.app.console import phase_bar
-    from supernet.runtimes.probe import run_probe
+    from supernet.deployment.runtimes.probe import run_probe
 
     with phase_bar(console, progress) as bar:
         return run_probe(runtime, settings, progress=bar("probing choices") if bar else None)

@@ -211,7 +211,7 @@ def _nsga(args: argparse.Namespace, objectives: list[str], out: Path) -> int:
 
 
 def _load_supernet_oracle(args: argparse.Namespace, console: Console) -> AccuracyOracle:
-    from supernet.evaluate import supernet_oracle
+    from supernet.evaluation.evaluate import supernet_oracle
 
     return supernet_oracle(*load_holdout_supernet(args, console, "evaluation images"))
 

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from eqsearch.oracle import AccuracyOracle
     from eqsearch.pareto import ParetoFront
     from eqsearch.space import ElasticSpace
-    from supernet.elastic import Supernet
-    from supernet.evaluate import EvaluationSet
+    from supernet.evaluation.evaluate import EvaluationSet
+    from supernet.networks.elastic import Supernet
 
 
 class NoOracle:
@@ -101,7 +101,7 @@ def read_supernet_checkpoint(
     """``--supernet``'s checkpoint with finite weights, and its space; a full-precision
     checkpoint is a usage error that ends with ``remedy``."""
     from eqsearch.space import ElasticSpace
-    from supernet.checkpoint import check_finite_weights, load_checkpoint
+    from supernet.files.checkpoint import check_finite_weights, load_checkpoint
 
     checkpoint = load_checkpoint(args.supernet)
     if checkpoint.get("kind") != "supernet":
@@ -115,7 +115,7 @@ def load_holdout_supernet(
 ) -> tuple[Supernet, EvaluationSet]:
     """``--supernet`` and its held-out scoring images (``--bn-images``, ``--val-images``,
     ``--device``), under a status line naming the ``images``."""
-    from supernet.evaluate import load_for_evaluation
+    from supernet.evaluation.evaluate import load_for_evaluation
 
     with status(console, f"loading the supernet and its {images}", not args.no_progress):
         supernet, _, evaluation = load_for_evaluation(
@@ -226,7 +226,7 @@ def verify_latency(front: Any, args: argparse.Namespace, table: Any, console: Co
             f"on {key.cpu}, this is {here[1] or 'no ' + key.runtime} on {here[0]}"
         )
         return front
-    from supernet.checkpoint import load_supernet
+    from supernet.files.checkpoint import load_supernet
 
     indices = front.spread(args.verify)
     supernet, _ = load_supernet(args.supernet)

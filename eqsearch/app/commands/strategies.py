@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from eqsearch.pareto import ParetoFront
     from eqsearch.problem import SearchProblem
     from eqsearch.strategies import Sensitivities
-    from supernet.elastic import Supernet
-    from supernet.evaluate import EvaluationSet
+    from supernet.evaluation.evaluate import EvaluationSet
+    from supernet.networks.elastic import Supernet
 
 
 def register(commands: Any) -> None:
@@ -213,7 +213,7 @@ def _check_memory(args: argparse.Namespace, problem: SearchProblem) -> None:
 
 
 def _measuring_oracle(supernet: Supernet, evaluation: EvaluationSet) -> AccuracyOracle:
-    from supernet.evaluate import supernet_oracle
+    from supernet.evaluation.evaluate import supernet_oracle
 
     return supernet_oracle(supernet, evaluation)
 
@@ -225,7 +225,7 @@ def _sensitivities(
     evaluation: EvaluationSet,
     console: Console,
 ) -> Sensitivities:
-    from supernet.sensitivity import checkpoint_sensitivities
+    from supernet.evaluation.sensitivity import checkpoint_sensitivities
 
     method = args.sensitivity or "hessian"
     with status(console, f"{method} sensitivities of every elastic layer", not args.no_progress):

@@ -26,8 +26,8 @@ from eqsearch.app.console import make_console
 from eqsearch.space.spec import SPACE_FLAGS
 
 if TYPE_CHECKING:
-    from supernet.tracking import RunTracker as RunTrackerType
-    from supernet.train import TrainConfig as TrainConfigType
+    from supernet.training.tracking import RunTracker as RunTrackerType
+    from supernet.training.train import TrainConfig as TrainConfigType
 
 
 # TrainConfig fields that `eqsearch train` exposes as flags: flag destination → field (the
@@ -87,7 +87,7 @@ def config_default_text(dest: str) -> str | None:
     field = _TRAIN_FLAGS.get(dest)
     if field is None:
         return None
-    from supernet.train import TrainConfig
+    from supernet.training.train import TrainConfig
 
     value = getattr(TrainConfig(), field)
     if value is None or value is False:
@@ -263,7 +263,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _train_config(args: argparse.Namespace) -> TrainConfigType:
     from dataclasses import replace
 
-    from supernet.train import TrainConfig
+    from supernet.training.train import TrainConfig
 
     overrides = {
         field: getattr(args, flag)
@@ -271,8 +271,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfigType:
         if getattr(args, flag) is not None
     }
     if args.resume:
-        from supernet.checkpoint import load_checkpoint
-        from supernet.train import resumable_checkpoint, stored_train_config
+        from supernet.files.checkpoint import load_checkpoint
+        from supernet.training.train import resumable_checkpoint, stored_train_config
 
         path = resumable_checkpoint(args.out)
         config = stored_train_config(load_checkpoint(path), path)
@@ -342,18 +342,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     trust_named_factories(args)
     if args.force and args.resume:
         raise UsageError("--resume continues the run in --out and --force replaces it; give one")
-    from supernet.tracking import check_log_text
+    from supernet.training.tracking import check_log_text
 
     backends = check_log_text(args.log)  # a missing package is named before any work
     check_output_directory(args.out)
-    from supernet.train import TrainingDiverged, train_supernet
+    from supernet.training.train import TrainingDiverged, train_supernet
 
     config = _train_config(args)
     # One run per directory: the main process holds it from here (the other ranks of a
     # distributed run write nothing).
     with hold_directory(args.out) if _is_main_process() else nullcontext():
         if args.force:
-            from supernet.train import previous_run_files
+            from supernet.training.train import previous_run_files
 
             previous_run_files(args.out)  # refused before any work when not eqsearch train's
         distributed = _start_distributed(config.device, debug=getattr(args, "debug", False))
@@ -398,7 +398,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _print_start(console: Any, history: list[dict[str, Any]]) -> None:
     """The epoch-0 scores of a run's log, on one line (nothing where it has none)."""
-    from supernet.train import start_accuracies
+    from supernet.training.train import start_accuracies
 
     for entry in history:
         if entry.get("phase") == "start":
@@ -414,8 +414,8 @@ def _tracker(
         return None
     from pathlib import Path
 
-    from supernet.tracking import RunTracker, logged_keys
-    from supernet.train import LOG_NAME
+    from supernet.training.tracking import RunTracker, logged_keys
+    from supernet.training.train import LOG_NAME
 
     skip = logged_keys(Path(args.out) / LOG_NAME) if args.resume else set()
     return RunTracker(backends, args.out, config.to_dict(), skip=skip, resume=args.resume)

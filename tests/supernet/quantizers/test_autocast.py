@@ -11,13 +11,13 @@ import torch
 from torch.nn import functional as F
 
 from supernet import build_supernet, init_quantizers
-from supernet.losses import wdr_weights
 from supernet.quantizers import QUANTIZERS, level_conv, n2uq_ops
 from supernet.quantizers.base import ConvGeometry, autocast_off
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
 from supernet.quantizers.n2uq_ops import n2uq_activation
 from supernet.runtime import device_path
-from supernet.train import TrainConfig, draw_sandwich, sandwich_step
+from supernet.training.losses import wdr_weights
+from supernet.training.train import TrainConfig, draw_sandwich, sandwich_step
 
 FORMS = {
     "lsq": {},

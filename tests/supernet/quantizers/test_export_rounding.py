@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from supernet.deploy import InputQuantizer
-from supernet.export import onnx_session
+from supernet.deployment.deploy import InputQuantizer
+from supernet.deployment.export import onnx_session
 from supernet.quantizers.clipping import integer_grid
 from supernet.quantizers.fake_quant import lsq_fake_quantize
 

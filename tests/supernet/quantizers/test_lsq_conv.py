@@ -9,8 +9,8 @@ import torch
 from torch.nn import functional as F
 
 from eqsearch.space import LayerChoice, QuantForm
-from supernet.dynamic import DynamicQuantConv2d
-from supernet.layers import ElasticQuantConv2d
+from supernet.networks.dynamic import DynamicQuantConv2d
+from supernet.networks.layers import ElasticQuantConv2d
 from supernet.quantizers import QuantizerSpec, integer_conv
 from supernet.quantizers import lsq_conv as lsq_conv_module
 from supernet.quantizers.base import ConvGeometry, ElasticQuantizer

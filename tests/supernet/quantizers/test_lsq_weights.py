@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from eqsearch.space import LayerChoice, QuantForm, SubnetConfig
 from supernet import build_supernet, init_quantizers
-from supernet.layers import ElasticQuantConv2d
+from supernet.networks.layers import ElasticQuantConv2d
 from supernet.quantizers import integer_conv, lsq_weights
 from supernet.quantizers.fake_quant import lsq_fake_quantize
 from supernet.quantizers.lsq_weights import WeightEntry, batchable, quantize_weights
@@ -133,14 +133,14 @@ def test_a_supernet_training_step_quantizes_its_weights_together_with_the_same_g
     calls: list[int] = []
     real = lsq_weights.quantize_weights
     monkeypatch.setattr(
-        "supernet.layers.quantize_weights",
+        "supernet.networks.layers.quantize_weights",
         lambda entries: calls.append(len(entries)) or real(entries),
     )
     results = []
     for together in (True, False):
         if not together:
             monkeypatch.setattr(
-                "supernet.elastic.weights_quantized_together",
+                "supernet.networks.elastic.weights_quantized_together",
                 lambda layers: contextlib.nullcontext(),
             )
         supernet.zero_grad(set_to_none=True)

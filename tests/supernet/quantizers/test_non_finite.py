@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from eqsearch.space import LayerChoice, QuantForm
-from supernet.layers import ElasticQuantConv2d
+from supernet.networks.layers import ElasticQuantConv2d
 from supernet.quantizers import QuantizerSpec, integer_conv, lsq_kernels
 from supernet.quantizers.base import ConvGeometry
 from supernet.quantizers.fake_quant import lsq_fake_quantize

@@ -1,0 +1,1 @@
+"""Data: datasets, transforms, batches and loaders, own datasets and image streams."""

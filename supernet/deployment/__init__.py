@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, packed weights, integer graphs and runtime latency."""

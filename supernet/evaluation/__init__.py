@@ -1,0 +1,1 @@
+"""Evaluation: BN re-calibration, scoring subnets, the supernet oracle, sensitivity."""

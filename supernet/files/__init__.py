@@ -1,0 +1,1 @@
+"""Files: supernet checkpoints and initial (pretrained) weights."""

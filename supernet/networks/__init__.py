@@ -1,0 +1,1 @@
+"""Networks: the registered models, the elastic supernet and its layers, subnet extraction."""

@@ -1,0 +1,1 @@
+"""Training a supernet: the configuration, the sandwich step, schedules, resume, ranks, tracking."""
