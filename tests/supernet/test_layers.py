@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from eqsearch.space import LayerChoice, QuantForm
-from supernet import layers as layers_module
+from supernet.networks import layers as layers_module
 from supernet.networks.layers import ElasticQuantConv2d, ElasticQuantLinear
 from supernet.quantizers import QuantizerSpec, integer_conv, lsq_kernels
 
