@@ -17,6 +17,7 @@ from eqsearch.app.commands.common import (
     load_config_argument,
     trust_named_factories,
 )
+from eqsearch.app.commands.data_options import add_data_arguments
 from eqsearch.app.console import make_console, print_frame, status
 
 if TYPE_CHECKING:
@@ -168,15 +169,7 @@ def register(commands: Any) -> None:
         choices=("test", "holdout"),
         help="images to score on: the test split (default) or the held-out training images",
     )
-    evaluate.add_argument("--data-root", help="override the data root stored in the checkpoint")
-    evaluate.add_argument(
-        "--dataset",
-        help="override the checkpoint's dataset: a registered one or a factory "
-        "package.module:function (e.g. for a run trained on DataLoaders in Python)",
-    )
-    evaluate.add_argument(
-        "--transforms", help="override the checkpoint's transform preset: imagenet, cifar or none"
-    )
+    add_data_arguments(evaluate)
     add_image_count_arguments(
         evaluate, "images of --split to score on: a fixed subset (default: all of them)"
     )
