@@ -68,6 +68,36 @@ def add_command_group(
     return actions
 
 
+def _renamed(base: type[argparse.Action], new: str) -> type[argparse.Action]:
+    """``base`` (an argparse action class) that first warns once that its option is ``new``."""
+
+    class Renamed(base):  # type: ignore[valid-type,misc]
+        def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+            from eqsearch.errors import warn
+
+            warn(f"{option} is now {new} here (the old name will be removed)")
+            super().__call__(parser, namespace, values, option)
+
+    return Renamed
+
+
+def add_renamed_option(
+    parser: argparse.ArgumentParser, old: str, new: str, *, dest: str, **kwargs: Any
+) -> None:
+    """Keep ``old``, the former name of option ``new`` (stored at ``dest``), as a hidden
+    alias that warns once; ``kwargs`` are ``new``'s own (``type``, ``action``, ...)."""
+    action = kwargs.pop("action", "store")
+    base = parser._registry_get("action", action, action)
+    parser.add_argument(
+        old,
+        dest=dest,
+        action=_renamed(base, new),
+        help=argparse.SUPPRESS,
+        default=argparse.SUPPRESS,
+        **kwargs,
+    )
+
+
 def add_image_count_arguments(parser: argparse.ArgumentParser, val_help: str) -> None:
     """``--calib-images N`` (BN re-calibration images; ``--bn-images`` is a hidden alias) and
     ``--val-images M`` (scoring images), EQ-Net's evaluation protocol on every command that
@@ -78,7 +108,7 @@ def add_image_count_arguments(parser: argparse.ArgumentParser, val_help: str) ->
         type=positive_int,
         help="training images that re-estimate the BN statistics (default: the checkpoint's)",
     )
-    parser.add_argument("--bn-images", dest="bn_images", type=positive_int, help=argparse.SUPPRESS)
+    add_renamed_option(parser, "--bn-images", "--calib-images", dest="bn_images", type=positive_int)
     parser.add_argument("--val-images", type=positive_int, help=val_help)
 
 
