@@ -38,7 +38,7 @@ def measure(threads: str, keep_memory: bool) -> dict[str, float]:
     """Seconds of the first and the median later ``init_quantizers`` call in this process."""
     import torch
 
-    import supernet.training.quant_init as quant_init
+    import supernet.networks.quant_init as quant_init
     from supernet import build_supernet, init_quantizers
     from supernet.runtime import keep_freed_memory
 

@@ -7,9 +7,9 @@ from supernet.networks.calibrate import calibrate_bn
 from supernet.networks.elastic import Supernet, build_supernet, to_supernet
 from supernet.networks.layers import ElasticQuantConv2d, ElasticQuantLayer, ElasticQuantLinear
 from supernet.networks.models import MODELS, create_model
+from supernet.networks.quant_init import init_quantizers
 from supernet.networks.rebuild import rebuild_supernet
 from supernet.quantizers import QUANTIZERS, QuantizerSpec
-from supernet.training.quant_init import init_quantizers
 from supernet.training.train import TrainConfig, train_supernet
 
 __all__ = [

@@ -37,6 +37,7 @@ from supernet.files.checkpoint import check_finite_weights, load_checkpoint, sav
 from supernet.files.initial_weights import load_initial_weights
 from supernet.networks.elastic import Supernet, build_supernet
 from supernet.networks.models import check_model_named_by_file, model_entry
+from supernet.networks.quant_init import init_quantizers
 from supernet.runtime import compiled_quantizers, keep_freed_memory, one_thread
 from supernet.training.distributed import (
     Distributed,
@@ -54,7 +55,6 @@ from supernet.training.losses import (
     wdr_weights,
 )
 from supernet.training.optim import build_optimizer, build_scheduler, check_optimizer_settings
-from supernet.training.quant_init import init_quantizers
 from supernet.training.rng_state import restore_training_rng, training_rng_state
 from supernet.training.train_loop import (
     LaggedLosses,

@@ -111,7 +111,7 @@ class ProbeSettings:
 def probe_supernet(settings: ProbeSettings) -> Supernet:
     """The probe network as a supernet serving every bit width and form measured, with its
     quantizers initialised on random images (their values do not change what runs)."""
-    from supernet.training.quant_init import init_quantizers
+    from supernet.networks.quant_init import init_quantizers
 
     forms = settings.forms or None
     spec = QuantizerSpec(
