@@ -28,7 +28,6 @@ two-sided mask-multiply) plus two dot products.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -219,23 +218,20 @@ def per_tensor_mask(
 
 MASK_KERNEL_MAX_THREADS = 1
 """The most torch threads at which :func:`per_tensor_mask_and_sums` takes the one-pass kernel
-where torch's idle OpenMP threads spin (``benchmarks/step_parts.py`` measures the step both
-ways)."""
-
-OPENMP_WAITS_PASSIVELY = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
-"""Whether torch's idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``, as ``eqsearch``
-commands set it), read when this module is imported, as libgomp reads it with torch."""
+(``benchmarks/step_parts.py`` measures the step both ways)."""
 
 
 def mask_takes_kernel() -> bool:
     """Whether the backward mask of a dense float32 activation takes the one-pass kernel.
 
     On one thread it does (one pass against torch's two). On several, torch's mask pass and
-    reduction run on all its threads where the kernel runs on one: faster while torch's idle
-    threads spin (ResNet-20 W4/A4 step 2–3 % faster on 2 threads), slower where they sleep,
-    since each of torch's passes then wakes them (LeNet-5 4 %, ResNet-20 5 % slower).
+    reduction run on all its threads where the kernel runs on one (ResNet-20 W4/A4 step 2–3 %
+    faster on 2 threads). The two sum in different precisions, so the choice depends on the
+    thread count only, never on the machine's load: how idle threads wait
+    (``OMP_WAIT_POLICY``, which ``eqsearch`` commands set from the load) would otherwise change
+    a run's figures.
     """
-    return OPENMP_WAITS_PASSIVELY or torch.get_num_threads() <= MASK_KERNEL_MAX_THREADS
+    return torch.get_num_threads() <= MASK_KERNEL_MAX_THREADS
 
 
 def per_tensor_mask_and_sums(

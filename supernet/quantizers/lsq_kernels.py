@@ -5,7 +5,7 @@ clamp, multiply); one compiled loop does the same float32 operations in one pass
 faster (2.2 ms against 7.0 ms for a 500×16×32×32 batch on one thread). The backward's clip mask
 and its two sums (``Σ g·m·x`` and ``Σ g·(1−m)``) are one more pass that writes the masked
 gradient in place, where torch needs a mask pass and two reductions (on one thread; on several
-spinning ones torch's passes are faster: ``fake_quant.mask_takes_kernel``). The activations'
+torch's passes are faster: ``fake_quant.mask_takes_kernel``). The activations'
 fake quantization is memory-bound on CPUs, so passes are what a training step pays for. The
 kernels serve dense float32 CPU tensors; anything else stays on the torch path. Large tensors
 are split over ``torch.get_num_threads()`` slices run by numba's parallel mode, as the N2UQ
