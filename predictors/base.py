@@ -20,9 +20,6 @@ from predictors.encoding import FeatureArray, encode_configs, feature_count
 FloatArray = npt.NDArray[np.float64]
 
 PREDICTOR_FORMAT = "eqsearch-predictor"
-PREDICTOR_VERSION = 1
-"""The version of a predictor of a space without architecture genes; one of a joint space is
-written as version 2 (``ElasticSpace.format_version``)."""
 READABLE_PREDICTOR_VERSIONS = READABLE_VERSIONS
 
 
@@ -159,6 +156,7 @@ class BasePredictor:
         target = Path(path)
         payload = {
             "format": PREDICTOR_FORMAT,
+            # 1 for a space without architecture genes, 2 for a joint space
             "version": self.space.format_version,
             "backend": self.name,
             "space": self.space.to_dict(),

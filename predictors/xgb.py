@@ -27,7 +27,7 @@ def skip_sklearn_wrappers() -> None:
     only uses boosters, like the ``eqsearch`` command line; call before the first predictor).
 
     xgboost imports scikit-learn whenever it is installed, for ``XGBRegressor`` and friends,
-    and that (scipy.sparse and all) was 1.7 of xgboost's 2.0 s of import in
+    and that (scipy.sparse and all) takes about 1.7 of xgboost's 2.0 s of import in
     ``eqsearch nsga`` on a busy machine. Boosters, which this backend uses, do not need it;
     ``XGBRegressor`` then lacks scikit-learn's estimator protocol in this process, which is
     why this is for processes that choose it.

