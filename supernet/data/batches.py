@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,25 +23,17 @@ class BatchSource(Protocol):
     def __len__(self) -> int: ...
 
 
+@dataclass(eq=False, repr=False)
 class TensorBatches:
     """In-memory images with vectorised augmentation (random shifts), sharded over ranks."""
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        shift: int = 0,
-        seed: int = 0,
-    ) -> None:
-        self.images = images
-        self.labels = labels
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.shift = shift
-        self.seed = seed
+    images: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+    _: KW_ONLY
+    shuffle: bool
+    shift: int = 0
+    seed: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
