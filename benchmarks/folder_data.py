@@ -71,7 +71,8 @@ def _checkpoint(root: Path, out: Path) -> Path:
     import torch
 
     from supernet import build_supernet, init_quantizers
-    from supernet.data.datasets import DataSpec, build_data
+    from supernet.data.datasets import build_data
+    from supernet.data.spec import DataSpec
     from supernet.files.checkpoint import save_supernet
 
     spec = DataSpec("imagefolder", root=str(root), image_size=SIZE, holdout=64)
@@ -159,7 +160,8 @@ def memory(root: Path, work: Path, val: int) -> str:
 
 def throughput(root: Path, workers: int, batch: int = 64) -> str:
     """The ``throughput`` figure's row."""
-    from supernet.data.datasets import DataSpec, build_data
+    from supernet.data.datasets import build_data
+    from supernet.data.spec import DataSpec
 
     spec = DataSpec(
         "imagefolder", root=str(root), image_size=SIZE, batch_size=batch, workers=workers

@@ -75,7 +75,8 @@ def main() -> int:
         return 0
 
     from supernet import build_supernet
-    from supernet.data.datasets import DataSpec, build_data
+    from supernet.data.datasets import build_data
+    from supernet.data.spec import DataSpec
     from supernet.evaluation.evaluate import evaluation_set, supernet_oracle
 
     spec = DataSpec(

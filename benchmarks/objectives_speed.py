@@ -23,7 +23,7 @@ from eqsearch.engines import nsga2
 from eqsearch.problem import make_problem
 from eqsearch.space import ElasticSpace
 from predictors import PredictorOracle, build_predictor
-from predictors.dataset import draw_configs
+from predictors.samples.drawing import draw_configs
 
 SPACE_FILE = Path(__file__).with_name("lenet5_space.json")
 OBJECTIVE_SETS = (

@@ -21,7 +21,8 @@ import numpy as np
 from eqsearch import costs
 from eqsearch.space import ElasticSpace
 from predictors import PREDICTORS, PredictorOracle, build_predictor, load_samples
-from predictors.dataset import draw_configs, read_samples_space
+from predictors.samples.drawing import draw_configs
+from predictors.samples.sidecars import read_samples_space
 
 
 def _training_data(samples: str | None) -> tuple[ElasticSpace, object, np.ndarray]:

@@ -1,15 +1,6 @@
 """CQAP accuracy predictors: encoding, sample datasets, backends, the predictor oracle."""
 
 from predictors.base import BasePredictor, Predictor
-from predictors.dataset import (
-    SamplingConfig,
-    collect_samples,
-    draw_configs,
-    load_samples,
-    merge_samples,
-    split_indices,
-    spread_sample,
-)
 from predictors.encoding import encode_configs, feature_count, feature_names
 from predictors.metrics import (
     kendall_tau,
@@ -27,6 +18,11 @@ from predictors.registry import (
     load_predictor,
     predictor_filename,
 )
+from predictors.samples.collect import collect_samples
+from predictors.samples.drawing import draw_configs, spread_sample
+from predictors.samples.merge import merge_samples
+from predictors.samples.reading import load_samples, split_indices
+from predictors.samples.settings import SamplingConfig
 
 __all__ = [
     "PREDICTORS",

@@ -20,9 +20,6 @@ from predictors.encoding import FeatureArray, encode_configs, feature_count
 FloatArray = npt.NDArray[np.float64]
 
 PREDICTOR_FORMAT = "eqsearch-predictor"
-PREDICTOR_VERSION = 1
-"""The version of a predictor of a space without architecture genes; one of a joint space is
-written as version 2 (``ElasticSpace.format_version``)."""
 READABLE_PREDICTOR_VERSIONS = READABLE_VERSIONS
 
 
@@ -79,6 +76,12 @@ def check_positive(owner: str, **values: float) -> None:
             raise InputError(f"{owner}.{name} must be a positive finite number; got {value!r}")
 
 
+def check_threads(owner: str, threads: object) -> None:
+    """Raise ValueError unless ``threads`` (the ``owner`` options' field) is an integer >= 0."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise InputError(f"{owner}.threads must be an integer >= 0; got {threads!r}")
+
+
 def check_fraction(owner: str, **values: float) -> None:
     """Raise ValueError naming the first field outside [0, 1)."""
     for name, value in values.items():
@@ -89,15 +92,18 @@ def check_fraction(owner: str, **values: float) -> None:
 class BasePredictor:
     """Encoding, space checks, target scaling and saving for the concrete backends.
 
-    Subclasses set ``name`` and ``extension`` and implement ``_fit``, ``_predict``,
-    ``_model_payload`` and ``_restore``; predictions and targets inside are standardised
+    Subclasses set ``name``, ``extension`` and ``options_type`` (the frozen options dataclass
+    the keyword options build) and implement ``_fit``, ``_predict``, ``_model_payload`` and
+    ``_restore``; predictions and targets inside are standardised
     accuracies (zero mean, unit variance over the training set).
     """
 
     name: ClassVar[str] = ""
     extension: ClassVar[str] = "json"
+    options_type: ClassVar[type[Any]]
+    options: Any
 
-    def __init__(self, space: ElasticSpace, *, seed: int = 0) -> None:
+    def __init__(self, space: ElasticSpace, *, seed: int = 0, **options: Any) -> None:
         if not isinstance(space, ElasticSpace):
             raise InputError(f"space must be an ElasticSpace; got {type(space).__name__}")
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -107,6 +113,7 @@ class BasePredictor:
         self.target_mean = 0.0
         self.target_scale = 1.0
         self.fitted = False
+        self.options = parse_options(self.options_type, options)
 
     # -- the public interface --------------------------------------------------------------
 
@@ -149,6 +156,7 @@ class BasePredictor:
         target = Path(path)
         payload = {
             "format": PREDICTOR_FORMAT,
+            # 1 for a space without architecture genes, 2 for a joint space
             "version": self.space.format_version,
             "backend": self.name,
             "space": self.space.to_dict(),
@@ -167,7 +175,7 @@ class BasePredictor:
 
     def options_dict(self) -> dict[str, Any]:
         """The backend's options as a JSON-able dict."""
-        return {}
+        return dataclasses.asdict(self.options)
 
     def _fit(self, features: FeatureArray, targets: FloatArray) -> None:
         raise NotImplementedError

@@ -13,9 +13,9 @@ from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text
 from eqsearch.space import ElasticSpace
 from predictors.base import BasePredictor
-from predictors.dataset import load_samples, split_indices
 from predictors.metrics import prediction_metrics
 from predictors.registry import PREDICTORS, build_predictor, predictor_filename
+from predictors.samples.reading import load_samples, split_indices
 
 
 @dataclass(frozen=True)

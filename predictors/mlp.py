@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.files import atomic_torch_save
 from eqsearch.resources import check_memory
 from eqsearch.space import ElasticSpace
-from predictors.base import BasePredictor, check_fraction, check_positive, parse_options
+from predictors.base import BasePredictor, check_fraction, check_positive, check_threads
 from predictors.encoding import FeatureArray, feature_count
 
 if TYPE_CHECKING:
@@ -52,8 +51,7 @@ class MLPOptions:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise InputError(f"MLPOptions.threads must be an integer >= 0; got {self.threads!r}")
+        check_threads("MLPOptions", self.threads)
         require_positive_integers(
             self, ("hidden_layers", "width", "epochs", "batch_size", "patience"), "MLPOptions."
         )
@@ -125,16 +123,13 @@ class MLPPredictor(BasePredictor):
 
     name: ClassVar[str] = "mlp"
     extension: ClassVar[str] = "pt"
+    options_type: ClassVar[type[Any]] = MLPOptions
+    options: MLPOptions
 
     def __init__(self, space: ElasticSpace, *, seed: int = 0, **options: Any) -> None:
-        super().__init__(space, seed=seed)
-        self.options = parse_options(MLPOptions, options)
+        super().__init__(space, seed=seed, **options)
         self.network: torch.nn.Sequential | None = None
         self.epochs_run = 0
-
-    def options_dict(self) -> dict[str, Any]:
-        """The hyper-parameters as a dict."""
-        return dataclasses.asdict(self.options)
 
     def _fit(self, features: FeatureArray, targets: npt.NDArray[np.float64]) -> None:
         import torch

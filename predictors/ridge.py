@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -12,7 +11,7 @@ import numpy.typing as npt
 
 from eqsearch.errors import InputError
 from eqsearch.space import ElasticSpace
-from predictors.base import BasePredictor, parse_options
+from predictors.base import BasePredictor
 from predictors.encoding import FeatureArray, feature_count
 
 
@@ -40,16 +39,13 @@ class RidgePredictor(BasePredictor):
 
     name: ClassVar[str] = "ridge"
     extension: ClassVar[str] = "json"
+    options_type: ClassVar[type[Any]] = RidgeOptions
+    options: RidgeOptions
 
     def __init__(self, space: ElasticSpace, *, seed: int = 0, **options: Any) -> None:
-        super().__init__(space, seed=seed)
-        self.options = parse_options(RidgeOptions, options)
+        super().__init__(space, seed=seed, **options)
         self.coefficients = np.zeros(feature_count(space), dtype=np.float64)
         self.intercept = 0.0
-
-    def options_dict(self) -> dict[str, Any]:
-        """The hyper-parameters as a dict."""
-        return dataclasses.asdict(self.options)
 
     def _fit(self, features: FeatureArray, targets: npt.NDArray[np.float64]) -> None:
         x = features.astype(np.float64)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -12,7 +11,7 @@ import numpy.typing as npt
 
 from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.space import ElasticSpace
-from predictors.base import BasePredictor, check_positive, parse_options
+from predictors.base import BasePredictor, check_positive, check_threads
 from predictors.encoding import FeatureArray
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ def skip_sklearn_wrappers() -> None:
     only uses boosters, like the ``eqsearch`` command line; call before the first predictor).
 
     xgboost imports scikit-learn whenever it is installed, for ``XGBRegressor`` and friends,
-    and that (scipy.sparse and all) was 1.7 of xgboost's 2.0 s of import in
+    and that (scipy.sparse and all) takes about 1.7 of xgboost's 2.0 s of import in
     ``eqsearch nsga`` on a busy machine. Boosters, which this backend uses, do not need it;
     ``XGBRegressor`` then lacks scikit-learn's estimator protocol in this process, which is
     why this is for processes that choose it.
@@ -85,10 +84,7 @@ class XGBoostOptions:
                 f"got {self.objective!r}"
             )
         require_positive_integers(self, ("n_estimators", "max_depth"), "XGBoostOptions.")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise InputError(
-                f"XGBoostOptions.threads must be an integer >= 0; got {self.threads!r}"
-            )
+        check_threads("XGBoostOptions", self.threads)
         check_positive(
             "XGBoostOptions",
             learning_rate=self.learning_rate,
@@ -109,18 +105,15 @@ class XGBoostPredictor(BasePredictor):
 
     name: ClassVar[str] = "xgboost"
     extension: ClassVar[str] = "json"
+    options_type: ClassVar[type[Any]] = XGBoostOptions
+    options: XGBoostOptions
 
     def __init__(self, space: ElasticSpace, *, seed: int = 0, **options: Any) -> None:
-        super().__init__(space, seed=seed)
-        self.options = parse_options(XGBoostOptions, options)
+        super().__init__(space, seed=seed, **options)
         self.booster: xgboost.Booster | None = None
         # ranking scores → standardised accuracy: scale·score + offset (identity for regression)
         self.score_scale = 1.0
         self.score_offset = 0.0
-
-    def options_dict(self) -> dict[str, Any]:
-        """The hyper-parameters as a dict."""
-        return dataclasses.asdict(self.options)
 
     def _params(self) -> dict[str, Any]:
         options = self.options

@@ -27,7 +27,8 @@ from eqsearch.space import Granularity, QuantForm
 from studies.entry import study_main
 from studies.fp_init import shared_fp_checkpoint
 from studies.report import frame_table
-from supernet.data.datasets import DataBundle, build_data
+from supernet.data.bundle import DataBundle
+from supernet.data.datasets import build_data
 from supernet.evaluation.evaluate import PAPER_FORMS, evaluate_configs, evaluation_set
 from supernet.evaluation.oracle import measure_accuracy
 from supernet.files.checkpoint import load_checkpoint, load_supernet

@@ -24,9 +24,10 @@ from eqsearch.errors import InputError
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
 from eqsearch.locks import hold_directory
 from eqsearch.space import ElasticSpace
-from predictors.dataset import kfold_indices, load_samples, read_samples_space
 from predictors.metrics import prediction_metrics
 from predictors.registry import PREDICTORS, build_predictor
+from predictors.samples.reading import kfold_indices, load_samples
+from predictors.samples.sidecars import read_samples_space
 from studies.entry import study_main
 
 METRIC_COLUMNS = ("kendall_tau", "spearman", "pearson", "rmse", "top10")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eqsearch.space import ElasticSpace, QuantForm, SubnetConfig
-from supernet.data.datasets import DataBundle
+from supernet.data.bundle import DataBundle
 from supernet.evaluation.evaluate import PAPER_FORMS
 from supernet.evaluation.oracle import measure_accuracy
 from supernet.networks.elastic import Supernet

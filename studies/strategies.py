@@ -183,7 +183,7 @@ def best_accuracy_at(fronts: Sequence[ParetoFront], budget: float) -> float | No
 
 def _samples_seconds(samples: Path) -> float:
     """Seconds the supernet spent measuring a samples file's rows (its ``seconds`` column)."""
-    from predictors.dataset import read_sample_frame
+    from predictors.samples.reading import read_sample_frame
 
     frame = read_sample_frame(samples)
     return float(frame["seconds"].sum()) if "seconds" in frame.columns else 0.0
@@ -206,7 +206,7 @@ def study_samples(checkpoint: Path, samples: Path | None, out: Path) -> tuple[Pa
     beside = checkpoint.parent / "samples.csv"
     if beside.is_file():
         return beside, False
-    from predictors.dataset import check_samples_target
+    from predictors.samples.collect import check_samples_target
 
     return check_samples_target(out / "samples.csv"), True
 

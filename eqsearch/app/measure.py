@@ -14,7 +14,7 @@ from eqsearch.resources import check_memory, configs_memory_bytes
 if TYPE_CHECKING:
     from eqsearch.oracle import AccuracyOracle
     from eqsearch.pareto import ParetoFront
-    from predictors.dataset import SampleRun
+    from predictors.samples.collect import SampleRun
 
 
 def sample_subnets(
@@ -59,14 +59,10 @@ def sample_subnets(
             callback (done, total).
     """
     from eqsearch.files import file_sha256
-    from predictors.dataset import (
-        SampleSource,
-        SamplingConfig,
-        check_samples_target,
-        collect_samples,
-        shard_from_environment,
-        shard_path,
-    )
+    from predictors.samples.collect import check_samples_target, collect_samples
+    from predictors.samples.settings import SamplingConfig, shard_from_environment
+    from predictors.samples.sidecars import shard_path
+    from predictors.samples.source import SampleSource
 
     config = SamplingConfig(
         n=n, seed=seed, strategy=strategy, forms=forms, shard=shard or shard_from_environment()

@@ -257,7 +257,8 @@ def scoring_evaluation(
             supernet), or was measured on another supernet (another file content).
     """
     from eqsearch.files import file_sha256
-    from predictors.dataset import read_samples_source, source_path
+    from predictors.samples.sidecars import source_path
+    from predictors.samples.source import read_samples_source
     from supernet.evaluation.evaluate import checkpoint_data, evaluation_set, stored_bn_images
     from supernet.files.checkpoint import load_supernet
 

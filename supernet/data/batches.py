@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -22,38 +23,26 @@ class BatchSource(Protocol):
     def __len__(self) -> int: ...
 
 
+@dataclass(eq=False, repr=False)
 class TensorBatches:
     """In-memory images with vectorised augmentation (random shifts), sharded over ranks."""
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        *,
-        shuffle: bool,
-        shift: int = 0,
-        seed: int = 0,
-    ) -> None:
-        self.images = images
-        self.labels = labels
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.shift = shift
-        self.seed = seed
+    images: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+    _: KW_ONLY
+    shuffle: bool
+    shift: int = 0
+    seed: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def batches(self, epoch: int = 0, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
         """Batches of one epoch; the order is a function of (seed, epoch) only."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        n = len(self.labels)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        if world_size > 1:
-            # Every rank gets the same number of samples (DistributedSampler's padding).
-            per_rank = math.ceil(n / world_size)
-            order = torch.cat([order, order[: per_rank * world_size - n]])[rank::world_size]
+        # the shifts continue the generator that drew the order, so both follow (seed, epoch)
+        generator = _epoch_generator(self.seed, epoch)
+        order = _epoch_order(len(self.labels), self.shuffle, generator, rank, world_size)
         for start in range(0, len(order), self.batch_size):
             index = order[start : start + self.batch_size]
             images = self.images[index]
@@ -74,12 +63,16 @@ def _random_shift(images: torch.Tensor, shift: int, generator: torch.Generator) 
     return padded[batch, channels, rows, cols]
 
 
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator of one epoch's order (and in-memory augmentation): (seed, epoch) only."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
 def _epoch_order(
-    n: int, shuffle: bool, seed: int, epoch: int, rank: int, world_size: int
+    n: int, shuffle: bool, generator: torch.Generator, rank: int, world_size: int
 ) -> torch.Tensor:
-    """The items of one epoch for one rank: a function of (seed, epoch) only, every rank the
-    same count (DistributedSampler's padding)."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    """The items of one epoch for one rank, drawn from the epoch's ``generator``, every rank
+    the same count (DistributedSampler's padding)."""
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     if world_size > 1:
         per_rank = math.ceil(n / world_size)
@@ -100,7 +93,8 @@ class _EpochSampler(Sampler[tuple[int, int]]):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
-        order = _epoch_order(self.n, self.shuffle, self.seed, epoch, self.rank, self.world_size)
+        generator = _epoch_generator(self.seed, epoch)
+        order = _epoch_order(self.n, self.shuffle, generator, self.rank, self.world_size)
         return iter([(epoch, index) for index in order.tolist()])
 
     def __len__(self) -> int:

@@ -13,8 +13,10 @@ import torch
 from eqsearch import costs
 from eqsearch.errors import InputError
 from eqsearch.space import QuantForm, SubnetConfig
-from supernet.data.datasets import DataBundle, DataSpec, build_data, check_dataset_named_by_file
+from supernet.data.bundle import DataBundle
+from supernet.data.datasets import build_data
 from supernet.data.images import ImageSource, TensorImages
+from supernet.data.spec import DataSpec, check_dataset_named_by_file
 from supernet.evaluation.oracle import SupernetOracle
 from supernet.files.checkpoint import load_supernet
 from supernet.networks.elastic import Supernet
@@ -93,7 +95,7 @@ def checkpoint_data(
     ``data_root``, ``dataset`` (a name or a factory the caller names) and ``transforms``
     override the stored values. A dataset factory the checkpoint names is run only where the
     user named it too (``--trust-dataset``;
-    :func:`supernet.data.datasets.check_dataset_named_by_file`).
+    :func:`supernet.data.spec.check_dataset_named_by_file`).
     """
     stored = dict(checkpoint.get("data") or {})
     if not stored and dataset is None:

@@ -11,9 +11,10 @@ from torch.utils.data import DataLoader
 
 from eqsearch.errors import InputError
 from eqsearch.space.spec import SPACE_FLAGS
-from supernet.data.datasets import DATALOADERS, SPLIT_SEED, DataBundle, DataSpec
+from supernet.data.bundle import SPLIT_SEED, DataBundle
 from supernet.data.images import StreamedImages
 from supernet.data.own_data import UserLoaderBatches, dataset_of, image_shape, number_of_classes
+from supernet.data.spec import DATALOADERS, DataSpec
 from supernet.networks.elastic import Supernet, stored_space_spec
 from supernet.training.train import TrainConfig, TrainResult, train_supernet
 

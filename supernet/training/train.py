@@ -21,16 +21,16 @@ from eqsearch.locks import hold_directory
 from eqsearch.settings_files import read_settings
 from eqsearch.space import ElasticSpace, LayerChoice, SubnetConfig
 from eqsearch.space.spec import SPACE_FLAGS, SpaceSpec
-from supernet.data.datasets import (
-    DataBundle,
+from supernet.data.bundle import DataBundle
+from supernet.data.datasets import build_data
+from supernet.data.images import ImageSource
+from supernet.data.own_data import steps_per_epoch
+from supernet.data.spec import (
     DataSpec,
-    build_data,
     check_data_transforms,
     check_dataset_name,
     check_dataset_named_by_file,
 )
-from supernet.data.images import ImageSource
-from supernet.data.own_data import steps_per_epoch
 from supernet.devices import resolve_device
 from supernet.evaluation.oracle import measure_accuracy
 from supernet.files.checkpoint import check_finite_weights, load_checkpoint, save_supernet
@@ -87,7 +87,7 @@ class TrainConfig:
         ``supernet.data.datasets``;
             ``dataset`` may be a factory ``package.module:function``).
         transforms: the image transform preset, ``imagenet``, ``cifar`` or ``none`` (None:
-            the dataset's own; see :class:`supernet.data.datasets.DataSpec`).
+            the dataset's own; see :class:`supernet.data.spec.DataSpec`).
         space: the elastic space (quantizer, bits, forms, first/last pinning, architecture
             choices; see :class:`SpaceSpec`). ``TrainConfig(w_bits=...)`` and the other
             SpaceSpec field names set single fields of it, also in ``replace`` and
@@ -128,7 +128,7 @@ class TrainConfig:
         seed: seeds weights, data order and subnet draws.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         workers: DataLoader workers for folder datasets (None: one per usable core of this
-            rank's share, at most 8; see ``supernet.data.datasets.default_loader_workers``).
+            rank's share, at most 8; see ``supernet.data.spec.default_loader_workers``).
         amp: mixed precision of the training forward: ``none``, ``bf16`` or ``fp16``
             (autocast; fp16 with a gradient scaler). See the README for what runs in which
             precision.

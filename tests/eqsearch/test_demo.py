@@ -7,7 +7,7 @@ import json
 import pytest
 
 from eqsearch.app.cli import main
-from eqsearch.app.demo import DemoSettings
+from eqsearch.app.demo_settings import DemoSettings
 
 
 def test_demo_settings_validation() -> None:

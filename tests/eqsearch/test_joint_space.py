@@ -191,7 +191,10 @@ def test_genomes_differing_only_in_skipped_blocks_are_one_subnet(space: ElasticS
 
 
 def test_a_samples_file_holds_one_row_per_subnet(space: ElasticSpace, tmp_path) -> None:
-    from predictors.dataset import SamplingConfig, collect_samples, draw_configs, load_samples
+    from predictors.samples.collect import collect_samples
+    from predictors.samples.drawing import draw_configs
+    from predictors.samples.reading import load_samples
+    from predictors.samples.settings import SamplingConfig
 
     drawn = draw_configs(space, 300, seed=1)
     assert len(set(drawn.keys())) == 300 and len(set(drawn.configs())) == 300
@@ -208,7 +211,7 @@ def test_a_samples_file_holds_one_row_per_subnet(space: ElasticSpace, tmp_path) 
 
 
 def test_spread_sampling_spans_small_and_large_architectures(space: ElasticSpace) -> None:
-    from predictors.dataset import draw_configs
+    from predictors.samples.drawing import draw_configs
 
     macs = costs.macs(space, draw_configs(space, 600, seed=0))
     smallest, largest = costs.macs(space, space.smallest()), costs.macs(space, space.largest())

@@ -13,7 +13,7 @@ from eqsearch.problem import make_problem
 from eqsearch.resources import configs_memory_bytes
 from eqsearch.strategies import random_configs
 from eqsearch.strategies.ilp import budget_levels
-from predictors.dataset import draw_configs
+from predictors.samples.drawing import draw_configs
 from tests.eqsearch.joint_fixtures import joint_space
 from tests.eqsearch.search_fixtures import AnalyticOracle, enumerable_space
 

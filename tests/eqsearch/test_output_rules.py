@@ -64,7 +64,8 @@ def refused(capsys: pytest.CaptureFixture[str], argv: list[str], root: Path | No
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny_convnet supernet on the 8×8 digits, quantizers initialised, untrained."""
     from supernet import build_supernet, init_quantizers
-    from supernet.data.datasets import DataSpec, build_data
+    from supernet.data.datasets import build_data
+    from supernet.data.spec import DataSpec
     from supernet.files.checkpoint import save_supernet
 
     spec = DataSpec("digits", holdout=120, eval_batch_size=120)

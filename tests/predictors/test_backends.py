@@ -21,7 +21,7 @@ from predictors import (
     load_predictor,
     predictor_filename,
 )
-from predictors.dataset import draw_configs
+from predictors.samples.drawing import draw_configs
 from tests.conftest import make_space
 from tests.predictors.conftest import FormulaOracle
 

@@ -15,7 +15,7 @@ import pytest
 from eqsearch.app.cli import main
 from eqsearch.app.measure import sample_subnets
 from predictors import find_predictor, load_predictor, load_samples
-from predictors.dataset import read_samples_space
+from predictors.samples.sidecars import read_samples_space
 
 pytestmark = pytest.mark.slow
 

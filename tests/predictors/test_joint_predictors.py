@@ -17,8 +17,8 @@ from predictors import (
     load_predictor,
     predictor_filename,
 )
-from predictors.dataset import draw_configs
 from predictors.encoding import features_per_layer
+from predictors.samples.drawing import draw_configs
 from tests.eqsearch.joint_fixtures import JointOracle, joint_space
 
 FAST_OPTIONS = {

@@ -18,7 +18,8 @@ from studies.ablations import (
     per_tensor_table,
     run_ablations,
 )
-from supernet.data.datasets import DataSpec, build_data
+from supernet.data.datasets import build_data
+from supernet.data.spec import DataSpec
 from supernet.evaluation.oracle import subnet_accuracy
 from supernet.networks.elastic import build_supernet
 from supernet.networks.quant_init import init_quantizers

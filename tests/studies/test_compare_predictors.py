@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from predictors.dataset import SamplingConfig, collect_samples
+from predictors.samples.collect import collect_samples
+from predictors.samples.settings import SamplingConfig
 from studies.compare_predictors import add_arguments, compare_predictors, main, run_from_args
 from tests.conftest import make_space
 from tests.predictors.conftest import FormulaOracle

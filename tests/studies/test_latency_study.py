@@ -28,7 +28,7 @@ def test_a_tiny_latency_study_writes_its_tables_report_and_plot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from supernet import build_supernet, init_quantizers
-    from supernet.data.datasets import DataSpec
+    from supernet.data.spec import DataSpec
     from supernet.files.checkpoint import save_supernet
 
     monkeypatch.setenv("EQSEARCH_CACHE", str(tmp_path / "cache"))

@@ -28,7 +28,8 @@ STUDIES = ("predictors", "tune-loss", "ablations", "strategies", "joint")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny_convnet supernet with 12 measured samples beside it."""
     from supernet import build_supernet, init_quantizers
-    from supernet.data.datasets import DataSpec, build_data
+    from supernet.data.datasets import build_data
+    from supernet.data.spec import DataSpec
     from supernet.files.checkpoint import save_supernet
 
     spec = DataSpec("digits", holdout=120, eval_batch_size=120)

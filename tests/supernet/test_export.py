@@ -16,7 +16,8 @@ from torch.nn import functional as F
 from eqsearch.app.cli import main
 from eqsearch.space import LayerChoice, QuantForm, SubnetConfig
 from supernet import build_supernet, export_onnx, init_quantizers
-from supernet.data.datasets import DataSpec, build_data
+from supernet.data.datasets import build_data
+from supernet.data.spec import DataSpec
 from supernet.deployment.deploy import quantize_layers
 from supernet.deployment.export import (
     AgreementError,

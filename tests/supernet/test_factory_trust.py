@@ -17,7 +17,8 @@ from eqsearch import factories
 from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 from supernet import build_supernet, init_quantizers
-from supernet.data.datasets import DataSpec, build_data
+from supernet.data.datasets import build_data
+from supernet.data.spec import DataSpec
 from supernet.files.checkpoint import load_supernet, save_supernet
 from supernet.training.train import TrainConfig
 

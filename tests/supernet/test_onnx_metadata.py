@@ -14,7 +14,8 @@ from eqsearch import __version__
 from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 from eqsearch.space import LayerChoice, QuantForm, SubnetConfig
-from supernet.data.datasets import DataSpec, build_data
+from supernet.data.datasets import build_data
+from supernet.data.spec import DataSpec
 from supernet.deployment.onnx_metadata import read_metadata
 from supernet.files.checkpoint import load_supernet
 

@@ -14,7 +14,8 @@ import torch
 from eqsearch.app.cli import main
 from eqsearch.factories import trust_factories, trust_scope
 from supernet import build_supernet, init_quantizers
-from supernet.data.datasets import DataSpec, build_data
+from supernet.data.datasets import build_data
+from supernet.data.spec import DataSpec
 from supernet.evaluation.evaluate import checkpoint_data
 from supernet.evaluation.oracle import measure_accuracy
 from supernet.training.train import TrainConfig, train_supernet

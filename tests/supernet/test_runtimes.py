@@ -161,7 +161,7 @@ def test_latency_build_cli_reuses_its_table_and_refuses_another_fingerprint(
 def test_search_with_a_latency_table_of_another_space_or_an_unmet_budget_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from supernet.data.datasets import DataSpec
+    from supernet.data.spec import DataSpec
 
     checkpoint = tmp_path / "run" / "supernet.pt"
     checkpoint.parent.mkdir()
@@ -216,7 +216,7 @@ def test_an_unknown_runtime_exits_2_with_one_line(
 def test_export_cli_for_a_runtime_prints_its_kernels_and_latency(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from supernet.data.datasets import DataSpec
+    from supernet.data.spec import DataSpec
 
     monkeypatch.setenv("EQSEARCH_CACHE", str(tmp_path / "cache"))
     checkpoint = tmp_path / "supernet.pt"

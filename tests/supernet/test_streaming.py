@@ -13,8 +13,9 @@ import torch
 from eqsearch.app.cli import main
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
-from supernet.data.datasets import DataSpec, build_data
+from supernet.data.datasets import build_data
 from supernet.data.images import StreamedImages, TensorImages, on_device
+from supernet.data.spec import DataSpec
 from supernet.evaluation.evaluate import EvaluationSet, evaluation_set
 from supernet.evaluation.oracle import SupernetOracle, measure_accuracy, subnet_accuracy
 from supernet.files.checkpoint import save_supernet

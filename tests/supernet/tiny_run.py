@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from supernet import build_supernet, init_quantizers
-from supernet.data.datasets import DataSpec, build_data
+from supernet.data.datasets import build_data
+from supernet.data.spec import DataSpec
 from supernet.files.checkpoint import save_supernet
 
 HISTORY = [

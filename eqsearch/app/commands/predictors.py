@@ -87,7 +87,8 @@ def register(commands: Any) -> None:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from eqsearch.app.measure import sample_subnets
-    from predictors.dataset import merge_samples, parse_shard
+    from predictors.samples.merge import merge_samples
+    from predictors.samples.settings import parse_shard
 
     console = make_console()
     if args.merge:
@@ -135,7 +136,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _samples_space(args: argparse.Namespace) -> ElasticSpace:
-    from predictors.dataset import read_samples_space
+    from predictors.samples.sidecars import read_samples_space
 
     checkpoint = Path(args.supernet) if args.supernet else None
     if checkpoint is None:

@@ -239,7 +239,8 @@ def _title(front: ParetoFront, args: argparse.Namespace) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from eqsearch.app.demo import DemoSettings, run_demo
+    from eqsearch.app.demo import run_demo
+    from eqsearch.app.demo_settings import DemoSettings
 
     if args.model == "lenet5":
         settings = DemoSettings.quick(args.seed) if args.quick else DemoSettings(seed=args.seed)

@@ -23,8 +23,8 @@ from eqsearch.problem import (
     weight_bits_budget,
 )
 from eqsearch.space import ConfigBatch, ElasticSpace
-from predictors.dataset import draw_configs
 from predictors.encoding import encode_configs
+from predictors.samples.drawing import draw_configs
 from tests.conftest import make_space
 from tests.eqsearch.search_fixtures import AnalyticOracle, enumerable_space
 

@@ -13,20 +13,14 @@ from eqsearch import costs
 from eqsearch.errors import InputError
 from eqsearch.files import exclusive_writer
 from eqsearch.space import ElasticSpace, LayerSpec
-from predictors.dataset import (
-    SAMPLE_COLUMNS,
-    SampleSource,
-    SamplingConfig,
-    collect_samples,
-    draw_configs,
-    kfold_indices,
-    load_samples,
-    merge_samples,
-    parse_shard,
-    read_samples_space,
-    shard_path,
-    split_indices,
-)
+from predictors.samples.collect import collect_samples
+from predictors.samples.drawing import draw_configs
+from predictors.samples.merge import merge_samples
+from predictors.samples.reading import kfold_indices, load_samples, split_indices
+from predictors.samples.rows import SAMPLE_COLUMNS
+from predictors.samples.settings import SamplingConfig, parse_shard
+from predictors.samples.sidecars import read_samples_space, shard_path
+from predictors.samples.source import SampleSource
 from tests.predictors.conftest import FormulaOracle
 
 
@@ -180,7 +174,7 @@ def test_splits_and_shards() -> None:
 
 
 def test_torchrun_ranks_pick_the_shard(monkeypatch: pytest.MonkeyPatch) -> None:
-    from predictors.dataset import shard_from_environment
+    from predictors.samples.settings import shard_from_environment
 
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "2")
@@ -259,7 +253,8 @@ def test_a_samples_file_without_its_sidecars_is_not_adopted(
 
 
 def test_a_samples_source_is_validated(tmp_path: Path) -> None:
-    from predictors.dataset import read_samples_source, source_path
+    from predictors.samples.sidecars import source_path
+    from predictors.samples.source import read_samples_source
 
     for field, value, message in (
         ("bn_images", -5, "bn_images must be a positive number of images"),
