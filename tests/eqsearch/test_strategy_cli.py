@@ -124,7 +124,7 @@ def test_uniform_and_random(checkpoint: Path, tmp_path: Path, arguments, expecte
         (("ilp", "--count", "3"), "--count does not apply"),
         (("uniform", "--budgets", "3"), "--budgets does not apply"),
         (("greedy", "--predictor", "p.json"), "--predictor does not apply"),
-        (("ilp", "--w-bits", "1.5"), "--w-bits 1.5 cannot be met"),
+        (("ilp", "--w-bits", "1.5"), "the budget --w-bits <= 1.5 cannot be met"),
         (("anneal",), "invalid choice: 'anneal'"),
         (("random", "--count", "0"), "must be a positive integer"),
     ],
@@ -148,7 +148,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
 @pytest.fixture(scope="module")
 def fitted(checkpoint: Path) -> Path:
     """Samples and a ridge predictor beside the tiny checkpoint."""
-    assert main(["sample", "--supernet", str(checkpoint), "--n", "40", "--no-progress"]) == 0
+    assert main(["sample", "--supernet", str(checkpoint), "--subnets", "40", "--no-progress"]) == 0
     samples = checkpoint.parent / "samples.csv"
     assert main(["fit-predictor", "--samples", str(samples), "--backend", "ridge"]) == 0
     return samples
