@@ -53,14 +53,15 @@ class RefineSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, smallest in (("rounds", 0), ("per_round", 1), ("population", 2)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
-                raise InputError(f"RefineSettings.{name} must be an integer >= {smallest}")
+        least = {"rounds": 0, "per_round": 1, "population": 2}
+        for name, value in ((name, getattr(self, name)) for name in least):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least[name]:
+                message = f"RefineSettings.{{field}} must be an integer >= {least[name]}"
+                raise InputError(message, field=name)
         if self.engine not in ENGINES:
-            raise InputError(
-                f"RefineSettings.engine must be one of {', '.join(ENGINES)}; got {self.engine!r}"
-            )
+            known = ", ".join(ENGINES)
+            message = f"RefineSettings.{{field}} must be one of {known}; got {self.engine!r}"
+            raise InputError(message, field="engine")
 
     @property
     def measurements(self) -> int:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from eqsearch.app.scoring_options import ScoringOptions
 from eqsearch.errors import InputError
 
 if TYPE_CHECKING:
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class SampleRequest:
+class SampleRequest(ScoringOptions):
     """One ``eqsearch sample``: measure ``subnets`` sampled configs, or merge shard files.
 
     Args:
@@ -26,10 +27,9 @@ class SampleRequest:
             ``global``/``per_layer``).
         shard: ``(i, n)`` or ``"i/n"`` (default: torchrun's rank, else unsharded).
         split: ``holdout`` (training images held out) or ``test``.
-        bn_images, val_images, holdout: calibration and scoring images (the checkpoint's).
-        dataset, data_root, transforms: override the checkpoint's data (a dataset factory
-            named here is trusted).
-        device: of the supernet.
+        holdout: training images held out for scoring (the checkpoint's setting).
+        bn_images, val_images, device, dataset, data_root, transforms: how the supernet
+            scores subnets (see :class:`~eqsearch.app.scoring_options.ScoringOptions`).
         merge: shard files merged into ``output`` instead of sampling; ``force`` replaces a
             samples file there.
     """
@@ -42,13 +42,7 @@ class SampleRequest:
     form_draw: str = "global"
     shard: tuple[int, int] | str | None = None
     split: str = "holdout"
-    bn_images: int | None = None
-    val_images: int | None = None
     holdout: int | None = None
-    dataset: str | None = None
-    data_root: str | None = None
-    transforms: str | None = None
-    device: str = "auto"
     merge: Sequence[str | Path] = ()
     force: bool = False
 
@@ -59,7 +53,7 @@ class SampleRequest:
         if self.merge:
             if self.output is None:
                 raise InputError(
-                    "--merge writes the merged file to {field}; give it", field="output"
+                    "--merge writes the merged file to {field}; give {field}", field="output"
                 )
             missing = [path for path in self.merge if not Path(path).is_file()]
             if missing:
@@ -84,6 +78,7 @@ class SampleRequest:
                 raise InputError(
                     f"{{field}} must be one of {', '.join(allowed)}; got {value!r}", field=name
                 )
+        self.check_scoring()
         if isinstance(self.shard, str):
             try:
                 object.__setattr__(self, "shard", parse_shard(self.shard))
@@ -127,22 +122,10 @@ def sample_checkpoint(request: SampleRequest, *, progress: bool = False) -> Samp
     assert request.supernet is not None  # checked by the request
     trust_named_dataset(request.dataset)
     shard = request.shard if isinstance(request.shard, tuple) else None
+    same_names = ("seed", "strategy", "split", "bn_images", "holdout", "val_images", "device")
+    settings: dict[str, Any] = {name: getattr(request, name) for name in same_names}
+    settings.update(request.data_options, forms=request.form_draw, shard=shard)
     run = sample_subnets(
-        request.supernet,
-        request.output,
-        request.subnets,
-        seed=request.seed,
-        strategy=request.strategy,
-        forms=request.form_draw,
-        shard=shard,
-        split=request.split,
-        bn_images=request.bn_images,
-        holdout=request.holdout,
-        val_images=request.val_images,
-        data_root=request.data_root,
-        dataset=request.dataset,
-        transforms=request.transforms,
-        device=request.device,
-        progress=progress,
+        request.supernet, request.output, request.subnets, progress=progress, **settings
     )
     return SampleOutcome(run=run, merged=run.merged)

@@ -165,13 +165,9 @@ class CheckpointSearch:
         configs, accuracies = load_samples(samples, loaded.space)
         trust_named_dataset(request.dataset)
         with self.status("loading the supernet's scoring images"):
+            supernet = (loaded.need_supernet(), loaded.payload)
             measure = samples_scoring_oracle(
-                loaded.path,
-                samples,
-                loaded=(loaded.need_supernet(), loaded.payload),
-                dataset=request.dataset,
-                data_root=request.data_root,
-                transforms=request.transforms,
+                loaded.path, samples, loaded=supernet, **request.data_options
             )
         settings = RefineSettings(
             rounds=request.refine,
@@ -211,12 +207,7 @@ class CheckpointSearch:
         if self._images is None:
             request = self.request
             self._images = scoring_images(
-                self.loaded,
-                bn_images=request.bn_images,
-                val_images=request.val_images,
-                dataset=request.dataset,
-                data_root=request.data_root,
-                transforms=request.transforms,
+                self.loaded, request.bn_images, request.val_images, request.data_options
             )
         return self._images
 

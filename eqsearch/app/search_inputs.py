@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,23 +86,20 @@ def trust_named_dataset(dataset: str | None) -> None:
 
 def scoring_images(
     loaded: LoadedCheckpoint,
-    *,
     bn_images: int | None = None,
     val_images: int | None = None,
-    dataset: str | None = None,
-    data_root: str | None = None,
-    transforms: str | None = None,
+    data: Mapping[str, str | None] | None = None,
 ) -> EvaluationSet:
     """The checkpoint's held-out training images that score subnets, and its calibration
-    images (the checkpoint's data, with ``dataset``/``data_root``/``transforms`` overriding)."""
+    images (the checkpoint's data; ``data``'s ``dataset``, ``data_root`` and ``transforms``
+    override it)."""
     from supernet.evaluation.evaluate import checkpoint_data, evaluation_set, stored_bn_images
 
-    trust_named_dataset(dataset)
-    data = checkpoint_data(
-        loaded.payload, data_root=data_root, dataset=dataset, transforms=transforms
-    )
+    options: dict[str, Any] = dict(data or {})
+    trust_named_dataset(options.get("dataset"))
+    bundle = checkpoint_data(loaded.payload, **options)
     count = bn_images or stored_bn_images(loaded.payload)
-    return evaluation_set(data, split="holdout", bn_images=count, val_images=val_images)
+    return evaluation_set(bundle, split="holdout", bn_images=count, val_images=val_images)
 
 
 def predictor_oracle(

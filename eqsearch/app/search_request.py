@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from eqsearch.app.scoring_options import ScoringOptions
 from eqsearch.errors import InputError
 
 ORACLES = ("predictor", "supernet")
@@ -28,7 +29,7 @@ def _whole(value: object, smallest: int) -> bool:
 
 
 @dataclass(frozen=True)
-class SearchRequest:
+class SearchRequest(ScoringOptions):
     """One search of a trained ``supernet.pt`` for its Pareto front of configs.
 
     Args:
@@ -50,10 +51,8 @@ class SearchRequest:
             predictor on ``samples`` and what the loop measures.
         sensitivity, sweep, budgets, count, images, probes: the strategies' settings.
         out, force: the front's directory (default: the checkpoint's), replacing its files.
-        bn_images, val_images, device: how the supernet scores subnets (the checkpoint's
-            holdout by default).
-        dataset, data_root, transforms: override the checkpoint's data (a dataset factory
-            named here is trusted).
+        bn_images, val_images, device, dataset, data_root, transforms: how the supernet
+            scores subnets (see :class:`~eqsearch.app.scoring_options.ScoringOptions`).
         log: tracking backends the front goes to besides its files (``jsonl``,
             ``tensorboard``, ``mlflow``).
     """
@@ -86,12 +85,6 @@ class SearchRequest:
     probes: int = 16
     out: str | Path | None = None
     force: bool = False
-    bn_images: int | None = None
-    val_images: int | None = None
-    device: str = "auto"
-    dataset: str | None = None
-    data_root: str | None = None
-    transforms: str | None = None
     log: Sequence[str] = ()
 
     def __post_init__(self) -> None:
@@ -186,7 +179,8 @@ class SearchRequest:
             if not _whole(value, smallest):
                 what = "at least 2" if smallest == 2 else f"an integer >= {smallest}"
                 raise InputError(f"{{field}} must be {what}; got {value!r}", field=name)
-        for name in ("budgets", "count", "bn_images", "val_images"):
+        self.check_scoring()
+        for name in ("budgets", "count"):
             value = getattr(self, name)
             if value is not None and not _whole(value, 1):
                 raise InputError(f"{{field}} must be a positive integer; got {value!r}", field=name)

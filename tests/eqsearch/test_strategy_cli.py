@@ -274,3 +274,66 @@ def test_hostile_checkpoints_are_refused_without_running_anything(
     assert main(arguments) == 2
     assert message in _error_line(capsys)
     assert not out.exists() and not hostile["marker"].exists()
+
+
+# -- the data the supernet scores on -------------------------------------------------------
+
+
+@pytest.fixture
+def recorded_data(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """Every ``checkpoint_data`` call's options (the data a command scores subnets on)."""
+    import supernet.evaluation.evaluate as evaluate
+
+    seen: list[dict[str, object]] = []
+    real = evaluate.checkpoint_data
+
+    def recorded(checkpoint, **options):  # type: ignore[no-untyped-def]
+        seen.append(options)
+        return real(checkpoint, **options)
+
+    monkeypatch.setattr(evaluate, "checkpoint_data", recorded)
+    return seen
+
+
+def test_strategy_scores_on_the_data_options_it_is_given(
+    checkpoint: Path, tmp_path: Path, recorded_data: list[dict[str, object]]
+) -> None:
+    from supernet.evaluation.evaluate import load_for_evaluation, supernet_oracle
+
+    data = ["--dataset", "digits", "--data-root", str(tmp_path), "--transforms", "none"]
+    assert _run(checkpoint, tmp_path / "u", "uniform", "--w-bits", "4", *data) == 0
+    overrides = {"data_root": str(tmp_path), "dataset": "digits", "transforms": "none"}
+    assert recorded_data == [overrides]
+    supernet, _, evaluation = load_for_evaluation(checkpoint, split="holdout", **overrides)
+    front = read_front(tmp_path / "u", supernet.space)
+    measured = supernet_oracle(supernet, evaluation).evaluate(front.configs)
+    np.testing.assert_allclose(front.column("accuracy"), measured)
+
+
+def test_nsga_verify_reads_the_checkpoint_and_builds_its_images_once(
+    checkpoint: Path,
+    tmp_path: Path,
+    recorded_data: list[dict[str, object]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import supernet.files.checkpoint as files
+
+    reads: list[Path] = []
+    real = files.load_checkpoint
+
+    def counted(path, **options):  # type: ignore[no-untyped-def]
+        reads.append(Path(path))
+        return real(path, **options)
+
+    monkeypatch.setattr(files, "load_checkpoint", counted)
+    arguments = ["nsga", "--supernet", str(checkpoint), "--oracle", "supernet", "--verify", "2"]
+    arguments += ["--population", "4", "--generations", "1", "--w-bits", "6", "--no-progress"]
+    assert main([*arguments, "--dataset", "digits", "--out", str(tmp_path)]) == 0
+    assert reads == [checkpoint]
+    assert recorded_data == [{"data_root": None, "dataset": "digits", "transforms": None}]
+    front = read_front(tmp_path, files.load_supernet(checkpoint)[0].space)
+    assert front.info["oracle"] == "supernet" and front.measured is not None
+    verified = front.measured[~np.isnan(front.measured)]
+    assert len(verified) == min(2, len(front))
+    # the supernet oracle's accuracy and its measurement are the same scoring
+    np.testing.assert_allclose(verified, front.column("accuracy")[~np.isnan(front.measured)])

@@ -5,17 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from eqsearch.app.commands.common import (
-    DEVICE_HELP,
-    EXIT_OK,
-    add_force_argument,
-    add_image_count_arguments,
-    add_progress_argument,
-    add_renamed_option,
-    positive_int,
-    seed_int,
-)
-from eqsearch.app.commands.data_options import add_data_arguments
+from eqsearch.app.commands import common
+from eqsearch.app.commands.common import EXIT_OK, add_renamed_option, positive_int
 from eqsearch.app.console import make_console
 
 if TYPE_CHECKING:
@@ -23,12 +14,14 @@ if TYPE_CHECKING:
 
     from predictors.dataset import SampleRun
 
+HELP = "measure sampled subnets with the supernet (a predictor's training data)"
+
 
 def register(commands: Any) -> None:
     """Add the ``sample`` subcommand."""
-    sample = commands.add_parser(
-        "sample", help="measure sampled subnets with the supernet (a predictor's training data)"
-    )
+    from eqsearch.app.commands.data_options import add_data_arguments
+
+    sample = commands.add_parser("sample", help=HELP)
     add = sample.add_argument
     add("--supernet", help="a supernet.pt checkpoint")
     add("--subnets", type=positive_int, default=1000, help="distinct subnets over all shards")
@@ -36,12 +29,14 @@ def register(commands: Any) -> None:
     add_renamed_option(sample, "--n", "--subnets", dest="subnets", type=positive_int)
     add("--output", help="samples CSV (default: samples.csv beside the checkpoint)")
     add_renamed_option(sample, "--out", "--output", dest="output")
-    add("--seed", type=seed_int, default=0, help="seed of the draw (a rerun with it resumes)")
+    add(
+        "--seed", type=common.seed_int, default=0, help="seed of the draw (a rerun with it resumes)"
+    )
     add("--strategy", default="spread", help="spread (over average bits, default) or uniform")
     add("--form-draw", default="global", help="global (one form per subnet) or per_layer")
     add("--shard", help="i/n: evaluate every n-th subnet from the i-th (default: torchrun rank)")
     add("--split", default="holdout", choices=("holdout", "test"), help="images to score on")
-    add_image_count_arguments(
+    common.add_image_count_arguments(
         sample,
         "images to score on: the held-out training images with --split holdout (the same "
         "as --holdout), a fixed subset of the test split with --split test",
@@ -52,10 +47,10 @@ def register(commands: Any) -> None:
         help="training images to score on (default: the checkpoint's)",
     )
     add_data_arguments(sample)
-    add("--device", default="auto", help=DEVICE_HELP)
+    add("--device", default="auto", help=common.DEVICE_HELP)
     add("--merge", nargs="+", metavar="SHARD", help="merge these shard files into --output instead")
-    add_force_argument(sample, "--output of --merge")
-    add_progress_argument(sample)
+    common.add_force_argument(sample, "--output of --merge")
+    common.add_progress_argument(sample)
     sample.set_defaults(handler=_cmd_sample)
 
 

@@ -17,6 +17,8 @@ from eqsearch.app.commands.common import (
 )
 from eqsearch.app.console import make_console
 
+VERIFY_HELP = "measure K front configs on the supernet"
+
 
 def register(commands: Any) -> None:
     """Add the ``nsga`` and ``demo`` subcommands."""
@@ -49,16 +51,13 @@ def register(commands: Any) -> None:
         choices=("predictor", "supernet"),
         help="where accuracy comes from: the predictor (default) or the supernet itself",
     )
-    add("--population", type=positive_int, default=100, help="individuals per generation")
-    add("--generations", type=non_negative_int, default=500, help="generations after the first")
-    add("--seed", type=seed_int, default=0, help="the search is a function of it")
-    add(
-        "--verify",
-        type=non_negative_int,
-        default=0,
-        metavar="K",
-        help="measure K front configs on the supernet",
-    )
+    for flag, kind, default, text in (
+        ("--population", positive_int, 100, "individuals per generation"),
+        ("--generations", non_negative_int, 500, "generations after the first"),
+        ("--seed", seed_int, 0, "the search is a function of it"),
+    ):
+        add(flag, type=kind, default=default, help=text)
+    add("--verify", type=non_negative_int, default=0, metavar="K", help=VERIFY_HELP)
     add_refine_arguments(nsga)
     add_search_output_arguments(nsga, "for --oracle supernet, --verify and --refine")
     nsga.set_defaults(handler=_cmd_nsga)
@@ -84,23 +83,16 @@ def register(commands: Any) -> None:
 # -- nsga ----------------------------------------------------------------------------------
 
 
+NSGA_OPTIONS: tuple[str, ...] = ("bitops", "size", "macs", "forms_per_layer", "population")
+NSGA_OPTIONS += ("generations", "verify", "refine", "samples")
+"""``nsga``'s own options that are :class:`~eqsearch.app.search_request.SearchRequest` fields."""
+
+
 def _cmd_nsga(args: argparse.Namespace) -> int:
     from eqsearch.app.commands.searching import print_outcome, search_request
     from eqsearch.app.search import search_checkpoint
 
-    request = search_request(
-        args,
-        solver=args.engine,
-        bitops=args.bitops,
-        size=args.size,
-        macs=args.macs,
-        forms_per_layer=args.forms_per_layer,
-        population=args.population,
-        generations=args.generations,
-        verify=args.verify,
-        refine=args.refine,
-        samples=args.samples,
-    )
+    request = search_request(args, NSGA_OPTIONS, solver=args.engine)
     console = make_console()
     outcome = search_checkpoint(request, console=console, progress=not args.no_progress)
     kind = "measured front" if outcome.rounds else "Pareto front"

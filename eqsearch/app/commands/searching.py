@@ -117,13 +117,14 @@ def add_search_output_arguments(parser: argparse.ArgumentParser, scoring: str) -
     parser.set_defaults(field_flags=FIELD_FLAGS)
 
 
-def search_request(args: argparse.Namespace, **fields: Any) -> SearchRequest:
-    """The request of the options both commands share, with the command's own ``fields``."""
+def search_request(args: argparse.Namespace, own: tuple[str, ...], **fields: Any) -> SearchRequest:
+    """The request of the options both commands share, the command's ``own`` options (fields
+    under the same name) and other ``fields``."""
     from eqsearch.app.search_request import SearchRequest
 
     trust_named_factories(args)
-    shared = {name: getattr(args, name) for name in REQUEST_OPTIONS}
-    return SearchRequest(**{**shared, "log": args.log or (), **fields})
+    given = {name: getattr(args, name) for name in REQUEST_OPTIONS + own}
+    return SearchRequest(**{**given, "log": args.log or (), **fields})
 
 
 def print_outcome(console: Console, outcome: SearchOutcome, heading: str) -> None:

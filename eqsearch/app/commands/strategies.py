@@ -11,12 +11,7 @@ from eqsearch.app.console import make_console
 
 def register(commands: Any) -> None:
     """Add the ``strategy`` subcommand."""
-    from eqsearch.app.commands.searching import (
-        add_bits_budget_arguments,
-        add_latency_arguments,
-        add_objective_arguments,
-        add_search_output_arguments,
-    )
+    from eqsearch.app.commands import searching
     from eqsearch.strategies import STRATEGIES
     from eqsearch.strategies.additive import SWEEPS
 
@@ -33,9 +28,9 @@ def register(commands: Any) -> None:
         help="ilp and greedy: HAWQ's Hessian trace × quantization error (default), or the "
         "measured accuracy drop with one layer lowered; cached beside the checkpoint",
     )
-    add_bits_budget_arguments(parser)
-    add_objective_arguments(parser)
-    add_latency_arguments(parser)
+    searching.add_bits_budget_arguments(parser)
+    searching.add_objective_arguments(parser)
+    searching.add_latency_arguments(parser)
     add(
         "--sweep",
         choices=SWEEPS,
@@ -49,18 +44,11 @@ def register(commands: Any) -> None:
     )
     add("--count", type=positive_int, help="random: configs drawn (default 100)")
     add("--seed", type=seed_int, default=0, help="random: seed of the draw; hessian: of the probes")
-    add(
-        "--images",
-        type=positive_int,
-        default=256,
-        help="hessian sensitivity: scoring images the traces use (default 256)",
-    )
-    add(
-        "--probes",
-        type=positive_int,
-        default=16,
-        help="hessian sensitivity: Hutchinson vectors per batch of 64 images (default 16)",
-    )
+    for flag, default, text in (
+        ("--images", 256, "hessian sensitivity: scoring images the traces use (default 256)"),
+        ("--probes", 16, "hessian sensitivity: Hutchinson vectors per batch of 64 images"),
+    ):
+        add(flag, type=positive_int, default=default, help=text)
     add(
         "--oracle",
         default="supernet",
@@ -69,7 +57,7 @@ def register(commands: Any) -> None:
         "the predictor beside the checkpoint",
     )
     add("--predictor", help="with --oracle predictor: a fitted predictor file")
-    add_search_output_arguments(parser, "the supernet oracle and the sensitivities")
+    searching.add_search_output_arguments(parser, "the supernet oracle and the sensitivities")
     parser.set_defaults(handler=_cmd_strategy)
 
 
@@ -77,16 +65,8 @@ def _cmd_strategy(args: argparse.Namespace) -> int:
     from eqsearch.app.commands.searching import print_outcome, search_request
     from eqsearch.app.search import search_checkpoint
 
-    request = search_request(
-        args,
-        solver=args.name,
-        sensitivity=args.sensitivity,
-        sweep=args.sweep,
-        budgets=args.budgets,
-        count=args.count,
-        images=args.images,
-        probes=args.probes,
-    )
+    own = ("sensitivity", "sweep", "budgets", "count", "images", "probes")
+    request = search_request(args, own, solver=args.name)
     console = make_console()
     outcome = search_checkpoint(request, console=console, progress=not args.no_progress)
     print_outcome(console, outcome, f"{args.name}: {len(outcome.front)} configs on the front")
