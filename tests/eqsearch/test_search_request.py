@@ -200,3 +200,27 @@ def test_a_verified_front_logs_its_tau(tmp_path: Path) -> None:
     assert isinstance(front, ParetoFront)
     entries = front_entries(front, tau=0.5)
     assert entries[-1]["kendall_tau"] == 0.5 and entries[-1]["front_size"] == len(front)
+
+
+def test_a_constraint_no_sampled_config_met_is_the_errors_field() -> None:
+    from eqsearch.problem import Constraint, SearchProblem, make_problem
+
+    space = enumerable_space()
+    base = make_problem(space, objectives=("bitops",))
+    never = Constraint("never", lambda batch: np.ones(len(batch)), 0.0)
+    also = Constraint("also_never", lambda batch: np.ones(len(batch)), 0.0)
+    problem = SearchProblem(space, base.objectives, [never, also])
+    with pytest.raises(InputError) as raised:
+        problem.initial_population(np.random.default_rng(0), 4)
+    assert raised.value.field == "never"
+    assert str(raised.value).endswith("none met never <= 0, also_never <= 0")
+    assert raised.value.naming("--never").endswith("none met --never <= 0, also_never <= 0")
+
+
+def test_a_budget_keyword_error_names_its_keyword() -> None:
+    from eqsearch.problem import make_problem
+
+    with pytest.raises(InputError) as raised:
+        make_problem(enumerable_space(), objectives=("bitops",), size_bytes=-1)
+    assert raised.value.field == "size_bytes"
+    assert raised.value.naming("--size") == "--size must be a positive number of bytes; got -1"
