@@ -337,3 +337,21 @@ def test_nsga_verify_reads_the_checkpoint_and_builds_its_images_once(
     assert len(verified) == min(2, len(front))
     # the supernet oracle's accuracy and its measurement are the same scoring
     np.testing.assert_allclose(verified, front.column("accuracy")[~np.isnan(front.measured)])
+
+
+def test_strategy_logs_its_front_as_json_lines(checkpoint: Path, tmp_path: Path) -> None:
+    import json
+
+    from supernet.files.checkpoint import load_supernet
+
+    out = tmp_path / "random"
+    assert _run(checkpoint, out, "random", "--count", "6", "--log", "jsonl") == 0
+    front = read_front(out, load_supernet(checkpoint)[0].space)
+    lines = (out / "front_log.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert len(entries) == len(front) + 1
+    assert [entry["accuracy"] for entry in entries[:-1]] == front.column("accuracy").tolist()
+    summary = entries[-1]
+    assert set(summary) == {"phase", "epoch", "front_size", "hypervolume"}
+    assert (summary["phase"], summary["epoch"], summary["front_size"]) == ("search", 0, len(front))
+    assert summary["hypervolume"] > 0

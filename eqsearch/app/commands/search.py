@@ -24,6 +24,7 @@ def register(commands: Any) -> None:
     """Add the ``nsga`` and ``demo`` subcommands."""
     from eqsearch.app.commands.refine import add_refine_arguments
     from eqsearch.app.commands.searching import (
+        FIELD_FLAGS,
         add_bits_budget_arguments,
         add_latency_arguments,
         add_objective_arguments,
@@ -60,6 +61,7 @@ def register(commands: Any) -> None:
     add("--verify", type=non_negative_int, default=0, metavar="K", help=VERIFY_HELP)
     add_refine_arguments(nsga)
     add_search_output_arguments(nsga, "for --oracle supernet, --verify and --refine")
+    nsga.set_defaults(field_flags={**FIELD_FLAGS, "solver": "--engine"})
     nsga.set_defaults(handler=_cmd_nsga)
 
     demo = commands.add_parser(

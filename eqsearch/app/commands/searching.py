@@ -27,7 +27,6 @@ FIELD_FLAGS = {
     "size_budget": "--size",
     "macs_budget": "--macs",
     "latency_budget": "--latency-ms",
-    "solver": "--engine",
 }
 """The problem's budget names (``make_problem`` keywords, constraint names) as flags."""
 
