@@ -46,6 +46,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "search",
     "strategies",
     "export",
+    "sample",
     "predictors",
     "study",
     "runtime",

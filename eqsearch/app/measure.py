@@ -31,6 +31,8 @@ def sample_subnets(
     holdout: int | None = None,
     val_images: int | None = None,
     data_root: str | None = None,
+    dataset: str | None = None,
+    transforms: str | None = None,
     device: str = "cpu",
     workers: int | None = None,
     progress: bool | Callable[[int, int], None] = True,
@@ -49,7 +51,8 @@ def sample_subnets(
             more images give the accuracies a finer granularity (100/holdout points).
         val_images: the scoring images (M): with ``split="holdout"`` the same as
             ``holdout``; with ``"test"`` a fixed subset of the test split (all by default).
-        data_root: overrides the data root stored in the checkpoint.
+        data_root, dataset, transforms: override the checkpoint's data root, dataset (a
+            name, or a factory the caller names) and transform preset.
         device: torch device of the supernet.
         workers: processes measuring side by side, one torch thread each (CPU only; see
             ``supernet.evaluation.evaluate.supernet_oracle`` for the default). Rows are still
@@ -106,8 +109,10 @@ def sample_subnets(
         )
     space = supernet.space
     needed = configs_memory_bytes(config.n, space.n_layers, len(space.genes))
-    check_memory(needed, f"--n {config.n}")  # the draw holds every config, before any file
-    data = checkpoint_data(checkpoint, data_root=data_root, holdout=holdout)
+    check_memory(needed, f"--subnets {config.n}")  # the draw holds every config, before any file
+    data = checkpoint_data(
+        checkpoint, data_root=data_root, holdout=holdout, dataset=dataset, transforms=transforms
+    )
     stored_bn = stored_bn_images(checkpoint)
     evaluation = evaluation_set(
         data, split=split, bn_images=bn_images or stored_bn, val_images=val_images

@@ -53,14 +53,15 @@ class RefineSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, smallest in (("rounds", 0), ("per_round", 1), ("population", 2)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
-                raise InputError(f"RefineSettings.{name} must be an integer >= {smallest}")
+        least = {"rounds": 0, "per_round": 1, "population": 2}
+        for name, value in ((name, getattr(self, name)) for name in least):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least[name]:
+                message = f"RefineSettings.{{field}} must be an integer >= {least[name]}"
+                raise InputError(message, field=name)
         if self.engine not in ENGINES:
-            raise InputError(
-                f"RefineSettings.engine must be one of {', '.join(ENGINES)}; got {self.engine!r}"
-            )
+            known = ", ".join(ENGINES)
+            message = f"RefineSettings.{{field}} must be one of {known}; got {self.engine!r}"
+            raise InputError(message, field="engine")
 
     @property
     def measurements(self) -> int:
@@ -246,11 +247,22 @@ class _NeverAsked:
 
 
 def scoring_evaluation(
-    checkpoint: str | Path, samples_csv: str | Path | None, *, device: str = "cpu"
+    checkpoint: str | Path,
+    samples_csv: str | Path | None,
+    *,
+    device: str = "cpu",
+    loaded: tuple[Supernet, dict[str, Any]] | None = None,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    transforms: str | None = None,
 ) -> tuple[Supernet, EvaluationSet]:
     """The supernet of ``checkpoint`` and the images that score configs as the samples
     file's rows were scored (its recorded split, held-out images and BN images; the
     checkpoint's own holdout where ``samples_csv`` is None).
+
+    ``loaded`` is the checkpoint's (supernet, payload) where the caller read it already (it
+    is then not read again); ``dataset``, ``data_root`` and ``transforms`` override the
+    checkpoint's data.
 
     Raises:
         InputError: the samples file records no source (its accuracies may come from another
@@ -274,23 +286,26 @@ def scoring_evaluation(
             f"{samples_csv} was measured on another supernet than {checkpoint} (the "
             "checkpoint's content differs); use the samples of this checkpoint"
         )
-    supernet, stored = load_supernet(checkpoint, map_location=device)
+    supernet, stored = loaded or load_supernet(checkpoint, map_location=device)
     bn_images = stored_bn_images(stored)
     split, holdout, val_images = "holdout", None, None
     if found is not None:
         source = found[0]
         split, holdout, val_images = source.split, source.holdout, source.val_images
         bn_images = source.bn_images or bn_images
-    data = checkpoint_data(stored, holdout=holdout)
+    data = checkpoint_data(
+        stored, holdout=holdout, dataset=dataset, data_root=data_root, transforms=transforms
+    )
     evaluation = evaluation_set(data, split=split, bn_images=bn_images, val_images=val_images)
     return supernet, evaluation
 
 
 def samples_scoring_oracle(
-    checkpoint: str | Path, samples_csv: str | Path, *, device: str = "cpu"
+    checkpoint: str | Path, samples_csv: str | Path, **options: Any
 ) -> AccuracyOracle:
     """The supernet as an oracle scoring like the samples file (see
-    :func:`scoring_evaluation`), so that what it measures can join those samples."""
+    :func:`scoring_evaluation`, whose keyword ``options`` it takes), so that what it
+    measures can join those samples."""
     from supernet.evaluation.evaluate import supernet_oracle
 
-    return supernet_oracle(*scoring_evaluation(checkpoint, samples_csv, device=device))
+    return supernet_oracle(*scoring_evaluation(checkpoint, samples_csv, **options))

@@ -155,7 +155,9 @@ def make_problem(
         if limit is None:
             continue
         if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
-            raise InputError(f"{flag} must be a positive number of {budget.unit}; got {limit!r}")
+            raise InputError(
+                f"{{field}} must be a positive number of {budget.unit}; got {limit!r}", field=flag
+            )
         constraints.append(budget.build(float(limit), sources))
     forms = get_target(target).forms_in(space)
     problem = SearchProblem(

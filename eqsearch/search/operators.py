@@ -276,7 +276,8 @@ def first_population(
         chosen.append(fresh)
         found += len(fresh)
     if not found:
-        raise InputError(_no_feasible_message(constraints, met, tried))
+        message, field = _no_feasible_message(constraints, met, tried)
+        raise InputError(message, field=field)
     population = np.concatenate(chosen).astype(np.int64)
     if len(population) < n:
         # fewer feasible configs than the population (a tiny space): repeat some
@@ -301,14 +302,19 @@ def _feasibility(
 
 def _no_feasible_message(
     constraints: Sequence[Constraint], met: npt.NDArray[np.bool_], tried: int
-) -> str:
+) -> tuple[str, str | None]:
+    """The message and the field it concerns: the first constraint no sampled config met
+    (``{field}`` in the message), or None where each was met by some."""
+    missed = [c for c, ok in zip(constraints, met, strict=True) if not ok]
     never = [
-        f"{c.name} <= {c.limit:g}" + (f" ({c.description})" if c.description else "")
-        for c, ok in zip(constraints, met, strict=True)
-        if not ok
+        ("{field}" if index == 0 else c.name)
+        + f" <= {c.limit:g}"
+        + (f" ({c.description})" if c.description else "")
+        for index, c in enumerate(missed)
     ]
     if never:
         what = f"none met {', '.join(never)}"
     else:
         what = "each constraint was met by some, never all at once"
-    return f"no config meeting the constraints was found by sampling {tried} configs: {what}"
+    message = f"no config meeting the constraints was found by sampling {tried} configs: {what}"
+    return message, missed[0].name if missed else None

@@ -144,8 +144,9 @@ class SearchProblem:
             if smallest > constraint.limit + 1e-12:
                 what = constraint.description or constraint.name
                 raise InputError(
-                    f"the budget {constraint.name} <= {constraint.limit:g} cannot be met: the "
-                    f"smallest reachable {what} is {smallest:.2f}"
+                    f"the budget {{field}} <= {constraint.limit:g} cannot be met: the "
+                    f"smallest reachable {what} is {smallest:.2f}",
+                    field=constraint.name,
                 )
 
     def _lowest_genomes(self) -> IntArray:

@@ -59,7 +59,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     run = root / "run"
     assert main([*TINY_TRAIN, "--out", str(run)]) == 0
     checkpoint = run / "supernet.pt"
-    assert main(["sample", "--supernet", str(checkpoint), "--n", "12", "--no-progress"]) == 0
+    assert main(["sample", "--supernet", str(checkpoint), "--subnets", "12", "--no-progress"]) == 0
     samples = run / "samples.csv"
     assert main(["fit-predictor", "--samples", str(samples), "--backend", "ridge"]) == 0
     assert (
@@ -252,9 +252,9 @@ CASES: dict[str, Case] = {
         "eval --supernet {checkpoint} --json {notes.csv}", "exists; pass --force"
     ),
     "merge-onto-checkpoint": Case(
-        "sample --merge {shard} --out {checkpoint} --force", "holds an eqsearch checkpoint"
+        "sample --merge {shard} --output {checkpoint} --force", "holds an eqsearch checkpoint"
     ),
-    "merge-onto-notes": Case("sample --merge {shard} --out {notes.csv}", "exists; pass --force"),
+    "merge-onto-notes": Case("sample --merge {shard} --output {notes.csv}", "exists; pass --force"),
     "fit-onto-checkpoint": Case(
         "fit-predictor --samples {samples} --out {checkpoint} --force", "holds an eqsearch"
     ),
@@ -290,7 +290,7 @@ CASES: dict[str, Case] = {
     ),
     # 3. concurrent writers, duplicated rows
     "sample-while-another-writes": Case(
-        "sample --supernet {checkpoint} --n 12 --no-progress",
+        "sample --supernet {checkpoint} --subnets 12 --no-progress",
         "another process is writing samples file",
         lock="samples",
     ),
@@ -342,7 +342,7 @@ CASES: dict[str, Case] = {
         "nsga --supernet {checkpoint} --out {notes.csv}", "exists and is not a directory"
     ),
     "sample-out-is-directory": Case(
-        "sample --supernet {checkpoint} --out {run}", "is not a regular file"
+        "sample --supernet {checkpoint} --output {run}", "is not a regular file"
     ),
     "fit-out-is-directory": Case("fit-predictor --samples {samples} --out {run}", "is a directory"),
     "export-out-is-directory": Case(
@@ -384,7 +384,7 @@ CASES: dict[str, Case] = {
     "eval-pickle": Case("eval --supernet {pickle.pt}", "nothing in it was executed"),
     "nsga-pickle": Case("nsga --supernet {zip-pickle.pt}", "nothing in it was executed"),
     "sample-pickle": Case(
-        "sample --supernet {pickle.pt} --out {root}/s.csv", "nothing in it was executed"
+        "sample --supernet {pickle.pt} --output {root}/s.csv", "nothing in it was executed"
     ),
     "export-pickle": Case(
         "export --supernet {zip-pickle.pt} --uniform 4/4 --out {root}/m.onnx",
@@ -456,13 +456,13 @@ CASES: dict[str, Case] = {
     "sample-bn-images-0": Case(
         "sample --supernet {checkpoint} --bn-images 0", "--bn-images: must be a positive"
     ),
-    "sample-n-0": Case("sample --supernet {checkpoint} --n 0", "must be a positive integer"),
+    "sample-n-0": Case("sample --supernet {checkpoint} --subnets 0", "must be a positive integer"),
     "export-min-agreement-nan": Case(
         "export --supernet {checkpoint} --uniform 4/4 --out {root}/m.onnx --min-agreement nan",
         "--min-agreement must be a percentage",
     ),
     "sample-fp-checkpoint": Case(
-        "sample --supernet {fp} --out {root}/s.csv", "is a full-precision checkpoint"
+        "sample --supernet {fp} --output {root}/s.csv", "is a full-precision checkpoint"
     ),
     "nsga-forms-per-layer-with-target": Case(
         "nsga --supernet {checkpoint} --target tensorrt --forms-per-layer --out {root}/front",
@@ -473,7 +473,7 @@ CASES: dict[str, Case] = {
         "predicts non-finite or absurd accuracies",
     ),
     "merge-incomplete-shards": Case(
-        "sample --merge {shard} --out {root}/merged.csv", "missing indices 1, 3"
+        "sample --merge {shard} --output {root}/merged.csv", "missing indices 1, 3"
     ),
     "nsga-seed-overflow": Case(
         "nsga --supernet {checkpoint} --seed 99999999999999999999999", "a seed must be in"
@@ -494,7 +494,7 @@ CASES: dict[str, Case] = {
         env={"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
     ),
     "sample-rank-not-a-number": Case(
-        "sample --supernet {checkpoint} --out {root}/s.csv",
+        "sample --supernet {checkpoint} --output {root}/s.csv",
         "RANK must be an integer",
         env={"WORLD_SIZE": "2", "RANK": "abc"},
     ),
@@ -529,7 +529,7 @@ CASES: dict[str, Case] = {
     # 12. messages that mislead
     "eval-device-tpu": Case("eval --supernet {checkpoint} --device tpu", "--device must be"),
     "sample-device-tpu": Case(
-        "sample --supernet {checkpoint} --out {root}/s.csv --device tpu", "--device must be"
+        "sample --supernet {checkpoint} --output {root}/s.csv --device tpu", "--device must be"
     ),
     "nsga-device-tpu": Case(
         "nsga --supernet {checkpoint} --verify 2 --device tpu --out {root}/front",
@@ -560,11 +560,11 @@ CASES: dict[str, Case] = {
         "holds absurd values",
     ),
     "sample-resume-repeated-row": Case(
-        "sample --supernet {checkpoint} --n 12 --out {again.csv} --no-progress",
+        "sample --supernet {checkpoint} --subnets 12 --output {again.csv} --no-progress",
         "repeats row index",
     ),
     "sample-adopt-file-without-sidecars": Case(
-        "sample --supernet {checkpoint} --n 12 --out {bare.csv} --no-progress",
+        "sample --supernet {checkpoint} --subnets 12 --output {bare.csv} --no-progress",
         "has no bare.space.json or bare.source.json beside it",
     ),
     # memory without bound
@@ -584,7 +584,8 @@ CASES: dict[str, Case] = {
         "expected an integer; got '1e12'",
     ),
     "sample-n-huge": Case(
-        "sample --supernet {checkpoint} --n 10000000000000 --out {root}/s.csv", "needs about"
+        "sample --supernet {checkpoint} --subnets 10000000000000 --output {root}/s.csv",
+        "needs about",
     ),
     "study-tune-probe-mixed-huge": Case(
         "study tune-loss --out {root}/tune --trials 1 --epochs 1 --probe-mixed 1000000000",
@@ -880,7 +881,7 @@ def test_a_full_disk_during_sample_keeps_the_rows_written_before(
     files: dict[str, Path], tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "s.csv"
-    argv = ["sample", "--supernet", str(files["checkpoint"]), "--out", str(out), "--no-progress"]
+    argv = ["sample", "--supernet", str(files["checkpoint"]), "--output", str(out), "--no-progress"]
     # sidecars (2 files) + the header + 3 rows fit; the 4th row does not
     _full_disk_after(7, monkeypatch)
     code = main([*argv, "--n", "8"])

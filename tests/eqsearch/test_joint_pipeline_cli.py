@@ -54,7 +54,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert main(train) == 0
         samples = directory / "samples.csv"
         checkpoint = str(directory / "supernet.pt")
-        assert main(["sample", "--supernet", checkpoint, "--out", str(samples), "--n", "12"]) == 0
+        assert (
+            main(["sample", "--supernet", checkpoint, "--output", str(samples), "--subnets", "12"])
+            == 0
+        )
         predictor = str(directory / "xgb.json")
         fit = ["fit-predictor", "--samples", str(samples), "--supernet", checkpoint]
         assert main([*fit, "--backend", "xgboost", "--out", predictor]) == 0

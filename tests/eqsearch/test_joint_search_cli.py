@@ -66,5 +66,6 @@ def test_joint_search_from_the_command_line(checkpoint, capsys) -> None:
     )
     err = capsys.readouterr().err
     assert err.strip().endswith(
-        f"error: --macs 1000 cannot be met: the smallest reachable MACs is {smallest:.2f}"
+        f"error: the budget --macs <= 1000 cannot be met: the smallest reachable MACs is "
+        f"{smallest:.2f}"
     )

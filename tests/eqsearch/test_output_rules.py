@@ -404,9 +404,9 @@ def test_a_sample_refusal_leaves_no_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], checkpoint: Path
 ) -> None:
     out = tmp_path / "samples" / "new.csv"
-    argv = ["sample", "--supernet", str(checkpoint), "--out", str(out), "--no-progress"]
-    line = refused(capsys, [*argv, "--n", "10000000000000"], tmp_path)
-    assert "--n 10000000000000 needs about" in line
+    argv = ["sample", "--supernet", str(checkpoint), "--output", str(out), "--no-progress"]
+    line = refused(capsys, [*argv, "--subnets", "10000000000000"], tmp_path)
+    assert "--subnets 10000000000000 needs about" in line
     assert not out.parent.exists()
 
 

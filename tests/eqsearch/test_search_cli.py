@@ -40,7 +40,8 @@ def test_unreachable_budget_exits_2_stating_the_smallest_average(checkpoint, cap
     out = checkpoint.parent / "out"
     assert main(["nsga", "--supernet", str(checkpoint), "--w-bits", "1.5", "--out", str(out)]) == 2
     assert _error_line(capsys) == (
-        "error: --w-bits 1.5 cannot be met: the smallest reachable average weight bits is 2.00"
+        "error: the budget --w-bits <= 1.5 cannot be met: the smallest reachable average weight "
+        "bits is 2.00"
     )
     assert main(["nsga", "--supernet", str(checkpoint), "--a-bits", "1"]) == 2
     assert "smallest reachable average activation bits is 2.00" in _error_line(capsys)

@@ -125,7 +125,7 @@ def test_uniform_and_random(checkpoint: Path, tmp_path: Path, arguments, expecte
         (("ilp", "--count", "3"), "--count does not apply"),
         (("uniform", "--budgets", "3"), "--budgets does not apply"),
         (("greedy", "--predictor", "p.json"), "--predictor does not apply"),
-        (("ilp", "--w-bits", "1.5"), "--w-bits 1.5 cannot be met"),
+        (("ilp", "--w-bits", "1.5"), "the budget --w-bits <= 1.5 cannot be met"),
         (("anneal",), "invalid choice: 'anneal'"),
         (("random", "--count", "0"), "must be a positive integer"),
     ],
@@ -149,7 +149,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
 @pytest.fixture(scope="module")
 def fitted(checkpoint: Path) -> Path:
     """Samples and a ridge predictor beside the tiny checkpoint."""
-    assert main(["sample", "--supernet", str(checkpoint), "--n", "40", "--no-progress"]) == 0
+    assert main(["sample", "--supernet", str(checkpoint), "--subnets", "40", "--no-progress"]) == 0
     samples = checkpoint.parent / "samples.csv"
     assert main(["fit-predictor", "--samples", str(samples), "--backend", "ridge"]) == 0
     return samples
@@ -275,3 +275,84 @@ def test_hostile_checkpoints_are_refused_without_running_anything(
     assert main(arguments) == 2
     assert message in _error_line(capsys)
     assert not out.exists() and not hostile["marker"].exists()
+
+
+# -- the data the supernet scores on -------------------------------------------------------
+
+
+@pytest.fixture
+def recorded_data(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
+    """Every ``checkpoint_data`` call's options (the data a command scores subnets on)."""
+    import supernet.evaluation.evaluate as evaluate
+
+    seen: list[dict[str, object]] = []
+    real = evaluate.checkpoint_data
+
+    def recorded(checkpoint, **options):  # type: ignore[no-untyped-def]
+        seen.append(options)
+        return real(checkpoint, **options)
+
+    monkeypatch.setattr(evaluate, "checkpoint_data", recorded)
+    return seen
+
+
+def test_strategy_scores_on_the_data_options_it_is_given(
+    checkpoint: Path, tmp_path: Path, recorded_data: list[dict[str, object]]
+) -> None:
+    from supernet.evaluation.evaluate import load_for_evaluation, supernet_oracle
+
+    data = ["--dataset", "digits", "--data-root", str(tmp_path), "--transforms", "none"]
+    assert _run(checkpoint, tmp_path / "u", "uniform", "--w-bits", "4", *data) == 0
+    overrides = {"data_root": str(tmp_path), "dataset": "digits", "transforms": "none"}
+    assert recorded_data == [overrides]
+    supernet, _, evaluation = load_for_evaluation(checkpoint, split="holdout", **overrides)
+    front = read_front(tmp_path / "u", supernet.space)
+    measured = supernet_oracle(supernet, evaluation).evaluate(front.configs)
+    np.testing.assert_allclose(front.column("accuracy"), measured)
+
+
+def test_nsga_verify_reads_the_checkpoint_and_builds_its_images_once(
+    checkpoint: Path,
+    tmp_path: Path,
+    recorded_data: list[dict[str, object]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import supernet.files.checkpoint as files
+
+    reads: list[Path] = []
+    real = files.load_checkpoint
+
+    def counted(path, **options):  # type: ignore[no-untyped-def]
+        reads.append(Path(path))
+        return real(path, **options)
+
+    monkeypatch.setattr(files, "load_checkpoint", counted)
+    arguments = ["nsga", "--supernet", str(checkpoint), "--oracle", "supernet", "--verify", "2"]
+    arguments += ["--population", "4", "--generations", "1", "--w-bits", "6", "--no-progress"]
+    assert main([*arguments, "--dataset", "digits", "--out", str(tmp_path)]) == 0
+    assert reads == [checkpoint]
+    assert recorded_data == [{"data_root": None, "dataset": "digits", "transforms": None}]
+    front = read_front(tmp_path, files.load_supernet(checkpoint)[0].space)
+    assert front.info["oracle"] == "supernet" and front.measured is not None
+    verified = front.measured[~np.isnan(front.measured)]
+    assert len(verified) == min(2, len(front))
+    # the supernet oracle's accuracy and its measurement are the same scoring
+    np.testing.assert_allclose(verified, front.column("accuracy")[~np.isnan(front.measured)])
+
+
+def test_strategy_logs_its_front_as_json_lines(checkpoint: Path, tmp_path: Path) -> None:
+    import json
+
+    from supernet.files.checkpoint import load_supernet
+
+    out = tmp_path / "random"
+    assert _run(checkpoint, out, "random", "--count", "6", "--log", "jsonl") == 0
+    front = read_front(out, load_supernet(checkpoint)[0].space)
+    lines = (out / "front_log.jsonl").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert len(entries) == len(front) + 1
+    assert [entry["accuracy"] for entry in entries[:-1]] == front.column("accuracy").tolist()
+    summary = entries[-1]
+    assert set(summary) == {"phase", "epoch", "front_size", "hypervolume"}
+    assert (summary["phase"], summary["epoch"], summary["front_size"]) == ("search", 0, len(front))
+    assert summary["hypervolume"] > 0

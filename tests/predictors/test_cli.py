@@ -32,7 +32,7 @@ def test_kill_9_during_sample_then_rerun_gives_exactly_n_unique_rows(
     out = tmp_path / "samples.csv"
     n = 60
     command = [sys.executable, "-m", "eqsearch", "sample", "--supernet", str(tiny_checkpoint)]
-    command += ["--n", str(n), "--out", str(out), "--seed", "3", "--no-progress"]
+    command += ["--subnets", str(n), "--output", str(out), "--seed", "3", "--no-progress"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, cwd=REPO, env=environment)
     try:
@@ -105,9 +105,17 @@ def test_bad_input_exits_2_and_writes_nothing(
     samples.write_text("config,accuracy\n")
     cases = [
         ["sample", "--supernet", str(tmp_path / "missing.pt")],
-        ["sample", "--supernet", str(tiny_checkpoint), "--shard", "3/2", "--out", str(notes)],
-        ["sample", "--supernet", str(tiny_checkpoint), "--n", "5", "--out", str(notes)],
-        ["sample", "--supernet", str(tiny_checkpoint), "--strategy", "grid", "--out", str(notes)],
+        ["sample", "--supernet", str(tiny_checkpoint), "--shard", "3/2", "--output", str(notes)],
+        ["sample", "--supernet", str(tiny_checkpoint), "--subnets", "5", "--output", str(notes)],
+        [
+            "sample",
+            "--supernet",
+            str(tiny_checkpoint),
+            "--strategy",
+            "grid",
+            "--output",
+            str(notes),
+        ],
         ["fit-predictor", "--samples", str(tmp_path / "nope.csv")],
         ["fit-predictor", "--samples", str(samples), "--backend", "svm"],
         ["fit-predictor", "--samples", str(samples), "--out", str(notes)],

@@ -43,7 +43,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_supernet(
         directory / "supernet.pt", supernet, data=spec.to_dict(), train_config={"bn_images": 32}
     )
-    samples = ["sample", "--supernet", str(directory / "supernet.pt"), "--n", "12"]
+    samples = ["sample", "--supernet", str(directory / "supernet.pt"), "--subnets", "12"]
     assert main([*samples, "--no-progress"]) == 0
     return directory
 

@@ -82,7 +82,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     "command",
     [
         "eval --supernet {checkpoint}",
-        "sample --supernet {checkpoint} --out {tmp}/samples.csv --n 4",
+        "sample --supernet {checkpoint} --output {tmp}/samples.csv --subnets 4",
         "train --model tiny_convnet --dataset digits --epochs 1 --out {tmp}/run --no-progress",
     ],
 )

@@ -101,7 +101,7 @@ COMMANDS = {
     "eval": "eval --supernet {checkpoint}",
     "eval-uniform": "eval --supernet {checkpoint} --uniform 8/8",
     "export": "export --supernet {checkpoint} --uniform 8/8 --out {out}/model.onnx",
-    "sample": "sample --supernet {checkpoint} --n 4 --no-progress",
+    "sample": "sample --supernet {checkpoint} --subnets 4 --no-progress",
     "nsga-oracle": "nsga --supernet {checkpoint} --oracle supernet --population 4 "
     "--generations 1 --no-progress",
     "strategy": "strategy uniform --supernet {checkpoint} --no-progress",

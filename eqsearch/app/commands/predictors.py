@@ -1,4 +1,4 @@
-"""``eqsearch sample`` and ``eqsearch fit-predictor``: sample files and CQAP predictors."""
+"""``eqsearch fit-predictor``: CQAP predictors fitted on samples files."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from eqsearch.app.commands.common import (
-    DEVICE_HELP,
     EXIT_OK,
     UsageError,
     add_force_argument,
-    add_image_count_arguments,
     add_progress_argument,
     finite_float,
     parse_option,
-    positive_int,
     seed_int,
 )
 from eqsearch.app.console import make_console, status
@@ -27,43 +24,7 @@ if TYPE_CHECKING:
 
 
 def register(commands: Any) -> None:
-    """Add the ``sample`` and ``fit-predictor`` subcommands."""
-    sample = commands.add_parser(
-        "sample", help="measure sampled subnets with the supernet (a predictor's training data)"
-    )
-    add = sample.add_argument
-    add("--supernet", help="a supernet.pt checkpoint")
-    add(
-        "--subnets",
-        "--n",
-        dest="n",
-        type=positive_int,
-        default=1000,
-        help="distinct subnets over all shards (default 1000; --n is an alias)",
-    )
-    add("--out", help="samples CSV (default: samples.csv beside the checkpoint)")
-    add("--seed", type=seed_int, default=0, help="seed of the draw (a rerun with it resumes)")
-    add("--strategy", default="spread", help="spread (over average bits, default) or uniform")
-    add("--form-draw", default="global", help="global (one form per subnet) or per_layer")
-    add("--shard", help="i/n: evaluate every n-th subnet from the i-th (default: torchrun rank)")
-    add("--split", default="holdout", choices=("holdout", "test"), help="images to score on")
-    add_image_count_arguments(
-        sample,
-        "images to score on: the held-out training images with --split holdout (the same "
-        "as --holdout), a fixed subset of the test split with --split test",
-    )
-    add(
-        "--holdout",
-        type=positive_int,
-        help="training images to score on (default: the checkpoint's)",
-    )
-    add("--data-root", help="override the data root stored in the checkpoint")
-    add("--device", default="auto", help=DEVICE_HELP)
-    add("--merge", nargs="+", metavar="SHARD", help="merge these shard files into --out instead")
-    add_force_argument(sample, "--out of --merge")
-    add_progress_argument(sample)
-    sample.set_defaults(handler=_cmd_sample)
-
+    """Add the ``fit-predictor`` subcommand."""
     fit = commands.add_parser(
         "fit-predictor", help="fit an accuracy predictor on a samples file; held-out metrics"
     )
@@ -83,56 +44,6 @@ def register(commands: Any) -> None:
     add_force_argument(fit, "predictor file")
     add_progress_argument(fit)
     fit.set_defaults(handler=_cmd_fit_predictor)
-
-
-def _cmd_sample(args: argparse.Namespace) -> int:
-    from eqsearch.app.measure import sample_subnets
-    from predictors.samples.merge import merge_samples
-    from predictors.samples.settings import parse_shard
-
-    console = make_console()
-    if args.merge:
-        if not args.out:
-            raise UsageError("--merge writes the merged file to --out; give --out")
-        for path in args.merge:
-            if not Path(path).is_file():
-                raise UsageError(f"shard file not found: {path}")
-        merged = merge_samples(args.merge, args.out, force=args.force)
-        console.print(f"merged {len(args.merge)} shard files into {merged}")
-        return EXIT_OK
-    if not args.supernet:
-        raise UsageError("give --supernet (or --merge with --out)")
-    if not Path(args.supernet).is_file():
-        raise UsageError(f"checkpoint not found: {args.supernet}")
-    if args.n < 1:
-        raise UsageError(f"--n must be a positive integer; got {args.n}")
-    shard = parse_shard(args.shard) if args.shard else None
-    run = sample_subnets(
-        args.supernet,
-        args.out,
-        args.n,
-        seed=args.seed,
-        strategy=args.strategy,
-        forms=args.form_draw,
-        shard=shard,
-        split=args.split,
-        bn_images=args.bn_images,
-        holdout=args.holdout,
-        val_images=args.val_images,
-        data_root=args.data_root,
-        device=args.device,
-        progress=not args.no_progress,
-    )
-    table = Table(title="subnet samples")
-    table.add_column("file")
-    table.add_column("rows", justify="right")
-    table.add_column("added now", justify="right")
-    table.add_column("seconds", justify="right")
-    table.add_row(str(run.path), str(run.rows), str(run.new_rows), f"{run.seconds:.1f}")
-    if run.merged is not None:
-        table.add_row(str(run.merged), str(args.n), "(merged)", "")
-    console.print(table)
-    return EXIT_OK
 
 
 def _samples_space(args: argparse.Namespace) -> ElasticSpace:
