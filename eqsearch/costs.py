@@ -79,6 +79,12 @@ def average_activation_bits(
     return _finish(configs, _average(space, batch.a_bits, batch.inputs, include_pinned))
 
 
+def _compression(bits: npt.NDArray[np.int64], counts: FloatArray) -> FloatArray:
+    """``32·Σcounts / Σ(counts·bits)`` per config: how many times smaller than float32."""
+    compression: FloatArray = FULL_PRECISION_BITS * counts.sum(axis=1) / (bits * counts).sum(axis=1)
+    return compression
+
+
 @overload
 def weight_compression(space: ElasticSpace, configs: SubnetConfig) -> float: ...
 @overload
@@ -87,10 +93,7 @@ def weight_compression(space: ElasticSpace, configs: Configs) -> float | FloatAr
     """W-Comp: ``32·Σn / Σ(n·b_w)`` over every layer that runs (full-precision layers at 32
     bits)."""
     batch = space.batch(configs)
-    params = batch.params
-    total = params.sum(axis=1)
-    values = FULL_PRECISION_BITS * total / (batch.w_bits * params).sum(axis=1)
-    return _finish(configs, values)
+    return _finish(configs, _compression(batch.w_bits, batch.params))
 
 
 @overload
@@ -100,10 +103,7 @@ def activation_compression(space: ElasticSpace, configs: Sequence[SubnetConfig])
 def activation_compression(space: ElasticSpace, configs: Configs) -> float | FloatArray:
     """A-Comp: ``32·Σm / Σ(m·b_a)`` with m the input activations of every layer that runs."""
     batch = space.batch(configs)
-    inputs = batch.inputs
-    total = inputs.sum(axis=1)
-    values = FULL_PRECISION_BITS * total / (batch.a_bits * inputs).sum(axis=1)
-    return _finish(configs, values)
+    return _finish(configs, _compression(batch.a_bits, batch.inputs))
 
 
 @overload
