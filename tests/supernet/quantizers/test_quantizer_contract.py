@@ -69,7 +69,7 @@ def test_each_quantizer_quantizes_onto_its_levels(name: str, bits: int) -> None:
         # the frozen form (constants computed once, for scoring) computes the same numbers
         assert torch.equal(quantizer.frozen_input_quantizer(handle)(inputs), quantized_input)
     assert quantized_weight.shape == weight.shape
-    # a weight spanning every channel's range fills each channel's 2^b levels, no more
+    # every channel fills its 2^b levels, no more
     assert [len(torch.unique(row)) for row in quantized_weight.reshape(8, -1)] == [2**bits] * 8
     assert len(torch.unique(quantized_input)) == 2**bits
 
