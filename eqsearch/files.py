@@ -12,6 +12,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -465,3 +466,33 @@ def read_json(path: str | Path, *, limit: int = MAX_JSON_BYTES, what: str = "fil
     """
     data = read_bytes(path, limit=limit, what=what)
     return parse_json(data, what=f"{what} {path}")
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    """A JSON file format eqsearch reads: its ``format`` marker and the versions it reads.
+
+    Args:
+        name: the value of the file's ``format`` key.
+        versions: the ``version`` values this eqsearch reads.
+        what: the file's description after "is not" (``"an eqsearch Pareto front file"``).
+        kind: the file's kind before "format version" (``"Pareto front"``).
+    """
+
+    name: str
+    versions: tuple[int, ...]
+    what: str
+    kind: str
+
+    def check(self, data: Any, source: object) -> dict[str, Any]:
+        """``data`` read from ``source``, when it is a JSON object of this format at a
+        version this eqsearch reads (an InputError saying which it is not otherwise)."""
+        if not isinstance(data, dict) or data.get("format") != self.name:
+            raise InputError(f"{source} is not {self.what}")
+        if data.get("version") not in self.versions:
+            readable = ", ".join(map(str, self.versions))
+            raise InputError(
+                f"{source} has {self.kind} format version {data.get('version')!r}; this "
+                f"eqsearch reads version {readable}"
+            )
+        return data

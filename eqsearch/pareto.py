@@ -16,7 +16,13 @@ import numpy.typing as npt
 
 from eqsearch import costs
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_write_bytes, atomic_write_text, atomic_writer, read_json
+from eqsearch.files import (
+    FileFormat,
+    atomic_write_bytes,
+    atomic_write_text,
+    atomic_writer,
+    read_json,
+)
 from eqsearch.space import JOINT_SPACE_VERSION, ConfigBatch, ElasticSpace, SubnetConfig
 
 if TYPE_CHECKING:
@@ -30,6 +36,9 @@ FORMAT_VERSION = 1
 """The version of a front of a space without architecture genes; a joint space's front is
 written as ``JOINT_SPACE_VERSION`` (2), and both are read."""
 READABLE_VERSIONS = (FORMAT_VERSION, JOINT_SPACE_VERSION)
+PARETO_FILE = FileFormat(
+    FORMAT_NAME, READABLE_VERSIONS, "an eqsearch Pareto front file", "Pareto front"
+)
 """Format versions :meth:`ParetoFront.from_json` reads."""
 FRONT_FILES = ("pareto.json", "pareto.csv", "pareto.png")
 """The files of a front written by :meth:`ParetoFront.write`, the JSON first."""
@@ -326,15 +335,7 @@ class ParetoFront:
                 reads, was searched on another space than ``space``, or is malformed; or a
                 config is not in ``space``.
         """
-        data = read_json(path, what="Pareto front file")
-        if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-            raise InputError(f"{path} is not an eqsearch Pareto front file")
-        if data.get("version") not in READABLE_VERSIONS:
-            readable = ", ".join(map(str, READABLE_VERSIONS))
-            raise InputError(
-                f"{path} has Pareto front format version {data.get('version')!r}; this "
-                f"eqsearch reads version {readable}"
-            )
+        data = PARETO_FILE.check(read_json(path, what="Pareto front file"), path)
         fingerprint = data.get("space_fingerprint")
         if fingerprint != space.fingerprint:
             raise InputError(

@@ -9,6 +9,9 @@ from eqsearch.errors import InputError
 
 T = TypeVar("T")
 
+UNKNOWN_REGISTERED = "unknown {field} {name}; registered: {names}"
+"""An ``unknown`` template for :class:`Registry` naming the registered items."""
+
 
 class Registry(Mapping[str, T]):
     """Items of one kind by name, in registration order.
@@ -19,10 +22,16 @@ class Registry(Mapping[str, T]):
 
     Args:
         kind: what the items are, for error messages (``"objective"``, ``"solver"``).
+        unknown: the error :meth:`lookup` gives for an unknown name, as a template of
+            ``{field}``, ``{name}`` (its repr) and ``{names}`` (the choices, comma-separated);
+            by default ``"{field} must be one of {names}; got {name}"``.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(
+        self, kind: str, *, unknown: str = "{field} must be one of {names}; got {name}"
+    ) -> None:
         self.kind = kind
+        self.unknown = unknown
         self._items: dict[str, T] = {}
 
     def add(self, name: str, item: T) -> T:
@@ -56,7 +65,9 @@ class Registry(Mapping[str, T]):
             if where is None or where(item):
                 return item
         raise InputError(
-            f"{field or self.kind} must be one of {', '.join(self.names(where))}; got {name!r}"
+            self.unknown.format(
+                field=field or self.kind, names=", ".join(self.names(where)), name=repr(name)
+            )
         )
 
     def names(self, where: Callable[[T], bool] | None = None) -> tuple[str, ...]:
@@ -76,4 +87,4 @@ class Registry(Mapping[str, T]):
         return f"Registry({self.kind!r}: {', '.join(self._items)})"
 
 
-__all__ = ["Registry"]
+__all__ = ["UNKNOWN_REGISTERED", "Registry"]

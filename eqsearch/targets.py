@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eqsearch.errors import InputError
+from eqsearch.registry import Registry
 from eqsearch.space import ElasticSpace, QuantForm
 
 
@@ -47,28 +48,27 @@ class HardwareTarget:
         return served
 
 
-TARGETS: dict[str, HardwareTarget] = {
-    target.name: target
-    for target in (
-        HardwareTarget(
-            "tensorrt",
-            "NVIDIA TensorRT: per-channel symmetric weights, symmetric activations",
-            (QuantForm("channel", True, True),),
-        ),
-        HardwareTarget(
-            "snpe",
-            "Qualcomm SNPE / Hexagon DSP: per-tensor asymmetric weights and activations",
-            (QuantForm("tensor", False, False),),
-        ),
-        HardwareTarget(
-            "tflite",
-            "TensorFlow Lite: per-channel symmetric weights, asymmetric activations",
-            (QuantForm("channel", True, False),),
-        ),
-        HardwareTarget("any", "no restriction: the search chooses the form too", None),
-    )
-}
+TARGETS: Registry[HardwareTarget] = Registry("target")
 """The presets by name."""
+for _target in (
+    HardwareTarget(
+        "tensorrt",
+        "NVIDIA TensorRT: per-channel symmetric weights, symmetric activations",
+        (QuantForm("channel", True, True),),
+    ),
+    HardwareTarget(
+        "snpe",
+        "Qualcomm SNPE / Hexagon DSP: per-tensor asymmetric weights and activations",
+        (QuantForm("tensor", False, False),),
+    ),
+    HardwareTarget(
+        "tflite",
+        "TensorFlow Lite: per-channel symmetric weights, asymmetric activations",
+        (QuantForm("channel", True, False),),
+    ),
+    HardwareTarget("any", "no restriction: the search chooses the form too", None),
+):
+    TARGETS.add(_target.name, _target)
 
 
 RUNTIME_TARGETS = ("onnxruntime", "openvino")

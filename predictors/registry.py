@@ -10,31 +10,30 @@ from typing import Any
 import numpy as np
 
 from eqsearch.errors import InputError
-from eqsearch.files import MAX_JSON_BYTES, parse_json, read_bytes
+from eqsearch.files import MAX_JSON_BYTES, FileFormat, parse_json, read_bytes
+from eqsearch.registry import UNKNOWN_REGISTERED, Registry
 from eqsearch.space import ElasticSpace
 from predictors.base import PREDICTOR_FORMAT, READABLE_PREDICTOR_VERSIONS, BasePredictor
 from predictors.mlp import MLPPredictor
 from predictors.ridge import RidgePredictor
 from predictors.xgb import XGBoostPredictor
 
-PREDICTORS: dict[str, type[BasePredictor]] = {
-    MLPPredictor.name: MLPPredictor,
-    XGBoostPredictor.name: XGBoostPredictor,
-    RidgePredictor.name: RidgePredictor,
-}
+PREDICTORS: Registry[type[BasePredictor]] = Registry(
+    "predictor backend", unknown=UNKNOWN_REGISTERED
+)
 """Every backend by name: ``"mlp"``, ``"xgboost"``, ``"ridge"``."""
+for _backend in (MLPPredictor, XGBoostPredictor, RidgePredictor):
+    PREDICTORS.add(_backend.name, _backend)
 
 PREDICTOR_PREFIX = "predictor-"
+PREDICTOR_FILE = FileFormat(
+    PREDICTOR_FORMAT, READABLE_PREDICTOR_VERSIONS, "a saved eqsearch predictor", "predictor"
+)
 
 
 def backend_class(name: str) -> type[BasePredictor]:
     """The class registered as ``name`` (ValueError naming the registered ones)."""
-    try:
-        return PREDICTORS[name]
-    except KeyError:
-        raise InputError(
-            f"unknown predictor backend {name!r}; registered: {', '.join(PREDICTORS)}"
-        ) from None
+    return PREDICTORS.lookup(name)
 
 
 def build_predictor(
@@ -93,15 +92,7 @@ def load_predictor(path: str | Path) -> BasePredictor:
     location = Path(path)
     if not location.is_file():
         raise InputError(f"predictor file not found: {location}")
-    payload = _read_payload(location)
-    if not isinstance(payload, dict) or payload.get("format") != PREDICTOR_FORMAT:
-        raise InputError(f"{location} is not a saved eqsearch predictor")
-    if payload.get("version") not in READABLE_PREDICTOR_VERSIONS:
-        readable = ", ".join(map(str, READABLE_PREDICTOR_VERSIONS))
-        raise InputError(
-            f"{location} is predictor format version {payload.get('version')!r}; this version "
-            f"reads {readable}"
-        )
+    payload = PREDICTOR_FILE.check(_read_payload(location), location)
     backend = payload.get("backend")
     if backend not in PREDICTORS:
         raise InputError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -118,9 +119,9 @@ def make_offspring(
     genomes: IntArray,
     rank: npt.NDArray[np.int64],
     crowding: FloatArray,
-    count: int,
     lower: FloatArray,
     upper: FloatArray,
+    count: int,
 ) -> IntArray:
     """``count`` children: SBX then polynomial mutation (pymoo's array operators), rounded."""
     from pymoo.operators.crossover.sbx import cross_sbx
@@ -152,26 +153,6 @@ def make_offspring(
     return rounded
 
 
-def unique_offspring(
-    rng: np.random.Generator,
-    genomes: IntArray,
-    rank: npt.NDArray[np.int64],
-    crowding: FloatArray,
-    count: int,
-    lower: FloatArray,
-    upper: FloatArray,
-    mating: DuplicateFreeMating,
-) -> IntArray:
-    """Offspring that are neither a parent nor each other's duplicates (the shared
-    duplicate-free mating over :func:`make_offspring`; children of one subnet count as
-    duplicates)."""
-
-    def mate(wanted: int) -> IntArray:
-        return make_offspring(rng, genomes, rank, crowding, wanted, lower, upper)
-
-    return mating.do(mate, count, set(genome_keys(genomes)))
-
-
 def run(
     problem: SearchProblem,
     *,
@@ -201,7 +182,9 @@ def run(
     minimised, violation = evaluation.minimised, evaluation.violation
     rank, crowding = rank_population(minimised, violation)
     for generation in range(generations):
-        children = unique_offspring(rng, genomes, rank, crowding, population, lower, upper, mating)
+        # children that are neither a parent nor each other's duplicates
+        mate = partial(make_offspring, rng, genomes, rank, crowding, lower, upper)
+        children = mating.do(mate, population, set(genome_keys(genomes)))
         if len(children):
             child_evaluation = problem.evaluate(children)
             archive.add(children, child_evaluation)

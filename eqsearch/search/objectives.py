@@ -191,44 +191,37 @@ def macs_objective() -> Objective:
     return Objective("macs", _of_space(costs.macs), "min", "MACs")
 
 
+def _cost_budget(
+    name: str, cost: Callable[[Any, ConfigBatch], Any], limit: float, what: str
+) -> Constraint:
+    """``cost <= limit``: a monotone budget (lowering a bit never raises a cost)."""
+    return Constraint(name, _of_space(cost), limit, what, monotone=True)
+
+
 def weight_bits_budget(limit: float) -> Constraint:
     """Average weight bits of the searched layers ``<= limit`` (the ``--w-bits`` budget)."""
-    return Constraint(
-        "w_bits", _of_space(costs.average_weight_bits), limit, "average weight bits", monotone=True
-    )
+    return _cost_budget("w_bits", costs.average_weight_bits, limit, "average weight bits")
 
 
 def activation_bits_budget(limit: float) -> Constraint:
     """Average activation bits of the searched layers ``<= limit`` (the ``--a-bits`` budget)."""
-    return Constraint(
-        "a_bits",
-        _of_space(costs.average_activation_bits),
-        limit,
-        "average activation bits",
-        monotone=True,
-    )
+    return _cost_budget("a_bits", costs.average_activation_bits, limit, "average activation bits")
 
 
 def bitops_budget(limit: float) -> Constraint:
     """BitOPs per image ``<= limit`` (the ``--bitops`` budget; named ``bitops_budget``, so
     that BitOPs can be an objective too)."""
-    return Constraint("bitops_budget", _of_space(costs.bitops), limit, "BitOPs", monotone=True)
+    return _cost_budget("bitops_budget", costs.bitops, limit, "BitOPs")
 
 
 def size_budget(limit: float) -> Constraint:
     """Packed model size ``<= limit`` bytes (the ``--size`` budget)."""
-    return Constraint(
-        "size_budget",
-        _of_space(costs.model_size_bytes),
-        limit,
-        "model size in bytes",
-        monotone=True,
-    )
+    return _cost_budget("size_budget", costs.model_size_bytes, limit, "model size in bytes")
 
 
 def macs_budget(limit: float) -> Constraint:
     """MACs per image of the architecture ``<= limit`` (the ``--macs`` budget)."""
-    return Constraint("macs_budget", _of_space(costs.macs), limit, "MACs", monotone=True)
+    return _cost_budget("macs_budget", costs.macs, limit, "MACs")
 
 
 class LatencyModel(Protocol):

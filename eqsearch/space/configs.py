@@ -12,7 +12,7 @@ import numpy as np
 from eqsearch.errors import InputError
 from eqsearch.numbers import loads_json
 from eqsearch.space.arrays import ArchChoices
-from eqsearch.space.forms import LayerChoice, QuantForm
+from eqsearch.space.forms import LayerChoice, QuantForm, require_tuple_of
 
 
 def arch_choices(arch: Mapping[str, int] | Iterable[tuple[str, int]]) -> ArchChoices:
@@ -48,14 +48,9 @@ class SubnetConfig:
     arch: ArchChoices = ()
 
     def __post_init__(self) -> None:
-        choices = tuple(self.choices)
-        if not choices:
-            raise InputError("SubnetConfig.choices must hold one LayerChoice per layer; got none")
-        for index, choice in enumerate(choices):
-            if not isinstance(choice, LayerChoice):
-                raise InputError(
-                    f"SubnetConfig.choices[{index}] must be a LayerChoice; got {choice!r}"
-                )
+        choices = require_tuple_of(
+            self.choices, LayerChoice, "SubnetConfig.choices", "one LayerChoice per layer; got none"
+        )
         object.__setattr__(self, "choices", choices)
         object.__setattr__(self, "arch", arch_choices(self.arch))
 

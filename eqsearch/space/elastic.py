@@ -26,6 +26,7 @@ from eqsearch.space.forms import (
     QuantForm,
     require_bits,
     require_bool,
+    require_tuple_of,
     to_granularity,
 )
 from eqsearch.space.genes import ActivityRules, ArchGene
@@ -85,12 +86,9 @@ class ElasticSpace:
     unquantized: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        layers = tuple(self.layers)
-        if not layers:
-            raise InputError("ElasticSpace.layers must hold at least one LayerSpec")
-        for index, layer in enumerate(layers):
-            if not isinstance(layer, LayerSpec):
-                raise InputError(f"ElasticSpace.layers[{index}] must be a LayerSpec; got {layer!r}")
+        layers = require_tuple_of(
+            self.layers, LayerSpec, "ElasticSpace.layers", "at least one LayerSpec"
+        )
         if all(layer.pinned is not None for layer in layers):
             raise InputError("ElasticSpace needs at least one layer that is not pinned")
         names = [layer.name for layer in layers]

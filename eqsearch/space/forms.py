@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from eqsearch.errors import InputError
+
+T = TypeVar("T")
 
 FULL_PRECISION_BITS = 32
 """Bit width that stands for "not quantized" (a layer pinned to full precision)."""
@@ -42,6 +44,20 @@ def require_bool(value: object, field_name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise InputError(f"{field_name} must be True or False; got {value!r}")
     return bool(value)
+
+
+def require_tuple_of(
+    values: Iterable[Any], kind: type[T], field_name: str, empty: str
+) -> tuple[T, ...]:
+    """``values`` as a tuple of ``kind`` instances; an InputError naming the first that is
+    not one, or saying ``field_name`` "must hold ``empty``" when there is none."""
+    items = tuple(values)
+    if not items:
+        raise InputError(f"{field_name} must hold {empty}")
+    for index, item in enumerate(items):
+        if not isinstance(item, kind):
+            raise InputError(f"{field_name}[{index}] must be a {kind.__name__}; got {item!r}")
+    return items
 
 
 def require_bits(value: object, field_name: str, *, allow_full_precision: bool) -> int:

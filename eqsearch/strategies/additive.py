@@ -11,19 +11,19 @@ import numpy.typing as npt
 from eqsearch import costs
 from eqsearch.errors import InputError
 from eqsearch.problem import Constraint, SearchProblem
+from eqsearch.registry import Registry
 from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, QuantForm
 from eqsearch.space.arrays import FloatArray, IntArray
 
 CostFunction = Callable[[ConfigBatch], npt.ArrayLike]
 
-COSTS: dict[str, CostFunction] = {
-    "w_bits": lambda batch: costs.average_weight_bits(batch.space, batch),
-    "a_bits": lambda batch: costs.average_activation_bits(batch.space, batch),
-    "bitops": lambda batch: costs.bitops(batch.space, batch),
-    "size": lambda batch: costs.model_size_bytes(batch.space, batch),
-}
+COSTS: Registry[CostFunction] = Registry("cost")
 """The costs a strategy can sweep, by name: average weight / activation bits of the searched
 layers, BitOPs, packed size in bytes."""
+COSTS.add("w_bits", lambda batch: costs.average_weight_bits(batch.space, batch))
+COSTS.add("a_bits", lambda batch: costs.average_activation_bits(batch.space, batch))
+COSTS.add("bitops", lambda batch: costs.bitops(batch.space, batch))
+COSTS.add("size", lambda batch: costs.model_size_bytes(batch.space, batch))
 
 SWEEP_FOR_OBJECTIVE = {
     "bitops": "bitops",

@@ -19,11 +19,7 @@ from supernet.networks.layers import (
     ElasticQuantLinear,
     conv_arguments,
 )
-from supernet.quantizers.lsq import LsqQuantizer
-
-EXPORTABLE_QUANTIZERS = ("lsq",)
-"""Quantizers whose grids are uniform affine ones, i.e. exactly a QuantizeLinear/DequantizeLinear
-pair. Non-uniform ones (N2UQ's learned activation thresholds) have no QDQ equivalent."""
+from supernet.quantizers import ElasticQuantizer, exportable_quantizers
 
 MAX_EXPORT_BITS = 8
 """Grids up to 8 bits fit int8/uint8 QuantizeLinear; wider ones would need opset-21 int16."""
@@ -70,18 +66,14 @@ def check_exportable(supernet: Supernet) -> None:
         _exportable_quantizer(name, layer)
 
 
-def _exportable_quantizer(name: str, layer: ElasticQuantLayer) -> LsqQuantizer:
+def _exportable_quantizer(name: str, layer: ElasticQuantLayer) -> ElasticQuantizer:
+    # a quantizer exports when its grids are uniform affine ones, exactly a QDQ pair
     quantizer = layer.quantizer
-    if quantizer.name not in EXPORTABLE_QUANTIZERS or not isinstance(quantizer, LsqQuantizer):
-        reason = (
-            "its non-uniform activation thresholds have no QuantizeLinear/DequantizeLinear "
-            "equivalent"
-            if quantizer.name == "n2uq"
-            else "it exposes no uniform affine quantization parameters"
-        )
+    if not quantizer.exportable:
         raise InputError(
             f"layer {name!r} uses quantizer {quantizer.name!r}, which cannot be exported: "
-            f"{reason}; exportable quantizers: {', '.join(EXPORTABLE_QUANTIZERS)}"
+            f"{quantizer.export_refusal}; exportable quantizers: "
+            f"{', '.join(exportable_quantizers())}"
         )
     return quantizer
 

@@ -14,35 +14,7 @@ from torch import nn
 
 from supernet.networks.elastic import Supernet
 from supernet.networks.layers import ElasticQuantLayer, FrozenOperands
-from supernet.quantizers.fake_quant import per_tensor_constants, per_tensor_forward
-from supernet.quantizers.lsq import LsqHandle, LsqQuantizer
 from supernet.runtime import host_path
-
-
-def _lsq_input_quantizer(
-    quantizer: LsqQuantizer, handle: LsqHandle
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The input quantization of an LSQ+ choice with its constants computed once (the
-    one-pass kernel where it serves the tensor; see :func:`per_tensor_forward`)."""
-    qmin, qmax = quantizer.input_grid(handle.a_bits, handle.a_symmetric)
-    step = handle.a_log_step.detach().exp()
-    constants = per_tensor_constants(step, handle.a_offset, qmin, qmax, step.dtype)
-
-    def quantize_input(x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == step.dtype:
-            return per_tensor_forward(x, constants)
-        return quantizer.quantize_input(x, handle)
-
-    return quantize_input
-
-
-def _input_quantizer(
-    layer: ElasticQuantLayer, handle: Any
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    quantizer = layer.quantizer
-    if isinstance(quantizer, LsqQuantizer) and isinstance(handle, LsqHandle):
-        return _lsq_input_quantizer(quantizer, handle)
-    return partial(quantizer.quantize_input, handle=handle)
 
 
 @contextmanager
@@ -66,8 +38,9 @@ def frozen_weights(supernet: Supernet) -> Iterator[None]:
                 continue
             # the active weight: a dynamic layer's slice for the running architecture
             weight = layer.quantized_weight().detach()
+            quantize_input = layer.quantizer.frozen_input_quantizer(handle)
             layer.active.frozen = FrozenOperands(
-                handle, layer.weight._version, weight, _input_quantizer(layer, handle)
+                handle, layer.weight._version, weight, quantize_input
             )
     try:
         yield

@@ -12,6 +12,7 @@ from torch import nn
 
 from eqsearch.errors import InputError
 from eqsearch.factories import check_named_by_file, is_reference, load_factory
+from eqsearch.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class ModelEntry:
         return self.architecture is not None
 
 
-MODELS: dict[str, ModelEntry] = {}
+MODELS: Registry[ModelEntry] = Registry("model")
+"""Every registered architecture by name (see :func:`register_model`)."""
 
 
 def register_model(
@@ -59,8 +61,11 @@ def register_model(
             if architecture is None
             else {key: tuple(values) for key, values in architecture.items()}
         )
-        MODELS[name] = ModelEntry(
-            name, build, image_size, min_image_size, description, torchvision_name, options
+        MODELS.add(
+            name,
+            ModelEntry(
+                name, build, image_size, min_image_size, description, torchvision_name, options
+            ),
         )
         return build
 

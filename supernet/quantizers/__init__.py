@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 
 from eqsearch.errors import InputError
+from eqsearch.registry import UNKNOWN_REGISTERED, Registry
 from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
 from supernet.quantizers.lsq import LsqQuantizer
 from supernet.quantizers.n2uq import N2uqQuantizer
 
-QUANTIZERS: dict[str, type[ElasticQuantizer]] = {}
+QUANTIZERS: Registry[type[ElasticQuantizer]] = Registry("quantizer", unknown=UNKNOWN_REGISTERED)
+"""Every quantizer class by its ``name``: ``"lsq"``, ``"n2uq"``."""
 
 
 def register_quantizer(
@@ -18,8 +20,7 @@ def register_quantizer(
     """Register a quantizer class under its ``name``."""
     if not cls.name:
         raise InputError("a quantizer class needs a non-empty name")
-    QUANTIZERS[cls.name] = cls
-    return cls
+    return QUANTIZERS.add(cls.name, cls)
 
 
 register_quantizer(LsqQuantizer)
@@ -28,12 +29,12 @@ register_quantizer(N2uqQuantizer)
 
 def quantizer_class(name: str) -> type[ElasticQuantizer]:
     """The registered quantizer class called ``name``."""
-    try:
-        return QUANTIZERS[name]
-    except KeyError:
-        raise InputError(
-            f"unknown quantizer {name!r}; registered: {', '.join(sorted(QUANTIZERS))}"
-        ) from None
+    return QUANTIZERS.lookup(name)
+
+
+def exportable_quantizers() -> tuple[str, ...]:
+    """The names of the quantizers that export (whose class says it is :attr:`exportable`)."""
+    return QUANTIZERS.names(lambda cls: cls.exportable)
 
 
 def build_quantizer(weight: torch.Tensor, spec: QuantizerSpec) -> ElasticQuantizer:
@@ -48,6 +49,7 @@ __all__ = [
     "N2uqQuantizer",
     "QuantizerSpec",
     "build_quantizer",
+    "exportable_quantizers",
     "quantizer_class",
     "register_quantizer",
 ]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
@@ -21,6 +22,7 @@ from eqsearch.space import (
     LayerChoice,
     QuantForm,
 )
+from supernet.quantizers.clipping import MAX_SEARCH_VALUES, weighted_sample
 
 if TYPE_CHECKING:
     from supernet.quantizers.integer_conv import WeightLevels
@@ -200,6 +202,49 @@ class QuantizerSpec:
         }
 
 
+class QuantParams(NamedTuple):
+    """The effective (detached) quantization parameters of one choice, e.g. for export."""
+
+    w_step: torch.Tensor
+    w_zero_point: torch.Tensor
+    w_qmin: int
+    w_qmax: int
+    a_step: torch.Tensor
+    a_zero_point: torch.Tensor
+    a_qmin: int
+    a_qmax: int
+
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """What :meth:`ElasticQuantizer.calibrate` initialises a quantizer from (see its Args),
+    with the generator its seed seeds."""
+
+    weight: torch.Tensor
+    inputs: torch.Tensor
+    input_min: float
+    input_max: float
+    input_weights: torch.Tensor | None
+    generator: torch.Generator
+
+    def input_sample(
+        self,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """A weighted sample of the inputs as one group, its weights, and the full inputs'
+        range as :func:`~supernet.quantizers.clipping.search_step_sizes` takes them."""
+        sample, weights = weighted_sample(
+            self.inputs.detach().float().reshape(1, -1),
+            MAX_SEARCH_VALUES,
+            self.generator,
+            weights=None if self.input_weights is None else self.input_weights.reshape(1, -1),
+        )
+        value_range = (
+            torch.tensor([float(self.input_min)], device=sample.device),
+            torch.tensor([float(self.input_max)], device=sample.device),
+        )
+        return sample, weights, value_range
+
+
 class ElasticQuantizer(nn.Module):
     """Quantizes one layer's weight and input for every choice of its :class:`QuantizerSpec`.
 
@@ -210,6 +255,12 @@ class ElasticQuantizer(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    calibrated: torch.Tensor
+    exportable: ClassVar[bool] = False
+    """Whether :meth:`quant_params` gives the uniform affine grids of every choice, so that
+    export writes the layer as a QuantizeLinear/DequantizeLinear pair."""
+    export_refusal: ClassVar[str] = "it exposes no uniform affine quantization parameters"
+    """Why a quantizer that does not export cannot (said by the export error)."""
 
     def __init__(self, weight: torch.Tensor, spec: QuantizerSpec) -> None:
         super().__init__()
@@ -290,18 +341,19 @@ class ElasticQuantizer(nn.Module):
         raise NotImplementedError
 
     def _build_handle(self, choice: LayerChoice) -> Any:
-        """A new handle for the checked ``choice`` (see :meth:`_cached_handle`)."""
+        """A new handle for the checked, quantized ``choice`` (see :meth:`_cached_handle`)."""
         raise NotImplementedError
 
     def _cached_handle(self, choice: LayerChoice) -> Any:
-        """The handle :meth:`_build_handle` makes for ``choice``, checked and built once per
-        choice (``set_subnet`` is on hot paths); forgotten when the parameters move."""
+        """The handle :meth:`_build_handle` makes for ``choice`` (None at full precision),
+        checked and built once per choice (``set_subnet`` is on hot paths); forgotten when
+        the parameters move."""
         try:
             return self._handles[choice]
         except KeyError:
             pass
         self.check(choice)
-        handle = self._build_handle(choice)
+        handle = None if choice.full_precision else self._build_handle(choice)
         self._handles[choice] = handle
         return handle
 
@@ -312,6 +364,11 @@ class ElasticQuantizer(nn.Module):
     def quantize_input(self, x: torch.Tensor, handle: Any) -> torch.Tensor:
         """The input activation as ``handle``'s choice quantizes it."""
         raise NotImplementedError
+
+    def frozen_input_quantizer(self, handle: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        """:meth:`quantize_input` for ``handle``, for inputs while the parameters stay as they
+        are (a quantizer may compute its constants once; this default does not)."""
+        return partial(self.quantize_input, handle=handle)
 
     def shared_weight_entry(self, weight: torch.Tensor, handle: Any) -> WeightEntry | None:
         """The entry that quantizes ``weight`` under ``handle`` if it may be quantized
@@ -349,6 +406,7 @@ class ElasticQuantizer(nn.Module):
         # quantized operands in their own precision, never rounded by autocast
         return geometry.convolve_as_is(x, weight, bias)
 
+    @torch.no_grad()
     def calibrate(
         self,
         weight: torch.Tensor,
@@ -361,10 +419,23 @@ class ElasticQuantizer(nn.Module):
     ) -> None:
         """Initialise every (bits, form) entry from the weight and a sample of inputs.
 
-        ``input_weights`` weighs the sampled input values (a weighted sample whose weighted
-        means estimate means over all inputs); ``seed`` seeds whatever random subsample of the
-        weight or the inputs it draws.
+        Args:
+            weight: the layer's latent full-precision weight.
+            inputs: a sample of the layer's input activations (any shape).
+            input_min, input_max: the extremes of the full inputs the sample came from.
+            input_weights: weights of the ``inputs`` values (a weighted sample whose weighted
+                means estimate means over all inputs), or None.
+            seed: seeds whatever random subsample of the weight or the inputs it draws.
         """
+        self._handles.clear()
+        generator = torch.Generator().manual_seed(seed)
+        self._calibrate(
+            CalibrationData(weight, inputs, input_min, input_max, input_weights, generator)
+        )
+        self.calibrated.fill_(True)
+
+    def _calibrate(self, data: CalibrationData) -> None:
+        """Initialise the entries from ``data`` (under no_grad; see :meth:`calibrate`)."""
         raise NotImplementedError
 
     def inherit(self, from_bits: int, to_bits: int) -> None:
@@ -373,4 +444,9 @@ class ElasticQuantizer(nn.Module):
 
     def parameters_for(self, choice: LayerChoice) -> list[nn.Parameter]:
         """The learnable quantizer parameters ``choice`` reads (for tests and ablations)."""
+        raise NotImplementedError
+
+    def quant_params(self, choice: LayerChoice) -> QuantParams | None:
+        """Effective steps, integer zero points and grids of ``choice`` (None for full
+        precision); only an :attr:`exportable` quantizer has them."""
         raise NotImplementedError

@@ -9,6 +9,8 @@ import torch
 COARSE_RATIOS = 16
 FINE_RATIOS = 12
 SMALLEST_RATIO = 0.02
+MAX_SEARCH_VALUES = 1 << 14
+"""Calibration searches run on at most this many random values of a group (plus exact tails)."""
 ERROR_POWER = 2.5
 """L_p error exponent. EQ-Net's code uses 2.4; 2.5 weighs outliers the same way within a few
 percent and is computed as ``d²·sqrt(d)``, about five times faster than a fractional pow."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -11,12 +12,19 @@ from torch import nn
 from eqsearch.space import Granularity, LayerChoice
 from supernet.quantizers import lsq_kernels
 from supernet.quantizers.base import (
+    CalibrationData,
     ConvGeometry,
     ElasticQuantizer,
     QuantizerSpec,
+    QuantParams,
     compute_dtype,
 )
-from supernet.quantizers.clipping import integer_grid, search_step_sizes, weighted_sample
+from supernet.quantizers.clipping import (
+    MAX_SEARCH_VALUES,
+    integer_grid,
+    search_step_sizes,
+    weighted_sample,
+)
 from supernet.quantizers.fake_quant import (
     effective_zero_points,
     lsq_fake_quantize,
@@ -27,8 +35,6 @@ from supernet.quantizers.integer_conv import WeightLevels
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
 from supernet.quantizers.lsq_weights import WeightEntry, batchable
 
-MAX_SEARCH_VALUES = 1 << 14
-"""Per-tensor clipping searches run on at most this many random values (plus exact tails)."""
 MAX_CHANNEL_VALUES = 1 << 10
 """Per-channel searches use at most this many random values of each channel (plus its exact
 tails)."""
@@ -59,19 +65,6 @@ class LsqHandle(NamedTuple):
     w_per_channel: bool = False
 
 
-class QuantParams(NamedTuple):
-    """The effective (detached) quantization parameters of one choice, e.g. for export."""
-
-    w_step: torch.Tensor
-    w_zero_point: torch.Tensor
-    w_qmin: int
-    w_qmax: int
-    a_step: torch.Tensor
-    a_zero_point: torch.Tensor
-    a_qmin: int
-    a_qmax: int
-
-
 class LsqQuantizer(ElasticQuantizer):
     """LSQ+ quantizer (Esser et al. 2020; Bhalgat et al. 2020) made elastic as in EQ-Net.
 
@@ -87,6 +80,7 @@ class LsqQuantizer(ElasticQuantizer):
     """
 
     name = "lsq"
+    exportable = True
     input_signed: torch.Tensor
     calibrated: torch.Tensor
 
@@ -136,12 +130,9 @@ class LsqQuantizer(ElasticQuantizer):
 
     def resolve(self, choice: LayerChoice) -> LsqHandle | None:
         """Look up the parameters of ``choice`` (cached: ``set_subnet`` is on hot paths)."""
-        handle: LsqHandle | None = self._cached_handle(choice)
-        return handle
+        return cast("LsqHandle | None", self._cached_handle(choice))
 
-    def _build_handle(self, choice: LayerChoice) -> LsqHandle | None:
-        if choice.full_precision:
-            return None
+    def _build_handle(self, choice: LayerChoice) -> LsqHandle:
         form = choice.form
         key = weight_key(choice.w_bits, form.w_granularity, form.w_symmetric)
         qmin, qmax = integer_grid(choice.w_bits, signed=True)
@@ -203,6 +194,20 @@ class LsqQuantizer(ElasticQuantizer):
         return lsq_fake_quantize(
             x, handle.a_log_step.exp(), handle.a_offset, qmin, qmax, grad_scale
         )
+
+    def frozen_input_quantizer(self, handle: LsqHandle) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The input quantization of ``handle`` with its constants computed once (the
+        one-pass kernel where it serves the tensor; see :func:`per_tensor_forward`)."""
+        qmin, qmax = self.input_grid(handle.a_bits, handle.a_symmetric)
+        step = handle.a_log_step.detach().exp()
+        constants = per_tensor_constants(step, handle.a_offset, qmin, qmax, step.dtype)
+
+        def quantize_input(x: torch.Tensor) -> torch.Tensor:
+            if x.dtype == step.dtype:
+                return per_tensor_forward(x, constants)
+            return self.quantize_input(x, handle)
+
+        return quantize_input
 
     def shared_weight_entry(self, weight: torch.Tensor, handle: LsqHandle) -> WeightEntry | None:
         """The per-channel entry of ``weight`` (for :mod:`supernet.quantizers.lsq_weights`),
@@ -361,30 +366,12 @@ class LsqQuantizer(ElasticQuantizer):
 
     # -- initialisation ----------------------------------------------------------------
 
-    @torch.no_grad()
-    def calibrate(
-        self,
-        weight: torch.Tensor,
-        inputs: torch.Tensor,
-        input_min: float,
-        input_max: float,
-        *,
-        input_weights: torch.Tensor | None = None,
-        seed: int = 0,
-    ) -> None:
-        """Clipping search for every (bits, form) entry from the weight and input samples.
-
-        Args:
-            weight: the layer's latent full-precision weight.
-            inputs: a sample of the layer's input activations (any shape).
-            input_min, input_max: the extremes of the full inputs the sample came from.
-            input_weights: weights of the ``inputs`` values (a weighted sample), or None.
-            seed: seeds the random subsamples of large weights and inputs.
-        """
-        generator = torch.Generator().manual_seed(seed)
-        self._input_signed = input_min < 0
+    def _calibrate(self, data: CalibrationData) -> None:
+        """Clipping search for every (bits, form) entry from the weight and input samples."""
+        generator = data.generator
+        self._input_signed = data.input_min < 0
         self.input_signed.fill_(self._input_signed)
-        self._handles.clear()
+        weight = data.weight
         out_channels = weight.shape[0]
         weight_bits = self.weight_bits
         if weight_bits:
@@ -407,16 +394,7 @@ class LsqQuantizer(ElasticQuantizer):
                             self.weight_offsets[key].copy_(offsets[row])
         input_bits = self.input_bits
         if input_bits:
-            sample, sample_weights = weighted_sample(
-                inputs.detach().float().reshape(1, -1),
-                MAX_SEARCH_VALUES,
-                generator,
-                weights=None if input_weights is None else input_weights.reshape(1, -1),
-            )
-            input_range = (
-                torch.tensor([float(input_min)], device=sample.device),
-                torch.tensor([float(input_max)], device=sample.device),
-            )
+            sample, sample_weights, input_range = data.input_sample()
             for symmetric in self.spec.a_symmetries:
                 steps, offsets = search_step_sizes(
                     sample,
@@ -432,7 +410,6 @@ class LsqQuantizer(ElasticQuantizer):
                     target.copy_(torch.log(steps[row]).to(target.device))
                     if not symmetric:
                         self.input_offsets[key].copy_(offsets[row].to(target.device))
-        self.calibrated.fill_(True)
 
     @torch.no_grad()
     def inherit(self, from_bits: int, to_bits: int) -> None:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import nn
 
 from eqsearch.errors import InputError
 from eqsearch.space import Granularity, LayerChoice
-from supernet.quantizers.base import ElasticQuantizer, QuantizerSpec
-from supernet.quantizers.clipping import search_step_sizes, weighted_sample
+from supernet.quantizers.base import CalibrationData, ElasticQuantizer, QuantizerSpec
+from supernet.quantizers.clipping import search_step_sizes
 from supernet.quantizers.n2uq_ops import n2uq_activation, n2uq_weight
-
-MAX_SEARCH_VALUES = 1 << 14
-"""Calibration searches run on at most this many random input values (plus exact tails)."""
 
 
 def bits_key(bits: int) -> str:
@@ -57,6 +54,9 @@ class N2uqQuantizer(ElasticQuantizer):
     """
 
     name = "n2uq"
+    export_refusal = (
+        "its non-uniform activation thresholds have no QuantizeLinear/DequantizeLinear equivalent"
+    )
     supported_granularities = (Granularity.CHANNEL,)
     supported_w_symmetries = (True,)
     supported_a_symmetries = (False,)
@@ -82,12 +82,9 @@ class N2uqQuantizer(ElasticQuantizer):
 
     def resolve(self, choice: LayerChoice) -> N2uqHandle | None:
         """Look up the parameters of ``choice`` (cached: ``set_subnet`` is on hot paths)."""
-        handle: N2uqHandle | None = self._cached_handle(choice)
-        return handle
+        return cast("N2uqHandle | None", self._cached_handle(choice))
 
-    def _build_handle(self, choice: LayerChoice) -> N2uqHandle | None:
-        if choice.full_precision:
-            return None
+    def _build_handle(self, choice: LayerChoice) -> N2uqHandle:
         key = bits_key(choice.a_bits)
         return N2uqHandle(
             w_bits=choice.w_bits,
@@ -128,17 +125,7 @@ class N2uqQuantizer(ElasticQuantizer):
 
     # -- initialisation ----------------------------------------------------------------
 
-    @torch.no_grad()
-    def calibrate(
-        self,
-        weight: torch.Tensor,
-        inputs: torch.Tensor,
-        input_min: float,
-        input_max: float,
-        *,
-        input_weights: torch.Tensor | None = None,
-        seed: int = 0,
-    ) -> None:
+    def _calibrate(self, data: CalibrationData) -> None:
         """Initialise every activation bit width from a sample of the layer's inputs.
 
         With uniform output levels, the thresholds that minimise the quantization error are the
@@ -146,29 +133,10 @@ class N2uqQuantizer(ElasticQuantizer):
         search of LSQ+ (asymmetric, unsigned levels) picks each bit width's step and lowest
         level; the widths start equal (training makes them non-uniform) and both scales at the
         step. The weights need nothing (their scale follows mean|W| in every forward).
-
-        Args:
-            weight: the layer's latent weight (unused: N2UQ weight scales are not learned).
-            inputs: a sample of the layer's input activations (any shape).
-            input_min, input_max: the extremes of the full inputs the sample came from.
-            input_weights: weights of the ``inputs`` values (a weighted sample), or None.
-            seed: seeds the random subsample of large inputs.
         """
-        del weight
-        self._handles.clear()
         input_bits = self.input_bits
         if input_bits:
-            generator = torch.Generator().manual_seed(seed)
-            sample, sample_weights = weighted_sample(
-                inputs.detach().float().reshape(1, -1),
-                MAX_SEARCH_VALUES,
-                generator,
-                weights=None if input_weights is None else input_weights.reshape(1, -1),
-            )
-            value_range = (
-                torch.tensor([float(input_min)], device=sample.device),
-                torch.tensor([float(input_max)], device=sample.device),
-            )
+            sample, sample_weights, value_range = data.input_sample()
             steps, offsets = search_step_sizes(
                 sample,
                 input_bits,
@@ -184,7 +152,6 @@ class N2uqQuantizer(ElasticQuantizer):
                 self.output_log_scales[key].copy_(log_step)
                 self.input_starts[key].copy_((offsets[row] / steps[row]).to(log_step.device))
                 self.input_log_widths[key].zero_()
-        self.calibrated.fill_(True)
 
     @torch.no_grad()
     def inherit(self, from_bits: int, to_bits: int) -> None:

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 
 from eqsearch.errors import InputError
+from eqsearch.registry import Registry
 from supernet.deployment.runtimes.base import ExecNode, Profile, Runtime, RuntimeSession
 
-RUNTIMES = ("onnxruntime", "openvino")
+RUNTIMES: Registry[Callable[[], Runtime]] = Registry("runtime")
+"""Every runtime's loader by the runtime's package name: ``"onnxruntime"``, ``"openvino"``
+(a loader imports the package, so only an installed runtime is loaded)."""
+
+
+@RUNTIMES.register("onnxruntime")
+def _onnxruntime() -> Runtime:
+    from supernet.deployment.runtimes.ort import OnnxRuntime
+
+    return OnnxRuntime()
+
+
+@RUNTIMES.register("openvino")
+def _openvino() -> Runtime:
+    from supernet.deployment.runtimes.ov import OpenVino
+
+    return OpenVino()
 
 
 def runtime_available(name: str) -> bool:
@@ -17,17 +35,10 @@ def runtime_available(name: str) -> bool:
 
 def get_runtime(name: str) -> Runtime:
     """The runtime called ``name`` (InputError: unknown, or not installed here)."""
-    if name not in RUNTIMES:
-        raise InputError(f"runtime must be one of {', '.join(RUNTIMES)}; got {name!r}")
+    load = RUNTIMES.lookup(name)
     if not runtime_available(name):
         raise InputError(f"runtime {name!r} is not installed here (pip install 'eqsearch[{name}]')")
-    if name == "onnxruntime":
-        from supernet.deployment.runtimes.ort import OnnxRuntime
-
-        return OnnxRuntime()
-    from supernet.deployment.runtimes.ov import OpenVino
-
-    return OpenVino()
+    return load()
 
 
 __all__ = [

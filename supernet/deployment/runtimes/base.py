@@ -48,6 +48,13 @@ class RuntimeSession(ABC):
     """A model loaded in a runtime with one fixed input."""
 
     @abstractmethod
+    def __init__(
+        self, model: bytes, inputs: npt.NDArray[np.float32], threads: int, profiling: bool
+    ) -> None:
+        """Load ``model`` with ``threads`` intra-op threads and ``inputs`` as its input,
+        ready to record a per-node profile when ``profiling``."""
+
+    @abstractmethod
     def run(self, *, record: bool = True) -> None:
         """One inference on the stored input (left out of the profile with ``record=False``,
         e.g. a run that only warms the caches)."""
@@ -93,8 +100,11 @@ class Runtime(ABC):
     name: str
     float_fallback_weights: bool
 
-    @abstractmethod
+    session: type[RuntimeSession]
+    """The runtime's session class, which :meth:`open` makes."""
+
     def open(
         self, model: bytes, inputs: npt.NDArray[np.float32], *, threads: int, profiling: bool
     ) -> RuntimeSession:
         """Load an ONNX model with ``threads`` intra-op threads and ``inputs`` as its input."""
+        return self.session(model, inputs, threads, profiling)

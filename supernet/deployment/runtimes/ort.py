@@ -141,8 +141,4 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
     float_fallback_weights = True
-
-    def open(
-        self, model: bytes, inputs: npt.NDArray[np.float32], *, threads: int, profiling: bool
-    ) -> RuntimeSession:
-        return OnnxRuntimeSession(model, inputs, threads, profiling)
+    session = OnnxRuntimeSession

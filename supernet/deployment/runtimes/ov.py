@@ -132,8 +132,4 @@ class OpenVino(Runtime):
 
     name = "openvino"
     float_fallback_weights = False
-
-    def open(
-        self, model: bytes, inputs: npt.NDArray[np.float32], *, threads: int, profiling: bool
-    ) -> RuntimeSession:
-        return OpenVinoSession(model, inputs, threads, profiling)
+    session = OpenVinoSession
