@@ -1,7 +1,7 @@
 """Fine-tuning a user's own full-precision ResNet-18 (32×32 images) into an elastic supernet.
 
 Run from the repository root: ``python benchmarks/finetune_resnet18_32.py [--dataset
-mnist32_small] [--fp-epochs 4] [--epochs 3] [--lr 0.005] [--out DIR] [--fp-weights fp.pth]
+mnist32] [--fp-epochs 6] [--epochs 3] [--lr 0.005] [--out DIR] [--fp-weights fp.pth]
 [--quick] [--json figures.json]``.
 
 1. The user's model: ``torchvision.models.resnet18(num_classes=10)`` trained in plain
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -32,6 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+# Idle OpenMP threads that spin steal the cores of a busy machine (eqsearch's commands sleep
+# them too); set before torch starts its thread pool.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 import torchvision
@@ -221,8 +226,8 @@ def report(figures: dict[str, Any]) -> None:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="mnist32_small", help="factory in finetune_data.py")
-    parser.add_argument("--fp-epochs", type=int, default=4)
+    parser.add_argument("--dataset", default="mnist32", help="factory in finetune_data.py")
+    parser.add_argument("--fp-epochs", type=int, default=6)
     parser.add_argument("--fp-lr", type=float, default=0.05)
     parser.add_argument("--fp-weights", help="a plain ResNet-18 state_dict instead of training")
     parser.add_argument("--epochs", type=int, default=3, help="supernet epochs")
@@ -230,8 +235,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--warmup-epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--holdout", type=int, default=500)
-    parser.add_argument("--calib-images", type=int, default=256)
+    parser.add_argument("--holdout", type=int, default=1000)
+    parser.add_argument("--calib-images", type=int, default=500)
     parser.add_argument("--quant-init-images", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run directory (default: a temporary one)")
