@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -152,12 +153,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     ]  # fmt: skip
     figures["train_command"] = shlex.join(["eqsearch", "train", *train_flags, "--out", "RUN"])
     started = time.perf_counter()
-    run(
-        shown(
-            ["train", *train_flags, "--out", str(run_dir), "--device", "cpu", "--no-progress",
-             "--force"]
+    if args.val_each_epoch:
+        figures["val_by_epoch"] = train_in_process(args, fp_path, dataset, bits, run_dir)
+        reference = figures["val_by_epoch"][0]["fp"]
+        figures["val_largest_drop_w8a8"] = round(
+            max(reference - row["w8a8"] for row in figures["val_by_epoch"]), 4
         )
-    )  # fmt: skip
+    else:
+        run(
+            shown(
+                ["train", *train_flags, "--out", str(run_dir), "--device", "cpu",
+                 "--no-progress", "--force"]
+            )
+        )  # fmt: skip
     figures["train_seconds"] = round(time.perf_counter() - started, 1)
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     start = next(entry for entry in log if entry.get("epoch") == 0 and "acc_fp" in entry)
@@ -193,6 +201,54 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def train_in_process(
+    args: argparse.Namespace, fp_path: Path, dataset: str, bits: str, run_dir: Path
+) -> list[dict[str, Any]]:
+    """The ``eqsearch train`` run of the same settings as a ``TrainConfig`` in this process,
+    with the validation split scored after every epoch too (FP of the shared weights, W8A8
+    and the lowest open bits, BN re-calibrated on ``--calib-images``); epoch 0 is a run of
+    no epochs (the start, as the training scores it before its first step)."""
+    from supernet.evaluation.evaluate import evaluation_set, supernet_oracle
+    from supernet.training.train import EpochReport, TrainConfig, train_supernet
+
+    widths = tuple(int(width) for width in bits.split(","))
+    config = TrainConfig(
+        model="resnet18", init=str(fp_path), dataset=str(ROOT / dataset), transforms="none",
+        w_bits=widths, a_bits=widths, schedule="progressive", epochs=args.epochs,
+        optimizer="sgd", momentum=0.9, lr=args.lr, warmup_epochs=args.warmup_epochs,
+        lr_schedule="constant", batch_size=args.batch_size, holdout=args.holdout,
+        bn_images=args.calib_images, quant_init_images=args.quant_init_images,
+        seed=args.seed, device="cpu",
+    )  # fmt: skip
+    scores: list[dict[str, Any]] = []
+
+    def score(report: EpochReport) -> None:
+        space = report.supernet.space
+        form = space.forms[0]
+        open_bits = report.entry.get("open_bits", [min(widths)])
+        evaluation = evaluation_set(report.data, split="test", bn_images=args.calib_images)
+        oracle = supernet_oracle(report.supernet, evaluation, workers=1)
+        low = min(open_bits)
+        row = {
+            "epoch": int(report.entry["epoch"]),
+            "fp": oracle.score(None),
+            "w8a8": oracle.score(space.uniform(max(widths), max(widths), form)),
+            "lowest_bits": low,
+            "lowest": oracle.score(space.uniform(low, low, form)),
+        }
+        print(f"validation split, epoch {row['epoch']}: {row}", flush=True)
+        scores.append(row)
+
+    start = train_supernet(
+        replace(config, epochs=0, warmup_epochs=0), run_dir / "start", progress=False, force=True
+    )
+    score(EpochReport(start.history[0], start.supernet, start.data, 0))
+    result = train_supernet(config, run_dir, progress=False, force=True, on_epoch=score)
+    log = "\n".join(json.dumps(entry) for entry in result.history)
+    (run_dir / "train_log.jsonl").write_text(log + "\n")
+    return scores
+
+
 def _accuracy_of(rows: dict[str, Any]) -> float:
     """Top-1 of the single row of an ``eval --json`` table."""
     (row,) = rows.values()
@@ -218,6 +274,18 @@ def report(figures: dict[str, Any]) -> None:
         bits = f"W{entry['bits']}A{entry['bits']}"
         print(f"  epoch {entry['epoch']}: lowest open bits {bits} {entry['acc']:.2f}")
     print(f"largest drop of W8A8 below FP: {figures['largest_drop_w8a8']:.2f} points")
+    if "val_by_epoch" in figures:
+        print("validation split by epoch (FP of the shared weights, W8A8, lowest open bits):")
+        for row in figures["val_by_epoch"]:
+            low = f"W{row['lowest_bits']}A{row['lowest_bits']}"
+            print(
+                f"  epoch {row['epoch']}: FP {row['fp']:.2f}  W8A8 {row['w8a8']:.2f}  "
+                f"{low} {row['lowest']:.2f}"
+            )
+        print(
+            "largest drop of W8A8 below the epoch-0 FP, validation split: "
+            f"{figures['val_largest_drop_w8a8']:.2f} points"
+        )
     print(
         f"validation split at the end: W8A8 {figures['val_w8a8']:.2f}%, "
         f"W2A2 {figures['val_w2a2']:.2f}%"
@@ -241,6 +309,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="run directory (default: a temporary one)")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--val-each-epoch",
+        action="store_true",
+        help="train in this process and score the validation split after every epoch too",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run on a few images")
     args = parser.parse_args(argv)
     if args.quick:
