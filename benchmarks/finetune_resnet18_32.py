@@ -243,9 +243,7 @@ def train_in_process(
         replace(config, epochs=0, warmup_epochs=0), run_dir / "start", progress=False, force=True
     )
     score(EpochReport(start.history[0], start.supernet, start.data, 0))
-    result = train_supernet(config, run_dir, progress=False, force=True, on_epoch=score)
-    log = "\n".join(json.dumps(entry) for entry in result.history)
-    (run_dir / "train_log.jsonl").write_text(log + "\n")
+    train_supernet(config, run_dir, progress=False, force=True, on_epoch=score)
     return scores
 
 
