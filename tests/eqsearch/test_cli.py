@@ -184,7 +184,7 @@ def test_eval_table_uniform_and_config(trained_run, tmp_path, capsys) -> None:
     supernet, _ = load_supernet(checkpoint)
     config_path = tmp_path / "cfg.json"
     config_path.write_text(supernet.space.uniform(2, 8).to_json())
-    assert main(["eval", "--supernet", checkpoint, "--config", str(config_path)]) == 0
+    assert main(["eval", "--supernet", checkpoint, "--subnet", str(config_path)]) == 0
     assert "accuracy" in capsys.readouterr().out
 
 
@@ -197,7 +197,7 @@ def test_eval_errors_exit_2(trained_run, tmp_path, capsys) -> None:
     assert main(["eval", "--supernet", checkpoint, "--form", "channel-sym"]) == 2
     bad = tmp_path / "bad.json"
     bad.write_text('{"choices": [{"w_bits": 4, "a_bits": 4, "form": "channel-sym-sym"}]}')
-    assert main(["eval", "--supernet", checkpoint, "--config", str(bad)]) == 2
+    assert main(["eval", "--supernet", checkpoint, "--subnet", str(bad)]) == 2
     assert "layer choices" in capsys.readouterr().err
 
 

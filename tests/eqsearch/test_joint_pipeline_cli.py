@@ -125,14 +125,14 @@ def test_eval_and_export_of_a_joint_config(run: Path) -> None:
     pick = str(run / "config.json")
     Path(pick).write_text(config.to_json())
     table = run / "eval.json"
-    argv = ["eval", "--supernet", checkpoint, "--config", pick, "--json", str(table)]
+    argv = ["eval", "--supernet", checkpoint, "--subnet", pick, "--json", str(table)]
     assert main([*argv, "--no-progress"]) == 0
     (row,) = json.loads(table.read_text()).values()  # one row per evaluated config
     assert row["macs"] == pytest.approx(costs.macs(space, config))
     assert row["bitops"] == pytest.approx(costs.bitops(space, config))
     onnx_path = run / "model.onnx"
-    export = ["export", "--supernet", checkpoint, "--config", pick, "--no-progress"]
-    assert main([*export, "--out", str(onnx_path)]) == 0
+    export = ["export", "--supernet", checkpoint, "--subnet", pick, "--no-progress"]
+    assert main([*export, "--output", str(onnx_path)]) == 0
     import onnx
 
     model = onnx.load(onnx_path)
@@ -149,7 +149,7 @@ def test_eval_and_export_of_a_joint_config(run: Path) -> None:
         choice.w_bits for choice in space.canonical(config).choices
     ]
     weights = run / "weights.npz"
-    assert main([*export, "--out", str(weights), "--format", "weights"]) == 0
+    assert main([*export, "--output", str(weights), "--format", "weights"]) == 0
     from supernet.deployment.export import load_packed_weights
 
     assert len(load_packed_weights(weights)) == len(space.active_layers(config))

@@ -99,7 +99,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 COMMANDS = {
     "eval": "eval --supernet {checkpoint}",
     "eval-uniform": "eval --supernet {checkpoint} --uniform 8/8",
-    "export": "export --supernet {checkpoint} --uniform 8/8 --out {out}/model.onnx",
+    "export": "export --supernet {checkpoint} --uniform 8/8 --output {out}/model.onnx",
     "sample": "sample --supernet {checkpoint} --n 4 --no-progress",
     "nsga-oracle": "nsga --supernet {checkpoint} --oracle supernet --population 4 "
     "--generations 1 --no-progress",

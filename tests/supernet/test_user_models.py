@@ -74,7 +74,15 @@ def test_the_command_line_trains_evaluates_and_exports_a_user_model(
     assert main([*evaluate, *trust]) == 0
     assert set(json.loads((tmp_path / "t.json").read_text())) >= {"W8/A8", "W4/A4"}
     model = tmp_path / "model.onnx"
-    export = [*trust, "export", "--supernet", str(run / "supernet.pt"), "--uniform", "8/8", "--out"]
+    export = [
+        *trust,
+        "export",
+        "--supernet",
+        str(run / "supernet.pt"),
+        "--uniform",
+        "8/8",
+        "--output",
+    ]
     assert main([*export, str(model), "--no-progress"]) == 0
     assert "top-1 agreement ORT vs PyTorch" in capsys.readouterr().out and model.is_file()
 

@@ -161,7 +161,7 @@ def _check_existing(out: Path, key: Any, fingerprint: str, force: bool) -> Laten
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from eqsearch.app.commands.runtime import check_runtime
+    from eqsearch.app.probing import check_runtime
     from eqsearch.latency.fingerprint import machine_key
 
     check_runtime(args.runtime)
