@@ -57,7 +57,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert main(["sample", "--supernet", checkpoint, "--out", str(samples), "--n", "12"]) == 0
         predictor = str(directory / "xgb.json")
         fit = ["fit-predictor", "--samples", str(samples), "--supernet", checkpoint]
-        assert main([*fit, "--backend", "xgboost", "--out", predictor]) == 0
+        assert main([*fit, "--backend", "xgboost", "--output", predictor]) == 0
     finally:
         torch.set_num_threads(threads)
     return directory
