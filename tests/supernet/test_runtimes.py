@@ -201,7 +201,7 @@ def test_search_with_a_latency_table_of_another_space_or_an_unmet_budget_exits_2
     "arguments",
     [
         ["runtime", "probe", "--runtime", "tensorflow"],
-        ["latency", "build", "--model", "tiny_convnet", "--runtime", "tvm", "--out", "t.json"],
+        ["latency", "build", "--model", "tiny_convnet", "--runtime", "tvm", "--output", "t.json"],
     ],
 )
 def test_an_unknown_runtime_exits_2_with_one_line(
