@@ -43,7 +43,7 @@ class ExportRequest:
     """
 
     supernet: str
-    output: str
+    output: str | None
     subnet: str | None = None
     uniform: str | None = None
     form: str | None = None
@@ -72,6 +72,8 @@ class ExportRequest:
             raise InputError("{field} is empty; give a form such as channel-sym-sym", field="form")
         if self.subnet and self.form:
             raise InputError("a subnet file holds its own forms; drop {field}", field="form")
+        if not self.output:
+            raise InputError("give {field}: the file to write", field="output")
         suffix = SUFFIXES[self.format]
         if Path(self.output).suffix != suffix:
             raise InputError(
@@ -151,7 +153,7 @@ def export_subnet(request: ExportRequest, *, progress: Any = None) -> ExportOutc
 
     check_checkpoint_file(request.supernet)
     out = check_output_path(
-        request.output, kind=request.format, force=request.force, field="output"
+        request.output or "", kind=request.format, force=request.force, field="output"
     )
     supernet, checkpoint = load_supernet(request.supernet)
     if checkpoint.get("kind") == "fp":

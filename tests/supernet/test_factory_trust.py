@@ -207,8 +207,8 @@ def test_a_config_file_naming_a_factory_is_refused_unless_the_flag_names_it(
     with pytest.raises(InputError, match="names the model factory 'os:system'"):
         TrainConfig.from_json(hostile)
     small = shlex.split(
-        "--epochs 1 --holdout 40 --bn-images 40 --quant-init-images 16 --w-bits 2,8 "
-        "--a-bits 2,8 --no-progress"
+        "--epochs 1 --holdout 40 --calib-images 40 --quant-init-images 16 --w-choices 2,8 "
+        "--a-choices 2,8 --no-progress"
     )
     line = ["train", "--config", str(config), "--out", str(out), *small]
     assert main([*line, "--model", reference]) == 0

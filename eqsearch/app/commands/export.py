@@ -35,7 +35,8 @@ def register(commands: Any) -> None:
     add_renamed_option(export, "--config", "--subnet", dest="subnet")
     add("--uniform", help="W/A bits for every searched layer, e.g. 4/4 (instead of --subnet)")
     add("--form", help="form of --uniform, e.g. channel-sym-sym (default: the first served)")
-    add("--output", required=True, help="the file to write: model.onnx, or weights.npz")
+    # not required=True: argparse would refuse the old name --out, which stores here too
+    add("--output", help="the file to write: model.onnx, or weights.npz (required)")
     add_renamed_option(export, "--out", "--output", dest="output")
     add("--format", default="onnx", choices=FORMATS, help="onnx (default) or packed weights")
     add(
