@@ -13,6 +13,7 @@ from eqsearch.app.commands.common import (
     int_list,
     positive_int,
 )
+from eqsearch.app.commands.request_args import request_from
 from eqsearch.app.console import make_console, phase_bar, print_frame
 from eqsearch.app.probing import RUNTIME_NAMES
 
@@ -59,18 +60,8 @@ def register(commands: Any) -> None:
 def _cmd_probe(args: argparse.Namespace) -> int:
     from eqsearch.app.probing import ProbeRequest, parse_forms, probe_runtime
 
-    request = ProbeRequest(
-        runtime=args.runtime,
-        w_choices=args.w_choices,
-        a_choices=args.a_choices,
-        forms=parse_forms(args.forms),
-        full_grid=args.full_grid,
-        int4=not args.no_int4,
-        threads=args.threads,
-        repeats=args.repeats,
-        output=args.output,
-        force=args.force,
-    )
+    forms = parse_forms(args.forms)
+    request = request_from(args, ProbeRequest, forms=forms, int4=not args.no_int4)
     console = make_console()
     with phase_bar(console, not args.no_progress) as bar:
         outcome = probe_runtime(request, progress=bar)

@@ -23,6 +23,7 @@ from eqsearch.app.commands.common import (
     seed_int,
     trust_named_factories,
 )
+from eqsearch.app.commands.request_args import request_from
 from eqsearch.app.console import make_console
 from eqsearch.app.training import TRAIN_KEYS
 
@@ -231,13 +232,10 @@ def _request(args: argparse.Namespace) -> TrainRequest:
 
     given = {key: getattr(args, _KEY_DESTS.get(key, key)) for key in TRAIN_KEYS}
     settings = {key: value for key, value in given.items() if value is not None}
-    return TrainRequest(
-        out=args.out,
+    return request_from(
+        args,
+        TrainRequest,
         settings=settings,
-        config=args.config,
-        resume=args.resume,
-        force=args.force,
-        log=args.log,
         progress=not args.no_progress,
         debug=getattr(args, "debug", False),
     )
