@@ -8,7 +8,12 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from eqsearch.app.request_checks import check_choice, check_output_path, check_positive
+from eqsearch.app.request_checks import (
+    check_choice,
+    check_output_path,
+    check_positive,
+    keyword_arguments,
+)
 from eqsearch.errors import InputError
 
 SPLITS = ("test", "holdout")
@@ -136,13 +141,8 @@ def _score_checkpoint(request: EvalRequest, spinner: Spinner) -> EvalOutcome:
 
     supernet, checkpoint, evaluation = load_for_evaluation(
         request.supernet,
-        data_root=request.data_root,
-        split=request.split,
+        **keyword_arguments(request, load_for_evaluation),
         bn_images=request.calib_images,
-        val_images=request.val_images,
-        device=request.device,
-        dataset=request.dataset,
-        transforms=request.transforms,
     )
     images = (evaluation.split, len(evaluation.scoring), len(evaluation.calibration))
     if checkpoint.get("kind") == "fp":
@@ -190,14 +190,8 @@ def _score_weights(request: EvalRequest) -> EvalOutcome:
 
     supernet, evaluation = load_weights_for_evaluation(
         request.supernet,
-        model=request.model or "",
-        dataset=request.dataset or "",
-        data_root=request.data_root,
-        split=request.split,
+        **keyword_arguments(request, load_weights_for_evaluation),
         bn_images=request.calib_images,
-        val_images=request.val_images,
-        device=request.device,
-        transforms=request.transforms,
     )
     return EvalOutcome(
         "weights",

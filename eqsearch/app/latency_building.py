@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eqsearch.app.probing import check_runtime
-from eqsearch.app.request_checks import check_checkpoint_file, check_output_path, check_positive
+from eqsearch.app.request_checks import (
+    check_checkpoint_file,
+    check_output_path,
+    check_positive,
+    keyword_arguments,
+)
 from eqsearch.errors import InputError
 
 if TYPE_CHECKING:
@@ -151,14 +156,7 @@ def _measure(
     from supernet.deployment.runtimes import get_runtime
     from supernet.deployment.runtimes.latency_build import LatencySettings, build_latency_table
 
-    settings = LatencySettings(
-        threads=request.threads,
-        batch=request.batch,
-        repeats=request.repeats,
-        holdout=request.holdout,
-        calibration=request.calibration,
-        seed=request.seed,
-    )
+    settings = LatencySettings(**keyword_arguments(request, LatencySettings))
     return build_latency_table(
         supernet,
         get_runtime(request.runtime),

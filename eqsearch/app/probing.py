@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eqsearch.app.request_checks import check_output_path, check_positive
+from eqsearch.app.request_checks import check_output_path, check_positive, keyword_arguments
 from eqsearch.errors import InputError
 from eqsearch.space import ALL_FORMS, QuantForm
 
@@ -118,13 +118,9 @@ def probe_runtime(request: ProbeRequest, *, progress: Phases | None = None) -> P
     if request.output is not None:
         out = check_output_path(request.output, kind="probe", force=request.force, field="output")
     settings = ProbeSettings(
+        **keyword_arguments(request, ProbeSettings),
         w_bits=request.w_choices,
         a_bits=request.a_choices,
-        forms=request.forms,
-        full_grid=request.full_grid,
-        int4=request.int4,
-        threads=request.threads,
-        repeats=request.repeats,
     )
     runtime = get_runtime(request.runtime)
     table = run_probe(runtime, settings, progress=progress("probing choices") if progress else None)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,11 @@ def check_checkpoint_file(path: str | Path, field: str = "supernet") -> Path:
     if not location.is_file():
         raise InputError(f"checkpoint not found: {location}", field=field)
     return location
+
+
+def keyword_arguments(source: object, target: Callable[..., Any]) -> dict[str, Any]:
+    """``source``'s attributes named as ``target``'s keyword parameters (a class's fields, a
+    function's options), for ``target(**keyword_arguments(request, target), other=...)``:
+    a request passes on what it names alike without repeating each name."""
+    names = inspect.signature(target).parameters
+    return {name: getattr(source, name) for name in names if hasattr(source, name)}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
 from typing import Any, TypeVar
+
+from eqsearch.app.request_checks import keyword_arguments
 
 Request = TypeVar("Request")
 
@@ -16,6 +17,4 @@ def request_from(args: argparse.Namespace, request_type: type[Request], **values
     Raises:
         InputError: the request's own validation refuses a value (naming the field).
     """
-    names = {item.name for item in fields(request_type)}  # type: ignore[arg-type]
-    given = {name: getattr(args, name) for name in names if hasattr(args, name)}
-    return request_type(**{**given, **values})
+    return request_type(**{**keyword_arguments(args, request_type), **values})
