@@ -11,12 +11,12 @@ from rich.table import Table
 from eqsearch.app.commands.common import (
     EXIT_FAILURE,
     EXIT_OK,
-    add_force_argument,
     add_image_count_arguments,
     add_progress_argument,
     add_renamed_option,
     positive_int,
 )
+from eqsearch.app.commands.output_options import add_output_file_arguments
 from eqsearch.app.commands.request_args import request_from
 from eqsearch.app.console import make_console, status
 from eqsearch.app.exporting import FORMATS, MIN_AGREEMENT, ExportOutcome
@@ -35,9 +35,7 @@ def register(commands: Any) -> None:
     add_renamed_option(export, "--config", "--subnet", dest="subnet")
     add("--uniform", help="W/A bits for every searched layer, e.g. 4/4 (instead of --subnet)")
     add("--form", help="form of --uniform, e.g. channel-sym-sym (default: the first served)")
-    # not required=True: argparse would refuse the old name --out, which stores here too
-    add("--output", help="the file to write: model.onnx, or weights.npz (required)")
-    add_renamed_option(export, "--out", "--output", dest="output")
+    add_output_file_arguments(export, "the file to write: model.onnx, or weights.npz (required)")
     add("--format", default="onnx", choices=FORMATS, help="onnx (default) or packed weights")
     add(
         "--opset",
@@ -67,7 +65,6 @@ def register(commands: Any) -> None:
         default=str(MIN_AGREEMENT),
         help=f"exit 1 when ONNX Runtime agrees on fewer %% of images (default {MIN_AGREEMENT})",
     )
-    add_force_argument(export, "--output file")
     add_progress_argument(export)
     export.set_defaults(
         handler=_cmd_export, field_flags={"calib_images": "--calib-images", "format": "--format"}

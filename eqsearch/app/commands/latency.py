@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Any
 from eqsearch.app.commands.common import (
     EXIT_OK,
     UsageError,
-    add_force_argument,
     add_progress_argument,
-    add_renamed_option,
     non_negative_int,
     positive_int,
     seed_int,
 )
+from eqsearch.app.commands.output_options import add_output_file_arguments
 from eqsearch.app.commands.request_args import request_from
 from eqsearch.app.console import make_console, phase_bar
 from eqsearch.app.latency_building import TABLE_PREFIX
@@ -64,9 +63,11 @@ def register(commands: Any) -> None:
     )
     add("--seed", type=seed_int, default=0, help="seeds the subnets and the timing order")
     add("--probe", help="a runtime probe file (default: this machine's, probed if missing)")
-    add("--output", help="the table (default: latency-RUNTIME.json beside the checkpoint)")
-    add_renamed_option(build, "--out", "--output", dest="output")
-    add_force_argument(build, "--output file (a table measured elsewhere included)")
+    add_output_file_arguments(
+        build,
+        "the table (default: latency-RUNTIME.json beside the checkpoint; --force replaces "
+        "one measured elsewhere too)",
+    )
     add_progress_argument(build)
     build.set_defaults(handler=_cmd_build)
 

@@ -15,12 +15,12 @@ from eqsearch.app.commands.common import (
     add_force_argument,
     add_image_count_arguments,
     add_progress_argument,
-    add_renamed_option,
     finite_float,
     parse_option,
     positive_int,
     seed_int,
 )
+from eqsearch.app.commands.output_options import add_output_file_arguments
 from eqsearch.app.commands.request_args import request_from
 from eqsearch.app.console import make_console, status
 
@@ -78,9 +78,9 @@ def register(commands: Any) -> None:
     add("--seed", type=seed_int, default=0, help="seeds the split and the fit")
     add("--option", action="append", default=[], metavar="KEY=VALUE", help="backend option")
     add("--supernet", help="read the space from this checkpoint (default: the samples' sidecar)")
-    add("--output", help="predictor file (default: predictor-<backend>.<ext> beside the samples)")
-    add_renamed_option(fit, "--out", "--output", dest="output")
-    add_force_argument(fit, "predictor file")
+    add_output_file_arguments(
+        fit, "predictor file (default: predictor-<backend>.<ext> beside the samples)"
+    )
     add_progress_argument(fit)
     fit.set_defaults(handler=_cmd_fit_predictor)
 

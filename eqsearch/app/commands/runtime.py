@@ -7,12 +7,12 @@ from typing import Any
 
 from eqsearch.app.commands.common import (
     EXIT_OK,
-    add_force_argument,
     add_progress_argument,
     add_renamed_option,
     int_list,
     positive_int,
 )
+from eqsearch.app.commands.output_options import add_output_file_arguments
 from eqsearch.app.commands.request_args import request_from
 from eqsearch.app.console import make_console, phase_bar, print_frame
 from eqsearch.app.probing import RUNTIME_NAMES
@@ -50,9 +50,9 @@ def register(commands: Any) -> None:
     )
     add("--no-int4", action="store_true", help="skip the INT4 weight storage variants")
     add("--repeats", type=positive_int, default=5, help="profiled runs per choice (default 5)")
-    add("--output", help="the probe file (default: this machine's cache, $EQSEARCH_CACHE)")
-    add_renamed_option(probe, "--out", "--output", dest="output")
-    add_force_argument(probe, "--output file")
+    add_output_file_arguments(
+        probe, "the probe file (default: this machine's cache, $EQSEARCH_CACHE)"
+    )
     add_progress_argument(probe)
     probe.set_defaults(handler=_cmd_probe)
 
