@@ -594,7 +594,7 @@ CASES: dict[str, Case] = {
     ),
     "fit-mlp-width-huge": Case(
         "fit-predictor --samples {samples} --backend mlp --option width=1000000000 "
-        "--out {root}/p.pt",
+        "--output {root}/p.pt",
         "needs about",
     ),
     # numbers in files and flags
@@ -640,12 +640,12 @@ CASES: dict[str, Case] = {
     ),
     "fit-option-infinity": Case(
         "fit-predictor --samples {samples} --backend ridge --option alpha=-Infinity "
-        "--out {root}/p.json",
+        "--output {root}/p.json",
         "must be finite; got -Infinity",
     ),
     "fit-option-huge-integer": Case(
         "fit-predictor --samples {samples} --backend mlp --option "
-        "width=1000000000000000000000000000000 --out {root}/p.pt",
+        "width=1000000000000000000000000000000 --output {root}/p.pt",
         "is out of range",
     ),
     "nsga-population-arabic-digits": Case(

@@ -86,6 +86,11 @@ def _symmetries(text: str) -> tuple[bool, ...]:
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
+
+    def switch(flag: str, help: str) -> None:
+        # on or absent, never off: absent leaves the settings file's value
+        add(flag, action="store_const", const=True, help=help)
+
     add("--out", required=True, help="run directory (supernet.pt, fp.pt, train_log.jsonl)")
     add(
         "--config",
@@ -156,24 +161,17 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="full-precision pretraining epochs before the supernet",
     )
     add("--init", help="start from this full-precision checkpoint or state_dict")
-    add(
+    switch(
         "--init-skip-head",
-        action="store_const",
-        const=True,
-        help="leave the classifier out of --init (weights for another number of classes)",
+        "leave the classifier out of --init (weights for another number of classes)",
     )
-    add("--pretrained", action="store_const", const=True, help="torchvision weights (local)")
+    switch("--pretrained", "torchvision weights (local)")
     add("--batch-size", type=positive_int, help="images per step")
     add("--lr", type=finite_float, help="peak learning rate")
     add("--weight-decay", type=finite_float, help="weight decay of weight matrices")
     add("--optimizer", help="adam, adamw or sgd")
     add("--momentum", type=finite_float, help="SGD momentum")
-    add(
-        "--nesterov",
-        action="store_const",
-        const=True,
-        help="Nesterov momentum (SGD)",
-    )
+    switch("--nesterov", "Nesterov momentum (SGD)")
     add(
         "--warmup-epochs",
         type=non_negative_int,
@@ -218,12 +216,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="DataLoader workers for folder datasets (default: min(8, cores per local rank))",
     )
     add("--amp", help="mixed precision: none, bf16, or fp16 with a gradient scaler")
-    add(
-        "--compile",
-        action="store_const",
-        const=True,
-        help="fuse the quantizers' element-wise work with torch.compile (GPUs)",
-    )
+    switch("--compile", "fuse the quantizers' element-wise work with torch.compile (GPUs)")
 
 
 def _request(args: argparse.Namespace) -> TrainRequest:
