@@ -27,6 +27,21 @@ if TYPE_CHECKING:
     from eqsearch.space import ElasticSpace
 
 
+_MEASUREMENT_COUNTS = (
+    ("--threads", positive_int, 2, "intra-op threads"),
+    ("--batch", positive_int, 1, "images per inference"),
+    ("--repeats", positive_int, 10, "timed rounds per subnet"),
+    ("--holdout", non_negative_int, 50, "random whole subnets measured to state the error"),
+    (
+        "--calibration",
+        non_negative_int,
+        12,
+        "random subnets whose latency calibrates the sum of layer times",
+    ),
+)
+"""How a table is measured: flag, type, default and what it counts."""
+
+
 def register(commands: Any) -> None:
     """Add ``latency`` and its sub-commands ``build`` and ``show``."""
     from eqsearch.app.commands.common import add_command_group
@@ -46,21 +61,8 @@ def register(commands: Any) -> None:
     add("--num-classes", type=positive_int, default=1000, help="with --model (default 1000)")
     add("--in-channels", type=positive_int, default=3, help="with --model (default 3)")
     add("--runtime", default="onnxruntime", help="onnxruntime (default) or openvino")
-    add("--threads", type=positive_int, default=2, help="intra-op threads (default 2)")
-    add("--batch", type=positive_int, default=1, help="images per inference (default 1)")
-    add("--repeats", type=positive_int, default=10, help="timed rounds per subnet (default 10)")
-    add(
-        "--holdout",
-        type=non_negative_int,
-        default=50,
-        help="random whole subnets measured to state the error (default 50)",
-    )
-    add(
-        "--calibration",
-        type=non_negative_int,
-        default=12,
-        help="random subnets whose latency calibrates the sum of layer times (default 12)",
-    )
+    for flag, kind, default, text in _MEASUREMENT_COUNTS:
+        add(flag, type=kind, default=default, help=f"{text} (default {default})")
     add("--seed", type=seed_int, default=0, help="seeds the subnets and the timing order")
     add("--probe", help="a runtime probe file (default: this machine's, probed if missing)")
     add_output_file_arguments(
