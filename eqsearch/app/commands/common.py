@@ -133,7 +133,7 @@ MAX_SEED = 2**63 - 1
 """Largest seed (numpy and torch both take it)."""
 
 MAX_BIT_WIDTHS = 64
-"""Most bit widths a list such as ``--w-bits 2-8`` may name."""
+"""Most bit widths a list such as ``--w-choices 2-8`` may name."""
 
 
 def integer(text: str) -> int:
