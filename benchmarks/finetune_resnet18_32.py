@@ -143,7 +143,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     bits = "2,8" if args.quick else args.bits
     train_flags = [
         "--model", "resnet18", "--init", str(fp_path), "--dataset", dataset,
-        "--transforms", "none", "--w-bits", bits, "--a-bits", bits,
+        "--transforms", "none", "--w-choices", bits, "--a-choices", bits,
         "--schedule", "progressive", "--epochs", str(args.epochs),
         "--optimizer", "sgd", "--momentum", "0.9", "--lr", str(args.lr),
         "--warmup-epochs", str(args.warmup_epochs), "--lr-schedule", "constant",

@@ -59,7 +59,7 @@ rm -rf "$WORK/run"
 started=$(date +%s)
 if timeout "${TORCHRUN_SECONDS:-90}" "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node 2 -m eqsearch train \
     --model resnet18 --dataset imagefolder --data-root "$WORK/train" --image-size "$TRAIN_SIZE" \
-    --epochs 1 --batch-size 16 --holdout 16 --bn-images 16 --quant-init-images 16 \
+    --epochs 1 --batch-size 16 --holdout 16 --calib-images 16 --quant-init-images 16 \
     --device "$DEVICE" --no-progress --out "$WORK/run" >"$WORK/torchrun.log" 2>&1; then
     echo "| torchrun, 2 processes on one device | ok | one epoch in $(( $(date +%s) - started )) s |"
 else

@@ -47,7 +47,7 @@ def build_table(out: Path, runtime: str, threads: int, holdout: int) -> Path:
         str(threads),
         "--holdout",
         str(holdout),
-        "--out",
+        "--output",
         str(table),
         "--force",
         "--no-progress",

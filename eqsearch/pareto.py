@@ -268,7 +268,7 @@ class ParetoFront:
         }
 
     def to_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_dict` as JSON atomically; ``eqsearch eval --config path#i`` reads it."""
+        """Write :meth:`to_dict` as JSON atomically; ``eqsearch eval --subnet path#i`` reads it."""
         return atomic_write_text(path, self._json_text())
 
     def to_csv(self, path: str | Path) -> Path:

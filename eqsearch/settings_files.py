@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from eqsearch.errors import InputError
+from eqsearch.errors import InputError, warn
 from eqsearch.files import MAX_JSON_BYTES, parse_json, read_bytes
 from eqsearch.numbers import NumberError, parse_integer, parse_number
 
@@ -147,3 +148,28 @@ def read_settings(path: str | Path, *, limit: int = MAX_JSON_BYTES, what: str = 
     if Path(path).suffix.lower() in YAML_SUFFIXES:
         return parse_yaml(data, what=f"{what} {path}")
     return parse_json(data, what=f"{what} {path}")
+
+
+def keys_as_fields(
+    data: Mapping[str, Any], fields_by_key: Mapping[str, str], *, what: str, quiet: bool = False
+) -> dict[str, Any]:
+    """``data``, a settings file's mapping keyed as the command line names its settings, keyed
+    by the fields ``fields_by_key`` maps those keys to. A field's own name, where it differs
+    from its key (an older file's), is read with one warning naming the key (none when
+    ``quiet``); keys of neither kind are kept for the reader to name.
+
+    Raises:
+        InputError: naming ``what``: one setting given under both its key and its field name.
+    """
+    keys_by_field = {field: key for key, field in fields_by_key.items() if key != field}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        field = fields_by_key.get(key, key)
+        if key in keys_by_field and key not in fields_by_key and not quiet:
+            warn(f"{what}: the key {key} is now {keys_by_field[key]}")
+        if field in values:
+            raise InputError(
+                f"{what}: {key} is given twice (also as {keys_by_field.get(field, field)})"
+            )
+        values[field] = value
+    return values

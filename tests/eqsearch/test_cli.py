@@ -34,8 +34,8 @@ def test_missing_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 
 
 TINY_TRAIN = shlex.split(
-    "train --model tiny_convnet --dataset digits --epochs 1 --fp-epochs 1 --w-bits 2,4,8 "
-    "--a-bits 2,4,8 --holdout 150 --bn-images 150 --quant-init-images 64 --no-progress"
+    "train --model tiny_convnet --dataset digits --epochs 1 --fp-epochs 1 --w-choices 2,4,8 "
+    "--a-choices 2,4,8 --holdout 150 --calib-images 150 --quant-init-images 64 --no-progress"
 )
 
 
@@ -70,7 +70,7 @@ def test_train_bad_input_exits_2(tmp_path, capsys: pytest.CaptureFixture[str]) -
     assert main(["train", "--dataset", "cifar10", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--data-root" in err and err.count("\n") == 1
-    assert main(["train", "--w-bits", "two", "--out", str(tmp_path / "y")]) == 2
+    assert main(["train", "--w-choices", "two", "--out", str(tmp_path / "y")]) == 2
     assert main(["train", "--schedule", "annealed", "--out", str(tmp_path / "z")]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
 
@@ -184,7 +184,7 @@ def test_eval_table_uniform_and_config(trained_run, tmp_path, capsys) -> None:
     supernet, _ = load_supernet(checkpoint)
     config_path = tmp_path / "cfg.json"
     config_path.write_text(supernet.space.uniform(2, 8).to_json())
-    assert main(["eval", "--supernet", checkpoint, "--config", str(config_path)]) == 0
+    assert main(["eval", "--supernet", checkpoint, "--subnet", str(config_path)]) == 0
     assert "accuracy" in capsys.readouterr().out
 
 
@@ -197,7 +197,7 @@ def test_eval_errors_exit_2(trained_run, tmp_path, capsys) -> None:
     assert main(["eval", "--supernet", checkpoint, "--form", "channel-sym"]) == 2
     bad = tmp_path / "bad.json"
     bad.write_text('{"choices": [{"w_bits": 4, "a_bits": 4, "form": "channel-sym-sym"}]}')
-    assert main(["eval", "--supernet", checkpoint, "--config", str(bad)]) == 2
+    assert main(["eval", "--supernet", checkpoint, "--subnet", str(bad)]) == 2
     assert "layer choices" in capsys.readouterr().err
 
 
@@ -294,3 +294,94 @@ def test_every_option_of_every_command_has_help() -> None:
 
     walk(build_parser(study_options=True), "eqsearch")
     assert missing == []
+
+
+RENAMED_OPTIONS = [
+    # (the command's arguments, old name, new name, value, destination)
+    (["eval", "--supernet", "s.pt"], "--config", "--subnet", "c.json", "subnet"),
+    (
+        ["export", "--supernet", "s.pt", "--output", "m.onnx"],
+        "--config",
+        "--subnet",
+        "c.json",
+        "subnet",
+    ),
+    (["export", "--supernet", "s.pt"], "--out", "--output", "m.onnx", "output"),
+    (["fit-predictor", "--samples", "s.csv"], "--out", "--output", "p.json", "output"),
+    (["latency", "build", "--supernet", "s.pt"], "--out", "--output", "t.json", "output"),
+    (["runtime", "probe", "--runtime", "onnxruntime"], "--out", "--output", "p.json", "output"),
+    (
+        ["runtime", "probe", "--runtime", "onnxruntime"],
+        "--w-bits",
+        "--w-choices",
+        "4,8",
+        "w_choices",
+    ),
+    (
+        ["runtime", "probe", "--runtime", "onnxruntime"],
+        "--a-bits",
+        "--a-choices",
+        "4,8",
+        "a_choices",
+    ),
+    (["train", "--out", "run"], "--w-bits", "--w-choices", "4,8", "w_choices"),
+    (["train", "--out", "run"], "--a-bits", "--a-choices", "4,8", "a_choices"),
+    (["train", "--out", "run"], "--bn-images", "--calib-images", "64", "bn_images"),
+]
+
+
+@pytest.mark.parametrize(("command", "old", "new", "value", "dest"), RENAMED_OPTIONS)
+def test_a_renamed_option_still_works_and_warns_once(
+    command: list[str],
+    old: str,
+    new: str,
+    value: str,
+    dest: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eqsearch import errors
+    from eqsearch.app.cli import build_parser
+
+    monkeypatch.setattr(errors, "_WARNED", set())
+    parser = build_parser()
+    current = parser.parse_args([*command, new, value])
+    assert capsys.readouterr().err == ""
+    renamed = parser.parse_args([*command, old, value, old, value])
+    assert getattr(renamed, dest) == getattr(current, dest)
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: {old} is now {new} here (the old name will be removed)"
+    ]
+
+
+def test_export_refuses_a_bad_request_by_its_flags(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["export", "--supernet", str(tmp_path / "s.pt")]
+    for extra, message in [
+        (["--output", "m.onnx"], "give --subnet or uniform bits"),
+        (["--uniform", "4/4", "--output", "m.npz"], "got --output m.npz"),
+        (
+            ["--uniform", "4/4", "--output", "m.onnx", "--min-agreement", "101"],
+            "--min-agreement must",
+        ),
+        (["--subnet", "c.json", "--form", "channel-sym-sym", "--output", "m.onnx"], "drop --form"),
+    ]:
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_requests_name_their_fields_for_a_notebook() -> None:
+    from eqsearch.app.evaluating import EvalRequest
+    from eqsearch.app.exporting import ExportRequest
+
+    with pytest.raises(InputError, match="drop uniform") as raised:
+        EvalRequest(supernet="s.pt", subnet="c.json", uniform="4/4")
+    assert raised.value.field == "uniform"
+    with pytest.raises(InputError, match="min_agreement must be a percentage") as raised:
+        ExportRequest(supernet="s.pt", output="m.onnx", uniform="4/4", min_agreement="nan")
+    assert raised.value.field == "min_agreement"
+    request = ExportRequest(supernet="s.pt", output="m.onnx", uniform="4/4", min_agreement="99")
+    assert request.min_agreement == 99.0

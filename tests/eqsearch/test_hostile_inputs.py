@@ -34,8 +34,8 @@ from eqsearch.app.cli import main
 from eqsearch.files import exclusive_writer
 
 TINY_TRAIN = shlex.split(
-    "train --model tiny_convnet --dataset digits --epochs 1 --fp-epochs 1 --w-bits 2,4,8 "
-    "--a-bits 2,4,8 --holdout 150 --bn-images 150 --quant-init-images 64 --no-progress"
+    "train --model tiny_convnet --dataset digits --epochs 1 --fp-epochs 1 --w-choices 2,4,8 "
+    "--a-choices 2,4,8 --holdout 150 --calib-images 150 --quant-init-images 64 --no-progress"
 )
 CASE_SECONDS = 120
 PARALLEL_CASES = max(2, min(4, os.cpu_count() or 2))
@@ -256,17 +256,17 @@ CASES: dict[str, Case] = {
     ),
     "merge-onto-notes": Case("sample --merge {shard} --output {notes.csv}", "exists; pass --force"),
     "fit-onto-checkpoint": Case(
-        "fit-predictor --samples {samples} --out {checkpoint} --force", "holds an eqsearch"
+        "fit-predictor --samples {samples} --output {checkpoint} --force", "holds an eqsearch"
     ),
     "fit-onto-predictor": Case(
         "fit-predictor --samples {samples} --backend ridge", "exists; pass --force"
     ),
     "export-onto-checkpoint": Case(
-        "export --supernet {checkpoint} --uniform 4/4 --out {checkpoint-as.onnx} --force",
+        "export --supernet {checkpoint} --uniform 4/4 --output {checkpoint-as.onnx} --force",
         "holds an eqsearch checkpoint",
     ),
     "export-onto-model": Case(
-        "export --supernet {checkpoint} --uniform 4/4 --out {existing.onnx}",
+        "export --supernet {checkpoint} --uniform 4/4 --output {existing.onnx}",
         "exists; pass --force",
     ),
     "nsga-onto-front": Case("nsga --supernet {checkpoint}", "pareto.json exists; pass --force"),
@@ -280,7 +280,7 @@ CASES: dict[str, Case] = {
         "needs about",
     ),
     "eval-config-dev-zero": Case(
-        "eval --supernet {checkpoint} --config /dev/zero", "/dev/zero is not a regular file"
+        "eval --supernet {checkpoint} --subnet /dev/zero", "/dev/zero is not a regular file"
     ),
     "train-config-dev-zero": Case(
         "train --config /dev/zero --out {root}/new-run", "/dev/zero is not a regular file"
@@ -295,7 +295,7 @@ CASES: dict[str, Case] = {
         lock="samples",
     ),
     "fit-duplicated-configs": Case(
-        "fit-predictor --samples {duplicated.csv} --backend ridge --out {root}/new.json",
+        "fit-predictor --samples {duplicated.csv} --backend ridge --output {root}/new.json",
         "holds the same config as row 1",
     ),
     # 4. resume
@@ -309,28 +309,28 @@ CASES: dict[str, Case] = {
     "train-resume-fp-as-supernet": Case("train --resume --out {fp-as-run}", "cannot be resumed"),
     # 5. front files
     "eval-front-edited-format": Case(
-        "eval --supernet {checkpoint} --config {pareto-format.json}#0", "not an eqsearch Pareto"
+        "eval --supernet {checkpoint} --subnet {pareto-format.json}#0", "not an eqsearch Pareto"
     ),
     "eval-front-edited-version": Case(
-        "eval --supernet {checkpoint} --config {pareto-version.json}#0", "format version 7"
+        "eval --supernet {checkpoint} --subnet {pareto-version.json}#0", "format version 7"
     ),
     "eval-front-edited-space": Case(
-        "eval --supernet {checkpoint} --config {pareto-space_fingerprint.json}#0",
+        "eval --supernet {checkpoint} --subnet {pareto-space_fingerprint.json}#0",
         "searched on another space",
     ),
     "export-front-edited-space": Case(
-        "export --supernet {checkpoint} --config {pareto-space_fingerprint.json}#0 "
-        "--out {root}/m.onnx",
+        "export --supernet {checkpoint} --subnet {pareto-space_fingerprint.json}#0 "
+        "--output {root}/m.onnx",
         "searched on another space",
     ),
     "eval-front-negative-index": Case(
-        "eval --supernet {checkpoint} --config {pareto}#-1", "must be a config index"
+        "eval --supernet {checkpoint} --subnet {pareto}#-1", "must be a config index"
     ),
     "eval-front-index-past-end": Case(
-        "eval --supernet {checkpoint} --config {pareto}#999", "configs (#0"
+        "eval --supernet {checkpoint} --subnet {pareto}#999", "configs (#0"
     ),
     "eval-front-word-index": Case(
-        "eval --supernet {checkpoint} --config {pareto}#best", "must be a config index"
+        "eval --supernet {checkpoint} --subnet {pareto}#best", "must be a config index"
     ),
     # 6. where output goes
     "eval-json-is-directory": Case("eval --supernet {checkpoint} --json {run}", "is a directory"),
@@ -344,9 +344,11 @@ CASES: dict[str, Case] = {
     "sample-out-is-directory": Case(
         "sample --supernet {checkpoint} --output {run}", "is not a regular file"
     ),
-    "fit-out-is-directory": Case("fit-predictor --samples {samples} --out {run}", "is a directory"),
+    "fit-out-is-directory": Case(
+        "fit-predictor --samples {samples} --output {run}", "is a directory"
+    ),
     "export-out-is-directory": Case(
-        "export --supernet {checkpoint} --uniform 4/4 --out {a-directory.onnx}", "is a directory"
+        "export --supernet {checkpoint} --uniform 4/4 --output {a-directory.onnx}", "is a directory"
     ),
     "study-predictors-out-is-file": Case(
         "study predictors --samples {samples} --out {notes.csv}", "exists and is not a directory"
@@ -387,11 +389,11 @@ CASES: dict[str, Case] = {
         "sample --supernet {pickle.pt} --output {root}/s.csv", "nothing in it was executed"
     ),
     "export-pickle": Case(
-        "export --supernet {zip-pickle.pt} --uniform 4/4 --out {root}/m.onnx",
+        "export --supernet {zip-pickle.pt} --uniform 4/4 --output {root}/m.onnx",
         "nothing in it was executed",
     ),
     "fit-supernet-pickle": Case(
-        "fit-predictor --samples {duplicated.csv} --supernet {pickle.pt} --out {root}/p.json",
+        "fit-predictor --samples {duplicated.csv} --supernet {pickle.pt} --output {root}/p.json",
         "nothing in it was executed",
     ),
     "nsga-predictor-pickle": Case(
@@ -403,7 +405,7 @@ CASES: dict[str, Case] = {
         "not a saved predictor",
     ),
     "eval-config-deep": Case(
-        "eval --supernet {checkpoint} --config {deep.json}", "nested too deeply"
+        "eval --supernet {checkpoint} --subnet {deep.json}", "nested too deeply"
     ),
     "train-config-deep": Case(
         "train --config {deep.json} --out {root}/new-run", "nested too deeply"
@@ -413,19 +415,19 @@ CASES: dict[str, Case] = {
         "nested too deeply",
     ),
     "eval-front-deep": Case(
-        "eval --supernet {checkpoint} --config {deep.json}#0", "nested too deeply"
+        "eval --supernet {checkpoint} --subnet {deep.json}#0", "nested too deeply"
     ),
     "eval-config-form-is-a-number": Case(
-        "eval --supernet {checkpoint} --config {form-3.json}", "is not a subnet config"
+        "eval --supernet {checkpoint} --subnet {form-3.json}", "is not a subnet config"
     ),
     "eval-config-is-a-string": Case(
-        "eval --supernet {checkpoint} --config {string.json}", "subnet config"
+        "eval --supernet {checkpoint} --subnet {string.json}", "subnet config"
     ),
     "nsga-nan-weights": Case("nsga --supernet {nan.pt} --out {root}/front", "non-finite weights"),
     "eval-nan-weights": Case("eval --supernet {nan.pt}", "non-finite weights"),
     "train-resume-nan-weights": Case("train --resume --out {nan-run}", "non-finite weights"),
     "fit-accuracy-out-of-range": Case(
-        "fit-predictor --samples {bad-accuracy.csv} --backend ridge --out {root}/p.json",
+        "fit-predictor --samples {bad-accuracy.csv} --backend ridge --output {root}/p.json",
         "not a percentage in 0..100",
     ),
     # 9. values that make no sense
@@ -458,7 +460,7 @@ CASES: dict[str, Case] = {
     ),
     "sample-n-0": Case("sample --supernet {checkpoint} --subnets 0", "must be a positive integer"),
     "export-min-agreement-nan": Case(
-        "export --supernet {checkpoint} --uniform 4/4 --out {root}/m.onnx --min-agreement nan",
+        "export --supernet {checkpoint} --uniform 4/4 --output {root}/m.onnx --min-agreement nan",
         "--min-agreement must be a percentage",
     ),
     "sample-fp-checkpoint": Case(
@@ -510,7 +512,7 @@ CASES: dict[str, Case] = {
         },
     ),
     "export-opset-999": Case(
-        "export --supernet {checkpoint} --uniform 4/4 --out {root}/m.onnx --opset 999",
+        "export --supernet {checkpoint} --uniform 4/4 --output {root}/m.onnx --opset 999",
         "opset must be <=",
     ),
     # the sensitivity strategies read the same files
@@ -593,7 +595,7 @@ CASES: dict[str, Case] = {
     ),
     "fit-mlp-width-huge": Case(
         "fit-predictor --samples {samples} --backend mlp --option width=1000000000 "
-        "--out {root}/p.pt",
+        "--output {root}/p.pt",
         "needs about",
     ),
     # numbers in files and flags
@@ -617,33 +619,34 @@ CASES: dict[str, Case] = {
         "the tag !!python/object/apply:os.system (line 1) is not read",
     ),
     "eval-front-integer-past-digit-limit": Case(
-        "eval --supernet {checkpoint} --config {pareto-huge-integer.json}#0", "is out of range"
+        "eval --supernet {checkpoint} --subnet {pareto-huge-integer.json}#0", "is out of range"
     ),
     "eval-front-superscript-index": Case(
-        "eval --supernet {checkpoint} --config {pareto}#²", "must be a config index"
+        "eval --supernet {checkpoint} --subnet {pareto}#²", "must be a config index"
     ),
     "eval-front-index-past-digit-limit": Case(
-        "eval --supernet {checkpoint} --config {pareto}#" + "1" * 5000, "must be a config index"
+        "eval --supernet {checkpoint} --subnet {pareto}#" + "1" * 5000, "must be a config index"
     ),
     "eval-front-configs-twice": Case(
-        "eval --supernet {checkpoint} --config {pareto-configs-twice.json}#0",
+        "eval --supernet {checkpoint} --subnet {pareto-configs-twice.json}#0",
         "the key 'configs' appears twice",
     ),
     "eval-front-no-configs": Case(
-        "eval --supernet {checkpoint} --config {pareto-empty.json}#0", "lists no configs"
+        "eval --supernet {checkpoint} --subnet {pareto-empty.json}#0", "lists no configs"
     ),
     "fit-option-nan": Case(
-        "fit-predictor --samples {samples} --backend ridge --option alpha=NaN --out {root}/p.json",
+        "fit-predictor --samples {samples} --backend ridge --option alpha=NaN "
+        "--output {root}/p.json",
         "must be finite; got NaN",
     ),
     "fit-option-infinity": Case(
         "fit-predictor --samples {samples} --backend ridge --option alpha=-Infinity "
-        "--out {root}/p.json",
+        "--output {root}/p.json",
         "must be finite; got -Infinity",
     ),
     "fit-option-huge-integer": Case(
         "fit-predictor --samples {samples} --backend mlp --option "
-        "width=1000000000000000000000000000000 --out {root}/p.pt",
+        "width=1000000000000000000000000000000 --output {root}/p.pt",
         "is out of range",
     ),
     "nsga-population-arabic-digits": Case(
@@ -652,10 +655,10 @@ CASES: dict[str, Case] = {
     ),
     # flags that were silently ignored
     "eval-config-with-uniform": Case(
-        "eval --supernet {checkpoint} --config {pareto}#0 --uniform 4/4", "drop --uniform"
+        "eval --supernet {checkpoint} --subnet {pareto}#0 --uniform 4/4", "drop --uniform"
     ),
     "eval-config-with-form": Case(
-        "eval --supernet {checkpoint} --config {pareto}#0 --form channel-sym-sym", "drop --form"
+        "eval --supernet {checkpoint} --subnet {pareto}#0 --form channel-sym-sym", "drop --form"
     ),
     "eval-form-empty": Case("eval --supernet {checkpoint} --form ''", "--form is empty"),
     "study-predictors-option-of-a-backend-not-run": Case(
@@ -680,7 +683,7 @@ CASES: dict[str, Case] = {
         "strategy ilp --supernet {pickle.pt} --out {root}/s", "nothing in it was executed"
     ),
     "export-protocol-4-pickle": Case(
-        "export --supernet {pickle.pt} --uniform 4/4 --out {root}/m.onnx",
+        "export --supernet {pickle.pt} --uniform 4/4 --output {root}/m.onnx",
         "nothing in it was executed",
     ),
     # 13. runtimes and latency tables
@@ -688,15 +691,15 @@ CASES: dict[str, Case] = {
         "runtime probe --runtime tvm", "--runtime must be one of onnxruntime, openvino"
     ),
     "runtime-probe-onto-checkpoint": Case(
-        "runtime probe --runtime onnxruntime --out {checkpoint} --force",
+        "runtime probe --runtime onnxruntime --output {checkpoint} --force",
         "holds an eqsearch checkpoint",
     ),
     "latency-build-onto-front": Case(
-        "latency build --supernet {checkpoint} --out {pareto} --force",
+        "latency build --supernet {checkpoint} --output {pareto} --force",
         "holds a Pareto front file",
     ),
     "latency-build-pickle": Case(
-        "latency build --supernet {zip-pickle.pt} --out {root}/t.json",
+        "latency build --supernet {zip-pickle.pt} --output {root}/t.json",
         "nothing in it was executed",
     ),
     "latency-show-front": Case("latency show {pareto}", "is not an eqsearch latency table"),

@@ -29,7 +29,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert main(shlex.split(search)) == 0
     export = (
-        f"export --supernet {checkpoint} --uniform 4/4 --out {directory / 'model.onnx'} "
+        f"export --supernet {checkpoint} --uniform 4/4 --output {directory / 'model.onnx'} "
         "--val-images 16 --min-agreement 0 --no-progress"
     )
     assert main(shlex.split(export)) == 0

@@ -37,15 +37,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "2",
             "--schedule",
             "progressive",
-            "--w-bits",
+            "--w-choices",
             "4,8",
-            "--a-bits",
+            "--a-choices",
             "4,8",
             "--holdout",
             "1500",
             "--batch-size",
             "64",
-            "--bn-images",
+            "--calib-images",
             "100",
             "--quant-init-images",
             "32",
@@ -60,7 +60,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         predictor = str(directory / "xgb.json")
         fit = ["fit-predictor", "--samples", str(samples), "--supernet", checkpoint]
-        assert main([*fit, "--backend", "xgboost", "--out", predictor]) == 0
+        assert main([*fit, "--backend", "xgboost", "--output", predictor]) == 0
     finally:
         torch.set_num_threads(threads)
     return directory
@@ -128,14 +128,14 @@ def test_eval_and_export_of_a_joint_config(run: Path) -> None:
     pick = str(run / "config.json")
     Path(pick).write_text(config.to_json())
     table = run / "eval.json"
-    argv = ["eval", "--supernet", checkpoint, "--config", pick, "--json", str(table)]
+    argv = ["eval", "--supernet", checkpoint, "--subnet", pick, "--json", str(table)]
     assert main([*argv, "--no-progress"]) == 0
     (row,) = json.loads(table.read_text()).values()  # one row per evaluated config
     assert row["macs"] == pytest.approx(costs.macs(space, config))
     assert row["bitops"] == pytest.approx(costs.bitops(space, config))
     onnx_path = run / "model.onnx"
-    export = ["export", "--supernet", checkpoint, "--config", pick, "--no-progress"]
-    assert main([*export, "--out", str(onnx_path)]) == 0
+    export = ["export", "--supernet", checkpoint, "--subnet", pick, "--no-progress"]
+    assert main([*export, "--output", str(onnx_path)]) == 0
     import onnx
 
     model = onnx.load(onnx_path)
@@ -152,7 +152,7 @@ def test_eval_and_export_of_a_joint_config(run: Path) -> None:
         choice.w_bits for choice in space.canonical(config).choices
     ]
     weights = run / "weights.npz"
-    assert main([*export, "--out", str(weights), "--format", "weights"]) == 0
+    assert main([*export, "--output", str(weights), "--format", "weights"]) == 0
     from supernet.deployment.export import load_packed_weights
 
     assert len(load_packed_weights(weights)) == len(space.active_layers(config))

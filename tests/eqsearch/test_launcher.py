@@ -21,8 +21,8 @@ from eqsearch.launcher import (
 )
 
 TRAIN = shlex.split(
-    "train --model tiny_convnet --dataset digits --epochs 1 --w-bits 2,8 --a-bits 2,8 "
-    "--holdout 100 --bn-images 100 --no-progress --device cpu"
+    "train --model tiny_convnet --dataset digits --epochs 1 --w-choices 2,8 --a-choices 2,8 "
+    "--holdout 100 --calib-images 100 --no-progress --device cpu"
 )
 LAUNCH = {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
 VARIABLES = (

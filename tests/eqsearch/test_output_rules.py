@@ -29,8 +29,8 @@ from eqsearch.locks import hold_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_TRAIN = shlex.split(
-    "train --model tiny_convnet --dataset digits --fp-epochs 1 --w-bits 2,4,8 --a-bits 2,4,8 "
-    "--holdout 150 --bn-images 150 --quant-init-images 64 --no-progress"
+    "train --model tiny_convnet --dataset digits --fp-epochs 1 --w-choices 2,4,8 --a-choices 2,4,8 "
+    "--holdout 150 --calib-images 150 --quant-init-images 64 --no-progress"
 )
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from eqsearch import costs, nsga2
-from eqsearch.app.commands.common import load_config_argument
+from eqsearch.app.subnet_choice import load_config_argument
 from eqsearch.errors import InputError
 from eqsearch.pareto import ParetoFront, hypervolume, non_dominated, read_front
 

@@ -95,7 +95,7 @@ def test_cost_only_search_writes_the_front(checkpoint, capsys) -> None:
     assert data["info"]["engine"] == "deap" and data["info"]["forms"] == ["tensor-asym-asym"]
     assert all(entry["a_bits"] <= 3 for entry in data["configs"])
     # the entries are what `eqsearch eval --config pareto.json#0` reads
-    from eqsearch.app.commands.common import load_config_argument
+    from eqsearch.app.subnet_choice import load_config_argument
 
     config = load_config_argument(f"{out / 'pareto.json'}#0", enumerable_space())
     assert str(config.uniform_form) == "tensor-asym-asym"

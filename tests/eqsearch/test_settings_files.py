@@ -74,3 +74,42 @@ def test_the_name_chooses_the_reader(tmp_path: Path) -> None:
     (tmp_path / "c.json").write_text("lr: 1e-3\n")
     with pytest.raises(InputError, match="is not JSON"):
         read_settings(tmp_path / "c.json")
+
+
+def test_train_settings_are_keyed_as_the_flags_and_older_keys_warn_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eqsearch import errors
+    from eqsearch.app.training import read_train_settings
+
+    monkeypatch.setattr(errors, "_WARNED", set())
+    new = tmp_path / "new.yaml"
+    new.write_text("w_choices: [2, 4]\na_choices: [4, 8]\ncalib_images: 64\ngpg_lambda: 0.5\n")
+    config = read_train_settings(new)
+    assert (config.w_bits, config.a_bits, config.bn_images, config.gpg_weight) == (
+        (2, 4),
+        (4, 8),
+        64,
+        0.5,
+    )
+    assert capsys.readouterr().err == ""
+    old = tmp_path / "old.json"
+    old.write_text('{"w_bits": [2, 4], "a_bits": [4, 8], "bn_images": 64, "gpg_weight": 0.5}')
+    assert read_train_settings(old) == config
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: train config {old}: the key {key} is now {new_key}"
+        for key, new_key in [
+            ("w_bits", "w_choices"),
+            ("a_bits", "a_choices"),
+            ("bn_images", "calib_images"),
+            ("gpg_weight", "gpg_lambda"),
+        ]
+    ]
+    stored = tmp_path / "stored.json"
+    config.to_json(stored)  # as a run stores its settings: read as written, no warning
+    assert read_train_settings(stored) == config
+    assert capsys.readouterr().err == ""
+    both = tmp_path / "both.json"
+    both.write_text('{"w_bits": [2, 4], "w_choices": [2, 8]}')
+    with pytest.raises(InputError, match="w_choices is given twice"):
+        read_train_settings(both)

@@ -118,7 +118,7 @@ def test_bad_input_exits_2_and_writes_nothing(
         ],
         ["fit-predictor", "--samples", str(tmp_path / "nope.csv")],
         ["fit-predictor", "--samples", str(samples), "--backend", "svm"],
-        ["fit-predictor", "--samples", str(samples), "--out", str(notes)],
+        ["fit-predictor", "--samples", str(samples), "--output", str(notes)],
         ["fit-predictor", "--samples", str(samples), "--supernet", str(tiny_checkpoint)],
         ["fit-predictor", "--samples", str(samples), "--option", "depth"],
     ]

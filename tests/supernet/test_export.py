@@ -573,12 +573,12 @@ def test_cli_exports_onnx_and_packed_weights(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "model.onnx"
-    code = main(["export", "--supernet", str(checkpoint), "--uniform", "4/4", "--out", str(out)])
+    code = main(["export", "--supernet", str(checkpoint), "--uniform", "4/4", "--output", str(out)])
     printed = capsys.readouterr().out
     assert code == 0 and out.is_file()
     assert "top-1 agreement" in printed and "max |logit diff|" in printed and "ONNX file" in printed
     int4 = tmp_path / "int4.onnx"
-    arguments = ["export", "--supernet", str(checkpoint), "--uniform", "4/4", "--out", str(int4)]
+    arguments = ["export", "--supernet", str(checkpoint), "--uniform", "4/4", "--output", str(int4)]
     assert main([*arguments, "--int4-weights"]) == 0
     printed = capsys.readouterr().out
     assert "INT4 weights" in printed and int4.stat().st_size < out.stat().st_size
@@ -593,9 +593,9 @@ def test_cli_exports_onnx_and_packed_weights(
             "export",
             "--supernet",
             str(checkpoint),
-            "--config",
+            "--subnet",
             str(config),
-            "--out",
+            "--output",
             str(weights),
             "--format",
             "weights",
@@ -660,13 +660,13 @@ def test_cli_bad_input_exits_2_without_writing(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "model.onnx"
-    base = ["export", "--supernet", str(checkpoint), "--out", str(out)]
+    base = ["export", "--supernet", str(checkpoint), "--output", str(out)]
     for extra in (
         [],
-        ["--uniform", "4/4", "--config", "x.json"],
+        ["--uniform", "4/4", "--subnet", "x.json"],
         ["--uniform", "9/9"],
         ["--uniform", "4/4", "--form", "diagonal-sym-sym"],
-        ["--config", str(tmp_path / "missing.json")],
+        ["--subnet", str(tmp_path / "missing.json")],
         ["--uniform", "4/4", "--format", "weights"],
         ["--uniform", "4/4", "--int4-weights", "--opset", "17"],
     ):
@@ -681,7 +681,7 @@ def test_cli_bad_input_exits_2_without_writing(
                 str(tmp_path / "none.pt"),
                 "--uniform",
                 "4/4",
-                "--out",
+                "--output",
                 str(out),
             ]
         )

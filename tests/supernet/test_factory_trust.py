@@ -100,7 +100,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
 COMMANDS = {
     "eval": "eval --supernet {checkpoint}",
     "eval-uniform": "eval --supernet {checkpoint} --uniform 8/8",
-    "export": "export --supernet {checkpoint} --uniform 8/8 --out {out}/model.onnx",
+    "export": "export --supernet {checkpoint} --uniform 8/8 --output {out}/model.onnx",
     "sample": "sample --supernet {checkpoint} --subnets 4 --no-progress",
     "nsga-oracle": "nsga --supernet {checkpoint} --oracle supernet --population 4 "
     "--generations 1 --no-progress",
@@ -208,8 +208,8 @@ def test_a_config_file_naming_a_factory_is_refused_unless_the_flag_names_it(
     with pytest.raises(InputError, match="names the model factory 'os:system'"):
         TrainConfig.from_json(hostile)
     small = shlex.split(
-        "--epochs 1 --holdout 40 --bn-images 40 --quant-init-images 16 --w-bits 2,8 "
-        "--a-bits 2,8 --no-progress"
+        "--epochs 1 --holdout 40 --calib-images 40 --quant-init-images 16 --w-choices 2,8 "
+        "--a-choices 2,8 --no-progress"
     )
     line = ["train", "--config", str(config), "--out", str(out), *small]
     assert main([*line, "--model", reference]) == 0

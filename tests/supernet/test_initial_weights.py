@@ -126,8 +126,8 @@ def test_a_file_that_does_not_fit_is_refused_naming_the_key(
 
 
 TRAIN = shlex.split(
-    "train --model tiny_convnet --dataset digits --epochs 1 --w-bits 2,8 --a-bits 2,8 "
-    "--holdout 100 --bn-images 100 --quant-init-images 64 --no-progress --device cpu"
+    "train --model tiny_convnet --dataset digits --epochs 1 --w-choices 2,8 --a-choices 2,8 "
+    "--holdout 100 --calib-images 100 --quant-init-images 64 --no-progress --device cpu"
 )
 
 

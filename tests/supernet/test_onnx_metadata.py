@@ -32,7 +32,7 @@ def _props(path: Path) -> dict[str, str]:
 
 
 def _export(checkpoint: Path, out: Path, *extra: str) -> None:
-    arguments = ["export", "--supernet", str(checkpoint), "--out", str(out), "--no-progress"]
+    arguments = ["export", "--supernet", str(checkpoint), "--output", str(out), "--no-progress"]
     # an untrained net has near-tied logits: agreement is not what this test is about
     assert main([*arguments, "--val-images", "32", "--min-agreement", "0", *extra]) == 0
 

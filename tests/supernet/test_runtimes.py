@@ -201,7 +201,7 @@ def test_search_with_a_latency_table_of_another_space_or_an_unmet_budget_exits_2
     "arguments",
     [
         ["runtime", "probe", "--runtime", "tensorflow"],
-        ["latency", "build", "--model", "tiny_convnet", "--runtime", "tvm", "--out", "t.json"],
+        ["latency", "build", "--model", "tiny_convnet", "--runtime", "tvm", "--output", "t.json"],
     ],
 )
 def test_an_unknown_runtime_exits_2_with_one_line(
@@ -223,7 +223,7 @@ def test_export_cli_for_a_runtime_prints_its_kernels_and_latency(
     data = DataSpec(name="digits", holdout=100).to_dict()
     save_supernet(checkpoint, _tiny_supernet(), data=data, train_config={"bn_images": 64})
     out = tmp_path / "m.onnx"
-    args = ["export", "--supernet", str(checkpoint), "--uniform", "4/4", "--out", str(out)]
+    args = ["export", "--supernet", str(checkpoint), "--uniform", "4/4", "--output", str(out)]
     args += ["--runtime", "onnxruntime", "--threads", "1", "--min-agreement", "90"]
     assert main(args) == 0
     text = capsys.readouterr().out

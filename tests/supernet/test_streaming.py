@@ -132,7 +132,7 @@ def test_export_checks_onnx_runtime_batch_by_batch(
     out = tmp_path / "model.onnx"
     code = main(
         [
-            *("export", "--supernet", str(checkpoint), "--uniform", "8/8", "--out", str(out)),
+            *("export", "--supernet", str(checkpoint), "--uniform", "8/8", "--output", str(out)),
             *("--split", "test", "--val-images", "40", "--no-progress"),
         ]
     )
@@ -265,7 +265,7 @@ def test_calib_images_val_images_and_the_hidden_bn_images_alias(
     from eqsearch.app.cli import build_parser
 
     parser = build_parser()
-    for command in (["eval"], ["export", "--out", "m.onnx"], ["sample"]):
+    for command in (["eval"], ["export", "--output", "m.onnx"], ["sample"]):
         args = parser.parse_args([*command, "--supernet", "s.pt", "--calib-images", "7"])
         assert args.bn_images == 7 and args.val_images is None
         args = parser.parse_args([*command, "--supernet", "s.pt", "--bn-images", "9"])

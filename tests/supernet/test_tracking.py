@@ -13,8 +13,8 @@ from eqsearch.errors import InputError
 from supernet.training.tracking import RunTracker, parse_log_backends, scalars
 
 TINY_TRAIN = shlex.split(
-    "train --model tiny_convnet --dataset digits --epochs 1 --fp-epochs 1 --w-bits 2,8 "
-    "--a-bits 2,8 --holdout 100 --calib-images 100 --quant-init-images 32 --no-progress"
+    "train --model tiny_convnet --dataset digits --epochs 1 --fp-epochs 1 --w-choices 2,8 "
+    "--a-choices 2,8 --holdout 100 --calib-images 100 --quant-init-images 32 --no-progress"
 )
 
 

@@ -64,8 +64,8 @@ def test_the_command_line_trains_evaluates_and_exports_a_user_model(
 ) -> None:
     run = tmp_path / "run"
     train = (
-        f"train --model {SHARED} --dataset digits --fp-epochs 2 --epochs 1 --w-bits 4,8 "
-        f"--a-bits 4,8 --holdout 150 --bn-images 150 --quant-init-images 64 --no-progress "
+        f"train --model {SHARED} --dataset digits --fp-epochs 2 --epochs 1 --w-choices 4,8 "
+        f"--a-choices 4,8 --holdout 150 --calib-images 150 --quant-init-images 64 --no-progress "
         f"--out {run}"
     ).split()
     assert main(train) == 0
@@ -74,7 +74,15 @@ def test_the_command_line_trains_evaluates_and_exports_a_user_model(
     assert main([*evaluate, *trust]) == 0
     assert set(json.loads((tmp_path / "t.json").read_text())) >= {"W8/A8", "W4/A4"}
     model = tmp_path / "model.onnx"
-    export = [*trust, "export", "--supernet", str(run / "supernet.pt"), "--uniform", "8/8", "--out"]
+    export = [
+        *trust,
+        "export",
+        "--supernet",
+        str(run / "supernet.pt"),
+        "--uniform",
+        "8/8",
+        "--output",
+    ]
     assert main([*export, str(model), "--no-progress"]) == 0
     assert "top-1 agreement ORT vs PyTorch" in capsys.readouterr().out and model.is_file()
 

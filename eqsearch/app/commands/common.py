@@ -5,14 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eqsearch.errors import InputError
 from eqsearch.factories import is_reference, locate_module, parse_reference, trust_factories
-from eqsearch.numbers import NumberError, loads_json, parse_integer, parse_number, shown_text
-
-if TYPE_CHECKING:
-    from eqsearch.space import ElasticSpace, SubnetConfig
+from eqsearch.numbers import NumberError, loads_json, parse_integer, parse_number
 
 Command = Callable[[argparse.Namespace], int]
 Subcommands = "argparse._SubParsersAction[Any]"
@@ -136,7 +133,7 @@ MAX_SEED = 2**63 - 1
 """Largest seed (numpy and torch both take it)."""
 
 MAX_BIT_WIDTHS = 64
-"""Most bit widths a list such as ``--w-bits 2-8`` may name."""
+"""Most bit widths a list such as ``--w-choices 2-8`` may name."""
 
 
 def integer(text: str) -> int:
@@ -215,17 +212,6 @@ def int_list(text: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def bits_pair(text: str) -> tuple[int, int]:
-    """``"4/4"`` or ``"4"`` → (weight bits, activation bits)."""
-    parts = text.split("/")
-    try:
-        if len(parts) == 2:
-            return parse_integer(parts[0].strip()), parse_integer(parts[1].strip())
-        return parse_integer(text.strip()), parse_integer(text.strip())
-    except ValueError:
-        raise UsageError(f"expected W/A bits like '4/4'; got {text!r}") from None
-
-
 def add_force_argument(parser: argparse.ArgumentParser, what: str = "output files") -> None:
     """The ``--force`` flag of a command that writes files (see ``check_output_file``)."""
     parser.add_argument(
@@ -233,47 +219,6 @@ def add_force_argument(parser: argparse.ArgumentParser, what: str = "output file
         action="store_true",
         help=f"replace existing {what} (never a file of another kind, such as a checkpoint)",
     )
-
-
-def load_config_argument(reference: str, space: ElasticSpace) -> SubnetConfig:
-    """A config from ``cfg.json`` or ``pareto.json#3``, validated against ``space``.
-
-    Raises:
-        InputError: the file is missing, too large, not JSON, not a config (or a Pareto front
-            of this space for ``#INDEX``), or the config is not in ``space``.
-    """
-    from eqsearch.files import read_json
-    from eqsearch.pareto import ParetoFront
-    from eqsearch.space import SubnetConfig
-
-    path, hash_sign, index = reference.partition("#")
-    if hash_sign:
-        try:
-            position = parse_integer(index)
-        except NumberError:
-            position = -1
-        if position < 0 or index.startswith(("+", "-")):
-            raise UsageError(
-                f"{path}#: the part after # must be a config index 0, 1, 2, ...; got "
-                f"{shown_text(index)}"
-            )
-        front = ParetoFront.from_json(path, space)
-        if position >= len(front):
-            raise UsageError(
-                f"{path} has {len(front)} configs (#0..#{len(front) - 1}); got #{position}"
-            )
-        return front.configs[position]
-    data = read_json(path, what="config file")
-    try:
-        config = SubnetConfig.from_dict(data)
-    except (TypeError, AttributeError, KeyError) as error:
-        raise UsageError(f"{path} is not a subnet config ({error})") from None
-    except ValueError as error:
-        raise UsageError(f"{path}: {error}") from None
-    try:
-        return space.validate(config)
-    except ValueError as error:
-        raise UsageError(f"{path}: {error}") from None
 
 
 def trust_named_factories(args: argparse.Namespace) -> None:

@@ -4,30 +4,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 
 from eqsearch.app.commands.common import (
     EXIT_FAILURE,
     EXIT_OK,
-    UsageError,
-    add_force_argument,
     add_image_count_arguments,
     add_progress_argument,
-    bits_pair,
-    load_config_argument,
+    add_renamed_option,
     positive_int,
 )
+from eqsearch.app.commands.output_options import add_output_file_arguments
+from eqsearch.app.commands.request_args import request_from
 from eqsearch.app.console import make_console, status
+from eqsearch.app.exporting import FORMATS, MIN_AGREEMENT, ExportOutcome
 
-if TYPE_CHECKING:
-    from eqsearch.space import ElasticSpace, SubnetConfig
-
-FORMATS = ("onnx", "weights")
-MIN_AGREEMENT = 99.5
-"""Percent of images where ONNX Runtime must pick the PyTorch subnet's class."""
+SUBNET_HELP = "the subnet: a config JSON file, or pareto.json#INDEX"
 
 
 def register(commands: Any) -> None:
@@ -37,10 +31,11 @@ def register(commands: Any) -> None:
     )
     add = export.add_argument
     add("--supernet", required=True, help="a supernet.pt checkpoint")
-    add("--config", help="a config JSON file, or pareto.json#INDEX")
-    add("--uniform", help="W/A bits for every searched layer, e.g. 4/4 (instead of --config)")
+    add("--subnet", help=SUBNET_HELP)
+    add_renamed_option(export, "--config", "--subnet", dest="subnet")
+    add("--uniform", help="W/A bits for every searched layer, e.g. 4/4 (instead of --subnet)")
     add("--form", help="form of --uniform, e.g. channel-sym-sym (default: the first served)")
-    add("--out", required=True, help="the file to write: model.onnx, or weights.npz")
+    add_output_file_arguments(export, "the file to write: model.onnx, or weights.npz (required)")
     add("--format", default="onnx", choices=FORMATS, help="onnx (default) or packed weights")
     add(
         "--opset",
@@ -70,25 +65,28 @@ def register(commands: Any) -> None:
         default=str(MIN_AGREEMENT),
         help=f"exit 1 when ONNX Runtime agrees on fewer %% of images (default {MIN_AGREEMENT})",
     )
-    add_force_argument(export, "--out file")
     add_progress_argument(export)
-    export.set_defaults(handler=_cmd_export)
+    export.set_defaults(
+        handler=_cmd_export, field_flags={"calib_images": "--calib-images", "format": "--format"}
+    )
 
 
-def _chosen_config(args: argparse.Namespace, space: ElasticSpace) -> SubnetConfig:
-    from eqsearch.space import QuantForm
+def _cmd_export(args: argparse.Namespace) -> int:
+    from eqsearch.app.exporting import ExportRequest, export_subnet
 
-    if bool(args.config) == bool(args.uniform):
-        raise UsageError("give exactly one of --config and --uniform")
-    if args.form is not None and not args.form.strip():
-        raise UsageError("--form is empty; give a form such as channel-sym-sym")
-    if args.config:
-        if args.form:
-            raise UsageError("--form goes with --uniform; a --config file holds its forms")
-        return load_config_argument(args.config, space)
-    w_bits, a_bits = bits_pair(args.uniform)
-    form = space.check_form(QuantForm.parse(args.form)) if args.form else space.forms[0]
-    return space.uniform(w_bits, a_bits, form)
+    request = request_from(args, ExportRequest, calib_images=args.bn_images)
+    console = make_console()
+    outcome = export_subnet(
+        request, progress=lambda text: status(console, text, not args.no_progress)
+    )
+    console.print(_report_table(outcome, args.format))
+    if outcome.failed:
+        print(
+            f"error: {outcome.failed.replace('the required', '--min-agreement')}", file=sys.stderr
+        )
+        return EXIT_FAILURE
+    console.print(f"wrote {outcome.path}")
+    return EXIT_OK
 
 
 def _size(value: int) -> str:
@@ -99,16 +97,44 @@ def _size(value: int) -> str:
     return f"{value} B"
 
 
-def _percentage(text: str, flag: str) -> float:
-    from eqsearch.numbers import NumberError, parse_number
+def _report_table(outcome: ExportOutcome, format: str) -> Table:
+    """The export's facts: the subnet's average bits, then what the file holds."""
+    table = Table(title=f"{format} export of {outcome.described}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("avg weight bits", f"{outcome.w_bits:.2f}")
+    table.add_row("avg activation bits", f"{outcome.a_bits:.2f}")
+    if outcome.packed is not None:
+        packed = outcome.packed
+        table.add_row("layers (quantized)", f"{packed.layers} ({packed.quantized_layers})")
+        table.add_row("weights + biases", f"{packed.parameters:,}")
+        table.add_row("FP32 size", _size(packed.fp32_bytes))
+        table.add_row("packed integers", _size(packed.payload_bytes))
+        table.add_row("file on disk", _size(packed.file_bytes))
+        table.add_row("compression (FP32 / file)", f"{packed.fp32_bytes / packed.file_bytes:.2f}×")
+    else:
+        _onnx_rows(table, outcome)
+    return table
 
-    try:
-        value = parse_number(text)
-    except NumberError:
-        value = -1.0
-    if not 0.0 <= value <= 100.0:
-        raise UsageError(f"{flag} must be a percentage in 0..100; got {text}")
-    return value
+
+def _onnx_rows(table: Table, outcome: ExportOutcome) -> None:
+    report = outcome.report
+    table.add_row("images checked", f"{report.images} ({outcome.split} split)")
+    table.add_row("top-1 agreement ORT vs PyTorch", f"{report.top1_agreement:.2f}%")
+    table.add_row("max |logit diff|", f"{report.max_logit_diff:.3g}")
+    if report.torch_accuracy is not None and report.onnx_accuracy is not None:
+        table.add_row(
+            "top-1 PyTorch / ORT", f"{report.torch_accuracy:.2f}% / {report.onnx_accuracy:.2f}%"
+        )
+    table.add_row(
+        "QuantizeLinear / DequantizeLinear", f"{report.quantize_nodes} / {report.dequantize_nodes}"
+    )
+    table.add_row("BN folded / kept", f"{report.folded_batch_norms} / {report.kept_batch_norms}")
+    table.add_row("opset / layers with INT4 weights", f"{report.opset} / {report.int4_layers}")
+    table.add_row("FP32 parameters", _size(report.fp32_bytes))
+    table.add_row("ONNX file", _size(report.onnx_bytes))
+    if report.runtime is not None:
+        _runtime_rows(table, report)
 
 
 def _runtime_rows(table: Table, report: Any) -> None:
@@ -126,122 +152,3 @@ def _runtime_rows(table: Table, report: Any) -> None:
         f"({measured.speedup:.2f}× FP32; medians of {measured.repeats}, "
         f"spread {100 * measured.spread:.0f}%)",
     )
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from eqsearch import costs
-    from eqsearch.files import check_output_file
-    from supernet.deployment.deploy import check_exportable
-    from supernet.files.checkpoint import load_supernet
-
-    out = Path(args.out)
-    args.min_agreement = _percentage(args.min_agreement, "--min-agreement")
-    if args.format == "weights" and out.suffix != ".npz":
-        raise UsageError(f"--format weights writes an .npz file; got --out {args.out}")
-    if args.format == "onnx" and out.suffix != ".onnx":
-        raise UsageError(f"--format onnx writes an .onnx file; got --out {args.out}")
-    if args.format == "weights" and (args.int4_weights or args.opset is not None):
-        raise UsageError("--int4-weights and --opset go with --format onnx")
-    if args.int4_weights and args.opset is not None and args.opset < 21:
-        raise UsageError(f"--int4-weights needs --opset 21 or later; got {args.opset}")
-    if args.runtime is not None:
-        from eqsearch.app.commands.runtime import check_runtime
-
-        if args.format != "onnx":
-            raise UsageError("--runtime goes with --format onnx")
-        check_runtime(args.runtime)
-    check_output_file(out, kind="onnx" if args.format == "onnx" else "weights", force=args.force)
-    if not Path(args.supernet).is_file():
-        raise UsageError(f"checkpoint not found: {args.supernet}")
-    supernet, checkpoint = load_supernet(args.supernet)
-    if checkpoint.get("kind") == "fp":
-        raise UsageError(f"{args.supernet} is a full-precision model; export a supernet.pt")
-    config = _chosen_config(args, supernet.space)
-    check_exportable(supernet)
-    console = make_console()
-    what = args.config or f"uniform W/A {args.uniform} {config.choices[-1].form}"
-    table = Table(title=f"{args.format} export of {what}")
-    table.add_column("")
-    table.add_column("value", justify="right")
-    table.add_row("avg weight bits", f"{costs.average_weight_bits(supernet.space, config):.2f}")
-    table.add_row(
-        "avg activation bits", f"{costs.average_activation_bits(supernet.space, config):.2f}"
-    )
-    if args.format == "weights":
-        from supernet.deployment.export import export_packed_weights
-
-        packed = export_packed_weights(supernet, config, out)
-        table.add_row("layers (quantized)", f"{packed.layers} ({packed.quantized_layers})")
-        table.add_row("weights + biases", f"{packed.parameters:,}")
-        table.add_row("FP32 size", _size(packed.fp32_bytes))
-        table.add_row("packed integers", _size(packed.payload_bytes))
-        table.add_row("file on disk", _size(packed.file_bytes))
-        table.add_row("compression (FP32 / file)", f"{packed.fp32_bytes / packed.file_bytes:.2f}×")
-        console.print(table)
-        console.print(f"wrote {out}")
-        return EXIT_OK
-    return _export_onnx(args, supernet, checkpoint, config, out, table, console)
-
-
-def _export_onnx(
-    args: argparse.Namespace,
-    supernet: Any,
-    checkpoint: dict[str, Any],
-    config: SubnetConfig,
-    out: Path,
-    table: Table,
-    console: Any,
-) -> int:
-    from supernet.deployment.export import AgreementError, export_onnx
-    from supernet.deployment.onnx_metadata import source_metadata
-    from supernet.evaluation.evaluate import checkpoint_data, evaluation_set, stored_bn_images
-
-    data = checkpoint_data(checkpoint, data_root=args.data_root)
-    evaluation = evaluation_set(
-        data,
-        split=args.split,
-        bn_images=args.bn_images or stored_bn_images(checkpoint),
-        val_images=args.val_images,
-    )
-    with status(console, "exporting and running ONNX Runtime", not args.no_progress):
-        try:
-            report = export_onnx(
-                supernet,
-                config,
-                out,
-                verify_images=evaluation.scoring,
-                calibration_images=evaluation.calibration,
-                opset=args.opset,
-                fold_batch_norm=args.fold_bn,
-                int4_weights=args.int4_weights,
-                min_agreement=args.min_agreement,
-                runtime=args.runtime,
-                threads=args.threads,
-                metadata=source_metadata(checkpoint, args.supernet, data.normalization),
-            )
-        except AgreementError as error:
-            report, failed = error.report, str(error)
-        else:
-            failed = ""
-    table.add_row("images checked", f"{report.images} ({evaluation.split} split)")
-    table.add_row("top-1 agreement ORT vs PyTorch", f"{report.top1_agreement:.2f}%")
-    table.add_row("max |logit diff|", f"{report.max_logit_diff:.3g}")
-    if report.torch_accuracy is not None and report.onnx_accuracy is not None:
-        table.add_row(
-            "top-1 PyTorch / ORT", f"{report.torch_accuracy:.2f}% / {report.onnx_accuracy:.2f}%"
-        )
-    table.add_row(
-        "QuantizeLinear / DequantizeLinear", f"{report.quantize_nodes} / {report.dequantize_nodes}"
-    )
-    table.add_row("BN folded / kept", f"{report.folded_batch_norms} / {report.kept_batch_norms}")
-    table.add_row("opset / layers with INT4 weights", f"{report.opset} / {report.int4_layers}")
-    table.add_row("FP32 parameters", _size(report.fp32_bytes))
-    table.add_row("ONNX file", _size(report.onnx_bytes))
-    if report.runtime is not None:
-        _runtime_rows(table, report)
-    console.print(table)
-    if failed:
-        print(f"error: {failed.replace('the required', '--min-agreement')}", file=sys.stderr)
-        return EXIT_FAILURE
-    console.print(f"wrote {out}")
-    return EXIT_OK

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from eqsearch.app.commands.common import EXIT_OK
 from eqsearch.app.console import make_console
+
+if TYPE_CHECKING:
+    from eqsearch.app.inspection import Inspection
 
 
 def register(commands: Any) -> None:
@@ -43,6 +46,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(inspection.to_dict(), indent=2))
         return EXIT_OK
     console = make_console()
+    console.print(_summary_table(inspection))
+    if inspection.rows:
+        console.print(_rows_table(inspection))
+    return EXIT_OK
+
+
+def _summary_table(inspection: Inspection) -> Table:
+    """The file's facts, one a row (the build and the ONNX bits are shown elsewhere)."""
     table = Table(title=f"{inspection.path}: {inspection.kind}")
     table.add_column("")
     table.add_column("value")
@@ -54,18 +65,22 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
                     table.add_row(name, _text(item))
         elif key != "build":
             table.add_row(key.replace("_", " "), _text(value))
-    console.print(table)
-    if inspection.rows:
-        titles = {
-            "checkpoint": "training log",
-            "pareto": "configs (spread over the front)",
-            "onnx": "bits per layer",
-        }
-        rows = Table(title=titles[inspection.kind])
-        columns = list(dict.fromkeys(key for row in inspection.rows for key in row))
-        for column in columns:
-            rows.add_column(column, justify="right")
-        for row in inspection.rows:
-            rows.add_row(*(_text(row.get(column)) for column in columns))
-        console.print(rows)
-    return EXIT_OK
+    return table
+
+
+_ROW_TITLES = {
+    "checkpoint": "training log",
+    "pareto": "configs (spread over the front)",
+    "onnx": "bits per layer",
+}
+
+
+def _rows_table(inspection: Inspection) -> Table:
+    """The file's small table: a checkpoint's log, a front's configs, an ONNX model's bits."""
+    rows = Table(title=_ROW_TITLES[inspection.kind])
+    columns = list(dict.fromkeys(key for row in inspection.rows for key in row))
+    for column in columns:
+        rows.add_column(column, justify="right")
+    for row in inspection.rows:
+        rows.add_row(*(_text(row.get(column)) for column in columns))
+    return rows

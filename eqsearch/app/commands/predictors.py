@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 
 from eqsearch.app.commands.common import (
     EXIT_OK,
-    UsageError,
-    add_force_argument,
     add_progress_argument,
     finite_float,
     parse_option,
     seed_int,
 )
+from eqsearch.app.commands.output_options import add_output_file_arguments
+from eqsearch.app.commands.request_args import request_from
 from eqsearch.app.console import make_console, status
-
-if TYPE_CHECKING:
-    from eqsearch.space import ElasticSpace
 
 
 def register(commands: Any) -> None:
@@ -40,50 +36,23 @@ def register(commands: Any) -> None:
     add("--seed", type=seed_int, default=0, help="seeds the split and the fit")
     add("--option", action="append", default=[], metavar="KEY=VALUE", help="backend option")
     add("--supernet", help="read the space from this checkpoint (default: the samples' sidecar)")
-    add("--out", help="predictor file (default: predictor-<backend>.<ext> beside the samples)")
-    add_force_argument(fit, "predictor file")
+    add_output_file_arguments(
+        fit, "predictor file (default: predictor-<backend>.<ext> beside the samples)"
+    )
     add_progress_argument(fit)
     fit.set_defaults(handler=_cmd_fit_predictor)
 
 
-def _samples_space(args: argparse.Namespace) -> ElasticSpace:
-    from predictors.samples.sidecars import read_samples_space
-
-    checkpoint = Path(args.supernet) if args.supernet else None
-    if checkpoint is None:
-        stored = read_samples_space(args.samples)
-        if stored is not None:
-            return stored
-        checkpoint = Path(args.samples).parent / "supernet.pt"
-        if not checkpoint.is_file():
-            raise UsageError(
-                f"no space file beside {args.samples} and no supernet.pt there; give --supernet"
-            )
-    from eqsearch.space import ElasticSpace
-    from supernet.files.checkpoint import load_checkpoint
-
-    return ElasticSpace.from_dict(load_checkpoint(checkpoint)["space"])
-
-
 def _cmd_fit_predictor(args: argparse.Namespace) -> int:
-    from eqsearch.files import check_output_file
-    from predictors.fitting import FitConfig, default_predictor_path, fit_predictor, metrics_path
+    from eqsearch.app.predictor_fitting import FitRequest, fit_predictor_file
+    from predictors.fitting import metrics_path
 
-    if not Path(args.samples).is_file():
-        raise UsageError(f"samples file not found: {args.samples}")
-    config = FitConfig(
-        backend=args.backend,
-        holdout=args.test_fraction,
-        seed=args.seed,
-        options=dict(parse_option(text) for text in args.option),
-    )
-    target = Path(args.out) if args.out else default_predictor_path(args.samples, args.backend)
-    check_output_file(target, kind="predictor", force=args.force)
-    check_output_file(metrics_path(target), kind="json", force=args.force)
-    space = _samples_space(args)
+    options = dict(parse_option(text) for text in args.option)
+    request = request_from(args, FitRequest, options=options)
     console = make_console()
-    with status(console, f"fitting the {args.backend} predictor", not args.no_progress):
-        result = fit_predictor(args.samples, space, config, out=target)
+    result = fit_predictor_file(
+        request, spinner=lambda text: status(console, text, not args.no_progress)
+    )
     table = Table(title=f"{args.backend} predictor: {result.n_test} held-out subnets")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from eqsearch.app.commands.common import (
     EXIT_OK,
-    UsageError,
-    add_force_argument,
     add_progress_argument,
+    add_renamed_option,
     int_list,
     positive_int,
 )
-from eqsearch.app.console import make_console, print_frame
-
-RUNTIME_NAMES = ("onnxruntime", "openvino")
+from eqsearch.app.commands.output_options import add_output_file_arguments
+from eqsearch.app.commands.request_args import request_from
+from eqsearch.app.console import make_console, phase_bar, print_frame
+from eqsearch.app.probing import RUNTIME_NAMES
 
 
 def register(commands: Any) -> None:
@@ -34,8 +33,15 @@ def register(commands: Any) -> None:
     add = probe.add_argument
     add("--runtime", required=True, help=f"one of {', '.join(RUNTIME_NAMES)}")
     add("--threads", type=positive_int, default=2, help="intra-op threads (default 2)")
-    add("--w-bits", default="2-8", help="weight bit widths (default 2-8)")
-    add("--a-bits", default="2-8", help="activation bit widths (default 2-8)")
+    for operand, what in (("w", "weight"), ("a", "activation")):
+        add(f"--{operand}-choices", default="2-8", type=int_list, help=f"{what} bit widths")
+        add_renamed_option(
+            probe,
+            f"--{operand}-bits",
+            f"--{operand}-choices",
+            dest=f"{operand}_choices",
+            type=int_list,
+        )
     add("--forms", default="all", help="comma-separated forms, or all (default)")
     add(
         "--full-grid",
@@ -44,77 +50,34 @@ def register(commands: Any) -> None:
     )
     add("--no-int4", action="store_true", help="skip the INT4 weight storage variants")
     add("--repeats", type=positive_int, default=5, help="profiled runs per choice (default 5)")
-    add("--out", help="the probe file (default: this machine's cache, $EQSEARCH_CACHE)")
-    add_force_argument(probe, "--out file")
+    add_output_file_arguments(
+        probe, "the probe file (default: this machine's cache, $EQSEARCH_CACHE)"
+    )
     add_progress_argument(probe)
     probe.set_defaults(handler=_cmd_probe)
 
 
-def parse_forms(text: str) -> tuple[Any, ...]:
-    """``all`` or comma-separated forms (``channel-sym-sym,tensor-asym-asym``)."""
-    from eqsearch.space import ALL_FORMS, QuantForm
-
-    if text.strip().lower() == "all":
-        return ALL_FORMS
-    forms = tuple(QuantForm.parse(part) for part in text.split(",") if part.strip())
-    if not forms:
-        raise UsageError("--forms must name at least one form, or all")
-    return tuple(dict.fromkeys(forms))
-
-
-def check_runtime(name: str) -> None:
-    """Exit 2 with one line for an unknown runtime or one that is not installed."""
-    from eqsearch.latency.fingerprint import runtime_version
-
-    if name not in RUNTIME_NAMES:
-        raise UsageError(f"--runtime must be one of {', '.join(RUNTIME_NAMES)}; got {name!r}")
-    runtime_version(name)
-
-
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from eqsearch.files import check_output_file
+    from eqsearch.app.probing import ProbeRequest, parse_forms, probe_runtime
 
-    check_runtime(args.runtime)
     forms = parse_forms(args.forms)
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        check_output_file(out, kind="probe", force=args.force)
-    from eqsearch.latency.cache import probe_path
-    from eqsearch.latency.kernels import save_probe
-    from supernet.deployment.runtimes import get_runtime
-    from supernet.deployment.runtimes.probe import ProbeSettings
-
-    settings = ProbeSettings(
-        w_bits=int_list(args.w_bits),
-        a_bits=int_list(args.a_bits),
-        forms=forms,
-        full_grid=args.full_grid,
-        int4=not args.no_int4,
-        threads=args.threads,
-        repeats=args.repeats,
-    )
+    request = request_from(args, ProbeRequest, forms=forms, int4=not args.no_int4)
     console = make_console()
-    runtime = get_runtime(args.runtime)
-    table = _probe(console, runtime, settings, not args.no_progress)
-    import pandas as pd
-
-    frame = pd.DataFrame(table.summary()).set_index("role")
-    frame = frame.rename(columns={"vs_fp32": "FP32 time / layer time"})
+    with phase_bar(console, not args.no_progress) as bar:
+        outcome = probe_runtime(request, progress=bar)
+    table = outcome.table
     title = (
         f"{args.runtime} {table.key.version}, {args.threads} threads, {table.key.cpu}: "
         "integer kernels and float fallbacks (W/A bit pairs)"
     )
-    print_frame(console, frame, title)
-    path = out or probe_path(table)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_probe(table, path)
-    console.print(f"wrote {path}")
+    print_frame(console, _summary_frame(table), title)
+    console.print(f"wrote {outcome.path}")
     return EXIT_OK
 
 
-def _probe(console: Any, runtime: Any, settings: Any, progress: bool) -> Any:
-    from eqsearch.app.console import phase_bar
-    from supernet.deployment.runtimes.probe import run_probe
+def _summary_frame(table: Any) -> Any:
+    """The probe's summary by role, with its speed column named for the reader."""
+    import pandas as pd
 
-    with phase_bar(console, progress) as bar:
-        return run_probe(runtime, settings, progress=bar("probing choices") if bar else None)
+    frame = pd.DataFrame(table.summary()).set_index("role")
+    return frame.rename(columns={"vs_fp32": "FP32 time / layer time"})

@@ -15,6 +15,7 @@ from eqsearch.app.commands.common import (
     DefaultsFormatter,
     UsageError,
     add_progress_argument,
+    add_renamed_option,
     finite_float,
     int_list,
     non_negative_int,
@@ -22,58 +23,20 @@ from eqsearch.app.commands.common import (
     seed_int,
     trust_named_factories,
 )
+from eqsearch.app.commands.request_args import request_from
 from eqsearch.app.console import make_console
-from eqsearch.space.spec import SPACE_FLAGS
+from eqsearch.app.training import TRAIN_KEYS
 
 if TYPE_CHECKING:
-    from supernet.training.tracking import RunTracker as RunTrackerType
+    from eqsearch.app.training import TrainOutcome, TrainRequest
     from supernet.training.train import TrainConfig as TrainConfigType
 
 
-# TrainConfig fields that `eqsearch train` exposes as flags: flag destination → field (the
-# space's fields set TrainConfig.space through TrainConfig's init-only variables of their names).
-_TRAIN_FLAGS = {
-    "model": "model",
-    "dataset": "dataset",
-    "data_root": "data_root",
-    "image_size": "image_size",
-    "transforms": "transforms",
-    **SPACE_FLAGS,  # the space description's fields (TrainConfig.space)
-    "epochs": "epochs",
-    "fp_epochs": "fp_epochs",
-    "init": "init",
-    "init_skip_head": "init_skip_head",
-    "pretrained": "pretrained",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "weight_decay": "weight_decay",
-    "grad_clip": "grad_clip",
-    "optimizer": "optimizer",
-    "momentum": "momentum",
-    "nesterov": "nesterov",
-    "warmup_epochs": "warmup_epochs",
-    "lr_schedule": "lr_schedule",
-    "lr_step_epochs": "lr_step_epochs",
-    "lr_gamma": "lr_gamma",
-    "start_eval": "start_eval",
-    "schedule": "schedule",
-    "form_draw": "forms",
-    "guidance": "guidance",
-    "gpg_lambda": "gpg_weight",
-    "label_smoothing": "label_smoothing",
-    "random_subnets": "random_subnets",
-    "wdr_skew": "wdr_skew_weight",
-    "wdr_kurtosis": "wdr_kurtosis_weight",
-    "target_kurtosis": "target_kurtosis",
-    "quant_init_images": "quant_init_images",
-    "bn_images": "bn_images",
-    "holdout": "holdout",
-    "seed": "seed",
-    "device": "device",
-    "workers": "workers",
-    "amp": "amp",
-    "compile": "compile",
-}
+# Each flag's destination → the TrainConfig field it sets. The destinations are the settings'
+# keys (TRAIN_KEYS: --w-choices sets w_choices, as a settings file names it), except that
+# --calib-images stores at bn_images as on every command that scores subnets.
+_KEY_DESTS = {"calib_images": "bn_images"}
+_TRAIN_FLAGS = {_KEY_DESTS.get(key, key): field for key, field in TRAIN_KEYS.items()}
 
 
 _SYMMETRY_NAMES = {True: "sym", False: "asym"}
@@ -123,10 +86,16 @@ def _symmetries(text: str) -> tuple[bool, ...]:
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
+
+    def switch(flag: str, help: str) -> None:
+        # on or absent, never off: absent leaves the settings file's value
+        add(flag, action="store_const", const=True, help=help)
+
     add("--out", required=True, help="run directory (supernet.pt, fp.pt, train_log.jsonl)")
     add(
         "--config",
-        help="a TrainConfig file, JSON or YAML (.yaml/.yml); flags override its values",
+        help="a settings file, JSON or YAML (.yaml/.yml), keyed as the flags are named "
+        "(w_choices for --w-choices); flags override its values",
     )
     add("--resume", action="store_true", help="continue the run stored in --out")
     parser.add_argument(
@@ -160,8 +129,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "the dataset's own)",
     )
     add("--quantizer", help="registered quantizer: lsq or n2uq")
-    add("--w-bits", type=int_list, help="elastic weight bits, e.g. 2-8 or 2,4,8")
-    add("--a-bits", type=int_list, help="elastic activation bits")
+    add("--w-choices", type=int_list, help="elastic weight bit widths, e.g. 2-8 or 2,4,8")
+    add_renamed_option(parser, "--w-bits", "--w-choices", dest="w_choices", type=int_list)
+    add("--a-choices", type=int_list, help="elastic activation bit widths")
+    add_renamed_option(parser, "--a-bits", "--a-choices", dest="a_choices", type=int_list)
     add(
         "--granularity",
         type=lambda t: tuple(t.split(",")),
@@ -190,24 +161,17 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="full-precision pretraining epochs before the supernet",
     )
     add("--init", help="start from this full-precision checkpoint or state_dict")
-    add(
+    switch(
         "--init-skip-head",
-        action="store_const",
-        const=True,
-        help="leave the classifier out of --init (weights for another number of classes)",
+        "leave the classifier out of --init (weights for another number of classes)",
     )
-    add("--pretrained", action="store_const", const=True, help="torchvision weights (local)")
+    switch("--pretrained", "torchvision weights (local)")
     add("--batch-size", type=positive_int, help="images per step")
     add("--lr", type=finite_float, help="peak learning rate")
     add("--weight-decay", type=finite_float, help="weight decay of weight matrices")
     add("--optimizer", help="adam, adamw or sgd")
     add("--momentum", type=finite_float, help="SGD momentum")
-    add(
-        "--nesterov",
-        action="store_const",
-        const=True,
-        help="Nesterov momentum (SGD)",
-    )
+    switch("--nesterov", "Nesterov momentum (SGD)")
     add(
         "--warmup-epochs",
         type=non_negative_int,
@@ -238,7 +202,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         help="training images that re-estimate the BN statistics before each scoring",
     )
-    add("--bn-images", dest="bn_images", type=positive_int, help=argparse.SUPPRESS)
+    add_renamed_option(parser, "--bn-images", "--calib-images", dest="bn_images", type=positive_int)
     add(
         "--holdout",
         type=positive_int,
@@ -252,179 +216,63 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="DataLoader workers for folder datasets (default: min(8, cores per local rank))",
     )
     add("--amp", help="mixed precision: none, bf16, or fp16 with a gradient scaler")
-    add(
-        "--compile",
-        action="store_const",
-        const=True,
-        help="fuse the quantizers' element-wise work with torch.compile (GPUs)",
+    switch("--compile", "fuse the quantizers' element-wise work with torch.compile (GPUs)")
+
+
+def _request(args: argparse.Namespace) -> TrainRequest:
+    """The run the line asks for: the settings given as flags, by their keys."""
+    from eqsearch.app.training import TrainRequest
+
+    given = {key: getattr(args, _KEY_DESTS.get(key, key)) for key in TRAIN_KEYS}
+    settings = {key: value for key, value in given.items() if value is not None}
+    return request_from(
+        args,
+        TrainRequest,
+        settings=settings,
+        progress=not args.no_progress,
+        debug=getattr(args, "debug", False),
     )
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfigType:
-    from dataclasses import replace
+    """The settings a train line resolves to (the settings file's, the flags over them)."""
+    from eqsearch.app.training import train_config
 
-    from supernet.training.train import TrainConfig
-
-    overrides = {
-        field: getattr(args, flag)
-        for flag, field in _TRAIN_FLAGS.items()
-        if getattr(args, flag) is not None
-    }
-    if args.resume:
-        from supernet.files.checkpoint import load_checkpoint
-        from supernet.training.train import resumable_checkpoint, stored_train_config
-
-        path = resumable_checkpoint(args.out)
-        config = stored_train_config(load_checkpoint(path), path)
-        changed = sorted(
-            k for k in overrides if k != "device" and overrides[k] != getattr(config, k)
-        )
-        if changed:
-            raise UsageError(
-                f"--resume continues {args.out} with its stored settings; drop "
-                f"{', '.join('--' + k.replace('_', '-') for k in changed)}"
-            )
-        return replace(config, device=overrides.get("device", config.device))
-    base = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    return replace(base, **overrides)
-
-
-def _start_distributed(device_name: str, *, debug: bool = False) -> bool:
-    """Join the torchrun process group when launched by torchrun with several processes.
-
-    The launch's variables are checked first (see ``eqsearch.launcher``); the device is
-    resolved (``cuda:<LOCAL_RANK>``) before the backend is chosen from it: NCCL for CUDA, gloo
-    for the CPU. Waiting for the peers is bounded (``EQSEARCH_RENDEZVOUS_TIMEOUT``, 300 s by
-    default); c10d's own log lines are shown only with ``debug``.
-    """
-    from datetime import timedelta
-
-    from eqsearch.launcher import (
-        check_rendezvous,
-        launch_environment,
-        native_stderr_captured,
-        process_group_backend,
-        rendezvous_seconds,
-    )
-
-    rank, world = launch_environment()
-    if world <= 1:
-        return False
-    check_rendezvous()
-    seconds = rendezvous_seconds()
-    from supernet.devices import resolve_device
-
-    backend = process_group_backend(resolve_device(device_name).type)
-    import torch.distributed
-
-    if not torch.distributed.is_initialized():
-        try:
-            with native_stderr_captured(enabled=not debug):
-                torch.distributed.init_process_group(
-                    backend=backend, timeout=timedelta(seconds=seconds)
-                )
-        except Exception as error:  # the store and the backends raise several types
-            first = next((line for line in str(error).splitlines() if line.strip()), "")
-            raise UsageError(
-                f"rank {rank} of {world} could not join its peers within {seconds:g} s "
-                f"({(first.strip() or type(error).__name__)[:160]}); "
-                f"are all {world} processes started?"
-            ) from None
-    return True
+    return train_config(_request(args))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from contextlib import nullcontext
-
-    from eqsearch.files import check_output_directory
-    from eqsearch.locks import hold_directory
+    from eqsearch.app.training import train_run
 
     trust_named_factories(args)
-    if args.force and args.resume:
-        raise UsageError("--resume continues the run in --out and --force replaces it; give one")
-    from supernet.training.tracking import check_log_text
-
-    backends = check_log_text(args.log)  # a missing package is named before any work
-    check_output_directory(args.out)
-    from supernet.training.train import TrainingDiverged, train_supernet
-
-    config = _train_config(args)
-    # One run per directory: the main process holds it from here (the other ranks of a
-    # distributed run write nothing).
-    with hold_directory(args.out) if _is_main_process() else nullcontext():
-        if args.force:
-            from supernet.training.train import previous_run_files
-
-            previous_run_files(args.out)  # refused before any work when not eqsearch train's
-        distributed = _start_distributed(config.device, debug=getattr(args, "debug", False))
-        tracker = _tracker(backends, args, config) if _is_main_process() else None
-        failed = True
-        try:
-            result = train_supernet(
-                config,
-                args.out,
-                resume=args.resume,
-                progress=not args.no_progress,
-                force=args.force,
-                on_epoch=None if tracker is None else lambda report: tracker.log(report.entry),
-            )
-            failed = False
-        except TrainingDiverged as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_FAILURE
-        finally:
-            if tracker is not None:
-                if not failed:
-                    tracker.log_all(result.history)  # the full-precision epochs among them
-                tracker.close(failed=failed)
-            if distributed:
-                import torch.distributed
-
-                torch.distributed.destroy_process_group()
-    if result.history and (not distributed or _is_main_process()):
-        last = result.history[-1]
-        console = make_console()
-        _print_start(console, result.history)
-        table = Table(title=f"{config.model} on {config.dataset}: epoch {last['epoch']}")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key, value in last.items():
-            if isinstance(value, float):
-                table.add_row(key, f"{value:.4g}")
-        console.print(table)
-        console.print(f"checkpoint: {result.checkpoint}")
+    outcome = train_run(_request(args))
+    if outcome.failed:
+        print(f"error: {outcome.failed}", file=sys.stderr)
+        return EXIT_FAILURE
+    if outcome.history:
+        _print_result(outcome)
     return EXIT_OK
 
 
-def _print_start(console: Any, history: list[dict[str, Any]]) -> None:
-    """The epoch-0 scores of a run's log, on one line (nothing where it has none)."""
+def _print_result(outcome: TrainOutcome) -> None:
+    """The epoch-0 scores and the last epoch's metrics of a run, and its checkpoint."""
     from supernet.training.train import start_accuracies
 
-    for entry in history:
+    console = make_console()
+    for entry in outcome.history:
         if entry.get("phase") == "start":
             scores = "  ".join(f"{name} {value:.2f}%" for name, value in start_accuracies(entry))
             console.print(f"before training (epoch 0): {scores}")
-
-
-def _tracker(
-    backends: tuple[str, ...], args: argparse.Namespace, config: TrainConfigType
-) -> RunTrackerType | None:
-    """The TensorBoard / MLflow tracker of a run (None for the JSONL log alone)."""
-    if set(backends) <= {"jsonl"}:
-        return None
-    from pathlib import Path
-
-    from supernet.training.tracking import RunTracker, logged_keys
-    from supernet.training.train import LOG_NAME
-
-    skip = logged_keys(Path(args.out) / LOG_NAME) if args.resume else set()
-    return RunTracker(backends, args.out, config.to_dict(), skip=skip, resume=args.resume)
-
-
-def _is_main_process() -> bool:
-    from eqsearch.launcher import launch_environment
-
-    return launch_environment()[0] == 0
+    last = outcome.history[-1]
+    config = outcome.config
+    table = Table(title=f"{config.model} on {config.dataset}: epoch {last['epoch']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in last.items():
+        if isinstance(value, float):
+            table.add_row(key, f"{value:.4g}")
+    console.print(table)
+    console.print(f"checkpoint: {outcome.checkpoint}")
 
 
 def register(commands: Any) -> None:

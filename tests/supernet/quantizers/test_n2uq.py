@@ -415,8 +415,8 @@ def test_cli_trains_progressively_and_evaluates_an_n2uq_supernet(
     out = tmp_path / "run"
     train = [
         "train", "--quantizer", "n2uq", "--model", "tiny_convnet", "--dataset", "digits",
-        "--epochs", "2", "--w-bits", "2,4", "--a-bits", "2,4", "--schedule", "progressive",
-        "--holdout", "200", "--bn-images", "200", "--quant-init-images", "64",
+        "--epochs", "2", "--w-choices", "2,4", "--a-choices", "2,4", "--schedule", "progressive",
+        "--holdout", "200", "--calib-images", "200", "--quant-init-images", "64",
         "--no-progress", "--out", str(out),
     ]  # fmt: skip
     assert main(train) == 0
