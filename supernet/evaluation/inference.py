@@ -14,8 +14,9 @@ from torch import nn
 
 from supernet.networks.elastic import Supernet
 from supernet.networks.layers import ElasticQuantLayer, FrozenOperands
-from supernet.quantizers.fake_quant import per_tensor_constants, per_tensor_forward
+from supernet.quantizers.fake_quant import per_tensor_forward
 from supernet.quantizers.lsq import LsqHandle, LsqQuantizer
+from supernet.quantizers.lsq_constants import per_tensor_constants
 from supernet.runtime import host_path
 
 

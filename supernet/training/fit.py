@@ -14,8 +14,10 @@ from eqsearch.space.spec import SPACE_FLAGS
 from supernet.data.datasets import DATALOADERS, SPLIT_SEED, DataBundle, DataSpec
 from supernet.data.images import StreamedImages
 from supernet.data.own_data import UserLoaderBatches, dataset_of, image_shape, number_of_classes
-from supernet.networks.elastic import Supernet, stored_space_spec
-from supernet.training.train import TrainConfig, TrainResult, train_supernet
+from supernet.networks.build import stored_space_spec
+from supernet.networks.elastic import Supernet
+from supernet.training.config import TrainConfig
+from supernet.training.loop import TrainResult, train_supernet
 
 
 def loader_data(

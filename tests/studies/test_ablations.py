@@ -20,9 +20,9 @@ from studies.ablations import (
 )
 from supernet.data.datasets import DataSpec, build_data
 from supernet.evaluation.oracle import subnet_accuracy
-from supernet.networks.elastic import build_supernet
+from supernet.networks.build import build_supernet
+from supernet.training.config import TrainConfig
 from supernet.training.quant_init import init_quantizers
-from supernet.training.train import TrainConfig
 
 TINY = TrainConfig(
     model="tiny_convnet",

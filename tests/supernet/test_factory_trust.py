@@ -19,7 +19,7 @@ from eqsearch.errors import InputError
 from supernet import build_supernet, init_quantizers
 from supernet.data.datasets import DataSpec, build_data
 from supernet.files.checkpoint import load_supernet, save_supernet
-from supernet.training.train import TrainConfig
+from supernet.training.config import TrainConfig
 
 _NAMES = itertools.count()
 

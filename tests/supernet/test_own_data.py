@@ -17,7 +17,8 @@ from supernet import build_supernet, init_quantizers
 from supernet.data.datasets import DataSpec, build_data
 from supernet.evaluation.evaluate import checkpoint_data
 from supernet.evaluation.oracle import measure_accuracy
-from supernet.training.train import TrainConfig, train_supernet
+from supernet.training.config import TrainConfig
+from supernet.training.loop import train_supernet
 
 FACTORY = """
 import pathlib

@@ -26,8 +26,8 @@ from eqsearch.app.console import make_console
 from eqsearch.space.spec import SPACE_FLAGS
 
 if TYPE_CHECKING:
+    from supernet.training.config import TrainConfig as TrainConfigType
     from supernet.training.tracking import RunTracker as RunTrackerType
-    from supernet.training.train import TrainConfig as TrainConfigType
 
 
 # TrainConfig fields that `eqsearch train` exposes as flags: flag destination → field (the
@@ -87,7 +87,7 @@ def config_default_text(dest: str) -> str | None:
     field = _TRAIN_FLAGS.get(dest)
     if field is None:
         return None
-    from supernet.training.train import TrainConfig
+    from supernet.training.config import TrainConfig
 
     value = getattr(TrainConfig(), field)
     if value is None or value is False:
@@ -263,7 +263,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _train_config(args: argparse.Namespace) -> TrainConfigType:
     from dataclasses import replace
 
-    from supernet.training.train import TrainConfig
+    from supernet.training.config import TrainConfig
 
     overrides = {
         field: getattr(args, flag)
@@ -272,7 +272,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfigType:
     }
     if args.resume:
         from supernet.files.checkpoint import load_checkpoint
-        from supernet.training.train import resumable_checkpoint, stored_train_config
+        from supernet.training.run_files import resumable_checkpoint, stored_train_config
 
         path = resumable_checkpoint(args.out)
         config = stored_train_config(load_checkpoint(path), path)
@@ -346,14 +346,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     backends = check_log_text(args.log)  # a missing package is named before any work
     check_output_directory(args.out)
-    from supernet.training.train import TrainingDiverged, train_supernet
+    from supernet.training.divergence import TrainingDiverged
+    from supernet.training.loop import train_supernet
 
     config = _train_config(args)
     # One run per directory: the main process holds it from here (the other ranks of a
     # distributed run write nothing).
     with hold_directory(args.out) if _is_main_process() else nullcontext():
         if args.force:
-            from supernet.training.train import previous_run_files
+            from supernet.training.run_files import previous_run_files
 
             previous_run_files(args.out)  # refused before any work when not eqsearch train's
         distributed = _start_distributed(config.device, debug=getattr(args, "debug", False))
@@ -398,7 +399,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _print_start(console: Any, history: list[dict[str, Any]]) -> None:
     """The epoch-0 scores of a run's log, on one line (nothing where it has none)."""
-    from supernet.training.train import start_accuracies
+    from supernet.training.scoring import start_accuracies
 
     for entry in history:
         if entry.get("phase") == "start":
@@ -414,8 +415,8 @@ def _tracker(
         return None
     from pathlib import Path
 
+    from supernet.training.run_files import LOG_NAME
     from supernet.training.tracking import RunTracker, logged_keys
-    from supernet.training.train import LOG_NAME
 
     skip = logged_keys(Path(args.out) / LOG_NAME) if args.resume else set()
     return RunTracker(backends, args.out, config.to_dict(), skip=skip, resume=args.resume)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from supernet.quantizers import lsq_kernels
-from supernet.quantizers.fake_quant import integer_zero_point, lsq_fake_quantize
+from supernet.quantizers import lsq_kernels, lsq_row_kernels
+from supernet.quantizers.fake_quant import lsq_fake_quantize
+from supernet.quantizers.lsq_constants import integer_zero_point
 
 
 @pytest.mark.parametrize(
@@ -100,7 +101,7 @@ def test_the_mask_kernel_takes_only_pairs_of_one_dense_float32_layout() -> None:
 @pytest.mark.parametrize("log_step", [False, True])
 @pytest.mark.parametrize("asymmetric", [False, True])
 def test_the_per_channel_kernels_equal_the_torch_path(asymmetric, log_step, monkeypatch) -> None:
-    from supernet.quantizers import fake_quant
+    from supernet.quantizers import per_channel_fake_quant
 
     generator = torch.Generator().manual_seed(4)
     weight = torch.randn(6, 4, 3, 3, generator=generator)
@@ -114,15 +115,15 @@ def test_the_per_channel_kernels_equal_the_torch_path(asymmetric, log_step, monk
     chain = step if log_step else None
 
     def both_paths():
-        result = fake_quant.per_channel_forward(weight, step, offset, -8, 7)
-        gradients = fake_quant.per_channel_backward(
+        result = per_channel_fake_quant.per_channel_forward(weight, step, offset, -8, 7)
+        gradients = per_channel_fake_quant.per_channel_backward(
             grad.clone(), weight, result, -8, 7, 0.3, in_place=True, chain=chain
         )
         return result, gradients
 
-    assert lsq_kernels.per_channel_servable(weight)
+    assert lsq_row_kernels.per_channel_servable(weight)
     kernel, (kernel_grad, *kernel_gradients) = both_paths()
-    monkeypatch.setattr(lsq_kernels, "per_channel_servable", lambda tensor: False)
+    monkeypatch.setattr(lsq_row_kernels, "per_channel_servable", lambda tensor: False)
     torch_path, (torch_grad, *torch_gradients) = both_paths()
     # bit for bit, NaN where the torch path has NaN
     assert torch.allclose(kernel.out, torch_path.out, rtol=0, atol=0, equal_nan=True)
@@ -138,8 +139,8 @@ def test_the_per_channel_kernels_equal_the_torch_path(asymmetric, log_step, monk
         assert torch.allclose(kernel_offset, torch_offset, rtol=1e-5, atol=1e-5)
     assert math.isnan(kernel_total) and torch.isnan(torch_total)
     finite_rows = slice(1, None)  # the first channel holds the NaN and infinities
-    result = fake_quant.per_channel_forward(weight[finite_rows], step[1:], None, -8, 7)
-    _, _, _, total = fake_quant.per_channel_backward(
+    result = per_channel_fake_quant.per_channel_forward(weight[finite_rows], step[1:], None, -8, 7)
+    _, _, _, total = per_channel_fake_quant.per_channel_backward(
         grad[finite_rows].clone(), weight[finite_rows], result, -8, 7, 0.3
     )
     expected = float((grad[finite_rows].double() * result.out.double()).sum())
