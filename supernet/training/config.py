@@ -27,6 +27,23 @@ SCHEDULES = ("joint", "progressive")
 FORM_MODES = ("global", "per_layer")
 
 
+class _SpaceField:
+    """A :class:`SpaceSpec` field that :class:`TrainConfig` takes as a constructor argument and
+    reads through to its ``space``: ``config.w_bits`` is ``config.space.w_bits``.
+
+    Read on the class it is None, which the dataclass takes as the argument's default (the
+    space keeps its own value). ``dataclasses.replace`` reads it like a field: a ``replace``
+    that gives a new ``space`` without these carries the old space's values over it.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+        self.__doc__ = f"``space.{name}``"
+
+    def __get__(self, instance: TrainConfig | None, owner: type) -> Any:
+        return None if instance is None else getattr(instance.space, self.name)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a supernet training run (JSON round-trips through ``to_dict``).
@@ -126,13 +143,14 @@ class TrainConfig:
     amp: str = "none"
     compile: bool = False
 
-    quantizer: InitVar[str | None] = None
-    w_bits: InitVar[tuple[int, ...] | None] = None
-    a_bits: InitVar[tuple[int, ...] | None] = None
-    granularities: InitVar[tuple[str, ...] | None] = None
-    w_symmetries: InitVar[tuple[bool, ...] | None] = None
-    a_symmetries: InitVar[tuple[bool, ...] | None] = None
-    first_last: InitVar[str | None] = None
+    # The space's fields one by one (None: the space's own), read back through ``space``.
+    quantizer: InitVar[str | None] = _SpaceField()
+    w_bits: InitVar[tuple[int, ...] | None] = _SpaceField()
+    a_bits: InitVar[tuple[int, ...] | None] = _SpaceField()
+    granularities: InitVar[tuple[str, ...] | None] = _SpaceField()
+    w_symmetries: InitVar[tuple[bool, ...] | None] = _SpaceField()
+    a_symmetries: InitVar[tuple[bool, ...] | None] = _SpaceField()
+    first_last: InitVar[str | None] = _SpaceField()
 
     def __post_init__(
         self,
@@ -304,16 +322,3 @@ class TrainConfig:
             workers=self.workers,
             transforms=self.transforms,
         )
-
-
-# The space's fields read through to ``space`` (``config.w_bits`` is ``config.space.w_bits``);
-# as init-only variables they would otherwise read as their default, None.
-def _space_field(name: str) -> property:
-    def read(self: TrainConfig) -> Any:
-        return getattr(self.space, name)
-
-    return property(read, doc=f"``space.{name}``")
-
-
-for _name in SPACE_FLAGS.values():
-    setattr(TrainConfig, _name, _space_field(_name))
