@@ -210,53 +210,6 @@ def per_tensor_parameter_gradients(
     return _parameter_tensor(grad_step, like), grad_offset
 
 
-def _per_tensor_gradients(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    out: torch.Tensor,
-    constants: PerTensorConstants,
-    grad_scale: float,
-    has_offset: bool,
-    parameters: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``(g·m, step gradient, offset gradient)`` of a per-tensor entry (the parameters' None
-    unless ``parameters``)."""
-    if not parameters:
-        return per_tensor_mask(grad, x, constants), None, None
-    grad_x, masked_dot, clipped = per_tensor_mask_and_sums(
-        grad, x, constants, clipped_sum=has_offset
-    )
-    nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-    grad_step, grad_offset = per_tensor_parameter_gradients(
-        torch.dot(_flat(grad, nhwc), _flat(out, nhwc)),
-        masked_dot,
-        clipped,
-        constants,
-        grad_scale,
-        grad,
-    )
-    return grad_x, grad_step, grad_offset
-
-
-def _per_channel_gradients(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    result: PerChannelResult,
-    qmin: int,
-    qmax: int,
-    grad_scale: float,
-    parameters: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """``(g·m, step gradients, offset gradients)`` of a per-channel entry (the parameters'
-    None unless ``parameters``)."""
-    if not parameters:
-        return per_channel_mask(grad, x, result, qmin, qmax), None, None
-    grad_x, grad_step, grad_offset, _ = per_channel_backward(
-        grad, x, result, qmin, qmax, grad_scale
-    )
-    return grad_x, grad_step, grad_offset
-
-
 class _LsqFakeQuantize(torch.autograd.Function):
     """:func:`lsq_fake_quantize`: per tensor for a step of one element, else per channel."""
 
@@ -287,16 +240,31 @@ class _LsqFakeQuantize(torch.autograd.Function):
         (grad,) = grads
         constants, qmin, qmax, grad_scale, has_offset = ctx.constants
         parameters = ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2])
-        if constants is not None:
-            x, out = ctx.saved_tensors
-            gradients = _per_tensor_gradients(
-                grad, x, out, constants, grad_scale, has_offset, parameters
-            )
-        else:
+        if constants is None:  # per channel
             x, out, channel_constants = ctx.saved_tensors
             result = PerChannelResult(out, channel_constants, has_offset)
-            gradients = _per_channel_gradients(grad, x, result, qmin, qmax, grad_scale, parameters)
-        return (*gradients, None, None, None)
+            if not parameters:
+                return per_channel_mask(grad, x, result, qmin, qmax), None, None, None, None, None
+            grad_x, grad_step, grad_offset, _ = per_channel_backward(
+                grad, x, result, qmin, qmax, grad_scale
+            )
+            return grad_x, grad_step, grad_offset, None, None, None
+        x, out = ctx.saved_tensors
+        if not parameters:
+            return per_tensor_mask(grad, x, constants), None, None, None, None, None
+        grad_x, masked_dot, clipped = per_tensor_mask_and_sums(
+            grad, x, constants, clipped_sum=has_offset
+        )
+        nhwc = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        grad_step, grad_offset = per_tensor_parameter_gradients(
+            torch.dot(_flat(grad, nhwc), _flat(out, nhwc)),
+            masked_dot,
+            clipped,
+            constants,
+            grad_scale,
+            grad,
+        )
+        return grad_x, grad_step, grad_offset, None, None, None
 
 
 def lsq_fake_quantize(
