@@ -209,7 +209,8 @@ def train_in_process(
     and the lowest open bits, BN re-calibrated on ``--calib-images``); epoch 0 is a run of
     no epochs (the start, as the training scores it before its first step)."""
     from supernet.evaluation.evaluate import evaluation_set, supernet_oracle
-    from supernet.training.train import EpochReport, TrainConfig, train_supernet
+    from supernet.training.config import TrainConfig
+    from supernet.training.loop import EpochReport, train_supernet
 
     widths = tuple(int(width) for width in bits.split(","))
     config = TrainConfig(

@@ -29,10 +29,12 @@ import torch
 from eqsearch.space import QuantForm
 from supernet import build_supernet, runtime
 from supernet.runtime import compiled_quantizers, device_path
+from supernet.training.amp import autocast, gradient_scaler, optimizer_step
+from supernet.training.config import TrainConfig
+from supernet.training.divergence import LaggedLosses, check_finite
 from supernet.training.host_reads import counting_host_reads
 from supernet.training.losses import guided_loss, wdr_weights
-from supernet.training.train import TrainConfig, _check_finite, draw_sandwich, sandwich_step
-from supernet.training.train_loop import LaggedLosses, autocast, gradient_scaler, optimizer_step
+from supernet.training.sandwich import draw_sandwich, sandwich_step
 
 
 def _row(figure: str, value: str, detail: str) -> None:
@@ -82,7 +84,7 @@ class Bench:
         config = self.config(amp)
         scaler = gradient_scaler(self.device, amp)
         losses = LaggedLosses.for_device(
-            lambda terms, step: _check_finite(terms, 0, step), self.device
+            lambda terms, step: check_finite(terms, 0, step), self.device
         )
 
         def step() -> None:

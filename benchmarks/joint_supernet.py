@@ -25,7 +25,8 @@ from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
 from supernet.networks.models import create_model
 from supernet.runtime import keep_freed_memory
-from supernet.training.train import TrainConfig, draw_sandwich, sandwich_step
+from supernet.training.config import TrainConfig
+from supernet.training.sandwich import draw_sandwich, sandwich_step
 
 MODEL = "oqa_mbv3"
 

@@ -19,7 +19,8 @@ import torch
 from supernet import build_supernet, init_quantizers
 from supernet.networks.elastic import Supernet
 from supernet.runtime import keep_freed_memory
-from supernet.training.train import TrainConfig, draw_sandwich, sandwich_step
+from supernet.training.config import TrainConfig
+from supernet.training.sandwich import draw_sandwich, sandwich_step
 
 FORM_OPTIONS = {"granularities": ("channel",), "w_symmetries": (True,), "a_symmetries": (False,)}
 

@@ -36,7 +36,7 @@ OBJECTIVE_SETS = (
 def load_space(rebuild: bool) -> ElasticSpace:
     """The lenet5 space (28x28, 10 classes), measured once by the supernet and cached."""
     if rebuild or not SPACE_FILE.exists():
-        from supernet.networks.elastic import build_supernet
+        from supernet.networks.build import build_supernet
 
         space = build_supernet("lenet5", num_classes=10, in_channels=1).space
         SPACE_FILE.write_text(json.dumps(space.to_dict(), indent=1) + "\n")

@@ -30,7 +30,8 @@ def measure(steps: int) -> dict[str, object]:
     import torch
 
     from supernet import build_supernet, init_quantizers
-    from supernet.training.train import TrainConfig, draw_sandwich, sandwich_step
+    from supernet.training.config import TrainConfig
+    from supernet.training.sandwich import draw_sandwich, sandwich_step
 
     torch.manual_seed(0)
     net = build_supernet("lenet5", num_classes=10, in_channels=1)

@@ -60,7 +60,7 @@ def load_space(rebuild: bool, name: str = "resnet18") -> ElasticSpace:
         # OQA's quantization: first conv, SE convs and classifier left in full precision
         return mobilenet_v3_space(first_last=(32, 32), se_pinned=(32, 32))
     if rebuild or not SPACE_FILE.exists():
-        from supernet.networks.elastic import build_supernet
+        from supernet.networks.build import build_supernet
 
         space = build_supernet("resnet18", num_classes=1000, image_size=224).space
         SPACE_FILE.write_text(json.dumps(space.to_dict(), indent=1) + "\n")

@@ -36,9 +36,9 @@ import supernet.networks.elastic as elastic_module
 import supernet.quantizers.fake_quant as fake_quant_module
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
-from supernet.quantizers import integer_conv, lsq_kernels
+from supernet.quantizers import integer_conv, lsq_row_kernels
 from supernet.quantizers.base import ConvGeometry
-from supernet.quantizers.fake_quant import per_channel_backward, per_channel_forward
+from supernet.quantizers.per_channel_fake_quant import per_channel_backward, per_channel_forward
 from supernet.runtime import keep_freed_memory
 
 
@@ -87,7 +87,7 @@ def shared_kernel_times(repeats: int) -> tuple[int, float, float]:
         entry = layer.quantizer.shared_weight_entry(layer.weight, layer.active.handle)
         if entry is not None:
             entries.append(entry)
-    rows = lsq_kernels.layer_rows(
+    rows = lsq_row_kernels.layer_rows(
         tuple(
             (e.weight.shape[0], e.weight[0].numel(), e.qmin, e.qmax, e.offset is not None)
             for e in entries
@@ -96,13 +96,13 @@ def shared_kernel_times(repeats: int) -> tuple[int, float, float]:
     flat = torch.cat([e.weight.detach().reshape(-1) for e in entries])
     steps = torch.cat([e.log_step.detach() for e in entries]).exp()
     scales = np.repeat([e.grad_scale for e in entries], [e.weight.shape[0] for e in entries])
-    constants = lsq_kernels.quantize_rows(flat, rows, steps, 1e-8, steps).constants
+    constants = lsq_row_kernels.quantize_rows(flat, rows, steps, 1e-8, steps).constants
     grad = torch.randn_like(flat)
     forward = _best_us(
-        lambda: lsq_kernels.quantize_rows(flat, rows, steps, 1e-8, steps), repeats, lambda: None
+        lambda: lsq_row_kernels.quantize_rows(flat, rows, steps, 1e-8, steps), repeats, lambda: None
     )
     backward = _best_us(
-        lambda: lsq_kernels.row_gradients(grad.clone(), flat, rows, constants, scales, steps),
+        lambda: lsq_row_kernels.row_gradients(grad.clone(), flat, rows, constants, scales, steps),
         repeats,
         lambda: None,
     )

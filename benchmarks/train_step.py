@@ -16,7 +16,8 @@ from torch.nn import functional as F
 
 from supernet import build_supernet, init_quantizers
 from supernet.runtime import keep_freed_memory
-from supernet.training.train import TrainConfig, draw_sandwich, sandwich_step
+from supernet.training.config import TrainConfig
+from supernet.training.sandwich import draw_sandwich, sandwich_step
 
 
 def measure(model: str, batch: int, rounds: int, device: str, image_size: int) -> dict[str, float]:

@@ -34,8 +34,10 @@ from supernet.evaluation.oracle import measure_accuracy
 from supernet.files.checkpoint import load_checkpoint, load_supernet
 from supernet.networks.elastic import Supernet
 from supernet.quantizers.lsq import LsqQuantizer
+from supernet.training.config import TrainConfig
+from supernet.training.loop import EpochReport, train_supernet
 from supernet.training.losses import standardized_moments
-from supernet.training.train import CHECKPOINT_NAME, EpochReport, TrainConfig, train_supernet
+from supernet.training.run_files import CHECKPOINT_NAME
 
 PARTS = ("wdr", "guidance", "per_tensor", "static", "schedule")
 """The ablations: WDR terms (Table 3, Fig. 2), GPG vs label guidance (Fig. 3), per-tensor

@@ -17,7 +17,9 @@ from eqsearch.locks import hold_directory
 from eqsearch.space import QuantForm
 from supernet.evaluation.evaluate import evaluate_configs, evaluation_set
 from supernet.evaluation.oracle import measure_accuracy
-from supernet.training.train import FP_CHECKPOINT_NAME, TrainConfig, train_supernet
+from supernet.training.config import TrainConfig
+from supernet.training.loop import train_supernet
+from supernet.training.run_files import FP_CHECKPOINT_NAME
 
 FORM = QuantForm("channel", True, False)
 """The one form both quantizers express: N2UQ's (per-channel symmetric weights, asymmetric

@@ -7,7 +7,9 @@ import tempfile
 from pathlib import Path
 
 from eqsearch.locks import exclusive_writer
-from supernet.training.train import FP_CHECKPOINT_NAME, TrainConfig, train_supernet
+from supernet.training.config import TrainConfig
+from supernet.training.loop import train_supernet
+from supernet.training.run_files import FP_CHECKPOINT_NAME
 
 
 def shared_fp_checkpoint(base: TrainConfig, out_dir: str | Path) -> Path | None:

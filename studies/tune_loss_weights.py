@@ -34,7 +34,8 @@ from studies.entry import study_main
 from studies.fp_init import shared_fp_checkpoint as shared_fp
 from studies.probes import ProbeSet, bits_of
 from studies.report import frame_table
-from supernet.training.train import EpochReport, TrainConfig, train_supernet
+from supernet.training.config import TrainConfig
+from supernet.training.loop import EpochReport, train_supernet
 
 OBJECTIVES = ("single", "two")
 DEFAULT_STUDY_NAME = "eqsearch-loss-weights"

@@ -109,7 +109,9 @@ def _run_stages(root: Path, settings: DemoSettings, console: Console, progress: 
         predictor_filename,
         split_indices,
     )
-    from supernet.training.train import CHECKPOINT_NAME, TrainConfig, train_supernet
+    from supernet.training.config import TrainConfig
+    from supernet.training.loop import train_supernet
+    from supernet.training.run_files import CHECKPOINT_NAME
 
     run_dir = root / "run"
     seconds: dict[str, float] = {}

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from eqsearch.errors import InputError
 
 if TYPE_CHECKING:
+    from supernet.training.config import TrainConfig
     from supernet.training.tracking import RunTracker
-    from supernet.training.train import TrainConfig
 
 TRAIN_KEYS: dict[str, str] = {
     "model": "model",
@@ -129,7 +129,7 @@ def read_train_settings(path: str | Path) -> TrainConfig:
         InputError: naming the file and the setting.
     """
     from eqsearch.settings_files import keys_as_fields, read_settings
-    from supernet.training.train import TrainConfig
+    from supernet.training.config import TrainConfig
 
     data = read_settings(path, limit=1 << 20, what="train config")
     if not isinstance(data, dict):
@@ -151,12 +151,12 @@ def train_config(request: TrainRequest) -> TrainConfig:
     """
     from dataclasses import replace
 
-    from supernet.training.train import TrainConfig
+    from supernet.training.config import TrainConfig
 
     overrides = {TRAIN_KEYS[key]: value for key, value in request.settings.items()}
     if request.resume:
         from supernet.files.checkpoint import load_checkpoint
-        from supernet.training.train import resumable_checkpoint, stored_train_config
+        from supernet.training.run_files import resumable_checkpoint, stored_train_config
 
         path = resumable_checkpoint(request.out)
         config = stored_train_config(load_checkpoint(path), path)
@@ -199,7 +199,7 @@ def train_run(request: TrainRequest) -> TrainOutcome:
     # One run per directory: the main process holds it (the other ranks write nothing).
     with hold_directory(request.out) if main_process else nullcontext():
         if request.force:
-            from supernet.training.train import previous_run_files
+            from supernet.training.run_files import previous_run_files
 
             previous_run_files(request.out)  # refused before any work when not train's
         distributed = start_distributed(config.device, debug=request.debug)
@@ -217,7 +217,8 @@ def _train(
     request: TrainRequest, config: TrainConfig, tracker: RunTracker | None, *, shown: bool
 ) -> TrainOutcome:
     """The training itself, its epochs logged to ``tracker`` (closed at the end)."""
-    from supernet.training.train import TrainingDiverged, train_supernet
+    from supernet.training.divergence import TrainingDiverged
+    from supernet.training.loop import train_supernet
 
     failed = True
     try:
@@ -294,8 +295,8 @@ def _tracker(
     """The TensorBoard / MLflow tracker of a run (None for the JSONL log alone)."""
     if set(backends) <= {"jsonl"}:
         return None
+    from supernet.training.run_files import LOG_NAME
     from supernet.training.tracking import RunTracker, logged_keys
-    from supernet.training.train import LOG_NAME
 
     skip = logged_keys(Path(request.out) / LOG_NAME) if request.resume else set()
     return RunTracker(backends, request.out, config.to_dict(), skip=skip, resume=request.resume)

@@ -179,7 +179,7 @@ def load_weights_for_evaluation(
     """
     from supernet.devices import resolve_device
     from supernet.files.initial_weights import load_initial_weights
-    from supernet.networks.elastic import build_supernet
+    from supernet.networks.build import build_supernet
 
     target = resolve_device(device)
     data = checkpoint_data({}, data_root=data_root, dataset=dataset, transforms=transforms)

@@ -10,15 +10,9 @@ import torch
 from eqsearch.errors import InputError
 from eqsearch.space import SubnetConfig
 from eqsearch.space.spec import SpaceSpec
+from supernet.networks.build import build_supernet, quantizer_spec, stored_space_spec
 from supernet.networks.calibrate import calibrate_bn, preserved_bn_state
-from supernet.networks.elastic import (
-    Supernet,
-    build_supernet,
-    quantizer_spec,
-    stored_space_spec,
-    to_supernet,
-    use_channels_last,
-)
+from supernet.networks.elastic import Supernet, to_supernet, use_channels_last
 from supernet.networks.mobilenet import slice_like
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
 
 import torch
 from torch import nn
@@ -428,9 +427,3 @@ def build_mobilenet(
     if architecture:
         shaped = shaped.with_architecture(architecture)
     return MobileNetV3Supernet(shaped)
-
-
-def model_kwargs(model: nn.Module) -> dict[str, Any]:
-    """The architecture options a MobileNetV3 supernet was built with (for build infos)."""
-    assert isinstance(model, MobileNetV3Supernet)
-    return {name: list(values) for name, values in model.layout.architecture_options.items()}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from supernet.networks.elastic import Supernet, build_supernet, stored_space_spec
+from supernet.networks.build import build_supernet, stored_space_spec
+from supernet.networks.elastic import Supernet
 from supernet.networks.extract import rebuild_extracted
 from supernet.networks.models import check_model_named_by_file
 

@@ -28,35 +28,27 @@ two-sided mask-multiply) plus two dot products.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 
 from supernet.quantizers import device_ops, lsq_kernels
 from supernet.quantizers.base import compute_dtype
-from supernet.runtime import host_path
-
-MIN_STEP = 1e-8
-
-
-def _float32_reciprocal(value: float) -> float:
-    # torch's reference kernels use the float32 reciprocal; match it bit for bit.
-    return float(np.float32(1.0) / np.float32(value))
-
-
-def integer_zero_point(step: float, offset: float | None, qmin: int, qmax: int) -> int:
-    """Integer zero point of a per-tensor (step, offset) pair on the grid [qmin, qmax].
-
-    ``round(−β/s)`` clamped to the grid (an infinite ratio to its end point); a NaN step or
-    offset gives the zero point 0 clamped to the grid (every output is NaN then anyway).
-    """
-    if offset is None:
-        return 0
-    ratio = -offset / step
-    if math.isnan(ratio):
-        ratio = 0.0
-    return round(min(max(ratio, qmin), qmax))
+from supernet.quantizers.lsq_constants import (
+    MIN_STEP,
+    PerTensorConstants,
+    Sum,
+    as_sum,
+    integer_zero_point,
+    per_tensor_constants,
+)
+from supernet.quantizers.per_channel_fake_quant import (
+    PerChannelResult,
+    per_channel_backward,
+    per_channel_forward,
+    per_channel_mask,
+)
 
 
 def _flat(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -65,110 +57,6 @@ def _flat(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
     if channels_last:
         return tensor.permute(0, 2, 3, 1).reshape(-1)
     return tensor.reshape(-1)
-
-
-Sum = float | torch.Tensor
-"""A reduction over a tensor: a Python float on the host path, a 0-d tensor on the device path
-(:func:`supernet.runtime.host_path`)."""
-
-Level = int | torch.Tensor
-"""A grid bound or zero point: a Python int on the host path, a 0-d tensor on the device path."""
-
-
-def as_sum(total: torch.Tensor) -> Sum:
-    """A 0-d reduction as a :data:`Sum`: a Python float on the host path (the gradient
-    arithmetic after it is then on floats, not on 0-d tensors: each tensor op costs tens of
-    µs between two convolutions), the tensor itself on the device path (no host
-    synchronisation)."""
-    return total.item() if host_path(total) else total
-
-
-class PerTensorConstants(NamedTuple):
-    """The numbers a per-tensor fake quantization computes with: Python numbers on the host
-    path, 0-d tensors on the device path (read without a host synchronisation)."""
-
-    step: Sum
-    reciprocal: Sum
-    low: Level
-    high: Level
-    zero_point: Level
-    learned_step: Sum
-    """The step as learned, before clamping and rounding (the chain factor of a log step)."""
-
-    @property
-    def on_host(self) -> bool:
-        """Whether the constants are Python numbers (the host path)."""
-        return not isinstance(self.step, torch.Tensor)
-
-    def numbers(self) -> HostNumbers | None:
-        """The constants as Python numbers (for the CPU kernels), None on the device path."""
-        if not self.on_host:
-            return None
-        return HostNumbers(
-            float(self.step),
-            float(self.reciprocal),
-            int(self.low),
-            int(self.high),
-            int(self.zero_point),
-        )
-
-
-class HostNumbers(NamedTuple):
-    """:class:`PerTensorConstants` on the host path, as the CPU kernels take them."""
-
-    step: float
-    reciprocal: float
-    low: int
-    high: int
-    zero_point: int
-
-
-def per_tensor_constants(
-    step: torch.Tensor, offset: torch.Tensor | None, qmin: int, qmax: int, dtype: torch.dtype
-) -> PerTensorConstants:
-    """The step (float32-rounded for float32 tensors), its reciprocal, the shifted grid
-    ``[qmin − z, qmax − z]`` and the integer zero point ``z`` of one per-tensor entry.
-
-    On the host path they are read as Python numbers; on the device path they stay 0-d
-    tensors on the step's device, computed with the same roundings (the zero point in
-    float64, as Python computes it), so both paths quantize alike.
-    """
-    if not host_path(step):
-        return _device_constants(step, offset, qmin, qmax, dtype)
-    learned_step = float(step.detach().item())
-    offset_value = None if offset is None else float(offset.detach().item())
-    step_value = max(learned_step, MIN_STEP)  # NaN stays NaN (max keeps its first argument)
-    if offset_value is not None and math.isnan(offset_value):
-        step_value = math.nan  # (x − β)/s is NaN everywhere: so is every output and gradient
-    if dtype == torch.float64:
-        reciprocal = 1.0 / step_value
-    else:
-        step_value = float(np.float32(step_value))
-        reciprocal = _float32_reciprocal(step_value)
-    zero_point = integer_zero_point(step_value, offset_value, qmin, qmax)
-    return PerTensorConstants(
-        step_value, reciprocal, qmin - zero_point, qmax - zero_point, zero_point, learned_step
-    )
-
-
-def _device_constants(
-    step: torch.Tensor, offset: torch.Tensor | None, qmin: int, qmax: int, dtype: torch.dtype
-) -> PerTensorConstants:
-    learned_step = step.detach().reshape(())
-    wide = torch.float64 if dtype == torch.float64 else torch.float32
-    step_value = learned_step.to(wide).clamp_min(MIN_STEP)
-    reciprocal = torch.reciprocal(step_value)
-    if offset is None:  # the bounds as tensors too: compiled functions then take any grid
-        low, high = step_value.new_full((), qmin), step_value.new_full((), qmax)
-        return PerTensorConstants(step_value, reciprocal, low, high, 0, learned_step)
-    zero_point = (
-        torch.round(-offset.detach().reshape(()).double() / step_value.double())
-        .clamp_(qmin, qmax)
-        .to(wide)
-    )
-    return PerTensorConstants(
-        step_value, reciprocal, qmin - zero_point, qmax - zero_point, zero_point, learned_step
-    )
 
 
 def per_tensor_levels(x: torch.Tensor, constants: PerTensorConstants) -> torch.Tensor:
@@ -318,7 +206,9 @@ def per_tensor_parameter_gradients(
     return _parameter_tensor(grad_step, like), grad_offset
 
 
-class _PerTensorLsq(torch.autograd.Function):
+class _LsqFakeQuantize(torch.autograd.Function):
+    """:func:`lsq_fake_quantize`: per tensor for a step of one element, else per channel."""
+
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
@@ -329,19 +219,34 @@ class _PerTensorLsq(torch.autograd.Function):
         qmax: int,
         grad_scale: float,
     ) -> torch.Tensor:
-        constants = per_tensor_constants(step, offset, qmin, qmax, x.dtype)
-        out = per_tensor_forward(x, constants)
-        ctx.save_for_backward(x, out)
-        ctx.constants = (constants, grad_scale, offset is not None)
+        constants = None
+        if step.numel() == 1:
+            constants = per_tensor_constants(step, offset, qmin, qmax, x.dtype)
+            out = per_tensor_forward(x, constants)
+            ctx.save_for_backward(x, out)
+        else:
+            result = per_channel_forward(x, step, offset, qmin, qmax)
+            out = result.out
+            ctx.save_for_backward(x, out, result.constants)
+        ctx.constants = (constants, qmin, qmax, grad_scale, offset is not None)
         return out
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         (grad,) = grads
+        constants, qmin, qmax, grad_scale, has_offset = ctx.constants
+        parameters = ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2])
+        if constants is None:  # per channel
+            x, out, channel_constants = ctx.saved_tensors
+            result = PerChannelResult(out, channel_constants, has_offset)
+            if not parameters:
+                return per_channel_mask(grad, x, result, qmin, qmax), None, None, None, None, None
+            grad_x, grad_step, grad_offset, _ = per_channel_backward(
+                grad, x, result, qmin, qmax, grad_scale
+            )
+            return grad_x, grad_step, grad_offset, None, None, None
         x, out = ctx.saved_tensors
-        constants, grad_scale, has_offset = ctx.constants
-        grad_step = grad_offset = None
-        if not (ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2])):
+        if not parameters:
             return per_tensor_mask(grad, x, constants), None, None, None, None, None
         grad_x, masked_dot, clipped = per_tensor_mask_and_sums(
             grad, x, constants, clipped_sum=has_offset
@@ -354,182 +259,6 @@ class _PerTensorLsq(torch.autograd.Function):
             constants,
             grad_scale,
             grad,
-        )
-        return grad_x, grad_step, grad_offset, None, None, None
-
-
-def _layer_rows(x: torch.Tensor, qmin: int, qmax: int, has_offset: bool) -> lsq_kernels.Rows:
-    """The kernels' rows of one tensor quantized per channel (dim 0)."""
-    channels = x.shape[0]
-    return lsq_kernels.layer_rows(((channels, x.numel() // channels, qmin, qmax, has_offset),))
-
-
-class PerChannelResult(NamedTuple):
-    """A per-channel fake quantization's output and the constants its gradients need."""
-
-    out: torch.Tensor
-    constants: torch.Tensor
-    """``(channels, 3)``: each channel's clamped step, its reciprocal and its zero point."""
-    has_offset: bool
-
-
-def per_channel_forward(
-    x: torch.Tensor, step: torch.Tensor, offset: torch.Tensor | None, qmin: int, qmax: int
-) -> PerChannelResult:
-    """Fake-quantize ``x`` per channel (dim 0): ``s·(clamp(round(x·(1/s)) + z) − z)``.
-
-    The forward rounds x·(1/s) and then adds the integer zero point, as
-    torch.fake_quantize_per_channel_affine does: rounding z + x·(1/s) instead differs where
-    the float32 addition moves a value across a rounding tie. Contiguous float32 tensors
-    take the one-pass kernel (:mod:`supernet.quantizers.lsq_kernels`), with the same operations.
-    """
-    source = x.detach()
-    if all(
-        lsq_kernels.per_channel_servable(tensor)
-        for tensor in (source, step.detach(), source if offset is None else offset.detach())
-    ):
-        rows = lsq_kernels.quantize_rows(
-            source.reshape(-1),
-            _layer_rows(x, qmin, qmax, offset is not None),
-            step,
-            MIN_STEP,
-            step if offset is None else offset,
-        )
-        return PerChannelResult(rows.out.view(x.shape), rows.constants, offset is not None)
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    step_value = step.detach().clamp_min(MIN_STEP)
-    reciprocal = torch.reciprocal(step_value)
-    scaled = source * reciprocal.view(shape)
-    if offset is None:
-        zero_point = torch.zeros_like(step_value)
-        out = torch.round(scaled).clamp_(qmin, qmax)
-    else:
-        zero_point = torch.round(-offset.detach() / step_value).clamp_(qmin, qmax)
-        zero_view = zero_point.view(shape)
-        out = torch.round(scaled).add_(zero_view).clamp_(qmin, qmax).sub_(zero_view)
-    out.mul_(step_value.view(shape))
-    constants = torch.stack((step_value, reciprocal, zero_point), 1)
-    return PerChannelResult(out, constants, offset is not None)
-
-
-def per_channel_mask(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    result: PerChannelResult,
-    qmin: int,
-    qmax: int,
-    *,
-    in_place: bool = False,
-) -> torch.Tensor:
-    """``grad · m`` for a per-channel entry. The mask works on the shifted scale
-    ``x·(1/s) + z``, where the grid bounds are the constants qmin/qmax for every channel, so
-    it is one hardtanh_backward (into ``grad`` itself when ``in_place``)."""
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    shifted = x.detach() * result.constants[:, 1].view(shape)
-    if result.has_offset:
-        shifted += result.constants[:, 2].view(shape)
-    if in_place:
-        masked = torch.ops.aten.hardtanh_backward.grad_input(
-            grad, shifted, qmin, qmax, grad_input=grad
-        )
-    else:
-        masked = torch.ops.aten.hardtanh_backward(grad, shifted, qmin, qmax)
-    # s − s + z − z: 0, or NaN for a NaN or infinite step or a NaN offset, whose rows'
-    # gradients are then NaN (NaN in, NaN out; autograd of round(clamp(x/s))·s gives NaN for
-    # such a step); a pass over a weight, without a host synchronisation
-    steps, zero_points = result.constants[:, 0], result.constants[:, 2]
-    guard = (steps - steps) + (zero_points - zero_points)
-    return masked.add_(guard.to(masked.dtype).view(shape))
-
-
-def per_channel_backward(
-    grad: torch.Tensor,
-    x: torch.Tensor,
-    result: PerChannelResult,
-    qmin: int,
-    qmax: int,
-    grad_scale: float,
-    *,
-    in_place: bool = False,
-    chain: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Sum]:
-    """The gradients of a per-channel entry: ``g·m``, the steps', the offsets' (or None)
-    and ``Σ g·x_hat`` over the whole tensor.
-
-    The step gradient per channel is ``(Σ g·x_hat − Σ g·m·x)/s + z·Σ g·(1−m)`` and the
-    offset's ``Σ g·(1−m)``, both times ``grad_scale`` (and the step's times ``chain``, the
-    step itself for a step learned as its logarithm). ``in_place`` writes ``g·m`` over
-    ``grad`` (a buffer nobody else holds). Contiguous float32 tensors take the one-pass
-    kernel, with float64 sums.
-    """
-    source = x.detach()
-    channels = x.shape[0]
-    if (
-        lsq_kernels.per_channel_servable(source)
-        and grad.dtype == result.constants.dtype == torch.float32
-    ):
-        if in_place:
-            buffer = grad.contiguous()
-        else:
-            buffer = grad.clone(memory_format=torch.contiguous_format)
-        grad_step, offset_values, totals = lsq_kernels.row_gradients(
-            buffer.view(-1),
-            source.view(-1),
-            _layer_rows(x, qmin, qmax, result.has_offset),
-            result.constants,
-            np.full(channels, grad_scale),
-            chain,
-        )
-        return (
-            buffer,
-            grad_step,
-            offset_values if result.has_offset else None,
-            float(totals.sum()),
-        )
-    flat_grad = grad.reshape(channels, -1)
-    grad_dot_out = (flat_grad * result.out.reshape(channels, -1)).sum(1)
-    grad_sum = flat_grad.sum(1) if result.has_offset else None
-    grad_x = per_channel_mask(grad, x, result, qmin, qmax, in_place=in_place)
-    flat_grad_x = grad_x.reshape(channels, -1)
-    masked_dot = (flat_grad_x * source.reshape(channels, -1)).sum(1)
-    grad_step = (grad_dot_out - masked_dot) / result.constants[:, 0]
-    grad_offset = None
-    if grad_sum is not None:
-        clipped = grad_sum - flat_grad_x.sum(1)
-        grad_step += result.constants[:, 2] * clipped
-        grad_offset = clipped * grad_scale
-    grad_step *= grad_scale
-    if chain is not None:
-        grad_step *= chain.detach()
-    return grad_x, grad_step, grad_offset, grad_dot_out.sum()
-
-
-class _PerChannelLsq(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        step: torch.Tensor,
-        offset: torch.Tensor | None,
-        qmin: int,
-        qmax: int,
-        grad_scale: float,
-    ) -> torch.Tensor:
-        result = per_channel_forward(x, step, offset, qmin, qmax)
-        ctx.save_for_backward(x, result.out, result.constants)
-        ctx.constants = (qmin, qmax, grad_scale, result.has_offset)
-        return result.out
-
-    @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        (grad,) = grads
-        x, out, constants = ctx.saved_tensors
-        qmin, qmax, grad_scale, has_offset = ctx.constants
-        result = PerChannelResult(out, constants, has_offset)
-        if not (ctx.needs_input_grad[1] or (has_offset and ctx.needs_input_grad[2])):
-            return per_channel_mask(grad, x, result, qmin, qmax), None, None, None, None, None
-        grad_x, grad_step, grad_offset, _ = per_channel_backward(
-            grad, x, result, qmin, qmax, grad_scale
         )
         return grad_x, grad_step, grad_offset, None, None, None
 
@@ -555,9 +284,7 @@ def lsq_fake_quantize(
     and the result is float32 (the levels ``s·q`` are not exact in the narrower type).
     """
     x = x.to(compute_dtype(x.dtype))
-    if step.numel() == 1:
-        return _PerTensorLsq.apply(x, step, offset, qmin, qmax, grad_scale)  # type: ignore[no-any-return]
-    return _PerChannelLsq.apply(x, step, offset, qmin, qmax, grad_scale)  # type: ignore[no-any-return]
+    return _LsqFakeQuantize.apply(x, step, offset, qmin, qmax, grad_scale)  # type: ignore[no-any-return]
 
 
 def effective_zero_points(

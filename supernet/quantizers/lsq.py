@@ -28,10 +28,10 @@ from supernet.quantizers.clipping import (
 from supernet.quantizers.fake_quant import (
     effective_zero_points,
     lsq_fake_quantize,
-    per_tensor_constants,
     per_tensor_forward,
 )
 from supernet.quantizers.integer_conv import WeightLevels
+from supernet.quantizers.lsq_constants import per_tensor_constants
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
 from supernet.quantizers.lsq_weights import WeightEntry, batchable
 

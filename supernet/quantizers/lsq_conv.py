@@ -26,16 +26,16 @@ import torch
 from supernet.quantizers import integer_conv, level_conv, lsq_kernels
 from supernet.quantizers.base import ConvGeometry, compute_dtype
 from supernet.quantizers.fake_quant import (
-    PerChannelResult,
-    Sum,
-    as_sum,
-    per_channel_backward,
-    per_channel_forward,
-    per_tensor_constants,
     per_tensor_forward,
     per_tensor_levels,
     per_tensor_mask_and_sums,
     per_tensor_parameter_gradients,
+)
+from supernet.quantizers.lsq_constants import Sum, as_sum, per_tensor_constants
+from supernet.quantizers.per_channel_fake_quant import (
+    PerChannelResult,
+    per_channel_backward,
+    per_channel_forward,
 )
 
 

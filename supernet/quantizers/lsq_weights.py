@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from supernet.quantizers import lsq_kernels
-from supernet.quantizers.fake_quant import MIN_STEP
+from supernet.quantizers import lsq_row_kernels
 from supernet.quantizers.integer_conv import WeightLevels
+from supernet.quantizers.lsq_constants import MIN_STEP
 
 
 class WeightEntry(NamedTuple):
@@ -43,7 +43,7 @@ def batchable(entry: WeightEntry) -> bool:
     step (and offset) per output channel."""
     channels = entry.weight.shape[0]
     return (
-        lsq_kernels.per_channel_servable(entry.weight.detach())
+        lsq_row_kernels.per_channel_servable(entry.weight.detach())
         and entry.log_step.shape == (channels,)
         and entry.log_step.dtype == torch.float32
         and (entry.offset is None or entry.offset.shape == (channels,))
@@ -53,14 +53,14 @@ def batchable(entry: WeightEntry) -> bool:
 
 class _Layout(NamedTuple):
     shapes: tuple[torch.Size, ...]
-    rows: lsq_kernels.Rows
+    rows: lsq_row_kernels.Rows
     grad_scale: np.ndarray
     has_offset: tuple[bool, ...]
 
 
 def _layout(entries: Sequence[WeightEntry]) -> _Layout:
     shapes = tuple(entry.weight.shape for entry in entries)
-    rows = lsq_kernels.layer_rows(
+    rows = lsq_row_kernels.layer_rows(
         tuple(
             (
                 shape[0],
@@ -96,7 +96,7 @@ class _PerChannelLsqWeights(torch.autograd.Function):
                 for present, log_step in zip(layout.has_offset, log_steps, strict=True)
             ]
         )
-        out, constants, levels, not_a_number[0] = lsq_kernels.quantize_rows(
+        out, constants, levels, not_a_number[0] = lsq_row_kernels.quantize_rows(
             flat, layout.rows, steps, MIN_STEP, offset_values
         )
         ctx.save_for_backward(flat, steps, constants)
@@ -125,7 +125,7 @@ class _PerChannelLsqWeights(torch.autograd.Function):
         # a new buffer: the kernel writes the masked gradient over it (the constants' rows,
         # the other outputs, have none)
         grad = torch.cat([piece.reshape(-1) for piece in grads[: len(layout.shapes)]])
-        grad_step, grad_offset, _ = lsq_kernels.row_gradients(
+        grad_step, grad_offset, _ = lsq_row_kernels.row_gradients(
             grad, flat, layout.rows, constants, layout.grad_scale, steps
         )
         channels = [shape[0] for shape in layout.shapes]

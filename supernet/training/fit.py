@@ -15,8 +15,10 @@ from supernet.data.bundle import SPLIT_SEED, DataBundle
 from supernet.data.images import StreamedImages
 from supernet.data.own_data import UserLoaderBatches, dataset_of, image_shape, number_of_classes
 from supernet.data.spec import DATALOADERS, DataSpec
-from supernet.networks.elastic import Supernet, stored_space_spec
-from supernet.training.train import TrainConfig, TrainResult, train_supernet
+from supernet.networks.build import stored_space_spec
+from supernet.networks.elastic import Supernet
+from supernet.training.config import TrainConfig
+from supernet.training.loop import TrainResult, train_supernet
 
 
 def loader_data(

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from eqsearch.errors import InputError
+from supernet.data.own_data import steps_per_epoch
+
+if TYPE_CHECKING:
+    from supernet.data.datasets import DataBundle
+    from supernet.networks.elastic import Supernet
+    from supernet.training.config import TrainConfig
+    from supernet.training.distributed import Distributed
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LR_SCHEDULES = ("cosine", "step", "constant")
@@ -149,3 +156,53 @@ def build_scheduler(
             gamma=gamma,
         ),
     )
+
+
+def parameter_groups(supernet: Supernet, weight_decay: float) -> list[dict[str, Any]]:
+    """The supernet's parameters in optimizer groups: ``weight_decay`` on weight matrices and
+    kernels; none on biases, norms and the quantizers' parameters."""
+    decayed, quantizer, other = [], [], []
+    for name, parameter in supernet.named_parameters():
+        if ".quantizer." in name:
+            quantizer.append(parameter)
+        elif parameter.ndim > 1:
+            decayed.append(parameter)
+        else:
+            other.append(parameter)
+    return [
+        {"params": decayed, "weight_decay": weight_decay},
+        {"params": other, "weight_decay": 0.0},
+        {"params": quantizer, "weight_decay": 0.0},
+    ]
+
+
+def optimizer_and_schedule(
+    config: TrainConfig,
+    parameters: Any,
+    data: DataBundle,
+    dist: Distributed,
+    *,
+    weight_decay: float,
+    epochs: int,
+    warmup_epochs: int = 0,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The configured optimizer over ``parameters`` and its per-step learning-rate schedule
+    over ``epochs`` epochs of this rank's batches."""
+    optimizer = build_optimizer(
+        config.optimizer,
+        parameters,
+        lr=config.lr,
+        weight_decay=weight_decay,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+    )
+    scheduler = build_scheduler(
+        optimizer,
+        config.lr_schedule,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch(data.train, config.batch_size, dist.world_size),
+        warmup_epochs=warmup_epochs,
+        step_epochs=config.lr_step_epochs,
+        gamma=config.lr_gamma,
+    )
+    return optimizer, scheduler

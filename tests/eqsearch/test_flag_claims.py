@@ -67,7 +67,7 @@ def _help_entries(parser: argparse.ArgumentParser) -> dict[str, str]:
 
 def test_train_help_shows_each_train_config_default_as_the_flag_takes_it(commands) -> None:
     from eqsearch.app.commands.train import _TRAIN_FLAGS, _train_config
-    from supernet.training.train import TrainConfig
+    from supernet.training.config import TrainConfig
 
     parser = commands["train"]
     entries = _help_entries(parser)

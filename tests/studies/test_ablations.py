@@ -21,9 +21,9 @@ from studies.ablations import (
 from supernet.data.datasets import build_data
 from supernet.data.spec import DataSpec
 from supernet.evaluation.oracle import subnet_accuracy
-from supernet.networks.elastic import build_supernet
+from supernet.networks.build import build_supernet
 from supernet.networks.quant_init import init_quantizers
-from supernet.training.train import TrainConfig
+from supernet.training.config import TrainConfig
 
 TINY = TrainConfig(
     model="tiny_convnet",

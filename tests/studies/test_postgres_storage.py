@@ -23,7 +23,7 @@ import optuna
 import pytest
 
 from studies.tune_loss_weights import TuneConfig, open_study, storage_url_with_driver
-from supernet.training.train import TrainConfig
+from supernet.training.config import TrainConfig
 
 PASSWORD = "eqsearch-test"
 BASE = TrainConfig(model="tiny_convnet", dataset="digits")

@@ -22,7 +22,7 @@ from studies.tune_loss_weights import (
     trial_line,
     tune_loss_weights,
 )
-from supernet.training.train import TrainConfig
+from supernet.training.config import TrainConfig
 
 BASE = TrainConfig(
     model="tiny_convnet",

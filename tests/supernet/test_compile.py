@@ -12,7 +12,8 @@ import torch._dynamo
 
 from supernet import build_supernet, init_quantizers, runtime
 from supernet.runtime import compiled_quantizers, device_path
-from supernet.training.train import TrainConfig, draw_sandwich, sandwich_step
+from supernet.training.config import TrainConfig
+from supernet.training.sandwich import draw_sandwich, sandwich_step
 
 FORMS = {
     "lsq": {},

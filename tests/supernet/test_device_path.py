@@ -22,12 +22,14 @@ from supernet.quantizers import (
     fake_quant,
     integer_conv,
     lsq_kernels,
+    lsq_row_kernels,
     lsq_weights,
     n2uq_kernels,
     n2uq_ops,
 )
 from supernet.runtime import device_path, device_path_forced, host_path
-from supernet.training.train import TrainConfig, draw_sandwich, sandwich_step
+from supernet.training.config import TrainConfig
+from supernet.training.sandwich import draw_sandwich, sandwich_step
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = TrainConfig(model="tiny_convnet", dataset="digits", w_bits=(2, 4, 8), a_bits=(2, 4, 8))
@@ -57,8 +59,8 @@ SHORTCUTS: list[tuple[Any, str]] = [
     (lsq_kernels, "fake_quantize_levels"),
     (lsq_kernels, "input_directions"),
     (lsq_kernels, "mask_gradient"),
-    (lsq_kernels, "quantize_rows"),
-    (lsq_kernels, "row_gradients"),
+    (lsq_row_kernels, "quantize_rows"),
+    (lsq_row_kernels, "row_gradients"),
     (integer_conv, "integer_conv2d"),
     (lsq_weights, "quantize_weights"),
     (n2uq_kernels, "forward"),

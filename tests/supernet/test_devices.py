@@ -13,7 +13,7 @@ from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 from supernet.devices import resolve_device
 from supernet.files.checkpoint import save_supernet
-from supernet.networks.elastic import build_supernet
+from supernet.networks.build import build_supernet
 
 LAUNCH = {
     "WORLD_SIZE": "2",

@@ -20,6 +20,7 @@ import torch.multiprocessing as mp
 from supernet.data.datasets import build_data
 from supernet.evaluation.oracle import subnet_accuracy
 from supernet.files.checkpoint import load_checkpoint, load_supernet
+from supernet.training.config import TrainConfig
 from supernet.training.distributed import (
     Distributed,
     average_gradients,
@@ -27,7 +28,8 @@ from supernet.training.distributed import (
     scoring_share,
     shared_accuracy,
 )
-from supernet.training.train import TrainConfig, TrainingDiverged, _check_finite, train_supernet
+from supernet.training.divergence import TrainingDiverged, check_finite
+from supernet.training.loop import train_supernet
 
 CONFIG = TrainConfig(
     model="tiny_convnet",
@@ -150,11 +152,11 @@ def test_the_finiteness_flag_goes_to_all_reduce_on_the_training_device(
 ) -> None:
     losses = {"high": torch.tensor(1.0, device=GPU), "low": torch.tensor(2.0, device=GPU)}
     with pytest.raises(_Sent):
-        _check_finite(losses, 0, 0, Distributed(0, 2, GPU))
+        check_finite(losses, 0, 0, Distributed(0, 2, GPU))
     assert collectives == [("all_reduce", GPU)]
     # on the CPU: a rank whose peer diverged stops too (the reduced flag reads 0 there)
     cpu = Distributed(0, 2, torch.device("cpu"))
-    _check_finite({"high": torch.tensor(1.0)}, 0, 0, cpu)
+    check_finite({"high": torch.tensor(1.0)}, 0, 0, cpu)
 
     def peer_diverged(tensor: torch.Tensor, *args: object, **kwargs: object) -> None:
         tensor.zero_()
@@ -162,7 +164,7 @@ def test_the_finiteness_flag_goes_to_all_reduce_on_the_training_device(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.distributed, "all_reduce", peer_diverged)
         with pytest.raises(TrainingDiverged, match="loss on another rank became nan"):
-            _check_finite({"high": torch.tensor(1.0)}, 0, 3, cpu)
+            check_finite({"high": torch.tensor(1.0)}, 0, 3, cpu)
 
 
 def test_gradients_weights_and_scores_go_to_collectives_on_the_training_device(
@@ -201,7 +203,7 @@ def _scoring_rank(rank: int, world_size: int, folder: str) -> None:
     """Train with ``SCORING`` on one of ``world_size`` ranks, recording the sizes it scores."""
     import json
 
-    import supernet.training.train as train_module
+    import supernet.training.scoring as train_module
 
     torch.set_num_threads(1)
     scored: list[int] = []

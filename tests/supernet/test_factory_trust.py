@@ -20,7 +20,7 @@ from supernet import build_supernet, init_quantizers
 from supernet.data.datasets import build_data
 from supernet.data.spec import DataSpec
 from supernet.files.checkpoint import load_supernet, save_supernet
-from supernet.training.train import TrainConfig
+from supernet.training.config import TrainConfig
 
 _NAMES = itertools.count()
 

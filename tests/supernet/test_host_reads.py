@@ -11,10 +11,12 @@ import torch
 
 from supernet import build_supernet
 from supernet.runtime import device_path, one_thread
+from supernet.training.amp import optimizer_step
+from supernet.training.config import TrainConfig
+from supernet.training.divergence import LaggedLosses, check_finite
 from supernet.training.host_reads import counting_host_reads
 from supernet.training.losses import wdr_weights
-from supernet.training.train import TrainConfig, _check_finite, draw_sandwich, sandwich_step
-from supernet.training.train_loop import LaggedLosses, optimizer_step
+from supernet.training.sandwich import draw_sandwich, sandwich_step
 
 MAX_READS_PER_STEP = 5
 
@@ -51,7 +53,7 @@ def _training_steps(supernet: Any, steps: int, *, forced: bool) -> tuple[int, di
         device_path(forced),
         counting_host_reads(ignore=optimizer_counter) as reads,
     ):
-        losses = LaggedLosses(lambda terms, step: _check_finite(terms, 0, step), lagged=forced)
+        losses = LaggedLosses(lambda terms, step: check_finite(terms, 0, step), lagged=forced)
         for step in range(steps):
             subnets = draw_sandwich(space, np.random.default_rng(step), space.w_bits)
             optimizer.zero_grad(set_to_none=True)
@@ -91,7 +93,7 @@ def test_lagged_losses_name_the_step_that_diverged() -> None:
 
     def check(terms: dict[str, torch.Tensor], step: int) -> None:
         checked.append(step)
-        _check_finite(terms, 4, step)
+        check_finite(terms, 4, step)
 
     losses = LaggedLosses(check, lagged=True)
     losses.add(_terms(2.0), 0)

@@ -13,7 +13,8 @@ import torchvision
 from eqsearch.app.cli import main
 from eqsearch.errors import InputError
 from supernet.files.initial_weights import load_initial_weights
-from supernet.networks.elastic import Supernet, build_supernet
+from supernet.networks.build import build_supernet
+from supernet.networks.elastic import Supernet
 from supernet.networks.models import create_model
 
 State = dict[str, torch.Tensor]

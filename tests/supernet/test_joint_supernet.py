@@ -26,7 +26,10 @@ from supernet.networks.extract import extract
 from supernet.networks.models import MODELS
 from supernet.quantizers import QuantizerSpec
 from supernet.runtime import one_thread as single_thread
-from supernet.training.train import TrainConfig, draw_sandwich, reorder_channels, train_supernet
+from supernet.training.config import TrainConfig
+from supernet.training.loop import train_supernet
+from supernet.training.pretrain import reorder_channels
+from supernet.training.sandwich import draw_sandwich
 
 JOINT_MODELS = sorted(name for name, entry in MODELS.items() if entry.joint)
 SIZES = {"oqa_mbv3": 32, "oqa_mbv3_small": 32, "oqa_mbv3_tiny": 28}

@@ -11,8 +11,9 @@ import torch
 
 from supernet.data.datasets import build_data
 from supernet.files.checkpoint import load_checkpoint
+from supernet.training.config import TrainConfig
+from supernet.training.loop import train_supernet
 from supernet.training.optim import build_optimizer, build_scheduler, lr_factor
-from supernet.training.train import TrainConfig, train_supernet
 
 LR = 0.1
 

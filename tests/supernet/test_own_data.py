@@ -18,7 +18,8 @@ from supernet.data.datasets import build_data
 from supernet.data.spec import DataSpec
 from supernet.evaluation.evaluate import checkpoint_data
 from supernet.evaluation.oracle import measure_accuracy
-from supernet.training.train import TrainConfig, train_supernet
+from supernet.training.config import TrainConfig
+from supernet.training.loop import train_supernet
 
 FACTORY = """
 import pathlib

@@ -61,9 +61,11 @@ def test_a_resume_restores_both_generators_on_any_number_of_gpus(fake_gpu_genera
 def test_training_saves_the_generators_and_a_resume_restores_them(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import supernet.training.train as train_module
+    import supernet.training.loop as train_module
+    import supernet.training.pretrain as pretrain_module
     from supernet.files.checkpoint import load_checkpoint
-    from supernet.training.train import TrainConfig, train_supernet
+    from supernet.training.config import TrainConfig
+    from supernet.training.loop import train_supernet
 
     config = TrainConfig(
         model="tiny_convnet",
@@ -78,11 +80,12 @@ def test_training_saves_the_generators_and_a_resume_restores_them(
         quant_init_images=64,
     )
     gpu_state = torch.tensor([4, 2], dtype=torch.uint8)  # what a GPU run would add
-    monkeypatch.setattr(
-        train_module,
-        "training_rng_state",
-        lambda device: {**training_rng_state(device), "cuda_rng": gpu_state},
-    )
+    for module in (train_module, pretrain_module):  # supernet.pt and fp.pt
+        monkeypatch.setattr(
+            module,
+            "training_rng_state",
+            lambda device: {**training_rng_state(device), "cuda_rng": gpu_state},
+        )
     restored: list[tuple[list[int], torch.device]] = []
 
     def restore(stored: dict, device: torch.device) -> None:

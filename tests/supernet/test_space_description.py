@@ -8,9 +8,9 @@ import pytest
 
 from eqsearch.space.spec import SpaceSpec
 from supernet import build_supernet
-from supernet.networks.elastic import quantizer_spec
+from supernet.networks.build import quantizer_spec
 from supernet.networks.rebuild import rebuild_supernet
-from supernet.training.train import TrainConfig
+from supernet.training.config import TrainConfig
 
 SPEC = SpaceSpec(w_bits=(2, 4, 8), a_bits=(4, 8), granularities=("channel",), first_last="fp")
 

@@ -199,7 +199,7 @@ def test_pinned_batches_for_cuda_and_a_worker_default_from_the_cores(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import supernet.parallel
-    from supernet.training.train import TrainConfig
+    from supernet.training.config import TrainConfig
 
     pinned = build_data(_spec(folder, workers=None), pin_memory=True)
     assert pinned.train._get_loader().pin_memory  # type: ignore[attr-defined]

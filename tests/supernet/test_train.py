@@ -16,14 +16,10 @@ from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
 from supernet.files.checkpoint import load_checkpoint
 from supernet.quantizers.lsq import weight_key
-from supernet.training.train import (
-    TrainConfig,
-    TrainingDiverged,
-    draw_sandwich,
-    open_bit_widths,
-    sandwich_step,
-    train_supernet,
-)
+from supernet.training.config import TrainConfig
+from supernet.training.divergence import TrainingDiverged
+from supernet.training.loop import train_supernet
+from supernet.training.sandwich import draw_sandwich, open_bit_widths, sandwich_step
 
 TINY = TrainConfig(
     model="tiny_convnet",
@@ -230,7 +226,7 @@ def test_a_run_killed_before_its_first_supernet_epoch_resumes_from_fp_pt(
 ) -> None:
     config = replace(TINY, fp_epochs=2, epochs=1)
     straight = train_supernet(config, tmp_path / "straight", progress=False)
-    import supernet.training.train as train_module
+    import supernet.training.loop as train_module
 
     real_save = train_module.save_supernet
 
@@ -263,7 +259,7 @@ def test_a_run_killed_before_its_first_supernet_epoch_resumes_from_fp_pt(
 
 
 def test_init_refuses_an_unfinished_pretraining(tmp_path: Path, monkeypatch) -> None:
-    import supernet.training.train as train_module
+    import supernet.training.loop as train_module
 
     real_save = train_module.save_supernet
 

@@ -14,8 +14,9 @@ from eqsearch.app.cli import main
 from supernet import runtime
 from supernet.networks.layers import ElasticQuantConv2d
 from supernet.quantizers import level_conv
-from supernet.training.train import TrainConfig, train_supernet
-from supernet.training.train_loop import autocast, gradient_scaler
+from supernet.training.amp import autocast, gradient_scaler
+from supernet.training.config import TrainConfig
+from supernet.training.loop import train_supernet
 
 TINY = TrainConfig(
     model="tiny_convnet",
@@ -100,7 +101,7 @@ def test_the_cli_sets_amp_and_compile(tmp_path: Path, monkeypatch: pytest.Monkey
         seen.append(config)
         raise SystemExit(0)
 
-    monkeypatch.setattr("supernet.training.train.train_supernet", fake_train)
+    monkeypatch.setattr("supernet.training.loop.train_supernet", fake_train)
     with pytest.raises(SystemExit):
         main(["train", "--out", str(tmp_path / "a"), "--amp", "bf16", "--compile"])
     assert (seen[0].amp, seen[0].compile) == ("bf16", True)
@@ -116,9 +117,9 @@ def test_compile_turns_the_compiled_pieces_on(monkeypatch: pytest.MonkeyPatch) -
         states.append(enabled)
         return original(enabled)
 
-    monkeypatch.setattr("supernet.training.train.compiled_quantizers", record)
+    monkeypatch.setattr("supernet.training.loop.compiled_quantizers", record)
     monkeypatch.setattr(
-        "supernet.training.train._train_supernet", lambda *a, **k: runtime._compile_enabled
+        "supernet.training.loop._train_supernet", lambda *a, **k: runtime._compile_enabled
     )
     assert train_supernet(replace(TINY, compile=True), None, progress=False) is True
     assert train_supernet(TINY, None, progress=False) is False

@@ -29,7 +29,7 @@ from eqsearch.app.training import TRAIN_KEYS
 
 if TYPE_CHECKING:
     from eqsearch.app.training import TrainOutcome, TrainRequest
-    from supernet.training.train import TrainConfig as TrainConfigType
+    from supernet.training.config import TrainConfig as TrainConfigType
 
 
 # Each flag's destination → the TrainConfig field it sets. The destinations are the settings'
@@ -50,7 +50,7 @@ def config_default_text(dest: str) -> str | None:
     field = _TRAIN_FLAGS.get(dest)
     if field is None:
         return None
-    from supernet.training.train import TrainConfig
+    from supernet.training.config import TrainConfig
 
     value = getattr(TrainConfig(), field)
     if value is None or value is False:
@@ -256,7 +256,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _print_result(outcome: TrainOutcome) -> None:
     """The epoch-0 scores and the last epoch's metrics of a run, and its checkpoint."""
-    from supernet.training.train import start_accuracies
+    from supernet.training.scoring import start_accuracies
 
     console = make_console()
     for entry in outcome.history:

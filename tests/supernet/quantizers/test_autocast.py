@@ -16,8 +16,9 @@ from supernet.quantizers.base import ConvGeometry, autocast_off
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
 from supernet.quantizers.n2uq_ops import n2uq_activation
 from supernet.runtime import device_path
+from supernet.training.config import TrainConfig
 from supernet.training.losses import wdr_weights
-from supernet.training.train import TrainConfig, draw_sandwich, sandwich_step
+from supernet.training.sandwich import draw_sandwich, sandwich_step
 
 FORMS = {
     "lsq": {},

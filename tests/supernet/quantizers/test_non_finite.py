@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from eqsearch.space import LayerChoice, QuantForm
 from supernet.networks.layers import ElasticQuantConv2d
-from supernet.quantizers import QuantizerSpec, integer_conv, lsq_kernels
+from supernet.quantizers import QuantizerSpec, integer_conv, lsq_kernels, lsq_row_kernels
 from supernet.quantizers.base import ConvGeometry
 from supernet.quantizers.fake_quant import lsq_fake_quantize
 from supernet.quantizers.lsq_conv import LsqGrids, lsq_conv2d
@@ -28,8 +28,12 @@ PATHS = ("kernels", "torch", "device")
 @contextmanager
 def _path(path: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     if path == "torch":
-        for name in ("servable", "per_channel_servable", "mask_servable"):
-            monkeypatch.setattr(lsq_kernels, name, lambda *args: False)
+        for module, name in (
+            (lsq_kernels, "servable"),
+            (lsq_row_kernels, "per_channel_servable"),
+            (lsq_kernels, "mask_servable"),
+        ):
+            monkeypatch.setattr(module, name, lambda *args: False)
     with device_path() if path == "device" else nullcontext():
         yield
 

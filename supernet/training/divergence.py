@@ -1,77 +1,62 @@
-"""What surrounds a training step's forward and backward: mixed precision, the optimizer step, and
-the loss terms read back one step late."""
+"""Divergence of a training run: loss terms checked finite (read one step late on a GPU) and
+summed for the log, and the error that stops the run."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from eqsearch.errors import InputError
-from supernet.quantizers import level_conv
 from supernet.runtime import host_path
+from supernet.training.distributed import Distributed, all_ranks_true
 
-AMP_MODES = ("none", "bf16", "fp16")
-"""``TrainConfig.amp``: no autocast, bfloat16 or float16 autocast (float16 with a gradient
-scaler)."""
-
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+NOTHING_KEPT = "no checkpoint of this run had been written"
+"""What a divergence leaves on disk before the run has saved anything."""
 
 
-def check_amp(mode: str) -> None:
-    """Raise InputError unless ``mode`` is one of :data:`AMP_MODES`."""
-    if mode not in AMP_MODES:
-        raise InputError(f"amp must be one of {', '.join(AMP_MODES)}; got {mode!r}")
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is left in place."""
 
 
-def autocast(device: torch.device, mode: str) -> AbstractContextManager[Any]:
-    """The autocast context of ``mode`` on ``device`` (nothing for ``none``); for ``bf16``
-    with the fused LSQ+ convolutions on their levels in bfloat16
-    (:mod:`supernet.quantizers.level_conv`)."""
-    check_amp(mode)
-    if mode == "none":
-        return nullcontext()
-    stack = ExitStack()
-    stack.enter_context(torch.autocast(device.type, dtype=_AMP_DTYPES[mode]))
-    if mode == "bf16":
-        stack.enter_context(level_conv.bfloat16_levels())
-    return stack
-
-
-def gradient_scaler(device: torch.device, mode: str) -> torch.amp.GradScaler | None:
-    """A gradient scaler for float16 autocast (its gradients underflow without one), else None.
-
-    The scaler skips an optimizer step whose gradients overflowed and lowers its scale; it
-    reads one flag per step to decide (a host synchronisation that bfloat16 does not need).
-    """
-    check_amp(mode)
-    return torch.amp.GradScaler(device.type) if mode == "fp16" else None
-
-
-def backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
-    """``loss.backward()``, scaled by ``scaler`` where there is one."""
-    (loss if scaler is None else scaler.scale(loss)).backward()
-
-
-def optimizer_step(
-    optimizer: torch.optim.Optimizer,
-    parameters: Sequence[nn.Parameter],
-    grad_clip: float | None,
-    scaler: torch.amp.GradScaler | None,
+def check_finite(
+    values: dict[str, torch.Tensor],
+    epoch: int,
+    step: int,
+    dist: Distributed | None = None,
+    kept: str = NOTHING_KEPT,
 ) -> None:
-    """Clip every gradient element to ``±grad_clip`` (unscaled first) and step."""
-    if scaler is not None:
-        scaler.unscale_(optimizer)
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_value_(parameters, grad_clip)
-    if scaler is None:
-        optimizer.step()
+    """Raise :class:`TrainingDiverged` when a loss on any rank is not finite.
+
+    ``epoch`` and ``step`` (counted from 0) and ``kept`` (what the run leaves on disk, see
+    :func:`kept_message`) go into the message.
+
+    The check stays on the losses' device until one read of the answer; every rank must
+    stop together, or the others would wait in the next all-reduce forever.
+    """
+    finite = torch.isfinite(torch.cat([value.detach().reshape(-1) for value in values.values()]))
+    if all_ranks_true(finite.all(), dist or Distributed(device=finite.device)):
         return
-    scaler.step(optimizer)
-    scaler.update()
+    bad = {name: float(value) for name, value in values.items() if not torch.isfinite(value).all()}
+    name, value = next(iter(bad.items())) if bad else ("on another rank", float("nan"))
+    raise TrainingDiverged(
+        f"loss {name} became {value} at epoch {epoch + 1}, step {step + 1}; "
+        f"training stopped: {kept} (try a lower --lr)"
+    )
+
+
+def kept_message(out: Path | None, epoch: int, dist: Distributed, pretrained: bool) -> str:
+    """What a divergence in supernet epoch ``epoch`` (from 0) leaves on disk, in words: the
+    run writes into ``out`` (None: nowhere) and ``pretrained`` says an ``fp.pt`` of a finished
+    pretraining is there."""
+    if out is None or not dist.is_main:
+        return "nothing is saved by this process"
+    if epoch > 0:
+        return f"the checkpoint of epoch {epoch} is kept"
+    if pretrained:
+        return "fp.pt of the finished pretraining is kept; no supernet epoch was saved"
+    return NOTHING_KEPT
 
 
 Check = Callable[[dict[str, torch.Tensor], int], None]
