@@ -346,6 +346,8 @@ class AblationReport:
     figures: dict[str, Path]
     markdown: str
     path: Path
+    images: int = 0
+    """The test images every accuracy was measured on."""
 
 
 def run_ablations(
@@ -467,7 +469,8 @@ def run_ablations(
             {name: frame.to_dict(orient="index") for name, frame in tables.items()}, indent=2
         ),
     )
-    return AblationReport(tables, figures, markdown, path)
+    images = len(evaluation_set(data, split="test", bn_images=bn_images).labels)
+    return AblationReport(tables, figures, markdown, path, images)
 
 
 def replace_name(run: TrainedRun, name: str) -> TrainedRun:
