@@ -23,11 +23,10 @@ from eqsearch.app.commands.common import (
 )
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text, check_outputs
-from eqsearch.locks import hold_directory
 from eqsearch.oracle import AccuracyOracle, CachedOracle
 from eqsearch.space import ConfigBatch, ElasticSpace, QuantForm, SubnetConfig
 from predictors.registry import backend_class
-from studies.entry import study_main
+from studies.entry import run_in_directory, study_main
 from studies.fronts import log_hypervolume
 from studies.joint_report import (
     FrontOutcome,
@@ -347,16 +346,15 @@ def run_from_args(args: argparse.Namespace) -> int:
     if not checkpoint.is_file():
         raise InputError(f"supernet checkpoint not found: {checkpoint}")
     study_samples(checkpoint, args.samples)
-    check_outputs(args.out, OUTPUTS, force=args.force)
-    with hold_directory(args.out, what="the study directory"):
-        study = run_joint_study(
-            checkpoint,
-            args.out,
-            settings,
-            samples=args.samples,
-            device=args.device,
-            log=progress_printer(not args.no_progress),
-        )
+    log = progress_printer(not args.no_progress)
+    study = run_in_directory(
+        args.out,
+        OUTPUTS,
+        force=args.force,
+        run=lambda: run_joint_study(
+            checkpoint, args.out, settings, samples=args.samples, device=args.device, log=log
+        ),
+    )
     print(study.markdown)
     print(f"wrote {study.report}, {study.plot}")
     return 0

@@ -24,7 +24,6 @@ from eqsearch.app.commands.common import (
 from eqsearch.app.refine import RefineSettings, refine_search, scoring_evaluation
 from eqsearch.errors import InputError, require_positive_integers
 from eqsearch.files import atomic_write_text, check_outputs
-from eqsearch.locks import hold_directory
 from eqsearch.oracle import AccuracyOracle, CachedOracle
 from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem, make_problem
@@ -37,7 +36,7 @@ from eqsearch.strategies import (
 )
 from eqsearch.targets import TARGETS, get_target
 from predictors.registry import backend_class
-from studies.entry import study_main
+from studies.entry import run_in_directory, study_main
 from studies.strategies_report import (
     StrategyOutcome,
     best_accuracy_at,
@@ -410,17 +409,16 @@ def run_from_args(args: argparse.Namespace) -> int:
     if not checkpoint.is_file():
         raise InputError(f"supernet checkpoint not found: {checkpoint}")
     out = Path(args.out) if args.out else checkpoint.parent / "strategies"
-    check_outputs(out, OUTPUTS, force=args.force)
     study_samples(checkpoint, Path(args.samples) if args.samples else None, out)
-    with hold_directory(out, what="the study directory"):
-        result = run_strategy_study(
-            checkpoint,
-            out,
-            settings,
-            samples=args.samples,
-            device=args.device,
-            log=progress_printer(not args.no_progress),
-        )
+    log = progress_printer(not args.no_progress)
+    result = run_in_directory(
+        out,
+        OUTPUTS,
+        force=args.force,
+        run=lambda: run_strategy_study(
+            checkpoint, out, settings, samples=args.samples, device=args.device, log=log
+        ),
+    )
     print(result.markdown)
     print(f"wrote {result.report}, {result.plot} and {out / RESULT_NAME}")
     return 0

@@ -14,8 +14,9 @@ import argparse
 import datetime
 import shlex
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -46,27 +47,24 @@ one seed's noise."""
 SUMMARY_NAME = "summary.md"
 
 
+def _git(*args: str) -> str:
+    """The output of a git command run in this package's checkout."""
+    return subprocess.run(
+        ["git", *args],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
+
+
 def code_version() -> str:
     """The commit of the code that runs (``+modified`` with uncommitted changes to tracked
     files), or the installed package's version outside a git checkout."""
-    source = Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=source,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=source,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
+        commit = _git("rev-parse", "--short", "HEAD")
+        changes = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         try:
             return f"eqsearch {version('eqsearch')}"
@@ -78,6 +76,14 @@ def code_version() -> str:
 def today() -> str:
     """The date in UTC, ``YYYY-MM-DD``."""
     return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+
+
+@dataclass(frozen=True)
+class AllResults:
+    """What ``study all`` ran: the finished stages and the failed ones with their errors."""
+
+    stages: list[StageResult]
+    failed: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -154,10 +160,15 @@ def write_report(
 
 
 def write_summary(
-    root: Path, results: Sequence[StageResult], command: str, seconds: float, quick: bool
+    root: Path,
+    results: Sequence[StageResult],
+    command: str,
+    seconds: float,
+    quick: bool,
+    failed: Mapping[str, str] | None = None,
 ) -> Path:
     """``summary.md``: every table, where it is, its docs page, seeds, wall time, commit,
-    date and command."""
+    date and command, and the stages that failed with their errors."""
     rows = []
     for result in results:
         commits, dates = _provenance(result.runs)
@@ -170,7 +181,7 @@ def write_summary(
                     f"{result.seconds / 60:.1f} min",
                     commits,
                     dates,
-                    f"`{result.stage.command}`",
+                    f"`{result.stage.command.format(seed='S')}`",
                 ]
             )
     header = ["table", "docs page", "seeds", "stage wall time", "commit", "date", "command"]
@@ -181,7 +192,13 @@ def write_summary(
         "time for this call (seeds read back from an earlier call take none).",
         "",
         markdown_table(rows, header),
+        "",
+        "S: each seed. Each table's report gives its cells as mean ± standard deviation over "
+        "the seeds and the binomial standard error of the images its accuracies were "
+        "measured on.",
     ]
+    for name, error in (failed or {}).items():
+        lines += ["", f"Stage `{name}` failed: {error}"]
     return atomic_write_text(root / SUMMARY_NAME, "\n".join(lines) + "\n")
 
 
@@ -209,9 +226,12 @@ def run_all(
     force: bool = False,
     command: str = "eqsearch study all",
     log: Callable[[str], None] = print,
-) -> list[StageResult]:
+) -> AllResults:
     """Run ``stages`` (default: all) with seeds ``0..seeds-1`` (default: 3, or 1 for
-    ``quick``) into ``out``; writes the reports and ``summary.md`` after every stage."""
+    ``quick``) into ``out``; writes the reports and ``summary.md`` after every stage.
+
+    A stage that fails is named with its error in the summary and the returned failures,
+    and the next stage runs: one broken study does not cost the others' hours."""
     count = seeds if seeds is not None else (1 if quick else FULL_SEEDS)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InputError(f"{{field}} must be a positive integer; got {count!r}", field="seeds")
@@ -219,12 +239,17 @@ def run_all(
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results: list[StageResult] = []
+    failed: dict[str, str] = {}
     for stage in stages or STAGES:
-        results.append(
-            run_stage(stage, root, list(range(count)), quick=quick, force=force, log=log)
-        )
-        write_summary(root, results, command, time.perf_counter() - started, quick)
-    return results
+        try:
+            results.append(
+                run_stage(stage, root, list(range(count)), quick=quick, force=force, log=log)
+            )
+        except Exception as error:  # reported in the summary; the other stages still run
+            failed[stage.name] = f"{type(error).__name__}: {error}"
+            log(f"{stage.name} failed: {failed[stage.name]}")
+        write_summary(root, results, command, time.perf_counter() - started, quick, failed)
+    return AllResults(results, failed)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -248,7 +273,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     stages = select_stages(args.stages)
     command = " ".join(["eqsearch", "study", "all", *_flags(args)])
     with hold_directory(args.out, what="the results folder"):
-        run_all(
+        results = run_all(
             args.out,
             quick=args.quick,
             seeds=args.seeds,
@@ -258,7 +283,9 @@ def run_from_args(args: argparse.Namespace) -> int:
             log=progress_printer(not args.no_progress),
         )
     print(f"wrote {Path(args.out) / SUMMARY_NAME}")
-    return 0
+    for name, error in results.failed.items():
+        print(f"error: stage {name} failed: {error}", file=sys.stderr)
+    return 1 if results.failed else 0
 
 
 def _flags(args: argparse.Namespace) -> list[str]:

@@ -101,7 +101,7 @@ def _demo(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTable]:
         "search": SeedTable(
             numeric_frame(pd.DataFrame(rows).T), images, ("best predicted %", "best verified %")
         ),
-        "demo-predictors": SeedTable(predictors),
+        "demo-predictors": SeedTable(predictors, precision=3),
     }
 
 
@@ -134,7 +134,7 @@ def _predictors(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedT
     comparison = compare_predictors(
         checkpoint.parent / "samples.csv", folds=3 if quick else 5, seed=seed, out_dir=out
     )
-    return {"predictors": SeedTable(numeric_frame(comparison.table))}
+    return {"predictors": SeedTable(numeric_frame(comparison.table), precision=3)}
 
 
 def _strategies(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTable]:
@@ -156,16 +156,27 @@ def _strategies(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedT
     study = run_strategy_study(
         checkpoint, seed_dir(root, "strategies", seed), settings, log=lambda _: None
     )
-    rows = {}
-    accuracy_columns = [f"best % at W ≤ {b:g}" for b in settings.weight_budgets]
-    for outcome in study.outcomes:
-        row = {"measurements": float(outcome.measurements), "hypervolume": outcome.hypervolume}
-        for budget, column in zip(settings.weight_budgets, accuracy_columns, strict=True):
-            value = outcome.best_at.get(budget)
-            row[column] = np.nan if value is None else value
-        rows[outcome.label] = row
+    columns = {b: f"best % at W ≤ {b:g}" for b in settings.weight_budgets}
+    rows = {
+        o.label: _scored_row(o.measurements, o.hypervolume, o.best_at, columns)
+        for o in study.outcomes
+    }
     frame = numeric_frame(pd.DataFrame(rows).T)
-    return {"strategies": SeedTable(frame, study.scoring_images, tuple(accuracy_columns))}
+    return {"strategies": SeedTable(frame, study.scoring_images, tuple(columns.values()))}
+
+
+def _scored_row(
+    measured: int,
+    hypervolume: float,
+    best_at: dict[float, float | None],
+    columns: dict[float, str],
+) -> dict[str, float]:
+    """A front's table row: configs measured, hypervolume, best accuracy within each budget."""
+    row = {"measured": float(measured), "hypervolume": hypervolume}
+    for budget, column in columns.items():
+        value = best_at.get(budget)
+        row[column] = np.nan if value is None else value
+    return row
 
 
 def _joint(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTable]:
@@ -176,16 +187,13 @@ def _joint(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTable]
     if quick:
         settings = replace(settings, population=8, generations=3, verify=2, refine=0)
     study = run_joint_study(checkpoint, seed_dir(root, "joint", seed), settings, log=lambda _: None)
-    accuracy_columns = [f"best ≤ {b:g}·B8" for b in settings.budgets]
-    rows = {}
-    for outcome in study.outcomes:
-        row = {"measured": float(len(outcome.measured)), "hypervolume": outcome.hypervolume}
-        for budget, column in zip(settings.budgets, accuracy_columns, strict=True):
-            value = outcome.best_at.get(budget)
-            row[column] = np.nan if value is None else value
-        rows[outcome.label] = row
+    columns = {b: f"best ≤ {b:g}·B8" for b in settings.budgets}
+    rows = {
+        o.label: _scored_row(len(o.measured), o.hypervolume, o.best_at, columns)
+        for o in study.outcomes
+    }
     frame = numeric_frame(pd.DataFrame(rows).T)
-    return {"joint": SeedTable(frame, study.scoring_images, tuple(accuracy_columns))}
+    return {"joint": SeedTable(frame, study.scoring_images, tuple(columns.values()))}
 
 
 def _quantizers(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTable]:
@@ -261,7 +269,7 @@ def _latency(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTabl
         for runtime, value in front.hypervolume.items():
             row[f"hypervolume ({runtime})"] = value
         fronts[front.label] = row
-    tables = {"latency-proxies": SeedTable(numeric_frame(pd.DataFrame(proxies).T))}
+    tables = {"latency-proxies": SeedTable(numeric_frame(pd.DataFrame(proxies).T), precision=3)}
     if fronts:
         tables["latency-search"] = SeedTable(numeric_frame(pd.DataFrame(fronts).T))
     return tables

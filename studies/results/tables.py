@@ -27,11 +27,13 @@ class SeedTable:
         images: the test images behind the accuracy cells (None: the table holds none).
         accuracy_columns: the columns that are top-1 accuracies in % (their binomial standard
             error is stated); empty with ``images`` None.
+        precision: decimals of the report's cells.
     """
 
     frame: pd.DataFrame
     images: int | None = None
     accuracy_columns: tuple[str, ...] = ()
+    precision: int = 2
 
     def __post_init__(self) -> None:
         if self.images is not None and (isinstance(self.images, bool) or self.images < 1):
@@ -41,6 +43,8 @@ class SeedTable:
             raise InputError(f"SeedTable.accuracy_columns names no column: {unknown}")
         if self.accuracy_columns and self.images is None:
             raise InputError("SeedTable: accuracy columns need the number of test images")
+        if isinstance(self.precision, bool) or not 0 <= self.precision <= 6:
+            raise InputError(f"SeedTable.precision must be 0..6; got {self.precision!r}")
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready form (read back by :meth:`from_json`)."""
@@ -51,6 +55,7 @@ class SeedTable:
             "values": [[None if math.isnan(v) else v for v in row] for row in frame.to_numpy()],
             "images": self.images,
             "accuracy_columns": list(self.accuracy_columns),
+            "precision": self.precision,
         }
 
     @classmethod
@@ -58,7 +63,9 @@ class SeedTable:
         """The table :meth:`to_json` wrote."""
         values = [[math.nan if v is None else float(v) for v in row] for row in data["values"]]
         frame = pd.DataFrame(values, index=data["index"], columns=data["columns"])
-        return cls(frame, data["images"], tuple(data["accuracy_columns"]))
+        return cls(
+            frame, data["images"], tuple(data["accuracy_columns"]), int(data.get("precision", 2))
+        )
 
 
 def numeric_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -114,6 +121,7 @@ class Aggregate:
     accuracy_columns: tuple[str, ...]
     standard_error: float | None
     median_accuracy: float | None
+    precision: int = 2
 
 
 def aggregate(tables: Sequence[SeedTable]) -> Aggregate:
@@ -151,6 +159,7 @@ def aggregate(tables: Sequence[SeedTable]) -> Aggregate:
         first.accuracy_columns,
         error,
         median,
+        first.precision,
     )
 
 
@@ -163,8 +172,9 @@ def cell_text(mean: float, spread: float, precision: int) -> str:
     return f"{mean:.{precision}f} ± {spread:.{precision}f}"
 
 
-def aggregate_markdown(result: Aggregate, *, precision: int = 2) -> str:
+def aggregate_markdown(result: Aggregate) -> str:
     """The table as markdown (``mean ± standard deviation over seeds``) and its noise line."""
+    precision = result.precision
     rows = [
         [label, *(cell_text(m, s, precision) for m, s in zip(means, spreads, strict=True))]
         for label, means, spreads in zip(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
 import pytest
 
 from eqsearch.app.cli import main as eqsearch_main
 from eqsearch.errors import InputError
-from studies.results.run_all import select_stages
-from studies.results.stages import STAGES
+from studies.results.run_all import run_all, select_stages
+from studies.results.stages import STAGES, Stage
+from studies.results.tables import SeedTable
 
 CELL = re.compile(r"^-?\d+\.\d+( ± \d+\.\d+)?$|^-$")
 
@@ -78,3 +80,30 @@ def test_study_all_refuses_a_bad_stage_name_on_the_command_line(tmp_path, capsys
     code = eqsearch_main(["study", "all", "--out", str(tmp_path), "--stages", "nope"])
     assert code == 2
     assert "--stages must name stages" in capsys.readouterr().err
+
+
+def _fake_stage(name: str, values: dict[int, float], fail: bool = False) -> Stage:
+    def run(root, seed, quick, log):  # type: ignore[no-untyped-def]
+        if fail:
+            raise RuntimeError("broken on purpose")
+        frame = pd.DataFrame({"top-1": [values[seed]], "count": [3.0]}, index=["method"])
+        return {name: SeedTable(frame, 1000, ("top-1",))}
+
+    return Stage(name, "a fake table", "docs/results.md", "fake --seed {seed}", run)
+
+
+def test_run_all_aggregates_seeds_and_goes_on_past_a_failed_stage(tmp_path) -> None:
+    good = _fake_stage("good", {0: 97.0, 1: 98.0, 2: 99.0})
+    bad = _fake_stage("bad", {}, fail=True)
+    lines: list[str] = []
+    result = run_all(tmp_path, seeds=3, stages=[bad, good], command="cmd", log=lines.append)
+    assert result.failed == {"bad": "RuntimeError: broken on purpose"}
+    assert [stage.stage.name for stage in result.stages] == ["good"]
+    report = (tmp_path / "good" / "good.md").read_text(encoding="utf-8")
+    assert _table_rows(report) == [["method", "98.00 ± 1.00", "3.00 ± 0.00"]]
+    assert "over 3 seeds" in report and "1000 images" in report
+    assert "`fake --seed 0; fake --seed 1; fake --seed 2`" in report
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert "Stage `bad` failed: RuntimeError: broken on purpose" in summary
+    assert _table_rows(summary)[0][2] == "0, 1, 2"
+    assert "`fake --seed S`" in summary
