@@ -185,7 +185,15 @@ def _joint(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTable]
     checkpoint = _demo_checkpoint(root, seed, quick, log, model="oqa_mbv3_tiny")
     settings = JointStudySettings(seed=seed)
     if quick:
-        settings = replace(settings, population=8, generations=3, verify=2, refine=0)
+        settings = replace(
+            settings,
+            budgets=(0.1, 0.4),
+            uniform_bits=(8, 2),
+            population=8,
+            generations=3,
+            verify=2,
+            refine=0,
+        )
     study = run_joint_study(checkpoint, seed_dir(root, "joint", seed), settings, log=lambda _: None)
     columns = {b: f"best ≤ {b:g}·B8" for b in settings.budgets}
     rows = {
