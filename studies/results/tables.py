@@ -159,7 +159,7 @@ def aggregate(tables: Sequence[SeedTable]) -> Aggregate:
         first.accuracy_columns,
         error,
         median,
-        first.precision,
+        max(t.precision for t in tables),
     )
 
 
