@@ -145,7 +145,7 @@ def write_report(
     commits, dates = _provenance(runs)
     seeds = ", ".join(map(str, runs))
     seconds = sum(run.seconds for run in runs.values())
-    commands = "; ".join(stage.command.format(seed=seed) for seed in runs)
+    commands = "; ".join(dict.fromkeys(stage.command.format(seed=seed) for seed in runs))
     lines = [
         f"# {table}: {stage.title}",
         "",

@@ -267,7 +267,7 @@ def _latency(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTabl
             "ρ BitOPs": row.value("bitops_spearman"),
             "ρ MACs": row.value("macs_spearman"),
             "ρ latency table": row.value("spearman"),
-            "median |error| %": 100 * row.value("median_abs_error"),
+            "median relative error %": 100 * row.value("median_abs_error"),
         }
         for row in study.proxies
     }

@@ -36,7 +36,8 @@ def test_study_all_quick_writes_every_report_and_the_summary(tmp_path, capsys) -
     for row in rows:
         assert row[2] == "0, 1"  # seeds
         assert re.fullmatch(r"\d+\.\d min", row[3])
-        assert re.fullmatch(r"([0-9a-f]{7,}(\+modified)?|eqsearch .+|unknown)", row[4])
+        commit = r"([0-9a-f]{7,}(\+modified)?|eqsearch .+|unknown)"
+        assert re.fullmatch(rf"{commit}(, {commit})*", row[4])
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", row[5])
 
     uniform = (out / "uniform-bits" / "uniform-bits.md").read_text(encoding="utf-8")
@@ -82,8 +83,12 @@ def test_study_all_refuses_a_bad_stage_name_on_the_command_line(tmp_path, capsys
     assert "--stages must name stages" in capsys.readouterr().err
 
 
-def _fake_stage(name: str, values: dict[int, float], fail: bool = False) -> Stage:
+def _fake_stage(
+    name: str, values: dict[int, float], fail: bool = False, calls: list[int] | None = None
+) -> Stage:
     def run(root, seed, quick, log):  # type: ignore[no-untyped-def]
+        if calls is not None:
+            calls.append(seed)
         if fail:
             raise RuntimeError("broken on purpose")
         frame = pd.DataFrame({"top-1": [values[seed]], "count": [3.0]}, index=["method"])
@@ -93,7 +98,8 @@ def _fake_stage(name: str, values: dict[int, float], fail: bool = False) -> Stag
 
 
 def test_run_all_aggregates_seeds_and_goes_on_past_a_failed_stage(tmp_path) -> None:
-    good = _fake_stage("good", {0: 97.0, 1: 98.0, 2: 99.0})
+    calls: list[int] = []
+    good = _fake_stage("good", {0: 97.0, 1: 98.0, 2: 99.0}, calls=calls)
     bad = _fake_stage("bad", {}, fail=True)
     lines: list[str] = []
     result = run_all(tmp_path, seeds=3, stages=[bad, good], command="cmd", log=lines.append)
@@ -107,3 +113,11 @@ def test_run_all_aggregates_seeds_and_goes_on_past_a_failed_stage(tmp_path) -> N
     assert "Stage `bad` failed: RuntimeError: broken on purpose" in summary
     assert _table_rows(summary)[0][2] == "0, 1, 2"
     assert "`fake --seed S`" in summary
+    assert calls == [0, 1, 2]
+
+    # A rerun reads the finished seeds back; --force measures them again.
+    again = run_all(tmp_path, seeds=3, stages=[good], command="cmd", log=lines.append)
+    assert calls == [0, 1, 2] and not again.failed
+    assert (tmp_path / "good" / "good.md").read_text(encoding="utf-8") == report
+    run_all(tmp_path, seeds=2, stages=[good], force=True, command="cmd", log=lines.append)
+    assert calls == [0, 1, 2, 0, 1]
