@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit benchmarks clean
+.PHONY: test demo results results-quick lint typecheck unit benchmarks clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/eqsearch demo
+
+# Every result table the docs show, from scratch, with 3 seeds (docs/results.md).
+results: $(STAMP)
+	$(BIN)/eqsearch study all --out results/
+
+results-quick: $(STAMP)
+	$(BIN)/eqsearch study all --out results-quick/ --quick
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/quant_overhead.py --compare

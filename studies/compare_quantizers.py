@@ -88,12 +88,13 @@ def compare_quantizers(
     Returns:
         One row per ``W/A`` bit pair (and ``FP``), one top-1 % column per quantizer on the
         test split (BN re-calibrated per subnet), plus each run's training seconds in
-        ``frame.attrs["seconds"]``.
+        ``frame.attrs["seconds"]`` and the test images in ``frame.attrs["images"]``.
     """
     out = Path(out_dir)
     fp_path = pretrain(config, out, progress=progress)
     columns: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
+    images = 0
     for quantizer in config.quantizers:
         label = QUANTIZER_LABELS.get(quantizer, quantizer)
         start = time.perf_counter()
@@ -103,6 +104,7 @@ def compare_quantizers(
         seconds[label] = time.perf_counter() - start
         space = result.supernet.space
         evaluation = evaluation_set(result.data, split="test")
+        images = len(evaluation.labels)
         configs = [space.uniform(w, a, FORM) for w, a in config.bits]
         frame = evaluate_configs(result.supernet, evaluation, configs)
         accuracies = frame["accuracy"].tolist()
@@ -114,6 +116,7 @@ def compare_quantizers(
     table = pd.DataFrame(columns)
     table.index.name = "bits"
     table.attrs["seconds"] = seconds
+    table.attrs["images"] = images
     return table
 
 

@@ -3,36 +3,38 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from eqsearch.app.commands.common import (
     add_force_argument,
     add_progress_argument,
+    add_renamed_option,
     non_negative_int,
     positive_int,
     progress_printer,
     seed_int,
 )
 from eqsearch.errors import InputError
-from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
-from eqsearch.locks import hold_directory
+from eqsearch.files import atomic_write_text, check_outputs
 from eqsearch.oracle import AccuracyOracle, CachedOracle
-from eqsearch.pareto import hypervolume
 from eqsearch.space import ConfigBatch, ElasticSpace, QuantForm, SubnetConfig
 from predictors.registry import backend_class
-from studies.entry import study_main
-from studies.report import markdown_table
+from studies.entry import run_in_directory, study_main
+from studies.fronts import log_hypervolume
+from studies.joint_report import (
+    FrontOutcome,
+    best_within,
+    joint_markdown,
+    plot_joint,
+    write_joint_json,
+)
 
 REPORT_NAME = "joint.md"
 PLOT_NAME = "joint.png"
@@ -54,7 +56,7 @@ class JointStudySettings:
             samples and each family's own measurements.
         population, generations: NSGA-II (pymoo) settings of every search.
         verify: configs spread over each predicted front measured on the supernet, per search.
-        rounds: refinement rounds after the first search of each family (each refits the
+        refine: refinement rounds after the first search of each family (each refits the
             predictor on what was measured, then searches again).
         seed: seeds the predictor and the searches.
     """
@@ -66,7 +68,7 @@ class JointStudySettings:
     population: int = 60
     generations: int = 100
     verify: int = 10
-    rounds: int = 3
+    refine: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -82,24 +84,10 @@ class JointStudySettings:
                 raise InputError(
                     f"JointStudySettings.{name} must be an integer >= 2; got {value!r}"
                 )
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 0:
+        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or self.refine < 0:
             raise InputError(
-                f"JointStudySettings.rounds must be an integer >= 0; got {self.rounds!r}"
+                f"JointStudySettings.refine must be an integer >= 0; got {self.refine!r}"
             )
-
-
-@dataclass
-class FrontOutcome:
-    """One searched family: its verified configs' BitOPs and measured accuracies."""
-
-    name: str
-    label: str
-    bitops: np.ndarray
-    measured: np.ndarray
-    predicted: np.ndarray
-    configs: list[SubnetConfig]
-    hypervolume: float = math.nan
-    best_at: dict[float, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,17 +116,6 @@ class ConvertingOracle:
         """Accuracy of each config, scored as its converted twin."""
         listed = configs.configs() if isinstance(configs, ConfigBatch) else list(configs)
         return np.asarray(self.oracle.evaluate([self.convert(c) for c in listed]), dtype=float)
-
-
-def log_hypervolume(
-    accuracy: np.ndarray, bitops: np.ndarray, reference: tuple[float, float]
-) -> float:
-    """Hypervolume of measured (accuracy, BitOPs) points in accuracy points × decades of
-    BitOPs up to ``reference`` = (accuracy, BitOPs), as the strategies study scores fronts."""
-    if len(accuracy) == 0:
-        return 0.0
-    points = np.column_stack([-np.asarray(accuracy), np.log10(np.asarray(bitops))])
-    return hypervolume(points, (-reference[0], math.log10(reference[1])))
 
 
 def arch_only_space(space: ElasticSpace, bits: int, form: QuantForm) -> ElasticSpace:
@@ -250,12 +227,12 @@ def run_joint_study(
     reference = (floor, top)
     for outcome in outcomes:
         outcome.hypervolume = log_hypervolume(outcome.measured, outcome.bitops, reference)
-        outcome.best_at = {budget: _best_within(outcome, budget * top) for budget in chosen.budgets}
+        outcome.best_at = {budget: best_within(outcome, budget * top) for budget in chosen.budgets}
     n_images = len(evaluation.labels)
-    markdown = _markdown(outcomes, reference, n_images, chosen, len(configs), location)
+    markdown = joint_markdown(outcomes, reference, n_images, chosen, len(configs), location)
     report = atomic_write_text(directory / REPORT_NAME, markdown + "\n")
-    plot = _plot(outcomes, directory / PLOT_NAME, str(supernet.build_info.get("model")), top)
-    _write_json(directory / RESULT_NAME, outcomes, reference, n_images, chosen, samples_path)
+    plot = plot_joint(outcomes, directory / PLOT_NAME, str(supernet.build_info.get("model")), top)
+    write_joint_json(directory / RESULT_NAME, outcomes, reference, n_images, chosen, samples_path)
     return JointStudy(outcomes, reference, n_images, markdown, report, plot)
 
 
@@ -284,7 +261,7 @@ def _refined_front(
     settings: JointStudySettings,
     limits: Sequence[float | None],
 ) -> FrontOutcome:
-    """NSGA-II over one family on a predictor of the joint space, refitted ``rounds`` times
+    """NSGA-II over one family on a predictor of the joint space, refitted ``refine`` times
     on the samples and the family's own measurements (predictor-in-the-loop refinement, as
     ``eqsearch nsga --refine``). Each round searches once per BitOPs limit (None: none; a
     limit the family cannot meet is skipped) and measures ``verify`` configs of each
@@ -300,7 +277,7 @@ def _refined_front(
     measured: list[float] = []
     predicted: list[float] = []
     joint_configs: list[SubnetConfig] = []
-    for round_index in range(settings.rounds + 1):
+    for round_index in range(settings.refine + 1):
         predictor = build_predictor(settings.backend, space, seed=settings.seed)
         predictor.fit(pool_configs, np.asarray(pool_accuracies))
         oracle = ConvertingOracle(PredictorOracle(predictor), convert)
@@ -339,153 +316,6 @@ def _refined_front(
     )
 
 
-def _best_within(outcome: FrontOutcome, limit: float) -> float | None:
-    fits = outcome.bitops <= limit * (1 + 1e-9)
-    return float(outcome.measured[fits].max()) if fits.any() else None
-
-
-def noise_line(outcomes: Sequence[FrontOutcome], n_images: int) -> str:
-    """The measurement noise of one accuracy: its grain and the binomial standard error of
-    a top-1 estimate on ``n_images`` images at the measured accuracies."""
-    measured = np.concatenate([outcome.measured for outcome in outcomes]) / 100.0
-    errors = 100.0 * np.sqrt(np.clip(measured * (1 - measured), 0, None) / n_images)
-    return (
-        f"Each accuracy is measured once on {n_images} held-out training images (grain "
-        f"{100.0 / n_images:.2f} points; binomial standard error {errors.min():.1f}-"
-        f"{errors.max():.1f} points at these accuracies), one supernet, one seed: differences "
-        "below about two standard errors are noise."
-    )
-
-
-def _markdown(
-    outcomes: Sequence[FrontOutcome],
-    reference: tuple[float, float],
-    n_images: int,
-    settings: JointStudySettings,
-    n_samples: int,
-    checkpoint: Path,
-) -> str:
-    header = ["front", "measured", "hypervolume"]
-    header += [f"best ≤ {budget:g}·B8" for budget in settings.budgets]
-    rows = []
-    for outcome in outcomes:
-        cells = [outcome.label, str(len(outcome.measured)), f"{outcome.hypervolume:.2f}"]
-        for budget in settings.budgets:
-            value = outcome.best_at.get(budget)
-            cells.append("-" if value is None else f"{value:.2f}")
-        rows.append(cells)
-    lines = [
-        f"# Joint search against bits-only and architecture-only search ({checkpoint})",
-        "",
-        f"In each family NSGA-II (pymoo, population {settings.population}, "
-        f"{settings.generations} generations) runs without a budget and under each BitOPs "
-        f"budget the family can meet, on a {settings.backend} predictor of the joint space "
-        f"fitted on {n_samples} measured samples, then {settings.rounds} more rounds, each "
-        f"after refitting on the family's measurements: {settings.verify} configs spread over "
-        "every predicted front are measured on the supernet, and the table and plot use "
-        "those measurements only. B8 = BitOPs of the largest "
-        f"architecture at W8A8 ({reference[1]:.4g}); hypervolume in accuracy points × decades "
-        f"of BitOPs up to ({reference[0]:.2f} %, B8).",
-        "",
-        markdown_table(rows, header),
-        "",
-        noise_line(outcomes, n_images),
-    ]
-    return "\n".join(lines)
-
-
-def non_dominated_rows(accuracy: np.ndarray, bitops: np.ndarray) -> np.ndarray:
-    """Rows of the measured points no other point beats (higher accuracy at no more BitOPs),
-    in increasing BitOPs."""
-    order = np.lexsort((-accuracy, bitops))
-    kept, best = [], -math.inf
-    for row in order:
-        if accuracy[row] > best:
-            kept.append(row)
-            best = accuracy[row]
-    return np.asarray(kept, dtype=np.int64)
-
-
-def _plot(outcomes: Sequence[FrontOutcome], path: Path, model: str, top: float) -> Path:
-    figure, axes = plt.subplots(figsize=(7.5, 4.8))
-    for outcome in outcomes:
-        front = non_dominated_rows(outcome.measured, outcome.bitops)
-        (line,) = axes.plot(
-            outcome.bitops[front],
-            outcome.measured[front],
-            marker="o",
-            markersize=4,
-            linewidth=1.2,
-            drawstyle="steps-post",
-            label=outcome.label,
-        )
-        axes.scatter(
-            outcome.bitops, outcome.measured, s=8, alpha=0.35, color=line.get_color(), linewidths=0
-        )
-    axes.axvline(top, color="grey", linewidth=0.6, linestyle=":")
-    axes.set_xscale("log")
-    axes.set_xlabel("BitOPs per image")
-    axes.set_ylabel("measured top-1 accuracy (%)")
-    axes.set_title(f"{model}: measured fronts (lines) and every measured config (dots)")
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=7)
-    figure.tight_layout()
-    result = atomic_save_figure(figure, path)
-    plt.close(figure)
-    return result
-
-
-def _write_json(
-    path: Path,
-    outcomes: Sequence[FrontOutcome],
-    reference: tuple[float, float],
-    n_images: int,
-    settings: JointStudySettings,
-    samples: Path,
-) -> Path:
-    data: dict[str, Any] = {
-        "reference": list(reference),
-        "scoring_images": n_images,
-        "samples": str(samples),
-        "settings": {
-            "budgets": list(settings.budgets),
-            "uniform_bits": list(settings.uniform_bits),
-            "arch_form": settings.arch_form,
-            "backend": settings.backend,
-            "population": settings.population,
-            "generations": settings.generations,
-            "verify": settings.verify,
-            "rounds": settings.rounds,
-            "seed": settings.seed,
-        },
-        "fronts": [
-            {
-                "name": outcome.name,
-                "label": outcome.label,
-                "hypervolume": outcome.hypervolume,
-                "best_at": {str(k): v for k, v in outcome.best_at.items()},
-                "points": [
-                    {
-                        "bitops": float(b),
-                        "measured_accuracy": float(m),
-                        "predicted_accuracy": float(p),
-                        "config": config.to_dict(),
-                    }
-                    for b, m, p, config in zip(
-                        outcome.bitops,
-                        outcome.measured,
-                        outcome.predicted,
-                        outcome.configs,
-                        strict=True,
-                    )
-                ],
-            }
-            for outcome in outcomes
-        ],
-    }
-    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The study's options (shared by ``eqsearch study joint`` and ``python -m``)."""
     add = parser.add_argument
@@ -495,7 +325,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--population", type=positive_int, default=60, help="NSGA-II population")
     add("--generations", type=positive_int, default=100, help="NSGA-II generations")
     add("--verify", type=positive_int, default=10, help="configs measured per search")
-    add("--rounds", type=non_negative_int, default=3, help="refinement rounds per family (0: none)")
+    add("--refine", type=non_negative_int, default=3, help="refinement rounds per family (0: none)")
+    add_renamed_option(parser, "--rounds", "--refine", dest="refine", type=non_negative_int)
     add("--seed", type=seed_int, default=0, help="seeds the predictor and the searches")
     add("--device", default="cpu", help="torch device of the measurements")
     add_force_argument(parser, "joint.{md,png,json}")
@@ -508,23 +339,22 @@ def run_from_args(args: argparse.Namespace) -> int:
         population=args.population,
         generations=args.generations,
         verify=args.verify,
-        rounds=args.rounds,
+        refine=args.refine,
         seed=args.seed,
     )
     checkpoint = Path(args.supernet)
     if not checkpoint.is_file():
         raise InputError(f"supernet checkpoint not found: {checkpoint}")
     study_samples(checkpoint, args.samples)
-    check_outputs(args.out, OUTPUTS, force=args.force)
-    with hold_directory(args.out, what="the study directory"):
-        study = run_joint_study(
-            checkpoint,
-            args.out,
-            settings,
-            samples=args.samples,
-            device=args.device,
-            log=progress_printer(not args.no_progress),
-        )
+    log = progress_printer(not args.no_progress)
+    study = run_in_directory(
+        args.out,
+        OUTPUTS,
+        force=args.force,
+        run=lambda: run_joint_study(
+            checkpoint, args.out, settings, samples=args.samples, device=args.device, log=log
+        ),
+    )
     print(study.markdown)
     print(f"wrote {study.report}, {study.plot}")
     return 0

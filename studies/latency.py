@@ -32,9 +32,8 @@ from eqsearch.files import (
     atomic_save_figure,
     atomic_write_text,
     check_output_directory,
-    check_outputs,
 )
-from eqsearch.locks import hold_directory
+from studies.entry import run_in_directory
 from studies.latency_search import SearchFront, search_comparison, search_markdown
 from studies.latency_tables import (
     LatencyStudySettings,
@@ -249,15 +248,15 @@ def run_from_args(args: argparse.Namespace) -> int:
         verify=args.verify,
         seed=args.seed,
     )
-    check_outputs(args.out, OUTPUTS, force=args.force)
-    with hold_directory(args.out, what="the study directory"):
-        study = run_latency_study(
-            args.out,
-            settings,
-            supernet=args.supernet,
-            device=args.device,
-            log=progress_printer(not args.no_progress),
-        )
+    log = progress_printer(not args.no_progress)
+    study = run_in_directory(
+        args.out,
+        OUTPUTS,
+        force=args.force,
+        run=lambda: run_latency_study(
+            args.out, settings, supernet=args.supernet, device=args.device, log=log
+        ),
+    )
     print(study.markdown)
     print(f"wrote {study.report}, {study.plot}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,3 +36,10 @@ def frame_table(frame: pd.DataFrame, *, index: bool = True, precision: int = 4) 
         for label, values in zip(frame.index, frame.itertuples(index=False), strict=True)
     ]
     return markdown_table(rows, header, precision=precision)
+
+
+def binomial_standard_error(accuracy_percent: float, images: int) -> float:
+    """One standard error, in points, of a top-1 estimate at ``accuracy_percent`` on
+    ``images`` images."""
+    p = min(max(accuracy_percent / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1.0 - p) / images)

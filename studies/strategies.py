@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
 
 from eqsearch.app.commands.common import (
     add_force_argument,
     add_progress_argument,
+    add_renamed_option,
     integer,
     positive_int,
     progress_printer,
@@ -27,10 +23,9 @@ from eqsearch.app.commands.common import (
 )
 from eqsearch.app.refine import RefineSettings, refine_search, scoring_evaluation
 from eqsearch.errors import InputError, require_positive_integers
-from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
-from eqsearch.locks import hold_directory
+from eqsearch.files import atomic_write_text, check_outputs
 from eqsearch.oracle import AccuracyOracle, CachedOracle
-from eqsearch.pareto import ParetoFront, hypervolume
+from eqsearch.pareto import ParetoFront
 from eqsearch.problem import SearchProblem, make_problem
 from eqsearch.strategies import (
     Sensitivities,
@@ -41,8 +36,15 @@ from eqsearch.strategies import (
 )
 from eqsearch.targets import TARGETS, get_target
 from predictors.registry import backend_class
-from studies.entry import study_main
-from studies.report import markdown_table
+from studies.entry import run_in_directory, study_main
+from studies.strategies_report import (
+    StrategyOutcome,
+    best_accuracy_at,
+    front_hypervolume,
+    plot_strategies,
+    strategies_markdown,
+    write_strategies_json,
+)
 
 FRONT_OBJECTIVES = ("accuracy", "bitops")
 """The front every strategy is scored on: measured accuracy against BitOPs."""
@@ -65,9 +67,10 @@ class StrategyStudySettings:
     Args:
         target: the hardware preset whose forms every strategy searches.
         budgets: budget levels of each ILP sweep, and the greedy's picks at as many levels.
-        per_round: K, configs measured from each predicted front in the refinement.
-        refine_rounds: R; the one-shot NSGA-II row measures ``K·(R+1)`` configs of its one
-            front, so both NSGA-II rows measure as many configs, and random draws as many.
+        verify: K, configs measured from each predicted front in the refinement.
+        refine: R, refinement rounds; the one-shot NSGA-II row measures ``K·(R+1)`` configs
+            of its one front, so both NSGA-II rows measure as many configs, and random draws
+            as many.
         backend: the predictor (CQAP) of the NSGA-II rows.
         population, generations: of each NSGA-II search.
         hessian_images, hessian_probes: of the Hessian traces.
@@ -78,8 +81,8 @@ class StrategyStudySettings:
 
     target: str = "tensorrt"
     budgets: int = 20
-    per_round: int = 12
-    refine_rounds: int = 2
+    verify: int = 12
+    refine: int = 2
     backend: str = "xgboost"
     population: int = 100
     generations: int = 500
@@ -96,7 +99,7 @@ class StrategyStudySettings:
             self,
             (
                 "budgets",
-                "per_round",
+                "verify",
                 "population",
                 "hessian_images",
                 "hessian_probes",
@@ -106,46 +109,17 @@ class StrategyStudySettings:
         )
         if self.population < 2 or self.hessian_probes < 2:
             raise InputError("StrategyStudySettings: population and hessian_probes must be >= 2")
-        rounds = self.refine_rounds
+        rounds = self.refine
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
             raise InputError(
-                f"StrategyStudySettings.refine_rounds must be an integer >= 0; got {rounds!r}"
+                f"StrategyStudySettings.refine must be an integer >= 0; got {rounds!r}"
             )
         backend_class(self.backend)
 
     @property
     def verified(self) -> int:
         """Configs each NSGA-II row (and random) measures per front: ``K·(R+1)``."""
-        return self.per_round * (self.refine_rounds + 1)
-
-
-@dataclass
-class StrategyOutcome:
-    """One strategy's measured fronts and costs.
-
-    Attributes:
-        name, label: key and table label.
-        front: measured accuracy vs BitOPs.
-        weight_front: measured accuracy vs W-Comp (average weight bits).
-        measurements: distinct configs it measured on the supernet for its two fronts.
-        seconds: wall time of its searches and those measurements.
-        prior_measurements, prior_seconds: what it needed before: the measured sensitivities'
-            one-layer-lowered configs, or the predictor's samples (their recorded measuring
-            time, even when they were read back from their files).
-        hypervolume: of ``front`` (see :func:`front_hypervolume`).
-        best_at: best measured accuracy among its configs with average weight bits <= b.
-    """
-
-    name: str
-    label: str
-    front: ParetoFront
-    weight_front: ParetoFront
-    measurements: int
-    seconds: float
-    prior_measurements: int = 0
-    prior_seconds: float = 0.0
-    hypervolume: float = 0.0
-    best_at: dict[float, float | None] = field(default_factory=dict)
+        return self.verify * (self.refine + 1)
 
 
 @dataclass(frozen=True)
@@ -158,27 +132,6 @@ class StrategyStudy:
     markdown: str
     report: Path
     plot: Path
-
-
-def front_hypervolume(front: ParetoFront, reference: tuple[float, float]) -> float:
-    """Hypervolume of a measured (accuracy, BitOPs) front in accuracy points × decades of
-    BitOPs, up to ``reference`` = (accuracy, BitOPs); BitOPs on a log scale, so that a
-    decade of cheap configs counts as much as one of expensive ones."""
-    points = np.column_stack([-front.column("accuracy"), np.log10(front.column("bitops"))])
-    return hypervolume(points, (-reference[0], math.log10(reference[1])))
-
-
-def best_accuracy_at(fronts: Sequence[ParetoFront], budget: float) -> float | None:
-    """The best measured accuracy among the fronts' configs with average weight bits <=
-    ``budget`` (None where none has)."""
-    best: float | None = None
-    for front in fronts:
-        w_bits = front.cost_columns()["w_bits"]
-        fits = w_bits <= budget + 1e-9
-        if fits.any():
-            value = float(front.column("accuracy")[fits].max())
-            best = value if best is None else max(best, value)
-    return best
 
 
 def _samples_seconds(samples: Path) -> float:
@@ -347,10 +300,10 @@ def run_strategy_study(
     for rounds, per_round, name, label in (
         (0, chosen.verified, "nsga2", f"NSGA-II + {chosen.backend}, {chosen.verified} verified"),
         (
-            chosen.refine_rounds,
-            chosen.per_round,
+            chosen.refine,
+            chosen.verify,
             "nsga2-refined",
-            f"NSGA-II + {chosen.backend}, refined {chosen.refine_rounds}× {chosen.per_round}",
+            f"NSGA-II + {chosen.backend}, refined {chosen.refine}× {chosen.verify}",
         ),
     ):
         refine = RefineSettings(
@@ -385,158 +338,22 @@ def run_strategy_study(
             for budget in chosen.weight_budgets
         }
     n_images = len(evaluation.labels)
-    markdown = _markdown(outcomes, reference, n_images, chosen, len(configs), location)
+    markdown = strategies_markdown(
+        outcomes,
+        reference,
+        n_images,
+        target=chosen.target,
+        weight_budgets=chosen.weight_budgets,
+        n_samples=len(configs),
+        checkpoint=location,
+    )
     report = atomic_write_text(directory / REPORT_NAME, markdown + "\n")
-    plot = _plot(outcomes, directory / PLOT_NAME, str(supernet.build_info.get("model")))
-    _write_json(directory / RESULT_NAME, outcomes, reference, n_images, chosen, samples_path)
+    plot = plot_strategies(outcomes, directory / PLOT_NAME, str(supernet.build_info.get("model")))
+    settings_record = {**asdict(chosen), "weight_budgets": list(chosen.weight_budgets)}
+    write_strategies_json(
+        directory / RESULT_NAME, outcomes, reference, n_images, settings_record, samples_path
+    )
     return StrategyStudy(outcomes, reference, n_images, markdown, report, plot)
-
-
-def _noise_line(outcomes: Sequence[StrategyOutcome], n_images: int) -> str:
-    accuracies = np.concatenate([o.front.column("accuracy") for o in outcomes])
-    typical = float(np.median(accuracies)) / 100.0
-    standard_error = 100.0 * math.sqrt(max(typical * (1 - typical), 1e-12) / n_images)
-    return (
-        f"Every accuracy is measured on the same {n_images} scoring images (one image = "
-        f"{100 / n_images:.3f} points); at the fronts' median accuracy ({100 * typical:.2f} %) "
-        f"one binomial standard error is ±{standard_error:.2f} points. The strategies are "
-        "scored on the same images, so their differences are less noisy than that; the "
-        "accuracy on unseen images can differ by about as much."
-    )
-
-
-def _with_prior(value: str, prior: float, text: str) -> str:
-    """``value (prior)``, or ``value`` alone where nothing came before."""
-    return f"{value} ({text})" if prior else value
-
-
-def _markdown(
-    outcomes: Sequence[StrategyOutcome],
-    reference: tuple[float, float],
-    n_images: int,
-    settings: StrategyStudySettings,
-    n_samples: int,
-    checkpoint: Path,
-) -> str:
-    budgets = settings.weight_budgets
-    header = [
-        "strategy",
-        "measurements (before)",
-        "wall s (before)",
-        "front",
-        "hypervolume",
-        *(f"best % at W ≤ {b:g}" for b in budgets),
-    ]
-    rows = [
-        [
-            o.label,
-            f"{o.measurements} ({o.prior_measurements})"
-            if o.prior_measurements
-            else o.measurements,
-            f"{o.seconds:.1f} ({o.prior_seconds:.1f})" if o.prior_seconds else f"{o.seconds:.1f}",
-            len(o.front),
-            f"{o.hypervolume:.3f}",
-            *("-" if o.best_at.get(b) is None else f"{o.best_at[b]:.2f}" for b in budgets),
-        ]
-        for o in outcomes
-    ]
-    lines = [
-        f"# Strategies on {checkpoint}",
-        "",
-        markdown_table(rows, header),
-        "",
-        f"Target `{settings.target}`. Hypervolume of the measured accuracy-vs-BitOPs front in "
-        "accuracy points × decades of BitOPs, up to the reference "
-        f"({reference[0]:.2f} %, {reference[1]:.4g} BitOPs): the lowest-bit config's "
-        "accuracy minus one point, and the highest-bit config's BitOPs. The W ≤ b columns: "
-        "the best measured accuracy among the strategy's configs of either front. Measurements "
-        "count the distinct configs a strategy measured for its two fronts, its wall time the "
-        "searches and those measurements; in brackets what it needed before: the NSGA-II rows "
-        f"the predictor's {n_samples} samples (their recorded measuring time), the "
-        "measured-sensitivity rows the one-layer-lowered configs (computed once, shared by "
-        "the ILP and greedy rows), the Hessian rows the traces' seconds.",
-        "",
-        _noise_line(outcomes, n_images),
-    ]
-    return "\n".join(lines)
-
-
-def _step(axis: Any, costs: np.ndarray, accuracy: np.ndarray, style: str, label: str) -> None:
-    """A front as a staircase over its costs, in increasing cost."""
-    order = np.argsort(costs)
-    axis.step(
-        costs[order], accuracy[order], style, where="post", marker="o", markersize=3, label=label
-    )
-
-
-def _plot(outcomes: Sequence[StrategyOutcome], path: Path, model: str) -> Path:
-    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=120)
-    styles = ["-", "--", "-.", ":"]
-    for index, outcome in enumerate(outcomes):
-        style = styles[index % len(styles)]
-        front, weight_front = outcome.front, outcome.weight_front
-        _step(left, front.column("bitops"), front.column("accuracy"), style, outcome.label)
-        w_bits = weight_front.cost_columns()["w_bits"]
-        _step(right, w_bits, weight_front.column("accuracy"), style, outcome.label)
-    left.set_xscale("log")
-    left.set_xlabel("BitOPs")
-    right.set_xlabel("average weight bits (searched layers)")
-    for axis in (left, right):
-        axis.set_ylabel("measured top-1 (%)")
-        axis.grid(True, alpha=0.3)
-    left.set_title(f"{model}: measured accuracy vs BitOPs", fontsize=9)
-    right.set_title(f"{model}: measured accuracy vs average weight bits", fontsize=9)
-    right.legend(fontsize=7, loc="lower right")
-    figure.tight_layout()
-    atomic_save_figure(figure, path)
-    plt.close(figure)
-    return path
-
-
-def _front_rows(front: ParetoFront) -> list[dict[str, Any]]:
-    columns = front.cost_columns()
-    return [
-        {
-            "config": config.to_dict(),
-            "accuracy": float(front.column("accuracy")[row]),
-            "bitops": float(columns["bitops"][row]),
-            "w_bits": float(columns["w_bits"][row]),
-            "a_bits": float(columns["a_bits"][row]),
-        }
-        for row, config in enumerate(front.configs)
-    ]
-
-
-def _write_json(
-    path: Path,
-    outcomes: Sequence[StrategyOutcome],
-    reference: tuple[float, float],
-    n_images: int,
-    settings: StrategyStudySettings,
-    samples: Path,
-) -> None:
-    payload = {
-        "settings": {**settings.__dict__, "weight_budgets": list(settings.weight_budgets)},
-        "samples": str(samples),
-        "scoring_images": n_images,
-        "reference": list(reference),
-        "strategies": [
-            {
-                "name": o.name,
-                "label": o.label,
-                "measurements": o.measurements,
-                "seconds": o.seconds,
-                "prior_measurements": o.prior_measurements,
-                "prior_seconds": o.prior_seconds,
-                "hypervolume": o.hypervolume,
-                "best_at": {str(k): v for k, v in o.best_at.items()},
-                "front": _front_rows(o.front),
-                "weight_front": _front_rows(o.weight_front),
-            }
-            for o in outcomes
-        ],
-    }
-    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 # -- command line --------------------------------------------------------------------------
@@ -551,8 +368,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--samples", help="the predictor's samples (default: samples.csv beside the checkpoint)")
     add("--target", default=defaults.target, choices=tuple(TARGETS), help="forms searched")
     add("--budgets", type=positive_int, default=defaults.budgets, help="ILP budget levels")
-    add("--per-round", type=positive_int, default=defaults.per_round, help="K of the refinement")
-    add("--refine", type=integer, default=defaults.refine_rounds, help="R of the refinement")
+    add("--verify", type=positive_int, default=defaults.verify, help="K of the refinement")
+    add_renamed_option(parser, "--per-round", "--verify", dest="verify", type=positive_int)
+    add("--refine", type=integer, default=defaults.refine, help="R of the refinement")
     add("--backend", default=defaults.backend, help="predictor of the NSGA-II rows")
     add("--population", type=positive_int, default=defaults.population, help="NSGA-II")
     add("--generations", type=positive_int, default=defaults.generations, help="NSGA-II")
@@ -577,8 +395,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     settings = StrategyStudySettings(
         target=args.target,
         budgets=args.budgets,
-        per_round=args.per_round,
-        refine_rounds=args.refine,
+        verify=args.verify,
+        refine=args.refine,
         backend=args.backend,
         population=args.population,
         generations=args.generations,
@@ -591,17 +409,16 @@ def run_from_args(args: argparse.Namespace) -> int:
     if not checkpoint.is_file():
         raise InputError(f"supernet checkpoint not found: {checkpoint}")
     out = Path(args.out) if args.out else checkpoint.parent / "strategies"
-    check_outputs(out, OUTPUTS, force=args.force)
     study_samples(checkpoint, Path(args.samples) if args.samples else None, out)
-    with hold_directory(out, what="the study directory"):
-        result = run_strategy_study(
-            checkpoint,
-            out,
-            settings,
-            samples=args.samples,
-            device=args.device,
-            log=progress_printer(not args.no_progress),
-        )
+    log = progress_printer(not args.no_progress)
+    result = run_in_directory(
+        out,
+        OUTPUTS,
+        force=args.force,
+        run=lambda: run_strategy_study(
+            checkpoint, out, settings, samples=args.samples, device=args.device, log=log
+        ),
+    )
     print(result.markdown)
     print(f"wrote {result.report}, {result.plot} and {out / RESULT_NAME}")
     return 0

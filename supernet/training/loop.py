@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from eqsearch.locks import hold_directory
-from supernet.data.datasets import DataBundle, build_data
+from supernet.data.bundle import DataBundle
+from supernet.data.datasets import build_data
 from supernet.data.own_data import steps_per_epoch
 from supernet.devices import resolve_device
 from supernet.files.checkpoint import save_supernet

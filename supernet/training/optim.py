@@ -12,7 +12,7 @@ from eqsearch.errors import InputError
 from supernet.data.own_data import steps_per_epoch
 
 if TYPE_CHECKING:
-    from supernet.data.datasets import DataBundle
+    from supernet.data.bundle import DataBundle
     from supernet.networks.elastic import Supernet
     from supernet.training.config import TrainConfig
     from supernet.training.distributed import Distributed

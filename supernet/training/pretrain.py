@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from supernet.data.datasets import DataBundle
+from supernet.data.bundle import DataBundle
 from supernet.networks.elastic import Supernet
 from supernet.training.config import TrainConfig
 from supernet.training.distributed import Distributed, average_gradients, broadcast_state

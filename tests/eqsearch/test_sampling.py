@@ -86,7 +86,8 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from supernet import build_supernet, init_quantizers
-    from supernet.data.datasets import DataSpec, build_data
+    from supernet.data.datasets import build_data
+    from supernet.data.spec import DataSpec
     from supernet.files.checkpoint import save_supernet
 
     spec = DataSpec("digits", holdout=60, eval_batch_size=60)

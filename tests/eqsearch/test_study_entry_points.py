@@ -13,10 +13,11 @@ import pytest
 from eqsearch.app.commands import study
 
 
-def test_the_six_studies_of_eqsearch_are_installed() -> None:
+def test_the_seven_studies_of_eqsearch_are_installed() -> None:
     found = study.installed_studies()
     assert {name: point.value for name, point in found.items()} == {
         "ablations": "studies.ablations",
+        "all": "studies.results.run_all",
         "joint": "studies.joint_search",
         "latency": "studies.latency",
         "predictors": "studies.compare_predictors",

@@ -10,14 +10,8 @@ import pytest
 import torch
 
 from eqsearch.space import Granularity, QuantForm
-from studies.ablations import (
-    AblationConfig,
-    TrainedRun,
-    _variants,
-    derived_tensor_step,
-    per_tensor_table,
-    run_ablations,
-)
+from studies.ablation_runs import TrainedRun, derived_tensor_step, per_tensor_table
+from studies.ablations import AblationConfig, _variants, run_ablations
 from supernet.data.datasets import build_data
 from supernet.data.spec import DataSpec
 from supernet.evaluation.oracle import subnet_accuracy

@@ -9,15 +9,9 @@ import pytest
 
 from eqsearch import costs
 from eqsearch.space import QuantForm, SubnetConfig
-from studies.joint_search import (
-    ConvertingOracle,
-    FrontOutcome,
-    JointStudySettings,
-    arch_only_space,
-    log_hypervolume,
-    noise_line,
-    non_dominated_rows,
-)
+from studies.fronts import log_hypervolume, non_dominated_rows
+from studies.joint_report import FrontOutcome, noise_line
+from studies.joint_search import ConvertingOracle, JointStudySettings, arch_only_space
 from tests.eqsearch.joint_fixtures import TENSORRT, joint_space
 
 
@@ -76,8 +70,8 @@ def test_settings_are_validated() -> None:
         JointStudySettings(budgets=(0.0,))
     with pytest.raises(ValueError, match=r"JointStudySettings\.verify must be an integer >= 2"):
         JointStudySettings(verify=1)
-    with pytest.raises(ValueError, match=r"JointStudySettings\.rounds must be an integer >= 0"):
-        JointStudySettings(rounds=-1)
+    with pytest.raises(ValueError, match=r"JointStudySettings\.refine must be an integer >= 0"):
+        JointStudySettings(refine=-1)
     assert math.isclose(JointStudySettings().budgets[-1], 0.4)
     QuantForm.parse(JointStudySettings().arch_form)
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from studies.tune_loss_weights import TuneConfig, open_study, storage_url_with_driver
+from studies.tune_loss_weights import TuneConfig, open_study
+from studies.tune_storage import storage_url_with_driver
 from supernet.training.config import TrainConfig
 
 PASSWORD = "eqsearch-test"

@@ -10,19 +10,14 @@ import numpy as np
 import pytest
 
 from eqsearch.app.cli import main as eqsearch_main
-from studies.strategies import (
-    StrategyStudySettings,
-    best_accuracy_at,
-    front_hypervolume,
-    main,
-    run_strategy_study,
-)
+from studies.strategies import StrategyStudySettings, main, run_strategy_study
+from studies.strategies_report import best_accuracy_at, front_hypervolume
 from tests.eqsearch.test_strategy_cli import checkpoint  # noqa: F401 - the tiny supernet
 
 TINY = StrategyStudySettings(
     budgets=3,
-    per_round=2,
-    refine_rounds=1,
+    verify=2,
+    refine=1,
     backend="ridge",
     population=8,
     generations=2,
