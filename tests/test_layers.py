@@ -27,11 +27,31 @@ def _core_modules() -> set[str]:
 
 
 def test_every_core_module_is_in_the_lowest_layer() -> None:
-    (layers,) = [c["layers"] for c in _contracts() if c["type"] == "layers"]
+    (layers,) = [
+        c["layers"]
+        for c in _contracts()
+        if c["type"] == "layers" and str(c["name"]).startswith("layers:")
+    ]
     assert isinstance(layers, list)
     lowest = {name.strip() for name in str(layers[-1]).split(":")}
     assert lowest == _core_modules()
     assert layers[:3] == ["studies", "eqsearch.app", "predictors | supernet"]
+
+
+def test_supernets_folders_are_layered_and_each_is_named() -> None:
+    (layers,) = [
+        c["layers"]
+        for c in _contracts()
+        if c["type"] == "layers" and str(c["name"]).startswith("supernet's folders")
+    ]
+    assert isinstance(layers, list)
+    named = {name.strip() for layer in layers for name in str(layer).split("|")}
+    root = Path(__file__).parent.parent / "supernet"
+    folders = {
+        f"supernet.{path.name}" for path in root.iterdir() if (path / "__init__.py").exists()
+    }
+    modules = {f"supernet.{path.stem}" for path in root.glob("*.py") if path.stem != "__init__"}
+    assert named == folders | modules
 
 
 def test_every_package_is_checked_for_cycles() -> None:

@@ -65,7 +65,12 @@ from supernet.training.scoring import epoch_accuracy, start_accuracies, start_en
 
 @dataclass
 class EpochReport:
-    """What an ``on_epoch`` callback sees after a supernet epoch."""
+    """What an ``on_epoch`` callback sees after a supernet epoch.
+
+    ``epoch`` is the index of the epoch just finished, from 0 (a step for Optuna's
+    ``trial.report``); ``entry["epoch"]``, as the log, counts from 1. The epoch-0 evaluation
+    before training is in the log's first line and in ``TrainResult.history``, not a report.
+    """
 
     entry: dict[str, Any]
     supernet: Supernet

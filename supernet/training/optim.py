@@ -58,7 +58,7 @@ def check_optimizer_settings(
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             kind = "a non-negative" if least == 0 else "a positive"
             raise InputError(f"{name} must be {kind} integer; got {value!r}")
-    if warmup_epochs >= epochs and warmup_epochs > 0:
+    if 0 < epochs <= warmup_epochs:  # epochs 0 only scores the start: nothing to warm up
         raise InputError(
             f"warmup_epochs must be below epochs ({epochs}); got {warmup_epochs} (the schedule "
             "starts after the warmup)"

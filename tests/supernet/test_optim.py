@@ -144,6 +144,8 @@ def test_train_config_validates_the_optimizer_fields() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             replace(config, **changes)
+    # a recipe's warmup stays valid when --epochs 0 only scores the start
+    assert replace(config, epochs=0, fp_epochs=1, warmup_epochs=1).warmup_epochs == 1
     sgd = replace(config, optimizer="sgd", nesterov=True, warmup_epochs=1, lr_schedule="step")
     assert TrainConfig.from_dict(sgd.to_dict()) == sgd
 
