@@ -57,6 +57,10 @@ def _unique_tuple(values: Iterable[Any], field_name: str) -> tuple[Any, ...]:
     return unique
 
 
+VALIDATED_CONFIGS = 64
+"""How many valid configs a space remembers (:meth:`ElasticSpace.validate`)."""
+
+
 @dataclass(frozen=True)
 class ElasticSpace:
     """The set of subnets a supernet serves.
@@ -262,8 +266,24 @@ class ElasticSpace:
         return form
 
     def validate(self, config: SubnetConfig) -> SubnetConfig:
-        """Return ``config`` if it belongs to the space, else raise InputError naming why."""
-        return validate_config(self, config)
+        """Return ``config`` if it belongs to the space, else raise InputError naming why.
+
+        A config found valid is remembered (the last :data:`VALIDATED_CONFIGS` of them), so
+        that the layers a config passes through on its way (extraction, the quantized
+        layers, the file's metadata) check it once between them.
+        """
+        if config in self._validated:
+            return config
+        validate_config(self, config)
+        if len(self._validated) >= VALIDATED_CONFIGS:
+            self._validated.pop(next(iter(self._validated)))
+        self._validated[config] = None
+        return config
+
+    @cached_property
+    def _validated(self) -> dict[SubnetConfig, None]:
+        """Configs found valid, oldest first (a dict keeps insertion order)."""
+        return {}
 
     # -- named subnets ---------------------------------------------------------------------
 
