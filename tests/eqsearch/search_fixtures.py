@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -71,3 +72,22 @@ def problem_under_budget(w_bits: float = 3.5, forms: object = TENSORRT) -> Searc
         [weight_bits_budget(w_bits)],
         forms=forms,  # type: ignore[arg-type]
     )
+
+
+def space_only_checkpoint(directory: Path, space: ElasticSpace | None = None) -> Path:
+    """``directory/run/supernet.pt``: a checkpoint with a space (default
+    :func:`enumerable_space`) and no weights, enough for a search that measures nothing."""
+    import torch
+
+    path = directory / "run" / "supernet.pt"
+    path.parent.mkdir()
+    payload = {
+        "format": "eqsearch-supernet",
+        "version": 1,
+        "kind": "supernet",
+        "build_info": {"model": "enumerable"},
+        "space": (space or enumerable_space()).to_dict(),
+        "state_dict": {},
+    }
+    torch.save(payload, path)
+    return path

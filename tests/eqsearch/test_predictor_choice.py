@@ -9,31 +9,19 @@ import shlex
 
 import numpy as np
 import pytest
-import torch
 
 from eqsearch.app.cli import main
 from predictors import build_predictor
 from predictors.fitting import metrics_path
 from predictors.provenance import LOW_TAU, held_out_tau, predictor_source
 
-from .search_fixtures import enumerable_space
+from .search_fixtures import enumerable_space, space_only_checkpoint
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
     """A checkpoint with a space and no weights: enough for a search on a predictor."""
-    path = tmp_path / "run" / "supernet.pt"
-    path.parent.mkdir()
-    payload = {
-        "format": "eqsearch-supernet",
-        "version": 1,
-        "kind": "supernet",
-        "build_info": {"model": "enumerable"},
-        "space": enumerable_space().to_dict(),
-        "state_dict": {},
-    }
-    torch.save(payload, path)
-    return path
+    return space_only_checkpoint(tmp_path)
 
 
 def _save_predictor(path, backend: str, tau: float | None, *, mtime: int) -> str:

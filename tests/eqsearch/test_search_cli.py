@@ -6,28 +6,16 @@ import json
 import shlex
 
 import pytest
-import torch
 
 from eqsearch.app.cli import main
 
-from .search_fixtures import enumerable_space
+from .search_fixtures import enumerable_space, space_only_checkpoint
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
     """A checkpoint file with a space and no weights: enough for a search without the model."""
-    path = tmp_path / "run" / "supernet.pt"
-    path.parent.mkdir()
-    payload = {
-        "format": "eqsearch-supernet",
-        "version": 1,
-        "kind": "supernet",
-        "build_info": {"model": "enumerable"},
-        "space": enumerable_space().to_dict(),
-        "state_dict": {},
-    }
-    torch.save(payload, path)
-    return path
+    return space_only_checkpoint(tmp_path)
 
 
 def _error_line(capsys) -> str:

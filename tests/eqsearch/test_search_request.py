@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from eqsearch.app.cli import main
 from eqsearch.app.search import SearchOutcome, search_checkpoint
@@ -17,24 +16,13 @@ from eqsearch.app.search_request import SearchRequest
 from eqsearch.errors import InputError
 from eqsearch.pareto import read_front
 
-from .search_fixtures import enumerable_space
+from .search_fixtures import enumerable_space, space_only_checkpoint
 
 
 @pytest.fixture
 def checkpoint(tmp_path: Path) -> Path:
     """A checkpoint with a space and no weights: enough for a cost-only search."""
-    path = tmp_path / "run" / "supernet.pt"
-    path.parent.mkdir()
-    payload = {
-        "format": "eqsearch-supernet",
-        "version": 1,
-        "kind": "supernet",
-        "build_info": {"model": "enumerable"},
-        "space": enumerable_space().to_dict(),
-        "state_dict": {},
-    }
-    torch.save(payload, path)
-    return path
+    return space_only_checkpoint(tmp_path)
 
 
 COST_SEARCH = {"objectives": "bitops,w_comp", "a_bits": 3, "population": 12, "generations": 3}
