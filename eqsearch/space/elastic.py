@@ -57,8 +57,7 @@ def _unique_tuple(values: Iterable[Any], field_name: str) -> tuple[Any, ...]:
     return unique
 
 
-VALIDATED_CONFIGS = 64
-"""How many valid configs a space remembers (:meth:`ElasticSpace.validate`)."""
+VALIDATED_CONFIGS = 64  # valid configs a space remembers (ElasticSpace.validate)
 
 
 @dataclass(frozen=True)
@@ -267,11 +266,8 @@ class ElasticSpace:
 
     def validate(self, config: SubnetConfig) -> SubnetConfig:
         """Return ``config`` if it belongs to the space, else raise InputError naming why.
-
-        A config found valid is remembered (the last :data:`VALIDATED_CONFIGS` of them), so
-        that the layers a config passes through on its way (extraction, the quantized
-        layers, the file's metadata) check it once between them.
-        """
+        The last :data:`VALIDATED_CONFIGS` valid configs are remembered: a config passing
+        through extraction, the quantized layers and an export's metadata is checked once."""
         if config in self._validated:
             return config
         validate_config(self, config)
