@@ -98,7 +98,6 @@ def fit_predictor(
     predicted = predictor.predict(batch.take(test))
     metrics = prediction_metrics(accuracies[test], predicted)
     target = Path(out) if out is not None else default_predictor_path(samples_csv, chosen.backend)
-    predictor.save(target)
     report = {
         "backend": chosen.backend,
         "samples": str(samples_csv),
@@ -110,8 +109,15 @@ def fit_predictor(
         "fit_seconds": seconds,
         "metrics": metrics,
     }
-    atomic_write_text(metrics_path(target), json.dumps(report, indent=2) + "\n")
+    save_fitted(predictor, target, report)
     return FitResult(predictor, target, metrics, len(train), len(test), seconds)
+
+
+def save_fitted(predictor: BasePredictor, target: str | Path, report: Mapping[str, Any]) -> None:
+    """Save a fitted predictor at ``target`` and its held-out ``report`` (with ``metrics``)
+    beside it, where a search reads its held-out τ (:func:`metrics_path`)."""
+    predictor.save(target)
+    atomic_write_text(metrics_path(target), json.dumps(dict(report), indent=2) + "\n")
 
 
 def metrics_path(predictor_path: str | Path) -> Path:

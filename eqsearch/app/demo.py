@@ -109,6 +109,7 @@ def _run_stages(root: Path, settings: DemoSettings, console: Console, progress: 
         predictor_filename,
         split_indices,
     )
+    from predictors.fitting import save_fitted
     from supernet.training.config import TrainConfig
     from supernet.training.loop import train_supernet
     from supernet.training.run_files import CHECKPOINT_NAME
@@ -158,7 +159,16 @@ def _run_stages(root: Path, settings: DemoSettings, console: Console, progress: 
             predictor.fit([configs[i] for i in train_rows], accuracies[train_rows])
             predicted = predictor.predict([configs[i] for i in test_rows])
             metrics[backend] = prediction_metrics(accuracies[test_rows], predicted)
-            predictor.save(run_dir / predictor_filename(backend))
+            report = {
+                "backend": backend,
+                "samples": str(samples_path),
+                "held_out_fraction": 0.2,
+                "seed": settings.seed,
+                "n_train": len(train_rows),
+                "n_test": len(test_rows),
+                "metrics": metrics[backend],
+            }
+            save_fitted(predictor, run_dir / predictor_filename(backend), report)
             predictors[backend] = predictor
     chosen = max(metrics, key=lambda name: metrics[name]["kendall_tau"])
     seconds["predictors"] = time.perf_counter() - started
