@@ -139,9 +139,53 @@ def _predictors(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedT
 
 
 def _strategies(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTable]:
+    checkpoint = _demo_checkpoint(root, seed, quick, log)
+    return _strategy_tables(checkpoint, seed_dir(root, "strategies", seed), seed, quick)
+
+
+RESNET20_TRAINING: dict[str, object] = {
+    "model": "resnet20",
+    "dataset": "digits",
+    "fp_epochs": 20,
+    "epochs": 40,
+}
+"""The ResNet-20 supernet of the strategies table: scikit-learn's 8×8 digits at their size."""
+RESNET20_SAMPLES = 600
+
+
+def _resnet20_checkpoint(root: Path, seed: int, quick: bool, log: Log) -> Path:
+    """The ResNet-20 supernet of ``seed`` under ``root`` with its samples: trained and sampled
+    once (an interrupted run is resumed), reused by a rerun."""
+    from eqsearch.app.sampling import SampleRequest, sample_checkpoint
+    from eqsearch.app.training import TrainRequest, train_run
+    from supernet.training.run_files import CHECKPOINT_NAME
+
+    run = seed_dir(root, "resnet20", seed)
+    checkpoint = run / CHECKPOINT_NAME
+    settings = {**RESNET20_TRAINING, "seed": seed}
+    if quick:
+        settings.update(fp_epochs=1, epochs=1)
+    log(f"resnet20 seed {seed}: {run}")
+    outcome = train_run(
+        TrainRequest(str(run), settings=settings, resume=checkpoint.is_file(), progress=False)
+    )
+    if outcome.failed:
+        raise RuntimeError(f"the ResNet-20 supernet of seed {seed} did not train: {outcome.failed}")
+    subnets = 24 if quick else RESNET20_SAMPLES
+    sample_checkpoint(SampleRequest(supernet=checkpoint, subnets=subnets, seed=seed))
+    return checkpoint
+
+
+def _strategies_resnet20(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTable]:
+    checkpoint = _resnet20_checkpoint(root, seed, quick, log)
+    tables = _strategy_tables(checkpoint, seed_dir(root, "strategies-resnet20", seed), seed, quick)
+    return {"strategies-resnet20": tables["strategies"]}
+
+
+def _strategy_tables(checkpoint: Path, out: Path, seed: int, quick: bool) -> dict[str, SeedTable]:
+    """The strategies study of one supernet with its samples, as the docs' table."""
     from studies.strategies import StrategyStudySettings, run_strategy_study
 
-    checkpoint = _demo_checkpoint(root, seed, quick, log)
     settings = StrategyStudySettings(seed=seed)
     if quick:
         settings = replace(
@@ -154,9 +198,7 @@ def _strategies(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedT
             hessian_images=32,
             hessian_probes=2,
         )
-    study = run_strategy_study(
-        checkpoint, seed_dir(root, "strategies", seed), settings, log=lambda _: None
-    )
+    study = run_strategy_study(checkpoint, out, settings, log=lambda _: None)
     columns = {b: f"best % at W ≤ {b:g}" for b in settings.weight_budgets}
     rows = {
         o.label: _scored_row(o.measurements, o.hypervolume, o.best_at, columns)
@@ -312,6 +354,15 @@ STAGES: tuple[Stage, ...] = (
         "docs/strategies.md",
         "eqsearch study strategies --supernet demo/run/supernet.pt --seed {seed}",
         _strategies,
+    ),
+    Stage(
+        "strategies-resnet20",
+        "strategies against NSGA-II + CQAP on a ResNet-20 supernet (digits)",
+        "docs/strategies.md",
+        "eqsearch train --model resnet20 --dataset digits --fp-epochs 20 --epochs 40 --seed "
+        "{seed} --out resnet20; eqsearch sample --supernet resnet20/supernet.pt --subnets 600 "
+        "--seed {seed}; eqsearch study strategies --supernet resnet20/supernet.pt --seed {seed}",
+        _strategies_resnet20,
     ),
     Stage(
         "joint",

@@ -63,6 +63,27 @@ def test_study_all_quick_writes_every_report_and_the_summary(tmp_path, capsys) -
     assert "wrote" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_resnet20_stage_trains_samples_and_studies_each_seed_once(tmp_path) -> None:
+    lines: list[str] = []
+    (stage,) = select_stages("strategies-resnet20")
+    result = run_all(tmp_path, seeds=1, stages=[stage], quick=True, command="c", log=lines.append)
+    assert not result.failed
+    run = tmp_path / "resnet20" / "seed-0"
+    assert len(pd.read_csv(run / "samples.csv")) == 24
+    body = _table_rows(
+        (tmp_path / "strategies-resnet20" / "strategies-resnet20.md").read_text(encoding="utf-8")
+    )
+    assert len(body) == 8 and body[4][0] == "uniform W/A"
+    assert float(body[4][1].split(" ± ")[0]) == 49.0  # every W/A pair of 2..8 bits
+    # The supernet and its samples are kept: a forced rerun resumes instead of training again.
+    trained = (run / "supernet.pt").stat().st_mtime_ns
+    run_all(
+        tmp_path, seeds=1, stages=[stage], quick=True, force=True, command="c", log=lines.append
+    )
+    assert (run / "supernet.pt").stat().st_mtime_ns == trained
+
+
 def test_stages_name_their_docs_page_and_command() -> None:
     names = [stage.name for stage in STAGES]
     assert names[0] == "demo" and len(set(names)) == len(names)
