@@ -10,7 +10,7 @@ from pathlib import Path
 
 import matplotlib
 
-from eqsearch.app.commands.common import non_negative_int, positive_int, seed_int
+from eqsearch.app.commands.common import non_negative_int, positive_int
 from eqsearch.errors import InputError
 
 matplotlib.use("Agg")
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from eqsearch.app.commands.common import add_force_argument, add_progress_argument, progress_printer
+from eqsearch.app.commands.common import progress_printer
 from eqsearch.files import atomic_save_figure, atomic_write_text, check_outputs
 from studies.ablation_runs import (
     CURVE_FORM,
@@ -32,7 +32,7 @@ from studies.ablation_runs import (
     uniform_accuracies,
     weight_moments,
 )
-from studies.entry import run_in_directory, study_main
+from studies.entry import add_run_arguments, run_in_directory, study_entry
 from studies.fp_init import shared_fp_checkpoint
 from studies.report import frame_table
 from supernet.data.datasets import build_data
@@ -360,10 +360,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bits", default="2,4,8", help="uniform bit widths of the tables")
     parser.add_argument("--epochs", type=positive_int, help="supernet epochs per variant")
     parser.add_argument("--fp-epochs", type=non_negative_int, help="shared FP pretraining epochs")
-    parser.add_argument("--seed", type=seed_int, help="seeds every variant (default: the base's)")
-    parser.add_argument("--device", help="auto, cpu, cuda")
-    add_force_argument(parser, "report.md, tables.json and the figures")
-    add_progress_argument(parser)
+    add_run_arguments(
+        parser,
+        seed=None,
+        seed_help="seeds every variant (default: the base's)",
+        outputs="report.md, tables.json and the figures",
+        device=None,
+        device_help="auto, cpu, cuda",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> AblationConfig:
@@ -397,10 +401,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m studies.ablations``: ``eqsearch study ablations``."""
-    raise SystemExit(study_main("ablations", argv))
+main = study_entry("ablations")
+"""``python -m studies.ablations``: ``eqsearch study ablations``."""
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

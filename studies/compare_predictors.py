@@ -13,11 +13,8 @@ import numpy as np
 import pandas as pd
 
 from eqsearch.app.commands.common import (
-    add_force_argument,
-    add_progress_argument,
     parse_option,
     positive_int,
-    seed_int,
 )
 from eqsearch.app.console import make_console, status
 from eqsearch.errors import InputError
@@ -28,7 +25,7 @@ from predictors.metrics import prediction_metrics
 from predictors.registry import PREDICTORS, build_predictor
 from predictors.samples.reading import kfold_indices, load_samples
 from predictors.samples.sidecars import read_samples_space
-from studies.entry import study_main
+from studies.entry import add_run_arguments, report_study, study_entry
 
 METRIC_COLUMNS = ("kendall_tau", "spearman", "pearson", "rmse", "top10")
 OUTPUTS = {"predictors.md": "report", "predictors.png": "image"}
@@ -187,7 +184,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--folds", type=positive_int, default=5, help="k of the k-fold cross-validation (default 5)"
     )
-    add("--seed", type=seed_int, default=0, help="seeds the folds and the fits")
     add(
         "--option",
         action="append",
@@ -196,8 +192,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a backend option, e.g. xgboost.max_depth=4 (repeatable)",
     )
     add("--out", help="directory for predictors.md and predictors.png (default: beside samples)")
-    add_force_argument(parser, "predictors.md and predictors.png")
-    add_progress_argument(parser)
+    add_run_arguments(
+        parser,
+        seed=0,
+        seed_help="seeds the folds and the fits",
+        outputs="predictors.md and predictors.png",
+        device_help=None,
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -231,14 +232,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             options=options or None,
             out_dir=out,
         )
-    print(result.markdown)
-    print(f"wrote {out / 'predictors.md'} and {result.plot}")
-    return 0
+    return report_study(result.markdown, out / "predictors.md", result.plot)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m studies.compare_predictors``: ``eqsearch study predictors``."""
-    return study_main("predictors", argv)
+main = study_entry("predictors")
+"""``python -m studies.compare_predictors``: ``eqsearch study predictors``."""
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,36 @@ def study_main(name: str, argv: Sequence[str] | None = None) -> int:
     return eqsearch_main(["study", name, *(sys.argv[1:] if argv is None else argv)])
 
 
+def study_entry(name: str) -> Callable[..., int]:
+    """The ``main(argv=None) -> int`` of ``python -m studies.<module>``: the study that
+    ``eqsearch study <name>`` runs, with the same flags and errors."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return study_main(name, argv)
+
+    return main
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    seed: int | None,
+    seed_help: str,
+    outputs: str,
+    device: str | None = "cpu",
+    device_help: str | None = "torch device of the measurements",
+) -> None:
+    """The flags every study ends with: ``--seed`` (default ``seed``), ``--device`` (where
+    ``device_help`` is given), ``--force`` (replacing ``outputs``) and ``--no-progress``."""
+    from eqsearch.app.commands.common import add_force_argument, add_progress_argument, seed_int
+
+    parser.add_argument("--seed", type=seed_int, default=seed, help=seed_help)
+    if device_help is not None:
+        parser.add_argument("--device", default=device, help=device_help)
+    add_force_argument(parser, outputs)
+    add_progress_argument(parser)
+
+
 def run_in_directory(
     out: str | Path, outputs: Mapping[str, str], *, force: bool, run: Callable[[], T]
 ) -> T:
@@ -33,3 +64,13 @@ def run_in_directory(
     check_outputs(out, dict(outputs), force=force)
     with hold_directory(out, what="the study directory"):
         return run()
+
+
+def report_study(markdown: str, *written: str | Path | None) -> int:
+    """Print a study's report and the files it wrote (None: a file not written); the
+    command's exit status (0)."""
+    names = [str(path) for path in written if path is not None]
+    listed = names[0] if len(names) < 2 else f"{', '.join(names[:-1])} and {names[-1]}"
+    print(markdown)
+    print(f"wrote {listed}")
+    return 0

@@ -78,13 +78,13 @@ def joint_markdown(
     lines = [
         f"# Joint search against bits-only and architecture-only search ({checkpoint})",
         "",
-        f"In each family NSGA-II (pymoo, population {settings.population}, "
-        f"{settings.generations} generations) runs without a budget and under each BitOPs "
+        f"In each family NSGA-II (pymoo, population {settings.search.population}, "
+        f"{settings.search.generations} generations) runs without a budget and under each BitOPs "
         f"budget the family can meet, on a {settings.backend} predictor of the joint space "
         f"fitted on {n_samples} measured samples, then {settings.refine} more rounds, each "
-        f"after refitting on the family's measurements: {settings.verify} configs spread over "
-        "every predicted front are measured on the supernet, and the table and plot use "
-        "those measurements only. B8 = BitOPs of the largest "
+        f"after refitting on the family's measurements: {settings.search.verify} configs "
+        "spread over every predicted front are measured on the supernet, and the table and "
+        "plot use those measurements only. B8 = BitOPs of the largest "
         f"architecture at W8A8 ({reference[1]:.4g}); hypervolume in accuracy points × decades "
         f"of BitOPs up to ({reference[0]:.2f} %, B8).",
         "",
@@ -143,9 +143,9 @@ def write_joint_json(
             "uniform_bits": list(settings.uniform_bits),
             "arch_form": settings.arch_form,
             "backend": settings.backend,
-            "population": settings.population,
-            "generations": settings.generations,
-            "verify": settings.verify,
+            "population": settings.search.population,
+            "generations": settings.search.generations,
+            "verify": settings.search.verify,
             "refine": settings.refine,
             "seed": settings.seed,
         },

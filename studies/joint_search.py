@@ -13,20 +13,17 @@ matplotlib.use("Agg")
 import numpy as np
 
 from eqsearch.app.commands.common import (
-    add_force_argument,
-    add_progress_argument,
     add_renamed_option,
     non_negative_int,
-    positive_int,
     progress_printer,
-    seed_int,
 )
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text, check_outputs
 from eqsearch.oracle import AccuracyOracle, CachedOracle
 from eqsearch.space import ConfigBatch, ElasticSpace, QuantForm, SubnetConfig
 from predictors.registry import backend_class
-from studies.entry import run_in_directory, study_main
+from studies.entry import add_run_arguments, report_study, run_in_directory, study_entry
+from studies.front_search import FrontSearch, add_front_search_arguments, front_search_from_args
 from studies.fronts import log_hypervolume
 from studies.joint_report import (
     FrontOutcome,
@@ -42,6 +39,10 @@ RESULT_NAME = "joint.json"
 OUTPUTS = {REPORT_NAME: "report", PLOT_NAME: "image", RESULT_NAME: "json"}
 """The files the study writes (name → kind, see ``eqsearch.files.KINDS``)."""
 
+JOINT_SEARCH = FrontSearch(population=60, generations=100, verify=10)
+"""The joint study's searches: smaller than ``nsga``'s defaults, as it runs 3 families × 5
+budgets × 4 rounds of them."""
+
 
 @dataclass(frozen=True)
 class JointStudySettings:
@@ -54,10 +55,10 @@ class JointStudySettings:
         arch_form: the one form of the architecture-only fronts (the others search forms).
         backend: the predictor of the joint space that drives every search, fitted on the
             samples and each family's own measurements.
-        population, generations: NSGA-II (pymoo) settings of every search.
-        verify: configs spread over each predicted front measured on the supernet, per search.
         refine: refinement rounds after the first search of each family (each refits the
             predictor on what was measured, then searches again).
+        search: every NSGA-II search and the configs of its predicted front measured on the
+            supernet (at least 2).
         seed: seeds the predictor and the searches.
     """
 
@@ -65,10 +66,8 @@ class JointStudySettings:
     uniform_bits: tuple[int, ...] = (8, 4, 2)
     arch_form: str = "channel-sym-sym"
     backend: str = "xgboost"
-    population: int = 60
-    generations: int = 100
-    verify: int = 10
     refine: int = 3
+    search: FrontSearch = JOINT_SEARCH
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -78,12 +77,7 @@ class JointStudySettings:
             raise InputError("JointStudySettings.uniform_bits must name at least one bit width")
         QuantForm.parse(self.arch_form)
         backend_class(self.backend)
-        for name in ("population", "generations", "verify"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-                raise InputError(
-                    f"JointStudySettings.{name} must be an integer >= 2; got {value!r}"
-                )
+        self.search.require_verify(2, "JointStudySettings")
         if isinstance(self.refine, bool) or not isinstance(self.refine, int) or self.refine < 0:
             raise InputError(
                 f"JointStudySettings.refine must be an integer >= 0; got {self.refine!r}"
@@ -146,7 +140,7 @@ def run_joint_study(
     (architecture, per-layer bits, form), (b) bits and forms on the largest architecture
     (its extracted static network's space, scored as the joint config it is) and (c) the
     architecture at each uniform bit width of ``settings.uniform_bits`` in one form. Of
-    every predicted front ``settings.verify`` spread configs are measured on the supernet
+    every predicted front ``settings.search.verify`` spread configs are measured on the supernet
     (same scoring images, same cached oracle); hypervolumes and best accuracies within each
     BitOPs budget come from those measurements. Writes ``joint.md``, ``joint.png`` and
     ``joint.json`` into ``out``.
@@ -291,11 +285,11 @@ def _refined_front(
             front = nsga2(
                 problem,
                 engine="pymoo",
-                population=settings.population,
-                generations=settings.generations,
+                population=settings.search.population,
+                generations=settings.search.generations,
                 seed=settings.seed + round_index,
             )
-            chosen = spread_unmeasured(front, seen, settings.verify)
+            chosen = spread_unmeasured(front, seen, settings.search.verify)
             if not chosen:
                 continue
             batch = front.batch.take(np.asarray(chosen, dtype=np.int64))
@@ -322,25 +316,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--supernet", required=True, help="a trained joint supernet.pt (oqa_mbv3_*)")
     add("--samples", help="its measured samples (default: samples.csv beside it)")
     add("--out", required=True, help="directory of joint.{md,png,json}")
-    add("--population", type=positive_int, default=60, help="NSGA-II population")
-    add("--generations", type=positive_int, default=100, help="NSGA-II generations")
-    add("--verify", type=positive_int, default=10, help="configs measured per search")
-    add("--refine", type=non_negative_int, default=3, help="refinement rounds per family (0: none)")
+    add_front_search_arguments(parser, JointStudySettings().search, "configs measured per search")
+    add(
+        "--refine",
+        type=non_negative_int,
+        default=JointStudySettings().refine,
+        help="refinement rounds per family (0: none)",
+    )
     add_renamed_option(parser, "--rounds", "--refine", dest="refine", type=non_negative_int)
-    add("--seed", type=seed_int, default=0, help="seeds the predictor and the searches")
-    add("--device", default="cpu", help="torch device of the measurements")
-    add_force_argument(parser, "joint.{md,png,json}")
-    add_progress_argument(parser)
+    add_run_arguments(
+        parser,
+        seed=0,
+        seed_help="seeds the predictor and the searches",
+        outputs="joint.{md,png,json}",
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run the study from parsed arguments; prints the report."""
     settings = JointStudySettings(
-        population=args.population,
-        generations=args.generations,
-        verify=args.verify,
-        refine=args.refine,
-        seed=args.seed,
+        refine=args.refine, search=front_search_from_args(args), seed=args.seed
     )
     checkpoint = Path(args.supernet)
     if not checkpoint.is_file():
@@ -355,14 +350,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             checkpoint, args.out, settings, samples=args.samples, device=args.device, log=log
         ),
     )
-    print(study.markdown)
-    print(f"wrote {study.report}, {study.plot}")
-    return 0
+    return report_study(study.markdown, study.report, study.plot)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m studies.joint_search``: ``eqsearch study joint``."""
-    return study_main("joint", argv)
+main = study_entry("joint")
+"""``python -m studies.joint_search``: ``eqsearch study joint``."""
 
 
 if __name__ == "__main__":

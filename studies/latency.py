@@ -7,7 +7,6 @@ import argparse
 import json
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from eqsearch.app.commands.common import (
-    add_force_argument,
-    add_progress_argument,
     non_negative_int,
     positive_int,
     progress_printer,
-    seed_int,
 )
 from eqsearch.errors import InputError
 from eqsearch.files import (
@@ -33,7 +29,12 @@ from eqsearch.files import (
     atomic_write_text,
     check_output_directory,
 )
-from studies.entry import run_in_directory
+from studies.entry import add_run_arguments, report_study, run_in_directory, study_entry
+from studies.front_search import (
+    add_front_search_arguments,
+    front_search_from_args,
+    settings_record,
+)
 from studies.latency_search import SearchFront, search_comparison, search_markdown
 from studies.latency_tables import (
     LatencyStudySettings,
@@ -145,9 +146,9 @@ def run_latency_study(
             "",
             f"## Searched against BitOPs vs against latency ({supernet})",
             "",
-            f"NSGA-II (pymoo, {chosen.population} × {chosen.generations}) for accuracy and "
-            "BitOPs, and for accuracy and each runtime's latency table (batch "
-            f"{chosen.search_batch}); {chosen.verify} picks spread over each front, each "
+            f"NSGA-II (pymoo, {chosen.search.population} × {chosen.search.generations}) for "
+            "accuracy and BitOPs, and for accuracy and each runtime's latency table (batch "
+            f"{chosen.search_batch}); {chosen.search.verify} picks spread over each front, each "
             f"exported for the runtime and timed (interleaved, {max(chosen.repeats, 15)} "
             f"rounds), its accuracy measured on {scoring} held-out images. Hypervolume in "
             "accuracy points × ms; speed-up: at each accuracy a BitOPs pick reaches, the "
@@ -179,7 +180,7 @@ def _write_json(
     path: Path, rows: Sequence[ProxyRow], fronts: Sequence[SearchFront], settings: Any
 ) -> Path:
     data = {
-        "settings": {k: getattr(settings, k) for k in settings.__dataclass_fields__},
+        "settings": settings_record(settings),
         "proxies": [
             {
                 "space": row.space,
@@ -224,13 +225,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--holdout", type=non_negative_int, default=50, help="held-out subnets per table")
     add("--repeats", type=positive_int, default=10, help="timed rounds per subnet")
     add("--batch", type=positive_int, default=64, help="part B's images per inference")
-    add("--population", type=positive_int, default=60, help="part B's NSGA-II population")
-    add("--generations", type=positive_int, default=100, help="part B's NSGA-II generations")
-    add("--verify", type=positive_int, default=12, help="part B's picks per front")
-    add("--seed", type=seed_int, default=0, help="seeds the subnets and the searches")
-    add("--device", default="cpu", help="torch device of the accuracy measurements")
-    add_force_argument(parser, "latency.{md,png,json}")
-    add_progress_argument(parser)
+    add_front_search_arguments(parser, LatencyStudySettings().search, "part B's picks per front")
+    add_run_arguments(
+        parser,
+        seed=0,
+        seed_help="seeds the subnets and the searches",
+        outputs="latency.{md,png,json}",
+        device_help="torch device of the accuracy measurements",
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -243,9 +245,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         holdout=args.holdout,
         repeats=args.repeats,
         search_batch=args.batch,
-        population=args.population,
-        generations=args.generations,
-        verify=args.verify,
+        search=front_search_from_args(args),
         seed=args.seed,
     )
     log = progress_printer(not args.no_progress)
@@ -257,20 +257,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             args.out, settings, supernet=args.supernet, device=args.device, log=log
         ),
     )
-    print(study.markdown)
-    print(f"wrote {study.report}, {study.plot}")
-    return 0
+    return report_study(study.markdown, study.report, study.plot)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m studies.latency``."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_arguments(parser)
-    try:
-        return run_from_args(parser.parse_args(argv))
-    except (InputError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+main = study_entry("latency")
+"""``python -m studies.latency``: ``eqsearch study latency``."""
 
 
 if __name__ == "__main__":

@@ -58,11 +58,11 @@ def _fronts(
         front = nsga2(
             problem,
             engine="pymoo",
-            population=settings.population,
-            generations=settings.generations,
+            population=settings.search.population,
+            generations=settings.search.generations,
             seed=settings.seed,
         )
-        picks = front.spread(settings.verify)
+        picks = front.spread(settings.search.verify)
         fronts.append(SearchFront(name, label, [front.configs[i] for i in picks]))
     return fronts
 
@@ -100,10 +100,11 @@ def search_comparison(
     trained supernet; every pick's accuracy measured on the supernet and latency measured on
     every runtime (all picks timed together in interleaved rounds). Returns the fronts, the
     scoring images and the median relative spread of the latency measurements."""
+    from eqsearch.latency.settings import LatencySettings
     from eqsearch.oracle import CachedOracle
     from supernet.deployment.runtimes import get_runtime
     from supernet.deployment.runtimes.exporting import Extractions, runtime_graph
-    from supernet.deployment.runtimes.latency_build import LatencySettings, measure_wall
+    from supernet.deployment.runtimes.latency_build import measure_wall
     from supernet.evaluation.evaluate import load_for_evaluation, supernet_oracle
 
     supernet, _, evaluation = load_for_evaluation(str(checkpoint), split="holdout", device=device)

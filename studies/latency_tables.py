@@ -10,6 +10,7 @@ from typing import Any
 
 from eqsearch.errors import InputError
 from eqsearch.latency.table import LatencyTable
+from studies.front_search import FrontSearch
 from studies.report import markdown_table
 
 SPACES = {"oqa_mbv3": 1000, "resnet18": 1000}
@@ -28,8 +29,8 @@ class LatencyStudySettings:
         holdout: random whole subnets measured per latency table.
         repeats: timed rounds per subnet.
         search_batch: images per inference when part B measures the trained supernet's picks.
-        population, generations: NSGA-II (pymoo) of every search in part B.
-        verify: picks spread over each front, exported and measured.
+        search: NSGA-II (pymoo) of every search in part B, and its picks spread over each
+            front, exported and measured (``verify``, at least 2).
         seed: seeds the tables' subnets and the searches.
     """
 
@@ -40,18 +41,15 @@ class LatencyStudySettings:
     holdout: int = 50
     repeats: int = 10
     search_batch: int = 64
-    population: int = 60
-    generations: int = 100
-    verify: int = 12
+    search: FrontSearch = FrontSearch(population=60, generations=100, verify=12)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("image_size", "threads", "repeats", "search_batch", "population"):
+        for name in ("image_size", "threads", "repeats", "search_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"LatencyStudySettings.{name} must be a positive integer")
-        if self.verify < 2 or self.generations < 1:
-            raise InputError("LatencyStudySettings: verify >= 2 and generations >= 1 needed")
+        self.search.require_verify(2, "LatencyStudySettings")
 
 
 @dataclass
@@ -87,9 +85,10 @@ def cached_table(
     from eqsearch.latency.cache import find_probe, probe_path
     from eqsearch.latency.fingerprint import machine_key
     from eqsearch.latency.kernels import save_probe
+    from eqsearch.latency.settings import LatencySettings
     from supernet.deployment.runtimes import get_runtime
     from supernet.deployment.runtimes.exporting import input_size
-    from supernet.deployment.runtimes.latency_build import LatencySettings, build_latency_table
+    from supernet.deployment.runtimes.latency_build import build_latency_table
     from supernet.deployment.runtimes.probe import ProbeSettings, run_probe
 
     space = supernet.space

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -13,13 +13,10 @@ import matplotlib
 matplotlib.use("Agg")
 
 from eqsearch.app.commands.common import (
-    add_force_argument,
-    add_progress_argument,
     add_renamed_option,
     integer,
     positive_int,
     progress_printer,
-    seed_int,
 )
 from eqsearch.app.refine import RefineSettings, refine_search, scoring_evaluation
 from eqsearch.errors import InputError, require_positive_integers
@@ -36,7 +33,13 @@ from eqsearch.strategies import (
 )
 from eqsearch.targets import TARGETS, get_target
 from predictors.registry import backend_class
-from studies.entry import run_in_directory, study_main
+from studies.entry import add_run_arguments, report_study, run_in_directory, study_entry
+from studies.front_search import (
+    FrontSearch,
+    add_front_search_arguments,
+    front_search_from_args,
+    settings_record,
+)
 from studies.strategies_report import (
     StrategyOutcome,
     best_accuracy_at,
@@ -67,29 +70,27 @@ class StrategyStudySettings:
     Args:
         target: the hardware preset whose forms every strategy searches.
         budgets: budget levels of each ILP sweep, and the greedy's picks at as many levels.
-        verify: K, configs measured from each predicted front in the refinement.
+        weight_budgets: the average-weight-bit budgets of the "best accuracy at W ≤ b" columns.
+        backend: the predictor (CQAP) of the NSGA-II rows.
         refine: R, refinement rounds; the one-shot NSGA-II row measures ``K·(R+1)`` configs
             of its one front, so both NSGA-II rows measure as many configs, and random draws
             as many.
-        backend: the predictor (CQAP) of the NSGA-II rows.
-        population, generations: of each NSGA-II search.
+        search: each NSGA-II search, and K (``verify``), the configs measured from each
+            predicted front in the refinement.
         hessian_images, hessian_probes: of the Hessian traces.
         sample_count: subnets measured for the predictor when no samples file exists.
-        weight_budgets: the average-weight-bit budgets of the "best accuracy at W ≤ b" columns.
         seed: seeds the searches, the random draw, the probes and the predictor.
     """
 
     target: str = "tensorrt"
     budgets: int = 20
-    verify: int = 12
-    refine: int = 2
+    weight_budgets: tuple[float, ...] = (2.5, 3.0, 4.0)
     backend: str = "xgboost"
-    population: int = 100
-    generations: int = 500
+    refine: int = 2
+    search: FrontSearch = FrontSearch()
     hessian_images: int = 256
     hessian_probes: int = 16
     sample_count: int = 1000
-    weight_budgets: tuple[float, ...] = (2.5, 3.0, 4.0)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -97,24 +98,22 @@ class StrategyStudySettings:
             raise InputError(f"target must be one of {', '.join(TARGETS)}; got {self.target!r}")
         require_positive_integers(
             self,
-            (
-                "budgets",
-                "verify",
-                "population",
-                "hessian_images",
-                "hessian_probes",
-                "sample_count",
-            ),
+            ("budgets", "hessian_images", "hessian_probes", "sample_count"),
             "StrategyStudySettings.",
         )
-        if self.population < 2 or self.hessian_probes < 2:
-            raise InputError("StrategyStudySettings: population and hessian_probes must be >= 2")
+        if self.hessian_probes < 2:
+            raise InputError("StrategyStudySettings: hessian_probes must be >= 2")
         rounds = self.refine
         if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
             raise InputError(
                 f"StrategyStudySettings.refine must be an integer >= 0; got {rounds!r}"
             )
         backend_class(self.backend)
+
+    @property
+    def verify(self) -> int:
+        """K, the configs measured from each predicted front in the refinement."""
+        return self.search.verify
 
     @property
     def verified(self) -> int:
@@ -311,8 +310,8 @@ def run_strategy_study(
             per_round=per_round,
             backend=chosen.backend,
             predictor_seed=chosen.seed,
-            population=chosen.population,
-            generations=chosen.generations,
+            population=chosen.search.population,
+            generations=chosen.search.generations,
             seed=chosen.seed,
         )
 
@@ -349,9 +348,13 @@ def run_strategy_study(
     )
     report = atomic_write_text(directory / REPORT_NAME, markdown + "\n")
     plot = plot_strategies(outcomes, directory / PLOT_NAME, str(supernet.build_info.get("model")))
-    settings_record = {**asdict(chosen), "weight_budgets": list(chosen.weight_budgets)}
     write_strategies_json(
-        directory / RESULT_NAME, outcomes, reference, n_images, settings_record, samples_path
+        directory / RESULT_NAME,
+        outcomes,
+        reference,
+        n_images,
+        settings_record(chosen),
+        samples_path,
     )
     return StrategyStudy(outcomes, reference, n_images, markdown, report, plot)
 
@@ -368,12 +371,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--samples", help="the predictor's samples (default: samples.csv beside the checkpoint)")
     add("--target", default=defaults.target, choices=tuple(TARGETS), help="forms searched")
     add("--budgets", type=positive_int, default=defaults.budgets, help="ILP budget levels")
-    add("--verify", type=positive_int, default=defaults.verify, help="K of the refinement")
+    add_front_search_arguments(parser, defaults.search, "K of the refinement")
     add_renamed_option(parser, "--per-round", "--verify", dest="verify", type=positive_int)
     add("--refine", type=integer, default=defaults.refine, help="R of the refinement")
     add("--backend", default=defaults.backend, help="predictor of the NSGA-II rows")
-    add("--population", type=positive_int, default=defaults.population, help="NSGA-II")
-    add("--generations", type=positive_int, default=defaults.generations, help="NSGA-II")
     add("--images", type=positive_int, default=defaults.hessian_images, help="Hessian images")
     add("--probes", type=positive_int, default=defaults.hessian_probes, help="Hessian probes")
     add(
@@ -382,10 +383,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.sample_count,
         help="subnets measured for the predictor when there is no samples file",
     )
-    add("--seed", type=seed_int, default=defaults.seed, help="seeds every step")
-    add("--device", default="cpu", help="torch device")
-    add_force_argument(parser, "strategies.{md,png,json}")
-    add_progress_argument(parser)
+    add_run_arguments(
+        parser, seed=defaults.seed, seed_help="seeds every step", outputs="strategies.{md,png,json}"
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -395,11 +395,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     settings = StrategyStudySettings(
         target=args.target,
         budgets=args.budgets,
-        verify=args.verify,
-        refine=args.refine,
         backend=args.backend,
-        population=args.population,
-        generations=args.generations,
+        refine=args.refine,
+        search=front_search_from_args(args),
         hessian_images=args.images,
         hessian_probes=args.probes,
         sample_count=args.sample_count,
@@ -419,14 +417,11 @@ def run_from_args(args: argparse.Namespace) -> int:
             checkpoint, out, settings, samples=args.samples, device=args.device, log=log
         ),
     )
-    print(result.markdown)
-    print(f"wrote {result.report}, {result.plot} and {out / RESULT_NAME}")
-    return 0
+    return report_study(result.markdown, result.report, result.plot, out / RESULT_NAME)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m studies.strategies``: ``eqsearch study strategies``."""
-    return study_main("strategies", argv)
+main = study_entry("strategies")
+"""``python -m studies.strategies``: ``eqsearch study strategies``."""
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from eqsearch.files import (
     owned_directory,
 )
 from eqsearch.resources import check_memory, configs_memory_bytes
-from studies.entry import study_main
+from studies.entry import study_entry
 from studies.fp_init import shared_fp_checkpoint as shared_fp
 from studies.probes import ProbeSet, bits_of
 from studies.report import frame_table
@@ -462,10 +462,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m studies.tune_loss_weights``: ``eqsearch study tune-loss``."""
-    raise SystemExit(study_main("tune-loss", argv))
+main = study_entry("tune-loss")
+"""``python -m studies.tune_loss_weights``: ``eqsearch study tune-loss``."""
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eqsearch.errors import InputError, require_positive_integers
@@ -71,15 +71,15 @@ class DemoSettings:
         """Tiny settings that run in well under a minute (tests, smoke checks)."""
         return cls(
             seed=seed,
-            fp_epochs=1,
-            epochs=1,
             samples=30,
-            population=12,
-            generations=4,
-            verify=3,
             sample_holdout=None,
             train_overrides={"holdout": 300, "bn_images": 200, "quant_init_images": 64},
-        )
+        ).toy_sizes()
+
+    def toy_sizes(self) -> DemoSettings:
+        """These settings with the quick demos' epochs and search sizes (a check, not a
+        result)."""
+        return replace(self, fp_epochs=1, epochs=1, population=12, generations=4, verify=3)
 
     @classmethod
     def joint(cls, seed: int = 0, *, quick: bool = False) -> DemoSettings:
@@ -87,22 +87,7 @@ class DemoSettings:
         architecture, per-layer bits and forms under a BitOPs budget (``quick``: tiny sizes
         for tests)."""
         overrides = {"batch_size": 32, "lr": 3e-3, "holdout": 400, "bn_images": 200}
-        if quick:
-            return cls(
-                seed=seed,
-                model="oqa_mbv3_tiny",
-                fp_epochs=1,
-                epochs=1,
-                samples=20,
-                sample_holdout=None,
-                population=12,
-                generations=4,
-                bitops=JOINT_DEMO_BITOPS,
-                verify=3,
-                backends=("xgboost",),
-                train_overrides={**overrides, "holdout": 1400, "quant_init_images": 32},
-            )
-        return cls(
+        full = cls(
             seed=seed,
             model="oqa_mbv3_tiny",
             fp_epochs=10,
@@ -115,3 +100,11 @@ class DemoSettings:
             verify=12,
             train_overrides={**overrides, "quant_init_images": 64},
         )
+        if not quick:
+            return full
+        return replace(
+            full,
+            samples=20,
+            backends=("xgboost",),
+            train_overrides={**overrides, "holdout": 1400, "quant_init_images": 32},
+        ).toy_sizes()

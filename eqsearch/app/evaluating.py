@@ -11,9 +11,9 @@ from typing import Any
 from eqsearch.app.request_checks import (
     check_choice,
     check_output_path,
-    check_positive,
     keyword_arguments,
 )
+from eqsearch.app.scoring_options import ScoringOptions
 from eqsearch.errors import InputError
 
 SPLITS = ("test", "holdout")
@@ -23,7 +23,7 @@ Spinner = Callable[[str], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
-class EvalRequest:
+class EvalRequest(ScoringOptions):
     """What to score and on which images (see :func:`evaluate_checkpoint`).
 
     Args:
@@ -34,9 +34,9 @@ class EvalRequest:
         subnet: a config JSON file or ``pareto.json#INDEX``.
         form: comma-separated forms of the uniform subnets.
         split: ``test`` or ``holdout``.
-        data_root, dataset, transforms: override the checkpoint's data.
-        calib_images, val_images: BN re-calibration and scoring images.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        bn_images, val_images, device, dataset, data_root, transforms: the images that
+            re-calibrate BN and are scored, the device, the data that overrides the
+            checkpoint's (see :class:`~eqsearch.app.scoring_options.ScoringOptions`).
         json: also write the table there as JSON.
         force: replace an existing ``json`` file.
     """
@@ -47,19 +47,12 @@ class EvalRequest:
     subnet: str | None = None
     form: str | None = None
     split: str = "test"
-    data_root: str | None = None
-    dataset: str | None = None
-    transforms: str | None = None
-    calib_images: int | None = None
-    val_images: int | None = None
-    device: str = "auto"
     json: str | None = None
     force: bool = False
 
     def __post_init__(self) -> None:
         check_choice(self.split, SPLITS, "split")
-        for name in ("calib_images", "val_images"):
-            check_positive(getattr(self, name), name)
+        self.check_scoring()
         for name in ("uniform", "form"):
             if self.subnet and getattr(self, name) is not None:
                 raise InputError(
@@ -142,7 +135,6 @@ def _score_checkpoint(request: EvalRequest, spinner: Spinner) -> EvalOutcome:
     supernet, checkpoint, evaluation = load_for_evaluation(
         request.supernet,
         **keyword_arguments(request, load_for_evaluation),
-        bn_images=request.calib_images,
     )
     images = (evaluation.split, len(evaluation.scoring), len(evaluation.calibration))
     if checkpoint.get("kind") == "fp":
@@ -191,7 +183,6 @@ def _score_weights(request: EvalRequest) -> EvalOutcome:
     supernet, evaluation = load_weights_for_evaluation(
         request.supernet,
         **keyword_arguments(request, load_weights_for_evaluation),
-        bn_images=request.calib_images,
     )
     return EvalOutcome(
         "weights",

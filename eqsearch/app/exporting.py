@@ -36,7 +36,8 @@ class ExportRequest:
         format: ``onnx`` or ``weights``.
         opset, fold_bn, int4_weights, runtime, threads: the ONNX export's settings
             (:func:`supernet.deployment.export.export_onnx`).
-        split, data_root, calib_images, val_images: the images ONNX Runtime is checked on.
+        split, data_root, bn_images, val_images: the images ONNX Runtime is checked on (BN
+            re-calibrated on ``bn_images``).
         min_agreement: percent of images where ONNX Runtime must agree with PyTorch (a
             number or its text).
         force: replace an existing output of the same kind.
@@ -55,7 +56,7 @@ class ExportRequest:
     threads: int = 2
     split: str = "test"
     data_root: str | None = None
-    calib_images: int | None = None
+    bn_images: int | None = None
     val_images: int | None = None
     min_agreement: float | str = MIN_AGREEMENT
     force: bool = False
@@ -64,7 +65,7 @@ class ExportRequest:
         object.__setattr__(self, "min_agreement", percentage(self.min_agreement, "min_agreement"))
         check_choice(self.format, FORMATS, "format")
         check_choice(self.split, SPLITS, "split")
-        for name in ("opset", "threads", "calib_images", "val_images"):
+        for name in ("opset", "threads", "bn_images", "val_images"):
             check_positive(getattr(self, name), name)
         if bool(self.subnet) == bool(self.uniform):
             raise InputError("give {field} or uniform bits (one of them)", field="subnet")
@@ -197,7 +198,7 @@ def _export_onnx(
     evaluation = evaluation_set(
         data,
         split=request.split,
-        bn_images=request.calib_images or stored_bn_images(checkpoint),
+        bn_images=request.bn_images or stored_bn_images(checkpoint),
         val_images=request.val_images,
     )
     shown = progress("exporting and running ONNX Runtime") if progress else nullcontext()

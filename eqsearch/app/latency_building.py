@@ -12,10 +12,10 @@ from eqsearch.app.request_checks import (
     check_checkpoint_file,
     check_output_path,
     check_positive,
-    keyword_arguments,
 )
 from eqsearch.app.search_latency import TABLE_PREFIX
 from eqsearch.errors import InputError
+from eqsearch.latency.settings import LatencySettings
 
 if TYPE_CHECKING:
     from eqsearch.latency.kernels import KernelTable
@@ -42,8 +42,8 @@ class LatencyBuildRequest:
         model: a registered model's space, untrained (with ``image_size``, ``num_classes``,
             ``in_channels``).
         runtime: ``onnxruntime`` or ``openvino``.
-        threads, batch, repeats, holdout, calibration, seed: how the table is measured
-            (:class:`supernet.deployment.runtimes.latency_build.LatencySettings`).
+        timing: how the table is measured (threads, batch, repeats, held-out and
+            calibrating subnets, seed).
         probe: a runtime probe file (default: this machine's, probed where missing).
         output: the table (default: ``latency-RUNTIME.json`` beside the checkpoint).
         force: measure again and replace a table measured elsewhere or otherwise.
@@ -55,19 +55,14 @@ class LatencyBuildRequest:
     num_classes: int = 1000
     in_channels: int = 3
     runtime: str = "onnxruntime"
-    threads: int = 2
-    batch: int = 1
-    repeats: int = 10
-    holdout: int = 50
-    calibration: int = 12
-    seed: int = 0
+    timing: LatencySettings = LatencySettings()
     probe: str | None = None
     output: str | None = None
     force: bool = False
 
     def __post_init__(self) -> None:
         check_runtime(self.runtime)
-        for name in ("image_size", "num_classes", "in_channels", "threads", "batch", "repeats"):
+        for name in ("image_size", "num_classes", "in_channels"):
             check_positive(getattr(self, name), name)
         if bool(self.supernet) == bool(self.model):
             raise InputError("give exactly one of {field} and model", field="supernet")
@@ -131,7 +126,7 @@ def build_latency(
     space = supernet.space
     size = input_size(supernet, space.largest())
     key = machine_key(
-        request.runtime, threads=request.threads, batch=request.batch, image_size=size
+        request.runtime, threads=request.timing.threads, batch=request.timing.batch, image_size=size
     )
     existing = _existing_table(out, key, space.fingerprint, request.force)
     if existing is not None:
@@ -154,14 +149,13 @@ def _measure(
     request: LatencyBuildRequest, supernet: Any, probe: KernelTable, progress: Phases | None
 ) -> LatencyTable:
     from supernet.deployment.runtimes import get_runtime
-    from supernet.deployment.runtimes.latency_build import LatencySettings, build_latency_table
+    from supernet.deployment.runtimes.latency_build import build_latency_table
 
-    settings = LatencySettings(**keyword_arguments(request, LatencySettings))
     return build_latency_table(
         supernet,
         get_runtime(request.runtime),
         probe,
-        settings,
+        request.timing,
         progress=(lambda phase, done, total: progress(phase)(done, total)) if progress else None,
     )
 
@@ -240,7 +234,7 @@ def _probe_space(
         a_bits=tuple(b for b in space.a_bits if b <= 8),
         forms=space.forms,
         int4=False,
-        threads=request.threads,
+        threads=request.timing.threads,
         repeats=3,
     )
     runtime = get_runtime(request.runtime)

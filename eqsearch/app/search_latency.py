@@ -54,9 +54,10 @@ def measure_front_latency(
 ) -> ParetoFront:
     """``front`` with ``measured_latency_ms`` of the configs at ``indices``: each exported
     for the table's runtime and timed in interleaved rounds with the table's settings."""
+    from eqsearch.latency.settings import LatencySettings
     from supernet.deployment.runtimes import get_runtime
     from supernet.deployment.runtimes.exporting import runtime_graph
-    from supernet.deployment.runtimes.latency_build import LatencySettings, measure_wall
+    from supernet.deployment.runtimes.latency_build import measure_wall
 
     runtime = get_runtime(table.key.runtime)
     settings = LatencySettings(threads=table.key.threads, batch=table.key.batch, repeats=repeats)

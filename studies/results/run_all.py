@@ -30,7 +30,7 @@ from eqsearch.app.commands.common import (
 from eqsearch.errors import InputError
 from eqsearch.files import atomic_write_text, check_output_directory
 from eqsearch.locks import hold_directory
-from studies.entry import study_main
+from studies.entry import study_entry
 from studies.report import markdown_table
 from studies.results.stages import STAGES, Stage
 from studies.results.tables import (
@@ -300,9 +300,8 @@ def _flags(args: argparse.Namespace) -> list[str]:
     return parts
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m studies.results.run_all``: ``eqsearch study all``."""
-    return study_main("all", argv)
+main = study_entry("all")
+"""``python -m studies.results.run_all``: ``eqsearch study all``."""
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from studies.front_search import FrontSearch
 from studies.results.tables import SeedTable, numeric_frame
 
 if TYPE_CHECKING:
@@ -157,20 +158,13 @@ def _resnet20_checkpoint(root: Path, seed: int, quick: bool, log: Log) -> Path:
     """The ResNet-20 supernet of ``seed`` under ``root`` with its samples: trained and sampled
     once (an interrupted run is resumed), reused by a rerun."""
     from eqsearch.app.sampling import SampleRequest, sample_checkpoint
-    from eqsearch.app.training import TrainRequest, train_run
-    from supernet.training.run_files import CHECKPOINT_NAME
 
     run = seed_dir(root, "resnet20", seed)
-    checkpoint = run / CHECKPOINT_NAME
     settings = {**RESNET20_TRAINING, "seed": seed}
     if quick:
         settings.update(fp_epochs=1, epochs=1)
     log(f"resnet20 seed {seed}: {run}")
-    outcome = train_run(
-        TrainRequest(str(run), settings=settings, resume=checkpoint.is_file(), progress=False)
-    )
-    if outcome.failed:
-        raise RuntimeError(f"the ResNet-20 supernet of seed {seed} did not train: {outcome.failed}")
+    checkpoint = _train(run, settings)
     subnets = 24 if quick else RESNET20_SAMPLES
     sample_checkpoint(SampleRequest(supernet=checkpoint, subnets=subnets, seed=seed))
     return checkpoint
@@ -182,6 +176,112 @@ def _strategies_resnet20(root: Path, seed: int, quick: bool, log: Log) -> dict[s
     return {"strategies-resnet20": tables["strategies"]}
 
 
+FINETUNE_FLAGS: dict[str, dict[str, object]] = {
+    "(defaults: Adam 1e-3, cosine, joint)": {},
+    "`--optimizer sgd --lr 0.002 --warmup-epochs 2`": {
+        "optimizer": "sgd",
+        "lr": 0.002,
+        "warmup_epochs": 2,
+    },
+    "`--schedule progressive --optimizer sgd --lr 0.002 --warmup-epochs 1` (cosine)": {
+        "schedule": "progressive",
+        "optimizer": "sgd",
+        "lr": 0.002,
+        "warmup_epochs": 1,
+    },
+    "`--schedule progressive --optimizer sgd --lr 0.005 --warmup-epochs 1 --lr-schedule "
+    "constant`": {
+        "schedule": "progressive",
+        "optimizer": "sgd",
+        "lr": 0.005,
+        "warmup_epochs": 1,
+        "lr_schedule": "constant",
+    },
+}
+"""The fine-tuning table's rows: the flags each run adds to the common command."""
+FINETUNE_BITS = {"w_choices": (2, 4, 8), "a_choices": (2, 4, 8)}
+
+
+def _finetune_resnet20(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTable]:
+    """One FP ResNet-20 on the digits, fine-tuned into a supernet once per flag set: W8A8 on
+    the held-out images by epoch, and W8A8 / FP32 / W2A2 on the test split at the end."""
+    import json
+
+    from eqsearch.space import QuantForm
+    from supernet.evaluation.evaluate import load_for_evaluation, uniform_table
+    from supernet.training.run_files import FP_CHECKPOINT_NAME
+
+    base = seed_dir(root, "finetune-resnet20", seed)
+    common = {"model": "resnet20", "dataset": "digits", **FINETUNE_BITS, "seed": seed}
+    epochs = 3 if quick else 9  # above the recipes' two warmup epochs
+    fp_run = base / "fp-run"
+    log(f"finetune-resnet20 seed {seed}: {fp_run}")
+    _train(fp_run, {**common, "fp_epochs": 1 if quick else 15, "epochs": 1})
+    form = QuantForm.parse("channel-sym-sym")
+    held_out, test = {}, {}
+    test_images = 0
+    for index, (label, flags) in enumerate(FINETUNE_FLAGS.items()):
+        run = base / f"run-{index}"
+        settings = {**common, **flags, "init": str(fp_run / FP_CHECKPOINT_NAME), "epochs": epochs}
+        checkpoint = _train(run, settings)
+        lines = (run / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
+        by_epoch = {
+            entry["epoch"]: entry["acc_largest"]
+            for entry in map(json.loads, lines)
+            if entry.get("phase") == "supernet"
+        }
+        trained = [by_epoch[epoch] for epoch in range(1, epochs + 1)]
+        held_out[label] = {
+            "W8A8 epoch 1": trained[0],
+            "W8A8 epoch 2": trained[1],
+            "lowest W8A8": min(trained),
+            "W8A8 last epoch": trained[-1],
+        }
+        supernet, _, evaluation = load_for_evaluation(checkpoint, split="test")
+        table = uniform_table(supernet, evaluation, bits=(8, 2), forms=[form])
+        values = table[table.columns[0]].to_numpy(dtype=float).tolist()
+        accuracy = dict(zip(table.index, values, strict=True))
+        test[label] = {
+            "test W8A8": accuracy["W8/A8"],
+            "test FP32": accuracy["FP32"],
+            "test W2A2": accuracy["W2/A2"],
+        }
+        test_images = len(evaluation.labels)
+    scoring = pd.DataFrame(held_out).T
+    tested = pd.DataFrame(test).T
+    return {
+        "finetune-resnet20": SeedTable(
+            numeric_frame(scoring), _held_out_images(fp_run / "supernet.pt"), tuple(scoring.columns)
+        ),
+        "finetune-resnet20-test": SeedTable(
+            numeric_frame(tested), test_images, tuple(tested.columns)
+        ),
+    }
+
+
+def _train(run: Path, settings: dict[str, object]) -> Path:
+    """Train the run ``run`` with ``settings`` once (an interrupted or finished run is
+    resumed); its supernet checkpoint."""
+    from eqsearch.app.training import TrainRequest, train_run
+    from supernet.training.run_files import CHECKPOINT_NAME
+
+    checkpoint = run / CHECKPOINT_NAME
+    request = TrainRequest(str(run), settings=settings, resume=checkpoint.is_file(), progress=False)
+    outcome = train_run(request)
+    if outcome.failed:
+        raise RuntimeError(f"{run} did not train: {outcome.failed}")
+    return checkpoint
+
+
+def _held_out_images(checkpoint: Path) -> int:
+    """The held-out images a run's log scores (the digits' whole training split)."""
+    from supernet.evaluation.evaluate import checkpoint_data, evaluation_set
+    from supernet.files.checkpoint import load_checkpoint
+
+    data = checkpoint_data(load_checkpoint(checkpoint))
+    return len(evaluation_set(data, split="holdout").labels)
+
+
 def _strategy_tables(checkpoint: Path, out: Path, seed: int, quick: bool) -> dict[str, SeedTable]:
     """The strategies study of one supernet with its samples, as the docs' table."""
     from studies.strategies import StrategyStudySettings, run_strategy_study
@@ -191,10 +291,8 @@ def _strategy_tables(checkpoint: Path, out: Path, seed: int, quick: bool) -> dic
         settings = replace(
             settings,
             budgets=3,
-            verify=2,
             refine=1,
-            population=8,
-            generations=3,
+            search=FrontSearch(population=8, generations=3, verify=2),
             hessian_images=32,
             hessian_probes=2,
         )
@@ -232,10 +330,8 @@ def _joint(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTable]
             settings,
             budgets=(0.1, 0.4),
             uniform_bits=(8, 2),
-            population=8,
-            generations=3,
-            verify=2,
             refine=0,
+            search=FrontSearch(population=8, generations=3, verify=2),
         )
     study = run_joint_study(checkpoint, seed_dir(root, "joint", seed), settings, log=lambda _: None)
     columns = {b: f"best ≤ {b:g}·B8" for b in settings.budgets}
@@ -363,6 +459,16 @@ STAGES: tuple[Stage, ...] = (
         "{seed} --out resnet20; eqsearch sample --supernet resnet20/supernet.pt --subnets 600 "
         "--seed {seed}; eqsearch study strategies --supernet resnet20/supernet.pt --seed {seed}",
         _strategies_resnet20,
+    ),
+    Stage(
+        "finetune-resnet20",
+        "fine-tuning an FP ResNet-20 (digits) into a supernet under four optimizer recipes",
+        "docs/own-data-and-fine-tuning.md",
+        "eqsearch train --model resnet20 --dataset digits --fp-epochs 15 --epochs 1 --w-choices "
+        "2,4,8 --a-choices 2,4,8 --seed {seed} --out fp-run; eqsearch train --model resnet20 "
+        "--dataset digits --w-choices 2,4,8 --a-choices 2,4,8 --init fp-run/fp.pt --epochs 9 "
+        "--seed {seed} FLAGS; eqsearch eval --supernet supernet.pt --split test --uniform 8/8",
+        _finetune_resnet20,
     ),
     Stage(
         "joint",

@@ -29,12 +29,14 @@ class PackedLayer:
         name: the layer's module path.
         w_bits, a_bits: its bit widths (32: full precision, then ``integers`` is None).
         form: the quantization form, e.g. ``channel-sym-asym``.
+        shape: the weight's shape.
+        bias: the float bias, if any.
         integers: the weight integers ``q`` (weight ``= (q − zero_point)·scale``).
         scale, zero_point: per output channel (``axis = 0``) or one each (``axis = None``).
         qmin, qmax: the weight grid.
         input_scale, input_zero_point, input_qmin, input_qmax: the input activation grid.
-        bias: the float bias, if any.
-        float_weight: the weight of a full-precision layer (None when quantized).
+        float_weight: the weight of a full-precision layer (None when quantized); such a
+            layer has none of the grid fields.
     """
 
     name: str
@@ -42,18 +44,18 @@ class PackedLayer:
     a_bits: int
     form: str
     shape: tuple[int, ...]
-    integers: np.ndarray | None
-    scale: np.ndarray | None
-    zero_point: np.ndarray | None
-    axis: int | None
-    qmin: int
-    qmax: int
-    input_scale: float
-    input_zero_point: int
-    input_qmin: int
-    input_qmax: int
     bias: np.ndarray | None
-    float_weight: np.ndarray | None
+    integers: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    zero_point: np.ndarray | None = None
+    axis: int | None = None
+    qmin: int = 0
+    qmax: int = 0
+    input_scale: float = 1.0
+    input_zero_point: int = 0
+    input_qmin: int = 0
+    input_qmax: int = 0
+    float_weight: np.ndarray | None = None
 
     def dequantize(self) -> np.ndarray:
         """The float32 weight the subnet computes with."""
@@ -232,20 +234,7 @@ def _read_layer(archive: Any, meta: dict[str, Any]) -> PackedLayer:
         "bias": bias,
     }
     if f"{name}/packed" not in archive:
-        return PackedLayer(
-            **common,
-            integers=None,
-            scale=None,
-            zero_point=None,
-            axis=None,
-            qmin=0,
-            qmax=0,
-            input_scale=1.0,
-            input_zero_point=0,
-            input_qmin=0,
-            input_qmax=0,
-            float_weight=archive[f"{name}/weight"],
-        )
+        return PackedLayer(**common, float_weight=archive[f"{name}/weight"])
     count = int(np.prod(shape))
     unsigned = unpack_bits(archive[f"{name}/packed"], int(meta["w_bits"]), count)
     integers = (unsigned + int(meta["qmin"])).reshape(shape)
@@ -261,5 +250,4 @@ def _read_layer(archive: Any, meta: dict[str, Any]) -> PackedLayer:
         input_zero_point=int(meta["input_zero_point"]),
         input_qmin=int(meta["input_qmin"]),
         input_qmax=int(meta["input_qmax"]),
-        float_weight=None,
     )

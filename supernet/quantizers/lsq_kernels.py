@@ -23,23 +23,16 @@ import numpy as np
 import torch
 
 from eqsearch.errors import InputError
+from supernet.quantizers.numba_kernels import NumbaKernels, plain_jit
 from supernet.runtime import host_path
 
 MIN_ELEMENTS_PER_CHUNK = 1 << 16
 """Smaller slices are not worth a parallel region."""
 
-_compiled: dict[str, Any] = {}
-
 
 def available() -> bool:
     """Whether the kernel can run here: numba importable (compiled on first use)."""
-    if "serial" not in _compiled:
-        try:
-            import numba
-        except ImportError:  # pragma: no cover - numba is a dependency; torch is the fallback
-            return False
-        _compile(numba)
-    return True
+    return KERNELS.available()
 
 
 def _fake_quantize_kernel(
@@ -134,14 +127,12 @@ def _input_directions_kernel(
             offset_direction[index] = grad_scale if clipped else np.float32(0.0)
 
 
-def _compile(numba: Any) -> None:
-    jit = numba.njit(cache=True, nogil=True, boundscheck=False)
-    parallel_jit = numba.njit(cache=True, nogil=True, boundscheck=False, parallel=True)
+def _compile(numba: Any) -> dict[str, Any]:
+    jit = plain_jit(numba)
+    parallel_jit = plain_jit(numba, parallel=True)
     serial = jit(_fake_quantize_kernel)
     # reassociation only (no finite-math flags: NaN must stay outside the mask)
-    serial_mask = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc"})(
-        _masked_gradient_kernel
-    )
+    serial_mask = plain_jit(numba, fastmath={"reassoc"})(_masked_gradient_kernel)
 
     def parallel(
         x: Any, out: Any, reciprocal: Any, low: Any, high: Any, step: Any, chunks: int
@@ -170,14 +161,17 @@ def _compile(numba: Any) -> None:
                 x[begin:end], out[begin:end], levels[begin:end], reciprocal, low, high, step
             )
 
-    _compiled.update(
-        serial=serial,
-        parallel=parallel_jit(parallel),
-        serial_levels=serial_levels,
-        parallel_levels=parallel_jit(parallel_levels),
-        serial_mask=serial_mask,
-        input_directions=jit(_input_directions_kernel),
-    )
+    return {
+        "serial": serial,
+        "parallel": parallel_jit(parallel),
+        "serial_levels": serial_levels,
+        "parallel_levels": parallel_jit(parallel_levels),
+        "serial_mask": serial_mask,
+        "input_directions": jit(_input_directions_kernel),
+    }
+
+
+KERNELS = NumbaKernels(_compile, "the LSQ CPU kernels")
 
 
 def warm_up() -> None:
@@ -233,9 +227,9 @@ def fake_quantize(
     arguments = _grid_arguments(step, reciprocal, low, high)
     chunks = _chunks(x)
     if chunks > 1:
-        _compiled["parallel"](source, target, *arguments, chunks)
+        KERNELS["parallel"](source, target, *arguments, chunks)
     else:
-        _compiled["serial"](source, target, *arguments)
+        KERNELS["serial"](source, target, *arguments)
     return out
 
 
@@ -261,10 +255,10 @@ def fake_quantize_levels(
     chunks = _chunks(x)
     if chunks > 1:
         counts = np.zeros(chunks, dtype=np.int64)
-        _compiled["parallel_levels"](source, target, indices, *arguments, counts)
+        KERNELS["parallel_levels"](source, target, indices, *arguments, counts)
         not_a_number = int(counts.sum())
     else:
-        not_a_number = _compiled["serial_levels"](source, target, indices, *arguments)
+        not_a_number = KERNELS["serial_levels"](source, target, indices, *arguments)
     return out, None if not_a_number else levels
 
 
@@ -299,7 +293,7 @@ def input_directions(
     offset_direction = torch.empty_like(x) if with_offset else None
     grid = np.array([reciprocal, low, high, step, zero_point, grad_scale], dtype=np.float32)
     bounds = np.array([low * step, high * step], dtype=np.float32)
-    _compiled["input_directions"](
+    KERNELS["input_directions"](
         _flat(x),
         _flat(x_hat),
         _flat(step_direction),
@@ -339,5 +333,5 @@ def mask_gradient(
     # One thread: the pass runs in the backward between two oneDNN convolutions, whose
     # OpenMP threads are still spinning on the other cores; numba's own threads would
     # compete with them for those cores (measured slower than the serial loop on 2 cores).
-    _compiled["serial_mask"](target, source, *bounds, sums)
+    KERNELS["serial_mask"](target, source, *bounds, sums)
     return float(sums[0]), float(sums[1])

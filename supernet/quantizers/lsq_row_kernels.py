@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 from supernet.quantizers.lsq_kernels import available
+from supernet.quantizers.numba_kernels import NumbaKernels, plain_jit
 from supernet.runtime import host_path
-
-_compiled: dict[str, Any] = {}
 
 
 def _per_channel_kernel(
@@ -140,17 +139,16 @@ def _per_channel_gradient_kernel(
         totals[row] = grad_dot_out
 
 
-def _kernel(name: str) -> Any:
-    # compiled (or loaded from numba's cache) on first use; callers check servability first
-    if not _compiled:
-        import numba
+def _compile(numba: Any) -> dict[str, Any]:
+    return {
+        "per_channel": plain_jit(numba)(_per_channel_kernel),
+        "per_channel_gradient": plain_jit(numba, fastmath={"reassoc"})(
+            _per_channel_gradient_kernel
+        ),
+    }
 
-        fastmath = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"reassoc"})
-        _compiled.update(
-            per_channel=numba.njit(cache=True, nogil=True, boundscheck=False)(_per_channel_kernel),
-            per_channel_gradient=fastmath(_per_channel_gradient_kernel),
-        )
-    return _compiled[name]
+
+KERNELS = NumbaKernels(_compile, "the per-channel LSQ CPU kernels")
 
 
 class Rows(NamedTuple):
@@ -236,7 +234,7 @@ def quantize_rows(
     out = torch.empty_like(weight)
     constants = torch.empty((rows.row_count, 3), dtype=weight.dtype)
     levels = torch.empty_like(weight, dtype=torch.int8)
-    not_a_number = _kernel("per_channel")(
+    not_a_number = KERNELS["per_channel"](
         weight.numpy(),
         rows.bounds,
         step.detach().numpy(),
@@ -280,7 +278,7 @@ def row_gradients(
     grad_offset = torch.empty(rows.row_count, dtype=weight.dtype)
     totals = np.empty(rows.row_count)
     factors = np.ones(rows.row_count, np.float32) if chain is None else chain.detach().numpy()
-    _kernel("per_channel_gradient")(
+    KERNELS["per_channel_gradient"](
         grad.numpy(),
         weight.numpy(),
         rows.bounds,

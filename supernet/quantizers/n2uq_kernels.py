@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from supernet.quantizers.numba_kernels import NumbaKernels, plain_jit
+
 ROWS = 2
 """Boundaries one grid cell may hold: the forward compares an element with exactly this many."""
 FIRST_CELLS_PER_BOUNDARY = 4
@@ -33,25 +35,16 @@ SUM_LANES = 4
 values) then does not chain every add on the previous one."""
 
 
-_compiled: dict[str, Any] = {}
-
-
 def available() -> bool:
     """Whether the compiled kernels can run here: numba importable (imported on first use)."""
-    if "forward" not in _compiled:
-        try:
-            import numba
-        except ImportError:  # pragma: no cover - numba is a dependency; torch is the fallback
-            return False
-        _compile(numba)
-    return True
+    return KERNELS.available()
 
 
-def _compile(numba: Any) -> None:
-    jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+def _compile(numba: Any) -> dict[str, Any]:
+    jit = plain_jit(numba)
     forward_serial = jit(_forward_kernel)
     backward_serial = jit(_backward_kernel)
-    parallel_jit = numba.njit(cache=True, nogil=True, boundscheck=False, parallel=True)
+    parallel_jit = plain_jit(numba, parallel=True)
 
     # Slices, not index ranges, so that every kernel loop runs from 0 (see _backward_kernel).
     def forward_parallel(
@@ -78,22 +71,19 @@ def _compile(numba: Any) -> None:
                 grad_x[low:high], sums[chunk],
             )  # fmt: skip
 
-    _compiled.update(
-        forward=forward_serial,
-        backward=backward_serial,
-        forward_parallel=parallel_jit(forward_parallel),
-        backward_parallel=parallel_jit(backward_parallel),
-    )
+    return {
+        "forward": forward_serial,
+        "backward": backward_serial,
+        "forward_parallel": parallel_jit(forward_parallel),
+        "backward_parallel": parallel_jit(backward_parallel),
+    }
+
+
+KERNELS = NumbaKernels(_compile, "the N2UQ CPU kernels")
 
 
 def _chunks(size: int) -> int:
     return max(1, min(torch.get_num_threads(), size // MIN_ELEMENTS_PER_CHUNK))
-
-
-def _kernel(name: str) -> Any:
-    if not available():  # pragma: no cover - callers check available() first
-        raise RuntimeError("the N2UQ CPU kernels need numba")
-    return _compiled[name]
 
 
 class Grid:
@@ -214,9 +204,9 @@ def forward(
     tables = (grid.before, grid.first, grid.second, grid.scale, grid.shift, grid.top)
     chunks = _chunks(x.size)
     if chunks == 1:
-        _kernel("forward")(x, *tables, levels, out, counts)
+        KERNELS["forward"](x, *tables, levels, out, counts)
     else:
-        _kernel("forward_parallel")(x, tables, levels, out, counts, chunks)
+        KERNELS["forward_parallel"](x, tables, levels, out, counts, chunks)
     return out, counts
 
 
@@ -240,8 +230,8 @@ def backward(
     chunks = _chunks(x.size)
     sums = np.zeros((chunks, SUM_LANES * bins * 2), dtype=np.float64)
     if chunks == 1:
-        _kernel("backward")(grad, x, counts, slope, bins, grad_x, sums[0])
+        KERNELS["backward"](grad, x, counts, slope, bins, grad_x, sums[0])
     else:
-        _kernel("backward_parallel")(grad, x, counts, slope, bins, grad_x, sums)
+        KERNELS["backward_parallel"](grad, x, counts, slope, bins, grad_x, sums)
     per_bin = sums.reshape(chunks, SUM_LANES, bins, 2).sum(axis=(0, 1))
     return grad_x, per_bin[:, 0], per_bin[:, 1]

@@ -9,6 +9,7 @@ import pytest
 
 from eqsearch import costs
 from eqsearch.space import QuantForm, SubnetConfig
+from studies.front_search import FrontSearch
 from studies.fronts import log_hypervolume, non_dominated_rows
 from studies.joint_report import FrontOutcome, noise_line
 from studies.joint_search import ConvertingOracle, JointStudySettings, arch_only_space
@@ -69,7 +70,7 @@ def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match=r"JointStudySettings\.budgets must be in \(0, 1\]"):
         JointStudySettings(budgets=(0.0,))
     with pytest.raises(ValueError, match=r"JointStudySettings\.verify must be an integer >= 2"):
-        JointStudySettings(verify=1)
+        JointStudySettings(search=FrontSearch(population=60, generations=100, verify=1))
     with pytest.raises(ValueError, match=r"JointStudySettings\.refine must be an integer >= 0"):
         JointStudySettings(refine=-1)
     assert math.isclose(JointStudySettings().budgets[-1], 0.4)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from studies.front_search import FrontSearch
 from studies.latency import LatencyStudySettings, run_latency_study
 from studies.latency_search import equal_accuracy_speedup
 
@@ -57,9 +58,7 @@ def test_a_tiny_latency_study_writes_its_tables_report_and_plot(
         holdout=3,
         repeats=1,
         search_batch=4,
-        population=6,
-        generations=2,
-        verify=2,
+        search=FrontSearch(population=6, generations=2, verify=2),
     )
     out = tmp_path / "study"
     study = run_latency_study(out, settings, supernet=checkpoint, log=lambda _: None)

@@ -10,17 +10,16 @@ import numpy as np
 import pytest
 
 from eqsearch.app.cli import main as eqsearch_main
+from studies.front_search import FrontSearch
 from studies.strategies import StrategyStudySettings, main, run_strategy_study
 from studies.strategies_report import best_accuracy_at, front_hypervolume
 from tests.eqsearch.test_strategy_cli import checkpoint  # noqa: F401 - the tiny supernet
 
 TINY = StrategyStudySettings(
     budgets=3,
-    verify=2,
     refine=1,
     backend="ridge",
-    population=8,
-    generations=2,
+    search=FrontSearch(population=8, generations=2, verify=2),
     hessian_images=32,
     hessian_probes=2,
     sample_count=24,

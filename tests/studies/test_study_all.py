@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -82,6 +83,34 @@ def test_resnet20_stage_trains_samples_and_studies_each_seed_once(tmp_path) -> N
         tmp_path, seeds=1, stages=[stage], quick=True, force=True, command="c", log=lines.append
     )
     assert (run / "supernet.pt").stat().st_mtime_ns == trained
+
+
+@pytest.mark.slow
+def test_finetune_stage_reads_each_recipe_run_by_epoch_and_on_the_test_split(
+    tmp_path, monkeypatch
+) -> None:
+    from studies.results import stages
+
+    recipes = dict(list(stages.FINETUNE_FLAGS.items())[:2])
+    monkeypatch.setattr(stages, "FINETUNE_FLAGS", recipes)
+    (stage,) = select_stages("finetune-resnet20")
+    result = run_all(tmp_path, seeds=1, stages=[stage], quick=True, command="c", log=print)
+    assert not result.failed
+    held_out = _table_rows(
+        (tmp_path / "finetune-resnet20" / "finetune-resnet20.md").read_text(encoding="utf-8")
+    )
+    assert [row[0] for row in held_out] == list(recipes)
+    # The second recipe's row is its log's W8A8 by epoch (the FP run's weights, 3 epochs).
+    run = tmp_path / "finetune-resnet20" / "seed-0" / "run-1"
+    entries = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    logged = [e["acc_largest"] for e in entries if e.get("phase") == "supernet"]
+    assert len(logged) == 3
+    expected = [logged[0], logged[1], min(logged), logged[-1]]
+    assert [float(cell) for cell in held_out[1][1:]] == pytest.approx(expected, abs=0.006)
+    test = _table_rows(
+        (tmp_path / "finetune-resnet20" / "finetune-resnet20-test.md").read_text(encoding="utf-8")
+    )
+    assert len(test) == 2 and all(0.0 <= float(cell) <= 100.0 for row in test for cell in row[1:])
 
 
 def test_stages_name_their_docs_page_and_command() -> None:

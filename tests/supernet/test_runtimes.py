@@ -13,10 +13,11 @@ import torch
 from eqsearch.app.cli import main
 from eqsearch.latency import LatencyTable
 from eqsearch.latency.kernels import KernelTable, save_probe
+from eqsearch.latency.settings import LatencySettings
 from eqsearch.space import QuantForm
 from supernet import build_supernet, init_quantizers
 from supernet.deployment.runtimes import get_runtime, runtime_available
-from supernet.deployment.runtimes.latency_build import LatencySettings, build_latency_table
+from supernet.deployment.runtimes.latency_build import build_latency_table
 from supernet.deployment.runtimes.probe import ProbeSettings, run_probe
 from supernet.files.checkpoint import save_supernet
 from supernet.networks.elastic import Supernet

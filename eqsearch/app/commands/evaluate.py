@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from eqsearch.app.evaluating import EvalRequest, evaluate_checkpoint
 
-    request = request_from(args, EvalRequest, calib_images=args.bn_images)
+    request = request_from(args, EvalRequest)
     trust_named_factories(args)
     console = make_console()
     outcome = evaluate_checkpoint(

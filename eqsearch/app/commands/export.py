@@ -74,7 +74,7 @@ def register(commands: Any) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from eqsearch.app.exporting import ExportRequest, export_subnet
 
-    request = request_from(args, ExportRequest, calib_images=args.bn_images)
+    request = request_from(args, ExportRequest)
     console = make_console()
     outcome = export_subnet(
         request, progress=lambda text: status(console, text, not args.no_progress)

@@ -75,8 +75,9 @@ def register(commands: Any) -> None:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from eqsearch.app.latency_building import LatencyBuildRequest, build_latency
+    from eqsearch.latency.settings import LatencySettings
 
-    request = request_from(args, LatencyBuildRequest)
+    request = request_from(args, LatencyBuildRequest, timing=request_from(args, LatencySettings))
     console = make_console()
     with phase_bar(console, not args.no_progress) as bar:
         outcome = build_latency(request, progress=bar)

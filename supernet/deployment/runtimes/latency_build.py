@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from eqsearch import costs
-from eqsearch.errors import InputError, require_positive_integers
+from eqsearch.errors import InputError
 from eqsearch.latency.fingerprint import machine_key
 from eqsearch.latency.kernels import KernelTable
+from eqsearch.latency.settings import LatencySettings
 from eqsearch.latency.table import LatencyTable, LayerUnit
 from eqsearch.space import ALL_FORMS, ConfigBatch, ElasticSpace, LayerChoice, SubnetConfig
 from supernet.deployment.runtimes.attribution import layer_profile
@@ -41,37 +41,6 @@ CHUNK = 64
 """Sessions held at once while timing: all held-out subnets in one set of interleaved rounds
 (timed in two sets of 24, OpenVINO's second set measured 2× the first on the busy machine;
 memory: an ImageNet-size network takes ~50 MB a session)."""
-
-
-@dataclass(frozen=True)
-class LatencySettings:
-    """How a latency table is measured.
-
-    Args:
-        threads: the runtime's intra-op threads.
-        batch: images per inference.
-        repeats: profiled runs and timed rounds of every measured subnet.
-        holdout: random whole subnets measured to state the table's error (not fitted on).
-        calibration: random whole subnets (others) whose latency calibrates the sum of layer
-            times (0: the designed subnets calibrate it).
-        seed: seeds the designed, calibration and held-out subnets and the timing order.
-        candidates: random architectures the greedy shape cover picks each subnet from.
-    """
-
-    threads: int = 2
-    batch: int = 1
-    repeats: int = 10
-    holdout: int = 50
-    calibration: int = 12
-    seed: int = 0
-    candidates: int = 256
-
-    def __post_init__(self) -> None:
-        require_positive_integers(self, ("threads", "batch", "repeats", "candidates"))
-        for name in ("holdout", "calibration"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InputError(f"{name} must be an integer >= 0; got {value!r}")
 
 
 def _export_all(
