@@ -45,15 +45,15 @@ def add_front_search_arguments(
     parser: argparse.ArgumentParser, defaults: FrontSearch, verify_help: str
 ) -> None:
     """``--population``, ``--generations`` and ``--verify`` with ``defaults``' values."""
-    add = parser.add_argument
-    add("--population", type=positive_int, default=defaults.population, help="NSGA-II population")
-    add(
-        "--generations",
-        type=positive_int,
-        default=defaults.generations,
-        help="NSGA-II generations",
-    )
-    add("--verify", type=positive_int, default=defaults.verify, help=verify_help)
+    helps = {
+        "population": "NSGA-II population",
+        "generations": "NSGA-II generations",
+        "verify": verify_help,
+    }
+    for name, text in helps.items():
+        parser.add_argument(
+            f"--{name}", type=positive_int, default=getattr(defaults, name), help=text
+        )
 
 
 def front_search_from_args(args: argparse.Namespace) -> FrontSearch:
