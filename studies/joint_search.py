@@ -39,10 +39,6 @@ RESULT_NAME = "joint.json"
 OUTPUTS = {REPORT_NAME: "report", PLOT_NAME: "image", RESULT_NAME: "json"}
 """The files the study writes (name → kind, see ``eqsearch.files.KINDS``)."""
 
-JOINT_SEARCH = FrontSearch(population=60, generations=100, verify=10)
-"""The joint study's searches: smaller than ``nsga``'s defaults, as it runs 3 families × 5
-budgets × 4 rounds of them."""
-
 
 @dataclass(frozen=True)
 class JointStudySettings:
@@ -67,7 +63,8 @@ class JointStudySettings:
     arch_form: str = "channel-sym-sym"
     backend: str = "xgboost"
     refine: int = 3
-    search: FrontSearch = JOINT_SEARCH
+    # smaller than nsga's defaults: the study runs 3 families × 5 budgets × 4 rounds of them
+    search: FrontSearch = FrontSearch(population=60, generations=100, verify=10)
     seed: int = 0
 
     def __post_init__(self) -> None:

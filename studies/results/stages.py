@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 
 from studies.front_search import FrontSearch
+from studies.results.finetune import finetune_resnet20
+from studies.results.runs import Log, seed_dir, train_once
 from studies.results.tables import SeedTable, numeric_frame
 
 if TYPE_CHECKING:
     from eqsearch.app.demo_report import DemoResult
     from eqsearch.app.demo_settings import DemoSettings
 
-Log = Callable[[str], None]
 StageRun = Callable[[Path, int, bool, Log], dict[str, SeedTable]]
 
 
@@ -47,11 +48,6 @@ class Stage:
     command: str
     run: StageRun
     seeded: bool = True
-
-
-def seed_dir(root: Path, stage: str, seed: int) -> Path:
-    """Where a stage's run of one seed writes its files."""
-    return root / stage / f"seed-{seed}"
 
 
 def _demo_settings(model: str, seed: int, quick: bool) -> DemoSettings:
@@ -164,7 +160,7 @@ def _resnet20_checkpoint(root: Path, seed: int, quick: bool, log: Log) -> Path:
     if quick:
         settings.update(fp_epochs=1, epochs=1)
     log(f"resnet20 seed {seed}: {run}")
-    checkpoint = _train(run, settings)
+    checkpoint = train_once(run, settings)
     subnets = 24 if quick else RESNET20_SAMPLES
     sample_checkpoint(SampleRequest(supernet=checkpoint, subnets=subnets, seed=seed))
     return checkpoint
@@ -174,112 +170,6 @@ def _strategies_resnet20(root: Path, seed: int, quick: bool, log: Log) -> dict[s
     checkpoint = _resnet20_checkpoint(root, seed, quick, log)
     tables = _strategy_tables(checkpoint, seed_dir(root, "strategies-resnet20", seed), seed, quick)
     return {"strategies-resnet20": tables["strategies"]}
-
-
-FINETUNE_FLAGS: dict[str, dict[str, object]] = {
-    "(defaults: Adam 1e-3, cosine, joint)": {},
-    "`--optimizer sgd --lr 0.002 --warmup-epochs 2`": {
-        "optimizer": "sgd",
-        "lr": 0.002,
-        "warmup_epochs": 2,
-    },
-    "`--schedule progressive --optimizer sgd --lr 0.002 --warmup-epochs 1` (cosine)": {
-        "schedule": "progressive",
-        "optimizer": "sgd",
-        "lr": 0.002,
-        "warmup_epochs": 1,
-    },
-    "`--schedule progressive --optimizer sgd --lr 0.005 --warmup-epochs 1 --lr-schedule "
-    "constant`": {
-        "schedule": "progressive",
-        "optimizer": "sgd",
-        "lr": 0.005,
-        "warmup_epochs": 1,
-        "lr_schedule": "constant",
-    },
-}
-"""The fine-tuning table's rows: the flags each run adds to the common command."""
-FINETUNE_BITS = {"w_choices": (2, 4, 8), "a_choices": (2, 4, 8)}
-
-
-def _finetune_resnet20(root: Path, seed: int, quick: bool, log: Log) -> dict[str, SeedTable]:
-    """One FP ResNet-20 on the digits, fine-tuned into a supernet once per flag set: W8A8 on
-    the held-out images by epoch, and W8A8 / FP32 / W2A2 on the test split at the end."""
-    import json
-
-    from eqsearch.space import QuantForm
-    from supernet.evaluation.evaluate import load_for_evaluation, uniform_table
-    from supernet.training.run_files import FP_CHECKPOINT_NAME
-
-    base = seed_dir(root, "finetune-resnet20", seed)
-    common = {"model": "resnet20", "dataset": "digits", **FINETUNE_BITS, "seed": seed}
-    epochs = 3 if quick else 9  # above the recipes' two warmup epochs
-    fp_run = base / "fp-run"
-    log(f"finetune-resnet20 seed {seed}: {fp_run}")
-    _train(fp_run, {**common, "fp_epochs": 1 if quick else 15, "epochs": 1})
-    form = QuantForm.parse("channel-sym-sym")
-    held_out, test = {}, {}
-    test_images = 0
-    for index, (label, flags) in enumerate(FINETUNE_FLAGS.items()):
-        run = base / f"run-{index}"
-        settings = {**common, **flags, "init": str(fp_run / FP_CHECKPOINT_NAME), "epochs": epochs}
-        checkpoint = _train(run, settings)
-        lines = (run / "train_log.jsonl").read_text(encoding="utf-8").splitlines()
-        by_epoch = {
-            entry["epoch"]: entry["acc_largest"]
-            for entry in map(json.loads, lines)
-            if entry.get("phase") == "supernet"
-        }
-        trained = [by_epoch[epoch] for epoch in range(1, epochs + 1)]
-        held_out[label] = {
-            "W8A8 epoch 1": trained[0],
-            "W8A8 epoch 2": trained[1],
-            "lowest W8A8": min(trained),
-            "W8A8 last epoch": trained[-1],
-        }
-        supernet, _, evaluation = load_for_evaluation(checkpoint, split="test")
-        table = uniform_table(supernet, evaluation, bits=(8, 2), forms=[form])
-        values = table[table.columns[0]].to_numpy(dtype=float).tolist()
-        accuracy = dict(zip(table.index, values, strict=True))
-        test[label] = {
-            "test W8A8": accuracy["W8/A8"],
-            "test FP32": accuracy["FP32"],
-            "test W2A2": accuracy["W2/A2"],
-        }
-        test_images = len(evaluation.labels)
-    scoring = pd.DataFrame(held_out).T
-    tested = pd.DataFrame(test).T
-    return {
-        "finetune-resnet20": SeedTable(
-            numeric_frame(scoring), _held_out_images(fp_run / "supernet.pt"), tuple(scoring.columns)
-        ),
-        "finetune-resnet20-test": SeedTable(
-            numeric_frame(tested), test_images, tuple(tested.columns)
-        ),
-    }
-
-
-def _train(run: Path, settings: dict[str, object]) -> Path:
-    """Train the run ``run`` with ``settings`` once (an interrupted or finished run is
-    resumed); its supernet checkpoint."""
-    from eqsearch.app.training import TrainRequest, train_run
-    from supernet.training.run_files import CHECKPOINT_NAME
-
-    checkpoint = run / CHECKPOINT_NAME
-    request = TrainRequest(str(run), settings=settings, resume=checkpoint.is_file(), progress=False)
-    outcome = train_run(request)
-    if outcome.failed:
-        raise RuntimeError(f"{run} did not train: {outcome.failed}")
-    return checkpoint
-
-
-def _held_out_images(checkpoint: Path) -> int:
-    """The held-out images a run's log scores (the digits' whole training split)."""
-    from supernet.evaluation.evaluate import checkpoint_data, evaluation_set
-    from supernet.files.checkpoint import load_checkpoint
-
-    data = checkpoint_data(load_checkpoint(checkpoint))
-    return len(evaluation_set(data, split="holdout").labels)
 
 
 def _strategy_tables(checkpoint: Path, out: Path, seed: int, quick: bool) -> dict[str, SeedTable]:
@@ -468,7 +358,7 @@ STAGES: tuple[Stage, ...] = (
         "2,4,8 --a-choices 2,4,8 --seed {seed} --out fp-run; eqsearch train --model resnet20 "
         "--dataset digits --w-choices 2,4,8 --a-choices 2,4,8 --init fp-run/fp.pt --epochs 9 "
         "--seed {seed} FLAGS; eqsearch eval --supernet supernet.pt --split test --uniform 8/8",
-        _finetune_resnet20,
+        finetune_resnet20,
     ),
     Stage(
         "joint",

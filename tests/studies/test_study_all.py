@@ -89,10 +89,10 @@ def test_resnet20_stage_trains_samples_and_studies_each_seed_once(tmp_path) -> N
 def test_finetune_stage_reads_each_recipe_run_by_epoch_and_on_the_test_split(
     tmp_path, monkeypatch
 ) -> None:
-    from studies.results import stages
+    from studies.results import finetune
 
-    recipes = dict(list(stages.FINETUNE_FLAGS.items())[:2])
-    monkeypatch.setattr(stages, "FINETUNE_FLAGS", recipes)
+    recipes = dict(list(finetune.FINETUNE_FLAGS.items())[:2])
+    monkeypatch.setattr(finetune, "FINETUNE_FLAGS", recipes)
     (stage,) = select_stages("finetune-resnet20")
     result = run_all(tmp_path, seeds=1, stages=[stage], quick=True, command="c", log=print)
     assert not result.failed
